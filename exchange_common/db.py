@@ -1,0 +1,139 @@
+"""PostgreSQL access shared by the services: pools, migrations, seed data."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import logging
+import re
+from decimal import Decimal
+from importlib.resources import files
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+MIGRATION_LOCK = 0x45584D49  # advisory lock key: one migrator at a time
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10, **kwargs) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, **kwargs)
+    assert pool is not None
+    return pool
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every migration shipped, in order."""
+    out = []
+    for entry in files("exchange_common.migrations").iterdir():
+        m = _MIGRATION_NAME.match(entry.name)
+        if m:
+            out.append((int(m.group(1)), entry.name, entry.read_text()))
+    out.sort()
+    return out
+
+
+async def migrate(conn: asyncpg.Connection) -> list[str]:
+    """Apply the migrations not yet applied; return their names."""
+    applied: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+    try:
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version integer PRIMARY KEY,
+                   name text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, name, sql in migrations():
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
+                )
+            applied.append(name)
+            log.info("applied migration %s", name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+    return applied
+
+
+# (id, symbol, base, quote, tick, lot, min qty, max qty, min notional)
+DEFAULT_INSTRUMENTS = [
+    (1, "BTC-USD", "BTC", "USD", "0.01", "0.0001", "0.0001", "1000", "1"),
+    (2, "ETH-USD", "ETH", "USD", "0.01", "0.001", "0.001", "10000", "1"),
+]
+
+
+def key_hash(api_key: str) -> bytes:
+    return hashlib.sha256(api_key.encode()).digest()
+
+
+async def seed_instruments(conn: asyncpg.Connection) -> None:
+    for row in DEFAULT_INSTRUMENTS:
+        iid, symbol, base, quote, tick, lot, min_q, max_q, min_n = row
+        await conn.execute(
+            """INSERT INTO instruments (instrument_id, symbol, base_asset, quote_asset, tick_size,
+                   lot_size, min_quantity, max_quantity, min_notional)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+               ON CONFLICT (instrument_id) DO NOTHING""",
+            iid, symbol, base, quote, Decimal(tick), Decimal(lot), Decimal(min_q), Decimal(max_q),
+            Decimal(min_n),
+        )
+    await conn.execute(
+        """INSERT INTO instrument_state (instrument_id)
+           SELECT instrument_id FROM instruments ON CONFLICT DO NOTHING"""
+    )
+
+
+async def ensure_account(conn: asyncpg.Connection, name: str, api_key: str | None = None) -> int:
+    """Create the account if needed; attach ``api_key`` to it if given. Returns its id."""
+    account_id = await conn.fetchval(
+        """INSERT INTO accounts (name) VALUES ($1)
+           ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING account_id""",
+        name,
+    )
+    if api_key:
+        await conn.execute(
+            """INSERT INTO api_keys (key_sha256, account_id, label) VALUES ($1, $2, 'dev')
+               ON CONFLICT (key_sha256) DO NOTHING""",
+            key_hash(api_key), account_id,
+        )
+    return account_id
+
+
+def parse_dev_keys(text: str) -> dict[str, str]:
+    """``alice=KEY1,bob=KEY2`` -> {"alice": "KEY1", "bob": "KEY2"}."""
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, key = part.partition("=")
+        if not sep or not name or not key:
+            raise ValueError(f"EXCHANGE_DEV_API_KEYS: expected name=key, got {part!r}")
+        out[name.strip()] = key.strip()
+    return out
+
+
+async def _migrate_cli(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        names = await migrate(conn)
+        await seed_instruments(conn)
+    finally:
+        await conn.close()
+    print("applied: " + (", ".join(names) if names else "nothing (up to date)"))
+
+
+def migrate_main() -> None:
+    """`exchange-migrate`: apply migrations and seed the default instruments."""
+    import os
+
+    parser = argparse.ArgumentParser(description=migrate_main.__doc__)
+    parser.add_argument("--database-url", default=os.environ.get("EXCHANGE_DATABASE_URL"))
+    args = parser.parse_args()
+    if not args.database_url:
+        parser.error("set EXCHANGE_DATABASE_URL or pass --database-url")
+    asyncio.run(_migrate_cli(args.database_url))

@@ -1,0 +1,74 @@
+"""Exact conversion between public decimal strings and internal integers.
+
+Inside the exchange, prices are integer ticks and quantities integer lots.
+Decimal strings ("70000.50") exist only at the public edge. Conversion is
+exact: a value that is not a whole number of units is rejected, never
+rounded, and floats are never involved.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+# Plain positional notation only: no sign, no exponent, no spaces, no
+# leading dot. At most 18 integer digits keeps every value inside int64.
+_DECIMAL_RE = re.compile(r"^(\d{1,18})(?:\.(\d{1,18}))?$")
+
+
+class DecimalFormatError(ValueError):
+    """The string is not a plain non-negative decimal number."""
+
+
+class OffGridError(ValueError):
+    """The value is not a whole number of units (ticks or lots)."""
+
+
+def decimals_of(step: Decimal) -> int:
+    """Digits after the point of a step such as Decimal("0.01") -> 2."""
+    exponent = step.normalize().as_tuple().exponent
+    assert isinstance(exponent, int)
+    return max(0, -exponent)
+
+
+def parse_units(text: str, step: Decimal) -> int:
+    """Return ``text / step`` as an int; raise if malformed or off the grid.
+
+    ``step`` is the tick size or lot size, e.g. Decimal("0.01").
+    """
+    m = _DECIMAL_RE.match(text)
+    if m is None:
+        raise DecimalFormatError(f"{text!r} is not a plain decimal number")
+    integer, fraction = m.group(1), m.group(2) or ""
+    value = Decimal(integer + ("." + fraction if fraction else ""))
+    units, remainder = divmod(value, step)
+    if remainder != 0:
+        raise OffGridError(f"{text} is not a multiple of {format_decimal(step)}")
+    return int(units)
+
+
+def format_units(units: int, step: Decimal, places: int) -> str:
+    """``units * step`` as a decimal string with exactly ``places`` digits after the point."""
+    return format_decimal(Decimal(units) * step, places)
+
+
+def format_decimal(value: Decimal, places: int | None = None) -> str:
+    """Positional (never exponent) form; fixed ``places`` when given."""
+    if places is not None:
+        value = value.quantize(Decimal(1).scaleb(-places))
+        return f"{value:f}"
+    text = f"{value.normalize():f}"
+    return text
+
+
+def average_price(notional_units: int, quantity_units: int, tick: Decimal, lot: Decimal,
+                  places: int) -> str:
+    """Volume-weighted average price of fills, rounded half-even to ``places`` digits.
+
+    ``notional_units`` is the sum of price_ticks * quantity_lots.
+    """
+    if quantity_units == 0:
+        return ""
+    # price = (notional_ticks_lots / qty_lots) * tick
+    value = Decimal(notional_units) * tick / Decimal(quantity_units)
+    return format_decimal(value, places)

@@ -1,0 +1,178 @@
+"""Domain errors and their one mapping to gRPC status with rich details.
+
+Servicers raise these; ``grpc_errors`` turns them into a ``google.rpc.Status``
+carrying ``ErrorInfo`` (reason, domain, metadata) and, for bad input,
+``BadRequest`` field violations (AIP-193). Anything unexpected becomes
+INTERNAL with no traceback in the message (the traceback is logged).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+DOMAIN = "exchange"
+log = logging.getLogger(__name__)
+
+
+class ExchangeError(Exception):
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    default_reason = "INTERNAL"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        field: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or self.default_reason
+        self.field = field
+        self.metadata = metadata or {}
+
+    def to_status(self) -> grpc.Status:
+        details = []
+        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata)
+        details.append(info)
+        if self.field is not None:
+            details.append(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=self.field, description=self.message, reason=self.reason
+                        )
+                    ]
+                )
+            )
+        packed = []
+        for d in details:
+            a = any_pb2.Any()
+            a.Pack(d)
+            packed.append(a)
+        status = status_pb2.Status(
+            code=getattr(code_pb2, self.code.name), message=self.message, details=packed
+        )
+        return rpc_status.to_status(status)
+
+
+class InvalidArgument(ExchangeError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    default_reason = "INVALID_ARGUMENT"
+
+
+class Unauthenticated(ExchangeError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+    default_reason = "UNAUTHENTICATED"
+
+
+class NotFound(ExchangeError):
+    code = grpc.StatusCode.NOT_FOUND
+    default_reason = "NOT_FOUND"
+
+
+class AlreadyExists(ExchangeError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+    default_reason = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(ExchangeError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    default_reason = "FAILED_PRECONDITION"
+
+
+class ResourceExhausted(ExchangeError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    default_reason = "RESOURCE_EXHAUSTED"
+
+
+class Unavailable(ExchangeError):
+    code = grpc.StatusCode.UNAVAILABLE
+    default_reason = "UNAVAILABLE"
+
+
+class DeadlineExceeded(ExchangeError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    default_reason = "DEADLINE_EXCEEDED"
+
+
+def _internal_status() -> grpc.Status:
+    err = ExchangeError("internal error", reason="INTERNAL")
+    return err.to_status()
+
+
+def grpc_errors(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a servicer method (coroutine or async generator) so that
+    ExchangeError becomes its rich status and anything else INTERNAL."""
+
+    if inspect.isasyncgenfunction(method):
+
+        @functools.wraps(method)
+        async def stream_wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext):
+            try:
+                async for item in method(self, request, context):
+                    yield item
+            except ExchangeError as err:
+                await context.abort_with_status(err.to_status())
+            except Exception as err:  # noqa: BLE001
+                if _is_abort(err):
+                    raise
+                log.exception("unexpected error in %s", method.__qualname__)
+                await context.abort_with_status(_internal_status())
+
+        return stream_wrapper
+
+    @functools.wraps(method)
+    async def unary_wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext):
+        try:
+            return await method(self, request, context)
+        except ExchangeError as err:
+            await context.abort_with_status(err.to_status())
+        except Exception as err:  # noqa: BLE001
+            if _is_abort(err):
+                raise
+            log.exception("unexpected error in %s", method.__qualname__)
+            await context.abort_with_status(_internal_status())
+
+    return unary_wrapper
+
+
+def _is_abort(err: BaseException) -> bool:
+    # context.abort raises grpc.aio.AbortError; it must pass through.
+    return isinstance(err, grpc.aio.AbortError)
+
+
+def error_info(err: grpc.aio.AioRpcError | grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
+    """The ErrorInfo detail of a failed call, if any (for clients and tests)."""
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    if status is None:
+        return None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    return None
+
+
+def field_violations(err: grpc.RpcError) -> list[error_details_pb2.BadRequest.FieldViolation]:
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    out: list[error_details_pb2.BadRequest.FieldViolation] = []
+    if status is None:
+        return out
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            br = error_details_pb2.BadRequest()
+            detail.Unpack(br)
+            out.extend(br.field_violations)
+    return out

@@ -1,0 +1,62 @@
+"""Instrument rules, loaded from PostgreSQL, with exact unit conversion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+import asyncpg
+
+from exchange_common.decimals import decimals_of, format_units
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentSpec:
+    instrument_id: int
+    symbol: str
+    base_asset: str
+    quote_asset: str
+    tick_size: Decimal
+    lot_size: Decimal
+    min_quantity: Decimal
+    max_quantity: Decimal
+    min_notional: Decimal
+    price_band_bps: int
+    status: str
+    price_decimals: int
+    quantity_decimals: int
+
+    @property
+    def trading(self) -> bool:
+        return self.status == "trading"
+
+    def price_str(self, ticks: int) -> str:
+        return format_units(ticks, self.tick_size, self.price_decimals)
+
+    def qty_str(self, lots: int) -> str:
+        return format_units(lots, self.lot_size, self.quantity_decimals)
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> InstrumentSpec:
+        tick = Decimal(row["tick_size"])
+        lot = Decimal(row["lot_size"])
+        return cls(
+            instrument_id=row["instrument_id"],
+            symbol=row["symbol"],
+            base_asset=row["base_asset"],
+            quote_asset=row["quote_asset"],
+            tick_size=tick,
+            lot_size=lot,
+            min_quantity=Decimal(row["min_quantity"]),
+            max_quantity=Decimal(row["max_quantity"]),
+            min_notional=Decimal(row["min_notional"]),
+            price_band_bps=row["price_band_bps"],
+            status=row["status"],
+            price_decimals=decimals_of(tick),
+            quantity_decimals=decimals_of(lot),
+        )
+
+
+async def load_instruments(conn: asyncpg.Connection | asyncpg.Pool) -> list[InstrumentSpec]:
+    rows = await conn.fetch("SELECT * FROM instruments ORDER BY instrument_id")
+    return [InstrumentSpec.from_row(r) for r in rows]

@@ -1,0 +1,60 @@
+"""Generate Python code from protos/ into the `exchange` package.
+
+The import path of the generated modules equals the proto package
+(`exchange.order.v1.order_pb2`), so no import rewriting is needed.
+Usage: python scripts/gen_protos.py [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from grpc_tools import protoc
+
+try:
+    from importlib.resources import files
+except ImportError:  # pragma: no cover
+    raise
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTOS = ROOT / "protos"
+
+
+def generate(out: Path) -> list[Path]:
+    sources = sorted(PROTOS.rglob("*.proto"))
+    well_known = str(files("grpc_tools") / "_proto")
+    target = out / "exchange"
+    if target.exists():
+        shutil.rmtree(target)
+    out.mkdir(parents=True, exist_ok=True)
+    args = [
+        "protoc",
+        f"-I{PROTOS}",
+        f"-I{well_known}",
+        f"--python_out={out}",
+        f"--pyi_out={out}",
+        f"--grpc_python_out={out}",
+        *[str(s.relative_to(PROTOS)) for s in sources],
+    ]
+    # protoc resolves relative source paths against the -I roots.
+    if protoc.main(args) != 0:
+        raise SystemExit("protoc failed")
+    for directory in [target, *[p for p in target.rglob("*") if p.is_dir()]]:
+        (directory / "__init__.py").touch()
+    (target / "__init__.py").write_text('"""Generated from protos/ by scripts/gen_protos.py. Do not edit."""\n')
+    return sorted(p for p in target.rglob("*") if p.is_file())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=ROOT)
+    args = parser.parse_args()
+    files_written = generate(args.out)
+    print(f"generated {len(files_written)} files under {args.out / 'exchange'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
