@@ -1,0 +1,3 @@
+from matching_service.server import main
+
+main()

@@ -1,0 +1,255 @@
+"""One single-writer loop per owned instrument: batch, match, commit, answer, publish.
+
+Commands are taken in arrival order, in batches of up to ``batch_max``. The
+whole batch is matched, then its events, order changes and trades are
+committed in one transaction (group commit); only after that commit are the
+callers answered, in order. The batch is then handed to a publisher task
+that adds it to the instrument's Redis stream, so Redis never slows matching
+and nothing acknowledged depends on it.
+
+If the commit fails, nobody is acknowledged: every caller of the batch gets
+UNAVAILABLE, and the book is reloaded from PostgreSQL (the in-memory book
+had already applied the batch). While PostgreSQL is unreachable, commands
+are refused at once with UNAVAILABLE; the loop keeps trying to reload and
+resumes by itself. If the commit is fenced out, another pod owns the
+instrument now: callers get NOT_OWNER and the loop stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+
+import asyncpg
+from redis.asyncio import Redis
+
+from exchange.matching.v1 import matching_pb2 as mpb
+from exchange_common.instruments import InstrumentSpec
+from exchange_common.streams import FIELD, entry_id, stream_key
+from matching_service.engine import (
+    ERR_DUPLICATE, ERR_ORDER_NOT_OPEN, TAKER, Changes, Order, OrderBook, Outcome,
+)
+from matching_service.store import FencedOut, Store
+
+log = logging.getLogger(__name__)
+
+Deliver = Callable[[mpb.Result], None]
+
+ERROR_CODES = {
+    ERR_ORDER_NOT_OPEN: mpb.ERROR_CODE_ORDER_NOT_OPEN,
+    ERR_DUPLICATE: mpb.ERROR_CODE_DUPLICATE_CLIENT_ORDER_ID,
+}
+
+# Errors that mean "the database did not take the commit" (or we cannot know).
+DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, ConnectionError,
+             asyncio.TimeoutError)
+
+
+def error_result(request_id: int, code: int, message: str, order_id: int = 0) -> mpb.Result:
+    return mpb.Result(request_id=request_id,
+                      error=mpb.CommandError(code=code, message=message, order_id=order_id))
+
+
+def order_report(order: Order, fills=(), duplicate: bool = False) -> mpb.OrderReport:
+    return mpb.OrderReport(
+        order_id=order.order_id, state=order.state, quantity=order.quantity,
+        filled=order.filled, filled_notional=str(order.notional), reason=order.reason,
+        create_time_unix_nanos=order.created_ns, update_time_unix_nanos=order.updated_ns,
+        fills=[mpb.FillReport(trade_id=f.trade_id, price=f.price, quantity=f.quantity,
+                              liquidity=TAKER, time_unix_nanos=f.time_ns) for f in fills],
+        duplicate=duplicate,
+    )
+
+
+class InstrumentLoop:
+    def __init__(self, spec: InstrumentSpec, book: OrderBook, store: Store, redis: Redis,
+                 epoch: int, *, batch_max: int, stream_maxlen: int,
+                 on_lost: Callable[[int], None]) -> None:
+        self.spec = spec
+        self.book = book
+        self.store = store
+        self.redis = redis
+        self.epoch = epoch
+        self.batch_max = batch_max
+        self.stream_maxlen = stream_maxlen
+        self.on_lost = on_lost
+        self.pending: deque[tuple[mpb.Command, Deliver]] = deque()
+        self.wake = asyncio.Event()
+        self.available = True
+        self.stopped = False
+        self.to_publish: deque[Changes] = deque()
+        self.publish_wake = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        # Figures for metrics and benchmarks.
+        self.batches = 0
+        self.commands = 0
+
+    @property
+    def instrument_id(self) -> int:
+        return self.spec.instrument_id
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._run(), name=f"match-{self.spec.symbol}"),
+                       asyncio.create_task(self._publish(), name=f"publish-{self.spec.symbol}")]
+
+    async def stop(self) -> None:
+        """Finish the batch in progress, refuse the rest, flush publication."""
+        self.stopped = True
+        self.wake.set()
+        self.publish_wake.set()
+        for task in self._tasks:
+            try:
+                await asyncio.wait_for(task, timeout=5)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                task.cancel()
+
+    def submit(self, command: mpb.Command, deliver: Deliver) -> None:
+        if self.stopped:
+            deliver(error_result(command.request_id, mpb.ERROR_CODE_NOT_OWNER,
+                                 "matching pod is stopping"))
+            return
+        if not self.available:
+            deliver(error_result(command.request_id, mpb.ERROR_CODE_UNAVAILABLE,
+                                 "journal database unavailable"))
+            return
+        self.pending.append((command, deliver))
+        self.wake.set()
+
+    # -- the writer loop -------------------------------------------------------
+
+    async def _run(self) -> None:
+        pending = self.pending
+        while True:
+            if not pending:
+                if self.stopped:
+                    break
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            n = min(len(pending), self.batch_max)
+            batch = [pending.popleft() for _ in range(n)]
+            now = time.time_ns()
+            answers = [(deliver, self._apply(cmd, now)) for cmd, deliver in batch]
+            changes = self.book.drain_changes()
+            try:
+                await self.store.commit(self.instrument_id, self.epoch, changes)
+            except FencedOut as err:
+                log.error("%s: %s; giving the instrument up", self.spec.symbol, err)
+                self._fail(answers, mpb.ERROR_CODE_NOT_OWNER, "instrument moved to another pod")
+                self._refuse_pending(mpb.ERROR_CODE_NOT_OWNER, "instrument moved to another pod")
+                self.stopped = True
+                self.publish_wake.set()
+                self.on_lost(self.instrument_id)
+                return
+            except DB_ERRORS as err:
+                log.error("%s: commit failed (%s); nothing acknowledged, reloading",
+                          self.spec.symbol, err)
+                self._fail(answers, mpb.ERROR_CODE_UNAVAILABLE, "journal commit failed")
+                if not await self._reload():
+                    return
+                continue
+            for deliver, result in answers:
+                deliver(result)
+            self.batches += 1
+            self.commands += n
+            if changes.events:
+                self.to_publish.append(changes)
+                self.publish_wake.set()
+
+    def _apply(self, cmd: mpb.Command, now: int) -> mpb.Result:
+        which = cmd.WhichOneof("command")
+        if which == "new_order":
+            o = cmd.new_order
+            out = self.book.new_order(o.account_id, o.side, o.type, o.time_in_force, o.price,
+                                      o.quantity, o.client_order_id, o.post_only, now)
+        elif which == "cancel_order":
+            c = cmd.cancel_order
+            out = self.book.cancel(c.account_id, c.order_id, now)
+        else:
+            return error_result(cmd.request_id, mpb.ERROR_CODE_INVALID, "empty command")
+        return self._result(cmd.request_id, out)
+
+    @staticmethod
+    def _result(request_id: int, out: Outcome) -> mpb.Result:
+        if out.error:
+            code = ERROR_CODES.get(out.error, mpb.ERROR_CODE_INVALID)
+            return error_result(request_id, code, out.error_message,
+                                out.order.order_id if out.order is not None else 0)
+        assert out.order is not None
+        return mpb.Result(request_id=request_id,
+                          order=order_report(out.order, out.fills, out.duplicate))
+
+    def _fail(self, answers, code: int, message: str) -> None:
+        for deliver, result in answers:
+            deliver(error_result(result.request_id, code, message))
+
+    def _refuse_pending(self, code: int, message: str) -> None:
+        while self.pending:
+            cmd, deliver = self.pending.popleft()
+            deliver(error_result(cmd.request_id, code, message))
+
+    async def _reload(self) -> bool:
+        """Rebuild the book from what PostgreSQL committed; retry until it answers.
+        Returns False if the loop should end (fenced out or stopping)."""
+        self.available = False
+        self._refuse_pending(mpb.ERROR_CODE_UNAVAILABLE, "journal database unavailable")
+        delay = 0.05
+        while not self.stopped:
+            try:
+                still_owner = await self.store.still_owner(self.instrument_id, self.epoch)
+                if not still_owner:
+                    self.stopped = True
+                    self.on_lost(self.instrument_id)
+                    return False
+                self.book = await self.store.load_book(self.instrument_id)
+                self.available = True
+                log.info("%s: book reloaded at sequence %d", self.spec.symbol,
+                         self.book.sequence)
+                return True
+            except DB_ERRORS as err:
+                log.warning("%s: database still unavailable: %s", self.spec.symbol, err)
+                self._refuse_pending(mpb.ERROR_CODE_UNAVAILABLE, "journal database unavailable")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        return False
+
+    # -- market data publication ----------------------------------------------
+
+    async def _publish(self) -> None:
+        key = stream_key(self.instrument_id)
+        while True:
+            if not self.to_publish:
+                if self.stopped:
+                    return
+                self.publish_wake.clear()
+                await self.publish_wake.wait()
+                continue
+            batch = list(self.to_publish)
+            self.to_publish.clear()
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for changes in batch:
+                        pipe.xadd(key, {FIELD: self._md_batch(changes)},
+                                  id=entry_id(changes.last_sequence),
+                                  maxlen=self.stream_maxlen, approximate=True)
+                    await pipe.execute(raise_on_error=False)
+            except Exception as err:  # noqa: BLE001 - Redis down: market data resyncs on the gap
+                log.warning("%s: publishing to Redis failed: %s", self.spec.symbol, err)
+                await asyncio.sleep(0.2)
+
+    def _md_batch(self, changes: Changes) -> bytes:
+        msg = mpb.MarketDataBatch(
+            instrument_id=self.instrument_id,
+            first_sequence=changes.first_sequence,
+            last_sequence=changes.last_sequence,
+            time_unix_nanos=time.time_ns(),
+            bids=[mpb.LevelUpdate(price=p, quantity=q, order_count=c) for p, q, c in changes.bids],
+            asks=[mpb.LevelUpdate(price=p, quantity=q, order_count=c) for p, q, c in changes.asks],
+            trades=[mpb.TradeEvent(trade_id=t[0], sequence=t[1], price=t[2], quantity=t[3],
+                                   taker_side=t[4], time_unix_nanos=t[9])
+                    for t in changes.trades],
+        )
+        return msg.SerializeToString()

@@ -1,0 +1,206 @@
+"""The matching pod: owns instruments, runs one writer loop per instrument.
+
+Ownership: for every instrument this pod may own (``EXCHANGE_MATCHING_INSTRUMENTS``)
+it tries to take the instrument's PostgreSQL advisory lock on a dedicated
+session, and keeps trying every second for those another pod holds, so a
+standby takes over when the owner dies. Taking ownership bumps the owner
+epoch that fences every journal write (see store.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+
+import asyncpg
+import grpc
+from redis.asyncio import Redis
+
+from exchange.matching.v1 import matching_pb2 as mpb
+from exchange.matching.v1 import matching_pb2_grpc as mpb_grpc
+from exchange_common import logs
+from exchange_common.config import MatchingSettings, load
+from exchange_common.db import create_pool
+from exchange_common.errors import grpc_errors
+from exchange_common.server import Service, run_until_signal
+from matching_service.loop import InstrumentLoop, error_result
+from matching_service.store import Store, init_connection
+
+log = logging.getLogger(__name__)
+
+OWNERSHIP_INTERVAL = 1.0
+
+
+def instrument_of_command(cmd: mpb.Command) -> int:
+    which = cmd.WhichOneof("command")
+    if which == "new_order":
+        return cmd.new_order.instrument_id
+    if which == "cancel_order":
+        return cmd.cancel_order.instrument_id
+    return 0
+
+
+class MatchingNode:
+    """The instruments this pod owns, and the work of owning them."""
+
+    def __init__(self, settings: MatchingSettings, store: Store, redis: Redis) -> None:
+        self.settings = settings
+        self.store = store
+        self.redis = redis
+        self.loops: dict[int, InstrumentLoop] = {}
+        self._lock_conn: asyncpg.Connection | None = None
+        self._task: asyncio.Task | None = None
+        self._stopping = False
+
+    def allowed(self, symbol: str) -> bool:
+        spec = self.settings.matching_instruments.strip()
+        return spec == "*" or symbol in {s.strip() for s in spec.split(",")}
+
+    def dispatch(self, cmd: mpb.Command, deliver) -> None:
+        loop = self.loops.get(instrument_of_command(cmd))
+        if loop is None:
+            deliver(error_result(cmd.request_id, mpb.ERROR_CODE_NOT_OWNER,
+                                 "this matching pod does not own the instrument"))
+            return
+        loop.submit(cmd, deliver)
+
+    async def start(self) -> None:
+        await self.acquire()
+        self._task = asyncio.create_task(self._keep_acquiring(), name="ownership")
+
+    async def acquire(self) -> None:
+        """Take every allowed instrument nobody else holds."""
+        if self._lock_conn is None or self._lock_conn.is_closed():
+            if self.loops:
+                log.warning("ownership session lost; releasing %d instruments", len(self.loops))
+                await self._release_all()
+            self._lock_conn = await asyncpg.connect(self.settings.database_url)
+        for spec in await self.store.instruments():
+            if spec.instrument_id in self.loops or not self.allowed(spec.symbol):
+                continue
+            owned = await self.store.take_ownership(self._lock_conn, spec.instrument_id,
+                                                    self.settings.matching_advertise)
+            if owned is None:
+                continue
+            book = await self.store.load_book(spec.instrument_id)
+            loop = InstrumentLoop(spec, book, self.store, self.redis, owned.epoch,
+                                  batch_max=self.settings.matching_batch_max,
+                                  stream_maxlen=self.settings.stream_maxlen,
+                                  on_lost=self._lost)
+            loop.start()
+            self.loops[spec.instrument_id] = loop
+            log.info("owning %s (epoch %d, sequence %d, %d resting orders)", spec.symbol,
+                     owned.epoch, book.sequence, len(book.orders))
+
+    async def _keep_acquiring(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(OWNERSHIP_INTERVAL)
+            try:
+                await self.acquire()
+            except Exception as err:  # noqa: BLE001 - database away; try again next round
+                log.warning("ownership check failed: %s", err)
+                if self._lock_conn is not None and not self._lock_conn.is_closed():
+                    continue
+                self._lock_conn = None
+
+    def _lost(self, instrument_id: int) -> None:
+        loop = self.loops.pop(instrument_id, None)
+        if loop is not None:
+            log.error("lost ownership of %s", loop.spec.symbol)
+            # Free the lock so the state is clean; the new owner holds its own.
+            if self._lock_conn is not None and not self._lock_conn.is_closed():
+                asyncio.ensure_future(self._unlock(instrument_id))
+
+    async def _unlock(self, instrument_id: int) -> None:
+        try:
+            assert self._lock_conn is not None
+            await self._lock_conn.execute("SELECT pg_advisory_unlock($1::bigint)", instrument_id)
+        except Exception:  # noqa: BLE001
+            pass
+
+    async def _release_all(self) -> None:
+        loops, self.loops = self.loops, {}
+        await asyncio.gather(*(loop.stop() for loop in loops.values()))
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+        await self._release_all()
+        if self._lock_conn is not None and not self._lock_conn.is_closed():
+            await self._lock_conn.close()
+
+
+class MatchingServicer(mpb_grpc.MatchingServiceServicer):
+    def __init__(self, node: MatchingNode) -> None:
+        self.node = node
+
+    @grpc_errors
+    async def Execute(self, request_iterator, context: grpc.aio.ServicerContext):
+        out: deque[mpb.Result] = deque()
+        wake = asyncio.Event()
+        state = {"outstanding": 0, "reading": True}
+
+        def deliver(result: mpb.Result) -> None:
+            out.append(result)
+            state["outstanding"] -= 1
+            wake.set()
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    state["outstanding"] += len(request.commands)
+                    for cmd in request.commands:
+                        self.node.dispatch(cmd, deliver)
+            finally:
+                state["reading"] = False
+                wake.set()
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                if out:
+                    results = list(out)
+                    out.clear()
+                    yield mpb.ExecuteResponse(results=results)
+                    continue
+                if not state["reading"] and state["outstanding"] <= 0:
+                    break
+                wake.clear()
+                await wake.wait()
+        finally:
+            reader.cancel()
+
+    @grpc_errors
+    async def ExecuteOnce(self, request: mpb.ExecuteRequest,
+                          context: grpc.aio.ServicerContext) -> mpb.ExecuteResponse:
+        loop = asyncio.get_running_loop()
+        futures = []
+        for cmd in request.commands:
+            fut: asyncio.Future = loop.create_future()
+            futures.append(fut)
+            self.node.dispatch(cmd, lambda r, f=fut: f.done() or f.set_result(r))
+        return mpb.ExecuteResponse(results=await asyncio.gather(*futures))
+
+
+async def serve() -> None:
+    settings = load(MatchingSettings)
+    logs.setup(settings.log_level, settings.log_format, "matching")
+    pool = await create_pool(settings.database_url, min_size=settings.db_pool_min,
+                             max_size=settings.db_pool_max, init=init_connection)
+    redis = Redis.from_url(settings.redis_url)
+    node = MatchingNode(settings, Store(pool), redis)
+    service = Service(settings, settings.matching_listen)
+    service.add(mpb_grpc.add_MatchingServiceServicer_to_server, MatchingServicer(node),
+                mpb.DESCRIPTOR.services_by_name["MatchingService"].full_name)
+    await node.start()
+    port = await service.start()
+    await service.set_serving(True)
+    log.info("matching service listening on port %d, owning %s", port,
+             sorted(loop.spec.symbol for loop in node.loops.values()) or "nothing yet")
+    await run_until_signal(service, [node.stop, redis.aclose, pool.close])
+
+
+def main() -> None:
+    asyncio.run(serve())

@@ -1,0 +1,164 @@
+"""The matching pod's PostgreSQL storage: ownership, book recovery, group commit.
+
+Every batch is committed in one transaction that first advances
+``instrument_state.last_sequence`` under a fence: the row must still carry
+this pod's ``owner_epoch`` and the sequence the batch follows. An old owner
+that was paused while another took over therefore cannot write anything.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import asyncpg
+
+from exchange_common.instruments import InstrumentSpec, load_instruments
+from matching_service.engine import Changes, Order, OrderBook
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+ORDER_COLUMNS = (
+    "order_id", "instrument_id", "account_id", "client_order_id", "side", "order_type",
+    "time_in_force", "post_only", "price", "quantity", "filled", "filled_notional", "state",
+    "reason", "priority", "last_sequence", "created_at", "updated_at",
+)
+TRADE_COLUMNS = (
+    "trade_id", "instrument_id", "sequence", "price", "quantity", "taker_side", "maker_order_id",
+    "taker_order_id", "maker_account_id", "taker_account_id", "created_at",
+)
+JOURNAL_COLUMNS = (
+    "instrument_id", "sequence", "kind", "order_id", "other_order_id", "price", "quantity",
+    "owner_epoch", "created_at",
+)
+UPSERT_ORDERS = f"""
+    INSERT INTO orders ({", ".join(ORDER_COLUMNS)})
+    SELECT {", ".join(ORDER_COLUMNS)} FROM orders_stage
+    ON CONFLICT (order_id) DO UPDATE SET
+        filled = EXCLUDED.filled, filled_notional = EXCLUDED.filled_notional,
+        state = EXCLUDED.state, reason = EXCLUDED.reason, priority = EXCLUDED.priority,
+        last_sequence = EXCLUDED.last_sequence, updated_at = EXCLUDED.updated_at
+"""
+
+
+class FencedOut(Exception):
+    """Another pod owns the instrument now (or our sequence is stale)."""
+
+
+def ts(ns: int) -> dt.datetime:
+    return EPOCH + dt.timedelta(microseconds=ns // 1000)
+
+
+def ns_of(value: dt.datetime) -> int:
+    delta = value - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """Per pooled connection: the staging table used to upsert orders in bulk."""
+    await conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS orders_stage (LIKE orders) ON COMMIT DELETE ROWS"
+    )
+
+
+@dataclass
+class Ownership:
+    instrument_id: int
+    epoch: int
+
+
+class Store:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def instruments(self) -> list[InstrumentSpec]:
+        return await load_instruments(self.pool)
+
+    async def take_ownership(self, lock_conn: asyncpg.Connection, instrument_id: int,
+                             address: str) -> Ownership | None:
+        """Try the instrument's advisory lock on ``lock_conn`` (held for as long as
+        that session lives); on success bump the owner epoch, which fences out
+        every earlier owner."""
+        got = await lock_conn.fetchval("SELECT pg_try_advisory_lock($1::bigint)", instrument_id)
+        if not got:
+            return None
+        epoch = await lock_conn.fetchval(
+            """INSERT INTO instrument_state (instrument_id, owner_address, owner_epoch)
+               VALUES ($1, $2, 1)
+               ON CONFLICT (instrument_id) DO UPDATE
+                   SET owner_epoch = instrument_state.owner_epoch + 1,
+                       owner_address = EXCLUDED.owner_address, updated_at = now()
+               RETURNING owner_epoch""",
+            instrument_id, address,
+        )
+        return Ownership(instrument_id, epoch)
+
+    async def still_owner(self, instrument_id: int, epoch: int) -> bool:
+        current = await self.pool.fetchval(
+            "SELECT owner_epoch FROM instrument_state WHERE instrument_id = $1", instrument_id)
+        return current == epoch
+
+    async def load_book(self, instrument_id: int) -> OrderBook:
+        """The book as committed: resting orders in time priority, and the sequence."""
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
+                                                                 readonly=True):
+            last = await conn.fetchval(
+                "SELECT last_sequence FROM instrument_state WHERE instrument_id = $1",
+                instrument_id)
+            rows = await conn.fetch(
+                """SELECT * FROM orders WHERE instrument_id = $1 AND state IN (1, 2)
+                   ORDER BY priority""", instrument_id)
+        book = OrderBook(instrument_id, last_sequence=last or 0)
+        book.restore([order_from_row(r) for r in rows])
+        return book
+
+    async def commit(self, instrument_id: int, epoch: int, changes: Changes) -> None:
+        """Write one batch in one transaction, fenced by epoch and sequence."""
+        if changes.last_sequence < changes.first_sequence:
+            return
+        async with self.pool.acquire() as conn, conn.transaction():
+            status = await conn.execute(
+                """UPDATE instrument_state SET last_sequence = $3, updated_at = now()
+                   WHERE instrument_id = $1 AND owner_epoch = $2 AND last_sequence = $4""",
+                instrument_id, epoch, changes.last_sequence, changes.first_sequence - 1,
+            )
+            if status != "UPDATE 1":
+                raise FencedOut(f"instrument {instrument_id}: epoch {epoch} no longer owns it")
+            await conn.copy_records_to_table(
+                "journal", columns=JOURNAL_COLUMNS,
+                records=_journal_records(instrument_id, epoch, changes),
+            )
+            if changes.orders:
+                await conn.copy_records_to_table(
+                    "orders_stage", columns=ORDER_COLUMNS,
+                    records=[(o[0], instrument_id, o[1], o[2], o[3], o[4], o[5], o[6], o[7],
+                              o[8], o[9], o[10], o[11], o[12], o[13], o[14], ts(o[15]),
+                              ts(o[16])) for o in changes.orders],
+                )
+                await conn.execute(UPSERT_ORDERS)
+            if changes.trades:
+                await conn.copy_records_to_table(
+                    "trades", columns=TRADE_COLUMNS,
+                    records=[(t[0], instrument_id, t[1], t[2], t[3], t[4], t[5], t[6], t[7],
+                              t[8], ts(t[9])) for t in changes.trades],
+                )
+
+
+def _journal_records(instrument_id: int, epoch: int, changes: Changes) -> list[tuple]:
+    now = dt.datetime.now(dt.UTC)
+    return [(instrument_id, seq, kind, oid, other, price, qty, epoch, now)
+            for seq, kind, oid, other, price, qty in changes.events]
+
+
+def order_from_row(r: asyncpg.Record) -> Order:
+    o = Order(r["order_id"], r["account_id"], r["client_order_id"], r["side"], r["order_type"],
+              r["time_in_force"], r["post_only"], r["price"], r["quantity"],
+              ns_of(r["created_at"]))
+    o.filled = r["filled"]
+    o.notional = int(r["filled_notional"])
+    o.state = r["state"]
+    o.reason = r["reason"]
+    o.priority = r["priority"]
+    o.last_sequence = r["last_sequence"]
+    o.updated_ns = ns_of(r["updated_at"])
+    return o
