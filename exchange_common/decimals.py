@@ -61,8 +61,7 @@ def format_decimal(value: Decimal, places: int | None = None) -> str:
     return text
 
 
-def average_price(notional_units: int, quantity_units: int, tick: Decimal, lot: Decimal,
-                  places: int) -> str:
+def average_price(notional_units: int, quantity_units: int, tick: Decimal, places: int) -> str:
     """Volume-weighted average price of fills, rounded half-even to ``places`` digits.
 
     ``notional_units`` is the sum of price_ticks * quantity_lots.

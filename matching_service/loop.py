@@ -30,7 +30,13 @@ from exchange.matching.v1 import matching_pb2 as mpb
 from exchange_common.instruments import InstrumentSpec
 from exchange_common.streams import FIELD, entry_id, stream_key
 from matching_service.engine import (
-    ERR_DUPLICATE, ERR_ORDER_NOT_OPEN, TAKER, Changes, Order, OrderBook, Outcome,
+    ERR_DUPLICATE,
+    ERR_ORDER_NOT_OPEN,
+    TAKER,
+    Changes,
+    Order,
+    OrderBook,
+    Outcome,
 )
 from matching_service.store import FencedOut, Store
 
@@ -103,7 +109,7 @@ class InstrumentLoop:
         for task in self._tasks:
             try:
                 await asyncio.wait_for(task, timeout=5)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 task.cancel()
 
     def submit(self, command: mpb.Command, deliver: Deliver) -> None:
@@ -131,7 +137,7 @@ class InstrumentLoop:
                 continue
             n = min(len(pending), self.batch_max)
             batch = [pending.popleft() for _ in range(n)]
-            now = time.time_ns()
+            now = time.time_ns() // 1000 * 1000  # PostgreSQL keeps microseconds
             answers = [(deliver, self._apply(cmd, now)) for cmd, deliver in batch]
             changes = self.book.drain_changes()
             try:

@@ -1,0 +1,3 @@
+from order_service.server import main
+
+main()

@@ -1,0 +1,126 @@
+"""Building public proto messages from matching reports and database rows."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from exchange.common.v1 import common_pb2 as cpb
+from exchange.matching.v1 import matching_pb2 as mpb
+from exchange.order.v1 import order_pb2 as opb
+from exchange_common.decimals import average_price
+from exchange_common.errors import InvalidArgument
+from exchange_common.instruments import InstrumentSpec
+
+OPEN_STATES = (cpb.ORDER_STATE_NEW, cpb.ORDER_STATE_PARTIALLY_FILLED)
+AVERAGE_PRICE_EXTRA_DIGITS = 4
+
+
+def ts_from_ns(ns: int) -> Timestamp:
+    return Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
+
+
+def ts_from_datetime(value: dt.datetime) -> Timestamp:
+    t = Timestamp()
+    t.FromDatetime(value)
+    return t
+
+
+def _avg(spec: InstrumentSpec, notional: int, filled: int) -> str:
+    return average_price(notional, filled, spec.tick_size,
+                         spec.price_decimals + AVERAGE_PRICE_EXTRA_DIGITS)
+
+
+def order_from_report(spec: InstrumentSpec, report: mpb.OrderReport, *, side: int, type_: int,
+                      tif: int, price: int, client_order_id: str,
+                      post_only: bool) -> opb.Order:
+    remaining = report.quantity - report.filled if report.state in OPEN_STATES else 0
+    return opb.Order(
+        order_id=str(report.order_id), client_order_id=client_order_id, instrument=spec.symbol,
+        side=side, type=type_, time_in_force=tif,
+        price=spec.price_str(price) if price else "", quantity=spec.qty_str(report.quantity),
+        filled_quantity=spec.qty_str(report.filled), remaining_quantity=spec.qty_str(remaining),
+        average_fill_price=_avg(spec, int(report.filled_notional), report.filled),
+        state=report.state, post_only=post_only, reason=report.reason,
+        create_time=ts_from_ns(report.create_time_unix_nanos),
+        update_time=ts_from_ns(report.update_time_unix_nanos),
+    )
+
+
+def fills_from_report(spec: InstrumentSpec, order: opb.Order,
+                      report: mpb.OrderReport) -> list[opb.Fill]:
+    return [opb.Fill(trade_id=str(f.trade_id), order_id=order.order_id,
+                     client_order_id=order.client_order_id, instrument=spec.symbol,
+                     side=order.side, price=spec.price_str(f.price),
+                     quantity=spec.qty_str(f.quantity), liquidity=f.liquidity,
+                     time=ts_from_ns(f.time_unix_nanos))
+            for f in report.fills]
+
+
+def order_from_row(spec: InstrumentSpec, row) -> opb.Order:
+    state = row["state"]
+    remaining = row["quantity"] - row["filled"] if state in OPEN_STATES else 0
+    return opb.Order(
+        order_id=str(row["order_id"]), client_order_id=row["client_order_id"],
+        instrument=spec.symbol, side=row["side"], type=row["order_type"],
+        time_in_force=row["time_in_force"],
+        price=spec.price_str(row["price"]) if row["price"] else "",
+        quantity=spec.qty_str(row["quantity"]), filled_quantity=spec.qty_str(row["filled"]),
+        remaining_quantity=spec.qty_str(remaining),
+        average_fill_price=_avg(spec, int(row["filled_notional"]), row["filled"]),
+        state=state, post_only=row["post_only"], reason=row["reason"],
+        create_time=ts_from_datetime(row["created_at"]),
+        update_time=ts_from_datetime(row["updated_at"]),
+    )
+
+
+def fill_from_row(spec: InstrumentSpec, order: opb.Order | None, row) -> opb.Fill:
+    """A fill row from Queries.list_fills (with order columns) or order_fills (with ``order``)."""
+    if order is not None:
+        order_id, client_order_id, side = order.order_id, order.client_order_id, order.side
+    else:
+        order_id, client_order_id, side = str(row["order_id"]), row["client_order_id"], row["side"]
+    return opb.Fill(trade_id=str(row["trade_id"]), order_id=order_id,
+                    client_order_id=client_order_id, instrument=spec.symbol, side=side,
+                    price=spec.price_str(row["price"]), quantity=spec.qty_str(row["quantity"]),
+                    liquidity=row["liquidity"], time=ts_from_datetime(row["created_at"]))
+
+
+# -- AIP-158 page tokens ---------------------------------------------------------
+# Opaque to clients: the position after the last item, plus a digest of the
+# filters so that a token cannot be replayed with different filters.
+
+def encode_page_token(position: list[int], filters: tuple) -> str:
+    raw = json.dumps({"p": position, "f": _digest(filters)}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str, filters: tuple) -> list[int] | None:
+    if not token:
+        return None
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        position = data["p"]
+        ok = data["f"] == _digest(filters) and all(isinstance(x, int) for x in position)
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise InvalidArgument("page_token is invalid or does not match the request's filters",
+                              reason="PAGE_TOKEN_INVALID", field="page_token")
+    return position
+
+
+def _digest(filters: tuple) -> str:
+    return hashlib.sha256(repr(filters).encode()).hexdigest()[:16]
+
+
+def page_size(value: int) -> int:
+    if value < 0 or value > 1000:
+        raise InvalidArgument("page_size must be between 0 and 1000", reason="PAGE_SIZE_INVALID",
+                              field="page_size")
+    return value or 100

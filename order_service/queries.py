@@ -1,0 +1,112 @@
+"""What the order service reads from PostgreSQL: keys, instruments, orders, fills."""
+
+from __future__ import annotations
+
+import time
+
+import asyncpg
+
+from exchange_common.db import key_hash
+from exchange_common.instruments import InstrumentSpec, load_instruments
+
+ORDER_SELECT = "SELECT * FROM orders"
+
+# One row per fill: the account's side of each trade (a self-trade gives two).
+FILLS_SELECT = """
+SELECT f.*, o.client_order_id, o.side FROM (
+    SELECT trade_id, instrument_id, price, quantity, created_at,
+           maker_order_id AS order_id, 1 AS liquidity
+      FROM trades WHERE maker_account_id = $1
+    UNION ALL
+    SELECT trade_id, instrument_id, price, quantity, created_at,
+           taker_order_id AS order_id, 2 AS liquidity
+      FROM trades WHERE taker_account_id = $1
+) f JOIN orders o ON o.order_id = f.order_id
+WHERE ($2::integer IS NULL OR f.instrument_id = $2)
+  AND ($3::bigint IS NULL OR f.order_id = $3)
+  AND (f.trade_id, f.liquidity) < ($4, $5)
+ORDER BY f.trade_id DESC, f.liquidity DESC
+LIMIT $6
+"""
+
+ORDER_FILLS = """
+SELECT trade_id, price, quantity, created_at,
+       CASE WHEN maker_order_id = $1 THEN 1 ELSE 2 END AS liquidity
+  FROM trades WHERE maker_order_id = $1 OR taker_order_id = $1
+ ORDER BY trade_id
+"""
+
+
+class Queries:
+    def __init__(self, pool: asyncpg.Pool, cache_ttl: float) -> None:
+        self.pool = pool
+        self.cache_ttl = cache_ttl
+        self._keys: dict[str, tuple[int | None, float]] = {}
+        self._by_symbol: dict[str, InstrumentSpec] = {}
+        self._by_id: dict[int, InstrumentSpec] = {}
+        self._instruments_at = 0.0
+
+    # -- cached reference data ---------------------------------------------
+
+    async def account_for_key(self, api_key: str) -> int | None:
+        now = time.monotonic()
+        hit = self._keys.get(api_key)
+        if hit is not None and now - hit[1] < self.cache_ttl:
+            return hit[0]
+        account_id = await self.pool.fetchval(
+            "SELECT account_id FROM api_keys WHERE key_sha256 = $1 AND revoked_at IS NULL",
+            key_hash(api_key))
+        if len(self._keys) > 100_000:
+            self._keys.clear()
+        self._keys[api_key] = (account_id, now)
+        return account_id
+
+    async def _refresh_instruments(self) -> None:
+        specs = await load_instruments(self.pool)
+        self._by_symbol = {s.symbol: s for s in specs}
+        self._by_id = {s.instrument_id: s for s in specs}
+        self._instruments_at = time.monotonic()
+
+    async def instrument(self, symbol: str) -> InstrumentSpec | None:
+        stale = time.monotonic() - self._instruments_at >= self.cache_ttl
+        if stale or symbol not in self._by_symbol:
+            if stale or time.monotonic() - self._instruments_at > 1.0:
+                await self._refresh_instruments()
+        return self._by_symbol.get(symbol)
+
+    async def instrument_by_id(self, instrument_id: int) -> InstrumentSpec | None:
+        if instrument_id not in self._by_id or (
+                time.monotonic() - self._instruments_at >= self.cache_ttl):
+            await self._refresh_instruments()
+        return self._by_id.get(instrument_id)
+
+    # -- orders and fills ----------------------------------------------------
+
+    async def order(self, account_id: int, order_id: int) -> asyncpg.Record | None:
+        return await self.pool.fetchrow(
+            "SELECT * FROM orders WHERE order_id = $1 AND account_id = $2", order_id, account_id)
+
+    async def order_by_client_id(self, account_id: int,
+                                 client_order_id: str) -> asyncpg.Record | None:
+        return await self.pool.fetchrow(
+            """SELECT * FROM orders WHERE account_id = $1 AND client_order_id = $2
+               ORDER BY order_id LIMIT 1""", account_id, client_order_id)
+
+    async def order_fills(self, order_id: int) -> list[asyncpg.Record]:
+        return await self.pool.fetch(ORDER_FILLS, order_id)
+
+    async def list_orders(self, account_id: int, instrument_id: int | None, status: int,
+                          before_order_id: int, limit: int) -> list[asyncpg.Record]:
+        state_filter = {0: "", 1: "AND state IN (1, 2)", 2: "AND state NOT IN (1, 2)"}[status]
+        return await self.pool.fetch(
+            f"""SELECT * FROM orders
+                 WHERE account_id = $1 AND ($2::integer IS NULL OR instrument_id = $2)
+                   AND order_id < $3 {state_filter}
+                 ORDER BY order_id DESC LIMIT $4""",
+            account_id, instrument_id, before_order_id, limit)
+
+    async def list_fills(self, account_id: int, instrument_id: int | None,
+                         order_id: int | None, before: tuple[int, int],
+                         limit: int) -> list[asyncpg.Record]:
+        return await self.pool.fetch(FILLS_SELECT, account_id, instrument_id, order_id,
+                                     before[0], before[1], limit)

@@ -1,0 +1,202 @@
+"""Reaching the matching pod that owns an instrument.
+
+``MatchingClient`` keeps one long-lived ``Execute`` stream per matching pod.
+Concurrent commands are coalesced: while one request message is being
+written, new commands queue up and go out together in the next message, so
+under load the hop costs little per order (PERFORMANCE.md). Results come back
+correlated by request id.
+
+``Router`` learns owners from PostgreSQL (``instrument_state.owner_address``),
+caches them, and refreshes when a pod answers NOT_OWNER.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import deque
+
+import asyncpg
+import grpc
+
+from exchange.matching.v1 import matching_pb2 as mpb
+from exchange.matching.v1 import matching_pb2_grpc as mpb_grpc
+from exchange_common.config import OrderSettings
+from exchange_common.errors import DeadlineExceeded, Unavailable
+from exchange_common.server import channel_options
+
+log = logging.getLogger(__name__)
+
+MAX_COMMANDS_PER_MESSAGE = 1000
+NOT_OWNER_RETRIES = 20
+NOT_OWNER_BACKOFF = 0.1
+
+
+class StreamBroken(Exception):
+    """The stream to the matching pod broke with the command in flight: its
+    outcome is unknown (a retry with the same client_order_id is safe)."""
+
+
+class MatchingClient:
+    def __init__(self, address: str, settings: OrderSettings) -> None:
+        self.address = address
+        self.channel = grpc.aio.insecure_channel(address, options=channel_options(settings))
+        self.stub = mpb_grpc.MatchingServiceStub(self.channel)
+        self.pending: dict[int, asyncio.Future] = {}
+        self.outbox: deque[mpb.Command] = deque()
+        self.wake = asyncio.Event()
+        self.ids = itertools.count(1)
+        self.task: asyncio.Task | None = None
+        self.closed = False
+
+    async def execute(self, command: mpb.Command, timeout: float) -> mpb.Result:
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._run(), name=f"matching-{self.address}")
+        rid = next(self.ids)
+        command.request_id = rid
+        fut = asyncio.get_running_loop().create_future()
+        self.pending[rid] = fut
+        self.outbox.append(command)
+        self.wake.set()
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise DeadlineExceeded("the matching engine did not answer in time; the order may "
+                                   "or may not have been placed: retry with the same "
+                                   "client_order_id", reason="MATCHING_TIMEOUT") from None
+        finally:
+            self.pending.pop(rid, None)
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while not self.closed:
+            call = self.stub.Execute()
+            reader = asyncio.create_task(self._read(call))
+            try:
+                while not self.closed:
+                    if not self.outbox:
+                        self.wake.clear()
+                        waiter = asyncio.ensure_future(self.wake.wait())
+                        done, _ = await asyncio.wait({waiter, reader},
+                                                     return_when=asyncio.FIRST_COMPLETED)
+                        if reader in done:
+                            waiter.cancel()
+                            break
+                        continue
+                    n = min(len(self.outbox), MAX_COMMANDS_PER_MESSAGE)
+                    batch = [self.outbox.popleft() for _ in range(n)]
+                    await call.write(mpb.ExecuteRequest(commands=batch))
+                    backoff = 0.05
+            except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError,
+                    ConnectionError) as err:
+                log.warning("stream to matching %s broke: %s", self.address, err)
+            finally:
+                reader.cancel()
+                call.cancel()
+            # Everything in flight has an unknown outcome now.
+            self._fail_pending()
+            if self.closed:
+                return
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+            if not self.pending and not self.outbox:
+                return  # reconnect lazily on the next command
+
+    async def _read(self, call) -> None:
+        try:
+            async for response in call:
+                for result in response.results:
+                    fut = self.pending.get(result.request_id)
+                    if fut is not None and not fut.done():
+                        fut.set_result(result)
+        except (grpc.aio.AioRpcError, asyncio.CancelledError):
+            pass
+
+    def _fail_pending(self) -> None:
+        sent = [rid for rid in self.pending]
+        unsent_ids = {c.request_id for c in self.outbox}
+        self.outbox.clear()
+        for rid in sent:
+            fut = self.pending.get(rid)
+            if fut is not None and not fut.done():
+                fut.set_exception(StreamBroken() if rid not in unsent_ids else
+                                  Unavailable("matching engine unreachable",
+                                              reason="MATCHING_UNAVAILABLE"))
+
+    async def close(self) -> None:
+        self.closed = True
+        self.wake.set()
+        if self.task is not None:
+            self.task.cancel()
+        await self.channel.close()
+
+
+class Router:
+    def __init__(self, pool: asyncpg.Pool, settings: OrderSettings) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.owners: dict[int, tuple[str | None, float]] = {}
+        self.clients: dict[str, MatchingClient] = {}
+
+    async def owner(self, instrument_id: int, refresh: bool = False) -> str | None:
+        cached = self.owners.get(instrument_id)
+        now = time.monotonic()
+        fresh = cached is not None and now - cached[1] < self.settings.cache_ttl
+        if fresh and not refresh and cached[0]:
+            return cached[0]
+        address = await self.pool.fetchval(
+            "SELECT owner_address FROM instrument_state WHERE instrument_id = $1", instrument_id)
+        self.owners[instrument_id] = (address, now)
+        return address
+
+    def client(self, address: str) -> MatchingClient:
+        client = self.clients.get(address)
+        if client is None:
+            client = self.clients[address] = MatchingClient(address, self.settings)
+        return client
+
+    async def execute(self, instrument_id: int, command: mpb.Command, deadline: float,
+                      idempotent: bool) -> mpb.Result:
+        """Send to the owner; follow ownership changes until ``deadline`` (monotonic).
+
+        ``idempotent`` commands (new orders, which always carry a client_order_id)
+        are retried when the stream broke with them in flight."""
+        refresh = False
+        for attempt in range(NOT_OWNER_RETRIES):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            address = await self.owner(instrument_id, refresh)
+            if not address:
+                refresh = True
+                await asyncio.sleep(min(NOT_OWNER_BACKOFF, remaining))
+                continue
+            try:
+                result = await self.client(address).execute(command, remaining)
+            except StreamBroken:
+                if not idempotent:
+                    raise Unavailable("the connection to the matching engine broke; the "
+                                      "outcome is unknown: check the order and retry",
+                                      reason="OUTCOME_UNKNOWN") from None
+                refresh = True
+                await asyncio.sleep(min(NOT_OWNER_BACKOFF, max(0.0, deadline - time.monotonic())))
+                continue
+            except Unavailable:
+                # Never reached the pod: safe to retry, perhaps on a new owner.
+                refresh = True
+                await asyncio.sleep(min(NOT_OWNER_BACKOFF, max(0.0, deadline - time.monotonic())))
+                continue
+            if (result.WhichOneof("result") == "error"
+                    and result.error.code == mpb.ERROR_CODE_NOT_OWNER):
+                refresh = True
+                await asyncio.sleep(min(NOT_OWNER_BACKOFF * (attempt + 1),
+                                        max(0.0, deadline - time.monotonic())))
+                continue
+            return result
+        raise Unavailable("no matching engine owns this instrument right now; retry later",
+                          reason="MATCHING_UNAVAILABLE")
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self.clients.values()))

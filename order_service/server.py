@@ -1,0 +1,298 @@
+"""The public trading API: exchange.order.v1.OrderService.
+
+The servicer authenticates the caller (``x-api-key`` metadata), validates and
+converts the request, routes it to the matching pod that owns the instrument
+and turns the answer back into the public messages. It holds no state of its
+own beyond caches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+
+import grpc
+
+from exchange.common.v1 import common_pb2 as cpb
+from exchange.matching.v1 import matching_pb2 as mpb
+from exchange.order.v1 import order_pb2 as opb
+from exchange.order.v1 import order_pb2_grpc as opb_grpc
+from exchange_common import logs
+from exchange_common.config import OrderSettings, load
+from exchange_common.db import create_pool
+from exchange_common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+    grpc_errors,
+)
+from exchange_common.ids import instrument_of, parse_id
+from exchange_common.instruments import InstrumentSpec
+from exchange_common.server import Service, run_until_signal
+from order_service.convert import (
+    decode_page_token,
+    encode_page_token,
+    fill_from_row,
+    fills_from_report,
+    order_from_report,
+    order_from_row,
+    page_size,
+)
+from order_service.queries import Queries
+from order_service.routing import Router
+from order_service.validation import ValidOrder, check_client_order_id, validate_new_order
+
+log = logging.getLogger(__name__)
+
+API_KEY_HEADER = "x-api-key"
+
+
+class OrderServicer(opb_grpc.OrderServiceServicer):
+    def __init__(self, queries: Queries, router: Router, settings: OrderSettings) -> None:
+        self.q = queries
+        self.router = router
+        self.settings = settings
+
+    # -- helpers ---------------------------------------------------------------
+
+    async def _account(self, context: grpc.aio.ServicerContext) -> int:
+        key = None
+        for item in context.invocation_metadata() or ():
+            if item.key == API_KEY_HEADER:
+                key = item.value
+                break
+        if not key:
+            raise Unauthenticated(f"missing API key: send it as metadata '{API_KEY_HEADER}'",
+                                  reason="API_KEY_MISSING")
+        account_id = await self.q.account_for_key(key)
+        if account_id is None:
+            raise Unauthenticated("unknown or revoked API key", reason="API_KEY_INVALID")
+        return account_id
+
+    async def _spec(self, symbol: str) -> InstrumentSpec:
+        if not symbol:
+            raise InvalidArgument("instrument is required", reason="INSTRUMENT_REQUIRED",
+                                  field="instrument")
+        spec = await self.q.instrument(symbol)
+        if spec is None:
+            raise NotFound(f"unknown instrument {symbol!r}", reason="INSTRUMENT_NOT_FOUND",
+                           metadata={"instrument": symbol[:64]})
+        return spec
+
+    def _deadline(self, context: grpc.aio.ServicerContext) -> float:
+        budget = self.settings.matching_timeout
+        remaining = context.time_remaining()
+        if remaining is not None:
+            budget = min(budget, max(0.0, remaining - 0.05))
+        return time.monotonic() + budget
+
+    async def _order_with_fills(self, account_id: int,
+                                order_id: int) -> tuple[opb.Order, list[opb.Fill]] | None:
+        row = await self.q.order(account_id, order_id)
+        if row is None:
+            return None
+        spec = await self.q.instrument_by_id(row["instrument_id"])
+        assert spec is not None
+        order = order_from_row(spec, row)
+        fills = [fill_from_row(spec, order, f) for f in await self.q.order_fills(order_id)]
+        return order, fills
+
+    async def _find(self, account_id: int, order_id: str, client_order_id: str) -> int:
+        """The order id named by a Get/Cancel request (exactly one of the two fields)."""
+        if bool(order_id) == bool(client_order_id):
+            raise InvalidArgument("give exactly one of order_id or client_order_id",
+                                  reason="ORDER_REFERENCE_INVALID", field="order_id")
+        if order_id:
+            oid = parse_id(order_id)
+            if oid is None:
+                raise InvalidArgument(f"order_id {order_id[:40]!r} is not an order id",
+                                      reason="ORDER_ID_INVALID", field="order_id")
+            return oid
+        check_client_order_id(client_order_id)
+        row = await self.q.order_by_client_id(account_id, client_order_id)
+        if row is None:
+            raise NotFound(f"no order with client_order_id {client_order_id!r}",
+                           reason="ORDER_NOT_FOUND")
+        return row["order_id"]
+
+    # -- RPCs ------------------------------------------------------------------
+
+    @grpc_errors
+    async def CreateOrder(self, request: opb.CreateOrderRequest,
+                          context: grpc.aio.ServicerContext) -> opb.CreateOrderResponse:
+        account_id = await self._account(context)
+        spec = await self._spec(request.instrument)
+        order = validate_new_order(request, spec)
+        if order.client_order_id:
+            # A retry of an order committed long ago is answered from the database
+            # (the matching engine deduplicates recent ones, race-free).
+            existing = await self.q.order_by_client_id(account_id, order.client_order_id)
+            if existing is not None:
+                return await self._existing(account_id, existing, order, spec)
+        client_order_id = order.client_order_id or f"x-{uuid.uuid4().hex}"
+        command = mpb.Command(new_order=mpb.NewOrder(
+            instrument_id=spec.instrument_id, account_id=account_id, side=order.side,
+            type=order.type, time_in_force=order.time_in_force, price=order.price,
+            quantity=order.quantity, client_order_id=client_order_id,
+            post_only=order.post_only))
+        result = await self.router.execute(spec.instrument_id, command, self._deadline(context),
+                                           idempotent=True)
+        if result.WhichOneof("result") == "error":
+            err = result.error
+            if err.code == mpb.ERROR_CODE_DUPLICATE_CLIENT_ORDER_ID:
+                raise AlreadyExists(
+                    f"client_order_id {client_order_id!r} is already used by order "
+                    f"{err.order_id} with different contents",
+                    reason="CLIENT_ORDER_ID_IN_USE", metadata={"order_id": str(err.order_id)})
+            raise _matching_error(err)
+        report = result.order
+        if report.duplicate:
+            found = await self._order_with_fills(account_id, report.order_id)
+            assert found is not None, "a deduplicated order is committed before the answer"
+            return opb.CreateOrderResponse(order=found[0], fills=found[1])
+        out = order_from_report(spec, report, side=order.side, type_=order.type,
+                                tif=order.time_in_force, price=order.price,
+                                client_order_id=client_order_id, post_only=order.post_only)
+        return opb.CreateOrderResponse(order=out, fills=fills_from_report(spec, out, report))
+
+    async def _existing(self, account_id: int, row, order: ValidOrder,
+                        spec: InstrumentSpec) -> opb.CreateOrderResponse:
+        same = (row["instrument_id"] == spec.instrument_id and row["side"] == order.side
+                and row["order_type"] == order.type
+                and row["time_in_force"] == order.time_in_force and row["price"] == order.price
+                and row["quantity"] == order.quantity and row["post_only"] == order.post_only)
+        if not same:
+            raise AlreadyExists(
+                f"client_order_id {order.client_order_id!r} is already used by order "
+                f"{row['order_id']} with different contents",
+                reason="CLIENT_ORDER_ID_IN_USE", metadata={"order_id": str(row["order_id"])})
+        found = await self._order_with_fills(account_id, row["order_id"])
+        assert found is not None
+        return opb.CreateOrderResponse(order=found[0], fills=found[1])
+
+    @grpc_errors
+    async def CancelOrder(self, request: opb.CancelOrderRequest,
+                          context: grpc.aio.ServicerContext) -> opb.CancelOrderResponse:
+        account_id = await self._account(context)
+        order_id = await self._find(account_id, request.order_id, request.client_order_id)
+        instrument_id = instrument_of(order_id)
+        spec = await self.q.instrument_by_id(instrument_id)
+        if spec is None:
+            raise NotFound(f"order {order_id} not found", reason="ORDER_NOT_FOUND")
+        command = mpb.Command(cancel_order=mpb.CancelOrder(
+            instrument_id=instrument_id, account_id=account_id, order_id=order_id))
+        result = await self.router.execute(instrument_id, command, self._deadline(context),
+                                           idempotent=False)
+        if result.WhichOneof("result") == "error":
+            if result.error.code != mpb.ERROR_CODE_ORDER_NOT_OPEN:
+                raise _matching_error(result.error)
+            row = await self.q.order(account_id, order_id)
+            if row is None:
+                raise NotFound(f"order {order_id} not found", reason="ORDER_NOT_FOUND")
+            current = order_from_row(spec, row)
+            raise FailedPrecondition(
+                f"order {order_id} is not open (state {cpb.OrderState.Name(current.state)})",
+                reason="ORDER_NOT_OPEN", metadata={"order_id": str(order_id)})
+        found = await self._order_with_fills(account_id, order_id)
+        assert found is not None
+        return opb.CancelOrderResponse(order=found[0])
+
+    @grpc_errors
+    async def GetOrder(self, request: opb.GetOrderRequest,
+                       context: grpc.aio.ServicerContext) -> opb.GetOrderResponse:
+        account_id = await self._account(context)
+        order_id = await self._find(account_id, request.order_id, request.client_order_id)
+        found = await self._order_with_fills(account_id, order_id)
+        if found is None:
+            raise NotFound(f"order {order_id} not found", reason="ORDER_NOT_FOUND")
+        return opb.GetOrderResponse(order=found[0], fills=found[1])
+
+    @grpc_errors
+    async def ListOrders(self, request: opb.ListOrdersRequest,
+                         context: grpc.aio.ServicerContext) -> opb.ListOrdersResponse:
+        account_id = await self._account(context)
+        size = page_size(request.page_size)
+        instrument_id = (await self._spec(request.instrument)).instrument_id \
+            if request.instrument else None
+        if request.status not in (0, 1, 2):
+            raise InvalidArgument("status must be a OrderStatusFilter value",
+                                  reason="STATUS_FILTER_INVALID", field="status")
+        filters = ("orders", account_id, instrument_id, request.status)
+        position = decode_page_token(request.page_token, filters)
+        before = position[0] if position else (1 << 63) - 1
+        rows = await self.q.list_orders(account_id, instrument_id, request.status, before,
+                                        size + 1)
+        more = len(rows) > size
+        rows = rows[:size]
+        orders = []
+        for row in rows:
+            spec = await self.q.instrument_by_id(row["instrument_id"])
+            orders.append(order_from_row(spec, row))
+        token = encode_page_token([rows[-1]["order_id"]], filters) if more else ""
+        return opb.ListOrdersResponse(orders=orders, next_page_token=token)
+
+    @grpc_errors
+    async def ListFills(self, request: opb.ListFillsRequest,
+                        context: grpc.aio.ServicerContext) -> opb.ListFillsResponse:
+        account_id = await self._account(context)
+        size = page_size(request.page_size)
+        instrument_id = (await self._spec(request.instrument)).instrument_id \
+            if request.instrument else None
+        order_id = None
+        if request.order_id:
+            order_id = parse_id(request.order_id)
+            if order_id is None:
+                raise InvalidArgument("order_id is not an order id", reason="ORDER_ID_INVALID",
+                                      field="order_id")
+        filters = ("fills", account_id, instrument_id, order_id)
+        position = decode_page_token(request.page_token, filters)
+        before = (position[0], position[1]) if position and len(position) == 2 else (
+            (1 << 63) - 1, 3)
+        rows = await self.q.list_fills(account_id, instrument_id, order_id, before, size + 1)
+        more = len(rows) > size
+        rows = rows[:size]
+        fills = []
+        for row in rows:
+            spec = await self.q.instrument_by_id(row["instrument_id"])
+            fills.append(fill_from_row(spec, None, row))
+        token = (encode_page_token([rows[-1]["trade_id"], rows[-1]["liquidity"]], filters)
+                 if more else "")
+        return opb.ListFillsResponse(fills=fills, next_page_token=token)
+
+
+def _matching_error(err: mpb.CommandError) -> Exception:
+    if err.code == mpb.ERROR_CODE_UNAVAILABLE:
+        return Unavailable("the journal database is unavailable; nothing was placed",
+                           reason="JOURNAL_UNAVAILABLE")
+    if err.code == mpb.ERROR_CODE_NOT_OWNER:
+        return Unavailable("no matching engine owns this instrument right now; retry later",
+                           reason="MATCHING_UNAVAILABLE")
+    if err.code == mpb.ERROR_CODE_HALTED:
+        return FailedPrecondition(err.message, reason="INSTRUMENT_HALTED")
+    return InvalidArgument(err.message or "rejected by the matching engine",
+                           reason="MATCHING_REJECTED")
+
+
+async def serve() -> None:
+    settings = load(OrderSettings)
+    logs.setup(settings.log_level, settings.log_format, "order")
+    pool = await create_pool(settings.database_url, min_size=settings.db_pool_min,
+                             max_size=settings.db_pool_max)
+    router = Router(pool, settings)
+    service = Service(settings, settings.order_listen)
+    service.add(opb_grpc.add_OrderServiceServicer_to_server,
+                OrderServicer(Queries(pool, settings.cache_ttl), router, settings),
+                opb.DESCRIPTOR.services_by_name["OrderService"].full_name)
+    port = await service.start()
+    await service.set_serving(True)
+    log.info("order service listening on port %d", port)
+    await run_until_signal(service, [router.close, pool.close])
+
+
+def main() -> None:
+    asyncio.run(serve())

@@ -1,0 +1,120 @@
+"""Validation of a CreateOrderRequest against its instrument's rules.
+
+Pure functions: a request and an InstrumentSpec in, integer ticks and lots
+out, or an InvalidArgument naming the field and a machine-readable reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from exchange.common.v1 import common_pb2 as cpb
+from exchange.order.v1 import order_pb2 as opb
+from exchange_common.decimals import DecimalFormatError, OffGridError, format_decimal, parse_units
+from exchange_common.errors import FailedPrecondition, InvalidArgument
+from exchange_common.instruments import InstrumentSpec
+
+BUY, SELL = cpb.SIDE_BUY, cpb.SIDE_SELL
+LIMIT, MARKET = cpb.ORDER_TYPE_LIMIT, cpb.ORDER_TYPE_MARKET
+GTC, IOC, FOK = cpb.TIME_IN_FORCE_GTC, cpb.TIME_IN_FORCE_IOC, cpb.TIME_IN_FORCE_FOK
+
+INT64_MAX = (1 << 63) - 1
+MAX_CLIENT_ORDER_ID = 64
+
+
+@dataclass(frozen=True, slots=True)
+class ValidOrder:
+    side: int
+    type: int
+    time_in_force: int
+    price: int  # ticks; 0 for market orders
+    quantity: int  # lots
+    client_order_id: str
+    post_only: bool
+
+
+def check_client_order_id(value: str, field: str = "client_order_id") -> None:
+    if len(value) > MAX_CLIENT_ORDER_ID or not all(33 <= ord(c) <= 126 for c in value):
+        raise InvalidArgument(
+            f"{field} must be 1-{MAX_CLIENT_ORDER_ID} printable ASCII characters without spaces",
+            reason="CLIENT_ORDER_ID_INVALID", field=field)
+
+
+def _units(text: str, step: Decimal, field: str, what: str) -> int:
+    if not text:
+        raise InvalidArgument(f"{field} is required", reason=f"{what}_REQUIRED", field=field)
+    try:
+        units = parse_units(text, step)
+    except DecimalFormatError:
+        raise InvalidArgument(
+            f"{field} {text!r} is not a plain decimal number (digits, optional '.' and "
+            f"decimals; no sign, exponent or spaces; at most 18 digits each side)",
+            reason="INVALID_DECIMAL", field=field) from None
+    except OffGridError:
+        raise InvalidArgument(
+            f"{field} {text} is not a multiple of the {what.lower()} step "
+            f"{format_decimal(step)}",
+            reason="PRICE_OFF_TICK" if what == "PRICE" else "QUANTITY_OFF_LOT",
+            field=field) from None
+    if units <= 0:
+        raise InvalidArgument(f"{field} must be greater than zero",
+                              reason=f"{what}_NOT_POSITIVE", field=field)
+    if units > INT64_MAX:
+        raise InvalidArgument(f"{field} {text} is out of range", reason=f"{what}_OUT_OF_RANGE",
+                              field=field)
+    return units
+
+
+def validate_new_order(req: opb.CreateOrderRequest, spec: InstrumentSpec) -> ValidOrder:
+    if not spec.trading:
+        raise FailedPrecondition(f"trading in {spec.symbol} is halted",
+                                 reason="INSTRUMENT_HALTED",
+                                 metadata={"instrument": spec.symbol})
+    if req.side not in (BUY, SELL):
+        raise InvalidArgument("side must be SIDE_BUY or SIDE_SELL", reason="SIDE_INVALID",
+                              field="side")
+    if req.type not in (LIMIT, MARKET):
+        raise InvalidArgument("type must be ORDER_TYPE_LIMIT or ORDER_TYPE_MARKET",
+                              reason="ORDER_TYPE_INVALID", field="type")
+    tif = req.time_in_force
+    if tif not in (0, GTC, IOC, FOK):
+        raise InvalidArgument("time_in_force must be GTC, IOC or FOK",
+                              reason="TIME_IN_FORCE_INVALID", field="time_in_force")
+    if req.client_order_id:
+        check_client_order_id(req.client_order_id)
+
+    quantity = _units(req.quantity, spec.lot_size, "quantity", "QUANTITY")
+    qty_decimal = quantity * spec.lot_size
+    if qty_decimal < spec.min_quantity:
+        raise InvalidArgument(
+            f"quantity {req.quantity} is below the minimum {format_decimal(spec.min_quantity)}",
+            reason="QUANTITY_BELOW_MIN", field="quantity")
+    if qty_decimal > spec.max_quantity:
+        raise InvalidArgument(
+            f"quantity {req.quantity} is above the maximum {format_decimal(spec.max_quantity)}",
+            reason="QUANTITY_ABOVE_MAX", field="quantity")
+
+    if req.type == MARKET:
+        if req.price:
+            raise InvalidArgument("market orders take no price", reason="PRICE_NOT_ALLOWED",
+                                  field="price")
+        if tif == GTC:
+            raise InvalidArgument("market orders cannot rest: use IOC or FOK",
+                                  reason="TIME_IN_FORCE_INVALID", field="time_in_force")
+        if req.post_only:
+            raise InvalidArgument("post_only applies to limit orders only",
+                                  reason="POST_ONLY_INVALID", field="post_only")
+        return ValidOrder(req.side, MARKET, tif or IOC, 0, quantity, req.client_order_id, False)
+
+    price = _units(req.price, spec.tick_size, "price", "PRICE")
+    tif = tif or GTC
+    if req.post_only and tif != GTC:
+        raise InvalidArgument("post_only orders must be GTC", reason="POST_ONLY_INVALID",
+                              field="post_only")
+    notional = price * spec.tick_size * qty_decimal
+    if notional < spec.min_notional:
+        raise InvalidArgument(
+            f"order value {format_decimal(notional)} is below the minimum notional "
+            f"{format_decimal(spec.min_notional)}", reason="NOTIONAL_BELOW_MIN", field="quantity")
+    return ValidOrder(req.side, LIMIT, tif, price, quantity, req.client_order_id, req.post_only)
