@@ -13,7 +13,7 @@ from decimal import Decimal
 
 # Plain positional notation only: no sign, no exponent, no spaces, no
 # leading dot. At most 18 integer digits keeps every value inside int64.
-_DECIMAL_RE = re.compile(r"^(\d{1,18})(?:\.(\d{1,18}))?$")
+_DECIMAL_RE = re.compile(r"^([0-9]{1,18})(?:\.([0-9]{1,18}))?\Z")
 
 
 class DecimalFormatError(ValueError):

@@ -1,0 +1,125 @@
+"""Exact decimal conversion and order validation against instrument rules."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from exchange.order.v1 import order_pb2 as opb
+from exchange_common.decimals import (
+    DecimalFormatError, OffGridError, average_price, format_units, parse_units,
+)
+from exchange_common.errors import ExchangeError, FailedPrecondition, InvalidArgument
+from exchange_common.instruments import InstrumentSpec
+from order_service.validation import FOK, GTC, IOC, LIMIT, MARKET, validate_new_order
+
+BTC = InstrumentSpec(
+    instrument_id=1, symbol="BTC-USD", base_asset="BTC", quote_asset="USD",
+    tick_size=Decimal("0.01"), lot_size=Decimal("0.0001"), min_quantity=Decimal("0.0001"),
+    max_quantity=Decimal("1000"), min_notional=Decimal("1"), price_band_bps=0,
+    status="trading", price_decimals=2, quantity_decimals=4,
+)
+
+
+@pytest.mark.parametrize("text,step,units", [
+    ("70000.50", "0.01", 7000050), ("70000.5", "0.01", 7000050), ("70000", "0.01", 7000000),
+    ("0.0001", "0.0001", 1), ("0.01000", "0.01", 1), ("1000", "0.0001", 10_000_000),
+    ("999999999999999999", "1", 999999999999999999),
+])
+def test_parse_units_exact(text: str, step: str, units: int) -> None:
+    assert parse_units(text, Decimal(step)) == units
+
+
+@pytest.mark.parametrize("text", ["", "abc", "1e5", "1E5", "-1", "+1", " 1", "1 ", ".5", "5.",
+                                  "1,5", "0x10", "NaN", "Infinity", "1.2.3", "١٢", "1" * 19,
+                                  "0." + "1" * 19])
+def test_parse_units_rejects_malformed(text: str) -> None:
+    with pytest.raises(DecimalFormatError):
+        parse_units(text, Decimal("0.01"))
+
+
+def test_parse_units_rejects_off_grid() -> None:
+    with pytest.raises(OffGridError):
+        parse_units("70000.005", Decimal("0.01"))
+    with pytest.raises(OffGridError):
+        parse_units("0.00015", Decimal("0.0001"))
+
+
+def test_format_and_average() -> None:
+    assert format_units(7000050, Decimal("0.01"), 2) == "70000.50"
+    assert format_units(1, Decimal("0.0001"), 4) == "0.0001"
+    # (70000.00 * 0.0030 + 70000.50 * 0.1970) / 0.2 = 70000.4925
+    notional = 7000000 * 30 + 7000050 * 1970
+    assert average_price(notional, 2000, Decimal("0.01"), 6) == "70000.492500"
+    assert average_price(0, 0, Decimal("0.01"), 6) == ""
+
+
+def req(**kw) -> opb.CreateOrderRequest:
+    base = dict(instrument="BTC-USD", side=1, type=LIMIT, price="70000", quantity="0.01")
+    base.update(kw)
+    return opb.CreateOrderRequest(**base)
+
+
+def test_valid_orders() -> None:
+    v = validate_new_order(req(), BTC)
+    assert (v.price, v.quantity, v.time_in_force) == (7000000, 100, GTC)
+    m = validate_new_order(req(type=MARKET, price=""), BTC)
+    assert (m.price, m.time_in_force) == (0, IOC)
+    f = validate_new_order(req(time_in_force=FOK), BTC)
+    assert f.time_in_force == FOK
+
+
+@pytest.mark.parametrize("kw,field,reason", [
+    (dict(price="70000.001"), "price", "PRICE_OFF_TICK"),
+    (dict(price="abc"), "price", "INVALID_DECIMAL"),
+    (dict(price="7e4"), "price", "INVALID_DECIMAL"),
+    (dict(price="-70000"), "price", "INVALID_DECIMAL"),
+    (dict(price="0"), "price", "PRICE_NOT_POSITIVE"),
+    (dict(price=""), "price", "PRICE_REQUIRED"),
+    (dict(price="1" * 25), "price", "INVALID_DECIMAL"),
+    (dict(quantity="0.00001"), "quantity", "QUANTITY_OFF_LOT"),
+    (dict(quantity="0"), "quantity", "QUANTITY_NOT_POSITIVE"),
+    (dict(quantity=""), "quantity", "QUANTITY_REQUIRED"),
+    (dict(quantity="1e-2"), "quantity", "INVALID_DECIMAL"),
+    (dict(quantity="1001"), "quantity", "QUANTITY_ABOVE_MAX"),
+    (dict(price="1", quantity="0.5"), "quantity", "NOTIONAL_BELOW_MIN"),
+    (dict(side=0), "side", "SIDE_INVALID"),
+    (dict(side=7), "side", "SIDE_INVALID"),
+    (dict(type=0), "type", "ORDER_TYPE_INVALID"),
+    (dict(time_in_force=9), "time_in_force", "TIME_IN_FORCE_INVALID"),
+    (dict(type=MARKET, price="70000"), "price", "PRICE_NOT_ALLOWED"),
+    (dict(type=MARKET, price="", time_in_force=GTC), "time_in_force", "TIME_IN_FORCE_INVALID"),
+    (dict(type=MARKET, price="", post_only=True), "post_only", "POST_ONLY_INVALID"),
+    (dict(post_only=True, time_in_force=IOC), "post_only", "POST_ONLY_INVALID"),
+    (dict(client_order_id="has space"), "client_order_id", "CLIENT_ORDER_ID_INVALID"),
+    (dict(client_order_id="x" * 65), "client_order_id", "CLIENT_ORDER_ID_INVALID"),
+])
+def test_invalid_orders(kw: dict, field: str, reason: str) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        validate_new_order(req(**kw), BTC)
+    assert err.value.field == field
+    assert err.value.reason == reason
+
+
+def test_min_quantity() -> None:
+    spec = InstrumentSpec(**{**{f: getattr(BTC, f) for f in BTC.__slots__},
+                             "min_quantity": Decimal("0.01")})
+    with pytest.raises(InvalidArgument) as err:
+        validate_new_order(req(quantity="0.0099"), spec)
+    assert err.value.reason == "QUANTITY_BELOW_MIN"
+
+
+def test_halted_instrument() -> None:
+    halted = InstrumentSpec(**{**{f: getattr(BTC, f) for f in BTC.__slots__}, "status": "halted"})
+    with pytest.raises(FailedPrecondition) as err:
+        validate_new_order(req(), halted)
+    assert err.value.reason == "INSTRUMENT_HALTED"
+
+
+def test_rich_status_carries_reason_and_field() -> None:
+    status = InvalidArgument("bad price", reason="PRICE_OFF_TICK", field="price").to_status()
+    assert status.code.name == "INVALID_ARGUMENT"
+    assert isinstance(InvalidArgument("x"), ExchangeError)
+    keys = [k for k, _ in status.trailing_metadata]
+    assert "grpc-status-details-bin" in keys
