@@ -8,9 +8,27 @@ import pytest
 
 from exchange_common.ids import instrument_of, sequence_of
 from matching_service.engine import (
-    BUY, CANCELLED, ERR_DUPLICATE, ERR_ORDER_NOT_OPEN, EV_ACCEPTED, EV_CANCELLED, EV_EXPIRED,
-    EV_REJECTED, EV_TRADE, EXPIRED, FILLED, FOK, GTC, IOC, LIMIT, MARKET, NEW,
-    PARTIALLY_FILLED, REJECTED, SELL, OrderBook,
+    BUY,
+    CANCELLED,
+    ERR_DUPLICATE,
+    ERR_ORDER_NOT_OPEN,
+    EV_ACCEPTED,
+    EV_CANCELLED,
+    EV_EXPIRED,
+    EV_REJECTED,
+    EV_TRADE,
+    EXPIRED,
+    FILLED,
+    FOK,
+    GTC,
+    IOC,
+    LIMIT,
+    MARKET,
+    NEW,
+    PARTIALLY_FILLED,
+    REJECTED,
+    SELL,
+    OrderBook,
 )
 
 A, B = 10, 20  # two accounts

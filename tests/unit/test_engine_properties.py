@@ -6,8 +6,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from matching_service.engine import (
-    BUY, EV_ACCEPTED, EV_CANCELLED, EV_EXPIRED, EV_REJECTED, EV_TRADE, FOK, GTC, IOC, LIMIT,
-    MARKET, SELL, OrderBook,
+    BUY,
+    EV_ACCEPTED,
+    EV_CANCELLED,
+    EV_EXPIRED,
+    EV_REJECTED,
+    EV_TRADE,
+    FOK,
+    GTC,
+    IOC,
+    LIMIT,
+    MARKET,
+    SELL,
+    OrderBook,
 )
 
 new_order = st.tuples(
