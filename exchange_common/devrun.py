@@ -1,0 +1,528 @@
+"""``exchange-dev`` (``make run``): the whole exchange on one machine.
+
+Starts, unless URLs are given, an embedded PostgreSQL and Redis with their
+data in ``./.data/`` (kept between runs), applies the migrations, seeds the
+instruments and the demo accounts ``alice`` and ``bob``, then starts the
+matching, order and market-data services as child processes and prints where
+they listen and how to place a first order. Ctrl-C or SIGTERM stops
+everything in order (services, then Redis and PostgreSQL) and exits 0; a
+service that dies on its own stops everything with a non-zero exit.
+
+Environment:
+
+- ``EXCHANGE_DATA_DIR``: where the embedded servers keep their data (``.data``).
+- ``EXCHANGE_DATABASE_URL`` / ``EXCHANGE_REDIS_URL``: use these servers
+  instead of embedded ones.
+- ``EXCHANGE_EMBEDDED_PG_PORT`` (55432) / ``EXCHANGE_EMBEDDED_REDIS_PORT``
+  (56379): ports of the embedded servers.
+- ``EXCHANGE_DEV_API_KEYS``: ``alice=KEY1,bob=KEY2``. Without it, random keys
+  are made on the first run and kept in ``.data/dev-api-keys``.
+- ``EXCHANGE_ORDER_LISTEN``, ``EXCHANGE_MATCHING_LISTEN``,
+  ``EXCHANGE_MATCHING_ADVERTISE``, ``EXCHANGE_MARKETDATA_LISTEN``: as for the
+  services themselves.
+
+The orchestration is the ``Stack`` class, which the test suite uses too
+(``tests/conftest.py``: the ``stack`` fixture).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import asyncpg
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from exchange_common import db
+from exchange_common.embedded import (
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    free_port,
+    spawn_child,
+    terminate_child,
+)
+
+log = logging.getLogger("exchange-dev")
+
+DEMO_ACCOUNTS = ("alice", "bob")
+DEFAULT_PG_PORT = 55432
+DEFAULT_REDIS_PORT = 56379
+KEYS_FILE = "dev-api-keys"
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    module: str
+    listen_env: str
+    default_listen: str
+
+
+# In start order: matching first, so the order service finds the owners.
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("matching", "matching_service", "EXCHANGE_MATCHING_LISTEN", "0.0.0.0:50060"),
+    ServiceSpec("order", "order_service", "EXCHANGE_ORDER_LISTEN", "0.0.0.0:50051"),
+    ServiceSpec("marketdata", "marketdata_service", "EXCHANGE_MARKETDATA_LISTEN", "0.0.0.0:50052"),
+)
+_SPECS = {s.name: s for s in SERVICES}
+# Stop order: the public entry first, matching (which may still be
+# answering in-flight commands) last.
+_STOP_ORDER = ("order", "marketdata", "matching")
+
+
+class StackError(RuntimeError):
+    """The stack could not be started."""
+
+
+def connect_address(listen: str) -> str:
+    """Where a local client connects to a server listening on ``listen``."""
+    host, _, port = listen.rpartition(":")
+    if host in ("", "0.0.0.0", "[::]", "::", "*"):
+        host = "127.0.0.1"
+    return f"{host}:{port}"
+
+
+def _tail(path: Path | None, lines: int = 40) -> str:
+    if path is None:
+        return ""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class Stack:
+    """PostgreSQL and Redis (embedded unless URLs are given) plus the three
+    services as child processes.
+
+    ``await start()`` prepares the database (migrations, instruments, the
+    accounts of ``keys``), then starts matching, order and market data, each
+    only once the one before answers ``grpc.health.v1`` with SERVING.
+    ``await stop()`` sends the services SIGTERM (SIGKILL after
+    ``stop_timeout``) and then stops the embedded servers. A partly started
+    stack can be stopped too.
+
+    Listen addresses left as None get a free port on 127.0.0.1 (tests).
+    With ``log_dir`` each service writes to ``<log_dir>/<name>.log``;
+    without, it shares this process's stdout and stderr.
+
+    After ``start()``: ``database_url``, ``redis_url``, ``order_addr``,
+    ``matching_addr``, ``marketdata_addr`` (host:port to connect to),
+    ``keys`` (name -> API key), ``account_ids`` (name -> id), ``processes``
+    (service name -> ``subprocess.Popen``; SIGKILL one to test a crash),
+    ``pg`` / ``redis`` (the embedded servers, or None).
+    """
+
+    def __init__(
+        self,
+        *,
+        database_url: str | None = None,
+        redis_url: str | None = None,
+        data_dir: Path | str | None = None,
+        pg_port: int | None = None,
+        redis_port: int | None = None,
+        database_name: str = "exchange",
+        keys: Mapping[str, str] | None = None,
+        order_listen: str | None = None,
+        matching_listen: str | None = None,
+        matching_advertise: str | None = None,
+        marketdata_listen: str | None = None,
+        env: Mapping[str, str] | None = None,
+        log_dir: Path | str | None = None,
+        python: str = sys.executable,
+        start_timeout: float = 60.0,
+        stop_timeout: float = 15.0,
+    ) -> None:
+        if (database_url is None or redis_url is None) and data_dir is None:
+            raise ValueError("data_dir is needed for the embedded servers")
+        self.data_dir = Path(data_dir).absolute() if data_dir is not None else None
+        self.database_url = database_url
+        self.redis_url = redis_url
+        self.database_name = database_name
+        self.keys: dict[str, str] = dict(keys or {})
+        self.account_ids: dict[str, int] = {}
+        self.extra_env = dict(env or {})
+        self.log_dir = Path(log_dir).absolute() if log_dir is not None else None
+        self.python = python
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+
+        self.pg: EmbeddedPostgres | None = None
+        self.redis: EmbeddedRedis | None = None
+        if database_url is None:
+            assert self.data_dir is not None
+            self.pg = EmbeddedPostgres(self.data_dir / "postgres", pg_port)
+        if redis_url is None:
+            assert self.data_dir is not None
+            self.redis = EmbeddedRedis(self.data_dir / "redis", redis_port)
+
+        self.listen: dict[str, str] = {
+            "order": order_listen or f"127.0.0.1:{free_port()}",
+            "matching": matching_listen or f"127.0.0.1:{free_port()}",
+            "marketdata": marketdata_listen or f"127.0.0.1:{free_port()}",
+        }
+        self.matching_advertise = matching_advertise or connect_address(self.listen["matching"])
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.log_paths: dict[str, Path] = {}
+        self._logs: dict[str, IO[bytes]] = {}
+        self._stopping = False
+
+    # -- addresses ---------------------------------------------------------
+
+    @property
+    def order_addr(self) -> str:
+        return connect_address(self.listen["order"])
+
+    @property
+    def matching_addr(self) -> str:
+        return self.matching_advertise
+
+    @property
+    def marketdata_addr(self) -> str:
+        return connect_address(self.listen["marketdata"])
+
+    def addr(self, name: str) -> str:
+        return {"order": self.order_addr, "matching": self.matching_addr,
+                "marketdata": self.marketdata_addr}[name]
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        """Servers, database, then the services in order; raises StackError
+        (after stopping what it started) if something does not come up."""
+        self._stopping = False
+        try:
+            self.start_servers()
+            await self.prepare_database()
+            for spec in SERVICES:
+                await self.start_service(spec.name)
+        except BaseException:
+            await self.stop()
+            raise
+
+    def start_servers(self) -> None:
+        """Start the embedded servers (if any) and fill in their URLs."""
+        if self.pg is not None:
+            self.pg.start()
+            self.database_url = self.pg.ensure_database(self.database_name)
+        if self.redis is not None:
+            self.redis.start()
+            self.redis_url = self.redis.url()
+
+    async def prepare_database(self) -> None:
+        """Migrations, instruments, and an account with its key for each of ``keys``."""
+        assert self.database_url is not None
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            await db.migrate(conn)
+            await db.seed_instruments(conn)
+            for name, key in self.keys.items():
+                self.account_ids[name] = await db.ensure_account(conn, name, key)
+        finally:
+            await conn.close()
+
+    def service_env(self, name: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.setdefault("EXCHANGE_LOG_FORMAT", "text")
+        env.update(self.extra_env)
+        assert self.database_url is not None and self.redis_url is not None
+        env.update({
+            "EXCHANGE_DATABASE_URL": self.database_url,
+            "EXCHANGE_REDIS_URL": self.redis_url,
+            "EXCHANGE_ORDER_LISTEN": self.listen["order"],
+            "EXCHANGE_MATCHING_LISTEN": self.listen["matching"],
+            "EXCHANGE_MATCHING_ADVERTISE": self.matching_advertise,
+            "EXCHANGE_MARKETDATA_LISTEN": self.listen["marketdata"],
+            "PYTHONUNBUFFERED": "1",
+        })
+        return env
+
+    async def start_service(self, name: str, timeout: float | None = None) -> subprocess.Popen:
+        """Start one service (again, e.g. after a test killed it) and wait until it is SERVING."""
+        spec = _SPECS[name]
+        old = self.processes.get(name)
+        if old is not None and old.poll() is None:
+            raise StackError(f"{name} is already running (pid {old.pid})")
+        out: IO[bytes] | None = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            self.log_paths[name] = self.log_dir / f"{name}.log"
+            if name in self._logs:
+                self._logs.pop(name).close()
+            out = open(self.log_paths[name], "ab")  # noqa: SIM115 - closed in stop()
+            self._logs[name] = out
+        proc = spawn_child(
+            [self.python, "-m", spec.module],
+            death_signal=signal.SIGTERM, stop_grace=self.stop_timeout,
+            env=self.service_env(name), stdout=out,
+            stderr=subprocess.STDOUT if out is not None else None,
+        )
+        self.processes[name] = proc
+        log.info("started %s service: pid %d, listening on %s", name, proc.pid, self.listen[name])
+        await self.wait_serving(name, timeout)
+        return proc
+
+    async def wait_serving(self, name: str, timeout: float | None = None) -> None:
+        """Wait until ``name`` answers the health check with SERVING."""
+        proc = self.processes[name]
+        addr = self.addr(name) if name != "matching" else connect_address(self.listen["matching"])
+        deadline = time.monotonic() + (timeout or self.start_timeout)
+        last = "no answer"
+        while True:
+            if proc.poll() is not None:
+                raise StackError(
+                    f"{name} service exited with code {proc.returncode} while starting"
+                    + self._log_hint(name))
+            status = await health_check(addr)
+            if status == health_pb2.HealthCheckResponse.SERVING:
+                return
+            last = health_pb2.HealthCheckResponse.ServingStatus.Name(status) if status else last
+            if time.monotonic() > deadline:
+                raise StackError(f"{name} service not SERVING on {addr} after "
+                                 f"{timeout or self.start_timeout:.0f}s ({last})"
+                                 + self._log_hint(name))
+            await asyncio.sleep(0.1)
+
+    def _log_hint(self, name: str) -> str:
+        path = self.log_paths.get(name)
+        if path is None:
+            return ""
+        return f"; last lines of {path}:\n{_tail(path)}"
+
+    def kill_service(self, name: str) -> None:
+        """SIGKILL a service, as a crash would."""
+        proc = self.processes[name]
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        terminate_child(proc, signal.SIGKILL, 5.0)
+
+    async def stop_service(self, name: str, timeout: float | None = None) -> int | None:
+        """SIGTERM one service and wait (SIGKILL after ``timeout``); its exit code."""
+        proc = self.processes.get(name)
+        if proc is None:
+            return None
+        return await asyncio.to_thread(terminate_child, proc, signal.SIGTERM,
+                                       timeout or self.stop_timeout)
+
+    async def stop(self) -> dict[str, int]:
+        """Stop the services, then the embedded servers. Returns the services' exit codes."""
+        self._stopping = True
+        codes: dict[str, int] = {}
+        # Order service and market data together, then matching.
+        first = [n for n in _STOP_ORDER[:2] if n in self.processes]
+        results = await asyncio.gather(*(self.stop_service(n) for n in first))
+        codes.update({n: rc for n, rc in zip(first, results, strict=True) if rc is not None})
+        if "matching" in self.processes:
+            rc = await self.stop_service("matching")
+            if rc is not None:
+                codes["matching"] = rc
+        for f in self._logs.values():
+            f.close()
+        self._logs.clear()
+        if self.redis is not None:
+            self.redis.stop()
+        if self.pg is not None:
+            self.pg.stop()
+        return codes
+
+    def exited(self) -> dict[str, int]:
+        """Processes of the stack that are no longer running: name -> exit code."""
+        out = {n: p.returncode for n, p in self.processes.items() if p.poll() is not None}
+        for name, server in (("postgres", self.pg), ("redis", self.redis)):
+            if server is not None and server.returncode is not None:
+                out[name] = server.returncode
+        return out
+
+    async def wait_for_exit(self, poll: float = 0.2) -> tuple[str, int]:
+        """Wait until any process of the stack exits; its name and exit code."""
+        while True:
+            dead = self.exited()
+            if dead:
+                return next(iter(dead.items()))
+            await asyncio.sleep(poll)
+
+    async def __aenter__(self) -> Stack:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def health_check(addr: str, service: str = "", timeout: float = 1.0) -> int | None:
+    """The ``grpc.health.v1`` status of ``addr`` (None when it does not answer)."""
+    async with grpc.aio.insecure_channel(addr) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=service),
+                                     timeout=timeout)
+        except grpc.aio.AioRpcError:
+            return None
+        return reply.status
+
+
+# ---------------------------------------------------------------------------
+# exchange-dev
+# ---------------------------------------------------------------------------
+
+
+def load_dev_keys(data_dir: Path) -> tuple[dict[str, str], str]:
+    """The demo accounts' API keys and where they came from.
+
+    ``EXCHANGE_DEV_API_KEYS`` wins; otherwise ``<data_dir>/dev-api-keys``;
+    otherwise new random keys, saved there (mode 600) for the next runs.
+    """
+    env = os.environ.get("EXCHANGE_DEV_API_KEYS")
+    if env:
+        return db.parse_dev_keys(env), "EXCHANGE_DEV_API_KEYS"
+    path = data_dir / KEYS_FILE
+    if path.exists():
+        keys = db.parse_dev_keys(",".join(path.read_text().split()))
+        if all(name in keys for name in DEMO_ACCOUNTS):
+            return keys, str(path)
+    else:
+        keys = {}
+    for name in DEMO_ACCOUNTS:
+        keys.setdefault(name, secrets.token_urlsafe(24))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(f"{name}={key}\n" for name, key in keys.items()))
+    os.chmod(path, 0o600)
+    return keys, str(path)
+
+
+def banner(stack: Stack, keys_source: str) -> str:
+    alice = stack.keys.get("alice") or next(iter(stack.keys.values()), "KEY")
+    rows = [
+        ("order service", stack.order_addr, stack.listen["order"]),
+        ("market data", stack.marketdata_addr, stack.listen["marketdata"]),
+        ("matching", stack.matching_addr, stack.listen["matching"]),
+    ]
+    lines = ["", "=" * 78, "  Exchange is running.  Ctrl-C to stop.", "=" * 78, ""]
+    for label, addr, listen in rows:
+        lines.append(f"  {label:<15} {addr:<22} (gRPC, listening on {listen})")
+    pg_note = f"embedded, data in {stack.pg.data_dir}" if stack.pg else "external"
+    redis_note = f"embedded, data in {stack.redis.data_dir}" if stack.redis else "external"
+    lines += [
+        f"  {'PostgreSQL':<15} {stack.database_url}  ({pg_note})",
+        f"  {'Redis':<15} {stack.redis_url}  ({redis_note})",
+        "",
+        f"  API keys (from {keys_source}):",
+    ]
+    for name, key in stack.keys.items():
+        account = stack.account_ids.get(name)
+        lines.append(f"    {name:<8} {key}" + (f"   (account {account})" if account else ""))
+    body = ('{"instrument": "BTC-USD", "side": "SIDE_BUY", "type": "ORDER_TYPE_LIMIT", '
+            '"time_in_force": "TIME_IN_FORCE_GTC", "price": "70000", "quantity": "0.01"}')
+    lines += [
+        "",
+        "  Place a first order:",
+        f"    EXCHANGE_API_KEY={alice} .venv/bin/exchange order create BTC-USD buy 0.01 "
+        "--price 70000",
+        "",
+        "  Or with grpcurl:",
+        f"    grpcurl -H 'x-api-key: {alice}' -plaintext -d '{body}' \\",
+        f"      {stack.order_addr} exchange.order.v1.OrderService/CreateOrder",
+        "",
+        "=" * 78,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def stack_from_env() -> tuple[Stack, str]:
+    """The dev stack as the environment describes it, and where its keys come from."""
+    data_dir = Path(os.environ.get("EXCHANGE_DATA_DIR", ".data")).absolute()
+    keys, source = load_dev_keys(data_dir)
+    env_listen = {s.name: os.environ.get(s.listen_env) or s.default_listen for s in SERVICES}
+    stack = Stack(
+        database_url=os.environ.get("EXCHANGE_DATABASE_URL") or None,
+        redis_url=os.environ.get("EXCHANGE_REDIS_URL") or None,
+        data_dir=data_dir,
+        pg_port=int(os.environ.get("EXCHANGE_EMBEDDED_PG_PORT", DEFAULT_PG_PORT)),
+        redis_port=int(os.environ.get("EXCHANGE_EMBEDDED_REDIS_PORT", DEFAULT_REDIS_PORT)),
+        keys=keys,
+        order_listen=env_listen["order"],
+        matching_listen=env_listen["matching"],
+        matching_advertise=os.environ.get("EXCHANGE_MATCHING_ADVERTISE")
+        or connect_address(env_listen["matching"]),
+        marketdata_listen=env_listen["marketdata"],
+    )
+    return stack, source
+
+
+async def run(stack: Stack, keys_source: str) -> int:
+    """Start ``stack``, print the banner, run until a signal or a death."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    received: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig.name)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+
+    starting = asyncio.ensure_future(stack.start())
+    stop_wait = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([starting, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        log.info("%s received while starting; stopping", received[0])
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await starting
+        await stack.stop()
+        return 0
+    try:
+        starting.result()
+    except Exception as err:  # noqa: BLE001 - reported, then exit 1
+        stop_wait.cancel()
+        log.error("could not start the exchange: %s", err)
+        return 1
+
+    print(banner(stack, keys_source), flush=True)
+    died = asyncio.ensure_future(stack.wait_for_exit())
+    await asyncio.wait([died, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if died.done():
+        name, rc = died.result()
+        log.error("%s exited unexpectedly with code %s; shutting everything down", name, rc)
+        code = 1
+    else:
+        died.cancel()
+        log.info("%s received; shutting down", received[0])
+    codes = await stack.stop()
+    for name, rc in codes.items():
+        if rc not in (0, -signal.SIGTERM):
+            log.warning("%s service exited with code %d", name, rc)
+    log.info("stopped")
+    return code
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s exchange-dev %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        stack, source = stack_from_env()
+    except ValueError as err:
+        print(f"exchange-dev: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    raise SystemExit(asyncio.run(run(stack, source)))
+
+
+if __name__ == "__main__":
+    main()
