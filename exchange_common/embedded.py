@@ -355,7 +355,11 @@ class EmbeddedPostgres:
                 if retry and "shared memory block" in err.log:
                     time.sleep(0.25)
                     continue
-                raise RuntimeError(str(err)) from None
+                hint = ""
+                if run_as is not None and "ermission denied" in err.log:
+                    hint = (f"\n(PostgreSQL runs as the user {PG_SYSTEM_USER!r}, who must be able"
+                            f" to traverse every parent directory of {self.data_dir})")
+                raise RuntimeError(str(err) + hint) from None
 
     def stop(self, timeout: float = 60.0) -> None:
         """Fast shutdown (SIGINT: roll back open transactions, checkpoint), then wait."""

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -24,6 +27,16 @@ from exchange_common.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def server_dir() -> Iterator[Path]:
+    """A directory for a server's data. Not pytest's ``tmp_path``: when we run
+    as root, PostgreSQL runs as another user who must traverse the parents,
+    and every pytest session makes ``/tmp/pytest-of-<user>`` private again."""
+    path = Path(tempfile.mkdtemp(prefix="exchange-emb-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 async def fetch_one(url: str, sql: str):
@@ -52,8 +65,8 @@ def gone(pid: int, timeout: float = 10.0) -> bool:
 # ---------------------------------------------------------------------------
 
 
-async def test_postgres_survives_stop_and_kill_on_the_same_port(tmp_path: Path) -> None:
-    pg = EmbeddedPostgres(tmp_path / "pg")
+async def test_postgres_survives_stop_and_kill_on_the_same_port(server_dir: Path) -> None:
+    pg = EmbeddedPostgres(server_dir / "pg")
     started = time.monotonic()
     pg.start()
     try:
@@ -61,7 +74,7 @@ async def test_postgres_survives_stop_and_kill_on_the_same_port(tmp_path: Path) 
         port, pid = pg.port, pg.pid
         assert pid is not None and pg.is_running()
         assert pg.url() == f"postgresql://postgres@127.0.0.1:{port}/postgres"
-        assert (tmp_path / "pg" / "PG_VERSION").exists()
+        assert (server_dir / "pg" / "PG_VERSION").exists()
         assert first_start < 30
 
         url = pg.ensure_database("keep")
@@ -100,17 +113,17 @@ async def test_postgres_survives_stop_and_kill_on_the_same_port(tmp_path: Path) 
         assert pg.port == port
         got = await fetch_one(url, "SELECT string_agg(v, ',' ORDER BY v) FROM t")
         assert got == "before kill,before stop"
-        assert "postgres.log" in os.listdir(tmp_path / "pg")
+        assert "postgres.log" in os.listdir(server_dir / "pg")
     finally:
         pg.stop()
 
 
-async def test_postgres_stops_a_leftover_postmaster(tmp_path: Path) -> None:
+async def test_postgres_stops_a_leftover_postmaster(server_dir: Path) -> None:
     """A postmaster still running on the data directory (say its parent
     crashed) is stopped, and the new one takes its place."""
-    first = EmbeddedPostgres(tmp_path / "pg")
+    first = EmbeddedPostgres(server_dir / "pg")
     first.start()
-    second = EmbeddedPostgres(tmp_path / "pg", first.port)
+    second = EmbeddedPostgres(server_dir / "pg", first.port)
     try:
         old_pid = first.pid
         second.start()
@@ -121,12 +134,12 @@ async def test_postgres_stops_a_leftover_postmaster(tmp_path: Path) -> None:
         first.stop()
 
 
-async def test_postgres_ignores_a_stale_pid_file(tmp_path: Path) -> None:
-    pg = EmbeddedPostgres(tmp_path / "pg")
+async def test_postgres_ignores_a_stale_pid_file(server_dir: Path) -> None:
+    pg = EmbeddedPostgres(server_dir / "pg")
     pg.start()
     pg.kill()
     # The pid in the file now names a live process that is not PostgreSQL.
-    pid_file = tmp_path / "pg" / "postmaster.pid"
+    pid_file = server_dir / "pg" / "postmaster.pid"
     lines = pid_file.read_text().splitlines()
     lines[0] = str(os.getpid())
     pid_file.write_text("\n".join(lines) + "\n")
@@ -137,11 +150,11 @@ async def test_postgres_ignores_a_stale_pid_file(tmp_path: Path) -> None:
         pg.stop()
 
 
-def test_postgres_refuses_a_foreign_directory(tmp_path: Path) -> None:
-    (tmp_path / "pg").mkdir()
-    (tmp_path / "pg" / "something").write_text("not a database")
+def test_postgres_refuses_a_foreign_directory(server_dir: Path) -> None:
+    (server_dir / "pg").mkdir()
+    (server_dir / "pg" / "something").write_text("not a database")
     with pytest.raises(RuntimeError, match="neither empty nor"):
-        EmbeddedPostgres(tmp_path / "pg").start()
+        EmbeddedPostgres(server_dir / "pg").start()
 
 
 # ---------------------------------------------------------------------------
@@ -149,8 +162,8 @@ def test_postgres_refuses_a_foreign_directory(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------
 
 
-async def test_redis_survives_stop_and_kill_on_the_same_port(tmp_path: Path) -> None:
-    r = EmbeddedRedis(tmp_path / "redis")
+async def test_redis_survives_stop_and_kill_on_the_same_port(server_dir: Path) -> None:
+    r = EmbeddedRedis(server_dir / "redis")
     r.start()
     try:
         port, pid = r.port, r.pid
@@ -178,7 +191,7 @@ async def test_redis_survives_stop_and_kill_on_the_same_port(tmp_path: Path) -> 
         client = aioredis.Redis.from_url(r.url())
         assert await client.mget("a", "b") == [b"1", b"2"]
         await client.aclose()
-        assert (tmp_path / "redis" / "redis.log").exists()
+        assert (server_dir / "redis" / "redis.log").exists()
     finally:
         r.stop()
 
@@ -189,12 +202,12 @@ async def test_redis_survives_stop_and_kill_on_the_same_port(tmp_path: Path) -> 
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
-def test_servers_stop_when_their_parent_is_killed(tmp_path: Path) -> None:
+def test_servers_stop_when_their_parent_is_killed(server_dir: Path) -> None:
     code = textwrap.dedent(f"""
         import sys, time
         from exchange_common.embedded import EmbeddedPostgres, EmbeddedRedis
-        pg = EmbeddedPostgres({str(tmp_path / "pg")!r}); pg.start()
-        r = EmbeddedRedis({str(tmp_path / "redis")!r}); r.start()
+        pg = EmbeddedPostgres({str(server_dir / "pg")!r}); pg.start()
+        r = EmbeddedRedis({str(server_dir / "redis")!r}); r.start()
         print(pg.pid, r.pid, flush=True)
         time.sleep(60)
     """)
@@ -208,7 +221,7 @@ def test_servers_stop_when_their_parent_is_killed(tmp_path: Path) -> None:
     assert gone(pg_pid), "postgres outlived its parent"
     assert gone(redis_pid), "redis-server outlived its parent"
     # A clean (fast) shutdown, not a crash.
-    assert "database system is shut down" in (tmp_path / "pg" / "postgres.log").read_text()
+    assert "database system is shut down" in (server_dir / "pg" / "postgres.log").read_text()
 
 
 # ---------------------------------------------------------------------------
@@ -329,12 +342,12 @@ def _run_devrun_until_banner(env: dict[str, str], log: Path) -> tuple[subprocess
 
 
 @pytest.mark.e2e
-def test_exchange_dev_runs_stops_and_keeps_its_keys(tmp_path: Path) -> None:
-    env = _devrun_env(tmp_path / "data")
+def test_exchange_dev_runs_stops_and_keeps_its_keys(tmp_path: Path, server_dir: Path) -> None:
+    env = _devrun_env(server_dir)
 
     # First run: Ctrl-C stops everything in order and exits 0.
     proc, text = _run_devrun_until_banner(env, tmp_path / "run1.log")
-    keys = (tmp_path / "data" / devrun.KEYS_FILE).read_text()
+    keys = (server_dir / devrun.KEYS_FILE).read_text()
     alice = keys.split("alice=")[1].split()[0]
     assert f"EXCHANGE_API_KEY={alice} .venv/bin/exchange order create BTC-USD buy 0.01 " \
            "--price 70000" in text
