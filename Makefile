@@ -38,7 +38,8 @@ bench: $(STAMP)
 	$(PY) -m bench quick
 
 helm-lint: $(STAMP)
-	$(PY) -m pytest -q tests/unit/test_helm_chart.py
+	test -x deploy/.tools/bin/helm || deploy/tools/install-helm.sh
+	HELM=deploy/.tools/bin/helm $(PY) -m pytest -q tests/unit/test_helm_chart.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
