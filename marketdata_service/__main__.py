@@ -1,0 +1,3 @@
+from marketdata_service.server import main
+
+main()

@@ -1,0 +1,241 @@
+"""Keeps every instrument's market data current.
+
+Start: load the instrument list and each instrument's initial state from PostgreSQL (retrying
+until it works; ``ready`` is set then). Then one reader follows all the streams
+``exchange:md:<instrument_id>`` with a blocking XREAD (COUNT 1000) from each instrument's last
+applied entry. An entry whose first_sequence is the book's sequence + 1 is applied; one that is
+already reflected is skipped; anything else is a gap (Redis lost entries, or a publish failed):
+that instrument is rebuilt from PostgreSQL in the background (its stream is not read meanwhile)
+and its subscribers are sent fresh snapshots. If Redis is down the reader retries with backoff
+and the last state keeps being served. The instrument list is reloaded periodically, so an
+instrument added later is picked up, and a halt shows in ListInstruments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+
+from google.protobuf.message import DecodeError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from exchange.matching.v1 import matching_pb2
+from exchange_common.streams import FIELD, STREAM_PREFIX, stream_key
+from marketdata_service.market import Entry, InstrumentMarket
+from marketdata_service.store import MarketStore
+from marketdata_service.trades import TradeRecord
+
+log = logging.getLogger(__name__)
+
+
+class Backoff:
+    def __init__(self, first: float = 0.1, limit: float = 5.0) -> None:
+        self.first = first
+        self.limit = limit
+        self.attempts = 0
+
+    def next(self) -> float:
+        delay = min(self.first * (2 ** self.attempts), self.limit)
+        self.attempts += 1
+        return delay
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+def _stream_entries(response) -> Iterable[tuple[bytes | str, list]]:
+    """(key, entries) from an XREAD reply in either RESP2 (list) or RESP3 (dict) form."""
+    if not response:
+        return ()
+    if isinstance(response, dict):
+        return response.items()
+    return ((key, entries) for key, entries in response)
+
+
+def _parse(data: bytes | None) -> matching_pb2.MarketDataBatch | None:
+    if data is None:
+        return None
+    try:
+        return matching_pb2.MarketDataBatch.FromString(data)
+    except DecodeError:
+        return None
+
+
+class MarketFeed:
+    def __init__(self, store: MarketStore, redis: Redis, *, recent_trades: int,
+                 block_ms: int = 1000, read_count: int = 1000,
+                 reload_interval: float = 10.0) -> None:
+        self.store = store
+        self.redis = redis
+        self.recent_trades = recent_trades
+        self.block_ms = block_ms
+        self.read_count = read_count
+        self.reload_interval = reload_interval
+        self.markets: dict[int, InstrumentMarket] = {}
+        self.by_symbol: dict[str, InstrumentMarket] = {}
+        # Set once every instrument's initial state is loaded.
+        self.ready = asyncio.Event()
+        self.redis_up = True
+        self._tasks: set[asyncio.Task] = set()
+        self._prefix = STREAM_PREFIX.encode()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._spawn(self._run(), "marketdata-feed")
+
+    def _spawn(self, coro, name: str) -> asyncio.Task:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def stop(self) -> None:
+        for market in self.markets.values():
+            market.close_subscribers()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        backoff = Backoff(limit=10.0)
+        while True:
+            try:
+                await self.reload_instruments()
+                break
+            except Exception:  # noqa: BLE001 - any failure: keep trying, the service is not ready
+                delay = backoff.next()
+                log.exception("initial load from PostgreSQL failed; retrying in %.1fs", delay)
+                await asyncio.sleep(delay)
+        log.info("market data loaded for %d instruments", len(self.markets))
+        self.ready.set()
+        self._spawn(self._reload_loop(), "marketdata-reload")
+        await self._read_loop()
+
+    # -- instruments ------------------------------------------------------------------------
+
+    async def reload_instruments(self) -> None:
+        for spec in await self.store.instruments():
+            market = self.markets.get(spec.instrument_id)
+            if market is not None:
+                if market.spec.symbol != spec.symbol:
+                    self.by_symbol.pop(market.spec.symbol, None)
+                    self.by_symbol[spec.symbol] = market
+                market.update_spec(spec)
+                continue
+            state = await self.store.initial_state(spec.instrument_id, self.recent_trades)
+            market = InstrumentMarket(spec, state, recent_trades=self.recent_trades)
+            self.markets[spec.instrument_id] = market
+            self.by_symbol[spec.symbol] = market
+            if self.ready.is_set():
+                log.info("new instrument %s at sequence %d", spec.symbol, state.sequence)
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.reload_interval)
+            try:
+                await self.reload_instruments()
+            except Exception:  # noqa: BLE001
+                log.warning("reloading instruments failed; keeping the current list",
+                            exc_info=True)
+
+    def market(self, symbol: str) -> InstrumentMarket | None:
+        return self.by_symbol.get(symbol)
+
+    # -- streams ----------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        backoff = Backoff()
+        while True:
+            streams = {stream_key(iid): m.stream_pos for iid, m in self.markets.items()
+                       if not m.rebuilding}
+            if not streams:
+                await asyncio.sleep(self.block_ms / 1000)
+                continue
+            try:
+                response = await self.redis.xread(streams, count=self.read_count,
+                                                  block=self.block_ms)
+            except (RedisError, OSError) as err:
+                delay = backoff.next()
+                if self.redis_up:
+                    log.warning("reading streams from Redis failed (%s); serving the last "
+                                "state, retrying", err)
+                    self.redis_up = False
+                await asyncio.sleep(delay)
+                continue
+            if not self.redis_up:
+                log.info("Redis is back")
+                self.redis_up = True
+            backoff.reset()
+            self.process(response)
+
+    def process(self, response) -> None:
+        """Apply one XREAD reply (synchronously: no other task sees a half-applied state)."""
+        for key, entries in _stream_entries(response):
+            raw = key if isinstance(key, bytes) else key.encode()
+            if not raw.startswith(self._prefix):
+                continue
+            market = self.markets.get(int(raw[len(self._prefix):]))
+            if market is None or market.rebuilding:
+                continue
+            parsed: list[Entry] = [(eid, _parse(fields.get(FIELD))) for eid, fields in entries]
+            if market.apply(parsed):
+                self.rebuild(market)
+
+    def rebuild(self, market: InstrumentMarket) -> None:
+        """Rebuild ``market`` from PostgreSQL in the background; its stream is not read until
+        that is done."""
+        if market.rebuilding:
+            return
+        market.rebuilding = True
+        self._spawn(self._rebuild(market), f"marketdata-rebuild-{market.instrument_id}")
+
+    async def _rebuild(self, market: InstrumentMarket) -> None:
+        # A gap right after a rebuild means PostgreSQL and the stream disagree (e.g. a stream
+        # left over from another database): back off rather than spin.
+        backoff = Backoff(first=0.1, limit=5.0)
+        delay = 0.0 if market.consecutive_gaps <= 1 else min(
+            0.1 * 2 ** (market.consecutive_gaps - 2), 5.0)
+        try:
+            while True:
+                if delay:
+                    await asyncio.sleep(delay)
+                try:
+                    state = await self.store.initial_state(market.instrument_id,
+                                                           self.recent_trades)
+                except Exception:  # noqa: BLE001
+                    delay = backoff.next()
+                    log.warning("rebuilding %s from PostgreSQL failed; retrying in %.1fs",
+                                market.spec.symbol, delay, exc_info=True)
+                    continue
+                market.reset(state)
+                return
+        finally:
+            market.rebuilding = False
+
+    # -- queries ----------------------------------------------------------------------------
+
+    async def trades_page(self, market: InstrumentMarket, before_trade_id: int | None,
+                          limit: int) -> list[TradeRecord]:
+        """Up to ``limit`` trades older than ``before_trade_id``, newest first: from memory
+        while the recent trades cover the page, else from PostgreSQL (never past the trades
+        the served book reflects)."""
+        page = market.trades.page(before_trade_id, limit)
+        if page is not None:
+            return page
+        return await self.store.trades_before(market.instrument_id, before_trade_id,
+                                              market.sequence, limit)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "instruments": len(self.markets),
+            "book_subscribers": sum(len(m.book_subscribers) for m in self.markets.values()),
+            "trade_subscribers": sum(len(m.trade_subscribers) for m in self.markets.values()),
+            "dropped_updates": sum(m.dropped for m in self.markets.values()),
+        }

@@ -1,0 +1,194 @@
+"""One instrument's live market data: its L2 book, recent trades and subscribers.
+
+Everything here runs on the event loop without awaiting, so a subscriber added between two
+updates sees a snapshot and then exactly the updates after it. Each applied group of stream
+entries becomes one delta message (and one trades message), serialized once; the same bytes
+go to every subscriber's bounded queue (``fanout.Subscriber``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from exchange.matching.v1 import matching_pb2
+from exchange_common.instruments import InstrumentSpec
+from exchange_common.streams import entry_id
+from marketdata_service.book import ApplyResult, L2Book
+from marketdata_service.fanout import Subscriber
+from marketdata_service.store import InitialState
+from marketdata_service.trades import TradeRecord, TradeRing
+from marketdata_service.wire import Wire
+
+log = logging.getLogger(__name__)
+
+# (stream entry id, parsed batch or None when the entry could not be parsed)
+Entry = tuple[bytes | str, matching_pb2.MarketDataBatch | None]
+
+
+def _levels(updates) -> list[tuple[int, int, int]]:
+    return [(u.price, u.quantity, u.order_count) for u in updates]
+
+
+class InstrumentMarket:
+    def __init__(self, spec: InstrumentSpec, state: InitialState, *, recent_trades: int) -> None:
+        self.spec = spec
+        self.wire = Wire(spec)
+        self._recent_trades = recent_trades
+        self.book = L2Book()
+        self.trades = TradeRing(recent_trades)
+        self.time_unix_nanos = 0
+        # Where the next stream read starts (exclusive).
+        self.stream_pos: bytes | str = entry_id(0)
+        self.book_subscribers: set[Subscriber] = set()
+        self.trade_subscribers: set[Subscriber] = set()
+        self._snapshot: bytes | None = None
+        # Updates thrown away for subscribers that were behind (conflated).
+        self.dropped = 0
+        # Set while the instrument is being rebuilt from PostgreSQL: the stream is not read.
+        self.rebuilding = False
+        # Gaps seen since the last entry applied (rebuilds back off when this grows).
+        self.consecutive_gaps = 0
+        self._load(state)
+
+    @property
+    def instrument_id(self) -> int:
+        return self.spec.instrument_id
+
+    @property
+    def sequence(self) -> int:
+        return self.book.sequence
+
+    def _load(self, state: InitialState) -> None:
+        self.book = L2Book.from_levels(state.sequence, state.bids, state.asks)
+        self.trades = TradeRing(self._recent_trades, state.trades, state.all_trades)
+        self.time_unix_nanos = state.time_unix_nanos
+        self.stream_pos = entry_id(state.sequence)
+        self._snapshot = None
+
+    def update_spec(self, spec: InstrumentSpec) -> None:
+        if spec != self.spec:
+            self.spec = spec
+            self.wire = Wire(spec)
+            self._snapshot = None
+
+    def reset(self, state: InitialState) -> None:
+        """Replace the state with one rebuilt from PostgreSQL; every book subscriber gets a
+        fresh snapshot next, every trade subscriber the trades it has not seen."""
+        old = self.book.sequence
+        self._load(state)
+        for sub in self.book_subscribers:
+            sub.invalidate()
+        for sub in self.trade_subscribers:
+            sub.invalidate()
+        log.info("instrument %s rebuilt from PostgreSQL at sequence %d (was %d)",
+                 self.spec.symbol, state.sequence, old)
+
+    # -- updates ----------------------------------------------------------------------------
+
+    def apply(self, entries: Sequence[Entry]) -> bool:
+        """Apply stream entries in order and publish what changed. Returns True when a gap
+        (or an unreadable entry) was met: the entries from there on are not applied and the
+        instrument needs a rebuild."""
+        book = self.book
+        first = 0
+        bids: dict[int, tuple[int, int, int]] = {}
+        asks: dict[int, tuple[int, int, int]] = {}
+        new_trades: list[TradeRecord] = []
+        gap = False
+        for eid, batch in entries:
+            if batch is None:
+                log.error("unreadable entry %r in the stream of %s", eid, self.spec.symbol)
+                gap = True
+                break
+            batch_bids = _levels(batch.bids)
+            batch_asks = _levels(batch.asks)
+            before = book.sequence
+            result = book.apply(batch.first_sequence, batch.last_sequence, batch_bids, batch_asks)
+            if result is ApplyResult.GAP:
+                log.warning("gap in the stream of %s: book at %d, entry %r covers %d-%d",
+                            self.spec.symbol, before, eid, batch.first_sequence,
+                            batch.last_sequence)
+                gap = True
+                break
+            self.stream_pos = eid
+            if result is ApplyResult.SKIPPED:
+                continue
+            self.consecutive_gaps = 0
+            if not first:
+                first = batch.first_sequence
+            for level in batch_bids:
+                bids[level[0]] = level
+            for level in batch_asks:
+                asks[level[0]] = level
+            new_trades.extend(
+                TradeRecord(t.trade_id, t.sequence, t.price, t.quantity, t.taker_side,
+                            t.time_unix_nanos)
+                for t in batch.trades)
+            if batch.time_unix_nanos:
+                self.time_unix_nanos = batch.time_unix_nanos
+        if first:
+            self._publish(first, bids, asks, new_trades)
+        if gap:
+            self.consecutive_gaps += 1
+        return gap
+
+    def _publish(self, first: int, bids: dict[int, tuple[int, int, int]],
+                 asks: dict[int, tuple[int, int, int]], new_trades: list[TradeRecord]) -> None:
+        self._snapshot = None
+        sequence = self.book.sequence
+        if self.book_subscribers:
+            data = self.wire.delta(
+                first, sequence, sorted(bids.values(), reverse=True), sorted(asks.values()),
+                self.time_unix_nanos,
+            ).SerializeToString()
+            dropped = 0
+            for sub in self.book_subscribers:
+                dropped += sub.push(sequence, data)
+            self.dropped += dropped
+        if new_trades:
+            self.trades.extend(new_trades)
+            if self.trade_subscribers:
+                data = self.wire.trades(new_trades).SerializeToString()
+                dropped = 0
+                for sub in self.trade_subscribers:
+                    dropped += sub.push(sequence, data)
+                self.dropped += dropped
+
+    # -- subscribers ------------------------------------------------------------------------
+
+    def snapshot_bytes(self) -> bytes:
+        """The full book as a serialized StreamOrderBookResponse, built once per state."""
+        if self._snapshot is None:
+            self._snapshot = self.wire.snapshot(self.book, self.time_unix_nanos).SerializeToString()
+        return self._snapshot
+
+    def _book_resync(self, _position: int) -> tuple[int, bytes | None]:
+        return self.book.sequence, self.snapshot_bytes()
+
+    def _trades_resync(self, position: int) -> tuple[int, bytes | None]:
+        missed = self.trades.since(position)
+        data = self.wire.trades(missed).SerializeToString() if missed else None
+        return max(self.book.sequence, position), data
+
+    def subscribe_book(self, queue_limit: int) -> Subscriber:
+        sub = Subscriber(queue_limit, self._book_resync, position=self.book.sequence,
+                         initial=self.snapshot_bytes())
+        self.book_subscribers.add(sub)
+        return sub
+
+    def subscribe_trades(self, queue_limit: int) -> Subscriber:
+        sub = Subscriber(queue_limit, self._trades_resync, position=self.book.sequence)
+        self.trade_subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self.book_subscribers.discard(sub)
+        self.trade_subscribers.discard(sub)
+        if sub.dropped:
+            log.info("a subscriber to %s left; %d updates were conflated for it",
+                     self.spec.symbol, sub.dropped)
+
+    def close_subscribers(self) -> None:
+        for sub in (*self.book_subscribers, *self.trade_subscribers):
+            sub.close()

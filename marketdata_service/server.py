@@ -1,0 +1,113 @@
+"""Process bootstrap: ``marketdata-service`` / ``python -m marketdata_service``.
+
+Listens on ``EXCHANGE_MARKETDATA_LISTEN`` (default 0.0.0.0:50052) at once; health turns
+SERVING only after the initial state has been loaded from PostgreSQL. On SIGTERM: health
+NOT_SERVING, open streams end with UNAVAILABLE (clients resubscribe elsewhere), in-flight unary
+calls get the shutdown grace, then the feed, Redis and the pool are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import asyncpg
+import redis.asyncio as redis_asyncio
+
+from exchange_common import logs
+from exchange_common.config import MarketDataSettings, load
+from exchange_common.db import create_pool
+from exchange_common.server import Service, run_until_signal
+from marketdata_service.feed import MarketFeed
+from marketdata_service.servicer import SERVICE_NAME, MarketDataServicer, add_to_server
+from marketdata_service.store import MarketStore
+
+log = logging.getLogger("marketdata_service")
+
+
+class MarketDataService(Service):
+    def __init__(self, settings: MarketDataSettings, feed: MarketFeed) -> None:
+        super().__init__(settings, settings.marketdata_listen)
+        self.feed = feed
+
+    async def stop(self) -> None:
+        await self.set_serving(False)
+        # Streams never end on their own: end them now rather than after the grace period.
+        for market in self.feed.markets.values():
+            market.close_subscribers()
+        await super().stop()
+
+
+@dataclass
+class App:
+    service: MarketDataService
+    feed: MarketFeed
+    pool: asyncpg.Pool
+    redis: redis_asyncio.Redis
+    _ready_task: asyncio.Task
+
+    @property
+    def port(self) -> int:
+        return self.service.port
+
+    async def close_resources(self) -> None:
+        self._ready_task.cancel()
+        await self.feed.stop()
+        await self.redis.aclose()
+        await self.pool.close()
+
+    async def close(self) -> None:
+        """Stop serving and release everything (what a SIGTERM does)."""
+        await self.service.stop()
+        await self.close_resources()
+
+
+async def start(settings: MarketDataSettings, *, block_ms: int = 1000,
+                reload_interval: float = 10.0) -> App:
+    """Start the gRPC server and the feed; the service turns SERVING once loaded."""
+    # min_size 0: starting does not need PostgreSQL; the feed retries until it can load.
+    pool = await create_pool(settings.database_url, min_size=0,
+                             max_size=max(2, settings.db_pool_max), timeout=10)
+    redis = redis_asyncio.from_url(
+        settings.redis_url,
+        socket_connect_timeout=5,
+        # Above the XREAD block time, so a blocked read is not taken for a dead server.
+        socket_timeout=block_ms / 1000 + 10,
+        health_check_interval=30,
+    )
+    feed = MarketFeed(MarketStore(pool), redis, recent_trades=settings.recent_trades,
+                      block_ms=block_ms, reload_interval=reload_interval)
+    service = MarketDataService(settings, feed)
+    service.add(add_to_server, MarketDataServicer(feed, queue_limit=settings.subscriber_queue),
+                SERVICE_NAME)
+    await service.set_serving(False)
+    await service.start()
+    feed.start()
+
+    async def serving_when_ready() -> None:
+        await feed.ready.wait()
+        await service.set_serving(True)
+        log.info("market data service serving on port %d", service.port)
+
+    ready_task = asyncio.create_task(serving_when_ready())
+    return App(service, feed, pool, redis, ready_task)
+
+
+async def serve() -> None:
+    settings = load(MarketDataSettings)
+    logs.setup(settings.log_level, settings.log_format, service="marketdata")
+    try:
+        app = await start(settings)
+    except (OSError, asyncpg.PostgresError) as err:
+        raise SystemExit(f"marketdata: cannot start: {err}") from None
+    log.info("market data service listening on %s", settings.marketdata_listen)
+    await run_until_signal(app.service, cleanup=[app.close_resources])
+
+
+def main() -> None:
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

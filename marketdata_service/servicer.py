@@ -1,0 +1,169 @@
+"""The public ``exchange.marketdata.v1.MarketDataService``: proto in, proto (or bytes) out.
+
+The two streaming methods yield pre-serialized ``bytes`` shared by every subscriber; they are
+registered (``add_to_server``) with a response serializer that passes bytes through.
+
+Slow subscribers (``subscriber_queue`` updates behind): a StreamOrderBook subscriber gets a
+fresh snapshot instead of its backlog. A StreamTrades subscriber gets, instead of its backlog,
+one message with the trades it has not seen that are still among the ``recent_trades`` kept in
+memory (older ones are lost to it; ``ListTrades`` has them, each trade carries its sequence).
+The same happens after an instrument is rebuilt from PostgreSQL because of a stream gap.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+import grpc
+
+from exchange.marketdata.v1 import marketdata_pb2 as md_pb2
+from exchange_common.errors import InvalidArgument, NotFound, Unavailable, grpc_errors
+from marketdata_service.fanout import SubscriptionClosed
+from marketdata_service.feed import MarketFeed
+from marketdata_service.market import InstrumentMarket
+
+SERVICE_NAME = md_pb2.DESCRIPTOR.services_by_name["MarketDataService"].full_name
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+_TOKEN_PREFIX = "t1:"
+
+
+def encode_page_token(instrument_id: int, before_trade_id: int) -> str:
+    raw = f"{_TOKEN_PREFIX}{instrument_id}:{before_trade_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str, instrument_id: int) -> int:
+    """The trade id the page starts below; InvalidArgument if the token is not ours."""
+    bad = InvalidArgument("page_token is not valid for this request", field="page_token",
+                          reason="INVALID_PAGE_TOKEN")
+    try:
+        raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_",
+                               validate=True).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise bad from None
+    if not raw.startswith(_TOKEN_PREFIX):
+        raise bad
+    iid, sep, before = raw[len(_TOKEN_PREFIX):].partition(":")
+    if not sep or not iid.isdigit() or not before.isdigit() or int(iid) != instrument_id:
+        raise bad
+    return int(before)
+
+
+class MarketDataServicer:
+    def __init__(self, feed: MarketFeed, *, queue_limit: int) -> None:
+        self.feed = feed
+        self.queue_limit = queue_limit
+
+    def _market(self, symbol: str) -> InstrumentMarket:
+        if not symbol:
+            raise InvalidArgument("instrument is required", field="instrument",
+                                  reason="INSTRUMENT_REQUIRED")
+        if not self.feed.ready.is_set():
+            raise Unavailable("market data is loading", reason="NOT_READY")
+        market = self.feed.market(symbol) or self.feed.market(symbol.upper())
+        if market is None:
+            raise NotFound(f"unknown instrument {symbol!r}", reason="INSTRUMENT_NOT_FOUND",
+                           metadata={"instrument": symbol})
+        return market
+
+    @grpc_errors
+    async def ListInstruments(self, request: md_pb2.ListInstrumentsRequest,
+                              context: grpc.aio.ServicerContext) -> md_pb2.ListInstrumentsResponse:
+        if not self.feed.ready.is_set():
+            raise Unavailable("market data is loading", reason="NOT_READY")
+        markets = sorted(self.feed.markets.values(), key=lambda m: m.instrument_id)
+        return md_pb2.ListInstrumentsResponse(instruments=[m.wire.instrument() for m in markets])
+
+    @grpc_errors
+    async def GetOrderBook(self, request: md_pb2.GetOrderBookRequest,
+                           context: grpc.aio.ServicerContext) -> md_pb2.GetOrderBookResponse:
+        if request.depth < 0:
+            raise InvalidArgument("depth must be 0 (all levels) or positive", field="depth",
+                                  reason="INVALID_DEPTH")
+        market = self._market(request.instrument)
+        return market.wire.order_book(market.book, request.depth, market.time_unix_nanos)
+
+    @grpc_errors
+    async def StreamOrderBook(self, request: md_pb2.StreamOrderBookRequest,
+                              context: grpc.aio.ServicerContext):
+        market = self._market(request.instrument)
+        sub = market.subscribe_book(self.queue_limit)
+        try:
+            while True:
+                yield await sub.next()
+        except SubscriptionClosed:
+            raise Unavailable("the server is shutting down; resubscribe",
+                              reason="SHUTTING_DOWN") from None
+        finally:
+            market.unsubscribe(sub)
+
+    @grpc_errors
+    async def ListTrades(self, request: md_pb2.ListTradesRequest,
+                         context: grpc.aio.ServicerContext) -> md_pb2.ListTradesResponse:
+        if request.page_size < 0:
+            raise InvalidArgument("page_size must not be negative", field="page_size",
+                                  reason="INVALID_PAGE_SIZE")
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        market = self._market(request.instrument)
+        before = (decode_page_token(request.page_token, market.instrument_id)
+                  if request.page_token else None)
+        trades = await self.feed.trades_page(market, before, size + 1)
+        response = md_pb2.ListTradesResponse(
+            trades=[market.wire.trade(t) for t in trades[:size]])
+        if len(trades) > size:
+            response.next_page_token = encode_page_token(market.instrument_id,
+                                                         trades[size - 1].trade_id)
+        return response
+
+    @grpc_errors
+    async def StreamTrades(self, request: md_pb2.StreamTradesRequest,
+                           context: grpc.aio.ServicerContext):
+        market = self._market(request.instrument)
+        sub = market.subscribe_trades(self.queue_limit)
+        try:
+            while True:
+                yield await sub.next()
+        except SubscriptionClosed:
+            raise Unavailable("the server is shutting down; resubscribe",
+                              reason="SHUTTING_DOWN") from None
+        finally:
+            market.unsubscribe(sub)
+
+
+def _serialize(response: bytes | md_pb2.StreamOrderBookResponse) -> bytes:
+    """Pass pre-serialized updates through; serialize anything else."""
+    if isinstance(response, bytes):
+        return response
+    return response.SerializeToString()
+
+
+def add_to_server(servicer: MarketDataServicer, server: grpc.aio.Server) -> None:
+    """Like the generated ``add_MarketDataServiceServicer_to_server``, but the streaming
+    methods may yield bytes (serialized once, shared by every subscriber)."""
+    handlers = {
+        "ListInstruments": grpc.unary_unary_rpc_method_handler(
+            servicer.ListInstruments,
+            request_deserializer=md_pb2.ListInstrumentsRequest.FromString,
+            response_serializer=md_pb2.ListInstrumentsResponse.SerializeToString),
+        "GetOrderBook": grpc.unary_unary_rpc_method_handler(
+            servicer.GetOrderBook,
+            request_deserializer=md_pb2.GetOrderBookRequest.FromString,
+            response_serializer=md_pb2.GetOrderBookResponse.SerializeToString),
+        "StreamOrderBook": grpc.unary_stream_rpc_method_handler(
+            servicer.StreamOrderBook,
+            request_deserializer=md_pb2.StreamOrderBookRequest.FromString,
+            response_serializer=_serialize),
+        "ListTrades": grpc.unary_unary_rpc_method_handler(
+            servicer.ListTrades,
+            request_deserializer=md_pb2.ListTradesRequest.FromString,
+            response_serializer=md_pb2.ListTradesResponse.SerializeToString),
+        "StreamTrades": grpc.unary_stream_rpc_method_handler(
+            servicer.StreamTrades,
+            request_deserializer=md_pb2.StreamTradesRequest.FromString,
+            response_serializer=_serialize),
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
