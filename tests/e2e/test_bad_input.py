@@ -1,0 +1,170 @@
+"""Bad input over the real API: each case gets its status code, reason and field,
+and the services stay healthy."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from exchange.common.v1 import common_pb2 as cpb
+from exchange.marketdata.v1 import marketdata_pb2 as mdpb
+from exchange.marketdata.v1 import marketdata_pb2_grpc as mdpb_grpc
+from exchange.order.v1 import order_pb2 as opb
+from exchange.order.v1 import order_pb2_grpc as opb_grpc
+from exchange_common.errors import error_info, field_violations
+
+pytestmark = pytest.mark.e2e
+
+C = grpc.StatusCode
+GOOD = dict(instrument="BTC-USD", side=cpb.SIDE_BUY, type=cpb.ORDER_TYPE_LIMIT,
+            price="70000.00", quantity="0.01")
+
+CREATE_CASES = [
+    # (changes to a good order, code, reason, field)
+    (dict(price="70000.001"), C.INVALID_ARGUMENT, "PRICE_OFF_TICK", "price"),
+    (dict(price="seventy"), C.INVALID_ARGUMENT, "INVALID_DECIMAL", "price"),
+    (dict(price="7e4"), C.INVALID_ARGUMENT, "INVALID_DECIMAL", "price"),
+    (dict(price="-70000"), C.INVALID_ARGUMENT, "INVALID_DECIMAL", "price"),
+    (dict(price="0"), C.INVALID_ARGUMENT, "PRICE_NOT_POSITIVE", "price"),
+    (dict(price="0.00"), C.INVALID_ARGUMENT, "PRICE_NOT_POSITIVE", "price"),
+    (dict(price="70000.123456789012345678901"), C.INVALID_ARGUMENT, "INVALID_DECIMAL", "price"),
+    (dict(price="12345678901234567890"), C.INVALID_ARGUMENT, "INVALID_DECIMAL", "price"),
+    (dict(price=""), C.INVALID_ARGUMENT, "PRICE_REQUIRED", "price"),
+    (dict(quantity="0.00001"), C.INVALID_ARGUMENT, "QUANTITY_OFF_LOT", "quantity"),
+    (dict(quantity="0"), C.INVALID_ARGUMENT, "QUANTITY_NOT_POSITIVE", "quantity"),
+    (dict(quantity="-1"), C.INVALID_ARGUMENT, "INVALID_DECIMAL", "quantity"),
+    (dict(quantity="1e-2"), C.INVALID_ARGUMENT, "INVALID_DECIMAL", "quantity"),
+    (dict(quantity="lots"), C.INVALID_ARGUMENT, "INVALID_DECIMAL", "quantity"),
+    (dict(quantity="5000"), C.INVALID_ARGUMENT, "QUANTITY_ABOVE_MAX", "quantity"),
+    (dict(price="1.00", quantity="0.5"), C.INVALID_ARGUMENT, "NOTIONAL_BELOW_MIN", "quantity"),
+    (dict(side=cpb.SIDE_UNSPECIFIED), C.INVALID_ARGUMENT, "SIDE_INVALID", "side"),
+    (dict(type=cpb.ORDER_TYPE_UNSPECIFIED), C.INVALID_ARGUMENT, "ORDER_TYPE_INVALID", "type"),
+    (dict(type=cpb.ORDER_TYPE_MARKET), C.INVALID_ARGUMENT, "PRICE_NOT_ALLOWED", "price"),
+    (dict(type=cpb.ORDER_TYPE_MARKET, price="", post_only=True), C.INVALID_ARGUMENT,
+     "POST_ONLY_INVALID", "post_only"),
+    (dict(client_order_id="no spaces please"), C.INVALID_ARGUMENT, "CLIENT_ORDER_ID_INVALID",
+     "client_order_id"),
+    (dict(instrument=""), C.INVALID_ARGUMENT, "INSTRUMENT_REQUIRED", "instrument"),
+    (dict(instrument="DOGE-USD"), C.NOT_FOUND, "INSTRUMENT_NOT_FOUND", None),
+]
+
+
+def meta(stack, who="alice"):
+    return (("x-api-key", stack.keys[who]),)
+
+
+async def expect(call, code, reason, field=None):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call
+    e = err.value
+    assert e.code() == code, e.details()
+    info = error_info(e)
+    assert info is not None and info.reason == reason and info.domain == "exchange"
+    if field is not None:
+        assert [v.field for v in field_violations(e)] == [field]
+    assert "Traceback" not in (e.details() or "")
+    return e
+
+
+async def test_create_order_validation(stack) -> None:
+    async with grpc.aio.insecure_channel(stack.order_addr) as ch:
+        orders = opb_grpc.OrderServiceStub(ch)
+        for changes, code, reason, field in CREATE_CASES:
+            request = opb.CreateOrderRequest(**{**GOOD, **changes})
+            await expect(orders.CreateOrder(request, metadata=meta(stack), timeout=10),
+                         code, reason, field)
+        # nothing reached the book
+        listed = await orders.ListOrders(opb.ListOrdersRequest(), metadata=meta(stack))
+        assert list(listed.orders) == []
+        # still healthy and still trading
+        ok = await orders.CreateOrder(opb.CreateOrderRequest(**GOOD), metadata=meta(stack))
+        assert ok.order.state == cpb.ORDER_STATE_NEW
+
+
+async def test_authentication_and_ownership(stack) -> None:
+    async with grpc.aio.insecure_channel(stack.order_addr) as ch:
+        orders = opb_grpc.OrderServiceStub(ch)
+        request = opb.CreateOrderRequest(**GOOD)
+        await expect(orders.CreateOrder(request), C.UNAUTHENTICATED, "API_KEY_MISSING")
+        await expect(orders.CreateOrder(request, metadata=(("x-api-key", "nope"),)),
+                     C.UNAUTHENTICATED, "API_KEY_INVALID")
+        await expect(orders.ListOrders(opb.ListOrdersRequest()), C.UNAUTHENTICATED,
+                     "API_KEY_MISSING")
+
+        mine = (await orders.CreateOrder(request, metadata=meta(stack))).order
+        # bob can neither see nor cancel alice's order
+        await expect(orders.GetOrder(opb.GetOrderRequest(order_id=mine.order_id),
+                                     metadata=meta(stack, "bob")), C.NOT_FOUND, "ORDER_NOT_FOUND")
+        await expect(orders.CancelOrder(opb.CancelOrderRequest(order_id=mine.order_id),
+                                        metadata=meta(stack, "bob")),
+                     C.NOT_FOUND, "ORDER_NOT_FOUND")
+        bob_list = await orders.ListOrders(opb.ListOrdersRequest(), metadata=meta(stack, "bob"))
+        assert list(bob_list.orders) == []
+
+        # cancel, then cancel again
+        done = await orders.CancelOrder(opb.CancelOrderRequest(order_id=mine.order_id),
+                                        metadata=meta(stack))
+        assert done.order.state == cpb.ORDER_STATE_CANCELLED
+        await expect(orders.CancelOrder(opb.CancelOrderRequest(order_id=mine.order_id),
+                                        metadata=meta(stack)),
+                     C.FAILED_PRECONDITION, "ORDER_NOT_OPEN")
+
+
+async def test_reference_and_paging_errors(stack) -> None:
+    async with grpc.aio.insecure_channel(stack.order_addr) as ch:
+        orders = opb_grpc.OrderServiceStub(ch)
+        m = meta(stack)
+        await expect(orders.GetOrder(opb.GetOrderRequest(order_id="abc"), metadata=m),
+                     C.INVALID_ARGUMENT, "ORDER_ID_INVALID", "order_id")
+        await expect(orders.GetOrder(opb.GetOrderRequest(), metadata=m),
+                     C.INVALID_ARGUMENT, "ORDER_REFERENCE_INVALID", "order_id")
+        await expect(orders.GetOrder(opb.GetOrderRequest(order_id="1", client_order_id="x"),
+                                     metadata=m),
+                     C.INVALID_ARGUMENT, "ORDER_REFERENCE_INVALID", "order_id")
+        await expect(orders.GetOrder(opb.GetOrderRequest(order_id=str(1 << 44 | 999)),
+                                     metadata=m), C.NOT_FOUND, "ORDER_NOT_FOUND")
+        await expect(orders.GetOrder(opb.GetOrderRequest(client_order_id="unknown"),
+                                     metadata=m), C.NOT_FOUND, "ORDER_NOT_FOUND")
+        await expect(orders.CancelOrder(opb.CancelOrderRequest(order_id=str(99 << 44 | 1)),
+                                        metadata=m), C.NOT_FOUND, "ORDER_NOT_FOUND")
+        await expect(orders.ListOrders(opb.ListOrdersRequest(page_size=-1), metadata=m),
+                     C.INVALID_ARGUMENT, "PAGE_SIZE_INVALID", "page_size")
+        await expect(orders.ListOrders(opb.ListOrdersRequest(page_size=5000), metadata=m),
+                     C.INVALID_ARGUMENT, "PAGE_SIZE_INVALID", "page_size")
+        await expect(orders.ListOrders(opb.ListOrdersRequest(page_token="garbage!"), metadata=m),
+                     C.INVALID_ARGUMENT, "PAGE_TOKEN_INVALID", "page_token")
+        await expect(orders.ListOrders(opb.ListOrdersRequest(instrument="NOPE"), metadata=m),
+                     C.NOT_FOUND, "INSTRUMENT_NOT_FOUND")
+        await expect(orders.ListFills(opb.ListFillsRequest(order_id="x1"), metadata=m),
+                     C.INVALID_ARGUMENT, "ORDER_ID_INVALID", "order_id")
+
+        # a token from one filter cannot be used with another
+        for i in range(3):
+            await orders.CreateOrder(opb.CreateOrderRequest(**{**GOOD, "price": f"6000{i}"}),
+                                     metadata=m)
+        page = await orders.ListOrders(opb.ListOrdersRequest(page_size=1), metadata=m)
+        assert page.next_page_token
+        await expect(orders.ListOrders(opb.ListOrdersRequest(
+            page_size=1, page_token=page.next_page_token, status=1), metadata=m),
+            C.INVALID_ARGUMENT, "PAGE_TOKEN_INVALID", "page_token")
+
+
+async def test_market_data_errors_and_health(stack) -> None:
+    async with grpc.aio.insecure_channel(stack.marketdata_addr) as ch:
+        md = mdpb_grpc.MarketDataServiceStub(ch)
+        await expect(md.GetOrderBook(mdpb.GetOrderBookRequest(instrument="NOPE")),
+                     C.NOT_FOUND, "INSTRUMENT_NOT_FOUND")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await md.GetOrderBook(mdpb.GetOrderBookRequest(instrument="BTC-USD", depth=-1))
+        assert err.value.code() == C.INVALID_ARGUMENT
+        stream = md.StreamOrderBook(mdpb.StreamOrderBookRequest(instrument="NOPE"))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stream.read()
+        assert err.value.code() == C.NOT_FOUND
+    for addr in (stack.order_addr, stack.marketdata_addr, stack.matching_addr):
+        async with grpc.aio.insecure_channel(addr) as ch:
+            r = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest())
+            assert r.status == health_pb2.HealthCheckResponse.SERVING
+    for name, proc in stack.processes.items():
+        assert proc.poll() is None, f"{name} died"
