@@ -1,0 +1,158 @@
+"""Conversions at the client edge, shared by the async and sync clients.
+
+Prices and quantities travel as exact decimal strings. The clients accept
+``Decimal``, ``str`` or ``int`` and never ``float``: a float such as 0.1 is
+not the number it looks like, so passing one raises ``TypeError``. Strings
+are checked and sent in plain positional notation ("1E+3" -> "1000"); their
+digits are kept as written ("0.010" stays "0.010"). Whether a value is on
+the instrument's grid is the server's decision (INVALID_ARGUMENT).
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+
+from exchange.common.v1 import common_pb2
+from exchange.marketdata.v1 import marketdata_pb2
+from exchange.order.v1 import order_pb2
+
+DecimalLike = Decimal | str | int
+
+
+def decimal_string(value: DecimalLike, name: str) -> str:
+    """``value`` as an exact decimal string; TypeError for float, ValueError for junk."""
+    if isinstance(value, float):
+        raise TypeError(
+            f"{name} must be a Decimal or str, not float ({value!r}): floats are inexact; "
+            f"pass Decimal({str(value)!r}) or {str(value)!r}"
+        )
+    if isinstance(value, bool) or not isinstance(value, Decimal | str | int):
+        raise TypeError(f"{name} must be a Decimal or str, not {type(value).__name__}")
+    if isinstance(value, Decimal):
+        number = value
+    else:
+        text = str(value).strip()
+        try:
+            number = Decimal(text)
+        except InvalidOperation:
+            raise ValueError(f"{name}: {value!r} is not a decimal number") from None
+    if not number.is_finite():
+        raise ValueError(f"{name}: {value!r} is not a finite number")
+    return format(number, "f")
+
+
+def _enum(value: Any, wrapper: EnumTypeWrapper, prefix: str, name: str,
+          aliases: dict[str, int] | None = None) -> int:
+    """An enum value from a short name ("buy"), a full name ("SIDE_BUY") or the number."""
+    choices = {n.removeprefix(prefix).lower(): v for n, v in wrapper.items() if v != 0}
+    choices.update(aliases or {})
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value in choices.values():
+            return value
+    elif isinstance(value, str):
+        key = value.strip().lower().removeprefix(prefix.lower())
+        if key in choices:
+            return choices[key]
+    raise ValueError(f"{name}: {value!r} is not one of {', '.join(sorted(choices))}")
+
+
+def short_name(wrapper: EnumTypeWrapper, value: int, prefix: str) -> str:
+    """SIDE_BUY -> "buy"; an unknown number is shown as a number."""
+    try:
+        return wrapper.Name(value).removeprefix(prefix).lower()
+    except ValueError:
+        return str(value)
+
+
+def side(value: Any) -> int:
+    return _enum(value, common_pb2.Side, "SIDE_", "side")
+
+
+def order_type(value: Any) -> int:
+    return _enum(value, common_pb2.OrderType, "ORDER_TYPE_", "type")
+
+
+def time_in_force(value: Any) -> int:
+    if value is None:
+        return common_pb2.TIME_IN_FORCE_UNSPECIFIED
+    return _enum(value, common_pb2.TimeInForce, "TIME_IN_FORCE_", "time_in_force")
+
+
+def status_filter(value: Any) -> int:
+    return _enum(value, order_pb2.OrderStatusFilter, "ORDER_STATUS_FILTER_", "status",
+                 aliases={"all": order_pb2.ORDER_STATUS_FILTER_UNSPECIFIED})
+
+
+def _one_id(order_id: str | None, client_order_id: str | None) -> dict[str, str]:
+    if bool(order_id) == bool(client_order_id):
+        raise ValueError("give exactly one of order_id or client_order_id")
+    return {"order_id": str(order_id or ""), "client_order_id": client_order_id or ""}
+
+
+def new_client_order_id() -> str:
+    return uuid.uuid4().hex
+
+
+def create_order_request(
+    instrument: str, side_: Any, quantity: DecimalLike, *, price: DecimalLike | None,
+    type_: Any, time_in_force_: Any, client_order_id: str | None, post_only: bool,
+) -> order_pb2.CreateOrderRequest:
+    kind = order_type(type_)
+    if kind == common_pb2.ORDER_TYPE_LIMIT and price is None:
+        raise ValueError("a limit order needs a price (or use type='market')")
+    if kind == common_pb2.ORDER_TYPE_MARKET and price is not None:
+        raise ValueError("a market order takes no price")
+    return order_pb2.CreateOrderRequest(
+        instrument=instrument,
+        side=side(side_),
+        type=kind,
+        time_in_force=time_in_force(time_in_force_),
+        price="" if price is None else decimal_string(price, "price"),
+        quantity=decimal_string(quantity, "quantity"),
+        client_order_id=new_client_order_id() if client_order_id is None else client_order_id,
+        post_only=bool(post_only),
+    )
+
+
+def cancel_order_request(order_id: str | None, client_order_id: str | None
+                         ) -> order_pb2.CancelOrderRequest:
+    return order_pb2.CancelOrderRequest(**_one_id(order_id, client_order_id))
+
+
+def get_order_request(order_id: str | None, client_order_id: str | None
+                      ) -> order_pb2.GetOrderRequest:
+    return order_pb2.GetOrderRequest(**_one_id(order_id, client_order_id))
+
+
+def list_orders_request(instrument: str | None, status: Any, page_size: int, page_token: str
+                        ) -> order_pb2.ListOrdersRequest:
+    return order_pb2.ListOrdersRequest(
+        instrument=instrument or "", status=status_filter(status), page_size=page_size,
+        page_token=page_token or "",
+    )
+
+
+def list_fills_request(instrument: str | None, order_id: str | None, page_size: int,
+                       page_token: str) -> order_pb2.ListFillsRequest:
+    return order_pb2.ListFillsRequest(
+        instrument=instrument or "", order_id=str(order_id or ""), page_size=page_size,
+        page_token=page_token or "",
+    )
+
+
+def list_trades_request(instrument: str, page_size: int, page_token: str
+                        ) -> marketdata_pb2.ListTradesRequest:
+    return marketdata_pb2.ListTradesRequest(
+        instrument=instrument, page_size=page_size, page_token=page_token or ""
+    )
+
+
+def page_size_for(page_size: int, limit: int | None) -> int:
+    """The page size to ask for when at most ``limit`` items are wanted."""
+    if limit is not None and (page_size == 0 or page_size > limit):
+        return max(1, min(limit, 1000))
+    return page_size

@@ -1,0 +1,317 @@
+"""The asyncio client: :class:`AsyncExchangeClient`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
+from typing import Any
+
+import grpc
+
+from exchange.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc
+from exchange.order.v1 import order_pb2, order_pb2_grpc
+from exchange_client import _convert as cv
+from exchange_client._convert import DecimalLike
+from exchange_client.book import LocalOrderBook, SequenceGap
+from exchange_client.errors import Unauthenticated, from_grpc_error
+
+DEFAULT_ORDER_ADDR = "127.0.0.1:50051"
+DEFAULT_MARKETDATA_ADDR = "127.0.0.1:50052"
+DEFAULT_TIMEOUT = 10.0
+
+#: Keepalive so that a long-lived channel notices a dead peer; the servers
+#: allow pings this often (exchange_common.server.server_options).
+DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+)
+
+API_KEY_MISSING = "API_KEY_MISSING"
+
+
+def _need_key(api_key: str | None) -> None:
+    if not api_key:
+        raise Unauthenticated(
+            "no API key: order calls need one (api_key=... / EXCHANGE_API_KEY)",
+            reason=API_KEY_MISSING,
+        )
+
+
+class AsyncExchangeClient:
+    """Async client for the order and market-data services.
+
+    One long-lived ``grpc.aio`` channel per service, created on first use
+    inside the running event loop (so the client may be constructed
+    anywhere, but is used from one loop). Every unary call has a deadline of
+    ``timeout`` seconds; streams run until the caller stops iterating.
+    ``api_key`` goes as ``x-api-key`` metadata; order calls without one raise
+    ``Unauthenticated`` (reason ``API_KEY_MISSING``) without calling.
+
+    Use as ``async with AsyncExchangeClient(...) as client:`` or call
+    :meth:`close`. Failed calls raise :mod:`exchange_client.errors` types.
+    """
+
+    def __init__(
+        self,
+        order_addr: str = DEFAULT_ORDER_ADDR,
+        marketdata_addr: str = DEFAULT_MARKETDATA_ADDR,
+        api_key: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        *,
+        channel_options: Sequence[tuple[str, Any]] = DEFAULT_CHANNEL_OPTIONS,
+    ) -> None:
+        self.order_addr = order_addr
+        self.marketdata_addr = marketdata_addr
+        self.api_key = api_key
+        self.timeout = timeout
+        self._options = list(channel_options)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._order_channel: grpc.aio.Channel | None = None
+        self._md_channel: grpc.aio.Channel | None = None
+        self._order_stub: order_pb2_grpc.OrderServiceStub | None = None
+        self._md_stub: marketdata_pb2_grpc.MarketDataServiceStub | None = None
+
+    async def __aenter__(self) -> AsyncExchangeClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close both channels (calls still running are cancelled)."""
+        channels = [c for c in (self._order_channel, self._md_channel) if c is not None]
+        self._order_channel = self._md_channel = None
+        self._order_stub = self._md_stub = None
+        self._loop = None
+        for channel in channels:
+            await channel.close()
+
+    # -- channels -----------------------------------------------------------
+
+    def _check_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise RuntimeError("AsyncExchangeClient is bound to another event loop")
+
+    def _orders(self) -> order_pb2_grpc.OrderServiceStub:
+        self._check_loop()
+        if self._order_stub is None:
+            self._order_channel = grpc.aio.insecure_channel(self.order_addr, options=self._options)
+            self._order_stub = order_pb2_grpc.OrderServiceStub(self._order_channel)
+        return self._order_stub
+
+    def _marketdata(self) -> marketdata_pb2_grpc.MarketDataServiceStub:
+        self._check_loop()
+        if self._md_stub is None:
+            self._md_channel = grpc.aio.insecure_channel(
+                self.marketdata_addr, options=self._options
+            )
+            self._md_stub = marketdata_pb2_grpc.MarketDataServiceStub(self._md_channel)
+        return self._md_stub
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("x-api-key", self.api_key),) if self.api_key else ()
+
+    async def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return await method(request, timeout=self.timeout, metadata=self._metadata())
+        except grpc.RpcError as err:
+            raise from_grpc_error(err) from err
+
+    async def _stream(self, method: Any, request: Any, timeout: float | None
+                      ) -> AsyncIterator[Any]:
+        call = method(request, timeout=timeout, metadata=self._metadata())
+        try:
+            async for message in call:
+                yield message
+        except grpc.RpcError as err:
+            raise from_grpc_error(err) from err
+        finally:
+            call.cancel()
+
+    # -- orders -------------------------------------------------------------
+
+    async def create_order(
+        self,
+        instrument: str,
+        side: str,
+        quantity: DecimalLike,
+        *,
+        price: DecimalLike | None = None,
+        type: str = "limit",  # noqa: A002 - the API's own word
+        time_in_force: str | None = None,
+        client_order_id: str | None = None,
+        post_only: bool = False,
+    ) -> order_pb2.CreateOrderResponse:
+        """Place an order; returns the response (``.order`` and ``.fills``).
+
+        ``side`` "buy"/"sell"; ``type`` "limit" (needs ``price``) or "market"
+        (no price); ``time_in_force`` "gtc"/"ioc"/"fok" or None for the
+        server's default (GTC for limit, IOC for market). ``client_order_id``
+        None means a random one is generated; retrying with the same id is
+        safe (the server returns the original order).
+        """
+        _need_key(self.api_key)
+        request = cv.create_order_request(
+            instrument, side, quantity, price=price, type_=type,
+            time_in_force_=time_in_force, client_order_id=client_order_id, post_only=post_only,
+        )
+        return await self._call(self._orders().CreateOrder, request)
+
+    async def cancel_order(self, order_id: str | None = None, *,
+                           client_order_id: str | None = None) -> order_pb2.Order:
+        """Cancel by ``order_id`` or ``client_order_id``; returns the order after it."""
+        _need_key(self.api_key)
+        request = cv.cancel_order_request(order_id, client_order_id)
+        response = await self._call(self._orders().CancelOrder, request)
+        return response.order
+
+    async def get_order(self, order_id: str | None = None, *,
+                        client_order_id: str | None = None) -> order_pb2.GetOrderResponse:
+        """One order by either id; returns the response (``.order`` and ``.fills``)."""
+        _need_key(self.api_key)
+        request = cv.get_order_request(order_id, client_order_id)
+        return await self._call(self._orders().GetOrder, request)
+
+    async def list_orders(self, instrument: str | None = None, status: str = "all", *,
+                          page_size: int = 0, page_token: str = ""
+                          ) -> order_pb2.ListOrdersResponse:
+        """One page of the caller's orders, newest first; ``status`` all/open/closed."""
+        _need_key(self.api_key)
+        request = cv.list_orders_request(instrument, status, page_size, page_token)
+        return await self._call(self._orders().ListOrders, request)
+
+    async def iter_orders(self, instrument: str | None = None, status: str = "all", *,
+                          page_size: int = 0, limit: int | None = None
+                          ) -> AsyncIterator[order_pb2.Order]:
+        """All the caller's orders (at most ``limit``), following the pages."""
+        size = cv.page_size_for(page_size, limit)
+        async for order in _pages(
+            lambda token: self.list_orders(instrument, status, page_size=size, page_token=token),
+            "orders", limit,
+        ):
+            yield order
+
+    async def list_fills(self, instrument: str | None = None, order_id: str | None = None, *,
+                         page_size: int = 0, page_token: str = ""
+                         ) -> order_pb2.ListFillsResponse:
+        """One page of the caller's fills, newest first."""
+        _need_key(self.api_key)
+        request = cv.list_fills_request(instrument, order_id, page_size, page_token)
+        return await self._call(self._orders().ListFills, request)
+
+    async def iter_fills(self, instrument: str | None = None, order_id: str | None = None, *,
+                         page_size: int = 0, limit: int | None = None
+                         ) -> AsyncIterator[order_pb2.Fill]:
+        """All the caller's fills (at most ``limit``), following the pages."""
+        size = cv.page_size_for(page_size, limit)
+        async for fill in _pages(
+            lambda token: self.list_fills(instrument, order_id, page_size=size, page_token=token),
+            "fills", limit,
+        ):
+            yield fill
+
+    # -- market data --------------------------------------------------------
+
+    async def list_instruments(self) -> list[marketdata_pb2.Instrument]:
+        response = await self._call(
+            self._marketdata().ListInstruments, marketdata_pb2.ListInstrumentsRequest()
+        )
+        return list(response.instruments)
+
+    async def get_order_book(self, instrument: str, depth: int = 0
+                             ) -> marketdata_pb2.GetOrderBookResponse:
+        """Aggregated levels, best first; ``depth`` levels per side (0 = all)."""
+        request = marketdata_pb2.GetOrderBookRequest(instrument=instrument, depth=depth)
+        return await self._call(self._marketdata().GetOrderBook, request)
+
+    async def list_trades(self, instrument: str, *, page_size: int = 0, page_token: str = ""
+                          ) -> marketdata_pb2.ListTradesResponse:
+        """One page of recent trades, newest first."""
+        request = cv.list_trades_request(instrument, page_size, page_token)
+        return await self._call(self._marketdata().ListTrades, request)
+
+    async def iter_trades(self, instrument: str, *, page_size: int = 0,
+                          limit: int | None = None) -> AsyncIterator[marketdata_pb2.Trade]:
+        """Recent trades, newest first (at most ``limit``), following the pages."""
+        size = cv.page_size_for(page_size, limit)
+        async for trade in _pages(
+            lambda token: self.list_trades(instrument, page_size=size, page_token=token),
+            "trades", limit,
+        ):
+            yield trade
+
+    async def stream_order_book(self, instrument: str, *, timeout: float | None = None
+                                ) -> AsyncIterator[marketdata_pb2.StreamOrderBookResponse]:
+        """The raw StreamOrderBook messages: a snapshot, then deltas.
+
+        No deadline unless ``timeout`` is given. Close the iterator (or use
+        ``contextlib.aclosing``) to cancel the stream early.
+        """
+        request = marketdata_pb2.StreamOrderBookRequest(instrument=instrument)
+        async for message in self._stream(self._marketdata().StreamOrderBook, request, timeout):
+            yield message
+
+    async def watch_order_book(
+        self, instrument: str, *, book: LocalOrderBook | None = None,
+        max_resubscribes: int | None = None,
+    ) -> AsyncIterator[LocalOrderBook]:
+        """A local book kept from StreamOrderBook; yields it after each update.
+
+        Yields the same :class:`LocalOrderBook` object every time (copy what
+        you keep). On a sequence gap it resubscribes (after a short backoff
+        when gaps repeat) and the next snapshot replaces the book; more than
+        ``max_resubscribes`` gaps in a row (with no delta applied between
+        them) re-raise :class:`SequenceGap`.
+        Ends when the server ends the stream.
+        """
+        book = book if book is not None else LocalOrderBook(instrument)
+        failures = 0
+        while True:
+            gap: SequenceGap | None = None
+            async with aclosing(self.stream_order_book(instrument)) as updates:
+                async for update in updates:
+                    try:
+                        book.apply(update)
+                    except SequenceGap as err:
+                        gap = err
+                        break
+                    if update.WhichOneof("update") == "delta":
+                        failures = 0  # the stream follows on again
+                    yield book
+            if gap is None:
+                return
+            failures += 1
+            book.resubscribes += 1
+            if max_resubscribes is not None and failures > max_resubscribes:
+                raise gap
+            if failures > 1:
+                await asyncio.sleep(min(0.05 * 2 ** (failures - 2), 2.0))
+
+    async def stream_trades(self, instrument: str, *, timeout: float | None = None
+                            ) -> AsyncIterator[marketdata_pb2.Trade]:
+        """Trades as they happen, one ``Trade`` at a time (messages are flattened)."""
+        request = marketdata_pb2.StreamTradesRequest(instrument=instrument)
+        async for message in self._stream(self._marketdata().StreamTrades, request, timeout):
+            for trade in message.trades:
+                yield trade
+
+
+async def _pages(fetch: Any, field: str, limit: int | None) -> AsyncIterator[Any]:
+    """Items of ``field`` over the pages ``fetch(token)`` returns, at most ``limit``."""
+    token, count = "", 0
+    while True:
+        page = await fetch(token)
+        for item in getattr(page, field):
+            if limit is not None and count >= limit:
+                return
+            count += 1
+            yield item
+        token = page.next_page_token
+        if not token or (limit is not None and count >= limit):
+            return

@@ -1,0 +1,247 @@
+"""The synchronous client: :class:`ExchangeClient`, for scripts.
+
+The same API as :class:`exchange_client.aio.AsyncExchangeClient` on plain
+(blocking) gRPC channels; iterators are ordinary generators.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import closing
+from typing import Any
+
+import grpc
+
+from exchange.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc
+from exchange.order.v1 import order_pb2, order_pb2_grpc
+from exchange_client import _convert as cv
+from exchange_client._convert import DecimalLike
+from exchange_client.aio import (
+    DEFAULT_CHANNEL_OPTIONS,
+    DEFAULT_MARKETDATA_ADDR,
+    DEFAULT_ORDER_ADDR,
+    DEFAULT_TIMEOUT,
+    _need_key,
+)
+from exchange_client.book import LocalOrderBook, SequenceGap
+from exchange_client.errors import from_grpc_error
+
+
+class ExchangeClient:
+    """Blocking client for the order and market-data services.
+
+    One long-lived channel per service (created on first use, safe to share
+    between threads), a deadline of ``timeout`` seconds on every unary call,
+    ``x-api-key`` metadata. Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        order_addr: str = DEFAULT_ORDER_ADDR,
+        marketdata_addr: str = DEFAULT_MARKETDATA_ADDR,
+        api_key: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        *,
+        channel_options: Sequence[tuple[str, Any]] = DEFAULT_CHANNEL_OPTIONS,
+    ) -> None:
+        self.order_addr = order_addr
+        self.marketdata_addr = marketdata_addr
+        self.api_key = api_key
+        self.timeout = timeout
+        self._options = list(channel_options)
+        self._lock = threading.Lock()
+        self._order_channel: grpc.Channel | None = None
+        self._md_channel: grpc.Channel | None = None
+        self._order_stub: order_pb2_grpc.OrderServiceStub | None = None
+        self._md_stub: marketdata_pb2_grpc.MarketDataServiceStub | None = None
+
+    def __enter__(self) -> ExchangeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            channels = [c for c in (self._order_channel, self._md_channel) if c is not None]
+            self._order_channel = self._md_channel = None
+            self._order_stub = self._md_stub = None
+        for channel in channels:
+            channel.close()
+
+    def _orders(self) -> order_pb2_grpc.OrderServiceStub:
+        with self._lock:
+            if self._order_stub is None:
+                self._order_channel = grpc.insecure_channel(self.order_addr, options=self._options)
+                self._order_stub = order_pb2_grpc.OrderServiceStub(self._order_channel)
+            return self._order_stub
+
+    def _marketdata(self) -> marketdata_pb2_grpc.MarketDataServiceStub:
+        with self._lock:
+            if self._md_stub is None:
+                self._md_channel = grpc.insecure_channel(
+                    self.marketdata_addr, options=self._options
+                )
+                self._md_stub = marketdata_pb2_grpc.MarketDataServiceStub(self._md_channel)
+            return self._md_stub
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("x-api-key", self.api_key),) if self.api_key else ()
+
+    def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return method(request, timeout=self.timeout, metadata=self._metadata())
+        except grpc.RpcError as err:
+            raise from_grpc_error(err) from err
+
+    def _stream(self, method: Any, request: Any, timeout: float | None) -> Iterator[Any]:
+        call = method(request, timeout=timeout, metadata=self._metadata())
+        try:
+            yield from call
+        except grpc.RpcError as err:
+            raise from_grpc_error(err) from err
+        finally:
+            call.cancel()
+
+    # -- orders -------------------------------------------------------------
+
+    def create_order(
+        self,
+        instrument: str,
+        side: str,
+        quantity: DecimalLike,
+        *,
+        price: DecimalLike | None = None,
+        type: str = "limit",  # noqa: A002
+        time_in_force: str | None = None,
+        client_order_id: str | None = None,
+        post_only: bool = False,
+    ) -> order_pb2.CreateOrderResponse:
+        """See :meth:`AsyncExchangeClient.create_order`."""
+        _need_key(self.api_key)
+        request = cv.create_order_request(
+            instrument, side, quantity, price=price, type_=type,
+            time_in_force_=time_in_force, client_order_id=client_order_id, post_only=post_only,
+        )
+        return self._call(self._orders().CreateOrder, request)
+
+    def cancel_order(self, order_id: str | None = None, *,
+                     client_order_id: str | None = None) -> order_pb2.Order:
+        _need_key(self.api_key)
+        request = cv.cancel_order_request(order_id, client_order_id)
+        return self._call(self._orders().CancelOrder, request).order
+
+    def get_order(self, order_id: str | None = None, *,
+                  client_order_id: str | None = None) -> order_pb2.GetOrderResponse:
+        _need_key(self.api_key)
+        request = cv.get_order_request(order_id, client_order_id)
+        return self._call(self._orders().GetOrder, request)
+
+    def list_orders(self, instrument: str | None = None, status: str = "all", *,
+                    page_size: int = 0, page_token: str = "") -> order_pb2.ListOrdersResponse:
+        _need_key(self.api_key)
+        request = cv.list_orders_request(instrument, status, page_size, page_token)
+        return self._call(self._orders().ListOrders, request)
+
+    def iter_orders(self, instrument: str | None = None, status: str = "all", *,
+                    page_size: int = 0, limit: int | None = None) -> Iterator[order_pb2.Order]:
+        size = cv.page_size_for(page_size, limit)
+        yield from _pages(
+            lambda token: self.list_orders(instrument, status, page_size=size, page_token=token),
+            "orders", limit,
+        )
+
+    def list_fills(self, instrument: str | None = None, order_id: str | None = None, *,
+                   page_size: int = 0, page_token: str = "") -> order_pb2.ListFillsResponse:
+        _need_key(self.api_key)
+        request = cv.list_fills_request(instrument, order_id, page_size, page_token)
+        return self._call(self._orders().ListFills, request)
+
+    def iter_fills(self, instrument: str | None = None, order_id: str | None = None, *,
+                   page_size: int = 0, limit: int | None = None) -> Iterator[order_pb2.Fill]:
+        size = cv.page_size_for(page_size, limit)
+        yield from _pages(
+            lambda token: self.list_fills(instrument, order_id, page_size=size, page_token=token),
+            "fills", limit,
+        )
+
+    # -- market data --------------------------------------------------------
+
+    def list_instruments(self) -> list[marketdata_pb2.Instrument]:
+        response = self._call(
+            self._marketdata().ListInstruments, marketdata_pb2.ListInstrumentsRequest()
+        )
+        return list(response.instruments)
+
+    def get_order_book(self, instrument: str, depth: int = 0
+                       ) -> marketdata_pb2.GetOrderBookResponse:
+        request = marketdata_pb2.GetOrderBookRequest(instrument=instrument, depth=depth)
+        return self._call(self._marketdata().GetOrderBook, request)
+
+    def list_trades(self, instrument: str, *, page_size: int = 0, page_token: str = ""
+                    ) -> marketdata_pb2.ListTradesResponse:
+        request = cv.list_trades_request(instrument, page_size, page_token)
+        return self._call(self._marketdata().ListTrades, request)
+
+    def iter_trades(self, instrument: str, *, page_size: int = 0, limit: int | None = None
+                    ) -> Iterator[marketdata_pb2.Trade]:
+        size = cv.page_size_for(page_size, limit)
+        yield from _pages(
+            lambda token: self.list_trades(instrument, page_size=size, page_token=token),
+            "trades", limit,
+        )
+
+    def stream_order_book(self, instrument: str, *, timeout: float | None = None
+                          ) -> Iterator[marketdata_pb2.StreamOrderBookResponse]:
+        request = marketdata_pb2.StreamOrderBookRequest(instrument=instrument)
+        yield from self._stream(self._marketdata().StreamOrderBook, request, timeout)
+
+    def watch_order_book(
+        self, instrument: str, *, book: LocalOrderBook | None = None,
+        max_resubscribes: int | None = None,
+    ) -> Iterator[LocalOrderBook]:
+        """See :meth:`AsyncExchangeClient.watch_order_book`."""
+        book = book if book is not None else LocalOrderBook(instrument)
+        failures = 0
+        while True:
+            gap: SequenceGap | None = None
+            with closing(self.stream_order_book(instrument)) as updates:
+                for update in updates:
+                    try:
+                        book.apply(update)
+                    except SequenceGap as err:
+                        gap = err
+                        break
+                    if update.WhichOneof("update") == "delta":
+                        failures = 0  # the stream follows on again
+                    yield book
+            if gap is None:
+                return
+            failures += 1
+            book.resubscribes += 1
+            if max_resubscribes is not None and failures > max_resubscribes:
+                raise gap
+            if failures > 1:
+                time.sleep(min(0.05 * 2 ** (failures - 2), 2.0))
+
+    def stream_trades(self, instrument: str, *, timeout: float | None = None
+                      ) -> Iterator[marketdata_pb2.Trade]:
+        request = marketdata_pb2.StreamTradesRequest(instrument=instrument)
+        for message in self._stream(self._marketdata().StreamTrades, request, timeout):
+            yield from message.trades
+
+
+def _pages(fetch: Any, field: str, limit: int | None) -> Iterator[Any]:
+    token, count = "", 0
+    while True:
+        page = fetch(token)
+        for item in getattr(page, field):
+            if limit is not None and count >= limit:
+                return
+            count += 1
+            yield item
+        token = page.next_page_token
+        if not token or (limit is not None and count >= limit):
+            return
