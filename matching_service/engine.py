@@ -145,7 +145,7 @@ class OrderBook:
         self.open_client_ids: dict[tuple[int, str], Order] = {}
         self.closed_client_ids: OrderedDict[tuple[int, str], Order] = OrderedDict()
         # Changes since the last drain_changes(): for group commit and market data.
-        self.events: list[tuple[int, int, int, int, int, int]] = []
+        self.events: list[tuple] = []
         self.changed: dict[int, Order] = {}
         self.trades: list[Fill] = []
         self.touched_bids: set[int] = set()
@@ -191,11 +191,11 @@ class OrderBook:
         if post_only and self._crosses(side, price):
             order.state = REJECTED
             order.reason = "POST_ONLY_WOULD_TAKE"
-            self._event(seq, EV_REJECTED, order.order_id, 0, price, quantity)
+            self._event(seq, EV_REJECTED, order, 0, price, quantity, now_ns)
             self._remember_closed(order)
             return Outcome(order)
 
-        self._event(seq, EV_ACCEPTED, order.order_id, 0, price, quantity)
+        self._event(seq, EV_ACCEPTED, order, 0, price, quantity, now_ns)
 
         if tif == FOK and self._fillable(side, price if type_ == LIMIT else None) < quantity:
             self._expire(order, "FOK_NOT_FILLABLE", now_ns)
@@ -223,7 +223,7 @@ class OrderBook:
         self._unrest(order)
         seq = self._next_seq()
         removed = order.quantity - order.filled
-        self._event(seq, EV_CANCELLED, order_id, 0, order.price, removed)
+        self._event(seq, EV_CANCELLED, order, 0, order.price, removed, now_ns)
         order.state = CANCELLED
         order.reason = "CANCELLED_BY_USER"
         order.updated_ns = now_ns
@@ -300,9 +300,11 @@ class OrderBook:
         self.sequence += 1
         return self.sequence
 
-    def _event(self, seq: int, kind: int, order_id: int, other: int, price: int,
-               qty: int) -> None:
-        self.events.append((seq, kind, order_id, other, price, qty))
+    def _event(self, seq: int, kind: int, order: Order, other: int, price: int, qty: int,
+               now_ns: int) -> None:
+        self.events.append((seq, kind, order.order_id, other, price, qty, order.account_id,
+                            order.side, order.type, order.tif, order.post_only,
+                            order.client_order_id, now_ns))
 
     def _crosses(self, side: int, price: int) -> bool:
         if side == BUY:
@@ -345,7 +347,7 @@ class OrderBook:
                 qty -= fill
                 seq = self._next_seq()
                 trade_id = make_id(self.instrument_id, seq)
-                self._event(seq, EV_TRADE, taker.order_id, maker.order_id, price, fill)
+                self._event(seq, EV_TRADE, taker, maker.order_id, price, fill, now_ns)
                 maker.filled += fill
                 maker.notional += price * fill
                 maker.updated_ns = now_ns
@@ -401,8 +403,8 @@ class OrderBook:
 
     def _expire(self, order: Order, reason: str, now_ns: int) -> None:
         seq = self._next_seq()
-        self._event(seq, EV_EXPIRED, order.order_id, 0, order.price,
-                    order.quantity - order.filled)
+        self._event(seq, EV_EXPIRED, order, 0, order.price, order.quantity - order.filled,
+                    now_ns)
         order.state = EXPIRED
         order.reason = reason
         order.updated_ns = now_ns
@@ -435,8 +437,9 @@ class Changes:
 
     first_sequence: int
     last_sequence: int
-    # (sequence, kind, order_id, other_order_id, price, quantity)
-    events: list[tuple[int, int, int, int, int, int]]
+    # (sequence, kind, order_id, other_order_id, price, quantity, account_id, side,
+    #  type, time_in_force, post_only, client_order_id, time_ns): see JOURNAL_COLUMNS
+    events: list[tuple]
     # order rows: see OrderBook.drain_changes for the field order
     orders: list[tuple]
     # (trade_id, sequence, price, quantity, taker_side, maker_order_id,

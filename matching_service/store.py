@@ -29,6 +29,7 @@ TRADE_COLUMNS = (
 )
 JOURNAL_COLUMNS = (
     "instrument_id", "sequence", "kind", "order_id", "other_order_id", "price", "quantity",
+    "account_id", "side", "order_type", "time_in_force", "post_only", "client_order_id",
     "owner_epoch", "created_at",
 )
 UPSERT_ORDERS = f"""
@@ -145,9 +146,7 @@ class Store:
 
 
 def _journal_records(instrument_id: int, epoch: int, changes: Changes) -> list[tuple]:
-    now = dt.datetime.now(dt.UTC)
-    return [(instrument_id, seq, kind, oid, other, price, qty, epoch, now)
-            for seq, kind, oid, other, price, qty in changes.events]
+    return [(instrument_id, *e[:12], epoch, ts(e[12])) for e in changes.events]
 
 
 def order_from_row(r: asyncpg.Record) -> Order:

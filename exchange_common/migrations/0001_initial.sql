@@ -94,18 +94,37 @@ CREATE INDEX trades_taker_order ON trades (taker_order_id);
 
 -- The journal: every event of every instrument, gapless per instrument.
 -- kind: 1 accepted, 2 trade, 3 cancelled, 4 expired, 5 rejected.
--- The primary key makes a duplicate write impossible.
+-- The primary key makes a duplicate write impossible. Accepted and rejected
+-- events carry the whole command (account, side, type, time in force,
+-- post-only, client order id), so the book can be rebuilt from the journal
+-- alone by re-executing them. A trade's other_order_id is the maker; a
+-- cancelled or expired event's quantity is what was removed.
 CREATE TABLE journal (
     instrument_id     integer NOT NULL,
     sequence          bigint NOT NULL,
     kind              smallint NOT NULL,
     order_id          bigint NOT NULL,
-    -- accepted: side, type, tif, price, quantity of the order;
-    -- trade: maker order id, price, quantity; cancelled/expired: quantity removed.
     other_order_id    bigint NOT NULL DEFAULT 0,
     price             bigint NOT NULL DEFAULT 0,
     quantity          bigint NOT NULL DEFAULT 0,
+    account_id        bigint NOT NULL DEFAULT 0,
+    side              smallint NOT NULL DEFAULT 0,
+    order_type        smallint NOT NULL DEFAULT 0,
+    time_in_force     smallint NOT NULL DEFAULT 0,
+    post_only         boolean NOT NULL DEFAULT false,
+    client_order_id   text NOT NULL DEFAULT '',
     owner_epoch       bigint NOT NULL,
     created_at        timestamptz NOT NULL,
+    PRIMARY KEY (instrument_id, sequence)
+);
+
+-- Book snapshots: the resting orders of an instrument as of a sequence.
+-- Recovery = the latest snapshot + the journal events after it.
+CREATE TABLE book_snapshots (
+    instrument_id     integer NOT NULL,
+    sequence          bigint NOT NULL,
+    orders            integer NOT NULL,
+    data              bytea NOT NULL,
+    created_at        timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (instrument_id, sequence)
 );

@@ -69,7 +69,7 @@ def test_quantity_conserved(commands) -> None:
     events = book.drain_changes().events
     traded = {}
     removed = {}
-    for _, kind, oid, other, _, qty in events:
+    for _, kind, oid, other, _, qty, *_ in events:
         if kind == EV_TRADE:
             traded[oid] = traded.get(oid, 0) + qty
             traded[other] = traded.get(other, 0) + qty
