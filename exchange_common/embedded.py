@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import ctypes
 import hashlib
 import importlib.util
 import logging
@@ -54,29 +53,46 @@ T = TypeVar("T")
 # Child processes that die with their parent
 # ---------------------------------------------------------------------------
 
-_PR_SET_PDEATHSIG = 1
-_prctl: Any = None
-if sys.platform.startswith("linux"):
-    try:
-        _prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):  # pragma: no cover - exotic libc
-        _prctl = None
+_LINUX = sys.platform.startswith("linux")
 
 # Every child started by spawn_child that has not been reaped yet, in start
 # order, with the signal that asks it to stop and how long to wait for it.
 _children: dict[int, tuple[subprocess.Popen, int, float]] = {}
 _children_lock = threading.Lock()
 
+# A child is not set up with ``preexec_fn`` (nor Popen's ``user=``): both make
+# subprocess fork() instead of vfork(), and a fork() in a process that uses
+# gRPC runs gRPC's fork handlers, which can crash the child before its exec
+# (seen: "epoll_wait error: Bad file descriptor", SIGABRT). Instead a tiny
+# launcher drops privileges, sets the parent-death signal and execs the
+# program, in the same process (so the Popen's pid is the program's).
+_LAUNCHER = """\
+import ctypes, os, sys  # all imports first: the stdlib may be unreadable once uid changes
+sig, parent, uid, gid = (int(a) for a in sys.argv[1:5])
+prctl = ctypes.CDLL(None).prctl if sig else None
+if gid >= 0:
+    os.setgroups([])
+    os.setgid(gid)
+if uid >= 0:
+    os.setuid(uid)
+if prctl is not None:  # after setuid, which clears it; kept across exec
+    prctl(1, sig, 0, 0, 0)  # PR_SET_PDEATHSIG
+if os.getppid() != parent:  # the parent died before prctl took effect
+    os._exit(1)
+os.execv(sys.argv[5], sys.argv[5:])
+"""
 
-def _death_signal_preexec(sig: int, parent_pid: int):
-    def preexec() -> None:  # runs in the child between fork and exec
-        if _prctl is not None:
-            _prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-        # The parent may have died before prctl took effect.
-        if os.getppid() != parent_pid:
-            os._exit(1)
 
-    return preexec
+def _launch_argv(
+    args: Sequence[str | os.PathLike[str]], death_signal: int, run_as: tuple[int, int] | None
+) -> list[str]:
+    argv = [str(a) for a in args]
+    if not _LINUX and run_as is None:
+        return argv
+    uid, gid = run_as if run_as is not None else (-1, -1)
+    sig = int(death_signal) if _LINUX else 0
+    return [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(sig), str(os.getpid()),
+            str(uid), str(gid), *argv]
 
 
 def spawn_child(
@@ -84,6 +100,7 @@ def spawn_child(
     *,
     death_signal: int = signal.SIGTERM,
     stop_grace: float = 10.0,
+    run_as: tuple[int, int] | None = None,
     **popen_kwargs: Any,
 ) -> subprocess.Popen:
     """``subprocess.Popen`` for a child that must not outlive this process.
@@ -92,15 +109,12 @@ def spawn_child(
     put in its own process group (a Ctrl-C in the terminal reaches only the
     parent, which then stops its children in the right order), and is
     stopped at interpreter exit if still running (``death_signal``, then
-    SIGKILL after ``stop_grace`` seconds). Call ``forget_child`` once reaped.
+    SIGKILL after ``stop_grace`` seconds). ``run_as`` is a (uid, gid) to run
+    it as (needs root). Call ``forget_child`` once reaped.
     """
     popen_kwargs.setdefault("stdin", subprocess.DEVNULL)
     popen_kwargs.setdefault("process_group", 0)
-    proc = subprocess.Popen(
-        [str(a) for a in args],
-        preexec_fn=_death_signal_preexec(death_signal, os.getpid()),
-        **popen_kwargs,
-    )
+    proc = subprocess.Popen(_launch_argv(args, death_signal, run_as), **popen_kwargs)
     with _children_lock:
         _children[proc.pid] = (proc, int(death_signal), stop_grace)
     return proc
@@ -452,10 +466,12 @@ class EmbeddedPostgres:
         log.info("initdb %s", self.data_dir)
         with tempfile.TemporaryFile() as out:
             rc = subprocess.run(
-                [str(_pg_bin("initdb")), "-D", str(self.data_dir), "-U", PG_SUPERUSER,
-                 "--auth=trust", "--encoding=UTF8", "--no-locale", "--no-instructions"],
+                _launch_argv(
+                    [_pg_bin("initdb"), "-D", self.data_dir, "-U", PG_SUPERUSER,
+                     "--auth=trust", "--encoding=UTF8", "--no-locale", "--no-instructions"],
+                    signal.SIGTERM, run_as),
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                cwd="/", env=_pg_env(), **self._user_kwargs(run_as),
+                cwd="/", env=_pg_env(),
             ).returncode
             if rc != 0:
                 out.seek(0)
@@ -514,12 +530,6 @@ class EmbeddedPostgres:
             with contextlib.suppress(FileNotFoundError):
                 pid_file.unlink()
 
-    @staticmethod
-    def _user_kwargs(run_as: tuple[int, int] | None) -> dict[str, Any]:
-        if run_as is None:
-            return {}
-        return {"user": run_as[0], "group": run_as[1], "extra_groups": []}
-
     def _spawn(self, run_as: tuple[int, int] | None, socket_dir: Path) -> None:
         args: list[str] = [
             str(_pg_bin("postgres")), "-D", str(self.data_dir), "-p", str(self.port),
@@ -531,8 +541,7 @@ class EmbeddedPostgres:
             self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _reaped
         self._proc = spawn_child(
             args, death_signal=signal.SIGINT, stop_grace=30.0,
-            stdout=self._log, stderr=subprocess.STDOUT, cwd="/", env=_pg_env(),
-            **self._user_kwargs(run_as),
+            stdout=self._log, stderr=subprocess.STDOUT, cwd="/", env=_pg_env(), run_as=run_as,
         )
         log.info("postgres started: pid %d, port %d, data %s", self._proc.pid, self.port,
                  self.data_dir)
