@@ -43,7 +43,8 @@ class ExchangeError(Exception):
 
     def to_status(self) -> grpc.Status:
         details = []
-        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata)
+        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN,
+                                           metadata=self.metadata)
         details.append(info)
         if self.field is not None:
             details.append(

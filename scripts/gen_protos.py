@@ -10,14 +10,10 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from importlib.resources import files
 from pathlib import Path
 
 from grpc_tools import protoc
-
-try:
-    from importlib.resources import files
-except ImportError:  # pragma: no cover
-    raise
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
@@ -44,7 +40,8 @@ def generate(out: Path) -> list[Path]:
         raise SystemExit("protoc failed")
     for directory in [target, *[p for p in target.rglob("*") if p.is_dir()]]:
         (directory / "__init__.py").touch()
-    (target / "__init__.py").write_text('"""Generated from protos/ by scripts/gen_protos.py. Do not edit."""\n')
+    (target / "__init__.py").write_text(
+        '"""Generated from protos/ by scripts/gen_protos.py. Do not edit."""\n')
     return sorted(p for p in target.rglob("*") if p.is_file())
 
 

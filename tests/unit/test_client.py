@@ -14,6 +14,10 @@ from decimal import Decimal
 import grpc
 import pytest
 import pytest_asyncio
+
+from exchange.common.v1 import common_pb2
+from exchange.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc
+from exchange.order.v1 import order_pb2, order_pb2_grpc
 from exchange_client import (
     AlreadyExists,
     AsyncExchangeClient,
@@ -32,10 +36,6 @@ from exchange_client import (
     exception_class_for_grpc_status,
 )
 from exchange_client._convert import decimal_string, side, status_filter, time_in_force
-
-from exchange.common.v1 import common_pb2
-from exchange.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc
-from exchange.order.v1 import order_pb2, order_pb2_grpc
 from exchange_common import errors as server_errors
 from exchange_common.errors import grpc_errors
 

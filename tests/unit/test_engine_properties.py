@@ -42,7 +42,8 @@ def run(commands):
     for cmd in commands:
         if cmd[0] == "new":
             _, acct, side, type_, tif, price, qty, post_only = cmd
-            out = book.new_order(acct, side, type_, tif, price, qty, "", post_only and type_ == LIMIT)
+            out = book.new_order(acct, side, type_, tif, price, qty, "",
+                                 post_only and type_ == LIMIT)
             if out.order is not None:
                 placed.append(out.order)
         else:

@@ -8,7 +8,11 @@ import pytest
 
 from exchange.order.v1 import order_pb2 as opb
 from exchange_common.decimals import (
-    DecimalFormatError, OffGridError, average_price, format_units, parse_units,
+    DecimalFormatError,
+    OffGridError,
+    average_price,
+    format_units,
+    parse_units,
 )
 from exchange_common.errors import ExchangeError, FailedPrecondition, InvalidArgument
 from exchange_common.instruments import InstrumentSpec
