@@ -12,43 +12,20 @@ The same happens after an instrument is rebuilt from PostgreSQL because of a str
 
 from __future__ import annotations
 
-import base64
-import binascii
-
 import grpc
 
 from exchange.marketdata.v1 import marketdata_pb2 as md_pb2
 from exchange_common.errors import InvalidArgument, NotFound, Unavailable, grpc_errors
+from exchange_common.paging import decode_page_token, encode_page_token, page_size
 from marketdata_service.fanout import SubscriptionClosed
 from marketdata_service.feed import MarketFeed
 from marketdata_service.market import InstrumentMarket
 
 SERVICE_NAME = md_pb2.DESCRIPTOR.services_by_name["MarketDataService"].full_name
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
-_TOKEN_PREFIX = "t1:"
 
 
-def encode_page_token(instrument_id: int, before_trade_id: int) -> str:
-    raw = f"{_TOKEN_PREFIX}{instrument_id}:{before_trade_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_page_token(token: str, instrument_id: int) -> int:
-    """The trade id the page starts below; InvalidArgument if the token is not ours."""
-    bad = InvalidArgument("page_token is not valid for this request", field="page_token",
-                          reason="INVALID_PAGE_TOKEN")
-    try:
-        raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_",
-                               validate=True).decode("ascii")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise bad from None
-    if not raw.startswith(_TOKEN_PREFIX):
-        raise bad
-    iid, sep, before = raw[len(_TOKEN_PREFIX):].partition(":")
-    if not sep or not iid.isdigit() or not before.isdigit() or int(iid) != instrument_id:
-        raise bad
-    return int(before)
+def _trades_filters(instrument_id: int) -> tuple:
+    return ("trades", instrument_id)
 
 
 class MarketDataServicer:
@@ -102,19 +79,16 @@ class MarketDataServicer:
     @grpc_errors
     async def ListTrades(self, request: md_pb2.ListTradesRequest,
                          context: grpc.aio.ServicerContext) -> md_pb2.ListTradesResponse:
-        if request.page_size < 0:
-            raise InvalidArgument("page_size must not be negative", field="page_size",
-                                  reason="INVALID_PAGE_SIZE")
-        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        size = page_size(request.page_size)
         market = self._market(request.instrument)
-        before = (decode_page_token(request.page_token, market.instrument_id)
-                  if request.page_token else None)
+        filters = _trades_filters(market.instrument_id)
+        position = decode_page_token(request.page_token, filters)
+        before = position[0] if position else None
         trades = await self.feed.trades_page(market, before, size + 1)
         response = md_pb2.ListTradesResponse(
             trades=[market.wire.trade(t) for t in trades[:size]])
         if len(trades) > size:
-            response.next_page_token = encode_page_token(market.instrument_id,
-                                                         trades[size - 1].trade_id)
+            response.next_page_token = encode_page_token([trades[size - 1].trade_id], filters)
         return response
 
     @grpc_errors

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import hashlib
-import json
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -13,7 +10,6 @@ from exchange.common.v1 import common_pb2 as cpb
 from exchange.matching.v1 import matching_pb2 as mpb
 from exchange.order.v1 import order_pb2 as opb
 from exchange_common.decimals import average_price
-from exchange_common.errors import InvalidArgument
 from exchange_common.instruments import InstrumentSpec
 
 OPEN_STATES = (cpb.ORDER_STATE_NEW, cpb.ORDER_STATE_PARTIALLY_FILLED)
@@ -88,39 +84,3 @@ def fill_from_row(spec: InstrumentSpec, order: opb.Order | None, row) -> opb.Fil
                     client_order_id=client_order_id, instrument=spec.symbol, side=side,
                     price=spec.price_str(row["price"]), quantity=spec.qty_str(row["quantity"]),
                     liquidity=row["liquidity"], time=ts_from_datetime(row["created_at"]))
-
-
-# -- AIP-158 page tokens ---------------------------------------------------------
-# Opaque to clients: the position after the last item, plus a digest of the
-# filters so that a token cannot be replayed with different filters.
-
-def encode_page_token(position: list[int], filters: tuple) -> str:
-    raw = json.dumps({"p": position, "f": _digest(filters)}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_page_token(token: str, filters: tuple) -> list[int] | None:
-    if not token:
-        return None
-    try:
-        padded = token + "=" * (-len(token) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        position = data["p"]
-        ok = data["f"] == _digest(filters) and all(isinstance(x, int) for x in position)
-    except (ValueError, KeyError, TypeError):
-        ok = False
-    if not ok:
-        raise InvalidArgument("page_token is invalid or does not match the request's filters",
-                              reason="PAGE_TOKEN_INVALID", field="page_token")
-    return position
-
-
-def _digest(filters: tuple) -> str:
-    return hashlib.sha256(repr(filters).encode()).hexdigest()[:16]
-
-
-def page_size(value: int) -> int:
-    if value < 0 or value > 1000:
-        raise InvalidArgument("page_size must be between 0 and 1000", reason="PAGE_SIZE_INVALID",
-                              field="page_size")
-    return value or 100

@@ -33,15 +33,13 @@ from exchange_common.errors import (
 )
 from exchange_common.ids import instrument_of, parse_id
 from exchange_common.instruments import InstrumentSpec
+from exchange_common.paging import decode_page_token, encode_page_token, page_size
 from exchange_common.server import Service, run_until_signal
 from order_service.convert import (
-    decode_page_token,
-    encode_page_token,
     fill_from_row,
     fills_from_report,
     order_from_report,
     order_from_row,
-    page_size,
 )
 from order_service.queries import Queries
 from order_service.routing import Router

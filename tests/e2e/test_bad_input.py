@@ -130,8 +130,9 @@ async def test_reference_and_paging_errors(stack) -> None:
                                         metadata=m), C.NOT_FOUND, "ORDER_NOT_FOUND")
         await expect(orders.ListOrders(opb.ListOrdersRequest(page_size=-1), metadata=m),
                      C.INVALID_ARGUMENT, "PAGE_SIZE_INVALID", "page_size")
-        await expect(orders.ListOrders(opb.ListOrdersRequest(page_size=5000), metadata=m),
-                     C.INVALID_ARGUMENT, "PAGE_SIZE_INVALID", "page_size")
+        # AIP-158: a page size above the maximum is coerced, not refused
+        big = await orders.ListOrders(opb.ListOrdersRequest(page_size=5000), metadata=m)
+        assert big.next_page_token == ""
         await expect(orders.ListOrders(opb.ListOrdersRequest(page_token="garbage!"), metadata=m),
                      C.INVALID_ARGUMENT, "PAGE_TOKEN_INVALID", "page_token")
         await expect(orders.ListOrders(opb.ListOrdersRequest(instrument="NOPE"), metadata=m),
