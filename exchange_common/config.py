@@ -48,6 +48,17 @@ class MatchingSettings(CommonSettings):
     matching_batch_max: int = Field(default=2000, ge=1)
     # Redis stream length kept per instrument (approximate).
     stream_maxlen: int = Field(default=100_000, ge=100)
+    # A book snapshot is written after every this many journal events (0 = never).
+    snapshot_interval: int = Field(default=50_000, ge=0)
+    # Seconds between attempts to take instruments another pod holds (standby).
+    ownership_poll: float = Field(default=0.5, gt=0)
+    # Seconds of silence after which PostgreSQL ends an owner's lock session
+    # (idle_session_timeout), releasing its instruments: how long a paused or
+    # partitioned owner keeps them. The owner pings every third of it.
+    owner_session_timeout: float = Field(default=3.0, ge=1.0)
+    # Unacknowledged market-data batches kept while Redis is down; beyond
+    # this, market data resynchronizes from PostgreSQL instead.
+    publish_backlog: int = Field(default=100_000, ge=1)
 
 
 class MarketDataSettings(CommonSettings):

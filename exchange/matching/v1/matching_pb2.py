@@ -25,39 +25,47 @@ _sym_db = _symbol_database.Default()
 from exchange.common.v1 import common_pb2 as exchange_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#exchange/matching/v1/matching.proto\x12\x14\x65xchange.matching.v1\x1a\x1f\x65xchange/common/v1/common.proto\"\x8f\x02\n\x08NewOrder\x12\x15\n\rinstrument_id\x18\x01 \x01(\x05\x12\x12\n\naccount_id\x18\x02 \x01(\x03\x12&\n\x04side\x18\x03 \x01(\x0e\x32\x18.exchange.common.v1.Side\x12+\n\x04type\x18\x04 \x01(\x0e\x32\x1d.exchange.common.v1.OrderType\x12\x36\n\rtime_in_force\x18\x05 \x01(\x0e\x32\x1f.exchange.common.v1.TimeInForce\x12\r\n\x05price\x18\x06 \x01(\x03\x12\x10\n\x08quantity\x18\x07 \x01(\x03\x12\x17\n\x0f\x63lient_order_id\x18\x08 \x01(\t\x12\x11\n\tpost_only\x18\t \x01(\x08\"J\n\x0b\x43\x61ncelOrder\x12\x15\n\rinstrument_id\x18\x01 \x01(\x05\x12\x12\n\naccount_id\x18\x02 \x01(\x03\x12\x10\n\x08order_id\x18\x03 \x01(\x03\"\x98\x01\n\x07\x43ommand\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x33\n\tnew_order\x18\x02 \x01(\x0b\x32\x1e.exchange.matching.v1.NewOrderH\x00\x12\x39\n\x0c\x63\x61ncel_order\x18\x03 \x01(\x0b\x32!.exchange.matching.v1.CancelOrderH\x00\x42\t\n\x07\x63ommand\"A\n\x0e\x45xecuteRequest\x12/\n\x08\x63ommands\x18\x01 \x03(\x0b\x32\x1d.exchange.matching.v1.Command\"\x8a\x01\n\nFillReport\x12\x10\n\x08trade_id\x18\x01 \x01(\x03\x12\r\n\x05price\x18\x02 \x01(\x03\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12\x30\n\tliquidity\x18\x04 \x01(\x0e\x32\x1d.exchange.common.v1.Liquidity\x12\x17\n\x0ftime_unix_nanos\x18\x05 \x01(\x03\"\x9d\x02\n\x0bOrderReport\x12\x10\n\x08order_id\x18\x01 \x01(\x03\x12-\n\x05state\x18\x02 \x01(\x0e\x32\x1e.exchange.common.v1.OrderState\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12\x0e\n\x06\x66illed\x18\x04 \x01(\x03\x12\x17\n\x0f\x66illed_notional\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x1e\n\x16\x63reate_time_unix_nanos\x18\x07 \x01(\x03\x12\x1e\n\x16update_time_unix_nanos\x18\x08 \x01(\x03\x12/\n\x05\x66ills\x18\t \x03(\x0b\x32 .exchange.matching.v1.FillReport\x12\x11\n\tduplicate\x18\n \x01(\x08\"`\n\x0c\x43ommandError\x12-\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x1f.exchange.matching.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08order_id\x18\x03 \x01(\x03\"\x8f\x01\n\x06Result\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x32\n\x05order\x18\x02 \x01(\x0b\x32!.exchange.matching.v1.OrderReportH\x00\x12\x33\n\x05\x65rror\x18\x03 \x01(\x0b\x32\".exchange.matching.v1.CommandErrorH\x00\x42\x08\n\x06result\"@\n\x0f\x45xecuteResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.exchange.matching.v1.Result\"C\n\x0bLevelUpdate\x12\r\n\x05price\x18\x01 \x01(\x03\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12\x13\n\x0border_count\x18\x03 \x01(\x05\"\x98\x01\n\nTradeEvent\x12\x10\n\x08trade_id\x18\x01 \x01(\x03\x12\r\n\x05price\x18\x02 \x01(\x03\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12,\n\ntaker_side\x18\x04 \x01(\x0e\x32\x18.exchange.common.v1.Side\x12\x17\n\x0ftime_unix_nanos\x18\x05 \x01(\x03\x12\x10\n\x08sequence\x18\x06 \x01(\x03\"\x84\x02\n\x0fMarketDataBatch\x12\x15\n\rinstrument_id\x18\x01 \x01(\x05\x12\x16\n\x0e\x66irst_sequence\x18\x02 \x01(\x03\x12\x15\n\rlast_sequence\x18\x03 \x01(\x03\x12\x17\n\x0ftime_unix_nanos\x18\x04 \x01(\x03\x12/\n\x04\x62ids\x18\x05 \x03(\x0b\x32!.exchange.matching.v1.LevelUpdate\x12/\n\x04\x61sks\x18\x06 \x03(\x0b\x32!.exchange.matching.v1.LevelUpdate\x12\x30\n\x06trades\x18\x07 \x03(\x0b\x32 .exchange.matching.v1.TradeEvent*\xd5\x01\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45RROR_CODE_NOT_OWNER\x10\x01\x12\x1d\n\x19\x45RROR_CODE_ORDER_NOT_OPEN\x10\x02\x12(\n$ERROR_CODE_DUPLICATE_CLIENT_ORDER_ID\x10\x03\x12\x1a\n\x16\x45RROR_CODE_UNAVAILABLE\x10\x04\x12\x16\n\x12\x45RROR_CODE_INVALID\x10\x05\x12\x15\n\x11\x45RROR_CODE_HALTED\x10\x06\x32\xc9\x01\n\x0fMatchingService\x12Z\n\x07\x45xecute\x12$.exchange.matching.v1.ExecuteRequest\x1a%.exchange.matching.v1.ExecuteResponse(\x01\x30\x01\x12Z\n\x0b\x45xecuteOnce\x12$.exchange.matching.v1.ExecuteRequest\x1a%.exchange.matching.v1.ExecuteResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#exchange/matching/v1/matching.proto\x12\x14\x65xchange.matching.v1\x1a\x1f\x65xchange/common/v1/common.proto\"\'\n\x0eGetBookRequest\x12\x15\n\rinstrument_id\x18\x01 \x01(\x05\"\xcc\x03\n\tBookOrder\x12\x10\n\x08order_id\x18\x01 \x01(\x03\x12\x12\n\naccount_id\x18\x02 \x01(\x03\x12\x17\n\x0f\x63lient_order_id\x18\x03 \x01(\t\x12&\n\x04side\x18\x04 \x01(\x0e\x32\x18.exchange.common.v1.Side\x12+\n\x04type\x18\x05 \x01(\x0e\x32\x1d.exchange.common.v1.OrderType\x12\x36\n\rtime_in_force\x18\x06 \x01(\x0e\x32\x1f.exchange.common.v1.TimeInForce\x12\x11\n\tpost_only\x18\x07 \x01(\x08\x12\r\n\x05price\x18\x08 \x01(\x03\x12\x10\n\x08quantity\x18\t \x01(\x03\x12\x0e\n\x06\x66illed\x18\n \x01(\x03\x12\x17\n\x0f\x66illed_notional\x18\x0b \x01(\t\x12-\n\x05state\x18\x0c \x01(\x0e\x32\x1e.exchange.common.v1.OrderState\x12\x10\n\x08priority\x18\r \x01(\x03\x12\x15\n\rlast_sequence\x18\x0e \x01(\x03\x12\x1e\n\x16\x63reate_time_unix_nanos\x18\x0f \x01(\x03\x12\x1e\n\x16update_time_unix_nanos\x18\x10 \x01(\x03\"\xad\x01\n\x0fGetBookResponse\x12\x15\n\rinstrument_id\x18\x01 \x01(\x05\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x13\n\x0bowner_epoch\x18\x03 \x01(\x03\x12-\n\x04\x62ids\x18\x04 \x03(\x0b\x32\x1f.exchange.matching.v1.BookOrder\x12-\n\x04\x61sks\x18\x05 \x03(\x0b\x32\x1f.exchange.matching.v1.BookOrder\"h\n\x0c\x42ookSnapshot\x12\x15\n\rinstrument_id\x18\x01 \x01(\x05\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12/\n\x06orders\x18\x03 \x03(\x0b\x32\x1f.exchange.matching.v1.BookOrder\"\x8f\x02\n\x08NewOrder\x12\x15\n\rinstrument_id\x18\x01 \x01(\x05\x12\x12\n\naccount_id\x18\x02 \x01(\x03\x12&\n\x04side\x18\x03 \x01(\x0e\x32\x18.exchange.common.v1.Side\x12+\n\x04type\x18\x04 \x01(\x0e\x32\x1d.exchange.common.v1.OrderType\x12\x36\n\rtime_in_force\x18\x05 \x01(\x0e\x32\x1f.exchange.common.v1.TimeInForce\x12\r\n\x05price\x18\x06 \x01(\x03\x12\x10\n\x08quantity\x18\x07 \x01(\x03\x12\x17\n\x0f\x63lient_order_id\x18\x08 \x01(\t\x12\x11\n\tpost_only\x18\t \x01(\x08\"J\n\x0b\x43\x61ncelOrder\x12\x15\n\rinstrument_id\x18\x01 \x01(\x05\x12\x12\n\naccount_id\x18\x02 \x01(\x03\x12\x10\n\x08order_id\x18\x03 \x01(\x03\"\x98\x01\n\x07\x43ommand\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x33\n\tnew_order\x18\x02 \x01(\x0b\x32\x1e.exchange.matching.v1.NewOrderH\x00\x12\x39\n\x0c\x63\x61ncel_order\x18\x03 \x01(\x0b\x32!.exchange.matching.v1.CancelOrderH\x00\x42\t\n\x07\x63ommand\"A\n\x0e\x45xecuteRequest\x12/\n\x08\x63ommands\x18\x01 \x03(\x0b\x32\x1d.exchange.matching.v1.Command\"\x8a\x01\n\nFillReport\x12\x10\n\x08trade_id\x18\x01 \x01(\x03\x12\r\n\x05price\x18\x02 \x01(\x03\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12\x30\n\tliquidity\x18\x04 \x01(\x0e\x32\x1d.exchange.common.v1.Liquidity\x12\x17\n\x0ftime_unix_nanos\x18\x05 \x01(\x03\"\x9d\x02\n\x0bOrderReport\x12\x10\n\x08order_id\x18\x01 \x01(\x03\x12-\n\x05state\x18\x02 \x01(\x0e\x32\x1e.exchange.common.v1.OrderState\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12\x0e\n\x06\x66illed\x18\x04 \x01(\x03\x12\x17\n\x0f\x66illed_notional\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x1e\n\x16\x63reate_time_unix_nanos\x18\x07 \x01(\x03\x12\x1e\n\x16update_time_unix_nanos\x18\x08 \x01(\x03\x12/\n\x05\x66ills\x18\t \x03(\x0b\x32 .exchange.matching.v1.FillReport\x12\x11\n\tduplicate\x18\n \x01(\x08\"`\n\x0c\x43ommandError\x12-\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x1f.exchange.matching.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08order_id\x18\x03 \x01(\x03\"\x8f\x01\n\x06Result\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x32\n\x05order\x18\x02 \x01(\x0b\x32!.exchange.matching.v1.OrderReportH\x00\x12\x33\n\x05\x65rror\x18\x03 \x01(\x0b\x32\".exchange.matching.v1.CommandErrorH\x00\x42\x08\n\x06result\"@\n\x0f\x45xecuteResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.exchange.matching.v1.Result\"C\n\x0bLevelUpdate\x12\r\n\x05price\x18\x01 \x01(\x03\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12\x13\n\x0border_count\x18\x03 \x01(\x05\"\x98\x01\n\nTradeEvent\x12\x10\n\x08trade_id\x18\x01 \x01(\x03\x12\r\n\x05price\x18\x02 \x01(\x03\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12,\n\ntaker_side\x18\x04 \x01(\x0e\x32\x18.exchange.common.v1.Side\x12\x17\n\x0ftime_unix_nanos\x18\x05 \x01(\x03\x12\x10\n\x08sequence\x18\x06 \x01(\x03\"\x84\x02\n\x0fMarketDataBatch\x12\x15\n\rinstrument_id\x18\x01 \x01(\x05\x12\x16\n\x0e\x66irst_sequence\x18\x02 \x01(\x03\x12\x15\n\rlast_sequence\x18\x03 \x01(\x03\x12\x17\n\x0ftime_unix_nanos\x18\x04 \x01(\x03\x12/\n\x04\x62ids\x18\x05 \x03(\x0b\x32!.exchange.matching.v1.LevelUpdate\x12/\n\x04\x61sks\x18\x06 \x03(\x0b\x32!.exchange.matching.v1.LevelUpdate\x12\x30\n\x06trades\x18\x07 \x03(\x0b\x32 .exchange.matching.v1.TradeEvent*\xd5\x01\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45RROR_CODE_NOT_OWNER\x10\x01\x12\x1d\n\x19\x45RROR_CODE_ORDER_NOT_OPEN\x10\x02\x12(\n$ERROR_CODE_DUPLICATE_CLIENT_ORDER_ID\x10\x03\x12\x1a\n\x16\x45RROR_CODE_UNAVAILABLE\x10\x04\x12\x16\n\x12\x45RROR_CODE_INVALID\x10\x05\x12\x15\n\x11\x45RROR_CODE_HALTED\x10\x06\x32\xa1\x02\n\x0fMatchingService\x12Z\n\x07\x45xecute\x12$.exchange.matching.v1.ExecuteRequest\x1a%.exchange.matching.v1.ExecuteResponse(\x01\x30\x01\x12Z\n\x0b\x45xecuteOnce\x12$.exchange.matching.v1.ExecuteRequest\x1a%.exchange.matching.v1.ExecuteResponse\x12V\n\x07GetBook\x12$.exchange.matching.v1.GetBookRequest\x1a%.exchange.matching.v1.GetBookResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'exchange.matching.v1.matching_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ERRORCODE']._serialized_start=1893
-  _globals['_ERRORCODE']._serialized_end=2106
-  _globals['_NEWORDER']._serialized_start=95
-  _globals['_NEWORDER']._serialized_end=366
-  _globals['_CANCELORDER']._serialized_start=368
-  _globals['_CANCELORDER']._serialized_end=442
-  _globals['_COMMAND']._serialized_start=445
-  _globals['_COMMAND']._serialized_end=597
-  _globals['_EXECUTEREQUEST']._serialized_start=599
-  _globals['_EXECUTEREQUEST']._serialized_end=664
-  _globals['_FILLREPORT']._serialized_start=667
-  _globals['_FILLREPORT']._serialized_end=805
-  _globals['_ORDERREPORT']._serialized_start=808
-  _globals['_ORDERREPORT']._serialized_end=1093
-  _globals['_COMMANDERROR']._serialized_start=1095
-  _globals['_COMMANDERROR']._serialized_end=1191
-  _globals['_RESULT']._serialized_start=1194
-  _globals['_RESULT']._serialized_end=1337
-  _globals['_EXECUTERESPONSE']._serialized_start=1339
-  _globals['_EXECUTERESPONSE']._serialized_end=1403
-  _globals['_LEVELUPDATE']._serialized_start=1405
-  _globals['_LEVELUPDATE']._serialized_end=1472
-  _globals['_TRADEEVENT']._serialized_start=1475
-  _globals['_TRADEEVENT']._serialized_end=1627
-  _globals['_MARKETDATABATCH']._serialized_start=1630
-  _globals['_MARKETDATABATCH']._serialized_end=1890
-  _globals['_MATCHINGSERVICE']._serialized_start=2109
-  _globals['_MATCHINGSERVICE']._serialized_end=2310
+  _globals['_ERRORCODE']._serialized_start=2679
+  _globals['_ERRORCODE']._serialized_end=2892
+  _globals['_GETBOOKREQUEST']._serialized_start=94
+  _globals['_GETBOOKREQUEST']._serialized_end=133
+  _globals['_BOOKORDER']._serialized_start=136
+  _globals['_BOOKORDER']._serialized_end=596
+  _globals['_GETBOOKRESPONSE']._serialized_start=599
+  _globals['_GETBOOKRESPONSE']._serialized_end=772
+  _globals['_BOOKSNAPSHOT']._serialized_start=774
+  _globals['_BOOKSNAPSHOT']._serialized_end=878
+  _globals['_NEWORDER']._serialized_start=881
+  _globals['_NEWORDER']._serialized_end=1152
+  _globals['_CANCELORDER']._serialized_start=1154
+  _globals['_CANCELORDER']._serialized_end=1228
+  _globals['_COMMAND']._serialized_start=1231
+  _globals['_COMMAND']._serialized_end=1383
+  _globals['_EXECUTEREQUEST']._serialized_start=1385
+  _globals['_EXECUTEREQUEST']._serialized_end=1450
+  _globals['_FILLREPORT']._serialized_start=1453
+  _globals['_FILLREPORT']._serialized_end=1591
+  _globals['_ORDERREPORT']._serialized_start=1594
+  _globals['_ORDERREPORT']._serialized_end=1879
+  _globals['_COMMANDERROR']._serialized_start=1881
+  _globals['_COMMANDERROR']._serialized_end=1977
+  _globals['_RESULT']._serialized_start=1980
+  _globals['_RESULT']._serialized_end=2123
+  _globals['_EXECUTERESPONSE']._serialized_start=2125
+  _globals['_EXECUTERESPONSE']._serialized_end=2189
+  _globals['_LEVELUPDATE']._serialized_start=2191
+  _globals['_LEVELUPDATE']._serialized_end=2258
+  _globals['_TRADEEVENT']._serialized_start=2261
+  _globals['_TRADEEVENT']._serialized_end=2413
+  _globals['_MARKETDATABATCH']._serialized_start=2416
+  _globals['_MARKETDATABATCH']._serialized_end=2676
+  _globals['_MATCHINGSERVICE']._serialized_start=2895
+  _globals['_MATCHINGSERVICE']._serialized_end=3184
 # @@protoc_insertion_point(module_scope)

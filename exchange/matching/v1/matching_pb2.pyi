@@ -25,6 +25,72 @@ ERROR_CODE_UNAVAILABLE: ErrorCode
 ERROR_CODE_INVALID: ErrorCode
 ERROR_CODE_HALTED: ErrorCode
 
+class GetBookRequest(_message.Message):
+    __slots__ = ("instrument_id",)
+    INSTRUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    instrument_id: int
+    def __init__(self, instrument_id: _Optional[int] = ...) -> None: ...
+
+class BookOrder(_message.Message):
+    __slots__ = ("order_id", "account_id", "client_order_id", "side", "type", "time_in_force", "post_only", "price", "quantity", "filled", "filled_notional", "state", "priority", "last_sequence", "create_time_unix_nanos", "update_time_unix_nanos")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    SIDE_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    TIME_IN_FORCE_FIELD_NUMBER: _ClassVar[int]
+    POST_ONLY_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    FILLED_FIELD_NUMBER: _ClassVar[int]
+    FILLED_NOTIONAL_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    order_id: int
+    account_id: int
+    client_order_id: str
+    side: _common_pb2.Side
+    type: _common_pb2.OrderType
+    time_in_force: _common_pb2.TimeInForce
+    post_only: bool
+    price: int
+    quantity: int
+    filled: int
+    filled_notional: str
+    state: _common_pb2.OrderState
+    priority: int
+    last_sequence: int
+    create_time_unix_nanos: int
+    update_time_unix_nanos: int
+    def __init__(self, order_id: _Optional[int] = ..., account_id: _Optional[int] = ..., client_order_id: _Optional[str] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., type: _Optional[_Union[_common_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_common_pb2.TimeInForce, str]] = ..., post_only: _Optional[bool] = ..., price: _Optional[int] = ..., quantity: _Optional[int] = ..., filled: _Optional[int] = ..., filled_notional: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.OrderState, str]] = ..., priority: _Optional[int] = ..., last_sequence: _Optional[int] = ..., create_time_unix_nanos: _Optional[int] = ..., update_time_unix_nanos: _Optional[int] = ...) -> None: ...
+
+class GetBookResponse(_message.Message):
+    __slots__ = ("instrument_id", "sequence", "owner_epoch", "bids", "asks")
+    INSTRUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    BIDS_FIELD_NUMBER: _ClassVar[int]
+    ASKS_FIELD_NUMBER: _ClassVar[int]
+    instrument_id: int
+    sequence: int
+    owner_epoch: int
+    bids: _containers.RepeatedCompositeFieldContainer[BookOrder]
+    asks: _containers.RepeatedCompositeFieldContainer[BookOrder]
+    def __init__(self, instrument_id: _Optional[int] = ..., sequence: _Optional[int] = ..., owner_epoch: _Optional[int] = ..., bids: _Optional[_Iterable[_Union[BookOrder, _Mapping]]] = ..., asks: _Optional[_Iterable[_Union[BookOrder, _Mapping]]] = ...) -> None: ...
+
+class BookSnapshot(_message.Message):
+    __slots__ = ("instrument_id", "sequence", "orders")
+    INSTRUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    ORDERS_FIELD_NUMBER: _ClassVar[int]
+    instrument_id: int
+    sequence: int
+    orders: _containers.RepeatedCompositeFieldContainer[BookOrder]
+    def __init__(self, instrument_id: _Optional[int] = ..., sequence: _Optional[int] = ..., orders: _Optional[_Iterable[_Union[BookOrder, _Mapping]]] = ...) -> None: ...
+
 class NewOrder(_message.Message):
     __slots__ = ("instrument_id", "account_id", "side", "type", "time_in_force", "price", "quantity", "client_order_id", "post_only")
     INSTRUMENT_ID_FIELD_NUMBER: _ClassVar[int]

@@ -44,6 +44,11 @@ class MatchingServiceStub:
                 request_serializer=exchange_dot_matching_dot_v1_dot_matching__pb2.ExecuteRequest.SerializeToString,
                 response_deserializer=exchange_dot_matching_dot_v1_dot_matching__pb2.ExecuteResponse.FromString,
                 _registered_method=True)
+        self.GetBook = channel.unary_unary(
+                '/exchange.matching.v1.MatchingService/GetBook',
+                request_serializer=exchange_dot_matching_dot_v1_dot_matching__pb2.GetBookRequest.SerializeToString,
+                response_deserializer=exchange_dot_matching_dot_v1_dot_matching__pb2.GetBookResponse.FromString,
+                _registered_method=True)
 
 
 class MatchingServiceServicer:
@@ -66,6 +71,14 @@ class MatchingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetBook(self, request, context):
+        """The whole book of an owned instrument, order by order (operations and
+        recovery tests). NOT_FOUND when this pod does not own the instrument.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MatchingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +91,11 @@ def add_MatchingServiceServicer_to_server(servicer, server):
                     servicer.ExecuteOnce,
                     request_deserializer=exchange_dot_matching_dot_v1_dot_matching__pb2.ExecuteRequest.FromString,
                     response_serializer=exchange_dot_matching_dot_v1_dot_matching__pb2.ExecuteResponse.SerializeToString,
+            ),
+            'GetBook': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBook,
+                    request_deserializer=exchange_dot_matching_dot_v1_dot_matching__pb2.GetBookRequest.FromString,
+                    response_serializer=exchange_dot_matching_dot_v1_dot_matching__pb2.GetBookResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +152,33 @@ class MatchingService:
             '/exchange.matching.v1.MatchingService/ExecuteOnce',
             exchange_dot_matching_dot_v1_dot_matching__pb2.ExecuteRequest.SerializeToString,
             exchange_dot_matching_dot_v1_dot_matching__pb2.ExecuteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.matching.v1.MatchingService/GetBook',
+            exchange_dot_matching_dot_v1_dot_matching__pb2.GetBookRequest.SerializeToString,
+            exchange_dot_matching_dot_v1_dot_matching__pb2.GetBookResponse.FromString,
             options,
             channel_credentials,
             insecure,
