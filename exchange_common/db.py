@@ -19,6 +19,9 @@ _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
 async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10, **kwargs) -> asyncpg.Pool:
+    # Fail fast when the database is away: callers turn that into UNAVAILABLE.
+    kwargs.setdefault("timeout", 5)
+    kwargs.setdefault("command_timeout", 10)
     pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, **kwargs)
     assert pool is not None
     return pool

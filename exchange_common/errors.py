@@ -14,7 +14,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import asyncpg
 import grpc
+import redis.exceptions
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -107,14 +109,43 @@ class DeadlineExceeded(ExchangeError):
     default_reason = "DEADLINE_EXCEEDED"
 
 
+def dependency_down(err: BaseException) -> bool:
+    """True for errors that mean PostgreSQL or Redis could not be reached or
+    went away mid-call (as opposed to a bug or a bad query)."""
+    if isinstance(err, (asyncpg.PostgresConnectionError, asyncpg.OperatorInterventionError,
+                        asyncpg.InsufficientResourcesError, OSError, ConnectionError,
+                        TimeoutError, redis.exceptions.ConnectionError,
+                        redis.exceptions.TimeoutError)):
+        return True
+    return isinstance(err, asyncpg.InterfaceError) and not isinstance(
+        err, (asyncpg.exceptions.DataError, asyncpg.exceptions.ClientConfigurationError))
+
+
+def _unavailable_status() -> grpc.Status:
+    return Unavailable("a backing service (database or cache) is unavailable; retry shortly",
+                       reason="DEPENDENCY_UNAVAILABLE").to_status()
+
+
 def _internal_status() -> grpc.Status:
     err = ExchangeError("internal error", reason="INTERNAL")
     return err.to_status()
 
 
+def _status_for(err: Exception, where: str) -> grpc.Status:
+    """The status a servicer answers with for ``err`` (called in an except block)."""
+    if isinstance(err, ExchangeError):
+        return err.to_status()
+    if dependency_down(err):
+        log.warning("%s: dependency unavailable: %r", where, err)
+        return _unavailable_status()
+    log.exception("unexpected error in %s", where)
+    return _internal_status()
+
+
 def grpc_errors(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorate a servicer method (coroutine or async generator) so that
-    ExchangeError becomes its rich status and anything else INTERNAL."""
+    """Decorate a servicer method (coroutine or async generator) so that an
+    ExchangeError becomes its rich status, a database or cache outage
+    UNAVAILABLE, and anything else INTERNAL (logged, no traceback sent)."""
 
     if inspect.isasyncgenfunction(method):
 
@@ -123,13 +154,10 @@ def grpc_errors(method: Callable[..., Any]) -> Callable[..., Any]:
             try:
                 async for item in method(self, request, context):
                     yield item
-            except ExchangeError as err:
-                await context.abort_with_status(err.to_status())
+            except grpc.aio.AbortError:
+                raise
             except Exception as err:  # noqa: BLE001
-                if _is_abort(err):
-                    raise
-                log.exception("unexpected error in %s", method.__qualname__)
-                await context.abort_with_status(_internal_status())
+                await context.abort_with_status(_status_for(err, method.__qualname__))
 
         return stream_wrapper
 
@@ -137,20 +165,12 @@ def grpc_errors(method: Callable[..., Any]) -> Callable[..., Any]:
     async def unary_wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext):
         try:
             return await method(self, request, context)
-        except ExchangeError as err:
-            await context.abort_with_status(err.to_status())
+        except grpc.aio.AbortError:
+            raise
         except Exception as err:  # noqa: BLE001
-            if _is_abort(err):
-                raise
-            log.exception("unexpected error in %s", method.__qualname__)
-            await context.abort_with_status(_internal_status())
+            await context.abort_with_status(_status_for(err, method.__qualname__))
 
     return unary_wrapper
-
-
-def _is_abort(err: BaseException) -> bool:
-    # context.abort raises grpc.aio.AbortError; it must pass through.
-    return isinstance(err, grpc.aio.AbortError)
 
 
 def error_info(err: grpc.aio.AioRpcError | grpc.RpcError) -> error_details_pb2.ErrorInfo | None:

@@ -38,6 +38,7 @@ from matching_service.engine import (
     OrderBook,
     Outcome,
 )
+from matching_service.recovery import book_response, encode_snapshot
 from matching_service.store import FencedOut, Store
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,8 @@ def order_report(order: Order, fills=(), duplicate: bool = False) -> mpb.OrderRe
 
 class InstrumentLoop:
     def __init__(self, spec: InstrumentSpec, book: OrderBook, store: Store, redis: Redis,
-                 epoch: int, *, batch_max: int, stream_maxlen: int,
-                 on_lost: Callable[[int], None]) -> None:
+                 epoch: int, *, batch_max: int, stream_maxlen: int, snapshot_interval: int,
+                 publish_backlog: int, on_lost: Callable[[int], None]) -> None:
         self.spec = spec
         self.book = book
         self.store = store
@@ -81,6 +82,10 @@ class InstrumentLoop:
         self.epoch = epoch
         self.batch_max = batch_max
         self.stream_maxlen = stream_maxlen
+        self.snapshot_interval = snapshot_interval
+        self.publish_backlog = publish_backlog
+        self.events_since_snapshot = 0
+        self.snapshot_task: asyncio.Task | None = None
         self.on_lost = on_lost
         self.pending: deque[tuple[mpb.Command, Deliver]] = deque()
         self.wake = asyncio.Event()
@@ -164,6 +169,34 @@ class InstrumentLoop:
             if changes.events:
                 self.to_publish.append(changes)
                 self.publish_wake.set()
+                self.events_since_snapshot += len(changes.events)
+                if self.snapshot_interval and self.events_since_snapshot >= self.snapshot_interval:
+                    self._snapshot()
+
+    def get_book(self) -> mpb.GetBookResponse:
+        """The committed book (between batches the live book is the committed one)."""
+        return book_response(self.book, self.epoch)
+
+    def _snapshot(self) -> None:
+        """Encode the book now (it equals the committed state between batches) and
+        write it in the background; one write at a time, a failed one is retried at
+        the next interval."""
+        if self.snapshot_task is not None and not self.snapshot_task.done():
+            return
+        self.events_since_snapshot = 0
+        data = encode_snapshot(self.book)
+        sequence, count = self.book.sequence, len(self.book.orders)
+
+        async def write() -> None:
+            try:
+                await self.store.write_snapshot(self.instrument_id, sequence, count, data)
+                log.info("%s: snapshot at sequence %d (%d orders)", self.spec.symbol, sequence,
+                         count)
+            except DB_ERRORS as err:
+                log.warning("%s: snapshot at %d not written: %s", self.spec.symbol, sequence,
+                            err)
+
+        self.snapshot_task = asyncio.create_task(write())
 
     def _apply(self, cmd: mpb.Command, now: int) -> mpb.Result:
         which = cmd.WhichOneof("command")
@@ -225,7 +258,12 @@ class InstrumentLoop:
     # -- market data publication ----------------------------------------------
 
     async def _publish(self) -> None:
+        """Publish committed batches in order. While Redis is down they wait here
+        (up to ``publish_backlog``; past that the oldest are dropped and market data
+        notices the gap and resynchronizes from PostgreSQL). A batch published twice
+        is refused by Redis (its entry id is not greater), which is harmless."""
         key = stream_key(self.instrument_id)
+        delay = 0.05
         while True:
             if not self.to_publish:
                 if self.stopped:
@@ -234,7 +272,6 @@ class InstrumentLoop:
                 await self.publish_wake.wait()
                 continue
             batch = list(self.to_publish)
-            self.to_publish.clear()
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for changes in batch:
@@ -242,9 +279,22 @@ class InstrumentLoop:
                                   id=entry_id(changes.last_sequence),
                                   maxlen=self.stream_maxlen, approximate=True)
                     await pipe.execute(raise_on_error=False)
-            except Exception as err:  # noqa: BLE001 - Redis down: market data resyncs on the gap
-                log.warning("%s: publishing to Redis failed: %s", self.spec.symbol, err)
-                await asyncio.sleep(0.2)
+            except Exception as err:  # noqa: BLE001 - Redis away: keep the batches, retry
+                if self.stopped:
+                    return
+                dropped = 0
+                while len(self.to_publish) > self.publish_backlog:
+                    self.to_publish.popleft()
+                    dropped += 1
+                log.warning("%s: publishing to Redis failed (%s); %d batches waiting%s",
+                            self.spec.symbol, err, len(self.to_publish),
+                            f", {dropped} dropped" if dropped else "")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            delay = 0.05
+            for _ in batch:
+                self.to_publish.popleft()
 
     def _md_batch(self, changes: Changes) -> bytes:
         msg = mpb.MarketDataBatch(

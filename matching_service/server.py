@@ -22,14 +22,12 @@ from exchange.matching.v1 import matching_pb2_grpc as mpb_grpc
 from exchange_common import logs
 from exchange_common.config import MatchingSettings, load
 from exchange_common.db import create_pool
-from exchange_common.errors import grpc_errors
+from exchange_common.errors import NotFound, grpc_errors
 from exchange_common.server import Service, run_until_signal
 from matching_service.loop import InstrumentLoop, error_result
 from matching_service.store import Store, init_connection
 
 log = logging.getLogger(__name__)
-
-OWNERSHIP_INTERVAL = 1.0
 
 
 def instrument_of_command(cmd: mpb.Command) -> int:
@@ -75,7 +73,9 @@ class MatchingNode:
             if self.loops:
                 log.warning("ownership session lost; releasing %d instruments", len(self.loops))
                 await self._release_all()
-            self._lock_conn = await asyncpg.connect(self.settings.database_url)
+            self._lock_conn = await self._connect_owner_session()
+        else:
+            await self._lock_conn.execute("SELECT 1")  # heartbeat: keeps the locks alive
         for spec in await self.store.instruments():
             if spec.instrument_id in self.loops or not self.allowed(spec.symbol):
                 continue
@@ -87,15 +87,29 @@ class MatchingNode:
             loop = InstrumentLoop(spec, book, self.store, self.redis, owned.epoch,
                                   batch_max=self.settings.matching_batch_max,
                                   stream_maxlen=self.settings.stream_maxlen,
+                                  snapshot_interval=self.settings.snapshot_interval,
+                                  publish_backlog=self.settings.publish_backlog,
                                   on_lost=self._lost)
             loop.start()
             self.loops[spec.instrument_id] = loop
             log.info("owning %s (epoch %d, sequence %d, %d resting orders)", spec.symbol,
                      owned.epoch, book.sequence, len(book.orders))
 
+    async def _connect_owner_session(self) -> asyncpg.Connection:
+        """The session that holds this pod's instrument locks. PostgreSQL ends it
+        after owner_session_timeout of silence (a paused or partitioned pod), which
+        frees the locks for a standby; the epoch bump then fences the old owner."""
+        timeout_ms = int(self.settings.owner_session_timeout * 1000)
+        return await asyncpg.connect(
+            self.settings.database_url, timeout=5,
+            server_settings={
+                "idle_session_timeout": str(timeout_ms),
+                "application_name": f"matching-owner {self.settings.matching_advertise}"})
+
     async def _keep_acquiring(self) -> None:
+        interval = min(self.settings.ownership_poll, self.settings.owner_session_timeout / 3)
         while not self._stopping:
-            await asyncio.sleep(OWNERSHIP_INTERVAL)
+            await asyncio.sleep(interval)
             try:
                 await self.acquire()
             except Exception as err:  # noqa: BLE001 - database away; try again next round
@@ -173,6 +187,15 @@ class MatchingServicer(mpb_grpc.MatchingServiceServicer):
             reader.cancel()
 
     @grpc_errors
+    async def GetBook(self, request: mpb.GetBookRequest,
+                      context: grpc.aio.ServicerContext) -> mpb.GetBookResponse:
+        loop = self.node.loops.get(request.instrument_id)
+        if loop is None:
+            raise NotFound(f"this matching pod does not own instrument {request.instrument_id}",
+                           reason="NOT_OWNER")
+        return loop.get_book()
+
+    @grpc_errors
     async def ExecuteOnce(self, request: mpb.ExecuteRequest,
                           context: grpc.aio.ServicerContext) -> mpb.ExecuteResponse:
         loop = asyncio.get_running_loop()
@@ -187,8 +210,11 @@ class MatchingServicer(mpb_grpc.MatchingServiceServicer):
 async def serve() -> None:
     settings = load(MatchingSettings)
     logs.setup(settings.log_level, settings.log_format, "matching")
-    pool = await create_pool(settings.database_url, min_size=settings.db_pool_min,
-                             max_size=settings.db_pool_max, init=init_connection)
+    pool = await create_pool(
+        settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max,
+        init=init_connection,
+        # A paused pod must not keep a transaction (and its row locks) open.
+        server_settings={"idle_in_transaction_session_timeout": "2000"})
     redis = Redis.from_url(settings.redis_url)
     node = MatchingNode(settings, Store(pool), redis)
     service = Service(settings, settings.matching_listen)

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import asyncpg
 
 from exchange_common.instruments import InstrumentSpec, load_instruments
-from matching_service.engine import Changes, Order, OrderBook
+from matching_service.engine import Changes, OrderBook
+from matching_service.recovery import ReplayMismatch, decode_snapshot, replay
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -100,18 +101,45 @@ class Store:
         return current == epoch
 
     async def load_book(self, instrument_id: int) -> OrderBook:
-        """The book as committed: resting orders in time priority, and the sequence."""
+        """The book as committed: the latest snapshot, then the journal after it
+        re-executed (see recovery.py). Raises ReplayMismatch if they disagree."""
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
                                                                  readonly=True):
             last = await conn.fetchval(
                 "SELECT last_sequence FROM instrument_state WHERE instrument_id = $1",
-                instrument_id)
+                instrument_id) or 0
+            snap = await conn.fetchrow(
+                """SELECT sequence, data FROM book_snapshots
+                    WHERE instrument_id = $1 AND sequence <= $2
+                    ORDER BY sequence DESC LIMIT 1""", instrument_id, last)
+            start, orders = decode_snapshot(snap["data"]) if snap else (0, [])
             rows = await conn.fetch(
-                """SELECT * FROM orders WHERE instrument_id = $1 AND state IN (1, 2)
-                   ORDER BY priority""", instrument_id)
-        book = OrderBook(instrument_id, last_sequence=last or 0)
-        book.restore([order_from_row(r) for r in rows])
+                """SELECT sequence, kind, order_id, other_order_id, price, quantity, account_id,
+                          side, order_type, time_in_force, post_only, client_order_id,
+                          created_at
+                     FROM journal WHERE instrument_id = $1 AND sequence > $2 AND sequence <= $3
+                    ORDER BY sequence""", instrument_id, start, last)
+        book = OrderBook(instrument_id, last_sequence=start)
+        book.restore(orders)
+        replay(book, ((*r[:12], ns_of(r[12])) for r in rows))
+        if book.sequence != last:
+            raise ReplayMismatch(f"instrument {instrument_id}: journal ends at {book.sequence}, "
+                                 f"committed sequence is {last}")
         return book
+
+    async def write_snapshot(self, instrument_id: int, sequence: int, orders: int,
+                             data: bytes, keep: int = 2) -> None:
+        """Store a snapshot and drop all but the ``keep`` newest."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                """INSERT INTO book_snapshots (instrument_id, sequence, orders, data)
+                   VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING""",
+                instrument_id, sequence, orders, data)
+            await conn.execute(
+                """DELETE FROM book_snapshots WHERE instrument_id = $1 AND sequence < (
+                       SELECT min(sequence) FROM (
+                           SELECT sequence FROM book_snapshots WHERE instrument_id = $1
+                            ORDER BY sequence DESC LIMIT $2) newest)""", instrument_id, keep)
 
     async def commit(self, instrument_id: int, epoch: int, changes: Changes) -> None:
         """Write one batch in one transaction, fenced by epoch and sequence."""
@@ -147,17 +175,3 @@ class Store:
 
 def _journal_records(instrument_id: int, epoch: int, changes: Changes) -> list[tuple]:
     return [(instrument_id, *e[:12], epoch, ts(e[12])) for e in changes.events]
-
-
-def order_from_row(r: asyncpg.Record) -> Order:
-    o = Order(r["order_id"], r["account_id"], r["client_order_id"], r["side"], r["order_type"],
-              r["time_in_force"], r["post_only"], r["price"], r["quantity"],
-              ns_of(r["created_at"]))
-    o.filled = r["filled"]
-    o.notional = int(r["filled_notional"])
-    o.state = r["state"]
-    o.reason = r["reason"]
-    o.priority = r["priority"]
-    o.last_sequence = r["last_sequence"]
-    o.updated_ns = ns_of(r["updated_at"])
-    return o
