@@ -67,13 +67,14 @@ def _parse(data: bytes | None) -> matching_pb2.MarketDataBatch | None:
 class MarketFeed:
     def __init__(self, store: MarketStore, redis: Redis, *, recent_trades: int,
                  block_ms: int = 1000, read_count: int = 1000,
-                 reload_interval: float = 10.0) -> None:
+                 reload_interval: float = 10.0, watchdog_interval: float = 2.0) -> None:
         self.store = store
         self.redis = redis
         self.recent_trades = recent_trades
         self.block_ms = block_ms
         self.read_count = read_count
         self.reload_interval = reload_interval
+        self.watchdog_interval = watchdog_interval
         self.markets: dict[int, InstrumentMarket] = {}
         self.by_symbol: dict[str, InstrumentMarket] = {}
         # Set once every instrument's initial state is loaded.
@@ -116,6 +117,7 @@ class MarketFeed:
         log.info("market data loaded for %d instruments", len(self.markets))
         self.ready.set()
         self._spawn(self._reload_loop(), "marketdata-reload")
+        self._spawn(self._watchdog_loop(), "marketdata-watchdog")
         await self._read_loop()
 
     # -- instruments ------------------------------------------------------------------------
@@ -145,6 +147,25 @@ class MarketFeed:
                 log.warning("reloading instruments failed; keeping the current list",
                             exc_info=True)
 
+    async def _watchdog_loop(self) -> None:
+        """A book behind the committed sequence that made no progress for a whole
+        interval missed entries that will never come (a publish lost with nothing
+        after it): rebuild it from PostgreSQL."""
+        seen: dict[int, int] = {}
+        while True:
+            await asyncio.sleep(self.watchdog_interval)
+            try:
+                committed = await self.store.committed_sequences()
+            except Exception:  # noqa: BLE001 - PostgreSQL away: nothing to compare with
+                continue
+            for iid, market in self.markets.items():
+                behind = committed.get(iid, 0) > market.sequence
+                if behind and seen.get(iid) == market.sequence and not market.rebuilding:
+                    log.warning("%s: stuck at sequence %d, committed %d; resynchronizing",
+                                market.spec.symbol, market.sequence, committed[iid])
+                    self.rebuild(market)
+                seen[iid] = market.sequence
+
     def market(self, symbol: str) -> InstrumentMarket | None:
         return self.by_symbol.get(symbol)
 
@@ -170,8 +191,14 @@ class MarketFeed:
                 await asyncio.sleep(delay)
                 continue
             if not self.redis_up:
-                log.info("Redis is back")
+                # Entries may have been lost while it was away (or it came back
+                # empty): resynchronize every book from PostgreSQL, which sends every
+                # subscriber a fresh snapshot rather than leaving a silent gap.
+                log.info("Redis is back; resynchronizing from PostgreSQL")
                 self.redis_up = True
+                for market in self.markets.values():
+                    self.rebuild(market)
+                continue
             backoff.reset()
             self.process(response)
 

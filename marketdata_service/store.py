@@ -57,6 +57,13 @@ class MarketStore:
         async with self._pool.acquire(timeout=self._timeout) as conn:
             return await load_instruments(conn)
 
+    async def committed_sequences(self) -> dict[int, int]:
+        """The last committed journal sequence of every instrument."""
+        async with self._pool.acquire(timeout=self._timeout) as conn:
+            rows = await conn.fetch("SELECT instrument_id, last_sequence FROM instrument_state",
+                                    timeout=self._timeout)
+        return {r["instrument_id"]: r["last_sequence"] for r in rows}
+
     async def initial_state(self, instrument_id: int, recent_trades: int) -> InitialState:
         """Resting orders aggregated per level, last sequence and newest trades, all read in
         one REPEATABLE READ snapshot so that they agree with each other."""
