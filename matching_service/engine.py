@@ -262,11 +262,22 @@ class OrderBook:
     # -- recovery ------------------------------------------------------------
 
     def restore(self, orders: list[Order]) -> None:
-        """Put resting orders back, in ascending priority (time) order."""
+        """Put resting orders back on an empty book (in any order: time priority
+        comes from ``priority``). Built level by level, then each side sorted once."""
+        assert not self.orders, "restore needs an empty book"
+        sides: tuple[dict[int, Level], dict[int, Level]] = ({}, {})
         for order in sorted(orders, key=lambda o: o.priority):
-            self._rest(order, touch=False)
+            levels = sides[0] if order.side == BUY else sides[1]
+            level = levels.get(order.price)
+            if level is None:
+                level = levels[order.price] = Level(order.price)
+            level.orders[order.order_id] = order
+            level.quantity += order.quantity - order.filled
+            self.orders[order.order_id] = order
             if order.client_order_id:
                 self.open_client_ids[(order.account_id, order.client_order_id)] = order
+        self.bids.update(sides[0])
+        self.asks.update(sides[1])
 
     # -- batch support -------------------------------------------------------
 
@@ -374,7 +385,7 @@ class OrderBook:
             taker.state = PARTIALLY_FILLED
         return fills
 
-    def _rest(self, order: Order, touch: bool = True) -> None:
+    def _rest(self, order: Order) -> None:
         if order.side == BUY:
             book, touched = self.bids, self.touched_bids
         else:
@@ -385,8 +396,7 @@ class OrderBook:
         level.orders[order.order_id] = order
         level.quantity += order.quantity - order.filled
         self.orders[order.order_id] = order
-        if touch:
-            touched.add(order.price)
+        touched.add(order.price)
 
     def _unrest(self, order: Order) -> None:
         if order.side == BUY:
