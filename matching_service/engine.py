@@ -151,6 +151,8 @@ class OrderBook:
         self.touched_bids: set[int] = set()
         self.touched_asks: set[int] = set()
         self.first_sequence = last_sequence + 1
+        # The sequence of the snapshot this book was recovered from (0: none).
+        self.snapshot_sequence = 0
 
     # -- commands ------------------------------------------------------------
 

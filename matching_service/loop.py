@@ -84,8 +84,11 @@ class InstrumentLoop:
         self.stream_maxlen = stream_maxlen
         self.snapshot_interval = snapshot_interval
         self.publish_backlog = publish_backlog
-        self.events_since_snapshot = 0
         self.snapshot_task: asyncio.Task | None = None
+        # Events since the latest snapshot (recovery started from it).
+        self.events_since_snapshot = book.sequence - book.snapshot_sequence
+        # GetBook callers, answered between batches (when the book is the committed one).
+        self.book_waiters: list[asyncio.Future] = []
         self.on_lost = on_lost
         self.pending: deque[tuple[mpb.Command, Deliver]] = deque()
         self.wake = asyncio.Event()
@@ -134,6 +137,8 @@ class InstrumentLoop:
     async def _run(self) -> None:
         pending = self.pending
         while True:
+            if self.book_waiters:
+                self._answer_book_waiters()
             if not pending:
                 if self.stopped:
                     break
@@ -170,12 +175,26 @@ class InstrumentLoop:
                 self.to_publish.append(changes)
                 self.publish_wake.set()
                 self.events_since_snapshot += len(changes.events)
-                if self.snapshot_interval and self.events_since_snapshot >= self.snapshot_interval:
+                interval = self.snapshot_interval
+                if interval and self.events_since_snapshot >= interval:
                     self._snapshot()
 
-    def get_book(self) -> mpb.GetBookResponse:
-        """The committed book (between batches the live book is the committed one)."""
-        return book_response(self.book, self.epoch)
+    async def get_book(self) -> mpb.GetBookResponse:
+        """The committed book: answered by the loop between batches, where the book
+        in memory is exactly what PostgreSQL holds."""
+        fut = asyncio.get_running_loop().create_future()
+        self.book_waiters.append(fut)
+        self.wake.set()
+        return await fut
+
+    def _answer_book_waiters(self) -> None:
+        if not self.available:
+            return  # reloading: answered once the committed book is back
+        response = book_response(self.book, self.epoch)
+        waiters, self.book_waiters = self.book_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(response)
 
     def _snapshot(self) -> None:
         """Encode the book now (it equals the committed state between batches) and
@@ -244,6 +263,7 @@ class InstrumentLoop:
                     self.on_lost(self.instrument_id)
                     return False
                 self.book = await self.store.load_book(self.instrument_id)
+                self.events_since_snapshot = self.book.sequence - self.book.snapshot_sequence
                 self.available = True
                 log.info("%s: book reloaded at sequence %d", self.spec.symbol,
                          self.book.sequence)

@@ -193,7 +193,7 @@ class MatchingServicer(mpb_grpc.MatchingServiceServicer):
         if loop is None:
             raise NotFound(f"this matching pod does not own instrument {request.instrument_id}",
                            reason="NOT_OWNER")
-        return loop.get_book()
+        return await loop.get_book()
 
     @grpc_errors
     async def ExecuteOnce(self, request: mpb.ExecuteRequest,

@@ -120,6 +120,7 @@ class Store:
                      FROM journal WHERE instrument_id = $1 AND sequence > $2 AND sequence <= $3
                     ORDER BY sequence""", instrument_id, start, last)
         book = OrderBook(instrument_id, last_sequence=start)
+        book.snapshot_sequence = start
         book.restore(orders)
         replay(book, ((*r[:12], ns_of(r[12])) for r in rows))
         if book.sequence != last:

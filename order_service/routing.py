@@ -45,6 +45,8 @@ class MatchingClient:
         self.channel = grpc.aio.insecure_channel(address, options=channel_options(settings))
         self.stub = mpb_grpc.MatchingServiceStub(self.channel)
         self.pending: dict[int, asyncio.Future] = {}
+        # Request ids written to the current stream (their outcome is unknown if it breaks).
+        self.sent: set[int] = set()
         self.outbox: deque[mpb.Command] = deque()
         self.wake = asyncio.Event()
         self.ids = itertools.count(1)
@@ -68,6 +70,7 @@ class MatchingClient:
                                    "client_order_id", reason="MATCHING_TIMEOUT") from None
         finally:
             self.pending.pop(rid, None)
+            self.sent.discard(rid)
 
     async def _run(self) -> None:
         backoff = 0.05
@@ -86,8 +89,11 @@ class MatchingClient:
                             break
                         continue
                     n = min(len(self.outbox), MAX_COMMANDS_PER_MESSAGE)
-                    batch = [self.outbox.popleft() for _ in range(n)]
+                    batch = [self.outbox[i] for i in range(n)]
                     await call.write(mpb.ExecuteRequest(commands=batch))
+                    # Written: from here on the pod may act on them.
+                    for _ in range(n):
+                        self.sent.add(self.outbox.popleft().request_id)
                     backoff = 0.05
             except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError,
                     ConnectionError) as err:
@@ -108,6 +114,7 @@ class MatchingClient:
         try:
             async for response in call:
                 for result in response.results:
+                    self.sent.discard(result.request_id)
                     fut = self.pending.get(result.request_id)
                     if fut is not None and not fut.done():
                         fut.set_result(result)
@@ -115,14 +122,17 @@ class MatchingClient:
             pass
 
     def _fail_pending(self) -> None:
-        sent = [rid for rid in self.pending]
-        unsent_ids = {c.request_id for c in self.outbox}
+        """The stream broke: commands written to it have an unknown outcome; those
+        never written did not reach the pod (safe to retry anywhere)."""
+        sent, self.sent = self.sent, set()
         self.outbox.clear()
-        for rid in sent:
-            fut = self.pending.get(rid)
-            if fut is not None and not fut.done():
-                fut.set_exception(StreamBroken() if rid not in unsent_ids else
-                                  Unavailable("matching engine unreachable",
+        for rid, fut in list(self.pending.items()):
+            if fut.done():
+                continue
+            if rid in sent:
+                fut.set_exception(StreamBroken())
+            else:
+                fut.set_exception(Unavailable("matching engine unreachable",
                                               reason="MATCHING_UNAVAILABLE"))
 
     async def close(self) -> None:

@@ -8,7 +8,10 @@ from hypothesis import strategies as st
 
 from matching_service.engine import BUY, EV_TRADE, GTC, LIMIT, MARKET, SELL, OrderBook
 from matching_service.recovery import (
-    ReplayMismatch, decode_snapshot, encode_snapshot, replay,
+    ReplayMismatch,
+    decode_snapshot,
+    encode_snapshot,
+    replay,
 )
 
 commands = st.lists(st.tuples(
