@@ -123,6 +123,14 @@ class Stack:
     ``keys`` (name -> API key), ``account_ids`` (name -> id), ``processes``
     (service name -> ``subprocess.Popen``; SIGKILL one to test a crash),
     ``pg`` / ``redis`` (the embedded servers, or None).
+
+    More matching processes (a standby, or pods that split the instruments)
+    are declared with ``add_matching(name, ...)`` before ``start()``; each
+    gets its own listen and advertise address, and ``service_env`` (or
+    ``add_matching(env=...)``) gives any one service its own variables, e.g.
+    ``EXCHANGE_MATCHING_INSTRUMENTS``. ``start()`` starts them right after
+    ``matching``, in the order they were added; ``stop()`` stops them with
+    it. ``pause_service`` / ``resume_service`` send SIGSTOP / SIGCONT.
     """
 
     def __init__(
@@ -140,6 +148,7 @@ class Stack:
         matching_advertise: str | None = None,
         marketdata_listen: str | None = None,
         env: Mapping[str, str] | None = None,
+        service_env: Mapping[str, Mapping[str, str]] | None = None,
         log_dir: Path | str | None = None,
         python: str = sys.executable,
         start_timeout: float = 60.0,
@@ -154,6 +163,9 @@ class Stack:
         self.keys: dict[str, str] = dict(keys or {})
         self.account_ids: dict[str, int] = {}
         self.extra_env = dict(env or {})
+        # Per service name: variables for that service only (applied last).
+        self.service_extra_env: dict[str, dict[str, str]] = {
+            name: dict(values) for name, values in (service_env or {}).items()}
         self.log_dir = Path(log_dir).absolute() if log_dir is not None else None
         self.python = python
         self.start_timeout = start_timeout
@@ -174,6 +186,9 @@ class Stack:
             "marketdata": marketdata_listen or f"127.0.0.1:{free_port()}",
         }
         self.matching_advertise = matching_advertise or connect_address(self.listen["matching"])
+        self.specs: dict[str, ServiceSpec] = dict(_SPECS)
+        # Matching processes added with add_matching: name -> advertise address.
+        self.extra_matching: dict[str, str] = {}
         self.processes: dict[str, subprocess.Popen] = {}
         self.log_paths: dict[str, Path] = {}
         self._logs: dict[str, IO[bytes]] = {}
@@ -194,8 +209,36 @@ class Stack:
         return connect_address(self.listen["marketdata"])
 
     def addr(self, name: str) -> str:
+        if name in self.extra_matching:
+            return self.extra_matching[name]
         return {"order": self.order_addr, "matching": self.matching_addr,
                 "marketdata": self.marketdata_addr}[name]
+
+    def add_matching(self, name: str, *, listen: str | None = None,
+                     advertise: str | None = None,
+                     env: Mapping[str, str] | None = None) -> str:
+        """Declare another matching process ``name`` (e.g. ``"matching-b"``): its
+        own listen address (a free port when None) and advertise address, and
+        ``env`` for it alone (e.g. ``EXCHANGE_MATCHING_INSTRUMENTS``). Call it
+        before ``start()`` (which then starts it after ``matching``), or start it
+        later with ``start_service(name)``. Returns the address it advertises."""
+        if name in self.specs:
+            raise ValueError(f"a service named {name!r} already exists")
+        self.specs[name] = ServiceSpec(name, "matching_service", "EXCHANGE_MATCHING_LISTEN",
+                                       _SPECS["matching"].default_listen)
+        self.listen[name] = listen or f"127.0.0.1:{free_port()}"
+        self.extra_matching[name] = advertise or connect_address(self.listen[name])
+        if env:
+            self.service_extra_env.setdefault(name, {}).update(env)
+        return self.extra_matching[name]
+
+    def _start_order(self) -> list[str]:
+        names = []
+        for spec in SERVICES:
+            names.append(spec.name)
+            if spec.name == "matching":
+                names.extend(self.extra_matching)
+        return names
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -206,8 +249,8 @@ class Stack:
         try:
             self.start_servers()
             await self.prepare_database()
-            for spec in SERVICES:
-                await self.start_service(spec.name)
+            for name in self._start_order():
+                await self.start_service(name)
         except BaseException:
             await self.stop()
             raise
@@ -247,11 +290,15 @@ class Stack:
             "EXCHANGE_MARKETDATA_LISTEN": self.listen["marketdata"],
             "PYTHONUNBUFFERED": "1",
         })
+        if name in self.extra_matching:
+            env["EXCHANGE_MATCHING_LISTEN"] = self.listen[name]
+            env["EXCHANGE_MATCHING_ADVERTISE"] = self.extra_matching[name]
+        env.update(self.service_extra_env.get(name, {}))
         return env
 
     async def start_service(self, name: str, timeout: float | None = None) -> subprocess.Popen:
         """Start one service (again, e.g. after a test killed it) and wait until it is SERVING."""
-        spec = _SPECS[name]
+        spec = self.specs[name]
         old = self.processes.get(name)
         if old is not None and old.poll() is None:
             raise StackError(f"{name} is already running (pid {old.pid})")
@@ -277,7 +324,8 @@ class Stack:
     async def wait_serving(self, name: str, timeout: float | None = None) -> None:
         """Wait until ``name`` answers the health check with SERVING."""
         proc = self.processes[name]
-        addr = self.addr(name) if name != "matching" else connect_address(self.listen["matching"])
+        addr = (connect_address(self.listen[name])
+                if self.specs[name].module == "matching_service" else self.addr(name))
         deadline = time.monotonic() + (timeout or self.start_timeout)
         last = "no answer"
         while True:
@@ -308,11 +356,24 @@ class Stack:
             proc.kill()
         terminate_child(proc, signal.SIGKILL, 5.0)
 
+    def pause_service(self, name: str) -> None:
+        """SIGSTOP a service (a pause: GC stall, VM freeze, partition)."""
+        os.kill(self.processes[name].pid, signal.SIGSTOP)
+
+    def resume_service(self, name: str) -> None:
+        """SIGCONT a paused service."""
+        proc = self.processes[name]
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGCONT)
+
     async def stop_service(self, name: str, timeout: float | None = None) -> int | None:
-        """SIGTERM one service and wait (SIGKILL after ``timeout``); its exit code."""
+        """SIGTERM one service and wait (SIGKILL after ``timeout``); its exit code.
+        A paused (SIGSTOPped) service is resumed first so that it can stop."""
         proc = self.processes.get(name)
         if proc is None:
             return None
+        self.resume_service(name)
         return await asyncio.to_thread(terminate_child, proc, signal.SIGTERM,
                                        timeout or self.stop_timeout)
 
@@ -324,10 +385,10 @@ class Stack:
         first = [n for n in _STOP_ORDER[:2] if n in self.processes]
         results = await asyncio.gather(*(self.stop_service(n) for n in first))
         codes.update({n: rc for n, rc in zip(first, results, strict=True) if rc is not None})
-        if "matching" in self.processes:
-            rc = await self.stop_service("matching")
-            if rc is not None:
-                codes["matching"] = rc
+        # Then every matching process (the standbys with the owner).
+        rest = [n for n in self.processes if n not in first]
+        results = await asyncio.gather(*(self.stop_service(n) for n in rest))
+        codes.update({n: rc for n, rc in zip(rest, results, strict=True) if rc is not None})
         for f in self._logs.values():
             f.close()
         self._logs.clear()
