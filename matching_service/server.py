@@ -119,19 +119,11 @@ class MatchingNode:
                 self._lock_conn = None
 
     def _lost(self, instrument_id: int) -> None:
+        # Another pod bumped the epoch, which it can only do holding the lock, so this
+        # pod's lock session is already gone: there is nothing to unlock.
         loop = self.loops.pop(instrument_id, None)
         if loop is not None:
             log.error("lost ownership of %s", loop.spec.symbol)
-            # Free the lock so the state is clean; the new owner holds its own.
-            if self._lock_conn is not None and not self._lock_conn.is_closed():
-                asyncio.ensure_future(self._unlock(instrument_id))
-
-    async def _unlock(self, instrument_id: int) -> None:
-        try:
-            assert self._lock_conn is not None
-            await self._lock_conn.execute("SELECT pg_advisory_unlock($1::bigint)", instrument_id)
-        except Exception:  # noqa: BLE001
-            pass
 
     async def _release_all(self) -> None:
         loops, self.loops = self.loops, {}

@@ -32,6 +32,14 @@ log = logging.getLogger(__name__)
 MAX_COMMANDS_PER_MESSAGE = 1000
 NOT_OWNER_RETRIES = 20
 NOT_OWNER_BACKOFF = 0.1
+# While a command waits, how often to check that its pod still owns the instrument.
+OWNER_CHECK_INTERVAL = 1.0
+# Owner look-ups are coalesced: at most one database read per instrument this often.
+OWNER_REFRESH_MIN = 0.25
+
+
+class OwnerMoved(Exception):
+    """The pod a command waits on went silent and another pod owns the instrument now."""
 
 
 class StreamBroken(Exception):
@@ -53,7 +61,9 @@ class MatchingClient:
         self.task: asyncio.Task | None = None
         self.closed = False
 
-    async def execute(self, command: mpb.Command, timeout: float) -> mpb.Result:
+    def submit(self, command: mpb.Command) -> tuple[int, asyncio.Future]:
+        """Queue ``command`` for the pod; returns its request id and the future of
+        its result. The caller must ``abandon`` the id when it stops waiting."""
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._run(), name=f"matching-{self.address}")
         rid = next(self.ids)
@@ -62,15 +72,11 @@ class MatchingClient:
         self.pending[rid] = fut
         self.outbox.append(command)
         self.wake.set()
-        try:
-            return await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            raise DeadlineExceeded("the matching engine did not answer in time; the order may "
-                                   "or may not have been placed: retry with the same "
-                                   "client_order_id", reason="MATCHING_TIMEOUT") from None
-        finally:
-            self.pending.pop(rid, None)
-            self.sent.discard(rid)
+        return rid, fut
+
+    def abandon(self, rid: int) -> None:
+        self.pending.pop(rid, None)
+        self.sent.discard(rid)
 
     async def _run(self) -> None:
         backoff = 0.05
@@ -153,9 +159,10 @@ class Router:
     async def owner(self, instrument_id: int, refresh: bool = False) -> str | None:
         cached = self.owners.get(instrument_id)
         now = time.monotonic()
-        fresh = cached is not None and now - cached[1] < self.settings.cache_ttl
-        if fresh and not refresh and cached[0]:
-            return cached[0]
+        if cached is not None and cached[0]:
+            age = now - cached[1]
+            if age < OWNER_REFRESH_MIN or (not refresh and age < self.settings.cache_ttl):
+                return cached[0]
         address = await self.pool.fetchval(
             "SELECT owner_address FROM instrument_state WHERE instrument_id = $1", instrument_id)
         self.owners[instrument_id] = (address, now)
@@ -172,41 +179,68 @@ class Router:
         """Send to the owner; follow ownership changes until ``deadline`` (monotonic).
 
         ``idempotent`` commands (new orders, which always carry a client_order_id)
-        are retried when the stream broke with them in flight."""
+        are sent again when the stream broke with them in flight, or when their pod
+        went silent and another pod owns the instrument now (a paused owner keeps its
+        connections open, so silence is the only sign)."""
         refresh = False
         for attempt in range(NOT_OWNER_RETRIES):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if time.monotonic() >= deadline:
                 break
             address = await self.owner(instrument_id, refresh)
             if not address:
                 refresh = True
-                await asyncio.sleep(min(NOT_OWNER_BACKOFF, remaining))
+                await _pause(NOT_OWNER_BACKOFF, deadline)
                 continue
+            client = self.client(address)
+            rid, fut = client.submit(command)
             try:
-                result = await self.client(address).execute(command, remaining)
+                result = await self._wait(instrument_id, address, fut, deadline, idempotent)
             except StreamBroken:
                 if not idempotent:
                     raise Unavailable("the connection to the matching engine broke; the "
                                       "outcome is unknown: check the order and retry",
                                       reason="OUTCOME_UNKNOWN") from None
                 refresh = True
-                await asyncio.sleep(min(NOT_OWNER_BACKOFF, max(0.0, deadline - time.monotonic())))
+                await _pause(NOT_OWNER_BACKOFF, deadline)
                 continue
-            except Unavailable:
-                # Never reached the pod: safe to retry, perhaps on a new owner.
+            except (Unavailable, OwnerMoved):
+                # Never reached the pod, or the pod lost the instrument: retry on the owner.
                 refresh = True
-                await asyncio.sleep(min(NOT_OWNER_BACKOFF, max(0.0, deadline - time.monotonic())))
+                await _pause(NOT_OWNER_BACKOFF, deadline)
                 continue
+            finally:
+                client.abandon(rid)
             if (result.WhichOneof("result") == "error"
                     and result.error.code == mpb.ERROR_CODE_NOT_OWNER):
                 refresh = True
-                await asyncio.sleep(min(NOT_OWNER_BACKOFF * (attempt + 1),
-                                        max(0.0, deadline - time.monotonic())))
+                await _pause(NOT_OWNER_BACKOFF * (attempt + 1), deadline)
                 continue
             return result
         raise Unavailable("no matching engine owns this instrument right now; retry later",
                           reason="MATCHING_UNAVAILABLE")
 
+    async def _wait(self, instrument_id: int, address: str, fut: asyncio.Future,
+                    deadline: float, idempotent: bool) -> mpb.Result:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineExceeded(
+                    "the matching engine did not answer in time; the order may or may not "
+                    "have been placed: retry with the same client_order_id",
+                    reason="MATCHING_TIMEOUT")
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut),
+                                              min(remaining, OWNER_CHECK_INTERVAL))
+            except TimeoutError:
+                if not idempotent:
+                    continue
+                owner = await self.owner(instrument_id, refresh=True)
+                if owner and owner != address:
+                    raise OwnerMoved() from None
+
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self.clients.values()))
+
+
+async def _pause(seconds: float, deadline: float) -> None:
+    await asyncio.sleep(max(0.0, min(seconds, deadline - time.monotonic())))
