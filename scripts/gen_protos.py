@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import tempfile
 from importlib.resources import files
 from pathlib import Path
 
+from google.rpc import status_pb2
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,22 +24,30 @@ PROTOS = ROOT / "protos"
 def generate(out: Path) -> list[Path]:
     sources = sorted(PROTOS.rglob("*.proto"))
     well_known = str(files("grpc_tools") / "_proto")
-    target = out / "exchange"
-    if target.exists():
-        shutil.rmtree(target)
+    # google/rpc/*.proto ship with googleapis-common-protos (imported, not generated)
+    googleapis = str(Path(status_pb2.__file__).resolve().parents[2])
     out.mkdir(parents=True, exist_ok=True)
-    args = [
-        "protoc",
-        f"-I{PROTOS}",
-        f"-I{well_known}",
-        f"--python_out={out}",
-        f"--pyi_out={out}",
-        f"--grpc_python_out={out}",
-        *[str(s.relative_to(PROTOS)) for s in sources],
-    ]
-    # protoc resolves relative source paths against the -I roots.
-    if protoc.main(args) != 0:
-        raise SystemExit("protoc failed")
+    staging = Path(tempfile.mkdtemp(prefix=".protos-", dir=out))
+    try:
+        args = [
+            "protoc",
+            f"-I{PROTOS}",
+            f"-I{well_known}",
+            f"-I{googleapis}",
+            f"--python_out={staging}",
+            f"--pyi_out={staging}",
+            f"--grpc_python_out={staging}",
+            *[str(s.relative_to(PROTOS)) for s in sources],
+        ]
+        # protoc resolves relative source paths against the -I roots.
+        if protoc.main(args) != 0:
+            raise SystemExit("protoc failed; the generated code was left as it was")
+        target = out / "exchange"
+        if target.exists():
+            shutil.rmtree(target)
+        (staging / "exchange").rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     for directory in [target, *[p for p in target.rglob("*") if p.is_dir()]]:
         (directory / "__init__.py").touch()
     (target / "__init__.py").write_text(

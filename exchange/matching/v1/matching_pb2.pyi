@@ -123,15 +123,31 @@ class CancelOrder(_message.Message):
     order_id: int
     def __init__(self, instrument_id: _Optional[int] = ..., account_id: _Optional[int] = ..., order_id: _Optional[int] = ...) -> None: ...
 
+class AmendOrder(_message.Message):
+    __slots__ = ("instrument_id", "account_id", "order_id", "price", "quantity")
+    INSTRUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    instrument_id: int
+    account_id: int
+    order_id: int
+    price: int
+    quantity: int
+    def __init__(self, instrument_id: _Optional[int] = ..., account_id: _Optional[int] = ..., order_id: _Optional[int] = ..., price: _Optional[int] = ..., quantity: _Optional[int] = ...) -> None: ...
+
 class Command(_message.Message):
-    __slots__ = ("request_id", "new_order", "cancel_order")
+    __slots__ = ("request_id", "new_order", "cancel_order", "amend_order")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     NEW_ORDER_FIELD_NUMBER: _ClassVar[int]
     CANCEL_ORDER_FIELD_NUMBER: _ClassVar[int]
+    AMEND_ORDER_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     new_order: NewOrder
     cancel_order: CancelOrder
-    def __init__(self, request_id: _Optional[int] = ..., new_order: _Optional[_Union[NewOrder, _Mapping]] = ..., cancel_order: _Optional[_Union[CancelOrder, _Mapping]] = ...) -> None: ...
+    amend_order: AmendOrder
+    def __init__(self, request_id: _Optional[int] = ..., new_order: _Optional[_Union[NewOrder, _Mapping]] = ..., cancel_order: _Optional[_Union[CancelOrder, _Mapping]] = ..., amend_order: _Optional[_Union[AmendOrder, _Mapping]] = ...) -> None: ...
 
 class ExecuteRequest(_message.Message):
     __slots__ = ("commands",)

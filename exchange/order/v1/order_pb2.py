@@ -24,41 +24,54 @@ _sym_db = _symbol_database.Default()
 
 from exchange.common.v1 import common_pb2 as exchange_dot_common_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x65xchange/order/v1/order.proto\x12\x11\x65xchange.order.v1\x1a\x1f\x65xchange/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf9\x03\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63lient_order_id\x18\x02 \x01(\t\x12\x12\n\ninstrument\x18\x03 \x01(\t\x12&\n\x04side\x18\x04 \x01(\x0e\x32\x18.exchange.common.v1.Side\x12+\n\x04type\x18\x05 \x01(\x0e\x32\x1d.exchange.common.v1.OrderType\x12\x36\n\rtime_in_force\x18\x06 \x01(\x0e\x32\x1f.exchange.common.v1.TimeInForce\x12\r\n\x05price\x18\x07 \x01(\t\x12\x10\n\x08quantity\x18\x08 \x01(\t\x12\x17\n\x0f\x66illed_quantity\x18\t \x01(\t\x12\x1a\n\x12remaining_quantity\x18\n \x01(\t\x12\x1a\n\x12\x61verage_fill_price\x18\x0b \x01(\t\x12-\n\x05state\x18\x0c \x01(\x0e\x32\x1e.exchange.common.v1.OrderState\x12\x11\n\tpost_only\x18\r \x01(\x08\x12\x0e\n\x06reason\x18\x0e \x01(\t\x12/\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfc\x01\n\x04\x46ill\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63lient_order_id\x18\x03 \x01(\t\x12\x12\n\ninstrument\x18\x04 \x01(\t\x12&\n\x04side\x18\x05 \x01(\x0e\x32\x18.exchange.common.v1.Side\x12\r\n\x05price\x18\x06 \x01(\t\x12\x10\n\x08quantity\x18\x07 \x01(\t\x12\x30\n\tliquidity\x18\x08 \x01(\x0e\x32\x1d.exchange.common.v1.Liquidity\x12(\n\x04time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x82\x02\n\x12\x43reateOrderRequest\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12&\n\x04side\x18\x02 \x01(\x0e\x32\x18.exchange.common.v1.Side\x12+\n\x04type\x18\x03 \x01(\x0e\x32\x1d.exchange.common.v1.OrderType\x12\x36\n\rtime_in_force\x18\x04 \x01(\x0e\x32\x1f.exchange.common.v1.TimeInForce\x12\r\n\x05price\x18\x05 \x01(\t\x12\x10\n\x08quantity\x18\x06 \x01(\t\x12\x17\n\x0f\x63lient_order_id\x18\x07 \x01(\t\x12\x11\n\tpost_only\x18\x08 \x01(\x08\"f\n\x13\x43reateOrderResponse\x12\'\n\x05order\x18\x01 \x01(\x0b\x32\x18.exchange.order.v1.Order\x12&\n\x05\x66ills\x18\x02 \x03(\x0b\x32\x17.exchange.order.v1.Fill\"?\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63lient_order_id\x18\x02 \x01(\t\">\n\x13\x43\x61ncelOrderResponse\x12\'\n\x05order\x18\x01 \x01(\x0b\x32\x18.exchange.order.v1.Order\"<\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63lient_order_id\x18\x02 \x01(\t\"c\n\x10GetOrderResponse\x12\'\n\x05order\x18\x01 \x01(\x0b\x32\x18.exchange.order.v1.Order\x12&\n\x05\x66ills\x18\x02 \x03(\x0b\x32\x17.exchange.order.v1.Fill\"\x84\x01\n\x11ListOrdersRequest\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12\x34\n\x06status\x18\x02 \x01(\x0e\x32$.exchange.order.v1.OrderStatusFilter\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"W\n\x12ListOrdersResponse\x12(\n\x06orders\x18\x01 \x03(\x0b\x32\x18.exchange.order.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"_\n\x10ListFillsRequest\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"T\n\x11ListFillsResponse\x12&\n\x05\x66ills\x18\x01 \x03(\x0b\x32\x17.exchange.order.v1.Fill\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*v\n\x11OrderStatusFilter\x12#\n\x1fORDER_STATUS_FILTER_UNSPECIFIED\x10\x00\x12\x1c\n\x18ORDER_STATUS_FILTER_OPEN\x10\x01\x12\x1e\n\x1aORDER_STATUS_FILTER_CLOSED\x10\x02\x32\xd2\x03\n\x0cOrderService\x12\\\n\x0b\x43reateOrder\x12%.exchange.order.v1.CreateOrderRequest\x1a&.exchange.order.v1.CreateOrderResponse\x12\\\n\x0b\x43\x61ncelOrder\x12%.exchange.order.v1.CancelOrderRequest\x1a&.exchange.order.v1.CancelOrderResponse\x12S\n\x08GetOrder\x12\".exchange.order.v1.GetOrderRequest\x1a#.exchange.order.v1.GetOrderResponse\x12Y\n\nListOrders\x12$.exchange.order.v1.ListOrdersRequest\x1a%.exchange.order.v1.ListOrdersResponse\x12V\n\tListFills\x12#.exchange.order.v1.ListFillsRequest\x1a$.exchange.order.v1.ListFillsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x65xchange/order/v1/order.proto\x12\x11\x65xchange.order.v1\x1a\x1f\x65xchange/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xf9\x03\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63lient_order_id\x18\x02 \x01(\t\x12\x12\n\ninstrument\x18\x03 \x01(\t\x12&\n\x04side\x18\x04 \x01(\x0e\x32\x18.exchange.common.v1.Side\x12+\n\x04type\x18\x05 \x01(\x0e\x32\x1d.exchange.common.v1.OrderType\x12\x36\n\rtime_in_force\x18\x06 \x01(\x0e\x32\x1f.exchange.common.v1.TimeInForce\x12\r\n\x05price\x18\x07 \x01(\t\x12\x10\n\x08quantity\x18\x08 \x01(\t\x12\x17\n\x0f\x66illed_quantity\x18\t \x01(\t\x12\x1a\n\x12remaining_quantity\x18\n \x01(\t\x12\x1a\n\x12\x61verage_fill_price\x18\x0b \x01(\t\x12-\n\x05state\x18\x0c \x01(\x0e\x32\x1e.exchange.common.v1.OrderState\x12\x11\n\tpost_only\x18\r \x01(\x08\x12\x0e\n\x06reason\x18\x0e \x01(\t\x12/\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfc\x01\n\x04\x46ill\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63lient_order_id\x18\x03 \x01(\t\x12\x12\n\ninstrument\x18\x04 \x01(\t\x12&\n\x04side\x18\x05 \x01(\x0e\x32\x18.exchange.common.v1.Side\x12\r\n\x05price\x18\x06 \x01(\t\x12\x10\n\x08quantity\x18\x07 \x01(\t\x12\x30\n\tliquidity\x18\x08 \x01(\x0e\x32\x1d.exchange.common.v1.Liquidity\x12(\n\x04time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x82\x02\n\x12\x43reateOrderRequest\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12&\n\x04side\x18\x02 \x01(\x0e\x32\x18.exchange.common.v1.Side\x12+\n\x04type\x18\x03 \x01(\x0e\x32\x1d.exchange.common.v1.OrderType\x12\x36\n\rtime_in_force\x18\x04 \x01(\x0e\x32\x1f.exchange.common.v1.TimeInForce\x12\r\n\x05price\x18\x05 \x01(\t\x12\x10\n\x08quantity\x18\x06 \x01(\t\x12\x17\n\x0f\x63lient_order_id\x18\x07 \x01(\t\x12\x11\n\tpost_only\x18\x08 \x01(\x08\"f\n\x13\x43reateOrderResponse\x12\'\n\x05order\x18\x01 \x01(\x0b\x32\x18.exchange.order.v1.Order\x12&\n\x05\x66ills\x18\x02 \x03(\x0b\x32\x17.exchange.order.v1.Fill\"?\n\x12\x43\x61ncelOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63lient_order_id\x18\x02 \x01(\t\">\n\x13\x43\x61ncelOrderResponse\x12\'\n\x05order\x18\x01 \x01(\x0b\x32\x18.exchange.order.v1.Order\"_\n\x11\x41mendOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63lient_order_id\x18\x02 \x01(\t\x12\r\n\x05price\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\t\"e\n\x12\x41mendOrderResponse\x12\'\n\x05order\x18\x01 \x01(\x0b\x32\x18.exchange.order.v1.Order\x12&\n\x05\x66ills\x18\x02 \x03(\x0b\x32\x17.exchange.order.v1.Fill\"\xc7\x01\n\x11OrderEntryCommand\x12\x37\n\x06\x63reate\x18\x01 \x01(\x0b\x32%.exchange.order.v1.CreateOrderRequestH\x00\x12\x37\n\x06\x63\x61ncel\x18\x02 \x01(\x0b\x32%.exchange.order.v1.CancelOrderRequestH\x00\x12\x35\n\x05\x61mend\x18\x03 \x01(\x0b\x32$.exchange.order.v1.AmendOrderRequestH\x00\x42\t\n\x07\x63ommand\"K\n\x11OrderEntryRequest\x12\x36\n\x08\x63ommands\x18\x01 \x03(\x0b\x32$.exchange.order.v1.OrderEntryCommand\"\xac\x01\n\x0fOrderEntryEvent\x12\x17\n\x0f\x63lient_order_id\x18\x01 \x01(\t\x12)\n\x05order\x18\x02 \x01(\x0b\x32\x18.exchange.order.v1.OrderH\x00\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x12&\n\x05\x66ills\x18\x04 \x03(\x0b\x32\x17.exchange.order.v1.FillB\x08\n\x06result\"H\n\x12OrderEntryResponse\x12\x32\n\x06\x65vents\x18\x01 \x03(\x0b\x32\".exchange.order.v1.OrderEntryEvent\"<\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63lient_order_id\x18\x02 \x01(\t\"c\n\x10GetOrderResponse\x12\'\n\x05order\x18\x01 \x01(\x0b\x32\x18.exchange.order.v1.Order\x12&\n\x05\x66ills\x18\x02 \x03(\x0b\x32\x17.exchange.order.v1.Fill\"\x84\x01\n\x11ListOrdersRequest\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12\x34\n\x06status\x18\x02 \x01(\x0e\x32$.exchange.order.v1.OrderStatusFilter\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"W\n\x12ListOrdersResponse\x12(\n\x06orders\x18\x01 \x03(\x0b\x32\x18.exchange.order.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"_\n\x10ListFillsRequest\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"T\n\x11ListFillsResponse\x12&\n\x05\x66ills\x18\x01 \x03(\x0b\x32\x17.exchange.order.v1.Fill\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*v\n\x11OrderStatusFilter\x12#\n\x1fORDER_STATUS_FILTER_UNSPECIFIED\x10\x00\x12\x1c\n\x18ORDER_STATUS_FILTER_OPEN\x10\x01\x12\x1e\n\x1aORDER_STATUS_FILTER_CLOSED\x10\x02\x32\x8c\x05\n\x0cOrderService\x12\\\n\x0b\x43reateOrder\x12%.exchange.order.v1.CreateOrderRequest\x1a&.exchange.order.v1.CreateOrderResponse\x12\\\n\x0b\x43\x61ncelOrder\x12%.exchange.order.v1.CancelOrderRequest\x1a&.exchange.order.v1.CancelOrderResponse\x12Y\n\nAmendOrder\x12$.exchange.order.v1.AmendOrderRequest\x1a%.exchange.order.v1.AmendOrderResponse\x12S\n\x08GetOrder\x12\".exchange.order.v1.GetOrderRequest\x1a#.exchange.order.v1.GetOrderResponse\x12Y\n\nListOrders\x12$.exchange.order.v1.ListOrdersRequest\x1a%.exchange.order.v1.ListOrdersResponse\x12V\n\tListFills\x12#.exchange.order.v1.ListFillsRequest\x1a$.exchange.order.v1.ListFillsResponse\x12]\n\nOrderEntry\x12$.exchange.order.v1.OrderEntryRequest\x1a%.exchange.order.v1.OrderEntryResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'exchange.order.v1.order_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORDERSTATUSFILTER']._serialized_start=1945
-  _globals['_ORDERSTATUSFILTER']._serialized_end=2063
-  _globals['_ORDER']._serialized_start=119
-  _globals['_ORDER']._serialized_end=624
-  _globals['_FILL']._serialized_start=627
-  _globals['_FILL']._serialized_end=879
-  _globals['_CREATEORDERREQUEST']._serialized_start=882
-  _globals['_CREATEORDERREQUEST']._serialized_end=1140
-  _globals['_CREATEORDERRESPONSE']._serialized_start=1142
-  _globals['_CREATEORDERRESPONSE']._serialized_end=1244
-  _globals['_CANCELORDERREQUEST']._serialized_start=1246
-  _globals['_CANCELORDERREQUEST']._serialized_end=1309
-  _globals['_CANCELORDERRESPONSE']._serialized_start=1311
-  _globals['_CANCELORDERRESPONSE']._serialized_end=1373
-  _globals['_GETORDERREQUEST']._serialized_start=1375
-  _globals['_GETORDERREQUEST']._serialized_end=1435
-  _globals['_GETORDERRESPONSE']._serialized_start=1437
-  _globals['_GETORDERRESPONSE']._serialized_end=1536
-  _globals['_LISTORDERSREQUEST']._serialized_start=1539
-  _globals['_LISTORDERSREQUEST']._serialized_end=1671
-  _globals['_LISTORDERSRESPONSE']._serialized_start=1673
-  _globals['_LISTORDERSRESPONSE']._serialized_end=1760
-  _globals['_LISTFILLSREQUEST']._serialized_start=1762
-  _globals['_LISTFILLSREQUEST']._serialized_end=1857
-  _globals['_LISTFILLSRESPONSE']._serialized_start=1859
-  _globals['_LISTFILLSRESPONSE']._serialized_end=1943
-  _globals['_ORDERSERVICE']._serialized_start=2066
-  _globals['_ORDERSERVICE']._serialized_end=2532
+  _globals['_ORDERSTATUSFILTER']._serialized_start=2698
+  _globals['_ORDERSTATUSFILTER']._serialized_end=2816
+  _globals['_ORDER']._serialized_start=144
+  _globals['_ORDER']._serialized_end=649
+  _globals['_FILL']._serialized_start=652
+  _globals['_FILL']._serialized_end=904
+  _globals['_CREATEORDERREQUEST']._serialized_start=907
+  _globals['_CREATEORDERREQUEST']._serialized_end=1165
+  _globals['_CREATEORDERRESPONSE']._serialized_start=1167
+  _globals['_CREATEORDERRESPONSE']._serialized_end=1269
+  _globals['_CANCELORDERREQUEST']._serialized_start=1271
+  _globals['_CANCELORDERREQUEST']._serialized_end=1334
+  _globals['_CANCELORDERRESPONSE']._serialized_start=1336
+  _globals['_CANCELORDERRESPONSE']._serialized_end=1398
+  _globals['_AMENDORDERREQUEST']._serialized_start=1400
+  _globals['_AMENDORDERREQUEST']._serialized_end=1495
+  _globals['_AMENDORDERRESPONSE']._serialized_start=1497
+  _globals['_AMENDORDERRESPONSE']._serialized_end=1598
+  _globals['_ORDERENTRYCOMMAND']._serialized_start=1601
+  _globals['_ORDERENTRYCOMMAND']._serialized_end=1800
+  _globals['_ORDERENTRYREQUEST']._serialized_start=1802
+  _globals['_ORDERENTRYREQUEST']._serialized_end=1877
+  _globals['_ORDERENTRYEVENT']._serialized_start=1880
+  _globals['_ORDERENTRYEVENT']._serialized_end=2052
+  _globals['_ORDERENTRYRESPONSE']._serialized_start=2054
+  _globals['_ORDERENTRYRESPONSE']._serialized_end=2126
+  _globals['_GETORDERREQUEST']._serialized_start=2128
+  _globals['_GETORDERREQUEST']._serialized_end=2188
+  _globals['_GETORDERRESPONSE']._serialized_start=2190
+  _globals['_GETORDERRESPONSE']._serialized_end=2289
+  _globals['_LISTORDERSREQUEST']._serialized_start=2292
+  _globals['_LISTORDERSREQUEST']._serialized_end=2424
+  _globals['_LISTORDERSRESPONSE']._serialized_start=2426
+  _globals['_LISTORDERSRESPONSE']._serialized_end=2513
+  _globals['_LISTFILLSREQUEST']._serialized_start=2515
+  _globals['_LISTFILLSREQUEST']._serialized_end=2610
+  _globals['_LISTFILLSRESPONSE']._serialized_start=2612
+  _globals['_LISTFILLSRESPONSE']._serialized_end=2696
+  _globals['_ORDERSERVICE']._serialized_start=2819
+  _globals['_ORDERSERVICE']._serialized_end=3471
 # @@protoc_insertion_point(module_scope)

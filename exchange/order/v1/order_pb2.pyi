@@ -2,6 +2,7 @@ import datetime
 
 from exchange.common.v1 import common_pb2 as _common_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.rpc import status_pb2 as _status_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -119,6 +120,60 @@ class CancelOrderResponse(_message.Message):
     ORDER_FIELD_NUMBER: _ClassVar[int]
     order: Order
     def __init__(self, order: _Optional[_Union[Order, _Mapping]] = ...) -> None: ...
+
+class AmendOrderRequest(_message.Message):
+    __slots__ = ("order_id", "client_order_id", "price", "quantity")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    client_order_id: str
+    price: str
+    quantity: str
+    def __init__(self, order_id: _Optional[str] = ..., client_order_id: _Optional[str] = ..., price: _Optional[str] = ..., quantity: _Optional[str] = ...) -> None: ...
+
+class AmendOrderResponse(_message.Message):
+    __slots__ = ("order", "fills")
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    FILLS_FIELD_NUMBER: _ClassVar[int]
+    order: Order
+    fills: _containers.RepeatedCompositeFieldContainer[Fill]
+    def __init__(self, order: _Optional[_Union[Order, _Mapping]] = ..., fills: _Optional[_Iterable[_Union[Fill, _Mapping]]] = ...) -> None: ...
+
+class OrderEntryCommand(_message.Message):
+    __slots__ = ("create", "cancel", "amend")
+    CREATE_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    AMEND_FIELD_NUMBER: _ClassVar[int]
+    create: CreateOrderRequest
+    cancel: CancelOrderRequest
+    amend: AmendOrderRequest
+    def __init__(self, create: _Optional[_Union[CreateOrderRequest, _Mapping]] = ..., cancel: _Optional[_Union[CancelOrderRequest, _Mapping]] = ..., amend: _Optional[_Union[AmendOrderRequest, _Mapping]] = ...) -> None: ...
+
+class OrderEntryRequest(_message.Message):
+    __slots__ = ("commands",)
+    COMMANDS_FIELD_NUMBER: _ClassVar[int]
+    commands: _containers.RepeatedCompositeFieldContainer[OrderEntryCommand]
+    def __init__(self, commands: _Optional[_Iterable[_Union[OrderEntryCommand, _Mapping]]] = ...) -> None: ...
+
+class OrderEntryEvent(_message.Message):
+    __slots__ = ("client_order_id", "order", "error", "fills")
+    CLIENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    FILLS_FIELD_NUMBER: _ClassVar[int]
+    client_order_id: str
+    order: Order
+    error: _status_pb2.Status
+    fills: _containers.RepeatedCompositeFieldContainer[Fill]
+    def __init__(self, client_order_id: _Optional[str] = ..., order: _Optional[_Union[Order, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., fills: _Optional[_Iterable[_Union[Fill, _Mapping]]] = ...) -> None: ...
+
+class OrderEntryResponse(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[OrderEntryEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[OrderEntryEvent, _Mapping]]] = ...) -> None: ...
 
 class GetOrderRequest(_message.Message):
     __slots__ = ("order_id", "client_order_id")

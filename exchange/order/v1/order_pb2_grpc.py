@@ -44,6 +44,11 @@ class OrderServiceStub:
                 request_serializer=exchange_dot_order_dot_v1_dot_order__pb2.CancelOrderRequest.SerializeToString,
                 response_deserializer=exchange_dot_order_dot_v1_dot_order__pb2.CancelOrderResponse.FromString,
                 _registered_method=True)
+        self.AmendOrder = channel.unary_unary(
+                '/exchange.order.v1.OrderService/AmendOrder',
+                request_serializer=exchange_dot_order_dot_v1_dot_order__pb2.AmendOrderRequest.SerializeToString,
+                response_deserializer=exchange_dot_order_dot_v1_dot_order__pb2.AmendOrderResponse.FromString,
+                _registered_method=True)
         self.GetOrder = channel.unary_unary(
                 '/exchange.order.v1.OrderService/GetOrder',
                 request_serializer=exchange_dot_order_dot_v1_dot_order__pb2.GetOrderRequest.SerializeToString,
@@ -58,6 +63,11 @@ class OrderServiceStub:
                 '/exchange.order.v1.OrderService/ListFills',
                 request_serializer=exchange_dot_order_dot_v1_dot_order__pb2.ListFillsRequest.SerializeToString,
                 response_deserializer=exchange_dot_order_dot_v1_dot_order__pb2.ListFillsResponse.FromString,
+                _registered_method=True)
+        self.OrderEntry = channel.stream_stream(
+                '/exchange.order.v1.OrderService/OrderEntry',
+                request_serializer=exchange_dot_order_dot_v1_dot_order__pb2.OrderEntryRequest.SerializeToString,
+                response_deserializer=exchange_dot_order_dot_v1_dot_order__pb2.OrderEntryResponse.FromString,
                 _registered_method=True)
 
 
@@ -74,6 +84,16 @@ class OrderServiceServicer:
 
     def CancelOrder(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AmendOrder(self, request, context):
+        """Changes the price and/or quantity of a resting limit order. Lowering the
+        quantity at the same price keeps the order's time priority; a new price or
+        a larger quantity puts it at the back of its (new) price level, and a new
+        price that crosses the book trades at once like a new order.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -98,6 +118,17 @@ class OrderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OrderEntry(self, request_iterator, context):
+        """An order-entry session for clients that need rate: create, cancel and
+        amend requests go in (several per message if wanted), acknowledgements and
+        fills come out, correlated by client_order_id. Each command is answered
+        exactly once, after it is committed; answers to one message's commands may
+        arrive in several messages and interleaved with those of other messages.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +141,11 @@ def add_OrderServiceServicer_to_server(servicer, server):
                     servicer.CancelOrder,
                     request_deserializer=exchange_dot_order_dot_v1_dot_order__pb2.CancelOrderRequest.FromString,
                     response_serializer=exchange_dot_order_dot_v1_dot_order__pb2.CancelOrderResponse.SerializeToString,
+            ),
+            'AmendOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.AmendOrder,
+                    request_deserializer=exchange_dot_order_dot_v1_dot_order__pb2.AmendOrderRequest.FromString,
+                    response_serializer=exchange_dot_order_dot_v1_dot_order__pb2.AmendOrderResponse.SerializeToString,
             ),
             'GetOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.GetOrder,
@@ -125,6 +161,11 @@ def add_OrderServiceServicer_to_server(servicer, server):
                     servicer.ListFills,
                     request_deserializer=exchange_dot_order_dot_v1_dot_order__pb2.ListFillsRequest.FromString,
                     response_serializer=exchange_dot_order_dot_v1_dot_order__pb2.ListFillsResponse.SerializeToString,
+            ),
+            'OrderEntry': grpc.stream_stream_rpc_method_handler(
+                    servicer.OrderEntry,
+                    request_deserializer=exchange_dot_order_dot_v1_dot_order__pb2.OrderEntryRequest.FromString,
+                    response_serializer=exchange_dot_order_dot_v1_dot_order__pb2.OrderEntryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -181,6 +222,33 @@ class OrderService:
             '/exchange.order.v1.OrderService/CancelOrder',
             exchange_dot_order_dot_v1_dot_order__pb2.CancelOrderRequest.SerializeToString,
             exchange_dot_order_dot_v1_dot_order__pb2.CancelOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AmendOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.order.v1.OrderService/AmendOrder',
+            exchange_dot_order_dot_v1_dot_order__pb2.AmendOrderRequest.SerializeToString,
+            exchange_dot_order_dot_v1_dot_order__pb2.AmendOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -262,6 +330,33 @@ class OrderService:
             '/exchange.order.v1.OrderService/ListFills',
             exchange_dot_order_dot_v1_dot_order__pb2.ListFillsRequest.SerializeToString,
             exchange_dot_order_dot_v1_dot_order__pb2.ListFillsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OrderEntry(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/exchange.order.v1.OrderService/OrderEntry',
+            exchange_dot_order_dot_v1_dot_order__pb2.OrderEntryRequest.SerializeToString,
+            exchange_dot_order_dot_v1_dot_order__pb2.OrderEntryResponse.FromString,
             options,
             channel_credentials,
             insecure,
