@@ -44,6 +44,11 @@ class ExchangeError(Exception):
         self.metadata = metadata or {}
 
     def to_status(self) -> grpc.Status:
+        """For ending a call: ``context.abort_with_status(err.to_status())``."""
+        return rpc_status.to_status(self.to_status_proto())
+
+    def to_status_proto(self) -> status_pb2.Status:
+        """The google.rpc.Status message (for errors inside a stream's messages)."""
         details = []
         info = error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN,
                                            metadata=self.metadata)
@@ -63,10 +68,8 @@ class ExchangeError(Exception):
             a = any_pb2.Any()
             a.Pack(d)
             packed.append(a)
-        status = status_pb2.Status(
-            code=getattr(code_pb2, self.code.name), message=self.message, details=packed
-        )
-        return rpc_status.to_status(status)
+        return status_pb2.Status(code=getattr(code_pb2, self.code.name), message=self.message,
+                                 details=packed)
 
 
 class InvalidArgument(ExchangeError):
@@ -121,25 +124,22 @@ def dependency_down(err: BaseException) -> bool:
         err, (asyncpg.exceptions.DataError, asyncpg.exceptions.ClientConfigurationError))
 
 
-def _unavailable_status() -> grpc.Status:
-    return Unavailable("a backing service (database or cache) is unavailable; retry shortly",
-                       reason="DEPENDENCY_UNAVAILABLE").to_status()
-
-
-def _internal_status() -> grpc.Status:
-    err = ExchangeError("internal error", reason="INTERNAL")
-    return err.to_status()
+def as_exchange_error(err: Exception, where: str) -> ExchangeError:
+    """``err`` as the error a caller is told (call it in an except block): itself
+    if it is one, UNAVAILABLE for a database or cache outage, else INTERNAL
+    (logged with its traceback, which the caller never sees)."""
+    if isinstance(err, ExchangeError):
+        return err
+    if dependency_down(err):
+        log.warning("%s: dependency unavailable: %r", where, err)
+        return Unavailable("a backing service (database or cache) is unavailable; retry "
+                           "shortly", reason="DEPENDENCY_UNAVAILABLE")
+    log.exception("unexpected error in %s", where)
+    return ExchangeError("internal error", reason="INTERNAL")
 
 
 def _status_for(err: Exception, where: str) -> grpc.Status:
-    """The status a servicer answers with for ``err`` (called in an except block)."""
-    if isinstance(err, ExchangeError):
-        return err.to_status()
-    if dependency_down(err):
-        log.warning("%s: dependency unavailable: %r", where, err)
-        return _unavailable_status()
-    log.exception("unexpected error in %s", where)
-    return _internal_status()
+    return as_exchange_error(err, where).to_status()
 
 
 def grpc_errors(method: Callable[..., Any]) -> Callable[..., Any]:

@@ -226,6 +226,9 @@ class InstrumentLoop:
         elif which == "cancel_order":
             c = cmd.cancel_order
             out = self.book.cancel(c.account_id, c.order_id, now)
+        elif which == "amend_order":
+            a = cmd.amend_order
+            out = self.book.amend(a.account_id, a.order_id, a.price, a.quantity, now)
         else:
             return error_result(cmd.request_id, mpb.ERROR_CODE_INVALID, "empty command")
         return self._result(cmd.request_id, out)

@@ -32,11 +32,7 @@ log = logging.getLogger(__name__)
 
 def instrument_of_command(cmd: mpb.Command) -> int:
     which = cmd.WhichOneof("command")
-    if which == "new_order":
-        return cmd.new_order.instrument_id
-    if which == "cancel_order":
-        return cmd.cancel_order.instrument_id
-    return 0
+    return getattr(cmd, which).instrument_id if which else 0
 
 
 class MatchingNode:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import asyncpg
@@ -37,6 +38,48 @@ SELECT trade_id, price, quantity, created_at,
 """
 
 
+class ClientIdLookups:
+    """Coalesces concurrent "is this client_order_id taken?" lookups: every lookup
+    made in one turn of the event loop is answered by a single query."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.pending: dict[tuple[int, str], asyncio.Future] = {}
+
+    def lookup(self, account_id: int, client_order_id: str) -> asyncio.Future:
+        """A future of the existing order row (or None)."""
+        key = (account_id, client_order_id)
+        fut = self.pending.get(key)
+        if fut is None:
+            loop = asyncio.get_running_loop()
+            if not self.pending:
+                loop.call_soon(self._flush)
+            fut = self.pending[key] = loop.create_future()
+        return fut
+
+    def _flush(self) -> None:
+        batch, self.pending = self.pending, {}
+        asyncio.ensure_future(self._run(batch))
+
+    async def _run(self, batch: dict[tuple[int, str], asyncio.Future]) -> None:
+        try:
+            rows = await self.pool.fetch(
+                """SELECT o.* FROM orders o
+                     JOIN unnest($1::bigint[], $2::text[]) AS k(account_id, client_order_id)
+                       ON o.account_id = k.account_id AND o.client_order_id = k.client_order_id
+                      AND o.client_order_id <> ''""",
+                [k[0] for k in batch], [k[1] for k in batch])
+        except Exception as err:  # noqa: BLE001 - every waiter gets it
+            for fut in batch.values():
+                if not fut.done():
+                    fut.set_exception(err)
+            return
+        found = {(r["account_id"], r["client_order_id"]): r for r in rows}
+        for key, fut in batch.items():
+            if not fut.done():
+                fut.set_result(found.get(key))
+
+
 class Queries:
     def __init__(self, pool: asyncpg.Pool, cache_ttl: float) -> None:
         self.pool = pool
@@ -45,6 +88,7 @@ class Queries:
         self._by_symbol: dict[str, InstrumentSpec] = {}
         self._by_id: dict[int, InstrumentSpec] = {}
         self._instruments_at = 0.0
+        self.client_ids = ClientIdLookups(pool)
 
     # -- cached reference data ---------------------------------------------
 
@@ -88,9 +132,7 @@ class Queries:
 
     async def order_by_client_id(self, account_id: int,
                                  client_order_id: str) -> asyncpg.Record | None:
-        return await self.pool.fetchrow(
-            """SELECT * FROM orders WHERE account_id = $1 AND client_order_id = $2
-               ORDER BY order_id LIMIT 1""", account_id, client_order_id)
+        return await self.client_ids.lookup(account_id, client_order_id)
 
     async def order_fills(self, order_id: int) -> list[asyncpg.Record]:
         return await self.pool.fetch(ORDER_FILLS, order_id)

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import deque
 
 import grpc
 
@@ -29,6 +30,7 @@ from exchange_common.errors import (
     NotFound,
     Unauthenticated,
     Unavailable,
+    as_exchange_error,
     grpc_errors,
 )
 from exchange_common.ids import instrument_of, parse_id
@@ -43,7 +45,12 @@ from order_service.convert import (
 )
 from order_service.queries import Queries
 from order_service.routing import Router
-from order_service.validation import ValidOrder, check_client_order_id, validate_new_order
+from order_service.validation import (
+    ValidOrder,
+    check_client_order_id,
+    validate_amend,
+    validate_new_order,
+)
 
 log = logging.getLogger(__name__)
 
@@ -118,17 +125,16 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
                            reason="ORDER_NOT_FOUND")
         return row["order_id"]
 
-    # -- RPCs ------------------------------------------------------------------
+    # -- the commands, shared by the unary calls and the order-entry session ----
 
-    @grpc_errors
-    async def CreateOrder(self, request: opb.CreateOrderRequest,
-                          context: grpc.aio.ServicerContext) -> opb.CreateOrderResponse:
-        account_id = await self._account(context)
+    async def _create(self, account_id: int, request: opb.CreateOrderRequest,
+                      deadline: float) -> opb.CreateOrderResponse:
         spec = await self._spec(request.instrument)
         order = validate_new_order(request, spec)
         if order.client_order_id:
-            # A retry of an order committed long ago is answered from the database
-            # (the matching engine deduplicates recent ones, race-free).
+            # A retry of an order committed long ago (or before a matching restart)
+            # is answered from the database; the matching engine deduplicates the
+            # recent ones, race-free.
             existing = await self.q.order_by_client_id(account_id, order.client_order_id)
             if existing is not None:
                 return await self._existing(account_id, existing, order, spec)
@@ -138,7 +144,7 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
             type=order.type, time_in_force=order.time_in_force, price=order.price,
             quantity=order.quantity, client_order_id=client_order_id,
             post_only=order.post_only))
-        result = await self.router.execute(spec.instrument_id, command, self._deadline(context),
+        result = await self.router.execute(spec.instrument_id, command, deadline,
                                            idempotent=True)
         if result.WhichOneof("result") == "error":
             err = result.error
@@ -173,32 +179,146 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
         assert found is not None
         return opb.CreateOrderResponse(order=found[0], fills=found[1])
 
+    async def _change(self, account_id: int, order_id: int, command: mpb.Command,
+                      deadline: float) -> tuple[opb.Order, mpb.OrderReport]:
+        """Route a cancel or amend of ``order_id``; the order as committed after it."""
+        instrument_id = instrument_of(order_id)
+        result = await self.router.execute(instrument_id, command, deadline, idempotent=False)
+        if result.WhichOneof("result") == "error":
+            if result.error.code != mpb.ERROR_CODE_ORDER_NOT_OPEN:
+                raise _matching_error(result.error)
+            found = await self._order_with_fills(account_id, order_id)
+            if found is None:
+                raise NotFound(f"order {order_id} not found", reason="ORDER_NOT_FOUND")
+            raise FailedPrecondition(
+                f"order {order_id} is not open (state {cpb.OrderState.Name(found[0].state)})",
+                reason="ORDER_NOT_OPEN", metadata={"order_id": str(order_id)})
+        found = await self._order_with_fills(account_id, order_id)
+        assert found is not None, "a changed order is committed before the answer"
+        return found[0], result.order
+
+    async def _cancel(self, account_id: int, request: opb.CancelOrderRequest,
+                      deadline: float) -> opb.CancelOrderResponse:
+        order_id = await self._find(account_id, request.order_id, request.client_order_id)
+        if await self.q.instrument_by_id(instrument_of(order_id)) is None:
+            raise NotFound(f"order {order_id} not found", reason="ORDER_NOT_FOUND")
+        command = mpb.Command(cancel_order=mpb.CancelOrder(
+            instrument_id=instrument_of(order_id), account_id=account_id, order_id=order_id))
+        order, _ = await self._change(account_id, order_id, command, deadline)
+        return opb.CancelOrderResponse(order=order)
+
+    async def _amend(self, account_id: int, request: opb.AmendOrderRequest,
+                     deadline: float) -> opb.AmendOrderResponse:
+        order_id = await self._find(account_id, request.order_id, request.client_order_id)
+        row = await self.q.order(account_id, order_id)
+        if row is None:
+            raise NotFound(f"order {order_id} not found", reason="ORDER_NOT_FOUND")
+        spec = await self.q.instrument_by_id(row["instrument_id"])
+        assert spec is not None
+        price, quantity = validate_amend(request, spec, row)
+        command = mpb.Command(amend_order=mpb.AmendOrder(
+            instrument_id=spec.instrument_id, account_id=account_id, order_id=order_id,
+            price=price, quantity=quantity))
+        order, report = await self._change(account_id, order_id, command, deadline)
+        return opb.AmendOrderResponse(order=order,
+                                      fills=fills_from_report(spec, order, report))
+
+    # -- RPCs ------------------------------------------------------------------
+
+    @grpc_errors
+    async def CreateOrder(self, request: opb.CreateOrderRequest,
+                          context: grpc.aio.ServicerContext) -> opb.CreateOrderResponse:
+        account_id = await self._account(context)
+        return await self._create(account_id, request, self._deadline(context))
+
     @grpc_errors
     async def CancelOrder(self, request: opb.CancelOrderRequest,
                           context: grpc.aio.ServicerContext) -> opb.CancelOrderResponse:
         account_id = await self._account(context)
-        order_id = await self._find(account_id, request.order_id, request.client_order_id)
-        instrument_id = instrument_of(order_id)
-        spec = await self.q.instrument_by_id(instrument_id)
-        if spec is None:
-            raise NotFound(f"order {order_id} not found", reason="ORDER_NOT_FOUND")
-        command = mpb.Command(cancel_order=mpb.CancelOrder(
-            instrument_id=instrument_id, account_id=account_id, order_id=order_id))
-        result = await self.router.execute(instrument_id, command, self._deadline(context),
-                                           idempotent=False)
-        if result.WhichOneof("result") == "error":
-            if result.error.code != mpb.ERROR_CODE_ORDER_NOT_OPEN:
-                raise _matching_error(result.error)
-            row = await self.q.order(account_id, order_id)
-            if row is None:
-                raise NotFound(f"order {order_id} not found", reason="ORDER_NOT_FOUND")
-            current = order_from_row(spec, row)
-            raise FailedPrecondition(
-                f"order {order_id} is not open (state {cpb.OrderState.Name(current.state)})",
-                reason="ORDER_NOT_OPEN", metadata={"order_id": str(order_id)})
-        found = await self._order_with_fills(account_id, order_id)
-        assert found is not None
-        return opb.CancelOrderResponse(order=found[0])
+        return await self._cancel(account_id, request, self._deadline(context))
+
+    @grpc_errors
+    async def AmendOrder(self, request: opb.AmendOrderRequest,
+                         context: grpc.aio.ServicerContext) -> opb.AmendOrderResponse:
+        account_id = await self._account(context)
+        return await self._amend(account_id, request, self._deadline(context))
+
+    @grpc_errors
+    async def OrderEntry(self, request_iterator, context: grpc.aio.ServicerContext):
+        """The order-entry session: every command runs concurrently with the others
+        (so commands of many messages share stream messages to matching and group
+        commits), and answers are coalesced into as few messages as are ready."""
+        account_id = await self._account(context)
+        out: deque[opb.OrderEntryEvent] = deque()
+        wake = asyncio.Event()
+        running: set[asyncio.Task] = set()
+        reading = True
+
+        async def run(command: opb.OrderEntryCommand) -> None:
+            out.append(await self._entry(account_id, command))
+            wake.set()
+
+        async def read() -> None:
+            nonlocal reading
+            try:
+                async for request in request_iterator:
+                    for command in request.commands:
+                        task = asyncio.create_task(run(command))
+                        running.add(task)
+                        task.add_done_callback(running.discard)
+            finally:
+                reading = False
+                wake.set()
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                if out:
+                    events = list(out)
+                    out.clear()
+                    yield opb.OrderEntryResponse(events=events)
+                    continue
+                if not reading and not running:
+                    break
+                wake.clear()
+                await wake.wait()
+        finally:
+            reader.cancel()
+            for task in list(running):
+                task.cancel()
+
+    async def _entry(self, account_id: int,
+                     command: opb.OrderEntryCommand) -> opb.OrderEntryEvent:
+        """One session command, answered with the order or the error as a status."""
+        which = command.WhichOneof("command")
+        deadline = time.monotonic() + self.settings.matching_timeout
+        coid = ""
+        try:
+            if which == "create":
+                coid = command.create.client_order_id
+                if not coid:
+                    raise InvalidArgument("client_order_id is required in an order-entry "
+                                          "session (it correlates the answer)",
+                                          reason="CLIENT_ORDER_ID_REQUIRED",
+                                          field="create.client_order_id")
+                created = await self._create(account_id, command.create, deadline)
+                return opb.OrderEntryEvent(client_order_id=coid, order=created.order,
+                                           fills=created.fills)
+            if which == "cancel":
+                coid = command.cancel.client_order_id
+                cancelled = await self._cancel(account_id, command.cancel, deadline)
+                return opb.OrderEntryEvent(client_order_id=cancelled.order.client_order_id,
+                                           order=cancelled.order)
+            if which == "amend":
+                coid = command.amend.client_order_id
+                amended = await self._amend(account_id, command.amend, deadline)
+                return opb.OrderEntryEvent(client_order_id=amended.order.client_order_id,
+                                           order=amended.order, fills=amended.fills)
+            raise InvalidArgument("empty command: set create, cancel or amend",
+                                  reason="COMMAND_REQUIRED", field="command")
+        except Exception as err:  # noqa: BLE001 - every failure is answered, none ends the session
+            status = as_exchange_error(err, "OrderEntry").to_status_proto()
+            return opb.OrderEntryEvent(client_order_id=coid, error=status)
 
     @grpc_errors
     async def GetOrder(self, request: opb.GetOrderRequest,

@@ -84,16 +84,7 @@ def validate_new_order(req: opb.CreateOrderRequest, spec: InstrumentSpec) -> Val
     if req.client_order_id:
         check_client_order_id(req.client_order_id)
 
-    quantity = _units(req.quantity, spec.lot_size, "quantity", "QUANTITY")
-    qty_decimal = quantity * spec.lot_size
-    if qty_decimal < spec.min_quantity:
-        raise InvalidArgument(
-            f"quantity {req.quantity} is below the minimum {format_decimal(spec.min_quantity)}",
-            reason="QUANTITY_BELOW_MIN", field="quantity")
-    if qty_decimal > spec.max_quantity:
-        raise InvalidArgument(
-            f"quantity {req.quantity} is above the maximum {format_decimal(spec.max_quantity)}",
-            reason="QUANTITY_ABOVE_MAX", field="quantity")
+    quantity = _quantity(req.quantity, spec)
 
     if req.type == MARKET:
         if req.price:
@@ -112,9 +103,48 @@ def validate_new_order(req: opb.CreateOrderRequest, spec: InstrumentSpec) -> Val
     if req.post_only and tif != GTC:
         raise InvalidArgument("post_only orders must be GTC", reason="POST_ONLY_INVALID",
                               field="post_only")
-    notional = price * spec.tick_size * qty_decimal
+    _check_notional(price, quantity, spec)
+    return ValidOrder(req.side, LIMIT, tif, price, quantity, req.client_order_id, req.post_only)
+
+
+def validate_amend(req: opb.AmendOrderRequest, spec: InstrumentSpec, row) -> tuple[int, int]:
+    """(new price in ticks or 0, new total quantity in lots or 0) for an amend of the
+    order in ``row``; whether it is still open is the matching engine's to say."""
+    if not spec.trading:
+        raise FailedPrecondition(f"trading in {spec.symbol} is halted",
+                                 reason="INSTRUMENT_HALTED",
+                                 metadata={"instrument": spec.symbol})
+    if not req.price and not req.quantity:
+        raise InvalidArgument("give a new price and/or a new quantity", reason="AMEND_EMPTY",
+                              field="price")
+    price = _units(req.price, spec.tick_size, "price", "PRICE") if req.price else 0
+    quantity = _quantity(req.quantity, spec) if req.quantity else 0
+    if quantity and quantity <= row["filled"]:
+        raise InvalidArgument(
+            f"quantity {req.quantity} must be more than the filled quantity "
+            f"{spec.qty_str(row['filled'])}", reason="QUANTITY_NOT_ABOVE_FILLED",
+            field="quantity")
+    _check_notional(price or row["price"], quantity or row["quantity"], spec)
+    return price, quantity
+
+
+def _quantity(text: str, spec: InstrumentSpec) -> int:
+    quantity = _units(text, spec.lot_size, "quantity", "QUANTITY")
+    qty_decimal = quantity * spec.lot_size
+    if qty_decimal < spec.min_quantity:
+        raise InvalidArgument(
+            f"quantity {text} is below the minimum {format_decimal(spec.min_quantity)}",
+            reason="QUANTITY_BELOW_MIN", field="quantity")
+    if qty_decimal > spec.max_quantity:
+        raise InvalidArgument(
+            f"quantity {text} is above the maximum {format_decimal(spec.max_quantity)}",
+            reason="QUANTITY_ABOVE_MAX", field="quantity")
+    return quantity
+
+
+def _check_notional(price: int, quantity: int, spec: InstrumentSpec) -> None:
+    notional = price * spec.tick_size * quantity * spec.lot_size
     if notional < spec.min_notional:
         raise InvalidArgument(
             f"order value {format_decimal(notional)} is below the minimum notional "
             f"{format_decimal(spec.min_notional)}", reason="NOTIONAL_BELOW_MIN", field="quantity")
-    return ValidOrder(req.side, LIMIT, tif, price, quantity, req.client_order_id, req.post_only)

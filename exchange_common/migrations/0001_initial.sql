@@ -66,7 +66,8 @@ CREATE TABLE orders (
     created_at        timestamptz NOT NULL,
     updated_at        timestamptz NOT NULL
 );
-CREATE UNIQUE INDEX orders_client_order_id ON orders (account_id, instrument_id, client_order_id)
+-- client_order_id is unique per account (across instruments).
+CREATE UNIQUE INDEX orders_client_order_id ON orders (account_id, client_order_id)
     WHERE client_order_id <> '';
 CREATE INDEX orders_account ON orders (account_id, order_id DESC);
 -- Resting orders (NEW = 1, PARTIALLY_FILLED = 2): books are rebuilt from these.

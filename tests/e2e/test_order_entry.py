@@ -1,0 +1,162 @@
+"""The OrderEntry session and AmendOrder over the real services."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from google.rpc import code_pb2, error_details_pb2
+
+from exchange.common.v1 import common_pb2 as cpb
+from exchange.order.v1 import order_pb2 as opb
+from exchange.order.v1 import order_pb2_grpc as opb_grpc
+from exchange_common.errors import error_info
+
+pytestmark = pytest.mark.e2e
+
+BUY, SELL = cpb.SIDE_BUY, cpb.SIDE_SELL
+
+
+def meta(stack, who):
+    return (("x-api-key", stack.keys[who]),)
+
+
+def create(coid, side, qty, price="", type_=cpb.ORDER_TYPE_LIMIT, **kw):
+    return opb.OrderEntryCommand(create=opb.CreateOrderRequest(
+        instrument=kw.pop("instrument", "BTC-USD"), side=side, type=type_, price=price,
+        quantity=qty, client_order_id=coid, **kw))
+
+
+async def collect(call, n: int) -> dict[str, opb.OrderEntryEvent]:
+    events: dict[str, opb.OrderEntryEvent] = {}
+    count = 0
+    while count < n:
+        response = await asyncio.wait_for(call.read(), 10)
+        assert response is not grpc.aio.EOF, f"stream ended after {count} of {n} answers"
+        for event in response.events:
+            events[event.client_order_id] = event
+            count += 1
+    return events
+
+
+def reason(status) -> str:
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info.reason
+    return ""
+
+
+async def test_session_batches_answers_and_errors(stack) -> None:
+    async with grpc.aio.insecure_channel(stack.order_addr) as ch:
+        orders = opb_grpc.OrderServiceStub(ch)
+        maker = orders.OrderEntry(metadata=meta(stack, "alice"))
+        # 20 resting asks in ONE message
+        await maker.write(opb.OrderEntryRequest(commands=[
+            create(f"ask-{i}", SELL, "0.01", f"{70000 + i}") for i in range(20)]))
+        asks = await collect(maker, 20)
+        assert all(e.WhichOneof("result") == "order" for e in asks.values())
+        assert {e.order.state for e in asks.values()} == {cpb.ORDER_STATE_NEW}
+
+        taker = orders.OrderEntry(metadata=meta(stack, "bob"))
+        # a batch mixing a sweep, a bad order and a missing client_order_id
+        await taker.write(opb.OrderEntryRequest(commands=[
+            create("sweep", BUY, "0.05", "70010"),
+            create("bad-price", BUY, "0.01", "70000.001"),
+            create("", BUY, "0.01", "70000"),
+        ]))
+        got = await collect(taker, 3)
+        sweep = got["sweep"].order
+        assert sweep.state == cpb.ORDER_STATE_FILLED
+        assert [f.price for f in got["sweep"].fills] == [
+            "70000.00", "70001.00", "70002.00", "70003.00", "70004.00"]
+        bad = got["bad-price"].error
+        assert bad.code == code_pb2.INVALID_ARGUMENT and reason(bad) == "PRICE_OFF_TICK"
+        assert reason(got[""].error) == "CLIENT_ORDER_ID_REQUIRED"
+
+        # cancel and amend through the session; a retry of a create returns the original
+        await maker.write(opb.OrderEntryRequest(commands=[
+            opb.OrderEntryCommand(cancel=opb.CancelOrderRequest(client_order_id="ask-19")),
+            opb.OrderEntryCommand(cancel=opb.CancelOrderRequest(client_order_id="ask-0")),
+            create("ask-18", SELL, "0.01", "70018"),
+        ]))
+        got = await collect(maker, 3)
+        assert got["ask-19"].order.state == cpb.ORDER_STATE_CANCELLED
+        assert reason(got["ask-0"].error) == "ORDER_NOT_OPEN"  # filled by the sweep
+        assert got["ask-18"].order.order_id == asks["ask-18"].order.order_id
+
+        # the session ends cleanly when the client half-closes
+        await maker.done_writing()
+        await taker.done_writing()
+        assert await maker.read() is grpc.aio.EOF
+        assert await taker.read() is grpc.aio.EOF
+
+
+async def test_session_needs_a_key(stack) -> None:
+    async with grpc.aio.insecure_channel(stack.order_addr) as ch:
+        call = opb_grpc.OrderServiceStub(ch).OrderEntry()
+        await call.write(opb.OrderEntryRequest(commands=[create("x", BUY, "0.01", "1")]))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call.read()
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_amend(stack) -> None:
+    async with grpc.aio.insecure_channel(stack.order_addr) as ch:
+        orders = opb_grpc.OrderServiceStub(ch)
+        a, b = meta(stack, "alice"), meta(stack, "bob")
+
+        async def place(coid, side, qty, price, who=a):
+            return (await orders.CreateOrder(opb.CreateOrderRequest(
+                instrument="BTC-USD", side=side, type=cpb.ORDER_TYPE_LIMIT, price=price,
+                quantity=qty, client_order_id=coid), metadata=who)).order
+
+        first = await place("first", SELL, "0.03", "70000")
+        second = await place("second", SELL, "0.03", "70000")
+        # smaller quantity keeps priority: first still fills before second
+        amended = await orders.AmendOrder(opb.AmendOrderRequest(
+            client_order_id="first", quantity="0.02"), metadata=a)
+        assert amended.order.quantity == "0.0200" and amended.order.order_id == first.order_id
+        take = await orders.CreateOrder(opb.CreateOrderRequest(
+            instrument="BTC-USD", side=BUY, type=cpb.ORDER_TYPE_MARKET, quantity="0.01"),
+            metadata=b)
+        got = await orders.GetOrder(opb.GetOrderRequest(order_id=first.order_id), metadata=a)
+        assert got.order.filled_quantity == "0.0100" and len(got.fills) == 1
+        assert got.fills[0].trade_id == take.fills[0].trade_id
+        # a larger quantity loses priority: second now fills first
+        await orders.AmendOrder(opb.AmendOrderRequest(order_id=first.order_id,
+                                                      quantity="0.05"), metadata=a)
+        await orders.CreateOrder(opb.CreateOrderRequest(
+            instrument="BTC-USD", side=BUY, type=cpb.ORDER_TYPE_MARKET, quantity="0.01"),
+            metadata=b)
+        got2 = await orders.GetOrder(opb.GetOrderRequest(order_id=second.order_id), metadata=a)
+        assert got2.order.filled_quantity == "0.0100"
+        # a new price that crosses trades at once
+        bid = await place("bid", BUY, "0.01", "69000", who=b)
+        crossed = await orders.AmendOrder(opb.AmendOrderRequest(
+            client_order_id="bid", price="70000"), metadata=b)
+        assert crossed.order.state == cpb.ORDER_STATE_FILLED and len(crossed.fills) == 1
+        assert crossed.order.order_id == bid.order_id
+        # errors
+        for request, code, why in [
+            (opb.AmendOrderRequest(order_id=first.order_id), grpc.StatusCode.INVALID_ARGUMENT,
+             "AMEND_EMPTY"),
+            (opb.AmendOrderRequest(order_id=first.order_id, price="1.001"),
+             grpc.StatusCode.INVALID_ARGUMENT, "PRICE_OFF_TICK"),
+            (opb.AmendOrderRequest(order_id=first.order_id, quantity="0.01"),
+             grpc.StatusCode.INVALID_ARGUMENT, "QUANTITY_NOT_ABOVE_FILLED"),
+            (opb.AmendOrderRequest(order_id=bid.order_id, price="69000"),
+             grpc.StatusCode.FAILED_PRECONDITION, "ORDER_NOT_OPEN"),
+        ]:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await orders.AmendOrder(request, metadata=b if request.order_id == bid.order_id
+                                        else a)
+            assert err.value.code() == code, err.value.details()
+            assert error_info(err.value).reason == why
+        # someone else's order is not found
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await orders.AmendOrder(opb.AmendOrderRequest(order_id=second.order_id,
+                                                          quantity="0.05"), metadata=b)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
