@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from functools import lru_cache
 
 # Plain positional notation only: no sign, no exponent, no spaces, no
 # leading dot. At most 18 integer digits keeps every value inside int64.
@@ -24,6 +25,7 @@ class OffGridError(ValueError):
     """The value is not a whole number of units (ticks or lots)."""
 
 
+@lru_cache(maxsize=256)
 def decimals_of(step: Decimal) -> int:
     """Digits after the point of a step such as Decimal("0.01") -> 2."""
     exponent = step.normalize().as_tuple().exponent
@@ -31,25 +33,44 @@ def decimals_of(step: Decimal) -> int:
     return max(0, -exponent)
 
 
+@lru_cache(maxsize=256)
+def _scaled(step: Decimal) -> tuple[int, int]:
+    """``step`` as (integer mantissa, decimals): Decimal("0.05") -> (5, 2)."""
+    places = decimals_of(step)
+    return int(step.scaleb(places)), places
+
+
 def parse_units(text: str, step: Decimal) -> int:
     """Return ``text / step`` as an int; raise if malformed or off the grid.
 
-    ``step`` is the tick size or lot size, e.g. Decimal("0.01").
+    ``step`` is the tick size or lot size, e.g. Decimal("0.01"). Integer
+    arithmetic only (this runs for every order).
     """
     m = _DECIMAL_RE.match(text)
     if m is None:
         raise DecimalFormatError(f"{text!r} is not a plain decimal number")
     integer, fraction = m.group(1), m.group(2) or ""
-    value = Decimal(integer + ("." + fraction if fraction else ""))
-    units, remainder = divmod(value, step)
-    if remainder != 0:
+    mantissa, places = _scaled(step)
+    fraction = fraction.rstrip("0")
+    if len(fraction) > places:
         raise OffGridError(f"{text} is not a multiple of {format_decimal(step)}")
-    return int(units)
+    value = int(integer + fraction.ljust(places, "0"))  # text in units of 10**-places
+    units, remainder = divmod(value, mantissa)
+    if remainder:
+        raise OffGridError(f"{text} is not a multiple of {format_decimal(step)}")
+    return units
 
 
 def format_units(units: int, step: Decimal, places: int) -> str:
     """``units * step`` as a decimal string with exactly ``places`` digits after the point."""
-    return format_decimal(Decimal(units) * step, places)
+    mantissa, step_places = _scaled(step)
+    if step_places > places:
+        return format_decimal(Decimal(units) * step, places)
+    value = units * mantissa * 10 ** (places - step_places)  # in units of 10**-places
+    if places == 0:
+        return str(value)
+    whole, frac = divmod(value, 10**places)
+    return f"{whole}.{frac:0{places}d}"
 
 
 def format_decimal(value: Decimal, places: int | None = None) -> str:

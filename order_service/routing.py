@@ -34,6 +34,8 @@ NOT_OWNER_RETRIES = 20
 NOT_OWNER_BACKOFF = 0.1
 # While a command waits, how often to check that its pod still owns the instrument.
 OWNER_CHECK_INTERVAL = 1.0
+# How often the watchdog looks at waiting commands (deadline resolution).
+WATCHDOG_TICK = 0.1
 # Owner look-ups are coalesced: at most one database read per instrument this often.
 OWNER_REFRESH_MIN = 0.25
 
@@ -155,6 +157,10 @@ class Router:
         self.settings = settings
         self.owners: dict[int, tuple[str | None, float]] = {}
         self.clients: dict[str, MatchingClient] = {}
+        # Commands waiting for a result: future -> (instrument, pod address, deadline,
+        # idempotent, when to check the owner next).
+        self.waiting: dict[asyncio.Future, tuple[int, str, float, bool, float]] = {}
+        self.watchdog: asyncio.Task | None = None
 
     async def owner(self, instrument_id: int, refresh: bool = False) -> str | None:
         cached = self.owners.get(instrument_id)
@@ -221,24 +227,44 @@ class Router:
 
     async def _wait(self, instrument_id: int, address: str, fut: asyncio.Future,
                     deadline: float, idempotent: bool) -> mpb.Result:
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise DeadlineExceeded(
-                    "the matching engine did not answer in time; the order may or may not "
-                    "have been placed: retry with the same client_order_id",
-                    reason="MATCHING_TIMEOUT")
-            try:
-                return await asyncio.wait_for(asyncio.shield(fut),
-                                              min(remaining, OWNER_CHECK_INTERVAL))
-            except TimeoutError:
-                if not idempotent:
+        """Wait for a command's result. The watchdog (one task, not a timer per
+        command) ends the wait at the deadline, or when the pod went silent and
+        another pod owns the instrument now."""
+        self.waiting[fut] = (instrument_id, address, deadline, idempotent,
+                             time.monotonic() + OWNER_CHECK_INTERVAL)
+        if self.watchdog is None or self.watchdog.done():
+            self.watchdog = asyncio.create_task(self._watch(), name="router-watchdog")
+        try:
+            return await fut
+        finally:
+            self.waiting.pop(fut, None)
+
+    async def _watch(self) -> None:
+        while self.waiting:
+            await asyncio.sleep(WATCHDOG_TICK)
+            now = time.monotonic()
+            owners: dict[int, str | None] = {}
+            for fut, (iid, address, deadline, idempotent, check_at) in list(
+                    self.waiting.items()):
+                if fut.done():
                     continue
-                owner = await self.owner(instrument_id, refresh=True)
-                if owner and owner != address:
-                    raise OwnerMoved() from None
+                if now >= deadline:
+                    fut.set_exception(DeadlineExceeded(
+                        "the matching engine did not answer in time; the order may or may "
+                        "not have been placed: retry with the same client_order_id",
+                        reason="MATCHING_TIMEOUT"))
+                elif idempotent and now >= check_at:
+                    if iid not in owners:
+                        try:
+                            owners[iid] = await self.owner(iid, refresh=True)
+                        except Exception:  # noqa: BLE001 - database away: keep waiting
+                            owners[iid] = None
+                    if owners[iid] and owners[iid] != address and not fut.done():
+                        fut.set_exception(OwnerMoved())
 
     async def close(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
         await asyncio.gather(*(c.close() for c in self.clients.values()))
 
 

@@ -127,3 +127,23 @@ def test_rich_status_carries_reason_and_field() -> None:
     assert isinstance(InvalidArgument("x"), ExchangeError)
     keys = [k for k, _ in status.trailing_metadata]
     assert "grpc-status-details-bin" in keys
+
+
+def test_integer_conversion_agrees_with_decimal_arithmetic() -> None:
+    """parse_units/format_units use integers only; check them against Decimal."""
+    import random
+
+    rng = random.Random(7)
+    for step_text in ["0.01", "0.0001", "0.05", "1", "5", "0.25", "10"]:
+        step = Decimal(step_text)
+        places = max(0, -step.as_tuple().exponent)
+        for _ in range(300):
+            units = rng.randint(1, 10**9)
+            text = format_units(units, step, places)
+            assert Decimal(text) == units * step
+            assert parse_units(text, step) == units
+            assert parse_units(text + "000", step) == units if "." in text else True
+            off = Decimal(text) + step / 7
+            if off.as_tuple().exponent >= -18 and len(str(off)) < 36:
+                with pytest.raises((OffGridError, DecimalFormatError)):
+                    parse_units(f"{off:f}", step)
