@@ -36,7 +36,7 @@ from exchange_common import db
 from exchange_common.embedded import EmbeddedPostgres
 from matching_service.engine import BUY, GTC, LIMIT, SELL, OrderBook
 from matching_service.recovery import encode_snapshot
-from matching_service.store import Store, init_connection
+from matching_service.store import Store
 
 INSTRUMENT = 1
 
@@ -49,7 +49,7 @@ async def build(url: str, orders: int, churn: int, tail: int, seed: int) -> None
     await conn.execute("UPDATE instrument_state SET owner_epoch = 1 WHERE instrument_id = $1",
                        INSTRUMENT)
     await conn.close()
-    pool = await db.create_pool(url, init=init_connection)
+    pool = await db.create_pool(url)
     store = Store(pool)
     rng = random.Random(seed)
     book = OrderBook(INSTRUMENT)
@@ -90,7 +90,7 @@ async def _journal_length(url: str) -> int:
 
 
 async def time_load(url: str, with_snapshot: bool, repeat: int) -> tuple[list[float], int]:
-    pool = await db.create_pool(url, init=init_connection)
+    pool = await db.create_pool(url)
     if not with_snapshot:
         await pool.execute("DELETE FROM book_snapshots")
     store = Store(pool)

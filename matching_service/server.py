@@ -25,7 +25,7 @@ from exchange_common.db import create_pool
 from exchange_common.errors import NotFound, grpc_errors
 from exchange_common.server import Service, run_until_signal
 from matching_service.loop import InstrumentLoop, error_result
-from matching_service.store import Store, init_connection
+from matching_service.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,6 @@ async def serve() -> None:
     logs.setup(settings.log_level, settings.log_format, "matching")
     pool = await create_pool(
         settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max,
-        init=init_connection,
         # A paused pod must not keep a transaction (and its row locks) open.
         server_settings={"idle_in_transaction_session_timeout": "2000"})
     redis = Redis.from_url(settings.redis_url)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from exchange_common.ids import make_id
 from exchange_common.instruments import InstrumentSpec, load_instruments
 from matching_service.engine import Changes, OrderBook
 from matching_service.recovery import ReplayMismatch, decode_snapshot, replay
@@ -34,13 +35,15 @@ JOURNAL_COLUMNS = (
     "account_id", "side", "order_type", "time_in_force", "post_only", "client_order_id",
     "owner_epoch", "created_at",
 )
-UPSERT_ORDERS = f"""
-    INSERT INTO orders ({", ".join(ORDER_COLUMNS)})
-    SELECT {", ".join(ORDER_COLUMNS)} FROM orders_stage
-    ON CONFLICT (order_id) DO UPDATE SET
-        filled = EXCLUDED.filled, filled_notional = EXCLUDED.filled_notional,
-        state = EXCLUDED.state, reason = EXCLUDED.reason, priority = EXCLUDED.priority,
-        last_sequence = EXCLUDED.last_sequence, updated_at = EXCLUDED.updated_at
+UPDATE_ORDERS = """
+    UPDATE orders o SET filled = u.filled, filled_notional = u.filled_notional,
+           state = u.state, reason = u.reason, priority = u.priority,
+           last_sequence = u.last_sequence, updated_at = u.updated_at
+      FROM unnest($1::bigint[], $2::bigint[], $3::numeric[], $4::smallint[], $5::text[],
+                  $6::bigint[], $7::bigint[], $8::timestamptz[])
+           AS u(order_id, filled, filled_notional, state, reason, priority, last_sequence,
+                updated_at)
+     WHERE o.order_id = u.order_id
 """
 
 
@@ -57,13 +60,6 @@ def ts(ns: int) -> dt.datetime:
 def ns_of(value: dt.datetime) -> int:
     delta = value - EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
-
-
-async def init_connection(conn: asyncpg.Connection) -> None:
-    """Per pooled connection: the staging table used to upsert orders in bulk."""
-    await conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS orders_stage (LIKE orders) ON COMMIT DELETE ROWS"
-    )
 
 
 @dataclass
@@ -161,14 +157,20 @@ class Store:
                 "journal", columns=JOURNAL_COLUMNS,
                 records=_journal_records(instrument_id, epoch, changes),
             )
-            if changes.orders:
-                await conn.copy_records_to_table(
-                    "orders_stage", columns=ORDER_COLUMNS,
-                    records=[(o[0], instrument_id, o[1], o[2], o[3], o[4], o[5], o[6], o[7],
-                              o[8], o[9], o[10], o[11], o[12], o[13], o[14], ts(o[15]),
-                              ts(o[16])) for o in changes.orders],
-                )
-                await conn.execute(UPSERT_ORDERS)
+            # Orders created in this batch are new rows (their id carries a sequence of
+            # the batch); the others were resting and only their state changes.
+            first_id = make_id(instrument_id, changes.first_sequence)
+            new = [(o[0], instrument_id, o[1], o[2], o[3], o[4], o[5], o[6], o[7], o[8], o[9],
+                    o[10], o[11], o[12], o[13], o[14], ts(o[15]), ts(o[16]))
+                   for o in changes.orders if o[0] >= first_id]
+            old = [o for o in changes.orders if o[0] < first_id]
+            if new:
+                await conn.copy_records_to_table("orders", columns=ORDER_COLUMNS, records=new)
+            if old:
+                await conn.execute(
+                    UPDATE_ORDERS, [o[0] for o in old], [o[9] for o in old],
+                    [o[10] for o in old], [o[11] for o in old], [o[12] for o in old],
+                    [o[13] for o in old], [o[14] for o in old], [ts(o[16]) for o in old])
             if changes.trades:
                 await conn.copy_records_to_table(
                     "trades", columns=TRADE_COLUMNS,
