@@ -1,0 +1,23 @@
+"""Open-loop load generator for the exchange's order entry (``python -m bench.loadgen``).
+
+Every order has a scheduled send time on a fixed arrival rate; its latency is
+counted from that time, not from when it was actually sent, so a stall of the
+server (or of the generator) shows up in the figures instead of quietly
+lowering the rate (no coordinated omission). Several worker processes share
+the rate when one cannot keep it (``--procs``); their HDR histograms are
+merged.
+
+Modules:
+
+- ``spec``: presets, order mixes, the arrival schedule;
+- ``orders``: the seeded order stream (prices, quantities, sides, types);
+- ``worker``: one worker process (its own asyncio loop and gRPC channels),
+  unary ``CreateOrder``/``CancelOrder`` or ``OrderEntry`` sessions;
+- ``cpu``: CPU seconds of the server processes (PostgreSQL backends
+  included) and of the generator over a window;
+- ``targets``: the exchange (a ``Stack`` of its own, or a running one) and
+  the echo floor (``bench/echo.py``); accounts, prefill, durability check;
+- ``runner``: one timed run: workers, live progress line, figures;
+- ``report``: summary tables, JSON result and PNG plot;
+- ``cli``: the command line.
+"""

@@ -1,0 +1,173 @@
+"""What a run is: presets, order mixes and the arrival schedule.
+
+Everything here is plain data (dataclasses of numbers and strings) so that a
+run's description can be handed to worker processes started with ``spawn``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+INSTRUMENT = "BTC-USD"
+# BTC-USD as seeded (exchange_common.db.DEFAULT_INSTRUMENTS): tick 0.01, lot 0.0001.
+PRICE_DECIMALS = 2
+QTY_DECIMALS = 4
+
+
+@dataclass(frozen=True)
+class Mix:
+    """The orders of a run. Prices in cents (ticks), quantities in lots."""
+
+    name: str
+    limit_fraction: float = 0.7  # the rest are market orders (IOC)
+    qty_min: int = 100  # 0.01 BTC
+    qty_max: int = 5000  # 0.5 BTC
+    mid: int = 7_000_000  # 70,000.00
+    half_width: int = 200_000  # +-2,000.00
+    # Bids strictly below mid and asks strictly above: limit orders never cross.
+    non_crossing: bool = False
+    # Fraction of the orders that rest (NEW / PARTIALLY_FILLED on their
+    # answer) that are cancelled ``cancel_delay_ms`` after the answer.
+    cancel_fraction: float = 0.0
+    cancel_delay_ms: float = 100.0
+
+
+MIXES = {
+    # The seed scenario: 70% limit / 30% market, 0.01-0.5 BTC, limit prices
+    # uniform within +-2,000 of 70,000, both sides.
+    "seed": Mix("seed"),
+    # Most orders rest and are cancelled soon after: non-crossing limit orders
+    # (90%), a few market orders that trade against them (10%); 90% of the
+    # resting orders are cancelled 100 ms after their acknowledgement.
+    "cancel-heavy": Mix("cancel-heavy", limit_fraction=0.9, non_crossing=True,
+                        cancel_fraction=0.9, cancel_delay_ms=100.0),
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    duration: float = 60.0
+    rate: float = 2000.0
+    mix: str = "seed"
+    # ramp: rate steps from ramp_start by ramp_step, each step_seconds long.
+    ramp: bool = False
+    ramp_start: float = 500.0
+    ramp_step: float = 500.0
+    step_seconds: float = 10.0
+    ramp_max: float = 20_000.0
+    # deep book: resting orders per side placed before the timed run.
+    depth: int = 0
+
+
+PRESETS = {
+    "seed": Preset("seed", "60 s at 2,000 orders/s: 70% limit / 30% market, 0.01-0.5 BTC, "
+                   "limit prices within +-2,000 of 70,000, many accounts, both sides"),
+    "ramp": Preset("ramp", "seed mix; the rate rises by 500/s every 10 s until P99 exceeds "
+                   "--p99-bound-ms (or errors, or the rate is not kept); reports the highest "
+                   "rate that held", ramp=True),
+    "cancel-heavy": Preset("cancel-heavy", "60 s at 2,000 orders/s of non-crossing limit "
+                           "orders (90%) and market orders (10%); 90% of the resting orders "
+                           "are cancelled 100 ms after their acknowledgement",
+                           mix="cancel-heavy"),
+    "deep-book": Preset("deep-book", "the seed run on a book prefilled with --depth "
+                        "(default 10,000) resting orders per side, away from the seed "
+                        "price band", depth=10_000),
+}
+
+
+@dataclass(frozen=True)
+class Segment:
+    """From ``start`` to ``end`` seconds after the run's start, ``rate`` orders/s."""
+
+    start: float
+    end: float
+    rate: float
+
+
+def constant(duration: float, rate: float) -> list[Segment]:
+    return [Segment(0.0, duration, rate)]
+
+
+def ramp_segments(start: float, step: float, step_seconds: float,
+                  maximum: float) -> list[Segment]:
+    out, rate, t = [], start, 0.0
+    while rate <= maximum + 1e-9:
+        out.append(Segment(t, t + step_seconds, rate))
+        t += step_seconds
+        rate += step
+    return out
+
+
+def schedule(segments: list[Segment], worker: int, workers: int) -> Iterator[float]:
+    """Scheduled send times (seconds after the start) of one worker's orders.
+
+    The workers share each segment's rate: worker ``w`` of ``P`` sends every
+    ``P / rate`` seconds, offset by ``w / rate``, so together they send at an
+    even ``rate``.
+    """
+    for seg in segments:
+        if seg.rate <= 0:
+            continue
+        dt = workers / seg.rate
+        k = 0
+        while True:
+            t = seg.start + (k + worker / workers) * dt
+            if t >= seg.end:
+                break
+            yield t
+            k += 1
+
+
+@dataclass
+class RunSpec:
+    """One timed run against one target, as the workers need it."""
+
+    label: str  # e.g. "exchange unary", "echo stream x100"
+    target: str  # "exchange" or "echo"
+    mode: str  # "unary" or "stream"
+    batch: int  # commands per message (stream)
+    segments: list[Segment]
+    warmup: float
+    procs: int
+    sessions: int  # stream: OrderEntry sessions in all
+    channels: int  # gRPC channels per worker
+    addr: str
+    keys: list[str]
+    mix: Mix
+    tag: str  # client_order_id prefix, unique per run
+    seed: int = 1
+    # stream: send a partly filled message once its first command waited this
+    # long; 0: only full messages (and what is left at the end)
+    linger_ms: float = 0.0
+    max_inflight: int = 20_000  # per worker; beyond it orders wait (their latency counts)
+    timeout: float = 10.0  # per unary call
+    drain_timeout: float = 15.0
+    ramp: bool = False
+    p99_bound_ms: float = 100.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        return max(s.end for s in self.segments)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> RunSpec:
+        d = dict(d)
+        d["segments"] = [Segment(**s) for s in d["segments"]]
+        d["mix"] = Mix(**d["mix"])
+        return RunSpec(**d)
+
+
+def auto_procs(mode: str, batch: int, rate: float, cpus: int) -> int:
+    """Worker processes for a rate: roughly what one Python process can send."""
+    per_proc = {"unary": 2_000.0, "stream": 5_000.0}[mode]
+    if mode == "stream" and batch > 1:
+        per_proc = 40_000.0
+    need = int(rate // per_proc) + (1 if rate % per_proc else 0)
+    return max(1, min(need, max(1, cpus)))
