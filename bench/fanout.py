@@ -1,0 +1,809 @@
+"""Market-data fan-out: N subscribers to ``StreamOrderBook`` during the seed scenario.
+
+For each N of ``--subscribers`` and each of "without" / "with" one deliberately slow
+subscriber, a fresh exchange is started (embedded PostgreSQL and Redis, the three
+services as real processes, ``exchange_common.devrun.Stack``), then:
+
+* N subscribers, spread over ``--procs`` client processes (one HTTP/2 connection per
+  ``--streams-per-connection`` subscribers), each keep a local L2 book from the stream
+  (snapshot, then deltas), check that every delta's ``first_sequence`` is the previous
+  message's ``sequence`` + 1, and time every delta when it is read;
+* the slow subscriber (its own process and connection) reads one message every
+  ``--slow-interval`` seconds, so its queue on the server overflows and it is sent
+  snapshots instead of its backlog (conflation); those snapshots are counted;
+* an open-loop load of the seed mix (70% limit GTC / 30% market IOC, 0.01-0.5 BTC,
+  limit prices uniform within +-2,000 of 70,000, both sides, ``--accounts`` accounts)
+  arrives at ``--rate`` orders/s for ``--duration`` s, over one ``OrderEntry`` session
+  per account (or unary ``CreateOrder`` with ``--entry unary``).
+
+Delivery lag, and what "commit" means here. The matching pod commits a batch to
+PostgreSQL, answers its callers, then its publisher task serializes the batch for Redis
+and stamps it (``MarketDataBatch.time_unix_nanos = time.time_ns()``); market data copies
+the stamp of the newest batch it merged into a delta into ``OrderBookDelta.time``. So
+the closest clock to the commit that the system records is that publish stamp, taken
+right after the commit returned (the interval commit -> stamp is not in the figures).
+Two lags are measured per delta read by a subscriber, on the same machine clock:
+
+* ``lag`` (the headline): read time - publish stamp of the *oldest* Redis entry the delta
+  covers (looked up by its ``first_sequence`` in the instrument's Redis stream after the
+  run), i.e. the wait of the oldest event in the delta;
+* ``lag_newest``: read time - ``OrderBookDelta.time`` (the newest entry's stamp), which
+  is what a client can compute by itself.
+
+CPU: seconds of CPU of every process (market data, order, matching, PostgreSQL, Redis,
+the load and subscriber processes) over the load window, as cores (CPU s / wall s).
+
+    python -m bench.fanout --subscribers 100,1000 --rate 2000 --duration 60
+
+Results: a table, a JSON file in bench/results/ (bench.results.write_result) and, with
+``--plot``, a PNG of the lag percentiles beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import multiprocessing as mp
+import os
+import random
+import sys
+import tempfile
+import time
+from array import array
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bench.results import write_result
+
+INSTRUMENT = "BTC-USD"
+STREAM_METHOD = "/exchange.marketdata.v1.MarketDataService/StreamOrderBook"
+# Lags are recorded in microseconds, up to 10 minutes.
+HIST_MAX_US = 600_000_000
+
+
+def _hist():
+    from hdrh.histogram import HdrHistogram
+
+    return HdrHistogram(1, HIST_MAX_US, 3)
+
+
+def _account_keys(n: int) -> dict[str, str]:
+    return {f"fanout-{i}": f"bench-fanout-key-{i:03d}-0123456789" for i in range(n)}
+
+
+# ---------------------------------------------------------------------------
+# Subscriber processes
+# ---------------------------------------------------------------------------
+
+
+class LocalBook:
+    """A subscriber's book: price string -> quantity string per side, and the sequence."""
+
+    __slots__ = ("bids", "asks", "sequence", "ready", "snapshots", "deltas", "gaps",
+                 "messages", "slow")
+
+    def __init__(self, slow: bool = False) -> None:
+        self.bids: dict[str, str] = {}
+        self.asks: dict[str, str] = {}
+        self.sequence = -1
+        self.ready = asyncio.Event()
+        self.snapshots = 0
+        self.deltas = 0
+        self.gaps = 0
+        self.messages = 0
+        self.slow = slow
+
+    def snapshot(self, snap) -> None:
+        self.bids = {lv.price: lv.quantity for lv in snap.bids}
+        self.asks = {lv.price: lv.quantity for lv in snap.asks}
+        self.sequence = snap.sequence
+        self.snapshots += 1
+
+    def delta(self, d) -> bool:
+        """Apply a delta; False (and nothing applied) when it does not follow on."""
+        if d.first_sequence != self.sequence + 1:
+            self.gaps += 1
+            return False
+        for side, levels in ((self.bids, d.bids), (self.asks, d.asks)):
+            for lv in levels:
+                if lv.quantity == "0":
+                    side.pop(lv.price, None)
+                else:
+                    side[lv.price] = lv.quantity
+        self.sequence = d.sequence
+        self.deltas += 1
+        return True
+
+
+def _channel(addr: str, *, slow: bool = False):
+    import grpc
+
+    options = [("grpc.use_local_subchannel_pool", 1),  # its own connection
+               ("grpc.max_receive_message_length", -1)]
+    if slow:
+        # No BDP probing: the receive window stays small, as for a client that reads
+        # slowly, so that the server sees the backpressure soon.
+        options.append(("grpc.http2.bdp_probe", 0))
+    return grpc.aio.insecure_channel(addr, options=options)
+
+
+async def _follow(channel, book: LocalBook, rec: tuple[array, array, array] | None,
+                  slow_interval: float) -> None:
+    from exchange.marketdata.v1 import marketdata_pb2 as md_pb2
+
+    parse = md_pb2.StreamOrderBookResponse.FromString
+    stream = channel.unary_stream(
+        STREAM_METHOD, request_serializer=md_pb2.StreamOrderBookRequest.SerializeToString,
+        response_deserializer=None)
+    call = stream(md_pb2.StreamOrderBookRequest(instrument=INSTRUMENT))
+    firsts, reads, stamps = rec if rec is not None else (None, None, None)
+    try:
+        async for raw in call:
+            now = time.time_ns()
+            msg = parse(raw)
+            book.messages += 1
+            which = msg.WhichOneof("update")
+            if which == "snapshot":
+                book.snapshot(msg.snapshot)
+                book.ready.set()
+            elif which == "delta":
+                d = msg.delta
+                if book.delta(d) and firsts is not None:
+                    firsts.append(d.first_sequence)
+                    reads.append(now)
+                    stamps.append(d.time.seconds * 1_000_000_000 + d.time.nanos)
+            if slow_interval:
+                await asyncio.sleep(slow_interval)
+    except asyncio.CancelledError:
+        call.cancel()
+        raise
+
+
+def _lag_histograms(rec: tuple[array, array, array], entry_times: dict[int, int]):
+    """(lag from the oldest entry's stamp, lag from the delta's own stamp, unmatched)."""
+    oldest, newest = _hist(), _hist()
+    unmatched = 0
+    firsts, reads, stamps = rec
+    for first, read, stamp in zip(firsts, reads, stamps, strict=True):
+        origin = entry_times.get(first)
+        if origin is None:
+            unmatched += 1
+            origin = stamp
+        oldest.record_value(min(max((read - origin) // 1000, 1), HIST_MAX_US))
+        newest.record_value(min(max((read - stamp) // 1000, 1), HIST_MAX_US))
+    return oldest, newest, unmatched
+
+
+async def _subscriber_async(conn, addr: str, count: int, slow_interval: float,
+                            streams_per_connection: int) -> None:
+    loop = asyncio.get_running_loop()
+    slow = slow_interval > 0
+    books = [LocalBook(slow) for _ in range(count)]
+    rec = (array("q"), array("q"), array("q"))
+    channels = [_channel(addr, slow=slow)
+                for _ in range(math.ceil(count / max(1, streams_per_connection)))]
+    tasks = [asyncio.create_task(_follow(channels[i // max(1, streams_per_connection)],
+                                         book, None if slow else rec, slow_interval))
+             for i, book in enumerate(books)]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(b.ready.wait() for b in books)), 120)
+        conn.send(("ready", count))
+        _, entry_times, final = await loop.run_in_executor(None, conn.recv)
+        final_seq, final_bids, final_asks = final
+        # Let every subscriber catch up with the final book (the slow one never will).
+        deadline = time.monotonic() + (0 if slow else 15)
+        while time.monotonic() < deadline and any(b.sequence < final_seq for b in books):
+            await asyncio.sleep(0.05)
+        matched = sum(1 for b in books if b.sequence == final_seq and b.bids == final_bids
+                      and b.asks == final_asks)
+        behind = sum(1 for b in books if b.sequence < final_seq)
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(BaseException):
+                await t
+        for ch in channels:
+            await ch.close()
+    result = {
+        "subscribers": count,
+        "messages": sum(b.messages for b in books),
+        "deltas": sum(b.deltas for b in books),
+        # Every subscriber's first message is a snapshot; the others replaced a backlog.
+        "snapshots_after_first": sum(b.snapshots - 1 for b in books),
+        "gaps": sum(b.gaps for b in books),
+        "books_equal_to_final": matched,
+        "books_behind_final": behind,
+    }
+    if not slow:
+        oldest, newest, unmatched = _lag_histograms(rec, entry_times)
+        result.update(lag=oldest.encode(), lag_newest=newest.encode(),
+                      unmatched_first_sequences=unmatched)
+    conn.send(("result", result))
+
+
+def subscriber_main(conn, addr: str, count: int, slow_interval: float,
+                    streams_per_connection: int) -> None:
+    try:
+        asyncio.run(_subscriber_async(conn, addr, count, slow_interval, streams_per_connection))
+    except BaseException as err:  # noqa: BLE001 - reported to the parent
+        with contextlib.suppress(Exception):
+            conn.send(("error", repr(err)))
+        raise
+
+
+# ---------------------------------------------------------------------------
+# Load process: the seed mix, open loop
+# ---------------------------------------------------------------------------
+
+
+def _seed_order(rng: random.Random, client_order_id: str):
+    from exchange.common.v1 import common_pb2 as cpb
+    from exchange.order.v1 import order_pb2 as opb
+
+    side = cpb.SIDE_BUY if rng.random() < 0.5 else cpb.SIDE_SELL
+    lots = rng.randint(100, 5000)  # 0.01-0.5 BTC
+    qty = f"{lots // 10_000}.{lots % 10_000:04d}"
+    if rng.random() < 0.7:
+        cents = rng.randint(6_800_000, 7_200_000)  # 68,000.00-72,000.00
+        return opb.CreateOrderRequest(
+            instrument=INSTRUMENT, side=side, type=cpb.ORDER_TYPE_LIMIT,
+            time_in_force=cpb.TIME_IN_FORCE_GTC, price=f"{cents // 100}.{cents % 100:02d}",
+            quantity=qty, client_order_id=client_order_id)
+    return opb.CreateOrderRequest(
+        instrument=INSTRUMENT, side=side, type=cpb.ORDER_TYPE_MARKET,
+        time_in_force=cpb.TIME_IN_FORCE_IOC, quantity=qty, client_order_id=client_order_id)
+
+
+async def _load_async(conn, addr: str, keys: list[str], rate: float, duration: float,
+                      seed: int, entry: str, linger: float) -> None:
+    import grpc
+
+    from exchange.order.v1 import order_pb2 as opb
+    from exchange.order.v1 import order_pb2_grpc as opb_grpc
+
+    loop = asyncio.get_running_loop()
+    rng = random.Random(seed)
+    total = int(rate * duration)
+    tag = f"fo{seed}"
+    lat = _hist()
+    states: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    answered = 0
+    all_answered = asyncio.Event()
+    t0 = 0.0
+
+    def answer(client_order_id: str, error: str | None, state: int = 0) -> None:
+        nonlocal answered
+        i = int(client_order_id.rsplit("-", 1)[1])
+        late = time.perf_counter() - (t0 + i / rate)
+        lat.record_value(min(max(int(late * 1e6), 1), HIST_MAX_US))
+        if error is not None:
+            errors[error] += 1
+        else:
+            states[str(state)] += 1
+        answered += 1
+        if answered >= total:
+            all_answered.set()
+
+    channel = grpc.aio.insecure_channel(addr, options=[("grpc.use_local_subchannel_pool", 1)])
+    stub = opb_grpc.OrderServiceStub(channel)
+    calls = []
+    readers = []
+
+    async def read(call) -> None:
+        async for response in call:
+            for ev in response.events:
+                if ev.HasField("error"):
+                    answer(ev.client_order_id, f"{ev.error.code} {ev.error.message[:60]}")
+                else:
+                    answer(ev.client_order_id, None, ev.order.state)
+
+    if entry == "stream":
+        for key in keys:
+            call = stub.OrderEntry(metadata=(("x-api-key", key),))
+            calls.append(call)
+            readers.append(asyncio.create_task(read(call)))
+
+    async def unary(i: int, request, key: str) -> None:
+        try:
+            reply = await stub.CreateOrder(request, metadata=(("x-api-key", key),), timeout=30)
+            answer(request.client_order_id, None, reply.order.state)
+        except grpc.aio.AioRpcError as err:
+            answer(request.client_order_id, f"{err.code().name} {(err.details() or '')[:60]}")
+
+    await channel.channel_ready()
+    conn.send(("ready", None))
+    await loop.run_in_executor(None, conn.recv)  # "go"
+    pending: set[asyncio.Task] = set()
+    t0 = time.perf_counter()
+    sent = 0
+    sessions = len(keys)
+    while sent < total:
+        due = min(total, int((time.perf_counter() - t0) * rate) + 1)
+        if due > sent:
+            if entry == "stream":
+                per: dict[int, list] = {}
+                for i in range(sent, due):
+                    per.setdefault(i % sessions, []).append(
+                        opb.OrderEntryCommand(create=_seed_order(rng, f"{tag}-{i}")))
+                for k, commands in per.items():
+                    await calls[k].write(opb.OrderEntryRequest(commands=commands))
+            else:
+                for i in range(sent, due):
+                    task = asyncio.create_task(
+                        unary(i, _seed_order(rng, f"{tag}-{i}"), keys[i % sessions]))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+            sent = due
+        await asyncio.sleep(max(linger if entry == "stream" else 0.0,
+                                t0 + sent / rate - time.perf_counter()))
+    send_seconds = time.perf_counter() - t0
+    conn.send(("sent", sent))
+    for call in calls:
+        await call.done_writing()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(all_answered.wait(), 60)
+    for t in readers:
+        t.cancel()
+    await channel.close()
+    conn.send(("result", {
+        "orders_sent": sent, "orders_answered": answered, "send_seconds": round(send_seconds, 3),
+        "ack_latency": lat.encode(), "states": dict(states), "errors": dict(errors)}))
+
+
+def load_main(conn, addr: str, keys: list[str], rate: float, duration: float, seed: int,
+              entry: str, linger: float = 0.0) -> None:
+    try:
+        asyncio.run(_load_async(conn, addr, keys, rate, duration, seed, entry, linger))
+    except BaseException as err:  # noqa: BLE001 - reported to the parent
+        with contextlib.suppress(Exception):
+            conn.send(("error", repr(err)))
+        raise
+
+
+# ---------------------------------------------------------------------------
+# Orchestration
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    subscribers: int
+    slow: bool
+    rate: float
+    duration: float
+    procs: int
+    streams_per_connection: int
+    slow_interval: float
+    accounts: int
+    entry: str
+    seed: int
+    linger_ms: float
+    profile_dir: str = ""
+
+
+async def _recv(conn, timeout: float, what: str):
+    loop = asyncio.get_running_loop()
+    if not await loop.run_in_executor(None, conn.poll, timeout):
+        raise RuntimeError(f"no answer from {what} within {timeout:.0f} s")
+    message = conn.recv()
+    if message[0] == "error":
+        raise RuntimeError(f"{what} failed: {message[1]}")
+    return message
+
+
+def _cpu_seconds(pids: dict[str, list[int]]) -> dict[str, dict[int, float]]:
+    import psutil
+
+    out: dict[str, dict[int, float]] = {}
+    for name, group in pids.items():
+        out[name] = {}
+        for pid in group:
+            with contextlib.suppress(psutil.Error):
+                t = psutil.Process(pid).cpu_times()
+                out[name][pid] = t.user + t.system
+    return out
+
+
+def _server_pids(stack) -> dict[str, list[int]]:
+    import psutil
+
+    pids = {name: [proc.pid] for name, proc in stack.processes.items()}
+    if stack.pg is not None and stack.pg.pid is not None:
+        pg = [stack.pg.pid]
+        with contextlib.suppress(psutil.Error):
+            pg += [c.pid for c in psutil.Process(stack.pg.pid).children(recursive=True)]
+        pids["postgres"] = pg
+    if stack.redis is not None and getattr(stack.redis, "pid", None):
+        pids["redis"] = [stack.redis.pid]
+    return pids
+
+
+async def _entry_times(redis_url: str, instrument_id: int) -> dict[int, int]:
+    """first_sequence -> publish stamp (ns) of every entry in the instrument's stream."""
+    import redis.asyncio as redis_asyncio
+
+    from exchange.matching.v1 import matching_pb2
+    from exchange_common.streams import FIELD, stream_key
+
+    client = redis_asyncio.from_url(redis_url)
+    out: dict[int, int] = {}
+    start = "-"
+    try:
+        while True:
+            entries = await client.xrange(stream_key(instrument_id), min=start, count=10_000)
+            if not entries:
+                break
+            for _eid, fields in entries:
+                batch = matching_pb2.MarketDataBatch.FromString(fields[FIELD])
+                out[batch.first_sequence] = batch.time_unix_nanos
+            last = entries[-1][0]
+            last = last.decode() if isinstance(last, bytes) else last
+            start = "(" + last
+    finally:
+        await client.aclose()
+    return out
+
+
+async def _final_book(addr: str):
+    import grpc
+
+    from exchange.marketdata.v1 import marketdata_pb2 as md_pb2
+    from exchange.marketdata.v1 import marketdata_pb2_grpc as md_grpc
+
+    async with grpc.aio.insecure_channel(
+            addr, options=[("grpc.max_receive_message_length", -1)]) as ch:
+        book = await md_grpc.MarketDataServiceStub(ch).GetOrderBook(
+            md_pb2.GetOrderBookRequest(instrument=INSTRUMENT, depth=0), timeout=30)
+    return (book.sequence, {lv.price: lv.quantity for lv in book.bids},
+            {lv.price: lv.quantity for lv in book.asks})
+
+
+def _pcts(encoded_list: list[bytes]) -> dict:
+    from hdrh.histogram import HdrHistogram
+
+    total = _hist()
+    for e in encoded_list:
+        total.add(HdrHistogram.decode(e))
+    n = total.get_total_count()
+
+    def ms(us: float) -> float:
+        return round(us / 1000, 2)
+
+    return {"count": n,
+            "p50_ms": ms(total.get_value_at_percentile(50)) if n else None,
+            "p90_ms": ms(total.get_value_at_percentile(90)) if n else None,
+            "p99_ms": ms(total.get_value_at_percentile(99)) if n else None,
+            "p999_ms": ms(total.get_value_at_percentile(99.9)) if n else None,
+            "max_ms": ms(total.get_max_value()) if n else None,
+            "_hist": total}
+
+
+async def one_run(spec: RunSpec, workdir: Path) -> dict:
+    import asyncpg
+
+    from exchange_common.devrun import Stack
+
+    keys = _account_keys(spec.accounts)
+    stack = Stack(data_dir=workdir / "data", keys=keys, log_dir=workdir / "logs",
+                  env={"EXCHANGE_LOG_LEVEL": "WARNING"},
+                  service_env={"matching": {"EXCHANGE_STREAM_MAXLEN": "10000000"}})
+    ctx = mp.get_context("spawn")
+    procs: list = []
+    conns: dict[str, object] = {}
+    t_start = time.perf_counter()
+    await stack.start()
+    try:
+        conn = await asyncpg.connect(stack.database_url)
+        instrument_id = await conn.fetchval(
+            "SELECT instrument_id FROM instruments WHERE symbol = $1", INSTRUMENT)
+        await conn.close()
+
+        # Subscribers first (each must have its first snapshot), then the slow one.
+        nprocs = max(1, min(spec.procs, spec.subscribers))
+        shares = [spec.subscribers // nprocs + (1 if i < spec.subscribers % nprocs else 0)
+                  for i in range(nprocs)]
+        for i, share in enumerate(shares):
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=subscriber_main, name=f"fanout-sub-{i}", daemon=True,
+                            args=(child, stack.marketdata_addr, share, 0.0,
+                                  spec.streams_per_connection))
+            p.start()
+            procs.append(p)
+            conns[f"sub-{i}"] = parent
+        if spec.slow:
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=subscriber_main, name="fanout-slow", daemon=True,
+                            args=(child, stack.marketdata_addr, 1, spec.slow_interval, 1))
+            p.start()
+            procs.append(p)
+            conns["slow"] = parent
+        for name, c in conns.items():
+            await _recv(c, 180, f"subscriber process {name}")
+        subscribe_seconds = time.perf_counter() - t_start
+
+        parent, child = ctx.Pipe()
+        load = ctx.Process(target=load_main, name="fanout-load", daemon=True,
+                           args=(child, stack.order_addr, list(keys.values()), spec.rate,
+                                 spec.duration, spec.seed, spec.entry, spec.linger_ms / 1000))
+        load.start()
+        procs.append(load)
+        conns["load"] = parent
+        await _recv(parent, 60, "load process")
+
+        pids = _server_pids(stack)
+        pids["load client"] = [load.pid]
+        pids["subscriber clients"] = [p.pid for p in procs if p.name.startswith("fanout-s")]
+        spy = None
+        if spec.profile_dir:
+            out = Path(spec.profile_dir) / (f"marketdata-{spec.subscribers}"
+                                            f"{'-slow' if spec.slow else ''}.txt")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            spy = await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
+                str(stack.processes["marketdata"].pid), "--duration",
+                str(int(spec.duration)), "--rate", "50", "--native", "--format", "raw",
+                "--output", str(out), stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL)
+        cpu0 = _cpu_seconds(pids)
+        w0 = time.perf_counter()
+        parent.send(("go",))
+        _, sent = await _recv(parent, spec.duration * 3 + 60, "load process")
+        wall = time.perf_counter() - w0
+        cpu1 = _cpu_seconds(pids)
+        _, load_result = await _recv(parent, 120, "load process")
+        if spy is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(spy.wait(), 30)
+
+        await asyncio.sleep(1.0)  # the last batches reach market data
+        final = await _final_book(stack.marketdata_addr)
+        entry_times = await _entry_times(stack.redis_url, instrument_id)
+        for name, c in conns.items():
+            if name != "load":
+                c.send(("stop", entry_times, final))
+        results = {name: (await _recv(c, 120, f"subscriber process {name}"))[1]
+                   for name, c in conns.items() if name != "load"}
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+        await stack.stop()
+
+    cores = {}
+    for name in cpu1:
+        seconds = sum(v - cpu0.get(name, {}).get(pid, 0.0) for pid, v in cpu1[name].items())
+        cores[name] = round(seconds / wall, 3)
+    normal = [r for n, r in results.items() if n != "slow"]
+    lag = _pcts([r["lag"] for r in normal])
+    lag_newest = _pcts([r["lag_newest"] for r in normal])
+    ack = _pcts([load_result["ack_latency"]])
+    deltas = sum(r["deltas"] for r in normal)
+    out = {
+        "subscribers": spec.subscribers,
+        "slow_subscriber": spec.slow,
+        "orders_sent": sent,
+        "orders_answered": load_result["orders_answered"],
+        "order_rate_achieved": round(sent / wall, 1),
+        "order_errors": load_result["errors"],
+        "order_ack_p99_ms": ack["p99_ms"],
+        "deltas_received": deltas,
+        "deltas_per_subscriber_per_s": round(deltas / max(1, spec.subscribers) / wall, 1),
+        "lag_ms": {k: v for k, v in lag.items() if not k.startswith("_")},
+        "lag_newest_stamp_ms": {k: v for k, v in lag_newest.items() if not k.startswith("_")},
+        "sequence_gaps": sum(r["gaps"] for r in normal),
+        "snapshots_to_normal_subscribers": sum(r["snapshots_after_first"] for r in normal),
+        "books_equal_to_final": sum(r["books_equal_to_final"] for r in normal),
+        "books_behind_final": sum(r["books_behind_final"] for r in normal),
+        "unmatched_first_sequences": sum(r["unmatched_first_sequences"] for r in normal),
+        "marketdata_cpu_cores": cores.get("marketdata"),
+        "cpu_cores": cores,
+        "load_window_s": round(wall, 2),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "setup_s": round(subscribe_seconds, 1),
+        "_lag_hist": lag["_hist"],
+    }
+    if spec.slow:
+        slow = results["slow"]
+        out["slow_subscriber_messages"] = slow["messages"]
+        out["slow_subscriber_snapshots"] = slow["snapshots_after_first"]
+        out["slow_subscriber_gaps"] = slow["gaps"]
+    return out
+
+
+def _table(runs: list[dict]) -> str:
+    head = (f"{'subs':>5} {'slow':>4} {'orders/s':>8} {'deltas/s':>8} {'lag p50':>8} "
+            f"{'p99':>8} {'p99.9':>8} {'max':>8} {'newest p99':>10} {'gaps':>4} "
+            f"{'snaps':>5} {'slow snaps':>10} {'md cpu':>6} {'all cpu':>7}")
+    lines = [head, "-" * len(head)]
+    for r in runs:
+        lag = r["lag_ms"]
+        total_cpu = sum(r["cpu_cores"].values())
+        lines.append(
+            f"{r['subscribers']:>5} {'yes' if r['slow_subscriber'] else 'no':>4} "
+            f"{r['order_rate_achieved']:>8.0f} {r['deltas_per_subscriber_per_s']:>8.1f} "
+            f"{lag['p50_ms']!s:>8} {lag['p99_ms']!s:>8} {lag['p999_ms']!s:>8} "
+            f"{lag['max_ms']!s:>8} {r['lag_newest_stamp_ms']['p99_ms']!s:>10} "
+            f"{r['sequence_gaps']:>4} {r['snapshots_to_normal_subscribers']:>5} "
+            f"{r.get('slow_subscriber_snapshots', '-')!s:>10} "
+            f"{r['marketdata_cpu_cores']!s:>6} {total_cpu:>7.2f}")
+    return "\n".join(lines)
+
+
+def _plot(runs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    pcts = [50, 75, 90, 95, 99, 99.5, 99.9, 99.99, 100]
+    xs = [1 / (1 - p / 100) if p < 100 else 1e5 for p in pcts]
+    for r in runs:
+        h = r["_lag_hist"]
+        ys = [h.get_value_at_percentile(p) / 1000 for p in pcts]
+        label = f"{r['subscribers']} subscribers{' + slow one' if r['slow_subscriber'] else ''}"
+        ax.plot(xs, ys, marker="o", label=label)
+    ax.set_xscale("log")
+    ax.set_xticks(xs, [f"{p}" for p in pcts])
+    ax.set_xlabel("percentile")
+    ax.set_ylabel("delivery lag (ms)")
+    ax.axhline(100, color="grey", linestyle="--", linewidth=1, label="target P99 100 ms")
+    ax.set_title("StreamOrderBook delivery lag (publish stamp of the oldest entry -> read)")
+    ax.legend()
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+async def main_async(args: argparse.Namespace) -> list[dict]:
+    counts = [int(x) for x in str(args.subscribers).split(",") if x.strip()]
+    variants = {"both": (False, True), "without": (False,), "with": (True,)}[args.slow]
+    runs = []
+    for n in counts:
+        for slow in variants:
+            procs = args.procs or max(1, min(8, math.ceil(n / 250)))
+            spec = RunSpec(subscribers=n, slow=slow, rate=args.rate, duration=args.duration,
+                           procs=procs, streams_per_connection=args.streams_per_connection,
+                           slow_interval=args.slow_interval, accounts=args.accounts,
+                           entry=args.entry, seed=args.seed, linger_ms=args.linger_ms,
+                           profile_dir=args.profile or "")
+            with tempfile.TemporaryDirectory(prefix="bench-fanout-") as tmp:
+                print(f"-- {n} subscribers in {procs} processes, "
+                      f"{'with' if slow else 'without'} a slow subscriber, "
+                      f"{args.rate:g} orders/s for {args.duration:g} s", flush=True)
+                result = await one_run(spec, Path(tmp))
+            result["run"] = asdict(spec)
+            runs.append(result)
+            print(_table([result]).splitlines()[-1], flush=True)
+            print(f"   order answers {result['orders_answered']}/{result['orders_sent']}, "
+                  f"ack p99 {result['order_ack_p99_ms']} ms, errors {result['order_errors']}; "
+                  f"cpu cores {result['cpu_cores']}; load average {result['load_average']}",
+                  flush=True)
+    return runs
+
+
+def command_line(args: argparse.Namespace) -> str:
+    parts = ["python -m bench.fanout", f"--subscribers {args.subscribers}",
+             f"--rate {args.rate:g}", f"--duration {args.duration:g}"]
+    if args.slow != "both":
+        parts.append(f"--slow {args.slow}")
+    if args.entry != "stream":
+        parts.append(f"--entry {args.entry}")
+    if args.procs:
+        parts.append(f"--procs {args.procs}")
+    if args.streams_per_connection != 1:
+        parts.append(f"--streams-per-connection {args.streams_per_connection}")
+    if args.accounts != 8:
+        parts.append(f"--accounts {args.accounts}")
+    if args.linger_ms != 10.0:
+        parts.append(f"--linger-ms {args.linger_ms:g}")
+    if args.slow_interval != 1.0:
+        parts.append(f"--slow-interval {args.slow_interval:g}")
+    return " ".join(parts)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.fanout", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--subscribers", default="100,1000",
+                   help="comma-separated subscriber counts (default 100,1000)")
+    p.add_argument("--rate", type=float, default=2000.0, help="orders/s (default 2000)")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds of load (default 60)")
+    p.add_argument("--slow", choices=["both", "without", "with"], default="both",
+                   help="run without and with the slow subscriber (default both)")
+    p.add_argument("--slow-interval", type=float, default=1.0,
+                   help="seconds the slow subscriber waits after each message (default 1)")
+    p.add_argument("--procs", type=int, default=0,
+                   help="subscriber processes (default: one per 250 subscribers, max 8)")
+    p.add_argument("--streams-per-connection", type=int, default=1,
+                   help="subscribers sharing one HTTP/2 connection (default 1)")
+    p.add_argument("--accounts", type=int, default=8,
+                   help="trading accounts, one order-entry session each (default 8)")
+    p.add_argument("--entry", choices=["stream", "unary"], default="stream",
+                   help="orders through OrderEntry sessions (default) or unary CreateOrder")
+    p.add_argument("--linger-ms", type=float, default=10.0,
+                   help="stream: orders due within this many ms share one OrderEntry message "
+                        "(default 10; the arrival times, and latencies, stay per order)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--profile", metavar="DIR",
+                   help="record the market-data process with py-spy (native frames too, "
+                        "which pauses it 50 times a second: profile in runs of their own) "
+                        "during each load window; collapsed stacks in DIR, summarized by "
+                        "python -m bench.fanout --summarize FILE")
+    p.add_argument("--plot", action="store_true", help="also write a PNG of the lag percentiles")
+    p.add_argument("--no-write", action="store_true", help="do not write bench/results/")
+    return p
+
+
+def summarize_profile(path: Path, top: int = 25) -> str:
+    """Self and inclusive shares of the functions in a py-spy raw (collapsed) profile."""
+    self_n: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(n)
+        total += count
+        frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 1)[-1]
+                  + ")" if " (" in f else f for f in stack.split(";")]
+        self_n[frames[-1]] += count
+        for f in set(frames):
+            incl[f] += count
+    lines = [f"{path.name}: {total} samples", "self %  function"]
+    lines += [f"{100 * n / total:6.1f}  {f}" for f, n in self_n.most_common(top)]
+    lines += ["incl %  function"]
+    lines += [f"{100 * n / total:6.1f}  {f}" for f, n in incl.most_common(top)]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--summarize"]:
+        for name in argv[1:]:
+            print(summarize_profile(Path(name)))
+        return
+    args = parser().parse_args(argv)
+    runs = asyncio.run(main_async(args))
+    print()
+    print("delivery lag in ms: read time - publish stamp of the oldest stream entry in the "
+          "delta; 'newest p99': from the delta's own time; cpu in cores over the load window")
+    print(_table(runs))
+    by_n: dict[int, dict[bool, dict]] = {}
+    for r in runs:
+        by_n.setdefault(r["subscribers"], {})[r["slow_subscriber"]] = r
+    comparison = {}
+    for n, pair in by_n.items():
+        if False in pair and True in pair:
+            a, b = pair[False]["lag_ms"], pair[True]["lag_ms"]
+            comparison[str(n)] = {k: [a[k], b[k]] for k in ("p50_ms", "p99_ms", "max_ms")}
+            print(f"{n} subscribers, others' lag without -> with the slow subscriber: "
+                  f"p50 {a['p50_ms']} -> {b['p50_ms']} ms, p99 {a['p99_ms']} -> "
+                  f"{b['p99_ms']} ms, max {a['max_ms']} -> {b['max_ms']} ms")
+    if args.no_write:
+        return
+    figures = {"runs": [{k: v for k, v in r.items() if not k.startswith("_")} for r in runs],
+               "slow_subscriber_comparison": comparison,
+               "lag_definition": "read time - MarketDataBatch publish stamp of the oldest "
+                                 "Redis entry covered by the delta (stamped by the matching "
+                                 "pod right after the PostgreSQL commit)"}
+    cmd = command_line(args)
+    path = write_result("fanout", figures, cmd)
+    print(f"written to {path}")
+    if args.plot:
+        png = path.with_suffix(".png")
+        _plot(runs, png)
+        print(f"plot: {png}")
+
+
+if __name__ == "__main__":
+    main()
+
