@@ -409,6 +409,13 @@ def _cpu_seconds(pids: dict[str, list[int]]) -> dict[str, dict[int, float]]:
     return out
 
 
+def _machine_busy_seconds() -> float:
+    import psutil
+
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0.0)
+
+
 def _server_pids(stack) -> dict[str, list[int]]:
     import psutil
 
@@ -550,11 +557,13 @@ async def one_run(spec: RunSpec, workdir: Path) -> dict:
                 "--output", str(out), stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL)
         cpu0 = _cpu_seconds(pids)
+        busy0 = _machine_busy_seconds()
         w0 = time.perf_counter()
         parent.send(("go",))
         _, sent = await _recv(parent, spec.duration * 3 + 60, "load process")
         wall = time.perf_counter() - w0
         cpu1 = _cpu_seconds(pids)
+        busy = (_machine_busy_seconds() - busy0) / wall
         _, load_result = await _recv(parent, 120, "load process")
         if spy is not None:
             with contextlib.suppress(TimeoutError):
@@ -602,9 +611,15 @@ async def one_run(spec: RunSpec, workdir: Path) -> dict:
         "books_behind_final": sum(r["books_behind_final"] for r in normal),
         "unmatched_first_sequences": sum(r["unmatched_first_sequences"] for r in normal),
         "marketdata_cpu_cores": cores.get("marketdata"),
+        # Market data's CPU per message it delivered to the normal subscribers.
+        "marketdata_cpu_us_per_message": round(
+            cores.get("marketdata", 0.0) * 1e6 / max(1.0, deltas / wall), 1),
         "cpu_cores": cores,
         "load_window_s": round(wall, 2),
         "load_average": [round(x, 2) for x in os.getloadavg()],
+        # Everything the machine ran in the window, and what was not this benchmark's.
+        "machine_busy_cores": round(busy, 2),
+        "other_cpu_cores": round(max(0.0, busy - sum(cores.values())), 2),
         "setup_s": round(subscribe_seconds, 1),
         "_lag_hist": lag["_hist"],
     }
@@ -619,7 +634,8 @@ async def one_run(spec: RunSpec, workdir: Path) -> dict:
 def _table(runs: list[dict]) -> str:
     head = (f"{'subs':>5} {'slow':>4} {'orders/s':>8} {'deltas/s':>8} {'lag p50':>8} "
             f"{'p99':>8} {'p99.9':>8} {'max':>8} {'newest p99':>10} {'gaps':>4} "
-            f"{'snaps':>5} {'slow snaps':>10} {'md cpu':>6} {'all cpu':>7}")
+            f"{'snaps':>5} {'slow snaps':>10} {'md cpu':>6} {'us/msg':>6} {'all cpu':>7} "
+            f"{'other':>5}")
     lines = [head, "-" * len(head)]
     for r in runs:
         lag = r["lag_ms"]
@@ -631,7 +647,8 @@ def _table(runs: list[dict]) -> str:
             f"{lag['max_ms']!s:>8} {r['lag_newest_stamp_ms']['p99_ms']!s:>10} "
             f"{r['sequence_gaps']:>4} {r['snapshots_to_normal_subscribers']:>5} "
             f"{r.get('slow_subscriber_snapshots', '-')!s:>10} "
-            f"{r['marketdata_cpu_cores']!s:>6} {total_cpu:>7.2f}")
+            f"{r['marketdata_cpu_cores']!s:>6} {r['marketdata_cpu_us_per_message']!s:>6} "
+            f"{total_cpu:>7.2f} {r['other_cpu_cores']:>5.2f}")
     return "\n".join(lines)
 
 
@@ -684,7 +701,9 @@ async def main_async(args: argparse.Namespace) -> list[dict]:
             print(_table([result]).splitlines()[-1], flush=True)
             print(f"   order answers {result['orders_answered']}/{result['orders_sent']}, "
                   f"ack p99 {result['order_ack_p99_ms']} ms, errors {result['order_errors']}; "
-                  f"cpu cores {result['cpu_cores']}; load average {result['load_average']}",
+                  f"cpu cores {result['cpu_cores']}; machine busy "
+                  f"{result['machine_busy_cores']} cores, of which not this benchmark "
+                  f"{result['other_cpu_cores']}",
                   flush=True)
     return runs
 
@@ -775,7 +794,9 @@ def main(argv: list[str] | None = None) -> None:
     runs = asyncio.run(main_async(args))
     print()
     print("delivery lag in ms: read time - publish stamp of the oldest stream entry in the "
-          "delta; 'newest p99': from the delta's own time; cpu in cores over the load window")
+          "delta; 'newest p99': from the delta's own time; cpu in cores over the load window "
+          "('md' market data, 'us/msg' its CPU per message delivered, 'all' every process "
+          "of the benchmark, 'other' the rest of the machine)")
     print(_table(runs))
     by_n: dict[int, dict[bool, dict]] = {}
     for r in runs:

@@ -31,6 +31,8 @@ async def test_fanout_smoke_run_has_its_figures(tmp_path):
         assert r["books_equal_to_final"] == 5
         assert r["unmatched_first_sequences"] == 0
         assert r["marketdata_cpu_cores"] is not None
+        assert r["marketdata_cpu_us_per_message"] > 0
+        assert r["machine_busy_cores"] >= 0 and r["other_cpu_cores"] >= 0
         assert {"marketdata", "order", "matching", "postgres"} <= set(r["cpu_cores"])
     assert "slow_subscriber_snapshots" in runs[1]
     assert runs[1]["slow_subscriber_messages"] >= 1
