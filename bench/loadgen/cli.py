@@ -42,6 +42,7 @@ import sys
 from pathlib import Path
 
 from bench.loadgen import report, runner
+from bench.loadgen.cpu import CpuProbe
 from bench.loadgen.spec import (
     MIXES,
     PRESETS,
@@ -182,19 +183,52 @@ def make_spec(args, settings: dict, target: str, mode: str, batch: int, addr: st
         ramp=settings["ramp"], p99_bound_ms=args.p99_bound_ms)
 
 
+def new_target(args, target_name: str) -> EchoTarget | ExchangeTarget:
+    if target_name == "echo":
+        return EchoTarget()
+    return ExchangeTarget(accounts=args.accounts, order_addr=args.order_addr,
+                          api_keys=_keys(args.api_keys), keep=args.keep)
+
+
+async def settle(target, seconds: float = 30.0, idle_cores: float = 0.15) -> None:
+    """Wait until the target's servers are (nearly) idle: what an earlier run
+    left queued must not count against the next."""
+    groups = target.cpu_groups()
+    if not groups:
+        return
+    probe = CpuProbe(groups)
+    deadline = asyncio.get_running_loop().time() + seconds
+    a = probe.sample()
+    while True:
+        await asyncio.sleep(1.0)
+        b = probe.sample()
+        use = sum(v for k, v in probe.usage(a, b).items() if k != "other") / (b.at - a.at)
+        if use < idle_cores or asyncio.get_running_loop().time() > deadline:
+            if use >= idle_cores:
+                log.warning("servers still busy (%.2f cores) after %.0f s; going on", use,
+                            seconds)
+            return
+        a = b
+
+
 async def run_target(args, settings, target_name: str, combos, start_index: int,
                      runs: list[dict]) -> dict:
-    if target_name == "echo":
-        target = EchoTarget()
-    else:
-        target = ExchangeTarget(accounts=args.accounts, order_addr=args.order_addr,
-                                api_keys=_keys(args.api_keys), keep=args.keep)
+    """The runs against one kind of target. The exchange started here is
+    started afresh for every run (an empty book, or the prefilled one; nothing
+    left over from an earlier run's overload); the echo server and an external
+    exchange serve all runs, with a pause until their CPU settles between."""
     extra: dict = {}
-    await target.start()
+    fresh = target_name == "exchange" and args.order_addr is None
+    target = None
     try:
-        if target_name == "exchange" and settings["depth"]:
-            extra["prefill"] = await target.prefill(settings["depth"], seed=args.seed)
         for i, (_, mode, batch) in enumerate(combos):
+            if target is None:
+                target = new_target(args, target_name)
+                await target.start()
+                if target_name == "exchange" and settings["depth"]:
+                    extra.setdefault("prefill", []).append(
+                        await target.prefill(settings["depth"], seed=args.seed))
+            await settle(target)
             spec = make_spec(args, settings, target_name, mode, batch, target.addr,
                              target.keys, start_index + i)
             log.info("run %s: %s for %.0f s, %s procs%s", spec.label,
@@ -206,8 +240,12 @@ async def run_target(args, settings, target_name: str, combos, start_index: int,
             result["durability"] = await target.verify_durable(spec.tag, acked)
             result["server_processes"] = "measured" if target.own else "not measured"
             runs.append(result)
+            if fresh:
+                await target.stop()
+                target = None
     finally:
-        await target.stop()
+        if target is not None:
+            await target.stop()
     return extra
 
 
@@ -239,18 +277,10 @@ async def main_async(args: argparse.Namespace) -> int:
     print(text)
     name = args.name or f"loadgen-{settings['preset']}"
     when = dt.datetime.now(dt.UTC)
-    out_dir = args.out or RESULTS
-    plot_path = None
-    if not args.no_plot:
-        plot_path = report.plot(runs, out_dir / f"{name}-{when:%Y%m%dT%H%M%SZ}.png",
-                                f"{command}   ({when:%Y-%m-%d %H:%M} UTC)")
     figures = json.loads(json.dumps({
         "settings": {k: v for k, v in settings.items() if k != "segments"},
         "segments": settings.get("segments"),
-        **extra, "runs": runs, "ratios_to_echo": ratio,
-        "plot": (str(plot_path.relative_to(RESULTS.parent.parent))
-                 if plot_path and plot_path.is_relative_to(RESULTS.parent.parent)
-                 else str(plot_path) if plot_path else None),
+        **extra, "runs": runs, "ratios_to_echo": ratio, "plot": None,
     }, default=_jsonable))
     if args.out is None:
         path = write_result(name, figures, command)
@@ -260,6 +290,16 @@ async def main_async(args: argparse.Namespace) -> int:
         path.write_text(json.dumps({"benchmark": name, "command": command,
                                     "date": when.isoformat(timespec="seconds"),
                                     "machine": machine(), "figures": figures}, indent=2) + "\n")
+    plot_path = None
+    if not args.no_plot:
+        # Named as the JSON result, which then names it.
+        plot_path = report.plot(runs, path.with_suffix(".png"),
+                                f"{command}   ({when:%Y-%m-%d %H:%M} UTC)")
+        data = json.loads(path.read_text())
+        root = RESULTS.parent.parent
+        data["figures"]["plot"] = (str(plot_path.relative_to(root))
+                                   if plot_path.is_relative_to(root) else str(plot_path))
+        path.write_text(json.dumps(data, indent=2) + "\n")
     print(f"\ncommand: {command}")
     print(f"result:  {path}" + (f"\nplot:    {plot_path}" if plot_path else ""))
     missing = any(r.get("durability", {}).get("missing") for r in runs)

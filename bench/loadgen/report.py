@@ -160,8 +160,8 @@ def plot(runs: list[dict], path: Path, title: str) -> Path:
     for row in axes[-1:]:
         for ax in row:
             ax.set_xlabel("seconds")
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (3.2 * n)))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -38,6 +38,7 @@ CODE_NAMES = {c.value[0]: c.name for c in grpc.StatusCode}
 BIN = 0.1  # seconds per bin of the completion counters
 
 CREATE, CANCEL = 0, 1
+STATE_NAMES = {v: k for k, v in cpb.OrderState.items()}
 
 
 def new_hist(digits: int = 3) -> HdrHistogram:
@@ -197,11 +198,14 @@ class Worker:
         self.channels: list[grpc.aio.Channel] = []
         self.sem: asyncio.Semaphore | None = None
         self.aborted = False
+        self.finished = False  # after the drain: outcomes no longer count
         self.metas = [(("x-api-key", k),) for k in spec.keys]
 
     # -- outcomes ------------------------------------------------------------
 
     def _record(self, kind: int, ts: float, now: float, ok: bool) -> None:
+        if self.finished:
+            return  # counted as NO_ANSWER already
         us = max(1, int((now - ts) * 1e6))
         self.hist[kind].record_value(min(us, HIST_MAX_US))
         self.interval.record_value(min(us, HIST_MAX_US))
@@ -220,6 +224,8 @@ class Worker:
                 self.ok_bins[b] += 1
 
     def failed(self, kind: int, ts: float, now: float, code: str, detail: str = "") -> None:
+        if self.finished:
+            return
         if detail and len(self.error_examples) < 20:
             self.error_examples.setdefault(code, detail[:300])
         if kind == CANCEL and code == "FAILED_PRECONDITION":
@@ -233,12 +239,14 @@ class Worker:
 
     def succeeded(self, kind: int, ts: float, now: float, idx: int, order: opb.Order,
                   session: Session | None, meta=None) -> None:
+        if self.finished:
+            return
         self._record(kind, ts, now, True)
         if kind == CANCEL:
-            self.states["cancel->" + cpb.OrderState.Name(order.state)] += 1
+            self.states["cancel->" + STATE_NAMES.get(order.state, str(order.state))] += 1
             return
         self.acked.append(idx)
-        self.states[cpb.OrderState.Name(order.state)] += 1
+        self.states[STATE_NAMES.get(order.state, str(order.state))] += 1
         mix = self.spec.mix
         if (mix.cancel_fraction > 0 and order.state in RESTING
                 and self.rng.random() < mix.cancel_fraction):
@@ -382,6 +390,7 @@ class Worker:
         unanswered = self.inflight()  # unary calls still open after the drain
         if unanswered > 0:
             self.errors["NO_ANSWER"] += unanswered
+        self.finished = True
         reporter.cancel()
         cpu1 = psutil.Process().cpu_times()
         for ch in self.channels:
