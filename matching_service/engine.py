@@ -10,28 +10,59 @@ with the next per-instrument sequence number:
               maker's price (the trade id comes from this event's sequence);
 * CANCELLED - a resting order was cancelled (quantity removed);
 * EXPIRED   - the unfilled rest of an IOC, FOK or market order;
-* REJECTED  - a new order refused outright (post-only that would take).
+* REJECTED  - a new order refused outright (post-only that would take);
+* AMENDED   - a resting order got a new price and/or total quantity (the
+              event carries the new values); trades it causes follow it.
 
 Rules: price-time priority; partial fills; the trade price is the resting
 order's price; LIMIT+GTC rests, IOC fills what it can and expires the rest,
 FOK fills completely or expires with no fill; MARKET never rests; post-only
 rejects a limit order that would take liquidity. ``client_order_id`` is
 deduplicated per account: a retry of the same order returns the original,
-different contents are refused.
+different contents are refused. Amending keeps the order's time priority only
+when it just lowers the quantity at the same price; a new price or a larger
+quantity sends it to the back of its (new) level, and a new price that
+crosses the book trades first, as a taker.
 
 The engine records what changed (orders, price levels) so the caller can
 commit a whole batch of commands at once (group commit) and publish the
 level changes to market data.
+
+How the book is laid out, and why (this is the hot path of the exchange):
+
+* a price level is a plain ``list`` of its orders in time priority: most
+  levels hold one or a few orders, and a list is the cheapest container to
+  create, append to and pop from (a ``deque`` costs ~600 bytes even when it
+  holds one order). A level's quantity is not kept: it is summed when the
+  level is published (once per batch) or needed by FOK;
+* each side is a ``dict`` key -> level, where key = price for asks and
+  -price for bids, so that the best level has the smallest key on both sides
+  and the matching code is the same for both;
+* the keys are kept in order by a two-level price ladder: buckets of 256
+  consecutive keys, each a short sorted list of the keys present (``bisect``,
+  in C), and a heap (``heapq``, in C) of the bucket numbers. The best key is
+  cached in ``Side.best``. Taking the best level away is ``del keys[0]`` on a
+  short list, with no comparisons; the heap changes only when a whole bucket
+  appears or empties. (One heap of all the levels costs a chain of cache
+  misses per level taken in a deep book; a ``SortedDict`` costs microseconds
+  of Python per insert and delete.)
+* ``Fill`` and ``Outcome`` are named tuples built with ``tuple.__new__``: one
+  of each per fill and per command, at a fraction of a class's ``__init__``;
+  a ``Fill`` starts with the trade record the store writes, so a batch's
+  trades are handed over as they are.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
+from heapq import heapify, heappop, heappush
+from operator import attrgetter
+from typing import NamedTuple
 
-from sortedcontainers import SortedDict
-
-from exchange_common.ids import make_id
+from exchange_common.ids import SEQUENCE_BITS, SEQUENCE_MASK
 
 # Enum numbers equal the exchange.common.v1 proto enums (and database columns).
 BUY, SELL = 1, 2
@@ -41,13 +72,25 @@ NEW, PARTIALLY_FILLED, FILLED, CANCELLED, EXPIRED, REJECTED = 1, 2, 3, 4, 5, 6
 MAKER, TAKER = 1, 2
 
 # Journal event kinds (database column journal.kind).
-EV_ACCEPTED, EV_TRADE, EV_CANCELLED, EV_EXPIRED, EV_REJECTED = 1, 2, 3, 4, 5
+EV_ACCEPTED, EV_TRADE, EV_CANCELLED, EV_EXPIRED, EV_REJECTED, EV_AMENDED = 1, 2, 3, 4, 5, 6
 
 OPEN_STATES = (NEW, PARTIALLY_FILLED)
 
 # Closed orders remembered for client_order_id retries (older ones are found
 # in the database by the order service before it routes a retry).
 RECENT_CLOSED = 100_000
+
+# A key limit beyond any price: a market order takes whatever the other side has.
+NO_LIMIT = 1 << 62
+# Side.best of an empty side: above every limit, so nothing crosses it.
+EMPTY = 1 << 63
+# The price ladder's buckets hold 2**BUCKET_BITS consecutive keys.
+BUCKET_BITS = 8
+# Emptied buckets away from the top wait in the ladder; it is rebuilt when there
+# are more of them than this and than buckets in use.
+COMPACT_MIN_EMPTY = 256
+
+_tuple_new = tuple.__new__  # builds a named tuple without its Python-level __new__
 
 
 class Order:
@@ -73,7 +116,7 @@ class Order:
         self.notional = 0
         self.state = NEW
         self.reason = ""
-        self.priority = order_id & ((1 << 44) - 1)
+        self.priority = order_id & SEQUENCE_MASK
         self.created_ns = created_ns
         self.updated_ns = created_ns
         self.last_sequence = 0
@@ -92,34 +135,34 @@ class Order:
                 f"qty={self.quantity}, filled={self.filled}, state={self.state})")
 
 
-class Level:
-    """The orders resting at one price, in time priority."""
+class Fill(NamedTuple):
+    """One fill. The first ten fields are the trade record the store writes
+    (``Changes.trades``); ``maker`` and ``taker`` are the orders themselves."""
 
-    __slots__ = ("price", "orders", "quantity")
-
-    def __init__(self, price: int) -> None:
-        self.price = price
-        self.orders: OrderedDict[int, Order] = OrderedDict()
-        self.quantity = 0
-
-
-@dataclass(slots=True)
-class Fill:
     trade_id: int
     sequence: int
     price: int
     quantity: int
+    taker_side: int
+    maker_order_id: int
+    taker_order_id: int
+    maker_account_id: int
+    taker_account_id: int
+    time_ns: int
     maker: Order
     taker: Order
-    time_ns: int
 
 
-@dataclass(slots=True)
-class Outcome:
-    """What one command did. ``order`` is None when the command failed."""
+NO_FILLS: tuple = ()
+
+
+class Outcome(NamedTuple):
+    """What one command did. ``order`` is None when the command failed, except for
+    the failures that concern an existing order (a client_order_id used by another
+    order, an amend refused): then it is that order, unchanged."""
 
     order: Order | None
-    fills: list[Fill] = field(default_factory=list)
+    fills: list[Fill] | tuple = NO_FILLS
     # The command repeated an existing client_order_id with the same contents.
     duplicate: bool = False
     # For failures: a machine-readable reason (see matching.v1.ErrorCode).
@@ -131,6 +174,155 @@ class Outcome:
 ERR_ORDER_NOT_OPEN = "ORDER_NOT_OPEN"
 ERR_DUPLICATE = "DUPLICATE_CLIENT_ORDER_ID"
 ERR_INVALID = "INVALID"
+ERR_POST_ONLY_WOULD_TAKE = "POST_ONLY_WOULD_TAKE"
+
+# The order rows drain_changes() hands over, read in C rather than attribute by attribute.
+_ORDER_ROW = attrgetter(
+    "order_id", "account_id", "client_order_id", "side", "type", "tif", "post_only", "price",
+    "quantity", "filled", "notional", "state", "reason", "priority", "last_sequence",
+    "created_ns", "updated_ns")
+
+
+class Side:
+    """One side of the book: its price levels by key, and their keys in order.
+
+    key = price * ``sign`` (price for asks, -price for bids): on both sides the
+    best level has the smallest key. ``levels`` maps key -> the orders at that
+    price (never an empty list); ``buckets`` maps key >> BUCKET_BITS -> the sorted
+    keys of the levels in that bucket; ``heap`` holds the bucket numbers. An
+    emptied bucket stays (as an empty list, counted in ``empty``) until it reaches
+    the top of the heap, so every bucket number is in the heap exactly once and
+    the bucket at the top is never empty. ``best`` is the smallest key, EMPTY when
+    the side has no orders."""
+
+    __slots__ = ("sign", "levels", "buckets", "heap", "empty", "best", "touched")
+
+    def __init__(self, sign: int) -> None:
+        self.sign = sign
+        self.levels: dict[int, list[Order]] = {}
+        self.buckets: dict[int, list[int]] = {}
+        self.heap: list[int] = []
+        self.empty = 0
+        self.best = EMPTY
+        # Prices of the levels changed since the last drain_changes().
+        self.touched: set[int] = set()
+
+    def __len__(self) -> int:
+        """Price levels with orders."""
+        return len(self.levels)
+
+    def add_level(self, key: int, level: list[Order]) -> None:
+        self.levels[key] = level
+        bucket = key >> BUCKET_BITS
+        keys = self.buckets.get(bucket)
+        if keys is None:
+            self.buckets[bucket] = [key]
+            heappush(self.heap, bucket)
+        elif not keys:
+            keys.append(key)
+            self.empty -= 1
+        else:
+            insort(keys, key)
+        if key < self.best:
+            self.best = key
+
+    def remove_level(self, key: int) -> None:
+        """Forget the level at ``key`` (its last order is gone)."""
+        del self.levels[key]
+        keys = self.buckets[key >> BUCKET_BITS]
+        if key == self.best:
+            del keys[0]
+            if keys:
+                self.best = keys[0]
+            else:
+                self.next_bucket()
+        else:
+            del keys[bisect_left(keys, key)]
+            if not keys:
+                self.empty += 1
+                if self.empty > COMPACT_MIN_EMPTY and self.empty > len(self.buckets) // 2:
+                    self.compact()
+
+    def next_bucket(self) -> None:
+        """The bucket at the top of the heap has emptied: drop it, and the emptied
+        buckets behind it, and take the best key from the next one."""
+        heap, buckets = self.heap, self.buckets
+        del buckets[heappop(heap)]
+        while heap:
+            keys = buckets[heap[0]]
+            if keys:
+                self.best = keys[0]
+                return
+            del buckets[heappop(heap)]
+            self.empty -= 1
+        self.best = EMPTY
+
+    def compact(self) -> None:
+        """Drop the emptied buckets (in place: callers may hold the containers)."""
+        buckets = self.buckets
+        for bucket in [b for b, keys in buckets.items() if not keys]:
+            del buckets[bucket]
+        self.heap[:] = buckets
+        heapify(self.heap)
+        self.empty = 0
+
+    def rebuild(self) -> None:
+        """Make the ladder from ``levels`` (after a bulk restore)."""
+        buckets: dict[int, list[int]] = {}
+        for key in self.levels:
+            keys = buckets.get(key >> BUCKET_BITS)
+            if keys is None:
+                buckets[key >> BUCKET_BITS] = [key]
+            else:
+                keys.append(key)
+        for keys in buckets.values():
+            keys.sort()
+        self.buckets = buckets
+        self.heap = list(buckets)
+        heapify(self.heap)
+        self.empty = 0
+        self.best = buckets[self.heap[0]][0] if self.heap else EMPTY
+
+    def keys_in_order(self) -> Iterator[int]:
+        buckets = self.buckets
+        for bucket in sorted(buckets):
+            yield from buckets[bucket]
+
+    def sorted_levels(self) -> list[list[Order]]:
+        """The levels, best first."""
+        levels = self.levels
+        return [levels[key] for key in self.keys_in_order()]
+
+    def fillable(self, limit: int, need: int) -> bool:
+        """Whether the levels with key <= ``limit`` hold ``need`` lots (for FOK)."""
+        total = 0
+        for key in self.keys_in_order():
+            if key > limit:
+                return False
+            total += level_quantity(self.levels[key])
+            if total >= need:
+                return True
+        return False
+
+    def drain_touched(self) -> list[tuple[int, int, int]]:
+        """(price, quantity, order count) of each touched level, by price; 0, 0 if gone."""
+        levels, sign = self.levels, self.sign
+        out = []
+        for price in sorted(self.touched):
+            level = levels.get(price * sign)
+            if level is None:
+                out.append((price, 0, 0))
+            elif len(level) == 1:
+                o = level[0]
+                out.append((price, o.quantity - o.filled, 1))
+            else:
+                out.append((price, level_quantity(level), len(level)))
+        self.touched.clear()
+        return out
+
+
+def level_quantity(level: list[Order]) -> int:
+    return sum([o.quantity - o.filled for o in level])
 
 
 class OrderBook:
@@ -139,8 +331,8 @@ class OrderBook:
     def __init__(self, instrument_id: int, last_sequence: int = 0) -> None:
         self.instrument_id = instrument_id
         self.sequence = last_sequence
-        self.bids: SortedDict = SortedDict()  # price -> Level, best = last
-        self.asks: SortedDict = SortedDict()  # price -> Level, best = first
+        self.bids = Side(-1)
+        self.asks = Side(1)
         self.orders: dict[int, Order] = {}  # resting orders by id
         self.open_client_ids: dict[tuple[int, str], Order] = {}
         self.closed_client_ids: OrderedDict[tuple[int, str], Order] = OrderedDict()
@@ -148,31 +340,42 @@ class OrderBook:
         self.events: list[tuple] = []
         self.changed: dict[int, Order] = {}
         self.trades: list[Fill] = []
-        self.touched_bids: set[int] = set()
-        self.touched_asks: set[int] = set()
         self.first_sequence = last_sequence + 1
         # The sequence of the snapshot this book was recovered from (0: none).
         self.snapshot_sequence = 0
+        # Ids are instrument_id << SEQUENCE_BITS | sequence (exchange_common.ids.make_id).
+        self._id_base = instrument_id << SEQUENCE_BITS
 
     # -- commands ------------------------------------------------------------
 
     def new_order(self, account_id: int, side: int, type_: int, tif: int, price: int,
                   quantity: int, client_order_id: str = "", post_only: bool = False,
                   now_ns: int = 0) -> Outcome:
-        if side not in (BUY, SELL) or type_ not in (LIMIT, MARKET) or quantity <= 0:
+        if (side != BUY and side != SELL) or quantity <= 0:
             return Outcome(None, error=ERR_INVALID, error_message="malformed order")
+        # ``other`` is the side this order takes from: the levels with key <= ``limit``
+        # (a limit order that rests does so at key -limit on its own side).
         if type_ == LIMIT:
             if price <= 0:
-                return Outcome(None, error=ERR_INVALID, error_message="limit order needs a price")
-            if tif not in (GTC, IOC, FOK):
+                return Outcome(None, error=ERR_INVALID,
+                               error_message="limit order needs a price")
+            if tif != GTC and tif != IOC and tif != FOK:
                 tif = GTC
-        else:
+            if side == BUY:
+                other, limit = self.asks, price
+            else:
+                other, limit = self.bids, -price
+        elif type_ == MARKET:
             price = 0
-            if tif not in (IOC, FOK):
+            if tif != IOC and tif != FOK:
                 tif = IOC
             if post_only:
                 return Outcome(None, error=ERR_INVALID,
                                error_message="post_only applies to limit orders only")
+            other = self.asks if side == BUY else self.bids
+            limit = NO_LIMIT
+        else:
+            return Outcome(None, error=ERR_INVALID, error_message="malformed order")
 
         if client_order_id:
             key = (account_id, client_order_id)
@@ -184,46 +387,56 @@ class OrderBook:
                                error_message=f"client_order_id {client_order_id!r} is already "
                                              f"used by order {existing.order_id}")
 
-        seq = self._next_seq()
-        order = Order(make_id(self.instrument_id, seq), account_id, client_order_id, side,
-                      type_, tif, post_only, price, quantity, now_ns)
+        seq = self.sequence = self.sequence + 1
+        order_id = self._id_base | seq
+        order = Order(order_id, account_id, client_order_id, side, type_, tif, post_only, price,
+                      quantity, now_ns)
         order.last_sequence = seq
-        self.changed[order.order_id] = order
+        self.changed[order_id] = order
+        crosses = other.best <= limit
 
-        if post_only and self._crosses(side, price):
+        if post_only and crosses:
             order.state = REJECTED
             order.reason = "POST_ONLY_WOULD_TAKE"
-            self._event(seq, EV_REJECTED, order, 0, price, quantity, now_ns)
+            self.events.append((seq, EV_REJECTED, order_id, 0, price, quantity, account_id,
+                                side, type_, tif, post_only, client_order_id, now_ns))
             self._remember_closed(order)
-            return Outcome(order)
+            return _tuple_new(Outcome, (order, NO_FILLS, False, "", ""))
 
-        self._event(seq, EV_ACCEPTED, order, 0, price, quantity, now_ns)
+        self.events.append((seq, EV_ACCEPTED, order_id, 0, price, quantity, account_id, side,
+                            type_, tif, post_only, client_order_id, now_ns))
 
-        if tif == FOK and self._fillable(side, price if type_ == LIMIT else None) < quantity:
+        if tif == FOK and not (crosses and other.fillable(limit, quantity)):
             self._expire(order, "FOK_NOT_FILLABLE", now_ns)
-            return Outcome(order)
+            return _tuple_new(Outcome, (order, NO_FILLS, False, "", ""))
 
-        fills = self._take(order, now_ns)
-
-        remaining = order.quantity - order.filled
-        if remaining == 0:
-            order.state = FILLED
-            self._remember_closed(order)
+        fills = self._take(order, other, limit, now_ns) if crosses else NO_FILLS
+        if order.state == FILLED:
+            if client_order_id:
+                self._remember_closed(order)
         elif type_ == LIMIT and tif == GTC:
-            self._rest(order)
+            # Rest: _rest() inlined, this is the most common path of all.
+            own = self.bids if side == BUY else self.asks
+            level = own.levels.get(-limit)
+            if level is None:
+                own.add_level(-limit, [order])
+            else:
+                level.append(order)
+            self.orders[order_id] = order
+            own.touched.add(price)
             if client_order_id:
                 self.open_client_ids[(account_id, client_order_id)] = order
         else:
             self._expire(order, "NO_LIQUIDITY" if type_ == MARKET and not fills else
                          "IOC_REMAINDER" if tif == IOC else "MARKET_REMAINDER", now_ns)
-        return Outcome(order, fills)
+        return _tuple_new(Outcome, (order, fills, False, "", ""))
 
     def cancel(self, account_id: int, order_id: int, now_ns: int = 0) -> Outcome:
         order = self.orders.get(order_id)
         if order is None or order.account_id != account_id:
             return Outcome(None, error=ERR_ORDER_NOT_OPEN, error_message="order is not open")
         self._unrest(order)
-        seq = self._next_seq()
+        seq = self.sequence = self.sequence + 1
         removed = order.quantity - order.filled
         self._event(seq, EV_CANCELLED, order, 0, order.price, removed, now_ns)
         order.state = CANCELLED
@@ -232,54 +445,121 @@ class OrderBook:
         order.last_sequence = seq
         self.changed[order_id] = order
         self._close_client_id(order)
-        return Outcome(order)
+        return _tuple_new(Outcome, (order, NO_FILLS, False, "", ""))
+
+    def amend(self, account_id: int, order_id: int, price: int, quantity: int,
+              now_ns: int = 0) -> Outcome:
+        """Change a resting order of ``account_id``: ``price`` 0 keeps the price,
+        ``quantity`` 0 keeps the total quantity (the new total, including what has
+        filled, so it must stay above ``filled``).
+
+        Lowering the quantity at the same price keeps the order's time priority.
+        A new price or a larger quantity loses it: the order leaves its level and
+        comes back with priority = this amendment's sequence, trading first as a
+        taker if its new price crosses the book (a post-only order is refused
+        instead, unchanged). Changing nothing succeeds with no event, so a retried
+        amendment is harmless. The AMENDED event (new price, new total) comes
+        before the trades it causes."""
+        order = self.orders.get(order_id)
+        if order is None or order.account_id != account_id:
+            return Outcome(None, error=ERR_ORDER_NOT_OPEN, error_message="order is not open")
+        if price < 0 or quantity < 0:
+            return Outcome(order, error=ERR_INVALID,
+                           error_message="price and quantity cannot be negative")
+        new_price = price or order.price
+        new_quantity = quantity or order.quantity
+        if new_quantity <= order.filled:
+            return Outcome(order, error=ERR_INVALID,
+                           error_message=f"the new quantity {new_quantity} must be above the "
+                                         f"{order.filled} lots already filled")
+        old_price = order.price
+        if new_price == old_price and new_quantity == order.quantity:
+            return Outcome(order)
+        if order.side == BUY:
+            own, other, limit = self.bids, self.asks, new_price
+        else:
+            own, other, limit = self.asks, self.bids, -new_price
+
+        if new_price == old_price and new_quantity < order.quantity:
+            # In place: same level, same priority.
+            seq = self.sequence = self.sequence + 1
+            self._event(seq, EV_AMENDED, order, 0, new_price, new_quantity, now_ns)
+            order.quantity = new_quantity
+            order.updated_ns = now_ns
+            order.last_sequence = seq
+            self.changed[order_id] = order
+            own.touched.add(new_price)
+            return Outcome(order)
+
+        crosses = other.best <= limit
+        if crosses and order.post_only:
+            return Outcome(order, error=ERR_POST_ONLY_WOULD_TAKE,
+                           error_message=f"post-only order {order_id} would take liquidity "
+                                         f"at price {new_price}")
+        self._unrest(order)
+        seq = self.sequence = self.sequence + 1
+        self._event(seq, EV_AMENDED, order, 0, new_price, new_quantity, now_ns)
+        order.price = new_price
+        order.quantity = new_quantity
+        order.priority = seq
+        order.updated_ns = now_ns
+        order.last_sequence = seq
+        self.changed[order_id] = order
+        fills = self._take(order, other, limit, now_ns) if crosses else NO_FILLS
+        if order.state == FILLED:
+            self._close_client_id(order)
+        else:
+            self._rest(order, own, -limit)
+        return Outcome(order, fills)
 
     # -- queries -------------------------------------------------------------
 
     def best_bid(self) -> int | None:
-        return self.bids.peekitem(-1)[0] if self.bids else None
+        best = self.bids.best
+        return None if best == EMPTY else -best
 
     def best_ask(self) -> int | None:
-        return self.asks.peekitem(0)[0] if self.asks else None
+        best = self.asks.best
+        return None if best == EMPTY else best
 
-    def level(self, side: int, price: int) -> Level | None:
-        return (self.bids if side == BUY else self.asks).get(price)
+    def level(self, side: int, price: int) -> tuple[int, int, int] | None:
+        """(price, quantity, order count) of one level, None if nobody rests there."""
+        book = self.bids if side == BUY else self.asks
+        level = book.levels.get(price * book.sign)
+        return None if level is None else (price, level_quantity(level), len(level))
 
     def depth(self, side: int) -> list[tuple[int, int, int]]:
         """(price, quantity, order count) per level, best first."""
         book = self.bids if side == BUY else self.asks
-        prices = reversed(book.keys()) if side == BUY else iter(book.keys())
-        return [(p, book[p].quantity, len(book[p].orders)) for p in prices]
+        return [(lv[0].price, level_quantity(lv), len(lv)) for lv in book.sorted_levels()]
 
     def resting(self) -> list[Order]:
         """Resting orders: bids best first then asks best first, each level in time priority."""
         out: list[Order] = []
-        for side in (BUY, SELL):
-            book = self.bids if side == BUY else self.asks
-            prices = reversed(book.keys()) if side == BUY else iter(book.keys())
-            for p in prices:
-                out.extend(book[p].orders.values())
+        for book in (self.bids, self.asks):
+            for level in book.sorted_levels():
+                out.extend(level)
         return out
 
     # -- recovery ------------------------------------------------------------
 
     def restore(self, orders: list[Order]) -> None:
         """Put resting orders back on an empty book (in any order: time priority
-        comes from ``priority``). Built level by level, then each side sorted once."""
+        comes from ``priority``). Built level by level, then each ladder made once."""
         assert not self.orders, "restore needs an empty book"
-        sides: tuple[dict[int, Level], dict[int, Level]] = ({}, {})
         for order in sorted(orders, key=lambda o: o.priority):
-            levels = sides[0] if order.side == BUY else sides[1]
-            level = levels.get(order.price)
+            book = self.bids if order.side == BUY else self.asks
+            key = order.price * book.sign
+            level = book.levels.get(key)
             if level is None:
-                level = levels[order.price] = Level(order.price)
-            level.orders[order.order_id] = order
-            level.quantity += order.quantity - order.filled
+                book.levels[key] = [order]
+            else:
+                level.append(order)
             self.orders[order.order_id] = order
             if order.client_order_id:
                 self.open_client_ids[(order.account_id, order.client_order_id)] = order
-        self.bids.update(sides[0])
-        self.asks.update(sides[1])
+        self.bids.rebuild()
+        self.asks.rebuild()
 
     # -- batch support -------------------------------------------------------
 
@@ -289,29 +569,18 @@ class OrderBook:
             first_sequence=self.first_sequence,
             last_sequence=self.sequence,
             events=self.events,
-            orders=[(o.order_id, o.account_id, o.client_order_id, o.side, o.type, o.tif,
-                     o.post_only, o.price, o.quantity, o.filled, o.notional, o.state,
-                     o.reason, o.priority, o.last_sequence, o.created_ns, o.updated_ns)
-                    for o in self.changed.values()],
-            trades=[(f.trade_id, f.sequence, f.price, f.quantity, f.taker.side,
-                     f.maker.order_id, f.taker.order_id, f.maker.account_id,
-                     f.taker.account_id, f.time_ns) for f in self.trades],
-            bids=[self._level_state(self.bids, p) for p in sorted(self.touched_bids)],
-            asks=[self._level_state(self.asks, p) for p in sorted(self.touched_asks)],
+            orders=list(map(_ORDER_ROW, self.changed.values())),
+            trades=self.trades,
+            bids=self.bids.drain_touched(),
+            asks=self.asks.drain_touched(),
         )
         self.events = []
         self.changed = {}
         self.trades = []
-        self.touched_bids = set()
-        self.touched_asks = set()
         self.first_sequence = self.sequence + 1
         return changes
 
     # -- internals -----------------------------------------------------------
-
-    def _next_seq(self) -> int:
-        self.sequence += 1
-        return self.sequence
 
     def _event(self, seq: int, kind: int, order: Order, other: int, price: int, qty: int,
                now_ns: int) -> None:
@@ -319,102 +588,107 @@ class OrderBook:
                             order.side, order.type, order.tif, order.post_only,
                             order.client_order_id, now_ns))
 
-    def _crosses(self, side: int, price: int) -> bool:
-        if side == BUY:
-            return bool(self.asks) and self.asks.peekitem(0)[0] <= price
-        return bool(self.bids) and self.bids.peekitem(-1)[0] >= price
-
-    def _fillable(self, side: int, limit: int | None) -> int:
-        """Lots available to a taker on ``side`` at prices no worse than ``limit``."""
-        total = 0
-        if side == BUY:
-            for price, level in self.asks.items():
-                if limit is not None and price > limit:
-                    break
-                total += level.quantity
-        else:
-            for price in reversed(self.bids.keys()):
-                if limit is not None and price < limit:
-                    break
-                total += self.bids[price].quantity
-        return total
-
-    def _take(self, taker: Order, now_ns: int) -> list[Fill]:
-        fills: list[Fill] = []
-        if taker.side == BUY:
-            book, touched, best_index = self.asks, self.touched_asks, 0
-        else:
-            book, touched, best_index = self.bids, self.touched_bids, -1
-        limit = taker.price if taker.type == LIMIT else None
+    def _take(self, taker: Order, other: Side, limit: int, now_ns: int) -> list[Fill]:
+        """Match ``taker`` against the levels of ``other`` with key <= ``limit``, best
+        first, each in time priority. The caller has checked that the best level
+        is within the limit. Everything the loop needs is in local variables: this
+        is the innermost loop of the exchange."""
+        levels, buckets, touched = other.levels, other.buckets, other.touched
+        orders, changed = self.orders, self.changed
+        append_event, append_trade = self.events.append, self.trades.append
+        base = self._id_base
+        seq = self.sequence
+        taker_id, account, side = taker.order_id, taker.account_id, taker.side
+        type_, tif, post_only = taker.type, taker.tif, taker.post_only
+        client_id = taker.client_order_id
         qty = taker.quantity - taker.filled
-        while qty and book:
-            price, level = book.peekitem(best_index)
-            if limit is not None and (price > limit if taker.side == BUY else price < limit):
-                break
+        filled, notional = taker.filled, taker.notional
+        fills: list[Fill] = []
+        key = other.best
+        while True:
+            level = levels[key]
+            maker = level[0]
+            price = maker.price
             touched.add(price)
-            orders = level.orders
-            while qty and orders:
-                maker = next(iter(orders.values()))
+            while True:
                 open_qty = maker.quantity - maker.filled
                 fill = qty if qty < open_qty else open_qty
                 qty -= fill
-                seq = self._next_seq()
-                trade_id = make_id(self.instrument_id, seq)
-                self._event(seq, EV_TRADE, taker, maker.order_id, price, fill, now_ns)
+                seq += 1
+                maker_id = maker.order_id
+                append_event((seq, EV_TRADE, taker_id, maker_id, price, fill, account, side,
+                              type_, tif, post_only, client_id, now_ns))
+                value = price * fill
                 maker.filled += fill
-                maker.notional += price * fill
+                maker.notional += value
                 maker.updated_ns = now_ns
                 maker.last_sequence = seq
-                taker.filled += fill
-                taker.notional += price * fill
-                taker.last_sequence = seq
-                level.quantity -= fill
-                self.changed[maker.order_id] = maker
-                if maker.filled == maker.quantity:
-                    maker.state = FILLED
-                    orders.popitem(last=False)
-                    del self.orders[maker.order_id]
-                    self._close_client_id(maker)
-                else:
-                    maker.state = PARTIALLY_FILLED
-                f = Fill(trade_id, seq, price, fill, maker, taker, now_ns)
+                changed[maker_id] = maker
+                filled += fill
+                notional += value
+                f = _tuple_new(Fill, (base | seq, seq, price, fill, side, maker_id, taker_id,
+                                      maker.account_id, account, now_ns, maker, taker))
                 fills.append(f)
-                self.trades.append(f)
-            if not orders:
-                del book[price]
+                append_trade(f)
+                if fill < open_qty:
+                    maker.state = PARTIALLY_FILLED
+                    break  # the taker is done
+                maker.state = FILLED
+                del orders[maker_id]
+                if maker.client_order_id:
+                    self._close_client_id(maker)
+                if len(level) == 1:
+                    # The level is gone: the best key moves on (Side.remove_level
+                    # inlined for the best key: the common case).
+                    del levels[key]
+                    keys = buckets[key >> BUCKET_BITS]
+                    del keys[0]
+                    if keys:
+                        other.best = keys[0]
+                    else:
+                        other.next_bucket()
+                    break
+                del level[0]
+                if not qty:
+                    break
+                maker = level[0]
+            if not qty:
+                break
+            key = other.best
+            if key > limit:
+                break
+        self.sequence = seq
+        taker.filled = filled
+        taker.notional = notional
+        taker.last_sequence = seq
         taker.updated_ns = now_ns
-        if taker.filled and taker.filled < taker.quantity:
-            taker.state = PARTIALLY_FILLED
+        taker.state = PARTIALLY_FILLED if qty else FILLED
         return fills
 
-    def _rest(self, order: Order) -> None:
-        if order.side == BUY:
-            book, touched = self.bids, self.touched_bids
-        else:
-            book, touched = self.asks, self.touched_asks
-        level = book.get(order.price)
+    def _rest(self, order: Order, own: Side, key: int) -> None:
+        level = own.levels.get(key)
         if level is None:
-            level = book[order.price] = Level(order.price)
-        level.orders[order.order_id] = order
-        level.quantity += order.quantity - order.filled
+            own.add_level(key, [order])
+        else:
+            level.append(order)
         self.orders[order.order_id] = order
-        touched.add(order.price)
+        own.touched.add(order.price)
 
     def _unrest(self, order: Order) -> None:
-        if order.side == BUY:
-            book, touched = self.bids, self.touched_bids
+        """Take a resting order off its level. A level is a list: finding the order is
+        a scan (in C, by identity) of the orders ahead of it, short in practice."""
+        book = self.bids if order.side == BUY else self.asks
+        key = order.price * book.sign
+        level = book.levels[key]
+        if len(level) == 1:
+            book.remove_level(key)
         else:
-            book, touched = self.asks, self.touched_asks
-        level = book[order.price]
-        del level.orders[order.order_id]
-        level.quantity -= order.quantity - order.filled
-        if not level.orders:
-            del book[order.price]
+            level.remove(order)
         del self.orders[order.order_id]
-        touched.add(order.price)
+        book.touched.add(order.price)
 
     def _expire(self, order: Order, reason: str, now_ns: int) -> None:
-        seq = self._next_seq()
+        seq = self.sequence = self.sequence + 1
         self._event(seq, EV_EXPIRED, order, 0, order.price, order.quantity - order.filled,
                     now_ns)
         order.state = EXPIRED
@@ -435,13 +709,6 @@ class OrderBook:
             if len(recent) > RECENT_CLOSED:
                 recent.popitem(last=False)
 
-    @staticmethod
-    def _level_state(book: SortedDict, price: int) -> tuple[int, int, int]:
-        level = book.get(price)
-        if level is None:
-            return (price, 0, 0)
-        return (price, level.quantity, len(level.orders))
-
 
 @dataclass(slots=True)
 class Changes:
@@ -454,8 +721,8 @@ class Changes:
     events: list[tuple]
     # order rows: see OrderBook.drain_changes for the field order
     orders: list[tuple]
-    # (trade_id, sequence, price, quantity, taker_side, maker_order_id,
-    #  taker_order_id, maker_account_id, taker_account_id, time_ns)
-    trades: list[tuple]
+    # Fill tuples: (trade_id, sequence, price, quantity, taker_side, maker_order_id,
+    #  taker_order_id, maker_account_id, taker_account_id, time_ns, maker, taker)
+    trades: list[Fill]
     bids: list[tuple[int, int, int]]  # (price, quantity, count) after the batch
     asks: list[tuple[int, int, int]]

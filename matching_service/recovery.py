@@ -2,9 +2,9 @@
 
 Recovery = the latest snapshot (the resting orders after some sequence S)
 + the journal events after S. Replay re-executes the commands the journal
-recorded (accepted and rejected orders, cancels) on the engine, which is
-deterministic, and checks that every event it produces (trades, expiries)
-is exactly the one in the journal. A mismatch stops recovery loudly rather
+recorded (accepted and rejected orders, cancels, amendments) on the engine,
+which is deterministic, and checks that every event it produces (trades,
+expiries) is exactly the one in the journal. A mismatch stops recovery loudly rather
 than producing a book that differs from the one that was acknowledged.
 """
 
@@ -16,6 +16,7 @@ from exchange.matching.v1 import matching_pb2 as mpb
 from matching_service.engine import (
     BUY,
     EV_ACCEPTED,
+    EV_AMENDED,
     EV_CANCELLED,
     EV_REJECTED,
     Order,
@@ -92,6 +93,14 @@ def replay(book: OrderBook, rows: Iterable[tuple]) -> int:
             out = book.cancel(account, order_id, t)
             if out.order is None:
                 raise ReplayMismatch(f"sequence {seq}: order {order_id} was not open to cancel")
+        elif kind == EV_AMENDED:
+            # The event holds the new price and total quantity: re-executed as is.
+            if seq != book.sequence + 1:
+                raise ReplayMismatch(f"sequence {seq}: expected an amend at {book.sequence + 1}")
+            out = book.amend(account, order_id, price, qty, t)
+            if out.order is None or out.error:
+                raise ReplayMismatch(f"sequence {seq}: order {order_id} could not be amended "
+                                     f"({out.error or 'not open'})")
     produced = book.drain_changes().events
     if len(produced) != len(journal):
         raise ReplayMismatch(f"replay produced {len(produced)} events, the journal has "

@@ -11,8 +11,11 @@ from matching_service.engine import (
     BUY,
     CANCELLED,
     ERR_DUPLICATE,
+    ERR_INVALID,
     ERR_ORDER_NOT_OPEN,
+    ERR_POST_ONLY_WOULD_TAKE,
     EV_ACCEPTED,
+    EV_AMENDED,
     EV_CANCELLED,
     EV_EXPIRED,
     EV_REJECTED,
@@ -191,3 +194,189 @@ def test_restore_rebuilds_same_book() -> None:
     assert [o.order_id for o in copy.resting()] == [o.order_id for o in resting]
     assert copy.depth(BUY) == book.depth(BUY) and copy.depth(SELL) == book.depth(SELL)
     assert limit(copy, BUY, 100, 3, coid="c0").duplicate
+
+
+# -- amend -------------------------------------------------------------------
+
+
+@dataclass
+class AmendCase:
+    name: str
+    # (side, price, qty, account, post_only), placed in this order; the first
+    # order placed by account A is the one amended
+    resting: list[tuple]
+    amend: tuple[int, int]  # (price, quantity) as sent: 0 keeps
+    error: str  # "" when accepted
+    fills: list[tuple[int, int]]  # (price, qty) the amended order traded
+    after: tuple[int, int, int, int]  # the order after: (price, quantity, filled, state)
+    priority: str  # "kept", "lost" (= the AMENDED event's sequence) or "-" (unchanged)
+    bids: list[tuple[int, int, int]]
+    asks: list[tuple[int, int, int]]
+    queue: list[int] | None = None  # at the order's level: placement indexes in time order
+
+
+AMEND_CASES = [
+    AmendCase("lower quantity keeps priority",
+              [(BUY, 100, 5, A, False), (BUY, 100, 3, B, False)], (0, 2), "", [],
+              (100, 2, 0, NEW), "kept", [(100, 5, 2)], [], queue=[0, 1]),
+    AmendCase("lower quantity with the same price given keeps priority",
+              [(BUY, 100, 5, A, False), (BUY, 100, 3, B, False)], (100, 4), "", [],
+              (100, 4, 0, NEW), "kept", [(100, 7, 2)], [], queue=[0, 1]),
+    AmendCase("larger quantity loses priority",
+              [(BUY, 100, 5, A, False), (BUY, 100, 3, B, False)], (0, 8), "", [],
+              (100, 8, 0, NEW), "lost", [(100, 11, 2)], [], queue=[1, 0]),
+    AmendCase("new price loses priority",
+              [(BUY, 100, 5, A, False), (BUY, 100, 3, B, False)], (99, 0), "", [],
+              (99, 5, 0, NEW), "lost", [(100, 3, 1), (99, 5, 1)], []),
+    AmendCase("new price joins the back of an existing level",
+              [(BUY, 100, 5, A, False), (BUY, 101, 3, B, False)], (101, 0), "", [],
+              (101, 5, 0, NEW), "lost", [(101, 8, 2)], [], queue=[1, 0]),
+    AmendCase("new price and lower quantity loses priority",
+              [(SELL, 105, 5, A, False), (SELL, 104, 1, B, False)], (104, 2), "", [],
+              (104, 2, 0, NEW), "lost", [], [(104, 3, 2)], queue=[1, 0]),
+    AmendCase("nothing to change: accepted, nothing happens",
+              [(BUY, 100, 5, A, False), (BUY, 100, 3, B, False)], (100, 5), "", [],
+              (100, 5, 0, NEW), "-", [(100, 8, 2)], [], queue=[0, 1]),
+    AmendCase("crossing price trades first as a taker, the rest rests",
+              [(BUY, 100, 5, A, False), (SELL, 101, 2, B, False), (SELL, 102, 9, B, False)],
+              (101, 0), "", [(101, 2)], (101, 5, 2, PARTIALLY_FILLED), "lost",
+              [(101, 3, 1)], [(102, 9, 1)]),
+    AmendCase("crossing price sweeps levels at the makers' prices",
+              [(SELL, 110, 6, A, False), (BUY, 104, 2, B, False), (BUY, 103, 3, B, False),
+               (BUY, 101, 1, B, False)], (103, 0), "", [(104, 2), (103, 3)],
+              (103, 6, 5, PARTIALLY_FILLED), "lost", [(101, 1, 1)], [(103, 1, 1)]),
+    AmendCase("crossing price fills the order completely",
+              [(BUY, 100, 4, A, False), (SELL, 101, 9, B, False)], (101, 0), "", [(101, 4)],
+              (101, 4, 4, FILLED), "lost", [], [(101, 5, 1)]),
+    AmendCase("larger quantity of a partially filled order keeps what filled",
+              [(SELL, 100, 2, B, False), (BUY, 100, 5, A, False), (BUY, 100, 1, B, False)],
+              (0, 9), "", [], (100, 9, 2, PARTIALLY_FILLED), "lost", [(100, 8, 2)], [],
+              queue=[2, 1]),
+    AmendCase("quantity down to just above what filled",
+              [(SELL, 100, 2, B, False), (BUY, 100, 5, A, False)], (0, 3), "", [],
+              (100, 3, 2, PARTIALLY_FILLED), "kept", [(100, 1, 1)], []),
+    AmendCase("quantity down to what filled is refused",
+              [(SELL, 100, 2, B, False), (BUY, 100, 5, A, False)], (0, 2), ERR_INVALID, [],
+              (100, 5, 2, PARTIALLY_FILLED), "-", [(100, 3, 1)], []),
+    AmendCase("quantity below what filled is refused",
+              [(SELL, 100, 2, B, False), (BUY, 100, 5, A, False)], (0, 1), ERR_INVALID, [],
+              (100, 5, 2, PARTIALLY_FILLED), "-", [(100, 3, 1)], []),
+    AmendCase("negative price is refused",
+              [(BUY, 100, 5, A, False)], (-1, 0), ERR_INVALID, [], (100, 5, 0, NEW), "-",
+              [(100, 5, 1)], []),
+    AmendCase("negative quantity is refused",
+              [(BUY, 100, 5, A, False)], (0, -3), ERR_INVALID, [], (100, 5, 0, NEW), "-",
+              [(100, 5, 1)], []),
+    AmendCase("post-only that would take is refused, unchanged",
+              [(BUY, 100, 5, A, True), (BUY, 100, 1, B, False), (SELL, 101, 2, B, False)],
+              (101, 0), ERR_POST_ONLY_WOULD_TAKE, [], (100, 5, 0, NEW), "-",
+              [(100, 6, 2)], [(101, 2, 1)], queue=[0, 1]),
+    AmendCase("post-only may move while it stays passive",
+              [(BUY, 100, 5, A, True), (SELL, 102, 2, B, False)], (101, 0), "", [],
+              (101, 5, 0, NEW), "lost", [(101, 5, 1)], [(102, 2, 1)]),
+    AmendCase("sell side: a lower crossing price takes the best bid first",
+              [(SELL, 105, 4, A, False), (BUY, 103, 1, B, False), (BUY, 104, 2, B, False)],
+              (103, 0), "", [(104, 2), (103, 1)], (103, 4, 3, PARTIALLY_FILLED), "lost",
+              [], [(103, 1, 1)]),
+]
+
+
+def place(book: OrderBook, resting: list[tuple]) -> list:
+    return [book.new_order(account, side, LIMIT, GTC, price, qty, "", post_only,
+                           now_ns=1).order for side, price, qty, account, post_only in resting]
+
+
+@pytest.mark.parametrize("case", AMEND_CASES, ids=[c.name for c in AMEND_CASES])
+def test_amend_rules(case: AmendCase) -> None:
+    book = OrderBook(instrument_id=1)
+    placed = place(book, case.resting)
+    order = next(o for o, r in zip(placed, case.resting, strict=True) if r[3] == A)
+    priority_before = order.priority
+    book.drain_changes()
+    seq_before = book.sequence
+    out = book.amend(A, order.order_id, *case.amend, now_ns=7)
+    ch = book.drain_changes()
+
+    assert out.error == case.error
+    assert out.order is order  # the order concerned, even when refused
+    assert [(f.price, f.quantity) for f in out.fills] == case.fills
+    assert all(f.taker is order and f.maker is not order for f in out.fills)
+    assert (order.price, order.quantity, order.filled, order.state) == case.after
+    assert book.depth(BUY) == case.bids
+    assert book.depth(SELL) == case.asks
+    if case.queue is not None:
+        level = [o.order_id for o in book.resting() if o.price == order.price]
+        assert level == [placed[i].order_id for i in case.queue]
+
+    if case.error or case.priority == "-":
+        # refused or a no-op: no event, no sequence, nothing to commit
+        assert book.sequence == seq_before and ch.events == [] and ch.orders == []
+        assert order.priority == priority_before
+        return
+    kinds = [e[1] for e in ch.events]
+    assert kinds == [EV_AMENDED] + [EV_TRADE] * len(case.fills)
+    amended = ch.events[0]
+    assert amended[0] == seq_before + 1 and amended[2] == order.order_id
+    assert (amended[4], amended[5]) == (order.price, order.quantity)  # the new values
+    assert order.priority == (priority_before if case.priority == "kept" else amended[0])
+    assert order.last_sequence == ch.events[-1][0] and order.updated_ns == 7
+    assert order.order_id in [row[0] for row in ch.orders]
+    assert [e[0] for e in ch.events] == list(range(seq_before + 1, book.sequence + 1))
+
+
+def test_amend_needs_an_open_order_of_the_account() -> None:
+    book = OrderBook(1)
+    o = limit(book, BUY, 100, 5).order
+    assert book.amend(B, o.order_id, 0, 3).error == ERR_ORDER_NOT_OPEN  # not B's order
+    assert book.amend(A, o.order_id + 1000, 0, 3).error == ERR_ORDER_NOT_OPEN  # unknown
+    book.cancel(A, o.order_id)
+    out = book.amend(A, o.order_id, 0, 3)
+    assert out.error == ERR_ORDER_NOT_OPEN and out.order is None
+    filled = limit(book, SELL, 100, 2).order
+    market(book, BUY, 2)
+    assert book.amend(A, filled.order_id, 0, 5).error == ERR_ORDER_NOT_OPEN
+
+
+def test_amend_touches_the_levels_it_changes() -> None:
+    """Market data hears about the level the order left and the one it joined."""
+    book = OrderBook(1)
+    o = limit(book, BUY, 100, 5).order
+    limit(book, BUY, 100, 1, account=B)
+    limit(book, SELL, 103, 2, account=B)
+    book.drain_changes()
+    book.amend(A, o.order_id, 0, 4)  # in place
+    assert book.drain_changes().bids == [(100, 5, 2)]
+    book.amend(A, o.order_id, 101, 0)  # moves
+    ch = book.drain_changes()
+    assert ch.bids == [(100, 1, 1), (101, 4, 1)] and ch.asks == []
+    book.amend(A, o.order_id, 103, 6)  # crosses: takes 2 at 103, rests 4 at 103
+    ch = book.drain_changes()
+    assert ch.bids == [(101, 0, 0), (103, 4, 1)] and ch.asks == [(103, 0, 0)]
+    assert [t[2:4] for t in ch.trades] == [(103, 2)]
+    assert book.best_bid() == 103 and book.best_ask() is None
+
+
+def test_amend_that_fills_closes_the_client_order_id() -> None:
+    book = OrderBook(1)
+    o = limit(book, BUY, 100, 2, coid="x").order
+    limit(book, SELL, 101, 5, account=B)
+    out = book.amend(A, o.order_id, 101, 0)
+    assert out.order.state == FILLED and ("x" not in {k[1] for k in book.open_client_ids})
+    # still remembered, with its contents as amended: a create with the original
+    # contents is a clash (the order service finds the order by its id)
+    again = limit(book, BUY, 101, 2, coid="x")
+    assert again.duplicate and again.order is o
+    clash = limit(book, BUY, 100, 2, coid="x")
+    assert clash.error == ERR_DUPLICATE and clash.order is o
+    assert book.amend(A, o.order_id, 0, 3).error == ERR_ORDER_NOT_OPEN
+
+
+def test_amended_book_restores_in_the_same_priority() -> None:
+    book = OrderBook(1)
+    first = limit(book, BUY, 100, 5).order
+    limit(book, BUY, 100, 3, account=B)
+    book.amend(A, first.order_id, 0, 9)  # to the back
+    copy = OrderBook(1, last_sequence=book.sequence)
+    copy.restore(list(reversed(book.resting())))
+    assert [o.order_id for o in copy.resting()] == [o.order_id for o in book.resting()]
+    assert copy.resting()[-1] is first

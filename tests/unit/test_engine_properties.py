@@ -1,4 +1,5 @@
-"""Property tests of the book's invariants on random order streams."""
+"""Property tests of the book's invariants on random order streams (new orders,
+cancels and amendments)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from hypothesis import strategies as st
 from matching_service.engine import (
     BUY,
     EV_ACCEPTED,
+    EV_AMENDED,
     EV_CANCELLED,
     EV_EXPIRED,
     EV_REJECTED,
@@ -32,7 +34,36 @@ new_order = st.tuples(
     st.booleans(),  # post only
 )
 cancel = st.tuples(st.just("cancel"), st.integers(0, 200))
-streams = st.lists(st.one_of(new_order, new_order, cancel), min_size=1, max_size=150)
+amend = st.tuples(
+    st.just("amend"),
+    st.integers(0, 200),  # which order
+    st.one_of(st.just(0), st.integers(95, 105)),  # new price, 0 keeps
+    st.one_of(st.just(0), st.integers(1, 12)),  # new total quantity, 0 keeps
+)
+streams = st.lists(st.one_of(new_order, new_order, cancel, amend), min_size=1, max_size=150)
+
+
+def amend_target(book, placed, pick):
+    """A resting order when there is one (most picks would hit closed orders)."""
+    if book.orders:
+        ids = sorted(book.orders)
+        return book.orders[ids[pick % len(ids)]]
+    return placed[pick % len(placed)] if placed else None
+
+
+def check_levels(book) -> None:
+    """Each level holds open orders of its price, in priority order, and the
+    published level figures agree with them."""
+    for side in (BUY, SELL):
+        by_price = {}
+        for o in book.resting():
+            if o.side == side:
+                by_price.setdefault(o.price, []).append(o)
+        for price, orders in by_price.items():
+            assert [o.priority for o in orders] == sorted(o.priority for o in orders)
+            assert all(o.remaining > 0 for o in orders)
+            assert book.level(side, price) == (price, sum(o.remaining for o in orders),
+                                               len(orders))
 
 
 def run(commands):
@@ -46,11 +77,16 @@ def run(commands):
                                  post_only and type_ == LIMIT)
             if out.order is not None:
                 placed.append(out.order)
-        else:
+        elif cmd[0] == "cancel":
             if not placed:
                 continue
             target = placed[cmd[1] % len(placed)]
             out = book.cancel(target.account_id, target.order_id)
+        else:
+            target = amend_target(book, placed, cmd[1])
+            if target is None:
+                continue
+            out = book.amend(target.account_id, target.order_id, cmd[2], cmd[3])
         outcomes.append((book, out, book.best_bid(), book.best_ask()))
     return book, placed, outcomes
 
@@ -65,19 +101,64 @@ def test_book_never_crossed(commands) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(streams)
+def test_amend_events_and_priority(commands) -> None:
+    """An accepted amendment emits AMENDED (new price, new total) before its trades;
+    the order's priority is kept only by a lower quantity at the same price, else it
+    becomes the AMENDED event's sequence. A refused one changes nothing."""
+    book = OrderBook(instrument_id=1)
+    placed = []
+    for cmd in commands:
+        if cmd[0] == "new":
+            _, acct, side, type_, tif, price, qty, post_only = cmd
+            out = book.new_order(acct, side, type_, tif, price, qty, "",
+                                 post_only and type_ == LIMIT)
+            if out.order is not None:
+                placed.append(out.order)
+            continue
+        if cmd[0] == "cancel":
+            continue
+        target = amend_target(book, placed, cmd[1])
+        if target is None:
+            continue
+        book.drain_changes()
+        was = (target.price, target.quantity, target.filled, target.priority, target.state)
+        seq = book.sequence
+        out = book.amend(target.account_id, target.order_id, cmd[2], cmd[3])
+        events = book.drain_changes().events
+        if out.error or (cmd[2] or was[0], cmd[3] or was[1]) == was[:2]:
+            assert events == [] and book.sequence == seq
+            if out.order is not None:
+                assert (out.order.price, out.order.quantity, out.order.filled,
+                        out.order.priority, out.order.state) == was
+            continue
+        assert [e[1] for e in events] == [EV_AMENDED] + [EV_TRADE] * len(out.fills)
+        assert events[0][2] == target.order_id
+        assert events[0][4:6] == (target.price, target.quantity)
+        assert target.price == (cmd[2] or was[0]) and target.quantity == (cmd[3] or was[1])
+        keeps = target.price == was[0] and target.quantity < was[1]
+        assert target.priority == (was[3] if keeps else seq + 1)
+        check_levels(book)
+
+
+@settings(max_examples=300, deadline=None)
+@given(streams)
 def test_quantity_conserved(commands) -> None:
     book, placed, _ = run(commands)
     events = book.drain_changes().events
     traded = {}
     removed = {}
+    ordered = {}  # the total quantity: accepted, then as amended
     for _, kind, oid, other, _, qty, *_ in events:
         if kind == EV_TRADE:
             traded[oid] = traded.get(oid, 0) + qty
             traded[other] = traded.get(other, 0) + qty
         elif kind in (EV_CANCELLED, EV_EXPIRED, EV_REJECTED):
             removed[oid] = removed.get(oid, 0) + qty
+        if kind in (EV_ACCEPTED, EV_REJECTED, EV_AMENDED):
+            ordered[oid] = qty
     for o in placed:
         # filled + remaining + expired/cancelled/rejected == ordered
+        assert o.quantity == ordered[o.order_id]
         assert o.filled == traded.get(o.order_id, 0)
         assert o.filled + o.remaining + removed.get(o.order_id, 0) == o.quantity
         assert o.filled <= o.quantity and o.remaining >= 0
@@ -98,15 +179,28 @@ def test_price_time_priority(commands) -> None:
                 t = placed[cmd[1] % len(placed)]
                 book.cancel(t.account_id, t.order_id)
             continue
-        _, acct, side, type_, tif, price, qty, post_only = cmd
+        if cmd[0] == "amend":
+            target = amend_target(book, placed, cmd[1])
+            if target is None:
+                continue
+            # an amended order that crosses is a taker at its new price
+            side, type_ = target.side, LIMIT
+            price = cmd[2] or target.price
+        else:
+            _, acct, side, type_, tif, price, qty, post_only = cmd
         # priority order of the opposite side before the command
         before = [o for o in book.resting() if o.side != side]
         before.sort(key=lambda o: ((o.price if side == BUY else -o.price), o.priority))
         open_before = {o.order_id: o.quantity - o.filled for o in before}
-        out = book.new_order(acct, side, type_, tif, price, qty, "", post_only and type_ == LIMIT)
-        if out.order is None:
-            continue
-        placed.append(out.order)
+        if cmd[0] == "amend":
+            out = book.amend(target.account_id, target.order_id, cmd[2], cmd[3])
+        else:
+            out = book.new_order(acct, side, type_, tif, price, qty, "",
+                                 post_only and type_ == LIMIT)
+            if out.order is None:
+                continue
+            placed.append(out.order)
+        check_levels(book)
         # fills must consume `before` as a prefix, in order
         queue = list(before)
         for f in out.fills:

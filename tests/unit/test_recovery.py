@@ -6,7 +6,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from matching_service.engine import BUY, EV_TRADE, GTC, LIMIT, MARKET, SELL, OrderBook
+from matching_service.engine import (
+    BUY,
+    EV_AMENDED,
+    EV_TRADE,
+    GTC,
+    LIMIT,
+    MARKET,
+    SELL,
+    OrderBook,
+)
 from matching_service.recovery import (
     ReplayMismatch,
     decode_snapshot,
@@ -15,7 +24,7 @@ from matching_service.recovery import (
 )
 
 commands = st.lists(st.tuples(
-    st.sampled_from(["limit", "limit", "limit", "market", "cancel"]),
+    st.sampled_from(["limit", "limit", "limit", "market", "cancel", "amend"]),
     st.integers(1, 3), st.sampled_from([BUY, SELL]), st.integers(95, 105), st.integers(1, 9),
     st.integers(0, 999), st.booleans()), min_size=1, max_size=120)
 
@@ -28,6 +37,13 @@ def run(book: OrderBook, cmds, journal: list, t0: int = 1000) -> None:
                 ids = sorted(book.orders)
                 target = book.orders[ids[pick % len(ids)]]
                 book.cancel(target.account_id, target.order_id, now)
+        elif what == "amend":
+            # a new price (which may cross), a new total, or both; refusals are fine
+            if book.orders:
+                ids = sorted(book.orders)
+                target = book.orders[ids[pick % len(ids)]]
+                book.amend(target.account_id, target.order_id, price if pick % 3 else 0,
+                           qty if pick % 2 else 0, now)
         else:
             type_ = LIMIT if what == "limit" else MARKET
             book.new_order(acct, side, type_, GTC if type_ == LIMIT else 2, price, qty,
@@ -81,3 +97,27 @@ def test_replay_refuses_a_tampered_journal() -> None:
         replay(OrderBook(1), forged)
     with pytest.raises(ReplayMismatch):
         replay(OrderBook(1), journal[1:])  # a missing event
+
+
+def test_replay_reexecutes_amendments() -> None:
+    book = OrderBook(1)
+    journal: list = []
+    run(book, [("limit", 1, SELL, 103, 2, 0, False), ("limit", 2, BUY, 100, 5, 0, False),
+               ("limit", 2, BUY, 100, 1, 0, False)], journal)
+    bid = min(o for o in book.orders.values() if o.quantity == 5)
+    book.amend(2, bid.order_id, 0, 7, 5000)  # to the back of its level
+    book.amend(2, bid.order_id, 103, 0, 6000)  # crosses: trades 2 at 103
+    journal.extend(book.drain_changes().events)
+    assert [e[1] for e in journal[-3:]] == [EV_AMENDED, EV_AMENDED, EV_TRADE]
+    rebuilt = OrderBook(1)
+    assert replay(rebuilt, journal) == len(journal)
+    same_book(rebuilt, book)
+
+    # an amendment of an order that is not open cannot be re-executed
+    amended = next(i for i, e in enumerate(journal) if e[1] == EV_AMENDED)
+    forged = list(journal)
+    row = list(forged[amended])
+    row[2] += 1000
+    forged[amended] = tuple(row)
+    with pytest.raises(ReplayMismatch):
+        replay(OrderBook(1), forged)
