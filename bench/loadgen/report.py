@@ -35,7 +35,8 @@ def summary(runs: list[dict], ratios: list[dict]) -> str:
                      _f(r.get("server_cpu_per_op_us")), _f(r.get("loadgen_cpu_per_op_us"))])
     parts.append("Latency of creates in ms, from the scheduled send time (open loop); "
                  "achieved = creates answered OK per second in the steady window;\n"
-                 "CPU in microseconds per operation (creates + cancels) in the steady window.")
+                 "CPU in microseconds per operation done (creates and cancels answered OK) in "
+                 "the steady window.")
     parts.append(_table(["run", "target/s", "achieved/s", "P50", "P90", "P95", "P99", "P99.9",
                          "max", "errors", "cmd/msg", "server CPU/op us", "loadgen CPU/op us"],
                         rows))

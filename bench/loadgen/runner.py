@@ -242,6 +242,7 @@ def figures(spec: RunSpec, results: list[dict], probe: CpuProbe, samples: dict[f
     create = _merge([r["hist_create"] for r in results])
     cancel = _merge([r["hist_cancel"] for r in results])
     done_bins, ok_bins = merged_counter("done_bins"), merged_counter("ok_bins")
+    ok_ops_bins = merged_counter("ok_ops_bins")
     sent_seconds, err_seconds = merged_counter("sent_seconds"), merged_counter("err_seconds")
     per_second_enc: dict[int, list[bytes]] = {}
     for r in results:
@@ -268,11 +269,14 @@ def figures(spec: RunSpec, results: list[dict], probe: CpuProbe, samples: dict[f
             continue
         usage = probe.usage(samples[a], samples[b])
         seconds = samples[b].at - samples[a].at
-        ops = _bins_sum(done_bins, a, b)
+        # Per operation done: creates and cancels answered OK (an error,
+        # e.g. a call shed by an overloaded server, is not an order done).
+        ops = _bins_sum(ok_ops_bins, a, b)
         server = sum(usage[n] for n in server_names)
         cpu_windows.append({
             "window": name, "from_s": round(a, 2), "to_s": round(b, 2),
             "seconds": round(seconds, 3), "operations": ops,
+            "answered": _bins_sum(done_bins, a, b),
             "rate": round(ops / seconds, 1) if seconds else 0.0,
             "cpu_seconds": {k: round(v, 3) for k, v in usage.items()},
             "cpu_cores": {k: round(v / seconds, 3) for k, v in usage.items()} if seconds else {},

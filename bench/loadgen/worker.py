@@ -175,6 +175,7 @@ class Worker:
         self.per_second: dict[int, HdrHistogram] = {}  # creates, by scheduled second
         self.done_bins: collections.Counter[int] = collections.Counter()  # by completion time
         self.ok_bins: collections.Counter[int] = collections.Counter()  # creates answered OK
+        self.ok_ops_bins: collections.Counter[int] = collections.Counter()  # all answered OK
         self.sent_seconds: collections.Counter[int] = collections.Counter()
         self.err_seconds: collections.Counter[int] = collections.Counter()  # by scheduled s
         self.errors: collections.Counter[str] = collections.Counter()
@@ -220,6 +221,7 @@ class Worker:
         self.done_bins[b] += 1
         if ok:
             self.ok[kind] += 1
+            self.ok_ops_bins[b] += 1
             if kind == CREATE:
                 self.ok_bins[b] += 1
 
@@ -405,6 +407,7 @@ class Worker:
             "per_second": {s: h.encode() for s, h in self.per_second.items()},
             "done_bins": dict(self.done_bins),
             "ok_bins": dict(self.ok_bins),
+            "ok_ops_bins": dict(self.ok_ops_bins),
             "sent_seconds": dict(self.sent_seconds),
             "err_seconds": dict(self.err_seconds),
             "errors": dict(self.errors),
