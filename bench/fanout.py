@@ -124,9 +124,10 @@ def _channel(addr: str, *, slow: bool = False):
     options = [("grpc.use_local_subchannel_pool", 1),  # its own connection
                ("grpc.max_receive_message_length", -1)]
     if slow:
-        # No BDP probing: the receive window stays small, as for a client that reads
-        # slowly, so that the server sees the backpressure soon.
-        options.append(("grpc.http2.bdp_probe", 0))
+        # No BDP probing and a small stream window (lookahead): little is buffered in
+        # the transport, as for a client that reads slowly, so that the server's queue
+        # for it fills soon and conflation shows within a run.
+        options += [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 4096)]
     return grpc.aio.insecure_channel(addr, options=options)
 
 
