@@ -36,13 +36,13 @@ JOURNAL_COLUMNS = (
     "owner_epoch", "created_at",
 )
 UPDATE_ORDERS = """
-    UPDATE orders o SET filled = u.filled, filled_notional = u.filled_notional,
-           state = u.state, reason = u.reason, priority = u.priority,
-           last_sequence = u.last_sequence, updated_at = u.updated_at
-      FROM unnest($1::bigint[], $2::bigint[], $3::numeric[], $4::smallint[], $5::text[],
-                  $6::bigint[], $7::bigint[], $8::timestamptz[])
-           AS u(order_id, filled, filled_notional, state, reason, priority, last_sequence,
-                updated_at)
+    UPDATE orders o SET price = u.price, quantity = u.quantity, filled = u.filled,
+           filled_notional = u.filled_notional, state = u.state, reason = u.reason,
+           priority = u.priority, last_sequence = u.last_sequence, updated_at = u.updated_at
+      FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::numeric[],
+                  $6::smallint[], $7::text[], $8::bigint[], $9::bigint[], $10::timestamptz[])
+           AS u(order_id, price, quantity, filled, filled_notional, state, reason, priority,
+                last_sequence, updated_at)
      WHERE o.order_id = u.order_id
 """
 
@@ -167,10 +167,11 @@ class Store:
             if new:
                 await conn.copy_records_to_table("orders", columns=ORDER_COLUMNS, records=new)
             if old:
+                columns = list(zip(*old, strict=True))
                 await conn.execute(
-                    UPDATE_ORDERS, [o[0] for o in old], [o[9] for o in old],
-                    [o[10] for o in old], [o[11] for o in old], [o[12] for o in old],
-                    [o[13] for o in old], [o[14] for o in old], [ts(o[16]) for o in old])
+                    UPDATE_ORDERS, columns[0], columns[7], columns[8], columns[9], columns[10],
+                    columns[11], columns[12], columns[13], columns[14],
+                    [ts(ns) for ns in columns[16]])
             if changes.trades:
                 await conn.copy_records_to_table(
                     "trades", columns=TRADE_COLUMNS,
