@@ -668,6 +668,7 @@ def _plot(runs: list[dict], path: Path) -> None:
         label = f"{r['subscribers']} subscribers{' + slow one' if r['slow_subscriber'] else ''}"
         ax.plot(xs, ys, marker="o", label=label)
     ax.set_xscale("log")
+    ax.set_yscale("log")
     ax.set_xticks(xs, [f"{p}" for p in pcts])
     ax.set_xlabel("percentile")
     ax.set_ylabel("delivery lag (ms)")
