@@ -30,15 +30,16 @@ level changes to market data.
 
 How the book is laid out, and why (this is the hot path of the exchange):
 
-* a price level is a plain ``list`` of its orders in time priority: most
-  levels hold one or a few orders, and a list is the cheapest container to
-  create, append to and pop from (a ``deque`` costs ~600 bytes even when it
-  holds one order). A level's quantity is not kept: it is summed when the
-  level is published (once per batch) or needed by FOK;
+* a price level is its order when it holds one (most do), else a plain
+  ``list`` of its orders in time priority: no container at all for a lone
+  order (no allocation, one pointer less to follow in a deep book), and a list
+  is the cheapest one to create, append to and pop from (a ``deque`` costs
+  ~600 bytes even when it holds one order). A level's quantity is not kept: it
+  is summed when the level is published (once per batch) or needed by FOK;
 * each side is a ``dict`` key -> level, where key = price for asks and
   -price for bids, so that the best level has the smallest key on both sides
   and the matching code is the same for both;
-* the keys are kept in order by a two-level price ladder: buckets of 256
+* the keys are kept in order by a two-level price ladder: buckets of 1,024
   consecutive keys, each a short sorted list of the keys present (``bisect``,
   in C), and a heap (``heapq``, in C) of the bucket numbers. The best key is
   cached in ``Side.best``. Taking the best level away is ``del keys[0]`` on a
@@ -85,7 +86,7 @@ NO_LIMIT = 1 << 62
 # Side.best of an empty side: above every limit, so nothing crosses it.
 EMPTY = 1 << 63
 # The price ladder's buckets hold 2**BUCKET_BITS consecutive keys.
-BUCKET_BITS = 8
+BUCKET_BITS = 10
 # Emptied buckets away from the top wait in the ladder; it is rebuilt when there
 # are more of them than this and than buckets in use.
 COMPACT_MIN_EMPTY = 256
@@ -187,31 +188,32 @@ class Side:
     """One side of the book: its price levels by key, and their keys in order.
 
     key = price * ``sign`` (price for asks, -price for bids): on both sides the
-    best level has the smallest key. ``levels`` maps key -> the orders at that
-    price (never an empty list); ``buckets`` maps key >> BUCKET_BITS -> the sorted
-    keys of the levels in that bucket; ``heap`` holds the bucket numbers. An
-    emptied bucket stays (as an empty list, counted in ``empty``) until it reaches
-    the top of the heap, so every bucket number is in the heap exactly once and
-    the bucket at the top is never empty. ``best`` is the smallest key, EMPTY when
-    the side has no orders."""
+    best level has the smallest key. ``levels`` maps key -> the level at that
+    price (an Order, or a list of two or more orders); ``buckets`` maps
+    key >> BUCKET_BITS -> the sorted keys of the levels in that bucket; ``heap``
+    holds the bucket numbers. An emptied bucket stays (as an empty list, counted
+    in ``empty``) until it reaches the top of the heap, so every bucket number is
+    in the heap exactly once and the bucket at the top is never empty. ``best`` is
+    the smallest key, EMPTY when the side has no orders."""
 
     __slots__ = ("sign", "levels", "buckets", "heap", "empty", "best", "touched")
 
     def __init__(self, sign: int) -> None:
         self.sign = sign
-        self.levels: dict[int, list[Order]] = {}
+        self.levels: dict[int, Level] = {}
         self.buckets: dict[int, list[int]] = {}
         self.heap: list[int] = []
         self.empty = 0
         self.best = EMPTY
-        # Prices of the levels changed since the last drain_changes().
-        self.touched: set[int] = set()
+        # Levels changed since the last drain_changes(): price -> the level, or None
+        # if it is gone (kept as the level itself, so draining needs no look-up).
+        self.touched: dict[int, Level | None] = {}
 
     def __len__(self) -> int:
         """Price levels with orders."""
         return len(self.levels)
 
-    def add_level(self, key: int, level: list[Order]) -> None:
+    def add_level(self, key: int, level: Level) -> None:
         self.levels[key] = level
         bucket = key >> BUCKET_BITS
         keys = self.buckets.get(bucket)
@@ -289,9 +291,9 @@ class Side:
             yield from buckets[bucket]
 
     def sorted_levels(self) -> list[list[Order]]:
-        """The levels, best first."""
+        """The orders of each level, levels best first."""
         levels = self.levels
-        return [levels[key] for key in self.keys_in_order()]
+        return [level_orders(levels[key]) for key in self.keys_in_order()]
 
     def fillable(self, limit: int, need: int) -> bool:
         """Whether the levels with key <= ``limit`` hold ``need`` lots (for FOK)."""
@@ -306,23 +308,32 @@ class Side:
 
     def drain_touched(self) -> list[tuple[int, int, int]]:
         """(price, quantity, order count) of each touched level, by price; 0, 0 if gone."""
-        levels, sign = self.levels, self.sign
+        touched = self.touched
         out = []
-        for price in sorted(self.touched):
-            level = levels.get(price * sign)
+        for price in sorted(touched):
+            level = touched[price]
             if level is None:
                 out.append((price, 0, 0))
-            elif len(level) == 1:
-                o = level[0]
-                out.append((price, o.quantity - o.filled, 1))
+            elif level.__class__ is Order:
+                out.append((price, level.quantity - level.filled, 1))
             else:
                 out.append((price, level_quantity(level), len(level)))
         self.touched.clear()
         return out
 
 
-def level_quantity(level: list[Order]) -> int:
-    return sum([o.quantity - o.filled for o in level])
+Level = Order | list[Order]  # one order alone at its price, or two or more
+
+
+def level_orders(level: Level) -> list[Order]:
+    """The orders of a level, in time priority."""
+    return [level] if level.__class__ is Order else level  # type: ignore[list-item]
+
+
+def level_quantity(level: Level) -> int:
+    if level.__class__ is Order:
+        return level.quantity - level.filled  # type: ignore[union-attr]
+    return sum([o.quantity - o.filled for o in level])  # type: ignore[union-attr]
 
 
 class OrderBook:
@@ -419,11 +430,14 @@ class OrderBook:
             own = self.bids if side == BUY else self.asks
             level = own.levels.get(-limit)
             if level is None:
-                own.add_level(-limit, [order])
+                own.add_level(-limit, order)
+                own.touched[price] = order
+            elif level.__class__ is Order:
+                own.touched[price] = own.levels[-limit] = [level, order]
             else:
                 level.append(order)
+                own.touched[price] = level
             self.orders[order_id] = order
-            own.touched.add(price)
             if client_order_id:
                 self.open_client_ids[(account_id, client_order_id)] = order
         else:
@@ -488,7 +502,7 @@ class OrderBook:
             order.updated_ns = now_ns
             order.last_sequence = seq
             self.changed[order_id] = order
-            own.touched.add(new_price)
+            own.touched[new_price] = own.levels[new_price * own.sign]
             return Outcome(order)
 
         crosses = other.best <= limit
@@ -526,7 +540,9 @@ class OrderBook:
         """(price, quantity, order count) of one level, None if nobody rests there."""
         book = self.bids if side == BUY else self.asks
         level = book.levels.get(price * book.sign)
-        return None if level is None else (price, level_quantity(level), len(level))
+        if level is None:
+            return None
+        return (price, level_quantity(level), len(level_orders(level)))
 
     def depth(self, side: int) -> list[tuple[int, int, int]]:
         """(price, quantity, order count) per level, best first."""
@@ -552,7 +568,9 @@ class OrderBook:
             key = order.price * book.sign
             level = book.levels.get(key)
             if level is None:
-                book.levels[key] = [order]
+                book.levels[key] = order
+            elif level.__class__ is Order:
+                book.levels[key] = [level, order]
             else:
                 level.append(order)
             self.orders[order.order_id] = order
@@ -607,9 +625,13 @@ class OrderBook:
         key = other.best
         while True:
             level = levels[key]
-            maker = level[0]
+            # ``queue``: the level's list of orders, None when its order is alone
+            if level.__class__ is Order:
+                maker, queue = level, None
+            else:
+                maker, queue = level[0], level
             price = maker.price
-            touched.add(price)
+            touched[price] = level
             while True:
                 open_qty = maker.quantity - maker.filled
                 fill = qty if qty < open_qty else open_qty
@@ -637,10 +659,11 @@ class OrderBook:
                 del orders[maker_id]
                 if maker.client_order_id:
                     self._close_client_id(maker)
-                if len(level) == 1:
+                if queue is None or len(queue) == 1:
                     # The level is gone: the best key moves on (Side.remove_level
                     # inlined for the best key: the common case).
                     del levels[key]
+                    touched[price] = None
                     keys = buckets[key >> BUCKET_BITS]
                     del keys[0]
                     if keys:
@@ -648,10 +671,10 @@ class OrderBook:
                     else:
                         other.next_bucket()
                     break
-                del level[0]
+                del queue[0]
                 if not qty:
                     break
-                maker = level[0]
+                maker = queue[0]
             if not qty:
                 break
             key = other.best
@@ -668,34 +691,41 @@ class OrderBook:
     def _rest(self, order: Order, own: Side, key: int) -> None:
         level = own.levels.get(key)
         if level is None:
-            own.add_level(key, [order])
+            own.add_level(key, order)
+            own.touched[order.price] = order
+        elif level.__class__ is Order:
+            own.touched[order.price] = own.levels[key] = [level, order]
         else:
             level.append(order)
+            own.touched[order.price] = level
         self.orders[order.order_id] = order
-        own.touched.add(order.price)
 
     def _unrest(self, order: Order) -> None:
-        """Take a resting order off its level. A level is a list: finding the order is
-        a scan (in C, by identity) of the orders ahead of it, short in practice."""
+        """Take a resting order off its level. In a list, finding the order is a scan
+        (in C, by identity) of the orders ahead of it, short in practice."""
         book = self.bids if order.side == BUY else self.asks
         key = order.price * book.sign
         level = book.levels[key]
-        if len(level) == 1:
+        if level is order or len(level) == 1:
             book.remove_level(key)
+            book.touched[order.price] = None
         else:
             level.remove(order)
+            book.touched[order.price] = level
         del self.orders[order.order_id]
-        book.touched.add(order.price)
 
     def _expire(self, order: Order, reason: str, now_ns: int) -> None:
         seq = self.sequence = self.sequence + 1
-        self._event(seq, EV_EXPIRED, order, 0, order.price, order.quantity - order.filled,
-                    now_ns)
+        self.events.append((seq, EV_EXPIRED, order.order_id, 0, order.price,
+                            order.quantity - order.filled, order.account_id, order.side,
+                            order.type, order.tif, order.post_only, order.client_order_id,
+                            now_ns))
         order.state = EXPIRED
         order.reason = reason
         order.updated_ns = now_ns
         order.last_sequence = seq
-        self._remember_closed(order)
+        if order.client_order_id:
+            self._remember_closed(order)
 
     def _close_client_id(self, order: Order) -> None:
         if order.client_order_id:
