@@ -53,9 +53,11 @@ class MatchingSettings(CommonSettings):
     # Seconds between attempts to take instruments another pod holds (standby).
     ownership_poll: float = Field(default=0.5, gt=0)
     # Seconds of silence after which PostgreSQL ends an owner's lock session
-    # (idle_session_timeout), releasing its instruments: how long a paused or
-    # partitioned owner keeps them. The owner pings every third of it.
-    owner_session_timeout: float = Field(default=3.0, ge=1.0)
+    # (idle_session_timeout) or its open transaction, releasing its instruments:
+    # how long a hung or partitioned owner keeps them (a dead one loses them at
+    # once). The owner pings every third of it. Too short, and an owner starved
+    # of CPU loses its instruments under load.
+    owner_session_timeout: float = Field(default=10.0, ge=1.0)
     # Unacknowledged market-data batches kept while Redis is down; beyond
     # this, market data resynchronizes from PostgreSQL instead.
     publish_backlog: int = Field(default=100_000, ge=1)

@@ -200,8 +200,9 @@ async def serve() -> None:
     logs.setup(settings.log_level, settings.log_format, "matching")
     pool = await create_pool(
         settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max,
-        # A paused pod must not keep a transaction (and its row locks) open.
-        server_settings={"idle_in_transaction_session_timeout": "2000"})
+        # A hung pod must not keep a transaction (and its row locks) open.
+        server_settings={"idle_in_transaction_session_timeout":
+                         str(int(settings.owner_session_timeout * 1000))})
     redis = Redis.from_url(settings.redis_url)
     node = MatchingNode(settings, Store(pool), redis)
     service = Service(settings, settings.matching_listen)
