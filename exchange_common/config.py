@@ -67,6 +67,8 @@ class MarketDataSettings(CommonSettings):
     marketdata_listen: str = "0.0.0.0:50052"
     # Updates queued per subscriber before it is sent a fresh snapshot instead.
     subscriber_queue: int = Field(default=256, ge=1)
+    # ... or when its oldest queued update is older than this many seconds.
+    subscriber_max_lag: float = Field(default=0.5, gt=0)
     # Recent trades kept in memory per instrument.
     recent_trades: int = Field(default=1000, ge=1)
 

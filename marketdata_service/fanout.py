@@ -4,13 +4,16 @@ Each update is serialized once by its producer and the same ``bytes`` object is 
 every subscriber. A subscriber's queue holds at most ``limit`` updates. When it is full, the
 backlog is thrown away and the subscriber is marked for a resync instead: the next message it
 takes is built from the state at that moment (a fresh book snapshot, or the trades it has not
-seen yet), and updates pushed after that follow on from it. A subscriber that cannot keep up
-therefore costs the producer one append and never slows anyone else.
+seen yet), and updates pushed after that follow on from it. The same happens when the oldest queued
+update is older than ``max_age`` seconds, so a subscriber is never left far behind on a
+short queue either. A subscriber that cannot keep up therefore costs the producer one
+append and never slows anyone else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -23,16 +26,17 @@ class SubscriptionClosed(Exception):
 
 
 class Subscriber:
-    __slots__ = ("_queue", "_limit", "_wakeup", "_resync", "need_resync", "position",
-                 "dropped", "closed")
+    __slots__ = ("_queue", "_limit", "_max_age", "_wakeup", "_resync", "need_resync",
+                 "position", "dropped", "closed")
 
     def __init__(self, limit: int, resync: Resync, *, position: int = 0,
-                 initial: bytes | None = None) -> None:
+                 initial: bytes | None = None, max_age: float = float("inf")) -> None:
         """``initial``, when given, is the first message (a snapshot as of ``position``)."""
-        self._queue: deque[tuple[int, bytes]] = deque()
+        self._queue: deque[tuple[int, bytes, float]] = deque()
         if initial is not None:
-            self._queue.append((position, initial))
+            self._queue.append((position, initial, time.monotonic()))
         self._limit = limit
+        self._max_age = max_age
         self._wakeup = asyncio.Event()
         self._resync = resync
         # When true, the next message is made by ``resync`` and the queue stays empty.
@@ -46,22 +50,25 @@ class Subscriber:
     def __len__(self) -> int:
         return len(self._queue)
 
-    def push(self, sequence: int, data: bytes) -> int:
-        """Queue one update covering journal sequences up to ``sequence``.
+    def push(self, sequence: int, data: bytes, now: float | None = None) -> int:
+        """Queue one update covering journal sequences up to ``sequence``; ``now`` is
+        time.monotonic() (the producer reads the clock once for all subscribers).
 
         Returns the number of updates dropped by this push (0 when queued)."""
         if self.need_resync:
             self.dropped += 1
             return 1
         queue = self._queue
-        if len(queue) >= self._limit:
+        if now is None:
+            now = time.monotonic()
+        if len(queue) >= self._limit or (queue and now - queue[0][2] > self._max_age):
             dropped = len(queue) + 1
             queue.clear()
             self.need_resync = True
             self.dropped += dropped
             self._wakeup.set()
             return dropped
-        queue.append((sequence, data))
+        queue.append((sequence, data, now))
         self._wakeup.set()
         return 0
 
@@ -88,7 +95,7 @@ class Subscriber:
                     return data
                 continue
             if self._queue:
-                self.position, data = self._queue.popleft()
+                self.position, data, _ = self._queue.popleft()
                 return data
             self._wakeup.clear()
             await self._wakeup.wait()

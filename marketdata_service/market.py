@@ -9,6 +9,7 @@ go to every subscriber's bounded queue (``fanout.Subscriber``).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 from exchange.matching.v1 import matching_pb2
@@ -143,16 +144,18 @@ class InstrumentMarket:
                 self.time_unix_nanos,
             ).SerializeToString()
             dropped = 0
+            now = time.monotonic()
             for sub in self.book_subscribers:
-                dropped += sub.push(sequence, data)
+                dropped += sub.push(sequence, data, now)
             self.dropped += dropped
         if new_trades:
             self.trades.extend(new_trades)
             if self.trade_subscribers:
                 data = self.wire.trades(new_trades).SerializeToString()
                 dropped = 0
+                now = time.monotonic()
                 for sub in self.trade_subscribers:
-                    dropped += sub.push(sequence, data)
+                    dropped += sub.push(sequence, data, now)
                 self.dropped += dropped
 
     # -- subscribers ------------------------------------------------------------------------
@@ -171,14 +174,15 @@ class InstrumentMarket:
         data = self.wire.trades(missed).SerializeToString() if missed else None
         return max(self.book.sequence, position), data
 
-    def subscribe_book(self, queue_limit: int) -> Subscriber:
+    def subscribe_book(self, queue_limit: int, max_lag: float = float("inf")) -> Subscriber:
         sub = Subscriber(queue_limit, self._book_resync, position=self.book.sequence,
-                         initial=self.snapshot_bytes())
+                         initial=self.snapshot_bytes(), max_age=max_lag)
         self.book_subscribers.add(sub)
         return sub
 
-    def subscribe_trades(self, queue_limit: int) -> Subscriber:
-        sub = Subscriber(queue_limit, self._trades_resync, position=self.book.sequence)
+    def subscribe_trades(self, queue_limit: int, max_lag: float = float("inf")) -> Subscriber:
+        sub = Subscriber(queue_limit, self._trades_resync, position=self.book.sequence,
+                         max_age=max_lag)
         self.trade_subscribers.add(sub)
         return sub
 

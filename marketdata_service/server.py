@@ -79,7 +79,8 @@ async def start(settings: MarketDataSettings, *, block_ms: int = 1000,
     feed = MarketFeed(MarketStore(pool), redis, recent_trades=settings.recent_trades,
                       block_ms=block_ms, reload_interval=reload_interval)
     service = MarketDataService(settings, feed)
-    service.add(add_to_server, MarketDataServicer(feed, queue_limit=settings.subscriber_queue),
+    service.add(add_to_server, MarketDataServicer(feed, queue_limit=settings.subscriber_queue,
+                                                 max_lag=settings.subscriber_max_lag),
                 SERVICE_NAME)
     await service.set_serving(False)
     await service.start()

@@ -29,9 +29,11 @@ def _trades_filters(instrument_id: int) -> tuple:
 
 
 class MarketDataServicer:
-    def __init__(self, feed: MarketFeed, *, queue_limit: int) -> None:
+    def __init__(self, feed: MarketFeed, *, queue_limit: int,
+                 max_lag: float = float("inf")) -> None:
         self.feed = feed
         self.queue_limit = queue_limit
+        self.max_lag = max_lag
 
     def _market(self, symbol: str) -> InstrumentMarket:
         if not symbol:
@@ -66,7 +68,7 @@ class MarketDataServicer:
     async def StreamOrderBook(self, request: md_pb2.StreamOrderBookRequest,
                               context: grpc.aio.ServicerContext):
         market = self._market(request.instrument)
-        sub = market.subscribe_book(self.queue_limit)
+        sub = market.subscribe_book(self.queue_limit, self.max_lag)
         try:
             while True:
                 yield await sub.next()
@@ -95,7 +97,7 @@ class MarketDataServicer:
     async def StreamTrades(self, request: md_pb2.StreamTradesRequest,
                            context: grpc.aio.ServicerContext):
         market = self._market(request.instrument)
-        sub = market.subscribe_trades(self.queue_limit)
+        sub = market.subscribe_trades(self.queue_limit, self.max_lag)
         try:
             while True:
                 yield await sub.next()

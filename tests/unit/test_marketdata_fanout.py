@@ -163,3 +163,19 @@ async def test_snapshot_bytes_are_built_once_per_state():
     assert market.snapshot_bytes() is first
     market.apply([(b"11-0", _batch(11, 11))])
     assert market.snapshot_bytes() is not first
+
+
+def test_a_subscriber_too_far_behind_in_time_is_resynced() -> None:
+    snapshots = []
+
+    def resync(position):
+        snapshots.append(position)
+        return 99, b"snapshot"
+
+    sub = Subscriber(100, resync, position=0, max_age=0.5)
+    assert sub.push(1, b"d1", now=10.0) == 0
+    assert sub.push(2, b"d2", now=10.4) == 0  # the oldest is 0.4 s old: fine
+    assert sub.push(3, b"d3", now=10.6) == 3  # the oldest is 0.6 s old: conflate
+    assert sub.need_resync and len(sub) == 0
+    assert asyncio.run(sub.next()) == b"snapshot" and sub.position == 99
+    assert sub.push(100, b"d4", now=11.0) == 0
