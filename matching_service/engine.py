@@ -163,6 +163,7 @@ class Outcome(NamedTuple):
     order, an amend refused): then it is that order, unchanged."""
 
     order: Order | None
+    # The fills the command made, in order (the empty tuple NO_FILLS when none).
     fills: list[Fill] | tuple = NO_FILLS
     # The command repeated an existing client_order_id with the same contents.
     duplicate: bool = False
@@ -182,6 +183,22 @@ _ORDER_ROW = attrgetter(
     "order_id", "account_id", "client_order_id", "side", "type", "tif", "post_only", "price",
     "quantity", "filled", "notional", "state", "reason", "priority", "last_sequence",
     "created_ns", "updated_ns")
+
+
+# A price level: its order when alone at its price (most are), else a list of
+# two or more orders in time priority. ``level.__class__ is Order`` tells which.
+Level = Order | list[Order]
+
+
+def level_orders(level: Level) -> list[Order]:
+    """The orders of a level, in time priority."""
+    return [level] if level.__class__ is Order else level
+
+
+def level_quantity(level: Level) -> int:
+    if level.__class__ is Order:
+        return level.quantity - level.filled
+    return sum([o.quantity - o.filled for o in level])
 
 
 class Side:
@@ -320,20 +337,6 @@ class Side:
                 out.append((price, level_quantity(level), len(level)))
         self.touched.clear()
         return out
-
-
-Level = Order | list[Order]  # one order alone at its price, or two or more
-
-
-def level_orders(level: Level) -> list[Order]:
-    """The orders of a level, in time priority."""
-    return [level] if level.__class__ is Order else level  # type: ignore[list-item]
-
-
-def level_quantity(level: Level) -> int:
-    if level.__class__ is Order:
-        return level.quantity - level.filled  # type: ignore[union-attr]
-    return sum([o.quantity - o.filled for o in level])  # type: ignore[union-attr]
 
 
 class OrderBook:

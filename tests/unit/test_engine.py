@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import pytest
@@ -10,6 +11,8 @@ from exchange_common.ids import instrument_of, sequence_of
 from matching_service.engine import (
     BUY,
     CANCELLED,
+    COMPACT_MIN_EMPTY,
+    EMPTY,
     ERR_DUPLICATE,
     ERR_INVALID,
     ERR_ORDER_NOT_OPEN,
@@ -31,7 +34,9 @@ from matching_service.engine import (
     PARTIALLY_FILLED,
     REJECTED,
     SELL,
+    Order,
     OrderBook,
+    Side,
 )
 
 A, B = 10, 20  # two accounts
@@ -380,3 +385,49 @@ def test_amended_book_restores_in_the_same_priority() -> None:
     copy.restore(list(reversed(book.resting())))
     assert [o.order_id for o in copy.resting()] == [o.order_id for o in book.resting()]
     assert copy.resting()[-1] is first
+
+
+# -- the price ladder ----------------------------------------------------------
+
+
+class CountingSide(Side):
+    __slots__ = ("compactions",)
+
+    def compact(self) -> None:
+        self.compactions += 1
+        super().compact()
+
+
+@pytest.mark.parametrize("spread", [50, 5_000, 3_000_000], ids=["one-bucket", "some", "many"])
+def test_price_ladder_keeps_keys_in_order(spread: int) -> None:
+    """Side's buckets + heap against a plain sorted list, through many levels appearing
+    and disappearing (the best one and others), empty buckets and compactions."""
+    rng = random.Random(spread)
+    side = CountingSide(1)
+    side.compactions = 0
+    marker = Order(1, 1, "", SELL, LIMIT, GTC, False, 1, 1, 0)
+    live: set[int] = set()
+    for step in range(6_000):
+        if live and rng.random() < (0.3 if step < 3_000 else 0.7):
+            key = min(live) if rng.random() < 0.4 else rng.choice(sorted(live))
+            live.discard(key)
+            side.remove_level(key)
+        else:
+            key = rng.randrange(1, spread)
+            if key in live:
+                continue
+            live.add(key)
+            side.add_level(key, marker)
+        assert side.best == (min(live) if live else EMPTY)
+        if step % 97 == 0 or not live:
+            assert list(side.keys_in_order()) == sorted(live)
+            assert len(side) == len(live)
+            assert side.empty == sum(1 for keys in side.buckets.values() if not keys)
+            assert side.empty <= max(COMPACT_MIN_EMPTY, len(side.buckets) // 2)
+            assert sorted(side.heap) == sorted(side.buckets)
+    assert (side.compactions > 0) == (spread == 3_000_000)
+    while live:
+        key = min(live)
+        live.discard(key)
+        side.remove_level(key)
+    assert side.best == EMPTY and not side.heap and not side.buckets and side.empty == 0
