@@ -44,8 +44,8 @@ both engines made exactly the same trades.
 
 ``floor``: the same stream through only the allocations those events need (an
 order object, the ACCEPTED and TRADE event tuples, a Fill, an Outcome, the order
-rows of a drain), with no matching at all: no engine that produces them in
-CPython can be faster than that.
+rows of a drain; every command taken as a new order making one fill), with no
+matching at all: no engine that produces them in CPython can be faster.
 
     python -m bench.core [--orders N] [--depths 0,10000,50000] [--seed S]
 """
@@ -191,6 +191,7 @@ class Project:
         # command index -> order id of the recent limit orders (cancel targets), so
         # that the harness does not keep every order id alive in the memory figures
         ids: dict[int, int] = {}
+        track = any(command[0] == CANCEL for command in stream)
         book = self.book
         for i, (kind, side, price, qty, account, target) in enumerate(stream):
             if kind == CANCEL:
@@ -201,9 +202,10 @@ class Project:
             else:
                 out = book.new_order(account, side + 1, engine.MARKET, engine.IOC, 0, qty, "",
                                      False, NOW_NS)
-            if kind == LIMIT:
-                ids[i] = out.order.order_id
-            ids.pop(i - 20 * CANCEL_WINDOW, None)
+            if track:
+                if kind == LIMIT:
+                    ids[i] = out.order.order_id
+                ids.pop(i - 20 * CANCEL_WINDOW, None)
             for f in out.fills:
                 n += 1
                 lots += f.quantity

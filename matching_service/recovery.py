@@ -4,8 +4,8 @@ Recovery = the latest snapshot (the resting orders after some sequence S)
 + the journal events after S. Replay re-executes the commands the journal
 recorded (accepted and rejected orders, cancels, amendments) on the engine,
 which is deterministic, and checks that every event it produces (trades,
-expiries) is exactly the one in the journal. A mismatch stops recovery loudly rather
-than producing a book that differs from the one that was acknowledged.
+expiries) is exactly the one in the journal. A mismatch stops recovery loudly
+rather than producing a book that differs from the one that was acknowledged.
 """
 
 from __future__ import annotations
