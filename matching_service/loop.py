@@ -32,6 +32,7 @@ from exchange_common.streams import FIELD, entry_id, stream_key
 from matching_service.engine import (
     ERR_DUPLICATE,
     ERR_ORDER_NOT_OPEN,
+    ERR_POST_ONLY_WOULD_TAKE,
     TAKER,
     Changes,
     Order,
@@ -48,6 +49,7 @@ Deliver = Callable[[mpb.Result], None]
 ERROR_CODES = {
     ERR_ORDER_NOT_OPEN: mpb.ERROR_CODE_ORDER_NOT_OPEN,
     ERR_DUPLICATE: mpb.ERROR_CODE_DUPLICATE_CLIENT_ORDER_ID,
+    ERR_POST_ONLY_WOULD_TAKE: mpb.ERROR_CODE_POST_ONLY_WOULD_TAKE,
 }
 
 # Errors that mean "the database did not take the commit" (or we cannot know).

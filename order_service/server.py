@@ -392,6 +392,9 @@ def _matching_error(err: mpb.CommandError) -> Exception:
                            reason="MATCHING_UNAVAILABLE")
     if err.code == mpb.ERROR_CODE_HALTED:
         return FailedPrecondition(err.message, reason="INSTRUMENT_HALTED")
+    if err.code == mpb.ERROR_CODE_POST_ONLY_WOULD_TAKE:
+        return FailedPrecondition(err.message or "the new price would take liquidity",
+                                  reason="POST_ONLY_WOULD_TAKE")
     return InvalidArgument(err.message or "rejected by the matching engine",
                            reason="MATCHING_REJECTED")
 

@@ -10,7 +10,9 @@ PostgreSQL and follows each order through its events:
   ``quantity`` the fill: both lose that much open quantity;
 * CANCELLED (3) / EXPIRED (4): the quantity given is removed (it must be all
   that was left);
-* REJECTED (5): the order never rests.
+* REJECTED (5): the order never rests;
+* AMENDED (6): ``price`` and ``quantity`` are the order's new price and total;
+  a new price or a larger total sends it to the back (priority = this sequence).
 
 An order rests if it is a LIMIT GTC order with open quantity left after all of
 its events. While reading, the replay checks that the journal is consistent
@@ -30,13 +32,13 @@ import asyncpg
 SEQUENCE_BITS = 44
 SEQUENCE_MASK = (1 << SEQUENCE_BITS) - 1
 
-ACCEPTED, TRADE, CANCELLED, EXPIRED, REJECTED = 1, 2, 3, 4, 5
+ACCEPTED, TRADE, CANCELLED, EXPIRED, REJECTED, AMENDED = 1, 2, 3, 4, 5, 6
 BUY, SELL = 1, 2
 LIMIT, MARKET = 1, 2
 GTC = 1
 
 KIND_NAMES = {ACCEPTED: "ACCEPTED", TRADE: "TRADE", CANCELLED: "CANCELLED",
-              EXPIRED: "EXPIRED", REJECTED: "REJECTED"}
+              EXPIRED: "EXPIRED", REJECTED: "REJECTED", AMENDED: "AMENDED"}
 
 
 def make_id(instrument_id: int, sequence: int) -> int:
@@ -207,6 +209,21 @@ def replay_rows(instrument_id: int, rows, trade_rows=None,
                 o.cancelled = True
             else:
                 o.expired = True
+        elif kind == AMENDED:
+            # price = the new price, quantity = the new total; a new price or a larger
+            # total moves the order to the back (priority = this sequence).
+            o = orders.get(oid)
+            if o is None or not o.rests or o.open <= 0:
+                problems.append(f"{where}: amended order {oid} was not resting")
+                continue
+            if qty <= o.filled:
+                problems.append(f"{where}: new total {qty} not above filled {o.filled}")
+            if row["price"] != o.price or qty > o.quantity:
+                o.priority = seq
+            o.price = row["price"]
+            o.open = qty - o.filled
+            o.quantity = qty
+            o.last_sequence = seq
         else:
             problems.append(f"{where}: unknown event kind")
 

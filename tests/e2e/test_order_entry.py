@@ -160,3 +160,22 @@ async def test_amend(stack) -> None:
             await orders.AmendOrder(opb.AmendOrderRequest(order_id=second.order_id,
                                                           quantity="0.05"), metadata=b)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_amend_post_only_that_would_take_is_refused(stack) -> None:
+    async with grpc.aio.insecure_channel(stack.order_addr) as ch:
+        orders = opb_grpc.OrderServiceStub(ch)
+        a, b = meta(stack, "alice"), meta(stack, "bob")
+        await orders.CreateOrder(opb.CreateOrderRequest(
+            instrument="BTC-USD", side=SELL, type=cpb.ORDER_TYPE_LIMIT, price="70000",
+            quantity="0.01"), metadata=b)
+        maker = (await orders.CreateOrder(opb.CreateOrderRequest(
+            instrument="BTC-USD", side=BUY, type=cpb.ORDER_TYPE_LIMIT, price="69000",
+            quantity="0.01", post_only=True), metadata=a)).order
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await orders.AmendOrder(opb.AmendOrderRequest(order_id=maker.order_id,
+                                                          price="70000"), metadata=a)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert error_info(err.value).reason == "POST_ONLY_WOULD_TAKE"
+        still = await orders.GetOrder(opb.GetOrderRequest(order_id=maker.order_id), metadata=a)
+        assert still.order.price == "69000.00" and still.order.state == cpb.ORDER_STATE_NEW

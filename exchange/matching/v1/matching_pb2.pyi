@@ -17,6 +17,7 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_CODE_UNAVAILABLE: _ClassVar[ErrorCode]
     ERROR_CODE_INVALID: _ClassVar[ErrorCode]
     ERROR_CODE_HALTED: _ClassVar[ErrorCode]
+    ERROR_CODE_POST_ONLY_WOULD_TAKE: _ClassVar[ErrorCode]
 ERROR_CODE_UNSPECIFIED: ErrorCode
 ERROR_CODE_NOT_OWNER: ErrorCode
 ERROR_CODE_ORDER_NOT_OPEN: ErrorCode
@@ -24,6 +25,7 @@ ERROR_CODE_DUPLICATE_CLIENT_ORDER_ID: ErrorCode
 ERROR_CODE_UNAVAILABLE: ErrorCode
 ERROR_CODE_INVALID: ErrorCode
 ERROR_CODE_HALTED: ErrorCode
+ERROR_CODE_POST_ONLY_WOULD_TAKE: ErrorCode
 
 class GetBookRequest(_message.Message):
     __slots__ = ("instrument_id",)
