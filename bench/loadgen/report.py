@@ -154,7 +154,9 @@ def plot(runs: list[dict], path: Path, title: str) -> Path:
         if any(errs):
             ax.plot(t, errs, label="errors/s")
         ax.set_ylabel("orders/s")
-        ax.set_ylim(bottom=0)
+        top = max([x["ok"] for x in s] + [x["ops"] for x in s] + [x["target"] for x in s]
+                  + errs + [1])
+        ax.set_ylim(0, top * 1.1)
         ax.set_title(f"{r['label']}: throughput", fontsize=10)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")

@@ -191,9 +191,10 @@ def _run(spec, groups, check_alive, procs, out_q, start_evt, abort_evt, t0_val) 
         if now > end_by:
             raise RuntimeError("workers did not finish in time")
     for p in points:  # the workers may finish a moment before the window's end
-        if p not in samples:
+        if p not in samples and t0 + p <= time.monotonic() + 1.0:
             time.sleep(max(0.0, t0 + p - time.monotonic()))
             samples[p] = probe.sample()
+    # (after a ramp stopped early, the later windows have no samples: left out)
     progress.maybe_print(time.monotonic() - t0, spec.segments[-1].rate, force=True)
     progress.finish()
     return figures(spec, list(results.values()), probe, samples, windows)
