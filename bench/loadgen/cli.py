@@ -273,7 +273,18 @@ async def main_async(args: argparse.Namespace) -> int:
     text = report.summary(runs, ratio)
     command = "python -m bench.loadgen " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     print()
-    print(f"{settings['preset']}: {settings['description']}")
+    print(f"preset {settings['preset']}: {settings['description']}")
+    if settings["ramp"]:
+        seg = settings["segments"]
+        print(f"this run: from {seg[0].rate:.0f}/s up by {seg[1].rate - seg[0].rate:.0f}/s "
+              f"every {seg[0].end - seg[0].start:.0f} s (at most {seg[-1].rate:.0f}/s), "
+              f"P99 bound {args.p99_bound_ms:g} ms" if len(seg) > 1 else
+              f"this run: {seg[0].rate:.0f}/s for {seg[0].end:.0f} s")
+    else:
+        print(f"this run: {settings['rate']:.0f} orders/s for {settings['duration']:.0f} s "
+              f"(echo runs: {runs[-1]['duration_s']:.0f} s)" if any(
+                  r["target"] == "echo" for r in runs) else
+              f"this run: {settings['rate']:.0f} orders/s for {settings['duration']:.0f} s")
     print(text)
     name = args.name or f"loadgen-{settings['preset']}"
     when = dt.datetime.now(dt.UTC)

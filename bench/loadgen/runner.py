@@ -340,9 +340,11 @@ def figures(spec: RunSpec, results: list[dict], probe: CpuProbe, samples: dict[f
 
 
 def ramp_steps(spec: RunSpec, per_second_enc, ok_bins, err_seconds, cpu_windows) -> dict:
+    """Judge each step by scheduled second: kept (no errors, >= 95% answered
+    OK, >= 99% answered at all) and within the bound (kept, and P99 <= bound)."""
     steps = []
-    best = None
-    failed = False
+    best = sustained = None
+    failed = lost = False
     cpu_by_name = {w["window"]: w for w in cpu_windows}
     for seg in spec.segments:
         # The run's first seconds (cold caches, connections) are not judged.
@@ -356,16 +358,19 @@ def ramp_steps(spec: RunSpec, per_second_enc, ok_bins, err_seconds, cpu_windows)
         achieved = _bins_sum(ok_bins, first, seg.end) / (seg.end - first)
         errs = sum(err_seconds.get(s, 0) for s in secs)
         scheduled = (seg.end - first) * seg.rate
-        ok = (pct["p99"] is not None and pct["p99"] <= spec.p99_bound_ms and errs == 0
-              and achieved >= 0.95 * seg.rate and h.get_total_count() >= 0.99 * scheduled)
+        kept = (errs == 0 and achieved >= 0.95 * seg.rate
+                and h.get_total_count() >= 0.99 * scheduled)
+        ok = kept and pct["p99"] is not None and pct["p99"] <= spec.p99_bound_ms
         w = cpu_by_name.get(f"{seg.rate:.0f}/s", {})
         steps.append({"rate": seg.rate, "achieved": round(achieved, 1), "p50": pct["p50"],
-                      "p99": pct["p99"], "max": pct["max"], "errors": errs, "pass": ok,
-                      "server_cpu_per_op_us": w.get("server_cpu_per_op_us"),
+                      "p99": pct["p99"], "max": pct["max"], "errors": errs, "kept": kept,
+                      "pass": ok, "server_cpu_per_op_us": w.get("server_cpu_per_op_us"),
                       "loadgen_cpu_per_op_us": w.get("loadgen_cpu_per_op_us")})
         if ok and not failed:
             best = seg.rate
-        if not ok:
-            failed = True
+        failed = failed or not ok
+        if kept and not lost:
+            sustained = seg.rate
+        lost = lost or not kept
     return {"p99_bound_ms": spec.p99_bound_ms, "highest_rate_within_bound": best,
-            "steps": steps}
+            "highest_rate_sustained": sustained, "steps": steps}

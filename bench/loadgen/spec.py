@@ -65,9 +65,10 @@ class Preset:
 PRESETS = {
     "seed": Preset("seed", "60 s at 2,000 orders/s: 70% limit / 30% market, 0.01-0.5 BTC, "
                    "limit prices within +-2,000 of 70,000, many accounts, both sides"),
-    "ramp": Preset("ramp", "seed mix; the rate rises by 500/s every 10 s until P99 exceeds "
-                   "--p99-bound-ms (or errors, or the rate is not kept); reports the highest "
-                   "rate that held", ramp=True),
+    "ramp": Preset("ramp", "seed mix; the rate rises step by step (default from 500/s by "
+                   "500/s every 10 s) until it is clearly not held; reports the highest rate "
+                   "with P99 within --p99-bound-ms (and no errors), and the highest rate "
+                   "kept at all", ramp=True),
     "cancel-heavy": Preset("cancel-heavy", "60 s at 2,000 orders/s of non-crossing limit "
                            "orders (90%) and market orders (10%); 90% of the resting orders "
                            "are cancelled 100 ms after their acknowledgement",
