@@ -35,6 +35,69 @@ JOURNAL_COLUMNS = (
     "account_id", "side", "order_type", "time_in_force", "post_only", "client_order_id",
     "owner_epoch", "created_at",
 )
+# Batches with at most this many events are committed as one statement.
+ONE_STATEMENT_EVENTS = 400
+
+ONE_STATEMENT_COMMIT = """
+WITH fence AS (
+    UPDATE instrument_state SET last_sequence = $3, updated_at = now()
+     WHERE instrument_id = $1 AND owner_epoch = $2 AND last_sequence = $4
+    RETURNING 1
+), journal_rows AS (
+    INSERT INTO journal (instrument_id, sequence, kind, order_id, other_order_id, price,
+                         quantity, account_id, side, order_type, time_in_force, post_only,
+                         client_order_id, owner_epoch, created_at)
+    SELECT $1, j.sequence, j.kind, j.order_id, j.other_order_id, j.price, j.quantity,
+           j.account_id, j.side, j.order_type, j.time_in_force, j.post_only,
+           j.client_order_id, $2, j.created_at
+      FROM unnest($5::bigint[], $6::smallint[], $7::bigint[], $8::bigint[], $9::bigint[],
+                  $10::bigint[], $11::bigint[], $12::smallint[], $13::smallint[],
+                  $14::smallint[], $15::boolean[], $16::text[], $17::timestamptz[])
+           AS j(sequence, kind, order_id, other_order_id, price, quantity, account_id, side,
+                order_type, time_in_force, post_only, client_order_id, created_at)
+     WHERE EXISTS (SELECT 1 FROM fence)
+), new_orders AS (
+    INSERT INTO orders (order_id, instrument_id, account_id, client_order_id, side,
+                        order_type, time_in_force, post_only, price, quantity, filled,
+                        filled_notional, state, reason, priority, last_sequence, created_at,
+                        updated_at)
+    SELECT n.order_id, $1, n.account_id, n.client_order_id, n.side, n.order_type,
+           n.time_in_force, n.post_only, n.price, n.quantity, n.filled, n.filled_notional,
+           n.state, n.reason, n.priority, n.last_sequence, n.created_at, n.updated_at
+      FROM unnest($18::bigint[], $19::bigint[], $20::text[], $21::smallint[], $22::smallint[],
+                  $23::smallint[], $24::boolean[], $25::bigint[], $26::bigint[],
+                  $27::bigint[], $28::numeric[], $29::smallint[], $30::text[], $31::bigint[],
+                  $32::bigint[], $33::timestamptz[], $34::timestamptz[])
+           AS n(order_id, account_id, client_order_id, side, order_type, time_in_force,
+                post_only, price, quantity, filled, filled_notional, state, reason, priority,
+                last_sequence, created_at, updated_at)
+     WHERE EXISTS (SELECT 1 FROM fence)
+), changed_orders AS (
+    UPDATE orders o SET price = u.price, quantity = u.quantity, filled = u.filled,
+           filled_notional = u.filled_notional, state = u.state, reason = u.reason,
+           priority = u.priority, last_sequence = u.last_sequence, updated_at = u.updated_at
+      FROM unnest($35::bigint[], $36::bigint[], $37::bigint[], $38::bigint[], $39::numeric[],
+                  $40::smallint[], $41::text[], $42::bigint[], $43::bigint[],
+                  $44::timestamptz[])
+           AS u(order_id, price, quantity, filled, filled_notional, state, reason, priority,
+                last_sequence, updated_at)
+     WHERE o.order_id = u.order_id AND EXISTS (SELECT 1 FROM fence)
+), trade_rows AS (
+    INSERT INTO trades (trade_id, instrument_id, sequence, price, quantity, taker_side,
+                        maker_order_id, taker_order_id, maker_account_id, taker_account_id,
+                        created_at)
+    SELECT t.trade_id, $1, t.sequence, t.price, t.quantity, t.taker_side, t.maker_order_id,
+           t.taker_order_id, t.maker_account_id, t.taker_account_id, t.created_at
+      FROM unnest($45::bigint[], $46::bigint[], $47::bigint[], $48::bigint[],
+                  $49::smallint[], $50::bigint[], $51::bigint[], $52::bigint[],
+                  $53::bigint[], $54::timestamptz[])
+           AS t(trade_id, sequence, price, quantity, taker_side, maker_order_id,
+                taker_order_id, maker_account_id, taker_account_id, created_at)
+     WHERE EXISTS (SELECT 1 FROM fence)
+)
+SELECT count(*) FROM fence
+"""
+
 UPDATE_ORDERS = """
     UPDATE orders o SET price = u.price, quantity = u.quantity, filled = u.filled,
            filled_notional = u.filled_notional, state = u.state, reason = u.reason,
@@ -142,8 +205,12 @@ class Store:
                             ORDER BY sequence DESC LIMIT $2) newest)""", instrument_id, keep)
 
     async def commit(self, instrument_id: int, epoch: int, changes: Changes) -> None:
-        """Write one batch in one transaction, fenced by epoch and sequence."""
+        """Write one batch atomically, fenced by epoch and sequence: a small batch as
+        one statement (one round trip), a large one with COPY in a transaction."""
         if changes.last_sequence < changes.first_sequence:
+            return
+        if len(changes.events) <= ONE_STATEMENT_EVENTS:
+            await self._commit_one_statement(instrument_id, epoch, changes)
             return
         async with self.pool.acquire() as conn, conn.transaction():
             status = await conn.execute(
@@ -178,6 +245,35 @@ class Store:
                     records=[(t[0], instrument_id, t[1], t[2], t[3], t[4], t[5], t[6], t[7],
                               t[8], ts(t[9])) for t in changes.trades],
                 )
+
+
+    async def _commit_one_statement(self, instrument_id: int, epoch: int,
+                                    changes: Changes) -> None:
+        """The whole batch in one statement: every insert and update is a CTE that only
+        acts when the fence matched, and one statement is atomic by itself."""
+        first_id = make_id(instrument_id, changes.first_sequence)
+        ev = list(zip(*changes.events, strict=True)) or [()] * 13
+        new = [o for o in changes.orders if o[0] >= first_id]
+        old = [o for o in changes.orders if o[0] < first_id]
+        no = list(zip(*new, strict=True)) or [()] * 17
+        oo = list(zip(*old, strict=True)) or [()] * 17
+        tr = list(zip(*(t[:10] for t in changes.trades), strict=True)) or [()] * 10
+        fenced = await self.pool.fetchval(
+            ONE_STATEMENT_COMMIT, instrument_id, epoch, changes.last_sequence,
+            changes.first_sequence - 1,
+            # journal
+            *ev[:12], [ts(t) for t in ev[12]],
+            # new orders
+            no[0], no[1], no[2], no[3], no[4], no[5], no[6], no[7], no[8], no[9], no[10],
+            no[11], no[12], no[13], no[14], [ts(t) for t in no[15]], [ts(t) for t in no[16]],
+            # changed resting orders
+            oo[0], oo[7], oo[8], oo[9], oo[10], oo[11], oo[12], oo[13], oo[14],
+            [ts(t) for t in oo[16]],
+            # trades
+            *tr[:9], [ts(t) for t in tr[9]],
+        )
+        if not fenced:
+            raise FencedOut(f"instrument {instrument_id}: epoch {epoch} no longer owns it")
 
 
 def _journal_records(instrument_id: int, epoch: int, changes: Changes) -> list[tuple]:
