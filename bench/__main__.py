@@ -95,6 +95,28 @@ def _loadgen_lines(figures: dict) -> list[str]:
     return lines
 
 
+def _core_lines(figures: dict) -> list[str]:
+    lines = []
+    for depth, d in figures["depths"].items():
+        lines.append(f"  depth {depth:>6}/side: project {d['project']['ops_per_s']:>9,.0f} ops/s, "
+                     f"baseline {d['baseline']['ops_per_s']:>9,.0f} ops/s = "
+                     f"{d['project_over_baseline']:.2f}x")
+    for name, value in figures.get("targets", {}).items():
+        lines.append(f"  target {name}: {value}")
+    return lines
+
+
+def _fanout_lines(figures: dict) -> list[str]:
+    lines = []
+    for r in figures["runs"]:
+        lag = r["lag_ms"]
+        slow = " + slow one" if r["slow_subscriber"] else ""
+        lines.append(f"  {r['subscribers']:>5} subscribers{slow}: lag P50 {lag['p50_ms']} ms "
+                     f"P99 {lag['p99_ms']} ms, orders {r['order_rate_achieved']}/s, "
+                     f"gaps {r['sequence_gaps']}")
+    return lines
+
+
 def run_step(title: str, argv: list[str], prefix: str) -> dict:
     print(f"\n=== {title}: python {' '.join(argv)}", flush=True)
     since = time.time() - 1
@@ -138,9 +160,13 @@ def quick(args: argparse.Namespace) -> int:
             data = json.loads((ROOT / rel).read_text())
             print(f"  {rel}")
             figures = data.get("figures", {})
-            if name == "loadgen" and "runs" in figures:
-                lines = _loadgen_lines(figures)
-            else:
+            summarize = {"loadgen": _loadgen_lines, "core": _core_lines,
+                         "fanout": _fanout_lines}.get(name)
+            try:
+                lines = summarize(figures) if summarize else None
+            except (KeyError, TypeError, AttributeError, ValueError):
+                lines = None  # another format: the figures as they are
+            if lines is None:
                 lines = [f"  {k}: {v}" for k, v in _flatten(figures)]
             print("\n".join(lines))
     path = write_result("quick", {"steps": steps}, "python -m bench quick"
