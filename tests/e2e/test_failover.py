@@ -40,6 +40,7 @@ from pathlib import Path
 import asyncpg
 import grpc
 import pytest
+from e2e_helpers import Checks, meta
 
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.matching.v1 import matching_pb2 as mpb
@@ -105,26 +106,6 @@ async def two_matching(database_url: str, redis_url: str, tmp_path: Path
 # ---------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------
-
-
-class Checks:
-    """Failures collected along the way, so that one run reports all of them."""
-
-    def __init__(self) -> None:
-        self.failures: list[str] = []
-
-    def expect(self, ok: bool, message: str) -> bool:
-        if not ok:
-            self.failures.append(message)
-            print("CHECK FAILED:", message)
-        return ok
-
-    def done(self) -> None:
-        assert not self.failures, "\n".join(["failed checks:", *self.failures])
-
-
-def meta(stack: Stack, who: str) -> tuple[tuple[str, str]]:
-    return (("x-api-key", stack.keys[who]),)
 
 
 def reason_of(err: grpc.aio.AioRpcError) -> str:

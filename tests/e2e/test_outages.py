@@ -39,6 +39,7 @@ import asyncpg
 import grpc
 import pytest
 import redis as redis_lib
+from e2e_helpers import Checks, meta
 
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.marketdata.v1 import marketdata_pb2 as mdpb
@@ -66,26 +67,6 @@ Levels = list[tuple[Decimal, Decimal, int]]
 # ---------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------
-
-
-class Checks:
-    """Failures collected along the way, so that one run reports all of them."""
-
-    def __init__(self) -> None:
-        self.failures: list[str] = []
-
-    def expect(self, ok: bool, message: str) -> bool:
-        if not ok:
-            self.failures.append(message)
-            print("CHECK FAILED:", message)
-        return ok
-
-    def done(self) -> None:
-        assert not self.failures, "\n".join(["failed checks:", *self.failures])
-
-
-def meta(stack: Stack, who: str) -> tuple[tuple[str, str]]:
-    return (("x-api-key", stack.keys[who]),)
 
 
 def limit_order(instrument: int, side: int, price: str, qty: str, coid: str,
