@@ -23,8 +23,3 @@ def stream_key(instrument_id: int) -> str:
 
 def entry_id(last_sequence: int) -> str:
     return f"{last_sequence}-0"
-
-
-def sequence_of_entry(entry_id_: bytes | str) -> int:
-    text = entry_id_.decode() if isinstance(entry_id_, bytes) else entry_id_
-    return int(text.split("-", 1)[0])
