@@ -224,15 +224,12 @@ class Store:
                 "journal", columns=JOURNAL_COLUMNS,
                 records=_journal_records(instrument_id, epoch, changes),
             )
-            # Orders created in this batch are new rows (their id carries a sequence of
-            # the batch); the others were resting and only their state changes.
-            first_id = make_id(instrument_id, changes.first_sequence)
-            new = [(o[0], instrument_id, o[1], o[2], o[3], o[4], o[5], o[6], o[7], o[8], o[9],
-                    o[10], o[11], o[12], o[13], o[14], ts(o[15]), ts(o[16]))
-                   for o in changes.orders if o[0] >= first_id]
-            old = [o for o in changes.orders if o[0] < first_id]
+            new, old = _split_orders(instrument_id, changes)
             if new:
-                await conn.copy_records_to_table("orders", columns=ORDER_COLUMNS, records=new)
+                await conn.copy_records_to_table(
+                    "orders", columns=ORDER_COLUMNS,
+                    records=[(o[0], instrument_id, *o[1:15], ts(o[15]), ts(o[16]))
+                             for o in new])
             if old:
                 columns = list(zip(*old, strict=True))
                 await conn.execute(
@@ -246,15 +243,12 @@ class Store:
                               t[8], ts(t[9])) for t in changes.trades],
                 )
 
-
     async def _commit_one_statement(self, instrument_id: int, epoch: int,
                                     changes: Changes) -> None:
         """The whole batch in one statement: every insert and update is a CTE that only
         acts when the fence matched, and one statement is atomic by itself."""
-        first_id = make_id(instrument_id, changes.first_sequence)
         ev = list(zip(*changes.events, strict=True)) or [()] * 13
-        new = [o for o in changes.orders if o[0] >= first_id]
-        old = [o for o in changes.orders if o[0] < first_id]
+        new, old = _split_orders(instrument_id, changes)
         no = list(zip(*new, strict=True)) or [()] * 17
         oo = list(zip(*old, strict=True)) or [()] * 17
         tr = list(zip(*(t[:10] for t in changes.trades), strict=True)) or [()] * 10
@@ -264,8 +258,7 @@ class Store:
             # journal
             *ev[:12], [ts(t) for t in ev[12]],
             # new orders
-            no[0], no[1], no[2], no[3], no[4], no[5], no[6], no[7], no[8], no[9], no[10],
-            no[11], no[12], no[13], no[14], [ts(t) for t in no[15]], [ts(t) for t in no[16]],
+            *no[:15], [ts(t) for t in no[15]], [ts(t) for t in no[16]],
             # changed resting orders
             oo[0], oo[7], oo[8], oo[9], oo[10], oo[11], oo[12], oo[13], oo[14],
             [ts(t) for t in oo[16]],
@@ -274,6 +267,15 @@ class Store:
         )
         if not fenced:
             raise FencedOut(f"instrument {instrument_id}: epoch {epoch} no longer owns it")
+
+
+def _split_orders(instrument_id: int, changes: Changes) -> tuple[list[tuple], list[tuple]]:
+    """(orders created in this batch, resting orders that changed): a new order's id
+    carries a sequence of the batch, so it is a new row; the others only change state."""
+    first_id = make_id(instrument_id, changes.first_sequence)
+    new = [o for o in changes.orders if o[0] >= first_id]
+    old = [o for o in changes.orders if o[0] < first_id]
+    return new, old
 
 
 def _journal_records(instrument_id: int, epoch: int, changes: Changes) -> list[tuple]:
