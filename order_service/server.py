@@ -99,12 +99,14 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
     async def _order_with_fills(self, account_id: int,
                                 order_id: int) -> tuple[opb.Order, list[opb.Fill]] | None:
         row = await self.q.order(account_id, order_id)
-        if row is None:
-            return None
+        return None if row is None else await self._with_fills(row)
+
+    async def _with_fills(self, row) -> tuple[opb.Order, list[opb.Fill]]:
         spec = await self.q.instrument_by_id(row["instrument_id"])
         assert spec is not None
         order = order_from_row(spec, row)
-        fills = [fill_from_row(spec, order, f) for f in await self.q.order_fills(order_id)]
+        fills = [fill_from_row(spec, order, f)
+                 for f in await self.q.order_fills(row["order_id"])]
         return order, fills
 
     async def _find(self, account_id: int, order_id: str, client_order_id: str) -> int:
@@ -175,9 +177,8 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
                 f"client_order_id {order.client_order_id!r} is already used by order "
                 f"{row['order_id']} with different contents",
                 reason="CLIENT_ORDER_ID_IN_USE", metadata={"order_id": str(row["order_id"])})
-        found = await self._order_with_fills(account_id, row["order_id"])
-        assert found is not None
-        return opb.CreateOrderResponse(order=found[0], fills=found[1])
+        current, fills = await self._with_fills(row)
+        return opb.CreateOrderResponse(order=current, fills=fills)
 
     async def _change(self, account_id: int, order_id: int, command: mpb.Command,
                       deadline: float) -> tuple[opb.Order, mpb.OrderReport]:
