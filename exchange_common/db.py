@@ -22,9 +22,18 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10, **kwar
     # Fail fast when the database is away: callers turn that into UNAVAILABLE.
     kwargs.setdefault("timeout", 5)
     kwargs.setdefault("command_timeout", 10)
+    # Nothing here sets session state (SET, LISTEN, advisory locks: the matching
+    # pod's locks live on a connection of their own), so releasing a connection
+    # needs no reset query: one round trip fewer per query. asyncpg still rolls
+    # back a transaction left open.
+    kwargs.setdefault("reset", _no_reset)
     pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, **kwargs)
     assert pool is not None
     return pool
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    return None
 
 
 def migrations() -> list[tuple[int, str, str]]:

@@ -1,0 +1,154 @@
+"""Group commit alone: what a batch of seed-mix orders costs PostgreSQL.
+
+Runs the seed mix (70% limit / 30% market, 0.01-0.5 BTC, limit prices within
++-2,000 of 70,000, many accounts) through the matching engine in batches of
+``--batch`` orders and commits every batch with the ``Store`` the matching
+pod uses (one statement up to 400 events, COPY above), one after another.
+Reports, per order: PostgreSQL CPU (every backend and helper process of the
+server), this process's CPU (the matching side: engine plus commit encoding),
+and the wall time per commit.
+
+    python -m bench.commit --batch 1,10,100,1000 --orders 20000
+
+Uses an embedded PostgreSQL (fsync and synchronous_commit on) unless
+EXCHANGE_DATABASE_URL names a server (then its CPU is counted only if the
+server runs on this machine and its processes are visible).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import asyncpg
+import psutil
+
+from bench.results import write_result
+from exchange_common import db
+from exchange_common.embedded import EmbeddedPostgres
+from matching_service.engine import BUY, GTC, IOC, LIMIT, MARKET, SELL, OrderBook
+from matching_service.store import Store
+
+INSTRUMENT = 1
+ACCOUNTS = 200
+
+
+def postgres_processes(port: int) -> list[psutil.Process]:
+    """The processes of the PostgreSQL server listening on ``port`` (postmaster and
+    children)."""
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
+            root = psutil.Process(conn.pid)
+            return [root, *root.children(recursive=True)]
+    return []
+
+
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
+
+
+async def run_batch_size(url: str, port: int, batch: int, orders: int, seed: int) -> dict:
+    conn = await asyncpg.connect(url)
+    await conn.execute("TRUNCATE journal, orders, trades, book_snapshots")
+    await conn.execute("UPDATE instrument_state SET owner_epoch = 1, last_sequence = 0 "
+                       "WHERE instrument_id = $1", INSTRUMENT)
+    accounts = [r["account_id"] for r in await conn.fetch(
+        "SELECT account_id FROM accounts ORDER BY account_id LIMIT $1", ACCOUNTS)]
+    await conn.execute("CHECKPOINT")
+    await conn.close()
+    pool = await db.create_pool(url, min_size=1, max_size=1)
+    store, book, rng = Store(pool), OrderBook(INSTRUMENT), random.Random(seed)
+    me = psutil.Process()
+    await pool.fetchval("SELECT 1")  # warm the connection
+    pg0, me0, t0 = cpu_seconds(postgres_processes(port)), me.cpu_times(), time.perf_counter()
+    done = 0
+    while done < orders:
+        now = time.time_ns() // 1000 * 1000
+        for _ in range(min(batch, orders - done)):
+            side = rng.choice((BUY, SELL))
+            lots = rng.randint(100, 5000)  # 0.01-0.5 BTC at a lot of 0.0001
+            if rng.random() < 0.7:
+                price = rng.randint(6_800_000, 7_200_000)  # cents, 68,000-72,000
+                book.new_order(rng.choice(accounts), side, LIMIT, GTC, price, lots,
+                               f"c{done}", False, now)
+            else:
+                book.new_order(rng.choice(accounts), side, MARKET, IOC, 0, lots, f"c{done}",
+                               False, now)
+            done += 1
+        await store.commit(INSTRUMENT, 1, book.drain_changes())
+    wall = time.perf_counter() - t0
+    me1 = me.cpu_times()
+    pg1 = cpu_seconds(postgres_processes(port))
+    await pool.close()
+    commits = -(-orders // batch)
+    return {
+        "batch": batch,
+        "orders": orders,
+        "events": book.sequence,
+        "commits": commits,
+        "wall_ms_per_commit": round(wall * 1000 / commits, 3),
+        "orders_per_second": round(orders / wall),
+        "postgres_cpu_us_per_order": round((pg1 - pg0) * 1e6 / orders, 1),
+        "matching_cpu_us_per_order": round(
+            ((me1.user + me1.system) - (me0.user + me0.system)) * 1e6 / orders, 1),
+        "postgres_cpu_us_per_commit": round((pg1 - pg0) * 1e6 / commits, 1),
+    }
+
+
+async def main_async(args: argparse.Namespace) -> list[dict]:
+    server = None
+    url = os.environ.get("EXCHANGE_DATABASE_URL")
+    if not url:
+        server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="bench-commit-")) / "pg")
+        server.start()
+        url = server.ensure_database("bench_commit")
+    port = urlparse(url).port or 5432
+    try:
+        conn = await asyncpg.connect(url)
+        await db.migrate(conn)
+        await db.seed_instruments(conn)
+        for i in range(ACCOUNTS):
+            await db.ensure_account(conn, f"bench-commit-{i}")
+        await conn.close()
+        out = []
+        for batch in args.batch:
+            row = await run_batch_size(url, port, batch, args.orders, args.seed)
+            print("  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+            out.append(row)
+        return out
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", default="1,10,100,1000",
+                        type=lambda s: [int(x) for x in s.split(",")],
+                        help="orders per commit, a list (default 1,10,100,1000)")
+    parser.add_argument("--orders", type=int, default=20_000, help="orders per batch size")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    rows = asyncio.run(main_async(args))
+    path = write_result("commit", {"runs": rows},
+                        f"python -m bench.commit --batch {','.join(map(str, args.batch))} "
+                        f"--orders {args.orders}")
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()
