@@ -45,39 +45,67 @@ class ClientIdLookups:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
         self.pending: dict[tuple[int, str], asyncio.Future] = {}
+        # lookup_many callers: (account, client order ids, future of the found rows)
+        self.groups: list[tuple[int, list[str], asyncio.Future]] = []
 
     def lookup(self, account_id: int, client_order_id: str) -> asyncio.Future:
         """A future of the existing order row (or None)."""
         key = (account_id, client_order_id)
         fut = self.pending.get(key)
         if fut is None:
-            loop = asyncio.get_running_loop()
-            if not self.pending:
-                loop.call_soon(self._flush)
-            fut = self.pending[key] = loop.create_future()
+            self._schedule()
+            fut = self.pending[key] = asyncio.get_running_loop().create_future()
         return fut
 
-    def _flush(self) -> None:
-        batch, self.pending = self.pending, {}
-        asyncio.ensure_future(self._run(batch))
+    def lookup_many(self, account_id: int, client_order_ids: list[str]) -> asyncio.Future:
+        """A future of {client_order_id: existing order row} for those of
+        ``client_order_ids`` that exist (one future for a whole session message)."""
+        self._schedule()
+        fut = asyncio.get_running_loop().create_future()
+        self.groups.append((account_id, client_order_ids, fut))
+        return fut
 
-    async def _run(self, batch: dict[tuple[int, str], asyncio.Future]) -> None:
+    def _schedule(self) -> None:
+        if not self.pending and not self.groups:
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        singles, self.pending = self.pending, {}
+        groups, self.groups = self.groups, []
+        asyncio.ensure_future(self._run(singles, groups))
+
+    async def _run(self, singles: dict[tuple[int, str], asyncio.Future],
+                   groups: list[tuple[int, list[str], asyncio.Future]]) -> None:
+        accounts = [k[0] for k in singles]
+        ids = [k[1] for k in singles]
+        for account_id, client_order_ids, _ in groups:
+            accounts += [account_id] * len(client_order_ids)
+            ids += client_order_ids
         try:
             rows = await self.pool.fetch(
                 """SELECT o.* FROM orders o
                      JOIN unnest($1::bigint[], $2::text[]) AS k(account_id, client_order_id)
                        ON o.account_id = k.account_id AND o.client_order_id = k.client_order_id
                       AND o.client_order_id <> ''""",
-                [k[0] for k in batch], [k[1] for k in batch])
+                accounts, ids)
         except Exception as err:  # noqa: BLE001 - every waiter gets it
-            for fut in batch.values():
+            for fut in [*singles.values(), *(g[2] for g in groups)]:
                 if not fut.done():
                     fut.set_exception(err)
             return
         found = {(r["account_id"], r["client_order_id"]): r for r in rows}
-        for key, fut in batch.items():
+        for key, fut in singles.items():
             if not fut.done():
                 fut.set_result(found.get(key))
+        for account_id, client_order_ids, fut in groups:
+            if not fut.done():
+                fut.set_result({c: found[account_id, c] for c in client_order_ids
+                                if (account_id, c) in found})
+
+
+def _ignore_failure(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()  # retrieved: the next caller tries again
 
 
 class Queries:
@@ -88,6 +116,7 @@ class Queries:
         self._by_symbol: dict[str, InstrumentSpec] = {}
         self._by_id: dict[int, InstrumentSpec] = {}
         self._instruments_at = 0.0
+        self._refreshing: asyncio.Future | None = None
         self.client_ids = ClientIdLookups(pool)
 
     # -- cached reference data ---------------------------------------------
@@ -116,6 +145,15 @@ class Queries:
         if stale or symbol not in self._by_symbol:
             if stale or time.monotonic() - self._instruments_at > 1.0:
                 await self._refresh_instruments()
+        return self._by_symbol.get(symbol)
+
+    def cached_instrument(self, symbol: str) -> InstrumentSpec | None:
+        """The instrument as cached (no database read), None if the cache does not
+        hold it. A stale cache is refreshed in the background meanwhile."""
+        if time.monotonic() - self._instruments_at >= self.cache_ttl and (
+                self._refreshing is None or self._refreshing.done()):
+            self._refreshing = asyncio.ensure_future(self._refresh_instruments())
+            self._refreshing.add_done_callback(_ignore_failure)
         return self._by_symbol.get(symbol)
 
     async def instrument_by_id(self, instrument_id: int) -> InstrumentSpec | None:

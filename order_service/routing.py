@@ -197,10 +197,9 @@ class Router:
                 refresh = True
                 await _pause(NOT_OWNER_BACKOFF, deadline)
                 continue
-            client = self.client(address)
-            rid, fut = client.submit(command)
+            fut = self.send(instrument_id, address, command, deadline, idempotent)
             try:
-                result = await self._wait(instrument_id, address, fut, deadline, idempotent)
+                result = await fut
             except StreamBroken:
                 if not idempotent:
                     raise Unavailable("the connection to the matching engine broke; the "
@@ -214,8 +213,6 @@ class Router:
                 refresh = True
                 await _pause(NOT_OWNER_BACKOFF, deadline)
                 continue
-            finally:
-                client.abandon(rid)
             if (result.WhichOneof("result") == "error"
                     and result.error.code == mpb.ERROR_CODE_NOT_OWNER):
                 refresh = True
@@ -225,19 +222,36 @@ class Router:
         raise Unavailable("no matching engine owns this instrument right now; retry later",
                           reason="MATCHING_UNAVAILABLE")
 
-    async def _wait(self, instrument_id: int, address: str, fut: asyncio.Future,
-                    deadline: float, idempotent: bool) -> mpb.Result:
-        """Wait for a command's result. The watchdog (one task, not a timer per
-        command) ends the wait at the deadline, or when the pod went silent and
-        another pod owns the instrument now."""
+    def cached_owner(self, instrument_id: int) -> str | None:
+        """The owner as cached, if the cache is fresh (no database read)."""
+        cached = self.owners.get(instrument_id)
+        if cached is not None and cached[0] and (
+                time.monotonic() - cached[1] < self.settings.cache_ttl):
+            return cached[0]
+        return None
+
+    def send(self, instrument_id: int, address: str, command: mpb.Command, deadline: float,
+             idempotent: bool) -> asyncio.Future:
+        """Queue ``command`` for the pod at ``address``; the future of its result.
+
+        The watchdog (one task, not a timer per command) fails the future at the
+        deadline (DeadlineExceeded), or with OwnerMoved when an ``idempotent``
+        command's pod went silent and another pod owns the instrument now; a broken
+        stream fails it with StreamBroken or Unavailable (see MatchingClient)."""
+        client = self.client(address)
+        rid, fut = client.submit(command)
         self.waiting[fut] = (instrument_id, address, deadline, idempotent,
                              time.monotonic() + OWNER_CHECK_INTERVAL)
         if self.watchdog is None or self.watchdog.done():
             self.watchdog = asyncio.create_task(self._watch(), name="router-watchdog")
-        try:
-            return await fut
-        finally:
-            self.waiting.pop(fut, None)
+        waiting = self.waiting
+
+        def done(f: asyncio.Future) -> None:
+            waiting.pop(f, None)
+            client.abandon(rid)
+
+        fut.add_done_callback(done)
+        return fut
 
     async def _watch(self) -> None:
         while self.waiting:

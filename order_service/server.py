@@ -9,6 +9,8 @@ own beyond caches.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -25,6 +27,8 @@ from exchange_common.config import OrderSettings, load
 from exchange_common.db import create_pool
 from exchange_common.errors import (
     AlreadyExists,
+    DeadlineExceeded,
+    ExchangeError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -141,30 +145,15 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
             if existing is not None:
                 return await self._existing(account_id, existing, order, spec)
         client_order_id = order.client_order_id or f"x-{uuid.uuid4().hex}"
-        command = mpb.Command(new_order=mpb.NewOrder(
-            instrument_id=spec.instrument_id, account_id=account_id, side=order.side,
-            type=order.type, time_in_force=order.time_in_force, price=order.price,
-            quantity=order.quantity, client_order_id=client_order_id,
-            post_only=order.post_only))
+        command = _new_order_command(spec, account_id, order, client_order_id)
         result = await self.router.execute(spec.instrument_id, command, deadline,
                                            idempotent=True)
-        if result.WhichOneof("result") == "error":
-            err = result.error
-            if err.code == mpb.ERROR_CODE_DUPLICATE_CLIENT_ORDER_ID:
-                raise AlreadyExists(
-                    f"client_order_id {client_order_id!r} is already used by order "
-                    f"{err.order_id} with different contents",
-                    reason="CLIENT_ORDER_ID_IN_USE", metadata={"order_id": str(err.order_id)})
-            raise _matching_error(err)
-        report = result.order
-        if report.duplicate:
-            found = await self._order_with_fills(account_id, report.order_id)
+        created = _created(spec, order, client_order_id, result)
+        if created is None:  # a retry the engine recognised: answered as committed
+            found = await self._order_with_fills(account_id, result.order.order_id)
             assert found is not None, "a deduplicated order is committed before the answer"
-            return opb.CreateOrderResponse(order=found[0], fills=found[1])
-        out = order_from_report(spec, report, side=order.side, type_=order.type,
-                                tif=order.time_in_force, price=order.price,
-                                client_order_id=client_order_id, post_only=order.post_only)
-        return opb.CreateOrderResponse(order=out, fills=fills_from_report(spec, out, report))
+            created = found
+        return opb.CreateOrderResponse(order=created[0], fills=created[1])
 
     async def _existing(self, account_id: int, row, order: ValidOrder,
                         spec: InstrumentSpec) -> opb.CreateOrderResponse:
@@ -246,47 +235,129 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
 
     @grpc_errors
     async def OrderEntry(self, request_iterator, context: grpc.aio.ServicerContext):
-        """The order-entry session: every command runs concurrently with the others
-        (so commands of many messages share stream messages to matching and group
-        commits), and answers are coalesced into as few messages as are ready."""
-        account_id = await self._account(context)
-        out: deque[opb.OrderEntryEvent] = deque()
-        wake = asyncio.Event()
-        running: set[asyncio.Task] = set()
-        reading = True
+        """The order-entry session. Commands run concurrently (so commands of many
+        messages share stream messages to matching and group commits) and answers
+        are coalesced into as few messages as are ready.
 
-        async def run(command: opb.OrderEntryCommand) -> None:
-            out.append(await self._entry(account_id, command))
-            wake.set()
+        Creates take a fast path when the instrument and its owner are cached: a
+        message's creates are validated at once, checked for client_order_id reuse
+        in one query, sent to matching without a task each, and answered from a
+        callback. Everything else (cancels, amends, retries, duplicates, a cold
+        cache, a moved owner) takes the general path, one task per command."""
+        account_id = await self._account(context)
+        session = _Session()
 
         async def read() -> None:
-            nonlocal reading
             try:
                 async for request in request_iterator:
-                    for command in request.commands:
-                        task = asyncio.create_task(run(command))
-                        running.add(task)
-                        task.add_done_callback(running.discard)
+                    session.outstanding += len(request.commands)
+                    self._admit(account_id, request.commands, session)
             finally:
-                reading = False
-                wake.set()
+                session.reading = False
+                session.wake.set()
 
         reader = asyncio.create_task(read())
         try:
             while True:
-                if out:
-                    events = list(out)
-                    out.clear()
+                if session.out:
+                    events = list(session.out)
+                    session.out.clear()
                     yield opb.OrderEntryResponse(events=events)
                     continue
-                if not reading and not running:
+                if not session.reading and session.outstanding <= 0:
                     break
-                wake.clear()
-                await wake.wait()
+                session.wake.clear()
+                await session.wake.wait()
         finally:
             reader.cancel()
-            for task in list(running):
+            for task in list(session.tasks):
                 task.cancel()
+
+    def _admit(self, account_id: int, commands, session: _Session) -> None:
+        """Start every command of one session message; each is answered exactly once."""
+        fast: list[tuple[opb.OrderEntryCommand, InstrumentSpec, ValidOrder]] = []
+        for command in commands:
+            if command.WhichOneof("command") == "create":
+                create = command.create
+                spec = self.q.cached_instrument(create.instrument)
+                if spec is not None and create.client_order_id:
+                    try:
+                        order = validate_new_order(create, spec)
+                    except ExchangeError as err:
+                        session.answer(opb.OrderEntryEvent(
+                            client_order_id=create.client_order_id,
+                            error=err.to_status_proto()))
+                        continue
+                    fast.append((command, spec, order))
+                    continue
+            session.spawn(self._answer(session, account_id, command))
+        if fast:
+            session.spawn(self._create_many(session, account_id, fast))
+
+    async def _answer(self, session: _Session, account_id: int,
+                      command: opb.OrderEntryCommand) -> None:
+        session.answer(await self._entry(account_id, command))
+
+    async def _create_many(self, session: _Session, account_id: int,
+                           creates: list[tuple[opb.OrderEntryCommand, InstrumentSpec,
+                                               ValidOrder]]) -> None:
+        """The fast path of a message's validated creates (see OrderEntry)."""
+        deadline = time.monotonic() + self.settings.matching_timeout
+        try:
+            taken = await self.q.client_ids.lookup_many(
+                account_id, [order.client_order_id for _, _, order in creates])
+        except Exception as err:  # noqa: BLE001 - every create of the message is answered
+            status = as_exchange_error(err, "OrderEntry").to_status_proto()
+            for _, _, order in creates:
+                session.answer(opb.OrderEntryEvent(client_order_id=order.client_order_id,
+                                                   error=status))
+            return
+        router = self.router
+        for instrument_id in {spec.instrument_id for _, spec, _ in creates}:
+            if router.cached_owner(instrument_id) is None:
+                with contextlib.suppress(Exception):  # the general path reports it
+                    await router.owner(instrument_id, refresh=True)
+        for command, spec, order in creates:
+            address = router.cached_owner(spec.instrument_id)
+            if address is None or order.client_order_id in taken:
+                session.spawn(self._answer(session, account_id, command))
+                continue
+            fut = router.send(spec.instrument_id, address,
+                              _new_order_command(spec, account_id, order,
+                                                 order.client_order_id),
+                              deadline, idempotent=True)
+            fut.add_done_callback(functools.partial(self._fast_created, session, account_id,
+                                                    command, spec, order))
+
+    def _fast_created(self, session: _Session, account_id: int,
+                      command: opb.OrderEntryCommand, spec: InstrumentSpec, order: ValidOrder,
+                      fut: asyncio.Future) -> None:
+        coid = order.client_order_id
+        try:
+            if fut.cancelled():
+                raise Unavailable("the order service is stopping", reason="SHUTTING_DOWN")
+            err = fut.exception()
+            if err is not None and not isinstance(err, DeadlineExceeded):
+                # A broken stream or a moved owner: the general path retries (the
+                # client_order_id makes that safe).
+                session.spawn(self._answer(session, account_id, command))
+                return
+            if err is not None:
+                raise err
+            result = fut.result()
+            if (result.WhichOneof("result") == "error"
+                    and result.error.code == mpb.ERROR_CODE_NOT_OWNER):
+                session.spawn(self._answer(session, account_id, command))
+                return
+            created = _created(spec, order, coid, result)
+            if created is None:  # a retry the engine recognised: answered as committed
+                session.spawn(self._answer(session, account_id, command))
+                return
+            session.answer(opb.OrderEntryEvent(client_order_id=coid, order=created[0],
+                                               fills=created[1]))
+        except Exception as err:  # noqa: BLE001 - every failure is answered
+            status = as_exchange_error(err, "OrderEntry").to_status_proto()
+            session.answer(opb.OrderEntryEvent(client_order_id=coid, error=status))
 
     async def _entry(self, account_id: int,
                      command: opb.OrderEntryCommand) -> opb.OrderEntryEvent:
@@ -382,6 +453,56 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
         token = (encode_page_token([rows[-1]["trade_id"], rows[-1]["liquidity"]], filters)
                  if more else "")
         return opb.ListFillsResponse(fills=fills, next_page_token=token)
+
+
+class _Session:
+    """An order-entry session's answers, waiting to be written (coalesced)."""
+
+    def __init__(self) -> None:
+        self.out: deque[opb.OrderEntryEvent] = deque()
+        self.wake = asyncio.Event()
+        self.outstanding = 0  # commands read and not answered yet
+        self.reading = True
+        self.tasks: set[asyncio.Task] = set()
+
+    def answer(self, event: opb.OrderEntryEvent) -> None:
+        self.out.append(event)
+        self.outstanding -= 1
+        self.wake.set()
+
+    def spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+
+def _new_order_command(spec: InstrumentSpec, account_id: int, order: ValidOrder,
+                       client_order_id: str) -> mpb.Command:
+    return mpb.Command(new_order=mpb.NewOrder(
+        instrument_id=spec.instrument_id, account_id=account_id, side=order.side,
+        type=order.type, time_in_force=order.time_in_force, price=order.price,
+        quantity=order.quantity, client_order_id=client_order_id, post_only=order.post_only))
+
+
+def _created(spec: InstrumentSpec, order: ValidOrder, client_order_id: str,
+             result: mpb.Result) -> tuple[opb.Order, list[opb.Fill]] | None:
+    """The order and its fills from matching's answer to a new order; None when the
+    engine recognised a retry (answer it from the database); raises for errors."""
+    if result.WhichOneof("result") == "error":
+        err = result.error
+        if err.code == mpb.ERROR_CODE_DUPLICATE_CLIENT_ORDER_ID:
+            raise AlreadyExists(
+                f"client_order_id {client_order_id!r} is already used by order "
+                f"{err.order_id} with different contents",
+                reason="CLIENT_ORDER_ID_IN_USE", metadata={"order_id": str(err.order_id)})
+        raise _matching_error(err)
+    report = result.order
+    if report.duplicate:
+        return None
+    out = order_from_report(spec, report, side=order.side, type_=order.type,
+                            tif=order.time_in_force, price=order.price,
+                            client_order_id=client_order_id, post_only=order.post_only)
+    return out, fills_from_report(spec, out, report)
 
 
 def _matching_error(err: mpb.CommandError) -> Exception:

@@ -94,6 +94,54 @@ async def test_session_batches_answers_and_errors(stack) -> None:
         assert await taker.read() is grpc.aio.EOF
 
 
+async def test_one_message_mixes_every_kind_of_answer(stack) -> None:
+    """Creates of one message share one client_order_id check and go to matching
+    together; each command is still answered exactly once, on its own terms."""
+    async with grpc.aio.insecure_channel(stack.order_addr) as ch:
+        orders = opb_grpc.OrderServiceStub(ch)
+        session = orders.OrderEntry(metadata=meta(stack, "alice"))
+        await session.write(opb.OrderEntryRequest(commands=[create("mix-old", BUY, "0.01",
+                                                                   "100")]))
+        old = (await collect(session, 1))["mix-old"].order
+        fresh = [create(f"mix-{i}", BUY, "0.01", f"{200 + i}") for i in range(150)]
+        await session.write(opb.OrderEntryRequest(commands=[
+            *fresh,
+            create("mix-old", BUY, "0.01", "100"),  # a retry: the original
+            create("mix-twice", BUY, "0.02", "300"),
+            create("mix-twice", BUY, "0.02", "300"),  # the same order, twice in a message
+            create("mix-reused", BUY, "0.01", "400"),
+            create("mix-reused", BUY, "0.03", "400"),  # same id, other contents
+            create("mix-unknown", BUY, "0.01", "1", instrument="NOPE-USD"),
+            create("mix-small", BUY, "0.00001", "100"),
+        ]))
+        answers: list[opb.OrderEntryEvent] = []
+        while len(answers) < len(fresh) + 7:
+            response = await asyncio.wait_for(session.read(), 10)
+            assert response is not grpc.aio.EOF
+            answers.extend(response.events)
+        by_id: dict[str, list[opb.OrderEntryEvent]] = {}
+        for event in answers:
+            by_id.setdefault(event.client_order_id, []).append(event)
+        assert all(by_id[f"mix-{i}"][0].order.state == cpb.ORDER_STATE_NEW
+                   for i in range(150))
+        assert by_id["mix-old"][0].order.order_id == old.order_id
+        twice = [e.order.order_id for e in by_id["mix-twice"]]
+        assert len(twice) == 2 and twice[0] == twice[1] and twice[0]
+        reused = by_id["mix-reused"]
+        assert sorted(e.WhichOneof("result") for e in reused) == ["error", "order"]
+        assert [reason(e.error) for e in reused if e.HasField("error")] == [
+            "CLIENT_ORDER_ID_IN_USE"]
+        assert by_id["mix-unknown"][0].error.code == code_pb2.NOT_FOUND
+        assert reason(by_id["mix-small"][0].error) == "QUANTITY_OFF_LOT"
+
+        listed = await orders.ListOrders(opb.ListOrdersRequest(page_size=1000),
+                                         metadata=meta(stack, "alice"))
+        mine = [o for o in listed.orders if o.client_order_id.startswith("mix-")]
+        assert len(mine) == 150 + 3  # fresh, old, twice (once), reused (once)
+        await session.done_writing()
+        assert await session.read() is grpc.aio.EOF
+
+
 async def test_session_needs_a_key(stack) -> None:
     async with grpc.aio.insecure_channel(stack.order_addr) as ch:
         call = opb_grpc.OrderServiceStub(ch).OrderEntry()
