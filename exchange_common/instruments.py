@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 import asyncpg
 
 from exchange_common.decimals import decimals_of, format_units
+
+TEXT_CACHE_SIZE = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,16 +27,32 @@ class InstrumentSpec:
     status: str
     price_decimals: int
     quantity_decimals: int
+    # Formatted prices and quantities: a book's orders share a few thousand values
+    # and formatting is on every answer's path.
+    _texts: tuple[dict[int, str], dict[int, str]] = field(
+        default_factory=lambda: ({}, {}), compare=False, repr=False)
 
     @property
     def trading(self) -> bool:
         return self.status == "trading"
 
     def price_str(self, ticks: int) -> str:
-        return format_units(ticks, self.tick_size, self.price_decimals)
+        texts = self._texts[0]
+        text = texts.get(ticks)
+        if text is None:
+            if len(texts) >= TEXT_CACHE_SIZE:
+                texts.clear()
+            text = texts[ticks] = format_units(ticks, self.tick_size, self.price_decimals)
+        return text
 
     def qty_str(self, lots: int) -> str:
-        return format_units(lots, self.lot_size, self.quantity_decimals)
+        texts = self._texts[1]
+        text = texts.get(lots)
+        if text is None:
+            if len(texts) >= TEXT_CACHE_SIZE:
+                texts.clear()
+            text = texts[lots] = format_units(lots, self.lot_size, self.quantity_decimals)
+        return text
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> InstrumentSpec:
