@@ -51,19 +51,38 @@ How the book is laid out, and why (this is the hot path of the exchange):
   of each per fill and per command, at a fraction of a class's ``__init__``;
   a ``Fill`` starts with the trade record the store writes, so a batch's
   trades are handed over as they are.
+
+Compiled or interpreted: this file is the engine, and it runs as it is. When the
+package was installed with Cython and a C compiler at hand, setup.py has also
+compiled this same file (with the field and local declarations of engine.pxd,
+where prices and quantities stay Python ints) into ``matching_service._engine_c``,
+and importing this module gives that compiled module instead, but only if it was
+built from exactly the engine.py and engine.pxd beside it (``SOURCE_DIGEST``); an
+edited engine runs interpreted, with a warning, until it is rebuilt
+(``pip install -e .``). ``COMPILED`` tells which one runs;
+``EXCHANGE_ENGINE=python`` forces the interpreted one.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import sys
+import warnings
 from bisect import bisect_left, insort
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from heapq import heapify, heappop, heappush
 from operator import attrgetter
+from pathlib import Path
+from types import ModuleType
 from typing import NamedTuple
 
 from exchange_common.ids import SEQUENCE_BITS, SEQUENCE_MASK
+
+# Whether this is the compiled build of this file (setup.py sets it to True there).
+COMPILED = False
 
 # Enum numbers equal the exchange.common.v1 proto enums (and database columns).
 BUY, SELL = 1, 2
@@ -186,17 +205,17 @@ _ORDER_ROW = attrgetter(
 
 
 # A price level: its order when alone at its price (most are), else a list of
-# two or more orders in time priority. ``level.__class__ is Order`` tells which.
+# two or more orders in time priority. ``type(level) is Order`` tells which.
 Level = Order | list[Order]
 
 
 def level_orders(level: Level) -> list[Order]:
     """The orders of a level, in time priority."""
-    return [level] if level.__class__ is Order else level
+    return [level] if type(level) is Order else level
 
 
 def level_quantity(level: Level) -> int:
-    if level.__class__ is Order:
+    if type(level) is Order:
         return level.quantity - level.filled
     return sum([o.quantity - o.filled for o in level])
 
@@ -331,7 +350,7 @@ class Side:
             level = touched[price]
             if level is None:
                 out.append((price, 0, 0))
-            elif level.__class__ is Order:
+            elif type(level) is Order:
                 out.append((price, level.quantity - level.filled, 1))
             else:
                 out.append((price, level_quantity(level), len(level)))
@@ -403,8 +422,24 @@ class OrderBook:
 
         seq = self.sequence = self.sequence + 1
         order_id = self._id_base | seq
-        order = Order(order_id, account_id, client_order_id, side, type_, tif, post_only, price,
-                      quantity, now_ns)
+        # Order.__init__ inlined (the same fields, set directly: no call).
+        order = Order.__new__(Order)
+        order.order_id = order_id
+        order.account_id = account_id
+        order.client_order_id = client_order_id
+        order.side = side
+        order.type = type_
+        order.tif = tif
+        order.post_only = post_only
+        order.price = price
+        order.quantity = quantity
+        order.filled = 0
+        order.notional = 0
+        order.state = NEW
+        order.reason = ""
+        order.priority = order_id & SEQUENCE_MASK
+        order.created_ns = now_ns
+        order.updated_ns = now_ns
         order.last_sequence = seq
         self.changed[order_id] = order
         crosses = other.best <= limit
@@ -435,7 +470,7 @@ class OrderBook:
             if level is None:
                 own.add_level(-limit, order)
                 own.touched[price] = order
-            elif level.__class__ is Order:
+            elif type(level) is Order:
                 own.touched[price] = own.levels[-limit] = [level, order]
             else:
                 level.append(order)
@@ -572,7 +607,7 @@ class OrderBook:
             level = book.levels.get(key)
             if level is None:
                 book.levels[key] = order
-            elif level.__class__ is Order:
+            elif type(level) is Order:
                 book.levels[key] = [level, order]
             else:
                 level.append(order)
@@ -590,7 +625,11 @@ class OrderBook:
             first_sequence=self.first_sequence,
             last_sequence=self.sequence,
             events=self.events,
-            orders=list(map(_ORDER_ROW, self.changed.values())),
+            orders=[(order.order_id, order.account_id, order.client_order_id, order.side,
+                     order.type, order.tif, order.post_only, order.price, order.quantity,
+                     order.filled, order.notional, order.state, order.reason, order.priority,
+                     order.last_sequence, order.created_ns, order.updated_ns)
+                    for order in self.changed.values()],
             trades=self.trades,
             bids=self.bids.drain_touched(),
             asks=self.asks.drain_touched(),
@@ -629,7 +668,7 @@ class OrderBook:
         while True:
             level = levels[key]
             # ``queue``: the level's list of orders, None when its order is alone
-            if level.__class__ is Order:
+            if type(level) is Order:
                 maker, queue = level, None
             else:
                 maker, queue = level[0], level
@@ -696,7 +735,7 @@ class OrderBook:
         if level is None:
             own.add_level(key, order)
             own.touched[order.price] = order
-        elif level.__class__ is Order:
+        elif type(level) is Order:
             own.touched[order.price] = own.levels[key] = [level, order]
         else:
             level.append(order)
@@ -759,3 +798,46 @@ class Changes:
     trades: list[Fill]
     bids: list[tuple[int, int, int]]  # (price, quantity, count) after the batch
     asks: list[tuple[int, int, int]]
+
+
+# -- the compiled build ----------------------------------------------------------
+
+def source_digest(directory: Path | None = None) -> str:
+    """SHA-256 of engine.py and engine.pxd in ``directory`` (default: this package's),
+    as setup.py records it in the compiled build."""
+    directory = Path(__file__).resolve().parent if directory is None else directory
+    h = hashlib.sha256()
+    for name in ("engine.py", "engine.pxd"):
+        try:
+            h.update((directory / name).read_bytes())
+        except OSError:
+            return ""
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def compiled_engine() -> ModuleType | None:
+    """The compiled build of this very source, None if there is none (no compiler at
+    install time, ``EXCHANGE_ENGINE=python``) or if it is stale (built from another
+    engine.py or engine.pxd: then with a warning)."""
+    if os.environ.get("EXCHANGE_ENGINE", "").lower() == "python":
+        return None
+    try:
+        from matching_service import _engine_c
+    except ImportError:
+        return None
+    digest = source_digest()
+    if not digest or getattr(_engine_c, "SOURCE_DIGEST", None) != digest:
+        warnings.warn(
+            "matching_service/_engine_c was compiled from another version of engine.py or "
+            "engine.pxd: the interpreted engine is used (rebuild: pip install -e .)",
+            RuntimeWarning, stacklevel=2)
+        return None
+    return _engine_c
+
+
+if __name__ == "matching_service.engine" and not COMPILED:
+    # Importing the engine gives its compiled build when it is current (see the top).
+    _compiled = compiled_engine()
+    if _compiled is not None:
+        sys.modules[__name__] = _compiled
