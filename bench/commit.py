@@ -11,8 +11,9 @@ and the wall time per commit.
     python -m bench.commit --batch 1,10,100,1000 --orders 20000
 
 Uses an embedded PostgreSQL (fsync and synchronous_commit on) unless
-EXCHANGE_DATABASE_URL names a server (then its CPU is counted only if the
-server runs on this machine and its processes are visible).
+EXCHANGE_DATABASE_URL names a server; either way it works in a database of its
+own, created and dropped by the run. A server's CPU is counted when it runs on
+this machine (its processes are found by the port it listens on).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import os
 import random
 import tempfile
 import time
+import uuid
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import psutil
@@ -62,7 +64,7 @@ def cpu_seconds(procs: list[psutil.Process]) -> float:
 
 async def run_batch_size(url: str, port: int, batch: int, orders: int, seed: int) -> dict:
     conn = await asyncpg.connect(url)
-    await conn.execute("TRUNCATE journal, orders, trades, book_snapshots")
+    await conn.execute("TRUNCATE journal, orders, trades, book_snapshots")  # own database
     await conn.execute("UPDATE instrument_state SET owner_epoch = 1, last_sequence = 0 "
                        "WHERE instrument_id = $1", INSTRUMENT)
     accounts = [r["account_id"] for r in await conn.fetch(
@@ -108,14 +110,14 @@ async def run_batch_size(url: str, port: int, batch: int, orders: int, seed: int
     }
 
 
-async def main_async(args: argparse.Namespace) -> list[dict]:
-    server = None
-    url = os.environ.get("EXCHANGE_DATABASE_URL")
-    if not url:
-        server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="bench-commit-")) / "pg")
-        server.start()
-        url = server.ensure_database("bench_commit")
-    port = urlparse(url).port or 5432
+async def run(server_url: str, batches: list[int], orders: int, seed: int) -> list[dict]:
+    """Run every batch size in a fresh database on the server of ``server_url``
+    (dropped afterwards)."""
+    parts = urlsplit(server_url)
+    name = f"bench_commit_{uuid.uuid4().hex[:8]}"
+    url = urlunsplit(parts._replace(path="/" + name))
+    admin = await asyncpg.connect(server_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
     try:
         conn = await asyncpg.connect(url)
         await db.migrate(conn)
@@ -124,11 +126,25 @@ async def main_async(args: argparse.Namespace) -> list[dict]:
             await db.ensure_account(conn, f"bench-commit-{i}")
         await conn.close()
         out = []
-        for batch in args.batch:
-            row = await run_batch_size(url, port, batch, args.orders, args.seed)
+        for batch in batches:
+            row = await run_batch_size(url, parts.port or 5432, batch, orders, seed)
             print("  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
             out.append(row)
         return out
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def main_async(args: argparse.Namespace) -> list[dict]:
+    server = None
+    url = os.environ.get("EXCHANGE_DATABASE_URL")
+    if not url:
+        server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="bench-commit-")) / "pg")
+        server.start()
+        url = server.url("postgres")
+    try:
+        return await run(url, args.batch, args.orders, args.seed)
     finally:
         if server is not None:
             server.stop()
