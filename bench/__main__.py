@@ -7,9 +7,10 @@
 ``quick`` runs short versions of the seed scenario through the load generator
 (unary and the order-entry stream, 1 and 100 orders per message, with the echo
 floor in the same run), then the matching-core benchmark (``bench.core``) and
-the market-data fan-out benchmark (``bench.fanout``) when they exist, and
+the group-commit benchmark (``bench.commit``) and the market-data fan-out
+benchmark (``bench.fanout``) when they exist, and
 prints one summary of their figures (each also writes its own JSON result to
-``bench/results/``). ``--skip core,fanout`` leaves some out.
+``bench/results/``). ``--skip core,commit,fanout`` leaves some out.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ BENCHMARKS = {
     "loadgen": "open-loop load on order entry (presets seed, ramp, cancel-heavy, deep-book)",
     "echo": "the echo OrderService (the transport floor), as a server",
     "core": "the matching core alone against the reference baseline",
+    "commit": "group commit alone: PostgreSQL CPU per order at several batch sizes",
     "fanout": "market-data fan-out to many subscribers during the seed scenario",
     "recovery": "recovery time of a matching pod",
     "failover": "failover time to a standby matching pod",
@@ -42,6 +44,7 @@ QUICK_LOADGEN = ["--preset", "seed", "--duration", "15", "--mode", "unary,stream
                  "--batch", "1,100", "--target", "both", "--echo-duration", "10",
                  "--name", "quick-loadgen"]
 QUICK_CORE = [("--orders", "50000"), ("--repeat", "1")]
+QUICK_COMMIT = ["--batch", "1,10,100,1000", "--orders", "5000"]
 QUICK_FANOUT = [("--subscribers", "100"), ("--duration", "10"), ("--slow", "with")]
 
 
@@ -106,6 +109,12 @@ def _core_lines(figures: dict) -> list[str]:
     return lines
 
 
+def _commit_lines(figures: dict) -> list[str]:
+    return [f"  {r['batch']:>5} orders per commit: PostgreSQL {r['postgres_cpu_us_per_order']:>6} "
+            f"us CPU per order, {r['wall_ms_per_commit']} ms per commit, "
+            f"{r['orders_per_second']:,} orders/s" for r in figures["runs"]]
+
+
 def _fanout_lines(figures: dict) -> list[str]:
     lines = []
     for r in figures["runs"]:
@@ -142,6 +151,9 @@ def quick(args: argparse.Namespace) -> int:
                                                                       QUICK_CORE)], "core")
         else:
             print("\n=== matching core: bench/core.py is not there yet; skipped")
+    if "commit" not in skip:
+        steps["commit"] = run_step("group commit", ["-m", "bench.commit", *QUICK_COMMIT],
+                                   "commit")
     if "fanout" not in skip:
         if exists("fanout"):
             steps["fanout"] = run_step("market-data fan-out",
@@ -161,7 +173,7 @@ def quick(args: argparse.Namespace) -> int:
             print(f"  {rel}")
             figures = data.get("figures", {})
             summarize = {"loadgen": _loadgen_lines, "core": _core_lines,
-                         "fanout": _fanout_lines}.get(name)
+                         "commit": _commit_lines, "fanout": _fanout_lines}.get(name)
             try:
                 lines = summarize(figures) if summarize else None
             except (KeyError, TypeError, AttributeError, ValueError):
@@ -187,7 +199,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     q = sub.add_parser("quick", help="the quick set (make bench)")
-    q.add_argument("--skip", help="comma-separated: loadgen, core, fanout")
+    q.add_argument("--skip", help="comma-separated: loadgen, core, commit, fanout")
     sub.add_parser("list", help="the benchmarks")
     args = parser.parse_args()
     if args.command == "list":
