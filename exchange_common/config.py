@@ -69,6 +69,9 @@ class MarketDataSettings(CommonSettings):
     subscriber_queue: int = Field(default=256, ge=1)
     # ... or when its oldest queued update is older than this many seconds.
     subscriber_max_lag: float = Field(default=0.5, gt=0)
+    # StreamOrderBook: at most one delta per subscriber every this many seconds, holding every
+    # level change since the previous one merged (0: one delta per read from Redis).
+    book_update_interval: float = Field(default=0.05, ge=0, le=5)
     # Recent trades kept in memory per instrument.
     recent_trades: int = Field(default=1000, ge=1)
 

@@ -27,7 +27,7 @@ class SubscriptionClosed(Exception):
 
 class Subscriber:
     __slots__ = ("_queue", "_limit", "_max_age", "_wakeup", "_resync", "need_resync",
-                 "position", "dropped", "closed")
+                 "position", "queued", "dropped", "closed")
 
     def __init__(self, limit: int, resync: Resync, *, position: int = 0,
                  initial: bytes | None = None, max_age: float = float("inf")) -> None:
@@ -43,6 +43,9 @@ class Subscriber:
         self.need_resync = False
         # Sequence covered by the last message taken.
         self.position = position
+        # Sequence covered by the last message queued (where the next update must start);
+        # meaningless while ``need_resync``.
+        self.queued = position
         # Updates thrown away because this subscriber was behind.
         self.dropped = 0
         self.closed = False
@@ -69,8 +72,14 @@ class Subscriber:
             self._wakeup.set()
             return dropped
         queue.append((sequence, data, now))
+        self.queued = sequence
         self._wakeup.set()
         return 0
+
+    def skip(self) -> int:
+        """An update this subscriber does not get because a resync is due (returns 1)."""
+        self.dropped += 1
+        return 1
 
     def invalidate(self) -> None:
         """Throw away what is queued; the next message is a resync (after a rebuild)."""
@@ -91,6 +100,7 @@ class Subscriber:
             if self.need_resync:
                 self.need_resync = False
                 self.position, data = self._resync(self.position)
+                self.queued = self.position
                 if data is not None:
                     return data
                 continue

@@ -1,13 +1,23 @@
 """One instrument's live market data: its L2 book, recent trades and subscribers.
 
 Everything here runs on the event loop without awaiting, so a subscriber added between two
-updates sees a snapshot and then exactly the updates after it. Each applied group of stream
-entries becomes one delta message (and one trades message), serialized once; the same bytes
-go to every subscriber's bounded queue (``fanout.Subscriber``).
+updates sees a snapshot and then exactly the updates after it.
+
+Book updates are coalesced by time: the levels changed since the last book message are merged
+(the latest total per price) and sent at most once every ``book_interval`` seconds. A change
+after a quiet period goes out at once; changes that come sooner wait for the end of the interval
+(one timer per instrument, none per subscriber). The merged delta covers every sequence since the
+previous one, so ``first_sequence`` is still the previous message's ``sequence`` + 1. It is
+serialized once per interval and the same bytes go to the bounded queue
+(``fanout.Subscriber``) of every subscriber that is at the same point; the few that are not (a
+subscriber whose snapshot was taken inside the interval) get a delta from their own sequence with
+the same levels, which is correct because levels carry totals, not differences. Trades are never
+coalesced: each applied group of stream entries becomes one trades message.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -32,10 +42,22 @@ def _levels(updates) -> list[tuple[int, int, int]]:
 
 
 class InstrumentMarket:
-    def __init__(self, spec: InstrumentSpec, state: InitialState, *, recent_trades: int) -> None:
+    def __init__(self, spec: InstrumentSpec, state: InitialState, *, recent_trades: int,
+                 book_interval: float = 0.0) -> None:
         self.spec = spec
         self.wire = Wire(spec)
         self._recent_trades = recent_trades
+        # At most one book message per subscriber every this many seconds (0: one per apply).
+        self.book_interval = book_interval
+        # Levels changed since the last book message (price -> (price, lots, orders)).
+        self._pending_bids: dict[int, tuple[int, int, int]] = {}
+        self._pending_asks: dict[int, tuple[int, int, int]] = {}
+        # The sequence the last book message brought every subscriber to, and when (loop time).
+        self._flushed = 0
+        self._flushed_at = float("-inf")
+        self._flush_timer: asyncio.TimerHandle | None = None
+        # Book messages built (one per interval, plus one per odd starting point).
+        self.deltas_built = 0
         self.book = L2Book()
         self.trades = TradeRing(recent_trades)
         self.time_unix_nanos = 0
@@ -66,6 +88,9 @@ class InstrumentMarket:
         self.time_unix_nanos = state.time_unix_nanos
         self.stream_pos = entry_id(state.sequence)
         self._snapshot = None
+        self._pending_bids = {}
+        self._pending_asks = {}
+        self._flushed = state.sequence
 
     def update_spec(self, spec: InstrumentSpec) -> None:
         if spec != self.spec:
@@ -92,9 +117,9 @@ class InstrumentMarket:
         (or an unreadable entry) was met: the entries from there on are not applied and the
         instrument needs a rebuild."""
         book = self.book
-        first = 0
-        bids: dict[int, tuple[int, int, int]] = {}
-        asks: dict[int, tuple[int, int, int]] = {}
+        changed = False
+        bids = self._pending_bids
+        asks = self._pending_asks
         new_trades: list[TradeRecord] = []
         gap = False
         for eid, batch in entries:
@@ -116,8 +141,7 @@ class InstrumentMarket:
             if result is ApplyResult.SKIPPED:
                 continue
             self.consecutive_gaps = 0
-            if not first:
-                first = batch.first_sequence
+            changed = True
             for level in batch_bids:
                 bids[level[0]] = level
             for level in batch_asks:
@@ -128,35 +152,82 @@ class InstrumentMarket:
                 for t in batch.trades)
             if batch.time_unix_nanos:
                 self.time_unix_nanos = batch.time_unix_nanos
-        if first:
-            self._publish(first, bids, asks, new_trades)
+        if changed:
+            self._snapshot = None
+            self._book_changed()
+            if new_trades:
+                self._publish_trades(new_trades)
         if gap:
             self.consecutive_gaps += 1
         return gap
 
-    def _publish(self, first: int, bids: dict[int, tuple[int, int, int]],
-                 asks: dict[int, tuple[int, int, int]], new_trades: list[TradeRecord]) -> None:
-        self._snapshot = None
+    def _book_changed(self) -> None:
+        """Send the merged changes now, or when the current interval ends."""
+        if self._flush_timer is not None:
+            return
+        interval = self.book_interval
+        if interval <= 0:
+            self.flush_book()
+            return
+        loop = asyncio.get_running_loop()
+        due = self._flushed_at + interval
+        if loop.time() >= due:
+            self.flush_book()
+        else:
+            self._flush_timer = loop.call_at(due, self._flush_due)
+
+    def _flush_due(self) -> None:
+        self._flush_timer = None
+        self.flush_book()
+
+    def flush_book(self) -> None:
+        """One merged delta from the last book message to the current sequence, queued for
+        every subscriber (serialized once for all those at the same point)."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         sequence = self.book.sequence
+        if sequence == self._flushed:
+            return
+        with_loop = self.book_interval > 0
+        if with_loop:
+            self._flushed_at = asyncio.get_running_loop().time()
         if self.book_subscribers:
-            data = self.wire.delta(
-                first, sequence, sorted(bids.values(), reverse=True), sorted(asks.values()),
-                self.time_unix_nanos,
-            ).SerializeToString()
+            bids = sorted(self._pending_bids.values(), reverse=True)
+            asks = sorted(self._pending_asks.values())
+            built: dict[int, bytes] = {}
             dropped = 0
             now = time.monotonic()
             for sub in self.book_subscribers:
+                if sub.need_resync:
+                    # It gets a snapshot next: nothing to build for it.
+                    dropped += sub.skip()
+                    continue
+                start = sub.queued
+                if start >= sequence:
+                    continue  # its snapshot already reflects everything
+                data = built.get(start)
+                if data is None:
+                    data = built[start] = self.wire.delta(
+                        start + 1, sequence, bids, asks, self.time_unix_nanos,
+                    ).SerializeToString()
                 dropped += sub.push(sequence, data, now)
             self.dropped += dropped
-        if new_trades:
-            self.trades.extend(new_trades)
-            if self.trade_subscribers:
-                data = self.wire.trades(new_trades).SerializeToString()
-                dropped = 0
-                now = time.monotonic()
-                for sub in self.trade_subscribers:
-                    dropped += sub.push(sequence, data, now)
-                self.dropped += dropped
+            self.deltas_built += len(built)
+        self._pending_bids = {}
+        self._pending_asks = {}
+        self._flushed = sequence
+
+    def _publish_trades(self, new_trades: list[TradeRecord]) -> None:
+        sequence = self.book.sequence
+        self.trades.extend(new_trades)
+        if self.trade_subscribers:
+            data = self.wire.trades(new_trades).SerializeToString()
+            dropped = 0
+            now = time.monotonic()
+            for sub in self.trade_subscribers:
+                dropped += sub.push(sequence, data, now)
+            self.dropped += dropped
 
     # -- subscribers ------------------------------------------------------------------------
 
@@ -194,5 +265,8 @@ class InstrumentMarket:
                      self.spec.symbol, sub.dropped)
 
     def close_subscribers(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         for sub in (*self.book_subscribers, *self.trade_subscribers):
             sub.close()

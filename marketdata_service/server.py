@@ -9,6 +9,7 @@ calls get the shutdown grace, then the feed, Redis and the pool are closed.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from dataclasses import dataclass
 
@@ -77,7 +78,8 @@ async def start(settings: MarketDataSettings, *, block_ms: int = 1000,
         health_check_interval=30,
     )
     feed = MarketFeed(MarketStore(pool), redis, recent_trades=settings.recent_trades,
-                      block_ms=block_ms, reload_interval=reload_interval)
+                      book_interval=settings.book_update_interval, block_ms=block_ms,
+                      reload_interval=reload_interval)
     service = MarketDataService(settings, feed)
     service.add(add_to_server, MarketDataServicer(feed, queue_limit=settings.subscriber_queue,
                                                  max_lag=settings.subscriber_max_lag),
@@ -88,6 +90,10 @@ async def start(settings: MarketDataSettings, *, block_ms: int = 1000,
 
     async def serving_when_ready() -> None:
         await feed.ready.wait()
+        # What start-up built (modules, instruments, books) lives as long as the process:
+        # keep it out of the cyclic collector's scans, which would otherwise walk it on
+        # every full collection while subscribers are being served.
+        gc.freeze()
         await service.set_serving(True)
         log.info("market data service serving on port %d", service.port)
 

@@ -327,6 +327,42 @@ async def test_stream_snapshot_then_deltas_rebuild_the_book(db, serve, redis):
     call.cancel()
 
 
+async def test_stream_deltas_are_coalesced_by_time(db, serve, redis):
+    """EXCHANGE_BOOK_UPDATE_INTERVAL: one merged delta per interval, sequences continuous,
+    for a subscriber there from the start and one that joined in the middle."""
+    server = await serve(book_update_interval=0.2)
+    request = md_pb2.StreamOrderBookRequest(instrument="BTC-USD")
+    early_call = server.stub.StreamOrderBook(request)
+    early = LocalBook()
+    assert early.apply(await read(early_call)) == "snapshot"
+    seq = START_SEQUENCE
+    late_call, late = None, LocalBook()
+    for round_ in range(6):
+        batches = []
+        for i in range(5):
+            seq += 1
+            price = 9900 + (round_ * 5 + i) * 7 % 150
+            batches.append(batch(seq, seq, bids=[(price - 100, (i + round_) % 3 * 10, i % 3)],
+                                 asks=[(price + 150, 5 + i, 1), (10100, 40 - round_, 1)]))
+        await publish(redis, *batches)
+        await asyncio.sleep(0.03)
+        if round_ == 2:
+            late_call = server.stub.StreamOrderBook(request)
+            assert late.apply(await read(late_call)) == "snapshot"
+    deltas = {"early": 0, "late": 0}
+    for name, call, local in (("early", early_call, early), ("late", late_call, late)):
+        while local.sequence < seq:
+            assert local.apply(await read(call)) == "delta"  # never a gap, never a snapshot
+            deltas[name] += 1
+    final = await book(server.stub)
+    assert early.matches(final) and late.matches(final)
+    # 30 entries in about 0.2 s: the first went out at once, the rest merged per interval.
+    assert deltas["early"] <= 4, deltas
+    assert 1 <= deltas["late"] <= 3, deltas
+    early_call.cancel()
+    late_call.cancel()
+
+
 async def test_gap_in_stream_sends_a_fresh_snapshot(db, serve, redis):
     server = await serve()
     call = server.stub.StreamOrderBook(md_pb2.StreamOrderBookRequest(instrument="BTC-USD"))
