@@ -7,7 +7,13 @@ services as real processes, ``exchange_common.devrun.Stack``), then:
 * N subscribers, spread over ``--procs`` client processes (one HTTP/2 connection per
   ``--streams-per-connection`` subscribers), each keep a local L2 book from the stream
   (snapshot, then deltas), check that every delta's ``first_sequence`` is the previous
-  message's ``sequence`` + 1, and time every delta when it is read;
+  message's ``sequence`` + 1, and time every delta when it is read. The client processes
+  share the machine's cores with the server they measure, so by default they read with a
+  minimal HTTP/2 reader on plain asyncio (``bench.h2stream``, one connection per subscriber),
+  and parse each distinct message once per process (``ParsedUpdates``: the server sends the
+  same bytes to every subscriber at the same point), each subscriber still checking its own
+  sequences and applying every level to its own book; ``--client grpc`` reads with grpc.aio
+  and parses per subscriber instead;
 * the slow subscriber (its own process and connection) reads one message every
   ``--slow-interval`` seconds, so its queue on the server overflows and it is sent
   snapshots instead of its backlog (conflation); those snapshots are counted;
@@ -163,6 +169,111 @@ async def _follow(channel, book: LocalBook, rec: tuple[array, array, array] | No
         raise
 
 
+class ParsedUpdates:
+    """Parse each distinct message once per process.
+
+    The server sends the same bytes to every subscriber that is at the same point, so the
+    subscribers of one process mostly receive identical messages. Each is parsed (protobuf)
+    once, into what a local book needs (level settings and removals, sequences, stamp); every
+    subscriber still checks its own continuity and applies the levels to its own book.
+    """
+
+    def __init__(self, limit: int = 256) -> None:
+        from exchange.marketdata.v1 import marketdata_pb2 as md_pb2
+
+        self._parse = md_pb2.StreamOrderBookResponse.FromString
+        self._memo: dict[bytes, tuple] = {}
+        self._limit = limit
+        self.parsed = 0
+
+    def get(self, raw: bytes) -> tuple:
+        parsed = self._memo.get(raw)
+        if parsed is None:
+            parsed = self._build(self._parse(raw))
+            if len(self._memo) >= self._limit:
+                self._memo.clear()
+            self._memo[raw] = parsed
+            self.parsed += 1
+        return parsed
+
+    @staticmethod
+    def _build(msg) -> tuple:
+        which = msg.WhichOneof("update")
+        if which == "snapshot":
+            snap = msg.snapshot
+            return ("snapshot", snap.sequence, {lv.price: lv.quantity for lv in snap.bids},
+                    {lv.price: lv.quantity for lv in snap.asks})
+        if which == "delta":
+            d = msg.delta
+            sides = []
+            for levels in (d.bids, d.asks):
+                sets, removes = [], []
+                for lv in levels:
+                    if lv.quantity == "0":
+                        removes.append(lv.price)
+                    else:
+                        sets.append((lv.price, lv.quantity))
+                sides += (sets, removes)
+            return ("delta", d.first_sequence, d.sequence,
+                    d.time.seconds * 1_000_000_000 + d.time.nanos, *sides)
+        return ("other",)
+
+
+def _on_message(book: LocalBook, rec: tuple[array, array, array] | None,
+                updates: ParsedUpdates):
+    """A raw-reader callback doing what ``_follow`` does for each message."""
+    firsts, reads, stamps = rec if rec is not None else (None, None, None)
+
+    def on_message(raw: bytes, now: int) -> None:
+        parsed = updates.get(raw)
+        book.messages += 1
+        kind = parsed[0]
+        if kind == "snapshot":
+            _, book.sequence, bids, asks = parsed
+            book.bids = dict(bids)
+            book.asks = dict(asks)
+            book.snapshots += 1
+            book.ready.set()
+        elif kind == "delta":
+            _, first, sequence, stamp, bid_sets, bid_removes, ask_sets, ask_removes = parsed
+            if first != book.sequence + 1:
+                book.gaps += 1
+                return
+            side = book.bids
+            side.update(bid_sets)
+            for price in bid_removes:
+                side.pop(price, None)
+            side = book.asks
+            side.update(ask_sets)
+            for price in ask_removes:
+                side.pop(price, None)
+            book.sequence = sequence
+            book.deltas += 1
+            if firsts is not None:
+                firsts.append(first)
+                reads.append(now)
+                stamps.append(stamp)
+
+    return on_message
+
+
+async def _open_raw(addr: str, books: list[LocalBook], rec) -> list:
+    """One raw HTTP/2 connection and StreamOrderBook call per subscriber."""
+    from bench.h2stream import open_stream
+    from exchange.marketdata.v1 import marketdata_pb2 as md_pb2
+
+    host, _, port = addr.rpartition(":")
+    request = md_pb2.StreamOrderBookRequest(instrument=INSTRUMENT).SerializeToString()
+    updates = ParsedUpdates()
+    streams = []
+    for i in range(0, len(books), 50):  # a few connects at a time: no accept-queue storm
+        streams += await asyncio.gather(*(
+            open_stream(host, int(port), STREAM_METHOD, request,
+                        _on_message(book, rec, updates))
+            for book in books[i:i + 50]))
+    return streams
+
+
 def _lag_histograms(rec: tuple[array, array, array], entry_times: dict[int, int]):
     """(lag from the oldest entry's stamp, lag from the delta's own stamp, unmatched)."""
     oldest, newest = _hist(), _hist()
@@ -179,16 +290,22 @@ def _lag_histograms(rec: tuple[array, array, array], entry_times: dict[int, int]
 
 
 async def _subscriber_async(conn, addr: str, count: int, slow_interval: float,
-                            streams_per_connection: int) -> None:
+                            streams_per_connection: int, client: str = "grpc") -> None:
     loop = asyncio.get_running_loop()
     slow = slow_interval > 0
     books = [LocalBook(slow) for _ in range(count)]
     rec = (array("q"), array("q"), array("q"))
-    channels = [_channel(addr, slow=slow)
-                for _ in range(math.ceil(count / max(1, streams_per_connection)))]
-    tasks = [asyncio.create_task(_follow(channels[i // max(1, streams_per_connection)],
-                                         book, None if slow else rec, slow_interval))
-             for i, book in enumerate(books)]
+    channels = []
+    tasks = []
+    raw_streams = []
+    if client == "raw" and not slow:
+        raw_streams = await _open_raw(addr, books, rec)
+    else:
+        channels = [_channel(addr, slow=slow)
+                    for _ in range(math.ceil(count / max(1, streams_per_connection)))]
+        tasks = [asyncio.create_task(_follow(channels[i // max(1, streams_per_connection)],
+                                             book, None if slow else rec, slow_interval))
+                 for i, book in enumerate(books)]
     try:
         await asyncio.wait_for(asyncio.gather(*(b.ready.wait() for b in books)), 120)
         conn.send(("ready", count))
@@ -201,7 +318,10 @@ async def _subscriber_async(conn, addr: str, count: int, slow_interval: float,
         matched = sum(1 for b in books if b.sequence == final_seq and b.bids == final_bids
                       and b.asks == final_asks)
         behind = sum(1 for b in books if b.sequence < final_seq)
+        ended = sum(1 for st in raw_streams if st.done.done())
     finally:
+        for st in raw_streams:
+            st.close()
         for t in tasks:
             t.cancel()
         for t in tasks:
@@ -218,6 +338,8 @@ async def _subscriber_async(conn, addr: str, count: int, slow_interval: float,
         "gaps": sum(b.gaps for b in books),
         "books_equal_to_final": matched,
         "books_behind_final": behind,
+        # Raw-reader streams the server ended before the run was over (should be 0).
+        "streams_ended": ended,
     }
     if not slow:
         oldest, newest, unmatched = _lag_histograms(rec, entry_times)
@@ -227,9 +349,10 @@ async def _subscriber_async(conn, addr: str, count: int, slow_interval: float,
 
 
 def subscriber_main(conn, addr: str, count: int, slow_interval: float,
-                    streams_per_connection: int) -> None:
+                    streams_per_connection: int, client: str = "grpc") -> None:
     try:
-        asyncio.run(_subscriber_async(conn, addr, count, slow_interval, streams_per_connection))
+        asyncio.run(_subscriber_async(conn, addr, count, slow_interval, streams_per_connection,
+                                      client))
     except BaseException as err:  # noqa: BLE001 - reported to the parent
         with contextlib.suppress(Exception):
             conn.send(("error", repr(err)))
@@ -385,6 +508,8 @@ class RunSpec:
     seed: int
     linger_ms: float
     profile_dir: str = ""
+    client: str = "raw"
+    book_interval_ms: float | None = None
 
 
 async def _recv(conn, timeout: float, what: str):
@@ -497,9 +622,13 @@ async def one_run(spec: RunSpec, workdir: Path) -> dict:
     from exchange_common.devrun import Stack
 
     keys = _account_keys(spec.accounts)
+    marketdata_env = {}
+    if spec.book_interval_ms is not None:
+        marketdata_env["EXCHANGE_BOOK_UPDATE_INTERVAL"] = f"{spec.book_interval_ms / 1000:g}"
     stack = Stack(data_dir=workdir / "data", keys=keys, log_dir=workdir / "logs",
                   env={"EXCHANGE_LOG_LEVEL": "WARNING"},
-                  service_env={"matching": {"EXCHANGE_STREAM_MAXLEN": "10000000"}})
+                  service_env={"matching": {"EXCHANGE_STREAM_MAXLEN": "10000000"},
+                               "marketdata": marketdata_env})
     ctx = mp.get_context("spawn")
     procs: list = []
     conns: dict[str, object] = {}
@@ -519,7 +648,7 @@ async def one_run(spec: RunSpec, workdir: Path) -> dict:
             parent, child = ctx.Pipe()
             p = ctx.Process(target=subscriber_main, name=f"fanout-sub-{i}", daemon=True,
                             args=(child, stack.marketdata_addr, share, 0.0,
-                                  spec.streams_per_connection))
+                                  spec.streams_per_connection, spec.client))
             p.start()
             procs.append(p)
             conns[f"sub-{i}"] = parent
@@ -611,6 +740,7 @@ async def one_run(spec: RunSpec, workdir: Path) -> dict:
         "books_equal_to_final": sum(r["books_equal_to_final"] for r in normal),
         "books_behind_final": sum(r["books_behind_final"] for r in normal),
         "unmatched_first_sequences": sum(r["unmatched_first_sequences"] for r in normal),
+        "streams_ended_early": sum(r.get("streams_ended", 0) for r in normal),
         "marketdata_cpu_cores": cores.get("marketdata"),
         # Market data's CPU per message it delivered to the normal subscribers.
         "marketdata_cpu_us_per_message": round(
@@ -692,7 +822,8 @@ async def main_async(args: argparse.Namespace) -> list[dict]:
                            procs=procs, streams_per_connection=args.streams_per_connection,
                            slow_interval=args.slow_interval, accounts=args.accounts,
                            entry=args.entry, seed=args.seed, linger_ms=args.linger_ms,
-                           profile_dir=args.profile or "")
+                           profile_dir=args.profile or "", client=args.client,
+                           book_interval_ms=args.book_interval_ms)
             with tempfile.TemporaryDirectory(prefix="bench-fanout-") as tmp:
                 print(f"-- {n} subscribers in {procs} processes, "
                       f"{'with' if slow else 'without'} a slow subscriber, "
@@ -727,6 +858,10 @@ def command_line(args: argparse.Namespace) -> str:
         parts.append(f"--linger-ms {args.linger_ms:g}")
     if args.slow_interval != 1.0:
         parts.append(f"--slow-interval {args.slow_interval:g}")
+    if args.client != "raw":
+        parts.append(f"--client {args.client}")
+    if args.book_interval_ms is not None:
+        parts.append(f"--book-interval-ms {args.book_interval_ms:g}")
     return " ".join(parts)
 
 
@@ -752,6 +887,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--linger-ms", type=float, default=10.0,
                    help="stream: orders due within this many ms share one OrderEntry message "
                         "(default 10; the arrival times, and latencies, stay per order)")
+    p.add_argument("--client", choices=["raw", "grpc"], default="raw",
+                   help="how the subscribers read: a minimal HTTP/2 reader on asyncio "
+                        "(default; cheap, so they take less of the cores the server needs) "
+                        "or grpc.aio (the slow subscriber always uses grpc.aio)")
+    p.add_argument("--book-interval-ms", type=float, default=None,
+                   help="market data's EXCHANGE_BOOK_UPDATE_INTERVAL in ms for the run "
+                        "(default: the service's default)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--profile", metavar="DIR",
                    help="record the market-data process with py-spy (native frames too, "
