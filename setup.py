@@ -54,6 +54,8 @@ class BuildEngine(build_ext):
         from Cython.Build import cythonize
 
         GENERATED.mkdir(parents=True, exist_ok=True)
+        # A package, so that Cython finds _engine_c.pxd for matching_service._engine_c.
+        (GENERATED / "__init__.py").write_text("")
         source = (SOURCE_DIR / "engine.py").read_text()
         digest = source_digest(SOURCE_DIR)
         (GENERATED / "_engine_c.py").write_text(

@@ -29,6 +29,7 @@ def test_core_benchmark_produces_its_figures(extra: list[str], capsys) -> None:
     assert figures["depths"]["300"]["project"]["resting_before"] == 600
     assert figures["depths"]["300"]["project"]["bytes_per_resting_order"] > 0
     assert figures["floor"]["ops_per_s"] > 0
+    assert figures["engine_build"] == ("compiled" if core.engine.COMPILED else "interpreted")
     assert figures["project_deep_over_empty"] > 0
     assert set(figures["targets"]) == {"project_ge_1_5x_baseline", "deep_ge_0_8x_empty",
                                        "memory_per_order_below_baseline"}

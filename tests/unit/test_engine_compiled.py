@@ -54,6 +54,10 @@ def test_compiled_engine_is_built_and_used_where_it_can_be() -> None:
         pytest.skip("the compiled engine is not built (no C compiler at install time)")
     compiled = compiled_or_skip()
     assert compiled.COMPILED and compiled.SOURCE_DIGEST == engine.source_digest()
+    # engine.pxd was applied: the classes are extension types with typed fields
+    for cls, field in ((compiled.Order, "price"), (compiled.Side, "levels"),
+                       (compiled.OrderBook, "sequence")):
+        assert type(cls.__dict__[field]).__name__ == "getset_descriptor", cls
     if os.environ.get("EXCHANGE_ENGINE", "").lower() != "python":
         assert engine is compiled and engine.COMPILED
     assert not interpreted_engine().COMPILED
