@@ -15,5 +15,7 @@ async def test_commit_benchmark_produces_its_figures(pg_admin_url: str) -> None:
     assert [r["commits"] for r in rows] == [200, 4]
     for r in rows:
         assert r["orders"] == 200 and r["events"] >= 200
-        assert r["wall_ms_per_commit"] > 0 and r["matching_cpu_us_per_order"] > 0
+        assert r["wall_ms_per_commit"] > 0 and r["orders_per_second"] > 0
+        # CPU clocks tick every 10 ms: a tiny run may read 0
+        assert r["matching_cpu_us_per_order"] >= 0
         assert r["postgres_cpu_us_per_order"] >= 0
