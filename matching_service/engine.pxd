@@ -6,8 +6,6 @@
 import cython
 
 
-@cython.no_gc
-@cython.freelist(64)
 cdef class Order:
     cdef public object order_id, account_id, client_order_id, side, type, tif, post_only
     cdef public object price, quantity, filled, notional, state, reason, priority
