@@ -66,12 +66,14 @@ def _parse(data: bytes | None) -> matching_pb2.MarketDataBatch | None:
 
 class MarketFeed:
     def __init__(self, store: MarketStore, redis: Redis, *, recent_trades: int,
-                 book_interval: float = 0.0, block_ms: int = 1000, read_count: int = 1000,
+                 book_interval: float = 0.0, interval_per_subscriber: float = 0.0,
+                 block_ms: int = 1000, read_count: int = 1000,
                  reload_interval: float = 10.0, watchdog_interval: float = 2.0) -> None:
         self.store = store
         self.redis = redis
         self.recent_trades = recent_trades
         self.book_interval = book_interval
+        self.interval_per_subscriber = interval_per_subscriber
         self.block_ms = block_ms
         self.read_count = read_count
         self.reload_interval = reload_interval
@@ -134,7 +136,8 @@ class MarketFeed:
                 continue
             state = await self.store.initial_state(spec.instrument_id, self.recent_trades)
             market = InstrumentMarket(spec, state, recent_trades=self.recent_trades,
-                                      book_interval=self.book_interval)
+                                      book_interval=self.book_interval,
+                                      interval_per_subscriber=self.interval_per_subscriber)
             self.markets[spec.instrument_id] = market
             self.by_symbol[spec.symbol] = market
             if self.ready.is_set():

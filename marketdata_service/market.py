@@ -4,7 +4,8 @@ Everything here runs on the event loop without awaiting, so a subscriber added b
 updates sees a snapshot and then exactly the updates after it.
 
 Book updates are coalesced by time: the levels changed since the last book message are merged
-(the latest total per price) and sent at most once every ``book_interval`` seconds. A change
+(the latest total per price) and sent at most once every ``book_interval`` seconds (shorter
+for a book with few subscribers: ``interval_per_subscriber`` each). A change
 after a quiet period goes out at once; changes that come sooner wait for the end of the interval
 (one timer per instrument, none per subscriber). The merged delta covers every sequence since the
 previous one, so ``first_sequence`` is still the previous message's ``sequence`` + 1. It is
@@ -43,12 +44,14 @@ def _levels(updates) -> list[tuple[int, int, int]]:
 
 class InstrumentMarket:
     def __init__(self, spec: InstrumentSpec, state: InitialState, *, recent_trades: int,
-                 book_interval: float = 0.0) -> None:
+                 book_interval: float = 0.0, interval_per_subscriber: float = 0.0) -> None:
         self.spec = spec
         self.wire = Wire(spec)
         self._recent_trades = recent_trades
         # At most one book message per subscriber every this many seconds (0: one per apply).
         self.book_interval = book_interval
+        # ... or this many seconds per book subscriber when that is less (0: no such bound).
+        self.interval_per_subscriber = interval_per_subscriber
         # Levels changed since the last book message (price -> (price, lots, orders)).
         self._pending_bids: dict[int, tuple[int, int, int]] = {}
         self._pending_asks: dict[int, tuple[int, int, int]] = {}
@@ -165,7 +168,7 @@ class InstrumentMarket:
         """Send the merged changes now, or when the current interval ends."""
         if self._flush_timer is not None:
             return
-        interval = self.book_interval
+        interval = self.current_interval()
         if interval <= 0:
             self.flush_book()
             return
@@ -175,6 +178,14 @@ class InstrumentMarket:
             self.flush_book()
         else:
             self._flush_timer = loop.call_at(due, self._flush_due)
+
+    def current_interval(self) -> float:
+        """The time between book messages now: ``book_interval``, shortened for a book
+        with few subscribers (sending to them costs little)."""
+        if self.interval_per_subscriber > 0:
+            return min(self.book_interval,
+                       len(self.book_subscribers) * self.interval_per_subscriber)
+        return self.book_interval
 
     def _flush_due(self) -> None:
         self._flush_timer = None

@@ -78,7 +78,9 @@ async def start(settings: MarketDataSettings, *, block_ms: int = 1000,
         health_check_interval=30,
     )
     feed = MarketFeed(MarketStore(pool), redis, recent_trades=settings.recent_trades,
-                      book_interval=settings.book_update_interval, block_ms=block_ms,
+                      book_interval=settings.book_update_interval,
+                      interval_per_subscriber=settings.book_update_interval_per_subscriber,
+                      block_ms=block_ms,
                       reload_interval=reload_interval)
     service = MarketDataService(settings, feed)
     service.add(add_to_server, MarketDataServicer(feed, queue_limit=settings.subscriber_queue,

@@ -330,7 +330,7 @@ async def test_stream_snapshot_then_deltas_rebuild_the_book(db, serve, redis):
 async def test_stream_deltas_are_coalesced_by_time(db, serve, redis):
     """EXCHANGE_BOOK_UPDATE_INTERVAL: one merged delta per interval, sequences continuous,
     for a subscriber there from the start and one that joined in the middle."""
-    server = await serve(book_update_interval=0.2)
+    server = await serve(book_update_interval=0.2, book_update_interval_per_subscriber=0)
     request = md_pb2.StreamOrderBookRequest(instrument="BTC-USD")
     early_call = server.stub.StreamOrderBook(request)
     early = LocalBook()

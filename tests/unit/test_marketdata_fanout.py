@@ -232,6 +232,20 @@ def _get_order_book(market: InstrumentMarket) -> md_pb2.GetOrderBookResponse:
     return market.wire.order_book(market.book, 0, market.time_unix_nanos)
 
 
+async def test_interval_shrinks_for_few_subscribers():
+    market = InstrumentMarket(SPEC, InitialState(1, 10, bids=[], asks=[], trades=[]),
+                              recent_trades=100, book_interval=0.05,
+                              interval_per_subscriber=0.0001)
+    assert market.current_interval() == 0  # nobody to send to
+    subs = [market.subscribe_book(16) for _ in range(100)]
+    assert market.current_interval() == pytest.approx(0.01)
+    subs += [market.subscribe_book(16) for _ in range(900)]
+    assert market.current_interval() == 0.05  # capped by book_interval
+    for sub in subs[1:]:
+        market.unsubscribe(sub)
+    assert market.current_interval() == pytest.approx(0.0001)
+
+
 async def test_book_deltas_are_merged_per_interval_and_shared():
     market = InstrumentMarket(SPEC, InitialState(1, 10, bids=[(10000, 5, 1)],
                                                  asks=[(10100, 7, 2)], trades=[]),
