@@ -10,7 +10,9 @@ STAMP := $(VENV)/.installed-stamp
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The compiled matching engine (setup.py) is rebuilt when its source changes; until then
+# an edited engine.py runs interpreted (with a warning), never a stale build.
+$(STAMP): pyproject.toml setup.py matching_service/engine.py matching_service/engine.pxd
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
