@@ -36,6 +36,10 @@ class OrderSettings(CommonSettings):
     matching_timeout: float = Field(default=5.0, gt=0)
     # Seconds an API key or instrument owner stays cached.
     cache_ttl: float = Field(default=30.0, ge=0)
+    # client_order_id look-ups run one query at a time, and start at most this often
+    # (seconds): under load, waiting look-ups go together and PostgreSQL spends less per
+    # order; an idle service answers a lone look-up at once.
+    lookup_min_interval: float = Field(default=0.002, ge=0, le=1)
 
 
 class MatchingSettings(CommonSettings):
@@ -46,6 +50,10 @@ class MatchingSettings(CommonSettings):
     matching_instruments: str = "*"
     # Most commands matched and committed in one batch.
     matching_batch_max: int = Field(default=2000, ge=1)
+    # A group commit starts at most this often per instrument (seconds): under load the
+    # commands arriving meanwhile make the batch bigger and PostgreSQL spends less per
+    # order; a command arriving after a quiet spell is committed at once.
+    commit_min_interval: float = Field(default=0.002, ge=0, le=1)
     # Redis stream length kept per instrument (approximate).
     stream_maxlen: int = Field(default=100_000, ge=100)
     # A book snapshot is written after every this many journal events (0 = never).

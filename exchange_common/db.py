@@ -18,6 +18,18 @@ MIGRATION_LOCK = 0x45584D49  # advisory lock key: one migrator at a time
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
+# For the pools of the order service and the matching pods, whose statements are all
+# meant to be index lookups and index range scans. asyncpg prepares every statement and
+# PostgreSQL caches a generic plan after a few executions: planned while a table was
+# still small (a fresh database), such a plan hash-joins a scan of all of `orders` and
+# keeps doing so as the table grows, until autovacuum's next ANALYZE (a minute or more)
+# invalidates it. Seen in the load generator: the client_order_id look-up cost
+# PostgreSQL over a millisecond per query after 40,000 orders (auto_explain). With
+# sequential scans, hash joins and merge joins off, joins are nested loops over index
+# lookups whatever the statistics say, and a scan without an index still works.
+OLTP_SETTINGS = {"enable_seqscan": "off", "enable_hashjoin": "off", "enable_mergejoin": "off"}
+
+
 async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10, **kwargs) -> asyncpg.Pool:
     # Fail fast when the database is away: callers turn that into UNAVAILABLE.
     kwargs.setdefault("timeout", 5)

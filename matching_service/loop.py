@@ -1,6 +1,8 @@
 """One single-writer loop per owned instrument: batch, match, commit, answer, publish.
 
-Commands are taken in arrival order, in batches of up to ``batch_max``. The
+Commands are taken in arrival order, in batches of up to ``batch_max``; a
+commit starts at most every ``commit_min_interval`` seconds, so under load the
+commands arriving meanwhile join the batch. The
 whole batch is matched, then its events, order changes and trades are
 committed in one transaction (group commit); only after that commit are the
 callers answered, in order. The batch is then handed to a publisher task
@@ -78,7 +80,8 @@ def order_report(order: Order, fills=(), duplicate: bool = False) -> dict:
 class InstrumentLoop:
     def __init__(self, spec: InstrumentSpec, book: OrderBook, store: Store, redis: Redis,
                  epoch: int, *, batch_max: int, stream_maxlen: int, snapshot_interval: int,
-                 publish_backlog: int, on_lost: Callable[[int], None]) -> None:
+                 publish_backlog: int, on_lost: Callable[[int], None],
+                 commit_min_interval: float = 0.0) -> None:
         self.spec = spec
         self.book = book
         self.store = store
@@ -88,6 +91,9 @@ class InstrumentLoop:
         self.stream_maxlen = stream_maxlen
         self.snapshot_interval = snapshot_interval
         self.publish_backlog = publish_backlog
+        # Commits start at most this often (seconds; loop time of the latest start below).
+        self.commit_min_interval = commit_min_interval
+        self._commit_started = float("-inf")
         self.snapshot_task: asyncio.Task | None = None
         # Events since the latest snapshot (recovery started from it).
         self.events_since_snapshot = book.sequence - book.snapshot_sequence
@@ -140,6 +146,7 @@ class InstrumentLoop:
 
     async def _run(self) -> None:
         pending = self.pending
+        clock = asyncio.get_running_loop().time
         while True:
             if self.book_waiters:
                 self._answer_book_waiters()
@@ -149,11 +156,17 @@ class InstrumentLoop:
                 self.wake.clear()
                 await self.wake.wait()
                 continue
+            # Under load, let the batch fill up a little: fewer, bigger commits.
+            wait = self._commit_started + self.commit_min_interval - clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
             n = min(len(pending), self.batch_max)
             batch = [pending.popleft() for _ in range(n)]
             now = time.time_ns() // 1000 * 1000  # PostgreSQL keeps microseconds
             answers = [(deliver, self._apply(cmd, now)) for cmd, deliver in batch]
             changes = self.book.drain_changes()
+            self._commit_started = clock()
             try:
                 await self.store.commit(self.instrument_id, self.epoch, changes)
             except FencedOut as err:

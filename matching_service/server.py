@@ -21,7 +21,7 @@ from exchange.matching.v1 import matching_pb2 as mpb
 from exchange.matching.v1 import matching_pb2_grpc as mpb_grpc
 from exchange_common import logs
 from exchange_common.config import MatchingSettings, load
-from exchange_common.db import create_pool
+from exchange_common.db import OLTP_SETTINGS, create_pool
 from exchange_common.errors import NotFound, grpc_errors
 from exchange_common.server import Service, run_until_signal
 from matching_service.loop import InstrumentLoop, error_result
@@ -85,7 +85,8 @@ class MatchingNode:
                                   stream_maxlen=self.settings.stream_maxlen,
                                   snapshot_interval=self.settings.snapshot_interval,
                                   publish_backlog=self.settings.publish_backlog,
-                                  on_lost=self._lost)
+                                  on_lost=self._lost,
+                                  commit_min_interval=self.settings.commit_min_interval)
             loop.start()
             self.loops[spec.instrument_id] = loop
             log.info("owning %s (epoch %d, sequence %d, %d resting orders)", spec.symbol,
@@ -201,7 +202,7 @@ async def serve() -> None:
     pool = await create_pool(
         settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max,
         # A hung pod must not keep a transaction (and its row locks) open.
-        server_settings={"idle_in_transaction_session_timeout":
+        server_settings={**OLTP_SETTINGS, "idle_in_transaction_session_timeout":
                          str(int(settings.owner_session_timeout * 1000))})
     redis = Redis.from_url(settings.redis_url)
     node = MatchingNode(settings, Store(pool), redis)

@@ -42,13 +42,16 @@ SELECT trade_id, price, quantity, created_at,
 class ClientIdLookups:
     """Coalesces concurrent "is this client_order_id taken?" lookups into one query.
 
-    One query runs at a time: lookups made while it runs wait and go together in
-    the next one, so under load a query answers many orders (each costs
-    PostgreSQL a few microseconds, the query itself a few hundred), and at low
-    load a lookup waits for nothing but its own query."""
+    One query runs at a time, and queries start at most every ``min_interval``
+    seconds: lookups made meanwhile wait and go together in the next one, so under
+    load a query answers many orders (each costs PostgreSQL a few microseconds, the
+    query itself a few hundred), and at low load a lookup waits for nothing but its
+    own query."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, min_interval: float = 0.0) -> None:
         self.pool = pool
+        self.min_interval = min_interval
+        self.started = float("-inf")  # loop time the latest query started
         self.pending: dict[tuple[int, str], asyncio.Future] = {}
         # lookup_many callers: (account, client order ids, future of the found rows)
         self.groups: list[tuple[int, list[str], asyncio.Future]] = []
@@ -73,7 +76,13 @@ class ClientIdLookups:
 
     def _schedule(self) -> None:
         if not self.running and not self.pending and not self.groups:
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        """Flush at the next turn of the loop, or once ``min_interval`` has passed since
+        the latest query started."""
+        loop = asyncio.get_running_loop()
+        loop.call_at(max(loop.time(), self.started + self.min_interval), self._flush)
 
     def _flush(self) -> None:
         if self.running or not (self.pending or self.groups):
@@ -81,12 +90,13 @@ class ClientIdLookups:
         singles, self.pending = self.pending, {}
         groups, self.groups = self.groups, []
         self.running = True
+        self.started = asyncio.get_running_loop().time()
         asyncio.ensure_future(self._run(singles, groups))
 
     def _done(self) -> None:
         self.running = False
         if self.pending or self.groups:
-            self._flush()
+            self._flush_soon()
 
     async def _run(self, singles: dict[tuple[int, str], asyncio.Future],
                    groups: list[tuple[int, list[str], asyncio.Future]]) -> None:
@@ -128,7 +138,8 @@ def _ignore_failure(fut: asyncio.Future) -> None:
 
 
 class Queries:
-    def __init__(self, pool: asyncpg.Pool, cache_ttl: float) -> None:
+    def __init__(self, pool: asyncpg.Pool, cache_ttl: float,
+                 lookup_min_interval: float = 0.0) -> None:
         self.pool = pool
         self.cache_ttl = cache_ttl
         self._keys: dict[str, tuple[int | None, float]] = {}
@@ -136,7 +147,7 @@ class Queries:
         self._by_id: dict[int, InstrumentSpec] = {}
         self._instruments_at = 0.0
         self._refreshing: asyncio.Future | None = None
-        self.client_ids = ClientIdLookups(pool)
+        self.client_ids = ClientIdLookups(pool, lookup_min_interval)
 
     # -- cached reference data ---------------------------------------------
 

@@ -24,7 +24,7 @@ from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
 from exchange_common import logs
 from exchange_common.config import OrderSettings, load
-from exchange_common.db import create_pool
+from exchange_common.db import OLTP_SETTINGS, create_pool
 from exchange_common.errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -525,11 +525,12 @@ async def serve() -> None:
     settings = load(OrderSettings)
     logs.setup(settings.log_level, settings.log_format, "order")
     pool = await create_pool(settings.database_url, min_size=settings.db_pool_min,
-                             max_size=settings.db_pool_max)
+                             max_size=settings.db_pool_max, server_settings=OLTP_SETTINGS)
     router = Router(pool, settings)
     service = Service(settings, settings.order_listen)
     service.add(opb_grpc.add_OrderServiceServicer_to_server,
-                OrderServicer(Queries(pool, settings.cache_ttl), router, settings),
+                OrderServicer(Queries(pool, settings.cache_ttl, settings.lookup_min_interval),
+                              router, settings),
                 opb.DESCRIPTOR.services_by_name["OrderService"].full_name)
     port = await service.start()
     await service.set_serving(True)
