@@ -5,6 +5,49 @@
 # an ``object``: a Python int, never a C integer (no silent overflow).
 import cython
 
+# True in the compiled build (engine.py sets it from cython.compiled): a C flag here.
+cdef bint _C
+
+# Fill and Outcome tuples made in one allocation of the named tuple type, with no
+# call of tuple.__new__ (which builds an argument tuple, a slice of it and the plain
+# tuple it copies): the ``if _C`` branches of engine.py.
+cdef extern from *:
+    """
+    static PyObject *engine_new_named(PyObject *type, Py_ssize_t n, PyObject **items) {
+        PyObject *r = ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, n);
+        Py_ssize_t i;
+        if (r == NULL) return NULL;
+        for (i = 0; i < n; i++) {
+            Py_INCREF(items[i]);
+            PyTuple_SET_ITEM(r, i, items[i]);
+        }
+        return r;
+    }
+    static PyObject *engine_new_fill(PyObject *type, PyObject *a0, PyObject *a1,
+            PyObject *a2, PyObject *a3, PyObject *a4, PyObject *a5, PyObject *a6,
+            PyObject *a7, PyObject *a8, PyObject *a9, PyObject *a10, PyObject *a11) {
+        PyObject *items[12] = {a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11};
+        return engine_new_named(type, 12, items);
+    }
+    static PyObject *engine_new_outcome(PyObject *type, PyObject *order, PyObject *fills) {
+        static PyObject *empty = NULL;
+        PyObject *items[5];
+        if (empty == NULL) {
+            empty = PyUnicode_FromStringAndSize("", 0);
+            if (empty == NULL) return NULL;
+        }
+        items[0] = order; items[1] = fills; items[2] = Py_False;
+        items[3] = empty; items[4] = empty;
+        return engine_new_named(type, 5, items);
+    }
+    """
+    object _new_fill "engine_new_fill"(object type, object trade_id, object sequence,
+                                       object price, object quantity, object taker_side,
+                                       object maker_order_id, object taker_order_id,
+                                       object maker_account_id, object taker_account_id,
+                                       object time_ns, object maker, object taker)
+    object _new_outcome "engine_new_outcome"(object type, object order, object fills)
+
 
 cdef class Order:
     cdef public object order_id, account_id, client_order_id, side, type, tif, post_only
@@ -46,7 +89,8 @@ cdef class OrderBook:
     cpdef drain_changes(self)
     cpdef _event(self, seq, kind, Order order, other, price, qty, now_ns)
     @cython.locals(maker=Order, queue=list, keys=list, levels=dict, buckets=dict,
-                   touched=dict, orders=dict, changed=dict, fills=list)
+                   touched=dict, orders=dict, changed=dict, fills=list, events=list,
+                   trades=list)
     cpdef list _take(self, Order taker, Side other, limit, now_ns)
     cpdef _rest(self, Order order, Side own, key)
     @cython.locals(book=Side)

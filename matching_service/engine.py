@@ -81,6 +81,12 @@ from typing import NamedTuple
 
 from exchange_common.ids import SEQUENCE_BITS, SEQUENCE_MASK
 
+try:  # only to tell the compiled build (engine.pxd declares _C there); not a dependency
+    import cython
+    _C = cython.compiled
+except ImportError:  # pragma: no cover - Cython is not installed at run time
+    _C = False
+
 # Whether this is the compiled build of this file (setup.py sets it to True there).
 COMPILED = False
 
@@ -111,6 +117,8 @@ BUCKET_BITS = 10
 COMPACT_MIN_EMPTY = 256
 
 _tuple_new = tuple.__new__  # builds a named tuple without its Python-level __new__
+# The compiled build makes Fill and Outcome tuples in one allocation instead, with
+# _new_fill/_new_outcome (C helpers declared in engine.pxd): ``if _C`` branches.
 
 
 class Order:
@@ -450,6 +458,8 @@ class OrderBook:
             self.events.append((seq, EV_REJECTED, order_id, 0, price, quantity, account_id,
                                 side, type_, tif, post_only, client_order_id, now_ns))
             self._remember_closed(order)
+            if _C:
+                return _new_outcome(Outcome, order, NO_FILLS)  # noqa: F821 - engine.pxd
             return _tuple_new(Outcome, (order, NO_FILLS, False, "", ""))
 
         self.events.append((seq, EV_ACCEPTED, order_id, 0, price, quantity, account_id, side,
@@ -457,6 +467,8 @@ class OrderBook:
 
         if tif == FOK and not (crosses and other.fillable(limit, quantity)):
             self._expire(order, "FOK_NOT_FILLABLE", now_ns)
+            if _C:
+                return _new_outcome(Outcome, order, NO_FILLS)  # noqa: F821 - engine.pxd
             return _tuple_new(Outcome, (order, NO_FILLS, False, "", ""))
 
         fills = self._take(order, other, limit, now_ns) if crosses else NO_FILLS
@@ -481,6 +493,8 @@ class OrderBook:
         else:
             self._expire(order, "NO_LIQUIDITY" if type_ == MARKET and not fills else
                          "IOC_REMAINDER" if tif == IOC else "MARKET_REMAINDER", now_ns)
+        if _C:
+            return _new_outcome(Outcome, order, fills)  # noqa: F821 - engine.pxd
         return _tuple_new(Outcome, (order, fills, False, "", ""))
 
     def cancel(self, account_id: int, order_id: int, now_ns: int = 0) -> Outcome:
@@ -497,6 +511,8 @@ class OrderBook:
         order.last_sequence = seq
         self.changed[order_id] = order
         self._close_client_id(order)
+        if _C:
+            return _new_outcome(Outcome, order, NO_FILLS)  # noqa: F821 - engine.pxd
         return _tuple_new(Outcome, (order, NO_FILLS, False, "", ""))
 
     def amend(self, account_id: int, order_id: int, price: int, quantity: int,
@@ -655,7 +671,7 @@ class OrderBook:
         is the innermost loop of the exchange."""
         levels, buckets, touched = other.levels, other.buckets, other.touched
         orders, changed = self.orders, self.changed
-        append_event, append_trade = self.events.append, self.trades.append
+        events, trades = self.events, self.trades
         base = self._id_base
         seq = self.sequence
         taker_id, account, side = taker.order_id, taker.account_id, taker.side
@@ -680,8 +696,8 @@ class OrderBook:
                 qty -= fill
                 seq += 1
                 maker_id = maker.order_id
-                append_event((seq, EV_TRADE, taker_id, maker_id, price, fill, account, side,
-                              type_, tif, post_only, client_id, now_ns))
+                events.append((seq, EV_TRADE, taker_id, maker_id, price, fill, account, side,
+                               type_, tif, post_only, client_id, now_ns))
                 value = price * fill
                 maker.filled += fill
                 maker.notional += value
@@ -690,10 +706,16 @@ class OrderBook:
                 changed[maker_id] = maker
                 filled += fill
                 notional += value
-                f = _tuple_new(Fill, (base | seq, seq, price, fill, side, maker_id, taker_id,
-                                      maker.account_id, account, now_ns, maker, taker))
+                if _C:
+                    f = _new_fill(Fill, base | seq, seq, price, fill, side,  # noqa: F821
+                                  maker_id, taker_id, maker.account_id, account, now_ns,
+                                  maker, taker)
+                else:
+                    f = _tuple_new(Fill, (base | seq, seq, price, fill, side, maker_id,
+                                          taker_id, maker.account_id, account, now_ns, maker,
+                                          taker))
                 fills.append(f)
-                append_trade(f)
+                trades.append(f)
                 if fill < open_qty:
                     maker.state = PARTIALLY_FILLED
                     break  # the taker is done
