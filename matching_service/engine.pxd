@@ -58,6 +58,7 @@ cdef class Order:
 cdef class Side:
     cdef public object sign, empty, best
     cdef public dict levels, buckets, touched
+    cdef public list best_keys
     cdef public list heap
 
     @cython.locals(keys=list)
@@ -88,7 +89,7 @@ cdef class OrderBook:
     @cython.locals(order=Order, rows=list)
     cpdef drain_changes(self)
     cpdef _event(self, seq, kind, Order order, other, price, qty, now_ns)
-    @cython.locals(maker=Order, queue=list, keys=list, levels=dict, buckets=dict,
+    @cython.locals(maker=Order, queue=list, keys=list, levels=dict,
                    touched=dict, orders=dict, changed=dict, fills=list, events=list,
                    trades=list)
     cpdef list _take(self, Order taker, Side other, limit, now_ns)

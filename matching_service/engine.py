@@ -42,8 +42,9 @@ How the book is laid out, and why (this is the hot path of the exchange):
 * the keys are kept in order by a two-level price ladder: buckets of 1,024
   consecutive keys, each a short sorted list of the keys present (``bisect``,
   in C), and a heap (``heapq``, in C) of the bucket numbers. The best key is
-  cached in ``Side.best``. Taking the best level away is ``del keys[0]`` on a
-  short list, with no comparisons; the heap changes only when a whole bucket
+  cached in ``Side.best``, and its bucket's list in ``Side.best_keys``. Taking
+  the best level away is ``del keys[0]`` on that list, with no look-up and no
+  comparisons; the heap changes only when a whole bucket
   appears or empties. (One heap of all the levels costs a chain of cache
   misses per level taken in a deep book; a ``SortedDict`` costs microseconds
   of Python per insert and delete.)
@@ -240,7 +241,7 @@ class Side:
     in the heap exactly once and the bucket at the top is never empty. ``best`` is
     the smallest key, EMPTY when the side has no orders."""
 
-    __slots__ = ("sign", "levels", "buckets", "heap", "empty", "best", "touched")
+    __slots__ = ("sign", "levels", "buckets", "heap", "empty", "best", "best_keys", "touched")
 
     def __init__(self, sign: int) -> None:
         self.sign = sign
@@ -249,6 +250,8 @@ class Side:
         self.heap: list[int] = []
         self.empty = 0
         self.best = EMPTY
+        # The keys of the bucket holding ``best`` (None when empty): no look-up to take it.
+        self.best_keys: list[int] | None = None
         # Levels changed since the last drain_changes(): price -> the level, or None
         # if it is gone (kept as the level itself, so draining needs no look-up).
         self.touched: dict[int, Level | None] = {}
@@ -262,7 +265,7 @@ class Side:
         bucket = key >> BUCKET_BITS
         keys = self.buckets.get(bucket)
         if keys is None:
-            self.buckets[bucket] = [key]
+            keys = self.buckets[bucket] = [key]
             heappush(self.heap, bucket)
         elif not keys:
             keys.append(key)
@@ -271,6 +274,7 @@ class Side:
             insort(keys, key)
         if key < self.best:
             self.best = key
+            self.best_keys = keys
 
     def remove_level(self, key: int) -> None:
         """Forget the level at ``key`` (its last order is gone)."""
@@ -298,10 +302,12 @@ class Side:
             keys = buckets[heap[0]]
             if keys:
                 self.best = keys[0]
+                self.best_keys = keys
                 return
             del buckets[heappop(heap)]
             self.empty -= 1
         self.best = EMPTY
+        self.best_keys = None
 
     def compact(self) -> None:
         """Drop the emptied buckets (in place: callers may hold the containers)."""
@@ -327,7 +333,8 @@ class Side:
         self.heap = list(buckets)
         heapify(self.heap)
         self.empty = 0
-        self.best = buckets[self.heap[0]][0] if self.heap else EMPTY
+        self.best_keys = buckets[self.heap[0]] if self.heap else None
+        self.best = self.best_keys[0] if self.heap else EMPTY
 
     def keys_in_order(self) -> Iterator[int]:
         buckets = self.buckets
@@ -359,7 +366,8 @@ class Side:
             if level is None:
                 out.append((price, 0, 0))
             elif type(level) is Order:
-                out.append((price, level.quantity - level.filled, 1))
+                order = level  # typed in the compiled build: its fields read directly
+                out.append((price, order.quantity - order.filled, 1))
             else:
                 out.append((price, level_quantity(level), len(level)))
         self.touched.clear()
@@ -445,7 +453,8 @@ class OrderBook:
         order.notional = 0
         order.state = NEW
         order.reason = ""
-        order.priority = order_id & SEQUENCE_MASK
+        # order_id & SEQUENCE_MASK, which is seq itself below the mask (no new int)
+        order.priority = seq if seq <= SEQUENCE_MASK else order_id & SEQUENCE_MASK
         order.created_ns = now_ns
         order.updated_ns = now_ns
         order.last_sequence = seq
@@ -478,12 +487,13 @@ class OrderBook:
         elif type_ == LIMIT and tif == GTC:
             # Rest: _rest() inlined, this is the most common path of all.
             own = self.bids if side == BUY else self.asks
-            level = own.levels.get(-limit)
+            rest_key = -limit
+            level = own.levels.get(rest_key)
             if level is None:
-                own.add_level(-limit, order)
+                own.add_level(rest_key, order)
                 own.touched[price] = order
             elif type(level) is Order:
-                own.touched[price] = own.levels[-limit] = [level, order]
+                own.touched[price] = own.levels[rest_key] = [level, order]
             else:
                 level.append(order)
                 own.touched[price] = level
@@ -669,7 +679,7 @@ class OrderBook:
         first, each in time priority. The caller has checked that the best level
         is within the limit. Everything the loop needs is in local variables: this
         is the innermost loop of the exchange."""
-        levels, buckets, touched = other.levels, other.buckets, other.touched
+        levels, touched = other.levels, other.touched
         orders, changed = self.orders, self.changed
         events, trades = self.events, self.trades
         base = self._id_base
@@ -689,7 +699,6 @@ class OrderBook:
             else:
                 maker, queue = level[0], level
             price = maker.price
-            touched[price] = level
             while True:
                 open_qty = maker.quantity - maker.filled
                 fill = qty if qty < open_qty else open_qty
@@ -718,6 +727,7 @@ class OrderBook:
                 trades.append(f)
                 if fill < open_qty:
                     maker.state = PARTIALLY_FILLED
+                    touched[price] = level
                     break  # the taker is done
                 maker.state = FILLED
                 del orders[maker_id]
@@ -728,7 +738,7 @@ class OrderBook:
                     # inlined for the best key: the common case).
                     del levels[key]
                     touched[price] = None
-                    keys = buckets[key >> BUCKET_BITS]
+                    keys = other.best_keys
                     del keys[0]
                     if keys:
                         other.best = keys[0]
@@ -737,6 +747,7 @@ class OrderBook:
                     break
                 del queue[0]
                 if not qty:
+                    touched[price] = level
                     break
                 maker = queue[0]
             if not qty:

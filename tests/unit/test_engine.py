@@ -9,6 +9,7 @@ import pytest
 
 from exchange_common.ids import instrument_of, sequence_of
 from matching_service.engine import (
+    BUCKET_BITS,
     BUY,
     CANCELLED,
     COMPACT_MIN_EMPTY,
@@ -199,6 +200,13 @@ def test_restore_rebuilds_same_book() -> None:
     assert [o.order_id for o in copy.resting()] == [o.order_id for o in resting]
     assert copy.depth(BUY) == book.depth(BUY) and copy.depth(SELL) == book.depth(SELL)
     assert limit(copy, BUY, 100, 3, coid="c0").duplicate
+    for side in (copy.bids, copy.asks):
+        assert side.best_keys is side.buckets[side.best >> BUCKET_BITS]
+    # the restored ladder is taken from, best level first (the orders are the same
+    # objects in both books: only the copy trades)
+    swept = [(f.price, f.quantity) for f in market(copy, SELL, 100).fills]
+    assert swept == [(100, 3), (100, 4), (99, 6)]
+    assert copy.bids.best == EMPTY and copy.bids.best_keys is None
 
 
 # -- amend -------------------------------------------------------------------
@@ -419,6 +427,9 @@ def test_price_ladder_keeps_keys_in_order(spread: int) -> None:
             live.add(key)
             side.add_level(key, marker)
         assert side.best == (min(live) if live else EMPTY)
+        # best_keys: the very list of the bucket holding the best key
+        assert (side.best_keys is side.buckets[side.best >> BUCKET_BITS] if live
+                else side.best_keys is None)
         if step % 97 == 0 or not live:
             assert list(side.keys_in_order()) == sorted(live)
             assert len(side) == len(live)
@@ -431,3 +442,4 @@ def test_price_ladder_keeps_keys_in_order(spread: int) -> None:
         live.discard(key)
         side.remove_level(key)
     assert side.best == EMPTY and not side.heap and not side.buckets and side.empty == 0
+    assert side.best_keys is None
