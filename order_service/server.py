@@ -322,10 +322,16 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
             if address is None or order.client_order_id in taken:
                 session.spawn(self._answer(session, account_id, command))
                 continue
-            fut = router.send(spec.instrument_id, address,
-                              _new_order_command(spec, account_id, order,
-                                                 order.client_order_id),
-                              deadline, idempotent=True)
+            try:
+                fut = router.send(spec.instrument_id, address,
+                                  _new_order_command(spec, account_id, order,
+                                                     order.client_order_id),
+                                  deadline, idempotent=True)
+            except Exception as err:  # noqa: BLE001 - answered, never left waiting
+                session.answer(opb.OrderEntryEvent(
+                    client_order_id=order.client_order_id,
+                    error=as_exchange_error(err, "OrderEntry").to_status_proto()))
+                continue
             fut.add_done_callback(functools.partial(self._fast_created, session, account_id,
                                                     command, spec, order))
 
