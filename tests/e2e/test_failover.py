@@ -20,6 +20,9 @@ PostgreSQL advisory lock plus an owner epoch that fences every journal write.
   PostgreSQL.
 - ``test_instrument_split``: A may own only BTC-USD, B only ETH-USD: each owns
   its own and the order service routes each instrument to its owner.
+- ``test_order_entry_session_through_failover``: creates stream through one
+  OrderEntry session while A is SIGKILLed; each is answered once (the order, in
+  PostgreSQL, or a retryable error) and the session goes on through B.
 
 Seed: ``EXCHANGE_TEST_SEED`` (default below). Every gRPC call has a deadline
 and every test body a time limit, so nothing hangs.
@@ -780,6 +783,84 @@ async def test_instrument_split(two_matching) -> None:
                               f"{other[0]} accepted a {SYMBOL[inst]} command: {res}")
                 for p in await journal_problems(conn, inst):
                     checks.expect(False, p)
+        finally:
+            await conn.close()
+        checks.done()
+
+
+# ---------------------------------------------------------------------------
+# 4. An order-entry session through a SIGKILL of the owner
+# ---------------------------------------------------------------------------
+
+
+async def test_order_entry_session_through_failover(two_matching) -> None:
+    """Creates stream through one OrderEntry session (the fast path) while the owner is
+    SIGKILLed: every create is answered exactly once, with the order or a retryable
+    error; every order answered is in PostgreSQL; once the standby owns the
+    instruments, the session's creates are placed through it."""
+    async with asyncio.timeout(60):
+        checks = Checks()
+        rng = random.Random(SEED + 4)
+        stack = await two_matching()
+        a_addr, b_addr = stack.addr("matching"), stack.addr("matching-b")
+        conn = await pg(stack)
+        try:
+            await wait_owners(conn, {BTC: a_addr, ETH: a_addr}, 5)
+            answers: dict[str, list[opb.OrderEntryEvent]] = {}
+            sent: list[str] = []
+            async with grpc.aio.insecure_channel(stack.order_addr) as och:
+                call = opb_grpc.OrderServiceStub(och).OrderEntry(metadata=meta(stack, "alice"))
+
+                async def read() -> None:
+                    async for response in call:
+                        for event in response.events:
+                            answers.setdefault(event.client_order_id, []).append(event)
+
+                reader = asyncio.create_task(read())
+
+                async def send(phase: str, messages: int) -> list[str]:
+                    coids = []
+                    for m in range(messages):
+                        batch = [random_order(rng, rng.choice((BTC, ETH)), f"{phase}-{m}-{i}")
+                                 for i in range(5)]
+                        await call.write(opb.OrderEntryRequest(
+                            commands=[opb.OrderEntryCommand(create=c) for c in batch]))
+                        coids += [c.client_order_id for c in batch]
+                        await asyncio.sleep(0.01)
+                    sent.extend(coids)
+                    return coids
+
+                await send("before", 20)
+                stack.kill_service("matching")
+                await send("during", 30)
+                await wait_owners(conn, {BTC: b_addr, ETH: b_addr}, 10)
+                after = await send("after", 20)
+                await call.done_writing()
+                await asyncio.wait_for(reader, 30)
+
+            for coid in sent:
+                got = answers.get(coid, [])
+                checks.expect(len(got) == 1, f"{coid}: {len(got)} answers")
+            stored = {r["client_order_id"]: str(r["order_id"]) for r in await conn.fetch(
+                "SELECT client_order_id, order_id FROM orders", timeout=5)}
+            retryable = {code.value[0] for code in RETRYABLE}
+            for coid, got in answers.items():
+                for event in got:
+                    if event.HasField("order"):
+                        checks.expect(stored.get(coid) == event.order.order_id,
+                                      f"{coid}: answered order {event.order.order_id}, "
+                                      f"PostgreSQL has {stored.get(coid)}")
+                    else:
+                        checks.expect(event.error.code in retryable,
+                                      f"{coid}: error {event.error.code} "
+                                      f"{event.error.message!r} is not retryable")
+            placed_after = sum(1 for c in after
+                               if answers.get(c) and answers[c][0].HasField("order"))
+            checks.expect(placed_after == len(after),
+                          f"after the failover {placed_after} of {len(after)} placed")
+            print(f"session through failover: {len(sent)} creates, "
+                  f"{sum(1 for g in answers.values() if g[0].HasField('order'))} placed, "
+                  f"{sum(1 for g in answers.values() if g[0].HasField('error'))} errors")
         finally:
             await conn.close()
         checks.done()
