@@ -12,6 +12,14 @@ from exchange_common.decimals import decimals_of, format_units
 TEXT_CACHE_SIZE = 100_000
 
 
+def _format(texts: dict[int, str], units: int, step: Decimal, places: int) -> str:
+    """Format ``units`` and remember it in ``texts`` (emptied when full)."""
+    if len(texts) >= TEXT_CACHE_SIZE:
+        texts.clear()
+    text = texts[units] = format_units(units, step, places)
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class InstrumentSpec:
     instrument_id: int
@@ -37,22 +45,12 @@ class InstrumentSpec:
         return self.status == "trading"
 
     def price_str(self, ticks: int) -> str:
-        texts = self._texts[0]
-        text = texts.get(ticks)
-        if text is None:
-            if len(texts) >= TEXT_CACHE_SIZE:
-                texts.clear()
-            text = texts[ticks] = format_units(ticks, self.tick_size, self.price_decimals)
-        return text
+        return self._texts[0].get(ticks) or _format(self._texts[0], ticks, self.tick_size,
+                                                    self.price_decimals)
 
     def qty_str(self, lots: int) -> str:
-        texts = self._texts[1]
-        text = texts.get(lots)
-        if text is None:
-            if len(texts) >= TEXT_CACHE_SIZE:
-                texts.clear()
-            text = texts[lots] = format_units(lots, self.lot_size, self.quantity_decimals)
-        return text
+        return self._texts[1].get(lots) or _format(self._texts[1], lots, self.lot_size,
+                                                   self.quantity_decimals)
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> InstrumentSpec:
