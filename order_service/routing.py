@@ -163,12 +163,11 @@ class Router:
         self.watchdog: asyncio.Task | None = None
 
     async def owner(self, instrument_id: int, refresh: bool = False) -> str | None:
-        cached = self.owners.get(instrument_id)
+        cached = self.cached_owner(instrument_id, OWNER_REFRESH_MIN if refresh else max(
+            OWNER_REFRESH_MIN, self.settings.cache_ttl))
+        if cached is not None:
+            return cached
         now = time.monotonic()
-        if cached is not None and cached[0]:
-            age = now - cached[1]
-            if age < OWNER_REFRESH_MIN or (not refresh and age < self.settings.cache_ttl):
-                return cached[0]
         address = await self.pool.fetchval(
             "SELECT owner_address FROM instrument_state WHERE instrument_id = $1", instrument_id)
         self.owners[instrument_id] = (address, now)
@@ -222,11 +221,13 @@ class Router:
         raise Unavailable("no matching engine owns this instrument right now; retry later",
                           reason="MATCHING_UNAVAILABLE")
 
-    def cached_owner(self, instrument_id: int) -> str | None:
-        """The owner as cached, if the cache is fresh (no database read)."""
+    def cached_owner(self, instrument_id: int, max_age: float | None = None) -> str | None:
+        """The owner as cached, if cached less than ``max_age`` (default: the cache
+        TTL) seconds ago; no database read."""
         cached = self.owners.get(instrument_id)
-        if cached is not None and cached[0] and (
-                time.monotonic() - cached[1] < self.settings.cache_ttl):
+        if max_age is None:
+            max_age = self.settings.cache_ttl
+        if cached is not None and cached[0] and time.monotonic() - cached[1] < max_age:
             return cached[0]
         return None
 
