@@ -7,14 +7,22 @@ import cython
 
 # True in the compiled build (engine.py sets it from cython.compiled): a C flag here.
 cdef bint _C
+# FRONT_MAX, REFILL and RECENT_MAX as C constants.
+cdef Py_ssize_t _FRONT_MAX
+cdef Py_ssize_t _REFILL
+cdef Py_ssize_t _RECENT_MAX
 
 # Fill and Outcome tuples made in one allocation of the named tuple type, with no
 # call of tuple.__new__ (which builds an argument tuple, a slice of it and the plain
-# tuple it copies): the ``if _C`` branches of engine.py.
+# tuple it copies), and not tracked by the garbage collector: the ``if _C`` branches
+# of engine.py.
 cdef extern from *:
     """
     static PyObject *engine_new_named(PyObject *type, Py_ssize_t n, PyObject **items) {
-        PyObject *r = ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, n);
+        /* Not tracked by the garbage collector (a Fill holds ints, a string and two
+           Orders, an Outcome an Order and a list of Fills: no reference cycle can
+           go through them), and not zeroed first: every item is set here. */
+        PyObject *r = (PyObject *)PyObject_GC_NewVar(PyTupleObject, (PyTypeObject *)type, n);
         Py_ssize_t i;
         if (r == NULL) return NULL;
         for (i = 0; i < n; i++) {
@@ -52,21 +60,30 @@ cdef extern from *:
 cdef class Order:
     cdef public object order_id, account_id, client_order_id, side, type, tif, post_only
     cdef public object price, quantity, filled, notional, state, reason, priority
-    cdef public object created_ns, updated_ns, last_sequence
+    cdef public object created_ns, updated_ns, last_sequence, changed_in
 
 
 cdef class Side:
     cdef public object sign, empty, best
-    cdef public dict levels, buckets, touched
-    cdef public list best_keys
+    cdef public dict far, buckets, touched
+    cdef public list front, front_levels
     cdef public list heap
 
-    @cython.locals(keys=list)
+    @cython.locals(front=list, i=Py_ssize_t)
+    cpdef get(self, key)
+    @cython.locals(front=list)
+    cpdef set(self, key, level)
+    @cython.locals(front=list, heap=list, i=Py_ssize_t)
+    cpdef add_order(self, key, Order order)
+    @cython.locals(front=list, heap=list, i=Py_ssize_t)
     cpdef add_level(self, key, level)
+    cpdef push_back(self)
     @cython.locals(keys=list)
+    cpdef ladder_add(self, key)
+    @cython.locals(keys=list, front=list, i=Py_ssize_t)
     cpdef remove_level(self, key)
-    @cython.locals(keys=list, heap=list, buckets=dict)
-    cpdef next_bucket(self)
+    @cython.locals(keys=list, heap=list, buckets=dict, far=dict, front=list)
+    cpdef refill(self)
     cpdef compact(self)
     @cython.locals(touched=dict, out=list, order=Order)
     cpdef list drain_touched(self)
@@ -75,11 +92,13 @@ cdef class Side:
 cdef class OrderBook:
     cdef public object instrument_id, sequence, first_sequence, snapshot_sequence, _id_base
     cdef public Side bids, asks
-    cdef public dict orders, open_client_ids, changed
+    cdef public dict recent, older, open_client_ids
+    cdef public list changed
+    cdef public object batch
     cdef public object closed_client_ids
     cdef public list events, trades
 
-    @cython.locals(order=Order, other=Side, own=Side)
+    @cython.locals(order=Order, other=Side, own=Side, recent=dict)
     cpdef new_order(self, account_id, side, type_, tif, price, quantity, client_order_id=*,
                     post_only=*, now_ns=*)
     @cython.locals(order=Order)
@@ -89,10 +108,14 @@ cdef class OrderBook:
     @cython.locals(order=Order, rows=list)
     cpdef drain_changes(self)
     cpdef _event(self, seq, kind, Order order, other, price, qty, now_ns)
-    @cython.locals(maker=Order, queue=list, keys=list, levels=dict,
-                   touched=dict, orders=dict, changed=dict, fills=list, events=list,
+    @cython.locals(maker=Order, queue=list, keys=list,
+                   touched=dict, recent=dict, changed=list, fills=list, events=list,
                    trades=list)
     cpdef list _take(self, Order taker, Side other, limit, now_ns)
+    @cython.locals(order=Order)
+    cpdef resting_order(self, order_id)
+    cpdef _age(self)
+    cpdef _mark_changed(self, Order order)
     cpdef _rest(self, Order order, Side own, key)
     @cython.locals(book=Side)
     cpdef _unrest(self, Order order)

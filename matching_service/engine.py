@@ -36,18 +36,38 @@ How the book is laid out, and why (this is the hot path of the exchange):
   is the cheapest one to create, append to and pop from (a ``deque`` costs
   ~600 bytes even when it holds one order). A level's quantity is not kept: it
   is summed when the level is published (once per batch) or needed by FOK;
-* each side is a ``dict`` key -> level, where key = price for asks and
-  -price for bids, so that the best level has the smallest key on both sides
-  and the matching code is the same for both;
-* the keys are kept in order by a two-level price ladder: buckets of 1,024
-  consecutive keys, each a short sorted list of the keys present (``bisect``,
-  in C), and a heap (``heapq``, in C) of the bucket numbers. The best key is
-  cached in ``Side.best``, and its bucket's list in ``Side.best_keys``. Taking
-  the best level away is ``del keys[0]`` on that list, with no look-up and no
-  comparisons; the heap changes only when a whole bucket
-  appears or empties. (One heap of all the levels costs a chain of cache
-  misses per level taken in a deep book; a ``SortedDict`` costs microseconds
-  of Python per insert and delete.)
+* on each side, key = price for asks and -price for bids, so that the best
+  level has the smallest key and the matching code is the same for both;
+* the keys are kept in order by a front and a price ladder. The front is one
+  sorted list of the best keys (about ``FRONT_MAX`` of them: the levels near
+  the touch, where nearly all the work is) with a parallel list of their levels,
+  so that a level there is found by ``bisect`` (in C) in a short list that stays
+  in cache, a new one is two ``list.insert``, and taking the best level away is
+  ``del front[0]`` twice, with no hash look-up and no allocation; ``Side.best``
+  caches ``front[0]``. The keys behind the front wait in a two-level ladder:
+  buckets of 1,024 consecutive keys, each a short sorted list, and a heap
+  (``heapq``, in C) of the bucket numbers; their levels are in a ``dict`` (``far``).
+  A key pushed out of a full front goes to its bucket; when the front empties,
+  the best ``REFILL`` keys of the best bucket become the front (a few: in a deep
+  book the levels placed next near the touch come before them all). (A single
+  dict of all the levels costs cache misses in a deep book: a new level near the
+  touch has a random key, so it probes a random line of a large table and often
+  meets a deep level's entry there; one heap of all the levels costs a chain of
+  cache misses per level taken; a ``SortedDict`` costs microseconds of Python per
+  insert and delete; a bucket per level near the touch, as the ladder alone gives, costs a dict
+  entry, a list and a heap push per level.)
+* the resting orders by id are two dicts: ``recent``, the ones placed lately (at
+  most ``RECENT_MAX``), and ``older``, which the recent ones join in one pass when
+  ``recent`` is full. Most orders leave the book soon after they come, so in a deep
+  book nearly every insert and delete is in the small table, which stays in cache,
+  not in the large one (``OrderBook.orders`` is a merged copy, for inspection);
+* the orders changed in a batch are a list, each listed once: an order's
+  ``changed_in`` is the token of the batch that lists it (``OrderBook.batch``,
+  a new one per drain), cheaper than a dict keyed by order id;
+* ``Order`` is not tracked by the garbage collector in the compiled build
+  (``@cython.no_gc``): the engine sets its fields to ints, strings and bools,
+  which hold no reference cycle (a cycle made through a field set by hand would
+  be leaked, never freed wrongly), so the collector never walks the resting orders;
 * ``Fill`` and ``Outcome`` are named tuples built with ``tuple.__new__``: one
   of each per fill and per command, at a fraction of a class's ``__init__``;
   a ``Fill`` starts with the trade record the store writes, so a batch's
@@ -77,7 +97,7 @@ from dataclasses import dataclass
 from heapq import heapify, heappop, heappush
 from operator import attrgetter
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import NamedTuple
 
 from exchange_common.ids import SEQUENCE_BITS, SEQUENCE_MASK
@@ -87,6 +107,10 @@ try:  # only to tell the compiled build (engine.pxd declares _C there); not a de
     _C = cython.compiled
 except ImportError:  # pragma: no cover - Cython is not installed at run time
     _C = False
+
+    # The Cython decorators used below, as no-ops (set through globals(): the
+    # compiler reads the name ``cython`` as its own).
+    globals()["cython"] = SimpleNamespace(cclass=lambda cls: cls, no_gc=lambda cls: cls)
 
 # Whether this is the compiled build of this file (setup.py sets it to True there).
 COMPILED = False
@@ -103,6 +127,13 @@ EV_ACCEPTED, EV_TRADE, EV_CANCELLED, EV_EXPIRED, EV_REJECTED, EV_AMENDED = 1, 2,
 
 OPEN_STATES = (NEW, PARTIALLY_FILLED)
 
+# The resting orders placed lately are kept by id in a dict of their own, of at most
+# this many (OrderBook.recent): most orders leave the book soon after they come, and
+# a small table stays in cache where one of all the resting orders of a deep book
+# does not.
+RECENT_MAX = 4096
+_RECENT_MAX = RECENT_MAX  # a C constant in the compiled build (engine.pxd)
+
 # Closed orders remembered for client_order_id retries (older ones are found
 # in the database by the order service before it routes a retry).
 RECENT_CLOSED = 100_000
@@ -113,6 +144,16 @@ NO_LIMIT = 1 << 62
 EMPTY = 1 << 63
 # The price ladder's buckets hold 2**BUCKET_BITS consecutive keys.
 BUCKET_BITS = 10
+# A side's front (its best keys, in one sorted list) holds about this many keys; the
+# others wait in the ladder.
+FRONT_MAX = 64
+_FRONT_MAX = FRONT_MAX  # a C constant in the compiled build (engine.pxd)
+# When the front empties, it gets this many keys from the ladder's best bucket (a
+# few levels: in a deep book, a taker that empties the levels near the touch takes
+# one or two more, and the levels placed next near the touch come before them all;
+# a whole bucket would have to go back to the ladder key by key as they come).
+REFILL = 4
+_REFILL = REFILL  # a C constant in the compiled build (engine.pxd)
 # Emptied buckets away from the top wait in the ladder; it is rebuilt when there
 # are more of them than this and than buckets in use.
 COMPACT_MIN_EMPTY = 256
@@ -122,11 +163,13 @@ _tuple_new = tuple.__new__  # builds a named tuple without its Python-level __ne
 # _new_fill/_new_outcome (C helpers declared in engine.pxd): ``if _C`` branches.
 
 
+@cython.no_gc
+@cython.cclass
 class Order:
     __slots__ = (
         "order_id", "account_id", "client_order_id", "side", "type", "tif", "post_only",
         "price", "quantity", "filled", "notional", "state", "reason", "priority",
-        "created_ns", "updated_ns", "last_sequence",
+        "created_ns", "updated_ns", "last_sequence", "changed_in",
     )
 
     def __init__(self, order_id: int, account_id: int, client_order_id: str, side: int,
@@ -149,6 +192,8 @@ class Order:
         self.created_ns = created_ns
         self.updated_ns = created_ns
         self.last_sequence = 0
+        # The batch (OrderBook.batch) whose changed orders list it, if any.
+        self.changed_in = None
 
     @property
     def remaining(self) -> int:
@@ -233,81 +278,198 @@ class Side:
     """One side of the book: its price levels by key, and their keys in order.
 
     key = price * ``sign`` (price for asks, -price for bids): on both sides the
-    best level has the smallest key. ``levels`` maps key -> the level at that
-    price (an Order, or a list of two or more orders); ``buckets`` maps
+    best level has the smallest key. ``front`` is the sorted list of the best keys
+    and ``front_levels`` their levels, index for index (no dict: the levels near
+    the touch, where nearly all the work is, are found by ``bisect`` in a short
+    list that stays in cache, not in a large hash table). Every other key is above
+    all of them, in the ladder: ``far`` maps key -> level for them, ``buckets`` maps
     key >> BUCKET_BITS -> the sorted keys of the levels in that bucket; ``heap``
-    holds the bucket numbers. An emptied bucket stays (as an empty list, counted
-    in ``empty``) until it reaches the top of the heap, so every bucket number is
-    in the heap exactly once and the bucket at the top is never empty. ``best`` is
-    the smallest key, EMPTY when the side has no orders."""
+    holds the bucket numbers. A level is an Order, or a list of two or more orders.
+    The front is empty only when the whole side is. An emptied bucket stays (as an
+    empty list, counted in ``empty``) until it reaches the top of the heap, so every
+    bucket number is in the heap exactly once. ``best`` is the smallest key
+    (``front[0]``), EMPTY when the side has no orders."""
 
-    __slots__ = ("sign", "levels", "buckets", "heap", "empty", "best", "best_keys", "touched")
+    __slots__ = ("sign", "far", "front", "front_levels", "buckets", "heap", "empty", "best",
+                 "touched")
 
     def __init__(self, sign: int) -> None:
         self.sign = sign
-        self.levels: dict[int, Level] = {}
+        # The keys of the best levels, sorted (at most about FRONT_MAX of them, or one
+        # bucket's after a refill), and their levels; every key in the ladder is above
+        # all of them. Empty only when the side is.
+        self.front: list[int] = []
+        self.front_levels: list[Level] = []
+        # The levels of the keys in the ladder.
+        self.far: dict[int, Level] = {}
         self.buckets: dict[int, list[int]] = {}
         self.heap: list[int] = []
         self.empty = 0
         self.best = EMPTY
-        # The keys of the bucket holding ``best`` (None when empty): no look-up to take it.
-        self.best_keys: list[int] | None = None
         # Levels changed since the last drain_changes(): price -> the level, or None
         # if it is gone (kept as the level itself, so draining needs no look-up).
         self.touched: dict[int, Level | None] = {}
 
     def __len__(self) -> int:
         """Price levels with orders."""
-        return len(self.levels)
+        return len(self.front) + len(self.far)
+
+    @property
+    def levels(self) -> dict[int, Level]:
+        """key -> level of every level: a new dict, for inspection (not the hot path)."""
+        levels = dict(zip(self.front, self.front_levels, strict=True))
+        levels.update(self.far)
+        return levels
+
+    def get(self, key: int) -> Level | None:
+        """The level at ``key``, None if there is none."""
+        front = self.front
+        if front and key <= front[-1]:
+            i = bisect_left(front, key)
+            if front[i] == key:
+                return self.front_levels[i]
+            return None
+        return self.far.get(key)
+
+    def set(self, key: int, level: Level) -> None:
+        """Replace the level at ``key`` (which has one)."""
+        front = self.front
+        if key <= front[-1]:
+            self.front_levels[bisect_left(front, key)] = level
+        else:
+            self.far[key] = level
+
+    def add_order(self, key: int, order: Order) -> None:
+        """Rest ``order`` at ``key`` (its price times ``sign``), behind the orders there."""
+        front = self.front
+        if front and key <= front[-1]:
+            i = bisect_left(front, key)
+            if front[i] == key:
+                level = self.front_levels[i]
+                if type(level) is Order:
+                    self.front_levels[i] = level = [level, order]
+                else:
+                    level.append(order)
+                self.touched[order.price] = level
+                return
+            # A new level in the front.
+            front.insert(i, key)
+            self.front_levels.insert(i, order)
+            self.touched[order.price] = order
+            if not i:
+                self.best = key
+            if len(front) > _FRONT_MAX:
+                self.push_back()
+            return
+        heap = self.heap
+        if front and (len(front) >= _FRONT_MAX or heap and heap[0] <= key >> BUCKET_BITS):
+            # Behind the front: in the ladder (the front is full, or the key is not
+            # below the ladder's first bucket).
+            level = self.far.setdefault(key, order)
+            if level is order:  # a new level
+                self.ladder_add(key)
+            elif type(level) is Order:
+                self.far[key] = level = [level, order]
+            else:
+                level.append(order)
+            self.touched[order.price] = level
+            return
+        # A new level at the end of the front, below every key in the ladder (or the
+        # first level of an empty side).
+        front.append(key)
+        self.front_levels.append(order)
+        self.touched[order.price] = order
+        if len(front) == 1:
+            self.best = key
 
     def add_level(self, key: int, level: Level) -> None:
-        self.levels[key] = level
+        """Put a new level (none at ``key`` yet) in its place."""
+        front = self.front
+        if front and key > front[-1]:
+            # Behind the front: in the ladder, unless the front has room and the key
+            # is below the ladder's first bucket.
+            heap = self.heap
+            if len(front) >= _FRONT_MAX or heap and heap[0] <= key >> BUCKET_BITS:
+                self.far[key] = level
+                self.ladder_add(key)
+            else:
+                front.append(key)
+                self.front_levels.append(level)
+            return
+        i = bisect_left(front, key)
+        front.insert(i, key)
+        self.front_levels.insert(i, level)
+        self.best = front[0]
+        if len(front) > _FRONT_MAX:
+            self.push_back()
+
+    def push_back(self) -> None:
+        """The front is over FRONT_MAX: its last key goes to the ladder."""
+        key = self.front.pop()
+        self.far[key] = self.front_levels.pop()
+        self.ladder_add(key)
+
+    def ladder_add(self, key: int) -> None:
         bucket = key >> BUCKET_BITS
         keys = self.buckets.get(bucket)
         if keys is None:
-            keys = self.buckets[bucket] = [key]
+            self.buckets[bucket] = [key]
             heappush(self.heap, bucket)
         elif not keys:
             keys.append(key)
             self.empty -= 1
         else:
             insort(keys, key)
-        if key < self.best:
-            self.best = key
-            self.best_keys = keys
 
     def remove_level(self, key: int) -> None:
         """Forget the level at ``key`` (its last order is gone)."""
-        del self.levels[key]
-        keys = self.buckets[key >> BUCKET_BITS]
-        if key == self.best:
-            del keys[0]
-            if keys:
-                self.best = keys[0]
+        front = self.front
+        if key <= front[-1]:
+            if key == front[0]:
+                del front[0]
+                del self.front_levels[0]
             else:
-                self.next_bucket()
-        else:
-            del keys[bisect_left(keys, key)]
-            if not keys:
-                self.empty += 1
-                if self.empty > COMPACT_MIN_EMPTY and self.empty > len(self.buckets) // 2:
-                    self.compact()
+                i = bisect_left(front, key)
+                del front[i]
+                del self.front_levels[i]
+            if front:
+                self.best = front[0]
+            else:
+                self.refill()
+            return
+        del self.far[key]
+        keys = self.buckets[key >> BUCKET_BITS]
+        del keys[bisect_left(keys, key)]
+        if not keys:
+            self.empty += 1
+            if self.empty > COMPACT_MIN_EMPTY and self.empty > len(self.buckets) // 2:
+                self.compact()
 
-    def next_bucket(self) -> None:
-        """The bucket at the top of the heap has emptied: drop it, and the emptied
-        buckets behind it, and take the best key from the next one."""
+    def refill(self) -> None:
+        """The front has emptied: the best REFILL keys of the ladder's best bucket (or
+        all of them, the bucket then dropped) become the front, their levels taken
+        from ``far``; the emptied buckets before it are dropped."""
         heap, buckets = self.heap, self.buckets
-        del buckets[heappop(heap)]
         while heap:
-            keys = buckets[heap[0]]
+            bucket = heap[0]
+            keys = buckets[bucket]
             if keys:
-                self.best = keys[0]
-                self.best_keys = keys
+                if len(keys) > _REFILL:
+                    front = keys[:_REFILL]
+                    del keys[:_REFILL]
+                else:
+                    front = keys
+                    heappop(heap)
+                    del buckets[bucket]
+                far = self.far
+                self.front = front
+                self.front_levels = [far.pop(key) for key in front]
+                self.best = front[0]
                 return
-            del buckets[heappop(heap)]
+            heappop(heap)
+            del buckets[bucket]
             self.empty -= 1
         self.best = EMPTY
-        self.best_keys = None
 
     def compact(self) -> None:
         """Drop the emptied buckets (in place: callers may hold the containers)."""
@@ -319,9 +481,12 @@ class Side:
         self.empty = 0
 
     def rebuild(self) -> None:
-        """Make the ladder from ``levels`` (after a bulk restore)."""
+        """Make the front and the ladder again from all the levels (after a bulk
+        restore, which puts them in ``far``)."""
+        far = self.far
+        far.update(zip(self.front, self.front_levels, strict=True))
         buckets: dict[int, list[int]] = {}
-        for key in self.levels:
+        for key in far:
             keys = buckets.get(key >> BUCKET_BITS)
             if keys is None:
                 buckets[key >> BUCKET_BITS] = [key]
@@ -333,26 +498,34 @@ class Side:
         self.heap = list(buckets)
         heapify(self.heap)
         self.empty = 0
-        self.best_keys = buckets[self.heap[0]] if self.heap else None
-        self.best = self.best_keys[0] if self.heap else EMPTY
+        self.front = []
+        self.front_levels = []
+        self.refill()
 
     def keys_in_order(self) -> Iterator[int]:
+        yield from self.front
         buckets = self.buckets
         for bucket in sorted(buckets):
             yield from buckets[bucket]
 
+    def levels_in_order(self) -> Iterator[Level]:
+        yield from self.front_levels
+        buckets, far = self.buckets, self.far
+        for bucket in sorted(buckets):
+            for key in buckets[bucket]:
+                yield far[key]
+
     def sorted_levels(self) -> list[list[Order]]:
         """The orders of each level, levels best first."""
-        levels = self.levels
-        return [level_orders(levels[key]) for key in self.keys_in_order()]
+        return [level_orders(level) for level in self.levels_in_order()]
 
     def fillable(self, limit: int, need: int) -> bool:
         """Whether the levels with key <= ``limit`` hold ``need`` lots (for FOK)."""
         total = 0
-        for key in self.keys_in_order():
+        for key, level in zip(self.keys_in_order(), self.levels_in_order(), strict=True):
             if key > limit:
                 return False
-            total += level_quantity(self.levels[key])
+            total += level_quantity(level)
             if total >= need:
                 return True
         return False
@@ -382,12 +555,18 @@ class OrderBook:
         self.sequence = last_sequence
         self.bids = Side(-1)
         self.asks = Side(1)
-        self.orders: dict[int, Order] = {}  # resting orders by id
+        # The resting orders by id: the ones placed lately (at most about RECENT_MAX),
+        # then the others (see ``orders``).
+        self.recent: dict[int, Order] = {}
+        self.older: dict[int, Order] = {}
         self.open_client_ids: dict[tuple[int, str], Order] = {}
         self.closed_client_ids: OrderedDict[tuple[int, str], Order] = OrderedDict()
         # Changes since the last drain_changes(): for group commit and market data.
         self.events: list[tuple] = []
-        self.changed: dict[int, Order] = {}
+        # The orders changed since then, each once, in the order of their first change;
+        # ``batch`` is the token of this batch, set in Order.changed_in when listed.
+        self.changed: list[Order] = []
+        self.batch = object()
         self.trades: list[Fill] = []
         self.first_sequence = last_sequence + 1
         # The sequence of the snapshot this book was recovered from (0: none).
@@ -458,7 +637,8 @@ class OrderBook:
         order.created_ns = now_ns
         order.updated_ns = now_ns
         order.last_sequence = seq
-        self.changed[order_id] = order
+        order.changed_in = self.batch
+        self.changed.append(order)
         crosses = other.best <= limit
 
         if post_only and crosses:
@@ -487,17 +667,11 @@ class OrderBook:
         elif type_ == LIMIT and tif == GTC:
             # Rest: _rest() inlined, this is the most common path of all.
             own = self.bids if side == BUY else self.asks
-            rest_key = -limit
-            level = own.levels.get(rest_key)
-            if level is None:
-                own.add_level(rest_key, order)
-                own.touched[price] = order
-            elif type(level) is Order:
-                own.touched[price] = own.levels[rest_key] = [level, order]
-            else:
-                level.append(order)
-                own.touched[price] = level
-            self.orders[order_id] = order
+            own.add_order(-limit, order)
+            recent = self.recent
+            recent[order_id] = order
+            if len(recent) > _RECENT_MAX:
+                self._age()
             if client_order_id:
                 self.open_client_ids[(account_id, client_order_id)] = order
         else:
@@ -508,7 +682,7 @@ class OrderBook:
         return _tuple_new(Outcome, (order, fills, False, "", ""))
 
     def cancel(self, account_id: int, order_id: int, now_ns: int = 0) -> Outcome:
-        order = self.orders.get(order_id)
+        order = self.resting_order(order_id)
         if order is None or order.account_id != account_id:
             return Outcome(None, error=ERR_ORDER_NOT_OPEN, error_message="order is not open")
         self._unrest(order)
@@ -519,7 +693,7 @@ class OrderBook:
         order.reason = "CANCELLED_BY_USER"
         order.updated_ns = now_ns
         order.last_sequence = seq
-        self.changed[order_id] = order
+        self._mark_changed(order)
         self._close_client_id(order)
         if _C:
             return _new_outcome(Outcome, order, NO_FILLS)  # noqa: F821 - engine.pxd
@@ -538,7 +712,7 @@ class OrderBook:
         instead, unchanged). Changing nothing succeeds with no event, so a retried
         amendment is harmless. The AMENDED event (new price, new total) comes
         before the trades it causes."""
-        order = self.orders.get(order_id)
+        order = self.resting_order(order_id)
         if order is None or order.account_id != account_id:
             return Outcome(None, error=ERR_ORDER_NOT_OPEN, error_message="order is not open")
         if price < 0 or quantity < 0:
@@ -565,8 +739,8 @@ class OrderBook:
             order.quantity = new_quantity
             order.updated_ns = now_ns
             order.last_sequence = seq
-            self.changed[order_id] = order
-            own.touched[new_price] = own.levels[new_price * own.sign]
+            self._mark_changed(order)
+            own.touched[new_price] = own.get(new_price * own.sign)
             return Outcome(order)
 
         crosses = other.best <= limit
@@ -582,7 +756,7 @@ class OrderBook:
         order.priority = seq
         order.updated_ns = now_ns
         order.last_sequence = seq
-        self.changed[order_id] = order
+        self._mark_changed(order)
         fills = self._take(order, other, limit, now_ns) if crosses else NO_FILLS
         if order.state == FILLED:
             self._close_client_id(order)
@@ -591,6 +765,26 @@ class OrderBook:
         return Outcome(order, fills)
 
     # -- queries -------------------------------------------------------------
+
+    @property
+    def orders(self) -> dict[int, Order]:
+        """The resting orders by id: a new dict, for inspection (the engine keeps them
+        in ``recent`` and ``older``)."""
+        orders = dict(self.older)
+        orders.update(self.recent)
+        return orders
+
+    @property
+    def order_count(self) -> int:
+        """How many orders rest on the book."""
+        return len(self.recent) + len(self.older)
+
+    def resting_order(self, order_id: int) -> Order | None:
+        """The resting order with this id, None if there is none."""
+        order = self.recent.get(order_id)
+        if order is None:
+            order = self.older.get(order_id)
+        return order
 
     def best_bid(self) -> int | None:
         best = self.bids.best
@@ -603,7 +797,7 @@ class OrderBook:
     def level(self, side: int, price: int) -> tuple[int, int, int] | None:
         """(price, quantity, order count) of one level, None if nobody rests there."""
         book = self.bids if side == BUY else self.asks
-        level = book.levels.get(price * book.sign)
+        level = book.get(price * book.sign)
         if level is None:
             return None
         return (price, level_quantity(level), len(level_orders(level)))
@@ -626,18 +820,19 @@ class OrderBook:
     def restore(self, orders: list[Order]) -> None:
         """Put resting orders back on an empty book (in any order: time priority
         comes from ``priority``). Built level by level, then each ladder made once."""
-        assert not self.orders, "restore needs an empty book"
+        assert not self.recent and not self.older, "restore needs an empty book"
         for order in sorted(orders, key=lambda o: o.priority):
             book = self.bids if order.side == BUY else self.asks
             key = order.price * book.sign
-            level = book.levels.get(key)
+            levels = book.far  # Side.rebuild() below makes the front from it
+            level = levels.get(key)
             if level is None:
-                book.levels[key] = order
+                levels[key] = order
             elif type(level) is Order:
-                book.levels[key] = [level, order]
+                levels[key] = [level, order]
             else:
                 level.append(order)
-            self.orders[order.order_id] = order
+            self.older[order.order_id] = order
             if order.client_order_id:
                 self.open_client_ids[(order.account_id, order.client_order_id)] = order
         self.bids.rebuild()
@@ -655,13 +850,14 @@ class OrderBook:
                      order.type, order.tif, order.post_only, order.price, order.quantity,
                      order.filled, order.notional, order.state, order.reason, order.priority,
                      order.last_sequence, order.created_ns, order.updated_ns)
-                    for order in self.changed.values()],
+                    for order in self.changed],
             trades=self.trades,
             bids=self.bids.drain_touched(),
             asks=self.asks.drain_touched(),
         )
         self.events = []
-        self.changed = {}
+        self.changed = []
+        self.batch = object()
         self.trades = []
         self.first_sequence = self.sequence + 1
         return changes
@@ -679,8 +875,8 @@ class OrderBook:
         first, each in time priority. The caller has checked that the best level
         is within the limit. Everything the loop needs is in local variables: this
         is the innermost loop of the exchange."""
-        levels, touched = other.levels, other.touched
-        orders, changed = self.orders, self.changed
+        touched = other.touched
+        recent, changed, batch = self.recent, self.changed, self.batch
         events, trades = self.events, self.trades
         base = self._id_base
         seq = self.sequence
@@ -688,11 +884,11 @@ class OrderBook:
         type_, tif, post_only = taker.type, taker.tif, taker.post_only
         client_id = taker.client_order_id
         qty = taker.quantity - taker.filled
-        filled, notional = taker.filled, taker.notional
+        notional = taker.notional
         fills: list[Fill] = []
         key = other.best
         while True:
-            level = levels[key]
+            level = other.front_levels[0]  # the level at ``key``, the best one
             # ``queue``: the level's list of orders, None when its order is alone
             if type(level) is Order:
                 maker, queue = level, None
@@ -700,21 +896,31 @@ class OrderBook:
                 maker, queue = level[0], level
             price = maker.price
             while True:
-                open_qty = maker.quantity - maker.filled
-                fill = qty if qty < open_qty else open_qty
-                qty -= fill
+                # Each new int is an allocation (and a cache miss in a deep book): the
+                # branches below reuse an int already there where the result is one.
+                made = maker.filled
+                open_qty = maker.quantity - made if made else maker.quantity
+                if qty < open_qty:
+                    fill = qty
+                    qty = 0
+                    maker.filled = made + fill
+                else:
+                    fill = open_qty
+                    qty -= fill
+                    maker.filled = maker.quantity
                 seq += 1
                 maker_id = maker.order_id
                 events.append((seq, EV_TRADE, taker_id, maker_id, price, fill, account, side,
                                type_, tif, post_only, client_id, now_ns))
                 value = price * fill
-                maker.filled += fill
-                maker.notional += value
+                made = maker.notional
+                maker.notional = made + value if made else value
                 maker.updated_ns = now_ns
                 maker.last_sequence = seq
-                changed[maker_id] = maker
-                filled += fill
-                notional += value
+                if maker.changed_in is not batch:
+                    maker.changed_in = batch
+                    changed.append(maker)
+                notional = notional + value if notional else value
                 if _C:
                     f = _new_fill(Fill, base | seq, seq, price, fill, side,  # noqa: F821
                                   maker_id, taker_id, maker.account_id, account, now_ns,
@@ -730,20 +936,21 @@ class OrderBook:
                     touched[price] = level
                     break  # the taker is done
                 maker.state = FILLED
-                del orders[maker_id]
+                if recent.pop(maker_id, None) is None:
+                    del self.older[maker_id]
                 if maker.client_order_id:
                     self._close_client_id(maker)
                 if queue is None or len(queue) == 1:
                     # The level is gone: the best key moves on (Side.remove_level
                     # inlined for the best key: the common case).
-                    del levels[key]
                     touched[price] = None
-                    keys = other.best_keys
+                    keys = other.front
                     del keys[0]
+                    del other.front_levels[0]
                     if keys:
                         other.best = keys[0]
                     else:
-                        other.next_bucket()
+                        other.refill()
                     break
                 del queue[0]
                 if not qty:
@@ -756,38 +963,44 @@ class OrderBook:
             if key > limit:
                 break
         self.sequence = seq
-        taker.filled = filled
+        taker.filled = taker.quantity - qty if qty else taker.quantity
         taker.notional = notional
         taker.last_sequence = seq
         taker.updated_ns = now_ns
         taker.state = PARTIALLY_FILLED if qty else FILLED
         return fills
 
+    def _age(self) -> None:
+        """``recent`` is full: its orders join ``older`` (in one pass, by id: the
+        table's slots are filled in order), and it starts again empty."""
+        self.older.update(self.recent)
+        self.recent = {}
+
+    def _mark_changed(self, order: Order) -> None:
+        if order.changed_in is not self.batch:
+            order.changed_in = self.batch
+            self.changed.append(order)
+
     def _rest(self, order: Order, own: Side, key: int) -> None:
-        level = own.levels.get(key)
-        if level is None:
-            own.add_level(key, order)
-            own.touched[order.price] = order
-        elif type(level) is Order:
-            own.touched[order.price] = own.levels[key] = [level, order]
-        else:
-            level.append(order)
-            own.touched[order.price] = level
-        self.orders[order.order_id] = order
+        own.add_order(key, order)
+        self.recent[order.order_id] = order
+        if len(self.recent) > _RECENT_MAX:
+            self._age()
 
     def _unrest(self, order: Order) -> None:
         """Take a resting order off its level. In a list, finding the order is a scan
         (in C, by identity) of the orders ahead of it, short in practice."""
         book = self.bids if order.side == BUY else self.asks
         key = order.price * book.sign
-        level = book.levels[key]
+        level = book.get(key)
         if level is order or len(level) == 1:
             book.remove_level(key)
             book.touched[order.price] = None
         else:
             level.remove(order)
             book.touched[order.price] = level
-        del self.orders[order.order_id]
+        if self.recent.pop(order.order_id, None) is None:
+            del self.older[order.order_id]
 
     def _expire(self, order: Order, reason: str, now_ns: int) -> None:
         seq = self.sequence = self.sequence + 1

@@ -221,7 +221,7 @@ class InstrumentLoop:
             return
         self.events_since_snapshot = 0
         data = encode_snapshot(self.book)
-        sequence, count = self.book.sequence, len(self.book.orders)
+        sequence, count = self.book.sequence, self.book.order_count
 
         async def write() -> None:
             try:

@@ -90,7 +90,7 @@ class MatchingNode:
             loop.start()
             self.loops[spec.instrument_id] = loop
             log.info("owning %s (epoch %d, sequence %d, %d resting orders)", spec.symbol,
-                     owned.epoch, book.sequence, len(book.orders))
+                     owned.epoch, book.sequence, book.order_count)
 
     async def _connect_owner_session(self) -> asyncpg.Connection:
         """The session that holds this pod's instrument locks. PostgreSQL ends it

@@ -27,12 +27,15 @@ from matching_service.engine import (
     EXPIRED,
     FILLED,
     FOK,
+    FRONT_MAX,
     GTC,
     IOC,
     LIMIT,
     MARKET,
     NEW,
     PARTIALLY_FILLED,
+    RECENT_MAX,
+    REFILL,
     REJECTED,
     SELL,
     Order,
@@ -201,12 +204,13 @@ def test_restore_rebuilds_same_book() -> None:
     assert copy.depth(BUY) == book.depth(BUY) and copy.depth(SELL) == book.depth(SELL)
     assert limit(copy, BUY, 100, 3, coid="c0").duplicate
     for side in (copy.bids, copy.asks):
-        assert side.best_keys is side.buckets[side.best >> BUCKET_BITS]
+        assert side.front and side.front[0] == side.best
+        assert list(side.keys_in_order()) == sorted(side.levels)
     # the restored ladder is taken from, best level first (the orders are the same
     # objects in both books: only the copy trades)
     swept = [(f.price, f.quantity) for f in market(copy, SELL, 100).fills]
     assert swept == [(100, 3), (100, 4), (99, 6)]
-    assert copy.bids.best == EMPTY and copy.bids.best_keys is None
+    assert copy.bids.best == EMPTY and not copy.bids.front
 
 
 # -- amend -------------------------------------------------------------------
@@ -406,10 +410,22 @@ class CountingSide(Side):
         super().compact()
 
 
+def check_front(side: Side) -> None:
+    """The front is sorted, holds the best key, and every ladder key is behind it."""
+    front = side.front
+    assert front == sorted(front) and len(set(front)) == len(front)
+    assert side.best == (front[0] if front else EMPTY)
+    assert len(front) <= max(FRONT_MAX + 1, 1 << BUCKET_BITS)
+    ladder = [key for keys in side.buckets.values() for key in keys]
+    if ladder:
+        assert front and max(front) < min(ladder)
+
+
 @pytest.mark.parametrize("spread", [50, 5_000, 3_000_000], ids=["one-bucket", "some", "many"])
 def test_price_ladder_keeps_keys_in_order(spread: int) -> None:
-    """Side's buckets + heap against a plain sorted list, through many levels appearing
-    and disappearing (the best one and others), empty buckets and compactions."""
+    """Side's front + buckets + heap against a plain sorted list, through many levels
+    appearing and disappearing (the best one and others), keys moving from the front
+    to the ladder and back, empty buckets and compactions."""
     rng = random.Random(spread)
     side = CountingSide(1)
     side.compactions = 0
@@ -427,12 +443,14 @@ def test_price_ladder_keeps_keys_in_order(spread: int) -> None:
             live.add(key)
             side.add_level(key, marker)
         assert side.best == (min(live) if live else EMPTY)
-        # best_keys: the very list of the bucket holding the best key
-        assert (side.best_keys is side.buckets[side.best >> BUCKET_BITS] if live
-                else side.best_keys is None)
         if step % 97 == 0 or not live:
+            check_front(side)
             assert list(side.keys_in_order()) == sorted(live)
-            assert len(side) == len(live)
+            assert len(side) == len(live) == len(side.levels)
+            # a level is found by its key, in the front (bisect) or the ladder (far)
+            assert all(side.get(key) is marker for key in live)
+            assert side.get(spread + 1) is None and side.get(0) is None
+            assert sorted(side.far) == sorted(live)[len(side.front):]
             assert side.empty == sum(1 for keys in side.buckets.values() if not keys)
             assert side.empty <= max(COMPACT_MIN_EMPTY, len(side.buckets) // 2)
             assert sorted(side.heap) == sorted(side.buckets)
@@ -442,4 +460,98 @@ def test_price_ladder_keeps_keys_in_order(spread: int) -> None:
         live.discard(key)
         side.remove_level(key)
     assert side.best == EMPTY and not side.heap and not side.buckets and side.empty == 0
-    assert side.best_keys is None
+    assert not side.front
+
+
+@pytest.mark.parametrize("spread", [300, 40_000, 5_000_000], ids=["dense", "buckets", "wide"])
+def test_deep_book_matches_in_price_time_priority(spread: int) -> None:
+    """Many more levels than the front holds (FRONT_MAX): resting orders placed,
+    cancelled and amended anywhere in a deep book, then swept by market orders, fill
+    in price-time priority (against a plain sorted list of the open orders)."""
+    rng = random.Random(spread)
+    book = OrderBook(1)
+    mid = 10 * spread
+    open_: dict[int, tuple[int, int, int]] = {}  # order id -> (side, price, remaining)
+    for step in range(3_000):
+        r = rng.random()
+        if open_ and r < 0.15:
+            oid = rng.choice(sorted(open_))
+            assert not book.cancel(A, oid, now_ns=1).error
+            del open_[oid]
+        elif open_ and r < 0.25:
+            oid = rng.choice(sorted(open_))
+            side, price, _ = open_[oid]
+            new_price = price + rng.randrange(-spread // 10 - 1, spread // 10 + 2)
+            new_price = min(mid - 1, new_price) if side == BUY else max(mid + 1, new_price)
+            new_qty = rng.randint(1, 9)
+            out = book.amend(A, oid, new_price, new_qty, now_ns=1)
+            assert not out.error and not out.fills
+            open_[oid] = (side, new_price, new_qty)
+        else:
+            side = rng.choice((BUY, SELL))
+            price = mid - rng.randint(1, spread) if side == BUY else mid + rng.randint(1, spread)
+            qty = rng.randint(1, 9)
+            out = limit(book, side, price, qty)
+            assert not out.fills
+            open_[out.order.order_id] = (side, price, qty)
+        if step % 250 == 0:
+            book.drain_changes()
+            for side_book in (book.bids, book.asks):
+                check_front(side_book)
+                assert list(side_book.keys_in_order()) == sorted(side_book.levels)
+    for side, taker in ((BUY, SELL), (SELL, BUY)):
+        # best price first (highest bid, lowest ask), then time priority (the last
+        # placement or priority-losing amendment; order ids follow sequence)
+        expect = sorted(((price if side == SELL else -price), book.orders[oid].priority, oid)
+                        for oid, (s, price, _) in open_.items() if s == side)
+        assert book.best_bid() if side == BUY else book.best_ask()
+        got: list[int] = []
+        while book.best_bid() if side == BUY else book.best_ask():
+            got.extend(f.maker_order_id for f in market(book, taker, rng.randint(1, 40)).fills
+                       if f.maker.state == FILLED)
+        assert got == [oid for _, _, oid in expect]
+        check_front(book.bids if side == BUY else book.asks)
+
+
+def test_resting_orders_age_from_recent_to_older() -> None:
+    """More resting orders than RECENT_MAX: the older ones move from ``recent`` to
+    ``older`` and stay found by id (cancel, amend) and by matching."""
+    book = OrderBook(1)
+    ids = [limit(book, BUY, 1_000 + i % 500, 1).order.order_id
+           for i in range(RECENT_MAX + 300)]
+    assert len(book.recent) + len(book.older) == len(ids) == len(book.orders) == book.order_count
+    assert book.older and len(book.recent) <= RECENT_MAX
+    first, second, last = ids[0], ids[1], ids[-1]
+    assert first in book.older and last in book.recent
+    assert book.resting_order(first).order_id == first
+    assert not book.cancel(A, first, now_ns=1).error
+    assert book.resting_order(first) is None and first not in book.orders
+    assert book.cancel(A, first, now_ns=1).error == ERR_ORDER_NOT_OPEN
+    assert not book.amend(A, second, 1_600, 0, now_ns=1).error  # to the top of the book
+    assert not book.cancel(A, last, now_ns=1).error
+    fills = market(book, SELL, len(ids)).fills
+    assert fills[0].maker_order_id == second
+    assert sorted(f.maker_order_id for f in fills) == sorted(set(ids) - {first, last})
+    assert not book.orders and not book.recent and not book.older and book.order_count == 0
+    assert book.best_bid() is None
+
+
+def test_refill_takes_a_few_keys_of_the_best_bucket() -> None:
+    """An emptied front gets the REFILL best keys of the ladder's best bucket; the
+    rest of that bucket stays in the ladder, found and taken in order."""
+    side = Side(1)
+    marker = Order(1, 1, "", SELL, LIMIT, GTC, False, 1, 1, 0)
+    keys = list(range(1, FRONT_MAX + REFILL + 10))
+    for key in keys:
+        side.add_level(key, marker)
+    for key in keys[:FRONT_MAX]:
+        side.remove_level(key)
+    assert side.front == keys[FRONT_MAX:FRONT_MAX + REFILL]
+    assert len(side.front_levels) == REFILL and side.best == keys[FRONT_MAX]
+    assert sorted(side.far) == keys[FRONT_MAX + REFILL:]
+    assert all(side.get(key) is marker for key in keys[FRONT_MAX:])
+    assert list(side.keys_in_order()) == keys[FRONT_MAX:]
+    for key in keys[FRONT_MAX:]:
+        assert side.best == key
+        side.remove_level(key)
+    assert side.best == EMPTY and not side.front and not side.far and not side.buckets

@@ -55,7 +55,7 @@ def test_compiled_engine_is_built_and_used_where_it_can_be() -> None:
     compiled = compiled_or_skip()
     assert compiled.COMPILED and compiled.SOURCE_DIGEST == engine.source_digest()
     # engine.pxd was applied: the classes are extension types with typed fields
-    for cls, field in ((compiled.Order, "price"), (compiled.Side, "levels"),
+    for cls, field in ((compiled.Order, "price"), (compiled.Side, "front_levels"),
                        (compiled.OrderBook, "sequence")):
         assert type(cls.__dict__[field]).__name__ == "getset_descriptor", cls
     if os.environ.get("EXCHANGE_ENGINE", "").lower() != "python":
@@ -213,3 +213,22 @@ def test_agreement_on_a_long_seed_mix_stream() -> None:
         if len(commands) % 100 == 0:
             commands.append(("drain",))
     assert play(compiled, commands) == play(interpreted_engine(), commands)
+
+
+def test_compiled_fill_and_outcome_are_named_tuples_out_of_the_gc() -> None:
+    """The compiled build makes Fill and Outcome in C, not tracked by the garbage
+    collector: they are still the named tuples, equal to the interpreted ones."""
+    import gc
+
+    compiled = compiled_or_skip()
+    books = [mod.OrderBook(1) for mod in (compiled, interpreted_engine())]
+    outs = []
+    for mod, book in zip((compiled, interpreted_engine()), books, strict=True):
+        book.new_order(1, mod.SELL, mod.LIMIT, mod.GTC, 100, 5, now_ns=7)
+        outs.append(book.new_order(2, mod.BUY, mod.MARKET, mod.IOC, 0, 3, now_ns=8))
+    out, expected = outs
+    assert type(out) is compiled.Outcome and type(out.fills[0]) is compiled.Fill
+    assert not gc.is_tracked(out) and not gc.is_tracked(out.fills[0])
+    assert tuple(out.fills[0])[:10] == tuple(expected.fills[0])[:10]
+    assert (out.order.filled, out.duplicate, out.error, len(out)) == (3, False, "", 5)
+    assert books[0].drain_changes().trades == out.fills
