@@ -36,7 +36,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -397,6 +397,29 @@ class Stack:
         if self.pg is not None:
             self.pg.stop()
         return codes
+
+    @contextlib.asynccontextmanager
+    async def running(self, log_lines: int = 60) -> AsyncIterator[Stack]:
+        """``async with stack.running() as s``: started, then stopped, and the last
+        ``log_lines`` lines of each service's log printed (a test's output shows them
+        when it fails)."""
+        await self.start()
+        try:
+            yield self
+        finally:
+            await self.stop()
+            print(self.log_tails(log_lines))
+
+    def log_tails(self, lines: int = 60) -> str:
+        """The last ``lines`` lines of every service's log (for a failed test's output)."""
+        out = []
+        for name, path in self.log_paths.items():
+            try:
+                tail = path.read_text(errors="replace").splitlines()[-lines:]
+            except OSError:
+                continue
+            out += [f"----- {name} service log ({path}) -----", *tail]
+        return "\n".join(out)
 
     def exited(self) -> dict[str, int]:
         """Processes of the stack that are no longer running: name -> exit code."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -40,6 +41,13 @@ import redis
 from exchange_common import db
 from exchange_common.devrun import Stack
 from exchange_common.embedded import EmbeddedPostgres, EmbeddedRedis, quote_ident
+
+# A suite started as a background job (`make test &`, `nohup .ci/run &`) inherits SIGINT
+# ignored, and so would every process it starts: the CLI tests that press Ctrl-C would then
+# wait for an exit that never comes. A Python handler here is reset to the default in every
+# child at exec, so those processes get Ctrl-C as on a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 TEST_KEYS = {"alice": "test-key-alice-0123456789", "bob": "test-key-bob-0123456789"}
 
@@ -204,17 +212,6 @@ async def stack(database_url: str, redis_url: str, tmp_path: Path) -> AsyncItera
     ``stack.database_url``, ``stack.redis_url``. Service logs are in
     ``tmp_path/logs``; their last lines are printed after a failed test.
     """
-    s = Stack(database_url=database_url, redis_url=redis_url, keys=TEST_KEYS,
-              log_dir=tmp_path / "logs")
-    await s.start()
-    try:
+    async with Stack(database_url=database_url, redis_url=redis_url, keys=TEST_KEYS,
+                     log_dir=tmp_path / "logs").running(60) as s:
         yield s
-    finally:
-        await s.stop()
-        for name, path in s.log_paths.items():
-            try:
-                lines = path.read_text(errors="replace").splitlines()[-60:]
-            except OSError:
-                continue
-            print(f"----- {name} service log ({path}) -----")
-            print("\n".join(lines))

@@ -93,21 +93,11 @@ KILL_ERRORS = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 @pytest.fixture
 async def crash_stack(database_url: str, redis_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
-    s = Stack(database_url=database_url, redis_url=redis_url, keys=KEYS,
-              log_dir=tmp_path / "logs",
-              env={"EXCHANGE_SNAPSHOT_INTERVAL": str(SNAPSHOT_INTERVAL)})
-    await s.start()
-    try:
+    async with Stack(database_url=database_url, redis_url=redis_url, keys=KEYS,
+                     log_dir=tmp_path / "logs",
+                     env={"EXCHANGE_SNAPSHOT_INTERVAL": str(SNAPSHOT_INTERVAL)}
+                     ).running(40) as s:
         yield s
-    finally:
-        await s.stop()
-        for name, path in s.log_paths.items():
-            try:
-                lines = path.read_text(errors="replace").splitlines()[-40:]
-            except OSError:
-                continue
-            print(f"----- {name} service log ({path}) -----")
-            print("\n".join(lines))
 
 
 # ---------------------------------------------------------------------------

@@ -97,13 +97,7 @@ async def two_matching(database_url: str, redis_url: str, tmp_path: Path
     finally:
         for stack in stacks:
             await stack.stop()
-            for name, path in stack.log_paths.items():
-                try:
-                    lines = path.read_text(errors="replace").splitlines()[-60:]
-                except OSError:
-                    continue
-                print(f"----- {name} service log ({path}) -----")
-                print("\n".join(lines))
+            print(stack.log_tails(60))
 
 
 # ---------------------------------------------------------------------------
