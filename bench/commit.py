@@ -20,20 +20,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import psutil
 
+from bench.database import database_url
 from bench.results import write_result
 from exchange_common import db
-from exchange_common.embedded import EmbeddedPostgres
 from matching_service.engine import BUY, GTC, IOC, LIMIT, MARKET, SELL, OrderBook
 from matching_service.store import Store
 
@@ -137,17 +134,8 @@ async def run(server_url: str, batches: list[int], orders: int, seed: int) -> li
 
 
 async def main_async(args: argparse.Namespace) -> list[dict]:
-    server = None
-    url = os.environ.get("EXCHANGE_DATABASE_URL")
-    if not url:
-        server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="bench-commit-")) / "pg")
-        server.start()
-        url = server.url("postgres")
-    try:
+    with database_url("bench-commit-") as url:
         return await run(url, args.batch, args.orders, args.seed)
-    finally:
-        if server is not None:
-            server.stop()
 
 
 def main() -> None:

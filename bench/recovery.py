@@ -25,15 +25,13 @@ import asyncio
 import os
 import random
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import asyncpg
 
+from bench.database import database_url
 from bench.results import write_result
 from exchange_common import db
-from exchange_common.embedded import EmbeddedPostgres
 from matching_service.engine import BUY, GTC, LIMIT, SELL, OrderBook
 from matching_service.recovery import encode_snapshot
 from matching_service.store import Store
@@ -140,13 +138,7 @@ async def time_process(url: str) -> float:
 
 
 async def main_async(args: argparse.Namespace) -> dict:
-    server = None
-    url = os.environ.get("EXCHANGE_DATABASE_URL")
-    if not url:
-        server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="bench-recovery-")) / "pg")
-        server.start()
-        url = server.ensure_database("bench_recovery")
-    try:
+    with database_url("bench-recovery-", "bench_recovery") as url:
         t0 = time.perf_counter()
         await build(url, args.orders, args.churn, args.tail, args.seed)
         build_s = time.perf_counter() - t0
@@ -154,9 +146,6 @@ async def main_async(args: argparse.Namespace) -> dict:
         events = await _journal_length(url)
         process_s = await time_process(url)
         journal_times, _ = await time_load(url, False, args.repeat)
-    finally:
-        if server is not None:
-            server.stop()
     return {
         "resting_orders": resting,
         "journal_events": events,
