@@ -510,6 +510,7 @@ class RunSpec:
     profile_dir: str = ""
     client: str = "raw"
     book_interval_ms: float | None = None
+    md_workers: int = 1
 
 
 async def _recv(conn, timeout: float, what: str):
@@ -546,6 +547,9 @@ def _server_pids(stack) -> dict[str, list[int]]:
     import psutil
 
     pids = {name: [proc.pid] for name, proc in stack.processes.items()}
+    with contextlib.suppress(psutil.Error):  # market data's other workers
+        pids["marketdata"] += [
+            c.pid for c in psutil.Process(pids["marketdata"][0]).children(recursive=True)]
     if stack.pg is not None and stack.pg.pid is not None:
         pg = [stack.pg.pid]
         with contextlib.suppress(psutil.Error):
@@ -625,6 +629,8 @@ async def one_run(spec: RunSpec, workdir: Path) -> dict:
     marketdata_env = {}
     if spec.book_interval_ms is not None:
         marketdata_env["EXCHANGE_BOOK_UPDATE_INTERVAL"] = f"{spec.book_interval_ms / 1000:g}"
+    if spec.md_workers != 1:
+        marketdata_env["EXCHANGE_MARKETDATA_WORKERS"] = str(spec.md_workers)
     stack = Stack(data_dir=workdir / "data", keys=keys, log_dir=workdir / "logs",
                   env={"EXCHANGE_LOG_LEVEL": "WARNING"},
                   service_env={"matching": {"EXCHANGE_STREAM_MAXLEN": "10000000"},
@@ -823,11 +829,13 @@ async def main_async(args: argparse.Namespace) -> list[dict]:
                            slow_interval=args.slow_interval, accounts=args.accounts,
                            entry=args.entry, seed=args.seed, linger_ms=args.linger_ms,
                            profile_dir=args.profile or "", client=args.client,
-                           book_interval_ms=args.book_interval_ms)
+                           book_interval_ms=args.book_interval_ms,
+                           md_workers=args.md_workers)
             with tempfile.TemporaryDirectory(prefix="bench-fanout-") as tmp:
                 print(f"-- {n} subscribers in {procs} processes, "
                       f"{'with' if slow else 'without'} a slow subscriber, "
-                      f"{args.rate:g} orders/s for {args.duration:g} s", flush=True)
+                      f"{args.rate:g} orders/s for {args.duration:g} s, "
+                      f"{args.md_workers} market-data worker(s)", flush=True)
                 result = await one_run(spec, Path(tmp))
             result["run"] = asdict(spec)
             runs.append(result)
@@ -862,6 +870,8 @@ def command_line(args: argparse.Namespace) -> str:
         parts.append(f"--client {args.client}")
     if args.book_interval_ms is not None:
         parts.append(f"--book-interval-ms {args.book_interval_ms:g}")
+    if args.md_workers != 1:
+        parts.append(f"--md-workers {args.md_workers}")
     return " ".join(parts)
 
 
@@ -894,6 +904,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--book-interval-ms", type=float, default=None,
                    help="market data's EXCHANGE_BOOK_UPDATE_INTERVAL in ms for the run "
                         "(default: the service's default)")
+    p.add_argument("--md-workers", type=int, default=1,
+                   help="market-data processes on the one port (EXCHANGE_MARKETDATA_WORKERS; "
+                        "default 1)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--profile", metavar="DIR",
                    help="record the market-data process with py-spy (native frames too, "

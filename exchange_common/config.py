@@ -86,6 +86,9 @@ class MarketDataSettings(CommonSettings):
     book_update_interval_per_subscriber: float = Field(default=0.0001, ge=0, le=1)
     # Recent trades kept in memory per instrument.
     recent_trades: int = Field(default=1000, ge=1)
+    # Processes serving market data on the same port (SO_REUSEPORT; see
+    # marketdata_service/workers.py). One is enough below a few hundred subscribers.
+    marketdata_workers: int = Field(default=1, ge=1, le=64)
 
 
 S = TypeVar("S", bound=BaseSettings)

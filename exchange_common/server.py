@@ -22,14 +22,17 @@ from exchange_common.config import CommonSettings
 log = logging.getLogger(__name__)
 
 
-def server_options(settings: CommonSettings) -> list[tuple[str, int]]:
+def server_options(settings: CommonSettings,
+                   reuse_port: bool = False) -> list[tuple[str, int]]:
+    """``reuse_port``: other processes may listen on the same port (several workers of one
+    service); otherwise a port in use is an error."""
     return [
         ("grpc.keepalive_time_ms", settings.keepalive_time_ms),
         ("grpc.keepalive_timeout_ms", settings.keepalive_timeout_ms),
         # Let clients ping as often as they keepalive.
         ("grpc.http2.min_ping_interval_without_data_ms", min(settings.keepalive_time_ms, 10_000)),
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", int(reuse_port)),
     ]
 
 
@@ -50,10 +53,11 @@ def channel_options(settings: CommonSettings) -> list[tuple[str, int]]:
 class Service:
     """A running gRPC server with health and reflection."""
 
-    def __init__(self, settings: CommonSettings, listen: str) -> None:
+    def __init__(self, settings: CommonSettings, listen: str, *,
+                 reuse_port: bool = False) -> None:
         self.settings = settings
         self.listen = listen
-        self.server = grpc.aio.server(options=server_options(settings))
+        self.server = grpc.aio.server(options=server_options(settings, reuse_port))
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._names: list[str] = []

@@ -23,13 +23,15 @@ from exchange_common.server import Service, run_until_signal
 from marketdata_service.feed import MarketFeed
 from marketdata_service.servicer import SERVICE_NAME, MarketDataServicer, add_to_server
 from marketdata_service.store import MarketStore
+from marketdata_service.workers import Workers, report_serving, stop_with_parent, worker_index
 
 log = logging.getLogger("marketdata_service")
 
 
 class MarketDataService(Service):
     def __init__(self, settings: MarketDataSettings, feed: MarketFeed) -> None:
-        super().__init__(settings, settings.marketdata_listen)
+        super().__init__(settings, settings.marketdata_listen,
+                         reuse_port=settings.marketdata_workers > 1)
         self.feed = feed
 
     async def stop(self) -> None:
@@ -47,12 +49,16 @@ class App:
     pool: asyncpg.Pool
     redis: redis_asyncio.Redis
     _ready_task: asyncio.Task
+    # Worker 0's other workers (EXCHANGE_MARKETDATA_WORKERS > 1), else None.
+    workers: Workers | None = None
 
     @property
     def port(self) -> int:
         return self.service.port
 
     async def close_resources(self) -> None:
+        if self.workers is not None:
+            await self.workers.stop()
         self._ready_task.cancel()
         await self.feed.stop()
         await self.redis.aclose()
@@ -89,6 +95,12 @@ async def start(settings: MarketDataSettings, *, block_ms: int = 1000,
     await service.set_serving(False)
     await service.start()
     feed.start()
+    index = worker_index()
+    workers = None
+    if index == 0 and settings.marketdata_workers > 1:
+        workers = Workers(settings.marketdata_workers, settings.marketdata_listen, service.port,
+                          settings.shutdown_grace)
+        workers.start()
 
     async def serving_when_ready() -> None:
         await feed.ready.wait()
@@ -96,16 +108,24 @@ async def start(settings: MarketDataSettings, *, block_ms: int = 1000,
         # keep it out of the cyclic collector's scans, which would otherwise walk it on
         # every full collection while subscribers are being served.
         gc.freeze()
+        if workers is not None:
+            await workers.all_serving()
         await service.set_serving(True)
-        log.info("market data service serving on port %d", service.port)
+        log.info("market data service serving on port %d%s", service.port,
+                 f" (worker {index})" if index else "")
+        if index:
+            report_serving()
+            await stop_with_parent()
 
     ready_task = asyncio.create_task(serving_when_ready())
-    return App(service, feed, pool, redis, ready_task)
+    return App(service, feed, pool, redis, ready_task, workers)
 
 
 async def serve() -> None:
     settings = load(MarketDataSettings)
-    logs.setup(settings.log_level, settings.log_format, service="marketdata")
+    index = worker_index()
+    logs.setup(settings.log_level, settings.log_format,
+               service=f"marketdata-{index}" if index else "marketdata")
     try:
         app = await start(settings)
     except (OSError, asyncpg.PostgresError) as err:

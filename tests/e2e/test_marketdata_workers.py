@@ -1,0 +1,222 @@
+"""Market data with ``EXCHANGE_MARKETDATA_WORKERS=2``: two real processes on one port.
+
+- Subscribers on separate connections land on both workers (seen from the kernel's socket
+  table), and every one of them follows the book to what GetOrderBook says.
+- A worker killed with SIGKILL is started again by worker 0; a subscriber that was on it gets
+  UNAVAILABLE and its resubscription is served.
+- When worker 0 is killed with SIGKILL, the other worker stops by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import psutil
+import pytest
+from e2e_helpers import meta
+
+from exchange.common.v1 import common_pb2 as cpb
+from exchange.marketdata.v1 import marketdata_pb2 as md_pb2
+from exchange.marketdata.v1 import marketdata_pb2_grpc as md_grpc
+from exchange.order.v1 import order_pb2 as opb
+from exchange.order.v1 import order_pb2_grpc as opb_grpc
+from exchange_common.devrun import Stack
+
+pytestmark = pytest.mark.e2e
+
+KEYS = {"alice": "workers-key-alice-0123456789"}
+SUBSCRIBERS = 16
+WAIT = 20.0  # seconds for anything to happen before the test fails
+
+
+@pytest.fixture
+async def stack(database_url: str, redis_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
+    async with Stack(database_url=database_url, redis_url=redis_url, keys=KEYS,
+                     log_dir=tmp_path / "logs",
+                     service_env={"marketdata": {"EXCHANGE_MARKETDATA_WORKERS": "2"}}
+                     ).running(40) as s:
+        yield s
+
+
+def own_channel(addr: str) -> grpc.aio.Channel:
+    """A channel with a TCP connection of its own (channels in one process share
+    connections to the same address unless told not to)."""
+    return grpc.aio.insecure_channel(addr, options=[("grpc.use_local_subchannel_pool", 1)])
+
+
+class Follower:
+    """One StreamOrderBook subscriber keeping the L2 book (price -> quantity)."""
+
+    def __init__(self, addr: str) -> None:
+        self.channel = own_channel(addr)
+        self.book: dict[str, dict[str, str]] = {"bids": {}, "asks": {}}
+        self.sequence = -1
+        self.ready = asyncio.Event()
+        self.error: grpc.aio.AioRpcError | None = None
+        self.task = asyncio.create_task(self._follow())
+
+    async def _follow(self) -> None:
+        stub = md_grpc.MarketDataServiceStub(self.channel)
+        try:
+            async for msg in stub.StreamOrderBook(
+                    md_pb2.StreamOrderBookRequest(instrument="BTC-USD")):
+                which = msg.WhichOneof("update")
+                if which == "snapshot":
+                    snap = msg.snapshot
+                    self.book = {"bids": {lv.price: lv.quantity for lv in snap.bids},
+                                 "asks": {lv.price: lv.quantity for lv in snap.asks}}
+                    self.sequence = snap.sequence
+                    self.ready.set()
+                elif which == "delta":
+                    d = msg.delta
+                    assert d.first_sequence == self.sequence + 1, "a gap in the stream"
+                    for side, levels in (("bids", d.bids), ("asks", d.asks)):
+                        for lv in levels:
+                            if lv.quantity == "0":
+                                self.book[side].pop(lv.price, None)
+                            else:
+                                self.book[side][lv.price] = lv.quantity
+                    self.sequence = d.sequence
+        except grpc.aio.AioRpcError as err:
+            self.error = err
+
+    async def close(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        await self.channel.close()
+
+
+def established_on(pid: int, port: int) -> int:
+    """Connections the process ``pid`` has accepted on ``port``."""
+    return sum(1 for c in psutil.Process(pid).net_connections("tcp")
+               if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
+
+
+def worker_pids(stack: Stack) -> list[int]:
+    return [c.pid for c in psutil.Process(stack.processes["marketdata"].pid).children()]
+
+
+async def wait_for(predicate, what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def place_orders(stack: Stack, count: int) -> None:
+    async with grpc.aio.insecure_channel(stack.order_addr) as channel:
+        stub = opb_grpc.OrderServiceStub(channel)
+        for i in range(count):
+            side = cpb.SIDE_BUY if i % 2 == 0 else cpb.SIDE_SELL
+            price = 69_000 - i if side == cpb.SIDE_BUY else 71_000 + i
+            await stub.CreateOrder(opb.CreateOrderRequest(
+                instrument="BTC-USD", side=side, type=cpb.ORDER_TYPE_LIMIT,
+                time_in_force=cpb.TIME_IN_FORCE_GTC, price=f"{price}.00", quantity="0.0100",
+                client_order_id=f"w-{time.monotonic_ns()}-{i}"),
+                metadata=meta(stack, "alice"), timeout=10)
+
+
+async def current_book(stack: Stack) -> tuple[int, dict[str, dict[str, str]]]:
+    async with own_channel(stack.marketdata_addr) as channel:
+        r = await md_grpc.MarketDataServiceStub(channel).GetOrderBook(
+            md_pb2.GetOrderBookRequest(instrument="BTC-USD"), timeout=10)
+    return r.sequence, {"bids": {lv.price: lv.quantity for lv in r.bids},
+                        "asks": {lv.price: lv.quantity for lv in r.asks}}
+
+
+async def test_subscribers_are_spread_over_both_workers_and_follow_the_book(stack: Stack):
+    parent = stack.processes["marketdata"].pid
+    port = int(stack.marketdata_addr.rpartition(":")[2])
+    children = worker_pids(stack)
+    assert len(children) == 1, children
+    followers = [Follower(stack.marketdata_addr) for _ in range(SUBSCRIBERS)]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(f.ready.wait() for f in followers)), WAIT)
+        on_parent = established_on(parent, port)
+        on_child = established_on(children[0], port)
+        # SO_REUSEPORT hashes each connection to one listener: with 16 connections both get
+        # some (all on one side has a chance of 2 in 65,536).
+        assert on_parent >= 1 and on_child >= 1, (on_parent, on_child)
+        assert on_parent + on_child >= SUBSCRIBERS
+
+        await place_orders(stack, 20)
+        sequence, _ = await current_book(stack)
+        await wait_for(lambda: all(f.sequence >= sequence for f in followers),
+                       "every subscriber to reach the last sequence")
+        _, book = await current_book(stack)
+        assert len(book["bids"]) == 10 and len(book["asks"]) == 10
+        for f in followers:
+            assert f.error is None
+            assert f.book == book
+    finally:
+        for f in followers:
+            await f.close()
+
+
+async def test_a_killed_worker_is_started_again(stack: Stack):
+    port = int(stack.marketdata_addr.rpartition(":")[2])
+    (child,) = worker_pids(stack)
+    followers = [Follower(stack.marketdata_addr) for _ in range(SUBSCRIBERS)]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(f.ready.wait() for f in followers)), WAIT)
+        assert established_on(child, port) >= 1
+        os.kill(child, signal.SIGKILL)
+        # The subscribers that were on it are told to come back.
+        await wait_for(lambda: any(f.error is not None for f in followers),
+                       "the killed worker's subscribers to see their streams end")
+        for f in followers:
+            if f.error is not None:
+                assert f.error.code() == grpc.StatusCode.UNAVAILABLE
+        await wait_for(lambda: len(worker_pids(stack)) == 1 and worker_pids(stack)[0] != child,
+                       "worker 0 to start the worker again")
+        # Resubscribing works, and new connections reach the new worker once it is serving.
+        (new_child,) = worker_pids(stack)
+        await place_orders(stack, 4)
+        sequence, book = await current_book(stack)
+
+        def spread() -> bool:
+            return established_on(new_child, port) >= 1
+
+        late: list[Follower] = []
+        deadline = time.monotonic() + WAIT
+        while not spread():
+            assert time.monotonic() < deadline, "no connection reached the new worker"
+            f = Follower(stack.marketdata_addr)
+            late.append(f)
+            followers.append(f)
+            # Refused (UNAVAILABLE) while the new worker is still loading: try another.
+            await asyncio.wait([asyncio.ensure_future(f.ready.wait()), f.task], timeout=5,
+                               return_when=asyncio.FIRST_COMPLETED)
+        ready = [f for f in late if f.ready.is_set()]
+        assert ready
+        for f in ready:
+            assert f.sequence >= sequence
+            assert f.book == book
+    finally:
+        for f in followers:
+            await f.close()
+
+
+async def test_workers_stop_when_worker_0_is_killed(stack: Stack):
+    (child,) = worker_pids(stack)
+    stack.kill_service("marketdata")
+    deadline = time.monotonic() + WAIT
+    while psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the worker outlived worker 0"
+        await asyncio.sleep(0.1)
+
+
+async def test_stopping_worker_0_stops_the_others(stack: Stack):
+    (child,) = worker_pids(stack)
+    assert await stack.stop_service("marketdata") == 0
+    assert not psutil.pid_exists(child) or (
+        psutil.Process(child).status() == psutil.STATUS_ZOMBIE)
