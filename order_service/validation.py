@@ -35,7 +35,9 @@ class ValidOrder:
 
 
 def check_client_order_id(value: str, field: str = "client_order_id") -> None:
-    if len(value) > MAX_CLIENT_ORDER_ID or not all(33 <= ord(c) <= 126 for c in value):
+    # Printable ASCII without spaces is '!' (33) to '~' (126); str methods, not a loop.
+    if (len(value) > MAX_CLIENT_ORDER_ID or not value.isascii() or not value.isprintable()
+            or " " in value):
         raise InvalidArgument(
             f"{field} must be 1-{MAX_CLIENT_ORDER_ID} printable ASCII characters without spaces",
             reason="CLIENT_ORDER_ID_INVALID", field=field)

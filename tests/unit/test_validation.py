@@ -5,6 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from exchange.order.v1 import order_pb2 as opb
 from exchange_common.decimals import (
@@ -16,7 +18,16 @@ from exchange_common.decimals import (
 )
 from exchange_common.errors import ExchangeError, FailedPrecondition, InvalidArgument
 from exchange_common.instruments import InstrumentSpec
-from order_service.validation import FOK, GTC, IOC, LIMIT, MARKET, validate_new_order
+from order_service.validation import (
+    FOK,
+    GTC,
+    IOC,
+    LIMIT,
+    MARKET,
+    MAX_CLIENT_ORDER_ID,
+    check_client_order_id,
+    validate_new_order,
+)
 
 BTC = InstrumentSpec(
     instrument_id=1, symbol="BTC-USD", base_asset="BTC", quote_asset="USD",
@@ -147,3 +158,14 @@ def test_integer_conversion_agrees_with_decimal_arithmetic() -> None:
             if off.as_tuple().exponent >= -18 and len(str(off)) < 36:
                 with pytest.raises((OffGridError, DecimalFormatError)):
                     parse_units(f"{off:f}", step)
+
+
+@given(st.text(max_size=MAX_CLIENT_ORDER_ID + 2))
+def test_client_order_id_is_printable_ascii_without_spaces(value: str) -> None:
+    allowed = len(value) <= MAX_CLIENT_ORDER_ID and all(33 <= ord(c) <= 126 for c in value)
+    try:
+        check_client_order_id(value)
+    except InvalidArgument as err:
+        assert not allowed and err.reason == "CLIENT_ORDER_ID_INVALID"
+    else:
+        assert allowed
