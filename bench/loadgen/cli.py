@@ -52,7 +52,7 @@ from bench.loadgen.spec import (
     ramp_segments,
 )
 from bench.loadgen.targets import EchoTarget, ExchangeTarget
-from bench.results import RESULTS, machine, write_result
+from bench.results import RESULTS, environment, write_result
 
 log = logging.getLogger("bench.loadgen")
 
@@ -293,14 +293,7 @@ async def main_async(args: argparse.Namespace) -> int:
         "segments": settings.get("segments"),
         **extra, "runs": runs, "ratios_to_echo": ratio, "plot": None,
     }, default=_jsonable))
-    if args.out is None:
-        path = write_result(name, figures, command)
-    else:
-        args.out.mkdir(parents=True, exist_ok=True)
-        path = args.out / f"{name}-{when:%Y%m%dT%H%M%SZ}.json"
-        path.write_text(json.dumps({"benchmark": name, "command": command,
-                                    "date": when.isoformat(timespec="seconds"),
-                                    "machine": machine(), "figures": figures}, indent=2) + "\n")
+    path = write_result(name, figures, command, args.out or RESULTS)
     plot_path = None
     if not args.no_plot:
         # Named as the JSON result, which then names it.
@@ -312,6 +305,8 @@ async def main_async(args: argparse.Namespace) -> int:
                                    if plot_path.is_relative_to(root) else str(plot_path))
         path.write_text(json.dumps(data, indent=2) + "\n")
     print(f"\ncommand: {command}")
+    if env := environment():
+        print("with:    " + " ".join(f"{k}={v}" for k, v in env.items()))
     print(f"result:  {path}" + (f"\nplot:    {plot_path}" if plot_path else ""))
     missing = any(r.get("durability", {}).get("missing") for r in runs)
     return 1 if missing else 0

@@ -11,6 +11,7 @@ These are not benchmarks: the figures are not judged.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,11 +23,13 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
 
 
-def loadgen(tmp_path: Path, *args: str, timeout: float = 90) -> dict:
+def loadgen(tmp_path: Path, *args: str, timeout: float = 90,
+            env: dict[str, str] | None = None) -> dict:
     proc = subprocess.run(
         [sys.executable, "-m", "bench.loadgen", "--rate", "50", "--duration", "2",
          "--accounts", "5", "--out", str(tmp_path), *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = list(tmp_path.glob("*.json"))
     assert len(results) == 1, results
@@ -54,7 +57,12 @@ def check_run(run: dict, *, durable: bool) -> None:
 
 
 def test_unary_against_the_exchange(tmp_path: Path) -> None:
-    data = loadgen(tmp_path, "--target", "exchange", "--mode", "unary", "--no-plot")
+    data = loadgen(tmp_path, "--target", "exchange", "--mode", "unary", "--no-plot",
+                   env={"EXCHANGE_COMMIT_MIN_INTERVAL": "0.004"})
+    # The settings of the run are written down with it, credentials only as "<set>".
+    assert data["environment"]["EXCHANGE_COMMIT_MIN_INTERVAL"] == "0.004"
+    assert all(value in ("<set>", "") for name, value in data["environment"].items()
+               if "URL" in name), data["environment"]
     (run,) = data["figures"]["runs"]
     assert (run["target"], run["mode"]) == ("exchange", "unary")
     check_run(run, durable=True)
