@@ -28,6 +28,10 @@ class CommonSettings(BaseSettings):
     # gRPC keepalive for servers and channels.
     keepalive_time_ms: int = Field(default=20_000, ge=1000)
     keepalive_timeout_ms: int = Field(default=10_000, ge=1000)
+    # Calls gRPC holds for a server that takes them more slowly than they arrive: beyond
+    # this many it refuses some at random, and all beyond 3x (the client sees CANCELLED;
+    # the call never reached the service). gRPC's own default; raise it to queue longer.
+    grpc_max_pending_calls: int = Field(default=1000, ge=1)
 
 
 class OrderSettings(CommonSettings):

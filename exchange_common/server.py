@@ -33,6 +33,8 @@ def server_options(settings: CommonSettings,
         ("grpc.http2.min_ping_interval_without_data_ms", min(settings.keepalive_time_ms, 10_000)),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.so_reuseport", int(reuse_port)),
+        ("grpc.server.max_pending_requests", settings.grpc_max_pending_calls),
+        ("grpc.server.max_pending_requests_hard_limit", 3 * settings.grpc_max_pending_calls),
     ]
 
 

@@ -128,6 +128,7 @@ EXCHANGE_DB_POOL_MAX: {{ $v.config.dbPoolMax | quote }}
 EXCHANGE_SHUTDOWN_GRACE: {{ $v.config.shutdownGrace | quote }}
 EXCHANGE_KEEPALIVE_TIME_MS: {{ $v.config.keepaliveTimeMs | int64 | quote }}
 EXCHANGE_KEEPALIVE_TIMEOUT_MS: {{ $v.config.keepaliveTimeoutMs | int64 | quote }}
+EXCHANGE_GRPC_MAX_PENDING_CALLS: {{ $v.config.grpcMaxPendingCalls | int64 | quote }}
 OTEL_SERVICE_NAME: {{ .service | quote }}
 OTEL_LOGS_EXPORTER: "none"
 {{- if $v.otel.enabled }}
