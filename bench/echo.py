@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 
 import grpc
@@ -84,6 +85,8 @@ class EchoOrderService(opb_grpc.OrderServiceServicer):
             yield opb.OrderEntryResponse(events=events)
 
 
+# Calls gRPC holds before it refuses some, as EXCHANGE_GRPC_MAX_PENDING_CALLS for the services.
+MAX_PENDING_CALLS = int(os.environ.get("EXCHANGE_GRPC_MAX_PENDING_CALLS", "1000"))
 SERVER_OPTIONS = [
     # As the exchange's services (exchange_common.server.server_options).
     ("grpc.keepalive_time_ms", 20_000),
@@ -91,6 +94,8 @@ SERVER_OPTIONS = [
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.so_reuseport", 0),
+    ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+    ("grpc.server.max_pending_requests_hard_limit", 3 * MAX_PENDING_CALLS),
 ]
 
 

@@ -43,7 +43,7 @@ class OrderSettings(CommonSettings):
     # client_order_id look-ups run one query at a time, and start at most this often
     # (seconds): under load, waiting look-ups go together and PostgreSQL spends less per
     # order; an idle service answers a lone look-up at once.
-    lookup_min_interval: float = Field(default=0.002, ge=0, le=1)
+    lookup_min_interval: float = Field(default=0.005, ge=0, le=1)
 
 
 class MatchingSettings(CommonSettings):
@@ -57,7 +57,7 @@ class MatchingSettings(CommonSettings):
     # A group commit starts at most this often per instrument (seconds): under load the
     # commands arriving meanwhile make the batch bigger and PostgreSQL spends less per
     # order; a command arriving after a quiet spell is committed at once.
-    commit_min_interval: float = Field(default=0.002, ge=0, le=1)
+    commit_min_interval: float = Field(default=0.005, ge=0, le=1)
     # Redis stream length kept per instrument (approximate).
     stream_maxlen: int = Field(default=100_000, ge=100)
     # A book snapshot is written after every this many journal events (0 = never).
