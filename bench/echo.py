@@ -86,7 +86,7 @@ class EchoOrderService(opb_grpc.OrderServiceServicer):
 
 
 # Calls gRPC holds before it refuses some, as EXCHANGE_GRPC_MAX_PENDING_CALLS for the services.
-MAX_PENDING_CALLS = int(os.environ.get("EXCHANGE_GRPC_MAX_PENDING_CALLS", "1000"))
+MAX_PENDING_CALLS = int(os.environ.get("EXCHANGE_GRPC_MAX_PENDING_CALLS") or 1000)
 SERVER_OPTIONS = [
     # As the exchange's services (exchange_common.server.server_options).
     ("grpc.keepalive_time_ms", 20_000),
