@@ -294,19 +294,22 @@ async def main_async(args: argparse.Namespace) -> int:
         **extra, "runs": runs, "ratios_to_echo": ratio, "plot": None,
     }, default=_jsonable))
     path = write_result(name, figures, command, args.out or RESULTS)
+    env = environment()
+    settings_line = " ".join(f"{k}={v}" for k, v in env.items())
     plot_path = None
     if not args.no_plot:
         # Named as the JSON result, which then names it.
         plot_path = report.plot(runs, path.with_suffix(".png"),
-                                f"{command}   ({when:%Y-%m-%d %H:%M} UTC)")
+                                f"{settings_line} {command}   ({when:%Y-%m-%d %H:%M} UTC)"
+                                .lstrip())
         data = json.loads(path.read_text())
         root = RESULTS.parent.parent
         data["figures"]["plot"] = (str(plot_path.relative_to(root))
                                    if plot_path.is_relative_to(root) else str(plot_path))
         path.write_text(json.dumps(data, indent=2) + "\n")
     print(f"\ncommand: {command}")
-    if env := environment():
-        print("with:    " + " ".join(f"{k}={v}" for k, v in env.items()))
+    if env:
+        print(f"with:    {settings_line}")
     print(f"result:  {path}" + (f"\nplot:    {plot_path}" if plot_path else ""))
     missing = any(r.get("durability", {}).get("missing") for r in runs)
     return 1 if missing else 0
