@@ -33,6 +33,8 @@ from grpc_reflection.v1alpha import reflection
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
+from exchange_common.config import CommonSettings
+from exchange_common.server import server_options
 
 SERVICE = opb.DESCRIPTOR.services_by_name["OrderService"].full_name
 
@@ -85,18 +87,11 @@ class EchoOrderService(opb_grpc.OrderServiceServicer):
             yield opb.OrderEntryResponse(events=events)
 
 
-# Calls gRPC holds before it refuses some, as EXCHANGE_GRPC_MAX_PENDING_CALLS for the services.
-MAX_PENDING_CALLS = int(os.environ.get("EXCHANGE_GRPC_MAX_PENDING_CALLS") or 1000)
-SERVER_OPTIONS = [
-    # As the exchange's services (exchange_common.server.server_options).
-    ("grpc.keepalive_time_ms", 20_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.so_reuseport", 0),
-    ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
-    ("grpc.server.max_pending_requests_hard_limit", 3 * MAX_PENDING_CALLS),
-]
+# The exchange's own server options (keepalive, pending-call limit), with the defaults of its
+# settings; EXCHANGE_GRPC_MAX_PENDING_CALLS applies here too. The database and Redis URLs the
+# settings require are not needed for these, so the settings are not validated.
+SERVER_OPTIONS = server_options(CommonSettings.model_construct(
+    grpc_max_pending_calls=int(os.environ.get("EXCHANGE_GRPC_MAX_PENDING_CALLS") or 1000)))
 
 
 async def serve(listen: str) -> None:
