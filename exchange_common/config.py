@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -32,6 +32,65 @@ class CommonSettings(BaseSettings):
     # this many it refuses some at random, and all beyond 3x (the client sees CANCELLED;
     # the call never reached the service). gRPC's own default; raise it to queue longer.
     grpc_max_pending_calls: int = Field(default=1000, ge=1)
+    # Largest message a server takes or sends (bytes). gRPC refuses a bigger one with
+    # RESOURCE_EXHAUSTED before the service sees it. 4 MiB (gRPC's default) holds an
+    # OrderEntry message of 1,000 commands many times over.
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+    # Largest request metadata (headers) a server takes, bytes; gRPC's default is 8 KiB.
+    max_metadata_bytes: int = Field(default=16 * 1024, ge=8 * 1024)
+
+    # TLS on the public port (order service, market data): PEM files. Both empty: plaintext.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    # When set, clients must present a certificate signed by this CA (mutual TLS).
+    tls_client_ca_file: str = ""
+
+    # Service-to-service authentication (order service -> matching). Mutual TLS when the
+    # three files are set: the matching pod serves with this certificate and accepts only
+    # clients whose certificate is signed by the CA and names one of
+    # ``internal_allowed_clients``; the order service presents its own. Otherwise the
+    # shared secret ``internal_token`` travels in the metadata of every call. One of the
+    # two is required by the matching pod and the order service.
+    internal_tls_cert_file: str = ""
+    internal_tls_key_file: str = ""
+    internal_tls_ca_file: str = ""
+    # The name the order service expects in a matching pod's certificate; empty: the host
+    # of the pod's address.
+    internal_tls_server_name: str = ""
+    # Client certificate names (common name or DNS name) the matching pods accept.
+    internal_allowed_clients: str = "order-service"
+    internal_token: str = Field(default="", repr=False)
+
+    # HMAC key of page tokens (any string; the same on every replica, so a token one
+    # replica issued is good at the next). Empty: a random key per process, and a token
+    # only works on the process that issued it.
+    page_token_key: str = Field(default="", repr=False)
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> CommonSettings:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("EXCHANGE_TLS_CERT_FILE and EXCHANGE_TLS_KEY_FILE go together")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ValueError("EXCHANGE_TLS_CLIENT_CA_FILE needs EXCHANGE_TLS_CERT_FILE and "
+                             "EXCHANGE_TLS_KEY_FILE")
+        internal = (self.internal_tls_cert_file, self.internal_tls_key_file,
+                    self.internal_tls_ca_file)
+        if any(internal) and not all(internal):
+            raise ValueError("EXCHANGE_INTERNAL_TLS_CERT_FILE, EXCHANGE_INTERNAL_TLS_KEY_FILE "
+                             "and EXCHANGE_INTERNAL_TLS_CA_FILE go together")
+        return self
+
+    @property
+    def internal_tls(self) -> bool:
+        return bool(self.internal_tls_cert_file)
+
+    def require_internal_auth(self) -> None:
+        """Stop unless calls between services can be authenticated."""
+        if not self.internal_tls and not self.internal_token:
+            raise ValueError(
+                "no service-to-service authentication: set EXCHANGE_INTERNAL_TOKEN (a shared "
+                "secret) or EXCHANGE_INTERNAL_TLS_CERT_FILE, EXCHANGE_INTERNAL_TLS_KEY_FILE "
+                "and EXCHANGE_INTERNAL_TLS_CA_FILE (mutual TLS)")
 
 
 class OrderSettings(CommonSettings):
@@ -44,10 +103,33 @@ class OrderSettings(CommonSettings):
     # (seconds): under load, waiting look-ups go together and PostgreSQL spends less per
     # order; an idle service answers a lone look-up at once.
     lookup_min_interval: float = Field(default=0.005, ge=0, le=1)
+    # The admin API (exchange.admin.v1.AdminService, x-admin-key): "" serves it on the
+    # order port, an address on a port of its own (e.g. 127.0.0.1:50053, for a port that
+    # only operators reach), "off" not at all.
+    admin_listen: str = ""
+    # Per-account rate limits (the account's tier): off switches them off everywhere.
+    rate_limits: bool = True
+    # Tokens are leased from the shared buckets in Redis this many seconds of an account's
+    # rate at a time, so most calls are counted in memory; the limit holds across
+    # replicas to within one lease per process.
+    rate_limit_lease: float = Field(default=0.05, gt=0, le=10)
+    # Failed authentications (unknown, revoked or malformed keys) a peer address may make
+    # per minute on one process before its calls are refused without a look-up.
+    max_failed_auth_per_minute: int = Field(default=30, ge=1)
+    # OrderEntry sessions open at once on one connection.
+    max_streams_per_connection: int = Field(default=16, ge=1)
+    # Commands in one OrderEntry message; the ones past it are answered with an error.
+    max_commands_per_message: int = Field(default=1000, ge=1)
+
+    @model_validator(mode="after")
+    def _internal_auth(self) -> OrderSettings:
+        self.require_internal_auth()
+        return self
 
 
 class MatchingSettings(CommonSettings):
-    matching_listen: str = "0.0.0.0:50060"
+    # Internal: loopback unless set (the chart sets 0.0.0.0 and a NetworkPolicy).
+    matching_listen: str = "127.0.0.1:50060"
     # The address the order services use to reach this pod.
     matching_advertise: str = "127.0.0.1:50060"
     # Instruments this pod may own: "*" for all, or comma-separated symbols.
@@ -74,6 +156,11 @@ class MatchingSettings(CommonSettings):
     # this, market data resynchronizes from PostgreSQL instead.
     publish_backlog: int = Field(default=100_000, ge=1)
 
+    @model_validator(mode="after")
+    def _internal_auth(self) -> MatchingSettings:
+        self.require_internal_auth()
+        return self
+
 
 class MarketDataSettings(CommonSettings):
     marketdata_listen: str = "0.0.0.0:50052"
@@ -93,6 +180,10 @@ class MarketDataSettings(CommonSettings):
     # Processes serving market data on the same port (SO_REUSEPORT; see
     # marketdata_service/workers.py). One is enough below a few hundred subscribers.
     marketdata_workers: int = Field(default=1, ge=1, le=64)
+    # Stream subscriptions (StreamOrderBook, StreamTrades) one process serves at once.
+    max_subscribers: int = Field(default=10_000, ge=1)
+    # ... and on one connection.
+    max_streams_per_connection: int = Field(default=100, ge=1)
 
 
 S = TypeVar("S", bound=BaseSettings)
@@ -105,7 +196,10 @@ def load(cls: type[S]) -> S:
     except ValidationError as err:
         lines = []
         for e in err.errors():
-            name = "EXCHANGE_" + "_".join(str(p) for p in e["loc"]).upper()
-            lines.append(f"  {name}: {e['msg']}")
+            if e["loc"]:
+                name = "EXCHANGE_" + "_".join(str(p) for p in e["loc"]).upper()
+                lines.append(f"  {name}: {e['msg']}")
+            else:  # a check across settings: its message names them
+                lines.append(f"  {e['msg'].removeprefix('Value error, ')}")
         print(f"{cls.__name__}: invalid configuration:\n" + "\n".join(lines), file=sys.stderr)
         raise SystemExit(2) from None

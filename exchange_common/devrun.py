@@ -72,7 +72,8 @@ class ServiceSpec:
 
 # In start order: matching first, so the order service finds the owners.
 SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("matching", "matching_service", "EXCHANGE_MATCHING_LISTEN", "0.0.0.0:50060"),
+    # Internal: on loopback only (and it takes commands only from an order service).
+    ServiceSpec("matching", "matching_service", "EXCHANGE_MATCHING_LISTEN", "127.0.0.1:50060"),
     ServiceSpec("order", "order_service", "EXCHANGE_ORDER_LISTEN", "0.0.0.0:50051"),
     ServiceSpec("marketdata", "marketdata_service", "EXCHANGE_MARKETDATA_LISTEN", "0.0.0.0:50052"),
 )
@@ -163,6 +164,10 @@ class Stack:
         self.keys: dict[str, str] = dict(keys or {})
         self.account_ids: dict[str, int] = {}
         self.extra_env = dict(env or {})
+        # The shared secret between the order services and the matching pods.
+        self.internal_token = (self.extra_env.get("EXCHANGE_INTERNAL_TOKEN")
+                               or os.environ.get("EXCHANGE_INTERNAL_TOKEN")
+                               or secrets.token_urlsafe(32))
         # Per service name: variables for that service only (applied last).
         self.service_extra_env: dict[str, dict[str, str]] = {
             name: dict(values) for name, values in (service_env or {}).items()}
@@ -288,6 +293,7 @@ class Stack:
             "EXCHANGE_MATCHING_LISTEN": self.listen["matching"],
             "EXCHANGE_MATCHING_ADVERTISE": self.matching_advertise,
             "EXCHANGE_MARKETDATA_LISTEN": self.listen["marketdata"],
+            "EXCHANGE_INTERNAL_TOKEN": self.internal_token,
             "PYTHONUNBUFFERED": "1",
         })
         if name in self.extra_matching:

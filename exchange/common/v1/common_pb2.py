@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x65xchange/common/v1/common.proto\x12\x12\x65xchange.common.v1*9\n\x04Side\x12\x14\n\x10SIDE_UNSPECIFIED\x10\x00\x12\x0c\n\x08SIDE_BUY\x10\x01\x12\r\n\tSIDE_SELL\x10\x02*T\n\tOrderType\x12\x1a\n\x16ORDER_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10ORDER_TYPE_LIMIT\x10\x01\x12\x15\n\x11ORDER_TYPE_MARKET\x10\x02*q\n\x0bTimeInForce\x12\x1d\n\x19TIME_IN_FORCE_UNSPECIFIED\x10\x00\x12\x15\n\x11TIME_IN_FORCE_GTC\x10\x01\x12\x15\n\x11TIME_IN_FORCE_IOC\x10\x02\x12\x15\n\x11TIME_IN_FORCE_FOK\x10\x03*\xc6\x01\n\nOrderState\x12\x1b\n\x17ORDER_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0fORDER_STATE_NEW\x10\x01\x12 \n\x1cORDER_STATE_PARTIALLY_FILLED\x10\x02\x12\x16\n\x12ORDER_STATE_FILLED\x10\x03\x12\x19\n\x15ORDER_STATE_CANCELLED\x10\x04\x12\x17\n\x13ORDER_STATE_EXPIRED\x10\x05\x12\x18\n\x14ORDER_STATE_REJECTED\x10\x06*P\n\tLiquidity\x12\x19\n\x15LIQUIDITY_UNSPECIFIED\x10\x00\x12\x13\n\x0fLIQUIDITY_MAKER\x10\x01\x12\x13\n\x0fLIQUIDITY_TAKER\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x65xchange/common/v1/common.proto\x12\x12\x65xchange.common.v1*9\n\x04Side\x12\x14\n\x10SIDE_UNSPECIFIED\x10\x00\x12\x0c\n\x08SIDE_BUY\x10\x01\x12\r\n\tSIDE_SELL\x10\x02*T\n\tOrderType\x12\x1a\n\x16ORDER_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10ORDER_TYPE_LIMIT\x10\x01\x12\x15\n\x11ORDER_TYPE_MARKET\x10\x02*q\n\x0bTimeInForce\x12\x1d\n\x19TIME_IN_FORCE_UNSPECIFIED\x10\x00\x12\x15\n\x11TIME_IN_FORCE_GTC\x10\x01\x12\x15\n\x11TIME_IN_FORCE_IOC\x10\x02\x12\x15\n\x11TIME_IN_FORCE_FOK\x10\x03*\xc6\x01\n\nOrderState\x12\x1b\n\x17ORDER_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0fORDER_STATE_NEW\x10\x01\x12 \n\x1cORDER_STATE_PARTIALLY_FILLED\x10\x02\x12\x16\n\x12ORDER_STATE_FILLED\x10\x03\x12\x19\n\x15ORDER_STATE_CANCELLED\x10\x04\x12\x17\n\x13ORDER_STATE_EXPIRED\x10\x05\x12\x18\n\x14ORDER_STATE_REJECTED\x10\x06*P\n\tLiquidity\x12\x19\n\x15LIQUIDITY_UNSPECIFIED\x10\x00\x12\x13\n\x0fLIQUIDITY_MAKER\x10\x01\x12\x13\n\x0fLIQUIDITY_TAKER\x10\x02*\x95\x01\n\x10InstrumentStatus\x12!\n\x1dINSTRUMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19INSTRUMENT_STATUS_TRADING\x10\x01\x12\x1c\n\x18INSTRUMENT_STATUS_HALTED\x10\x02\x12!\n\x1dINSTRUMENT_STATUS_CANCEL_ONLY\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,4 +41,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ORDERSTATE']._serialized_end=514
   _globals['_LIQUIDITY']._serialized_start=516
   _globals['_LIQUIDITY']._serialized_end=596
+  _globals['_INSTRUMENTSTATUS']._serialized_start=599
+  _globals['_INSTRUMENTSTATUS']._serialized_end=748
 # @@protoc_insertion_point(module_scope)

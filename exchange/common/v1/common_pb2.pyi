@@ -38,6 +38,13 @@ class Liquidity(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LIQUIDITY_UNSPECIFIED: _ClassVar[Liquidity]
     LIQUIDITY_MAKER: _ClassVar[Liquidity]
     LIQUIDITY_TAKER: _ClassVar[Liquidity]
+
+class InstrumentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INSTRUMENT_STATUS_UNSPECIFIED: _ClassVar[InstrumentStatus]
+    INSTRUMENT_STATUS_TRADING: _ClassVar[InstrumentStatus]
+    INSTRUMENT_STATUS_HALTED: _ClassVar[InstrumentStatus]
+    INSTRUMENT_STATUS_CANCEL_ONLY: _ClassVar[InstrumentStatus]
 SIDE_UNSPECIFIED: Side
 SIDE_BUY: Side
 SIDE_SELL: Side
@@ -58,3 +65,7 @@ ORDER_STATE_REJECTED: OrderState
 LIQUIDITY_UNSPECIFIED: Liquidity
 LIQUIDITY_MAKER: Liquidity
 LIQUIDITY_TAKER: Liquidity
+INSTRUMENT_STATUS_UNSPECIFIED: InstrumentStatus
+INSTRUMENT_STATUS_TRADING: InstrumentStatus
+INSTRUMENT_STATUS_HALTED: InstrumentStatus
+INSTRUMENT_STATUS_CANCEL_ONLY: InstrumentStatus

@@ -26,45 +26,45 @@ from exchange.common.v1 import common_pb2 as exchange_dot_common_dot_v1_dot_comm
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'exchange/marketdata/v1/marketdata.proto\x12\x16\x65xchange.marketdata.v1\x1a\x1f\x65xchange/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x99\x02\n\nInstrument\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x12\n\nbase_asset\x18\x02 \x01(\t\x12\x13\n\x0bquote_asset\x18\x03 \x01(\t\x12\x11\n\ttick_size\x18\x04 \x01(\t\x12\x10\n\x08lot_size\x18\x05 \x01(\t\x12\x14\n\x0cmin_quantity\x18\x06 \x01(\t\x12\x14\n\x0cmax_quantity\x18\x07 \x01(\t\x12\x14\n\x0cmin_notional\x18\x08 \x01(\t\x12\x16\n\x0eprice_decimals\x18\t \x01(\x05\x12\x19\n\x11quantity_decimals\x18\n \x01(\x05\x12\x38\n\x06status\x18\x0b \x01(\x0e\x32(.exchange.marketdata.v1.InstrumentStatus\"\x18\n\x16ListInstrumentsRequest\"R\n\x17ListInstrumentsResponse\x12\x37\n\x0binstruments\x18\x01 \x03(\x0b\x32\".exchange.marketdata.v1.Instrument\"B\n\nPriceLevel\x12\r\n\x05price\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\x13\n\x0border_count\x18\x03 \x01(\x05\"8\n\x13GetOrderBookRequest\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12\r\n\x05\x64\x65pth\x18\x02 \x01(\x05\"\xca\x01\n\x14GetOrderBookResponse\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x30\n\x04\x62ids\x18\x03 \x03(\x0b\x32\".exchange.marketdata.v1.PriceLevel\x12\x30\n\x04\x61sks\x18\x04 \x03(\x0b\x32\".exchange.marketdata.v1.PriceLevel\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\",\n\x16StreamOrderBookRequest\x12\x12\n\ninstrument\x18\x01 \x01(\t\"\xb3\x01\n\x11OrderBookSnapshot\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x30\n\x04\x62ids\x18\x02 \x03(\x0b\x32\".exchange.marketdata.v1.PriceLevel\x12\x30\n\x04\x61sks\x18\x03 \x03(\x0b\x32\".exchange.marketdata.v1.PriceLevel\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc8\x01\n\x0eOrderBookDelta\x12\x16\n\x0e\x66irst_sequence\x18\x01 \x01(\x03\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x30\n\x04\x62ids\x18\x03 \x03(\x0b\x32\".exchange.marketdata.v1.PriceLevel\x12\x30\n\x04\x61sks\x18\x04 \x03(\x0b\x32\".exchange.marketdata.v1.PriceLevel\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xaf\x01\n\x17StreamOrderBookResponse\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12=\n\x08snapshot\x18\x02 \x01(\x0b\x32).exchange.marketdata.v1.OrderBookSnapshotH\x00\x12\x37\n\x05\x64\x65lta\x18\x03 \x01(\x0b\x32&.exchange.marketdata.v1.OrderBookDeltaH\x00\x42\x08\n\x06update\"\xb8\x01\n\x05Trade\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x12\n\ninstrument\x18\x02 \x01(\t\x12\r\n\x05price\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\t\x12,\n\ntaker_side\x18\x05 \x01(\x0e\x32\x18.exchange.common.v1.Side\x12(\n\x04time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x07 \x01(\x03\"N\n\x11ListTradesRequest\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\\\n\x12ListTradesResponse\x12-\n\x06trades\x18\x01 \x03(\x0b\x32\x1d.exchange.marketdata.v1.Trade\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x13StreamTradesRequest\x12\x12\n\ninstrument\x18\x01 \x01(\t\"E\n\x14StreamTradesResponse\x12-\n\x06trades\x18\x01 \x03(\x0b\x32\x1d.exchange.marketdata.v1.Trade*r\n\x10InstrumentStatus\x12!\n\x1dINSTRUMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19INSTRUMENT_STATUS_TRADING\x10\x01\x12\x1c\n\x18INSTRUMENT_STATUS_HALTED\x10\x02\x32\xba\x04\n\x11MarketDataService\x12r\n\x0fListInstruments\x12..exchange.marketdata.v1.ListInstrumentsRequest\x1a/.exchange.marketdata.v1.ListInstrumentsResponse\x12i\n\x0cGetOrderBook\x12+.exchange.marketdata.v1.GetOrderBookRequest\x1a,.exchange.marketdata.v1.GetOrderBookResponse\x12t\n\x0fStreamOrderBook\x12..exchange.marketdata.v1.StreamOrderBookRequest\x1a/.exchange.marketdata.v1.StreamOrderBookResponse0\x01\x12\x63\n\nListTrades\x12).exchange.marketdata.v1.ListTradesRequest\x1a*.exchange.marketdata.v1.ListTradesResponse\x12k\n\x0cStreamTrades\x12+.exchange.marketdata.v1.StreamTradesRequest\x1a,.exchange.marketdata.v1.StreamTradesResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'exchange/marketdata/v1/marketdata.proto\x12\x16\x65xchange.marketdata.v1\x1a\x1f\x65xchange/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x02\n\nInstrument\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x12\n\nbase_asset\x18\x02 \x01(\t\x12\x13\n\x0bquote_asset\x18\x03 \x01(\t\x12\x11\n\ttick_size\x18\x04 \x01(\t\x12\x10\n\x08lot_size\x18\x05 \x01(\t\x12\x14\n\x0cmin_quantity\x18\x06 \x01(\t\x12\x14\n\x0cmax_quantity\x18\x07 \x01(\t\x12\x14\n\x0cmin_notional\x18\x08 \x01(\t\x12\x16\n\x0eprice_decimals\x18\t \x01(\x05\x12\x19\n\x11quantity_decimals\x18\n \x01(\x05\x12\x38\n\x06status\x18\x0b \x01(\x0e\x32(.exchange.marketdata.v1.InstrumentStatus\x12\x16\n\x0eprice_band_bps\x18\x0c \x01(\x05\"\x18\n\x16ListInstrumentsRequest\"R\n\x17ListInstrumentsResponse\x12\x37\n\x0binstruments\x18\x01 \x03(\x0b\x32\".exchange.marketdata.v1.Instrument\"B\n\nPriceLevel\x12\r\n\x05price\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\x13\n\x0border_count\x18\x03 \x01(\x05\"8\n\x13GetOrderBookRequest\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12\r\n\x05\x64\x65pth\x18\x02 \x01(\x05\"\xca\x01\n\x14GetOrderBookResponse\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x30\n\x04\x62ids\x18\x03 \x03(\x0b\x32\".exchange.marketdata.v1.PriceLevel\x12\x30\n\x04\x61sks\x18\x04 \x03(\x0b\x32\".exchange.marketdata.v1.PriceLevel\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\",\n\x16StreamOrderBookRequest\x12\x12\n\ninstrument\x18\x01 \x01(\t\"\xb3\x01\n\x11OrderBookSnapshot\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x30\n\x04\x62ids\x18\x02 \x03(\x0b\x32\".exchange.marketdata.v1.PriceLevel\x12\x30\n\x04\x61sks\x18\x03 \x03(\x0b\x32\".exchange.marketdata.v1.PriceLevel\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc8\x01\n\x0eOrderBookDelta\x12\x16\n\x0e\x66irst_sequence\x18\x01 \x01(\x03\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x30\n\x04\x62ids\x18\x03 \x03(\x0b\x32\".exchange.marketdata.v1.PriceLevel\x12\x30\n\x04\x61sks\x18\x04 \x03(\x0b\x32\".exchange.marketdata.v1.PriceLevel\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xaf\x01\n\x17StreamOrderBookResponse\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12=\n\x08snapshot\x18\x02 \x01(\x0b\x32).exchange.marketdata.v1.OrderBookSnapshotH\x00\x12\x37\n\x05\x64\x65lta\x18\x03 \x01(\x0b\x32&.exchange.marketdata.v1.OrderBookDeltaH\x00\x42\x08\n\x06update\"\xb8\x01\n\x05Trade\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x12\n\ninstrument\x18\x02 \x01(\t\x12\r\n\x05price\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\t\x12,\n\ntaker_side\x18\x05 \x01(\x0e\x32\x18.exchange.common.v1.Side\x12(\n\x04time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x07 \x01(\x03\"N\n\x11ListTradesRequest\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\\\n\x12ListTradesResponse\x12-\n\x06trades\x18\x01 \x03(\x0b\x32\x1d.exchange.marketdata.v1.Trade\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x13StreamTradesRequest\x12\x12\n\ninstrument\x18\x01 \x01(\t\"E\n\x14StreamTradesResponse\x12-\n\x06trades\x18\x01 \x03(\x0b\x32\x1d.exchange.marketdata.v1.Trade*\x95\x01\n\x10InstrumentStatus\x12!\n\x1dINSTRUMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19INSTRUMENT_STATUS_TRADING\x10\x01\x12\x1c\n\x18INSTRUMENT_STATUS_HALTED\x10\x02\x12!\n\x1dINSTRUMENT_STATUS_CANCEL_ONLY\x10\x03\x32\xba\x04\n\x11MarketDataService\x12r\n\x0fListInstruments\x12..exchange.marketdata.v1.ListInstrumentsRequest\x1a/.exchange.marketdata.v1.ListInstrumentsResponse\x12i\n\x0cGetOrderBook\x12+.exchange.marketdata.v1.GetOrderBookRequest\x1a,.exchange.marketdata.v1.GetOrderBookResponse\x12t\n\x0fStreamOrderBook\x12..exchange.marketdata.v1.StreamOrderBookRequest\x1a/.exchange.marketdata.v1.StreamOrderBookResponse0\x01\x12\x63\n\nListTrades\x12).exchange.marketdata.v1.ListTradesRequest\x1a*.exchange.marketdata.v1.ListTradesResponse\x12k\n\x0cStreamTrades\x12+.exchange.marketdata.v1.StreamTradesRequest\x1a,.exchange.marketdata.v1.StreamTradesResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'exchange.marketdata.v1.marketdata_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INSTRUMENTSTATUS']._serialized_start=1942
-  _globals['_INSTRUMENTSTATUS']._serialized_end=2056
+  _globals['_INSTRUMENTSTATUS']._serialized_start=1967
+  _globals['_INSTRUMENTSTATUS']._serialized_end=2116
   _globals['_INSTRUMENT']._serialized_start=134
-  _globals['_INSTRUMENT']._serialized_end=415
-  _globals['_LISTINSTRUMENTSREQUEST']._serialized_start=417
-  _globals['_LISTINSTRUMENTSREQUEST']._serialized_end=441
-  _globals['_LISTINSTRUMENTSRESPONSE']._serialized_start=443
-  _globals['_LISTINSTRUMENTSRESPONSE']._serialized_end=525
-  _globals['_PRICELEVEL']._serialized_start=527
-  _globals['_PRICELEVEL']._serialized_end=593
-  _globals['_GETORDERBOOKREQUEST']._serialized_start=595
-  _globals['_GETORDERBOOKREQUEST']._serialized_end=651
-  _globals['_GETORDERBOOKRESPONSE']._serialized_start=654
-  _globals['_GETORDERBOOKRESPONSE']._serialized_end=856
-  _globals['_STREAMORDERBOOKREQUEST']._serialized_start=858
-  _globals['_STREAMORDERBOOKREQUEST']._serialized_end=902
-  _globals['_ORDERBOOKSNAPSHOT']._serialized_start=905
-  _globals['_ORDERBOOKSNAPSHOT']._serialized_end=1084
-  _globals['_ORDERBOOKDELTA']._serialized_start=1087
-  _globals['_ORDERBOOKDELTA']._serialized_end=1287
-  _globals['_STREAMORDERBOOKRESPONSE']._serialized_start=1290
-  _globals['_STREAMORDERBOOKRESPONSE']._serialized_end=1465
-  _globals['_TRADE']._serialized_start=1468
-  _globals['_TRADE']._serialized_end=1652
-  _globals['_LISTTRADESREQUEST']._serialized_start=1654
-  _globals['_LISTTRADESREQUEST']._serialized_end=1732
-  _globals['_LISTTRADESRESPONSE']._serialized_start=1734
-  _globals['_LISTTRADESRESPONSE']._serialized_end=1826
-  _globals['_STREAMTRADESREQUEST']._serialized_start=1828
-  _globals['_STREAMTRADESREQUEST']._serialized_end=1869
-  _globals['_STREAMTRADESRESPONSE']._serialized_start=1871
-  _globals['_STREAMTRADESRESPONSE']._serialized_end=1940
-  _globals['_MARKETDATASERVICE']._serialized_start=2059
-  _globals['_MARKETDATASERVICE']._serialized_end=2629
+  _globals['_INSTRUMENT']._serialized_end=439
+  _globals['_LISTINSTRUMENTSREQUEST']._serialized_start=441
+  _globals['_LISTINSTRUMENTSREQUEST']._serialized_end=465
+  _globals['_LISTINSTRUMENTSRESPONSE']._serialized_start=467
+  _globals['_LISTINSTRUMENTSRESPONSE']._serialized_end=549
+  _globals['_PRICELEVEL']._serialized_start=551
+  _globals['_PRICELEVEL']._serialized_end=617
+  _globals['_GETORDERBOOKREQUEST']._serialized_start=619
+  _globals['_GETORDERBOOKREQUEST']._serialized_end=675
+  _globals['_GETORDERBOOKRESPONSE']._serialized_start=678
+  _globals['_GETORDERBOOKRESPONSE']._serialized_end=880
+  _globals['_STREAMORDERBOOKREQUEST']._serialized_start=882
+  _globals['_STREAMORDERBOOKREQUEST']._serialized_end=926
+  _globals['_ORDERBOOKSNAPSHOT']._serialized_start=929
+  _globals['_ORDERBOOKSNAPSHOT']._serialized_end=1108
+  _globals['_ORDERBOOKDELTA']._serialized_start=1111
+  _globals['_ORDERBOOKDELTA']._serialized_end=1311
+  _globals['_STREAMORDERBOOKRESPONSE']._serialized_start=1314
+  _globals['_STREAMORDERBOOKRESPONSE']._serialized_end=1489
+  _globals['_TRADE']._serialized_start=1492
+  _globals['_TRADE']._serialized_end=1676
+  _globals['_LISTTRADESREQUEST']._serialized_start=1678
+  _globals['_LISTTRADESREQUEST']._serialized_end=1756
+  _globals['_LISTTRADESRESPONSE']._serialized_start=1758
+  _globals['_LISTTRADESRESPONSE']._serialized_end=1850
+  _globals['_STREAMTRADESREQUEST']._serialized_start=1852
+  _globals['_STREAMTRADESREQUEST']._serialized_end=1893
+  _globals['_STREAMTRADESRESPONSE']._serialized_start=1895
+  _globals['_STREAMTRADESRESPONSE']._serialized_end=1964
+  _globals['_MARKETDATASERVICE']._serialized_start=2119
+  _globals['_MARKETDATASERVICE']._serialized_end=2689
 # @@protoc_insertion_point(module_scope)

@@ -16,12 +16,14 @@ class InstrumentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INSTRUMENT_STATUS_UNSPECIFIED: _ClassVar[InstrumentStatus]
     INSTRUMENT_STATUS_TRADING: _ClassVar[InstrumentStatus]
     INSTRUMENT_STATUS_HALTED: _ClassVar[InstrumentStatus]
+    INSTRUMENT_STATUS_CANCEL_ONLY: _ClassVar[InstrumentStatus]
 INSTRUMENT_STATUS_UNSPECIFIED: InstrumentStatus
 INSTRUMENT_STATUS_TRADING: InstrumentStatus
 INSTRUMENT_STATUS_HALTED: InstrumentStatus
+INSTRUMENT_STATUS_CANCEL_ONLY: InstrumentStatus
 
 class Instrument(_message.Message):
-    __slots__ = ("symbol", "base_asset", "quote_asset", "tick_size", "lot_size", "min_quantity", "max_quantity", "min_notional", "price_decimals", "quantity_decimals", "status")
+    __slots__ = ("symbol", "base_asset", "quote_asset", "tick_size", "lot_size", "min_quantity", "max_quantity", "min_notional", "price_decimals", "quantity_decimals", "status", "price_band_bps")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     BASE_ASSET_FIELD_NUMBER: _ClassVar[int]
     QUOTE_ASSET_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +35,7 @@ class Instrument(_message.Message):
     PRICE_DECIMALS_FIELD_NUMBER: _ClassVar[int]
     QUANTITY_DECIMALS_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    PRICE_BAND_BPS_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     base_asset: str
     quote_asset: str
@@ -44,7 +47,8 @@ class Instrument(_message.Message):
     price_decimals: int
     quantity_decimals: int
     status: InstrumentStatus
-    def __init__(self, symbol: _Optional[str] = ..., base_asset: _Optional[str] = ..., quote_asset: _Optional[str] = ..., tick_size: _Optional[str] = ..., lot_size: _Optional[str] = ..., min_quantity: _Optional[str] = ..., max_quantity: _Optional[str] = ..., min_notional: _Optional[str] = ..., price_decimals: _Optional[int] = ..., quantity_decimals: _Optional[int] = ..., status: _Optional[_Union[InstrumentStatus, str]] = ...) -> None: ...
+    price_band_bps: int
+    def __init__(self, symbol: _Optional[str] = ..., base_asset: _Optional[str] = ..., quote_asset: _Optional[str] = ..., tick_size: _Optional[str] = ..., lot_size: _Optional[str] = ..., min_quantity: _Optional[str] = ..., max_quantity: _Optional[str] = ..., min_notional: _Optional[str] = ..., price_decimals: _Optional[int] = ..., quantity_decimals: _Optional[int] = ..., status: _Optional[_Union[InstrumentStatus, str]] = ..., price_band_bps: _Optional[int] = ...) -> None: ...
 
 class ListInstrumentsRequest(_message.Message):
     __slots__ = ()

@@ -25,49 +25,49 @@ _sym_db = _symbol_database.Default()
 from exchange.common.v1 import common_pb2 as exchange_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#exchange/matching/v1/matching.proto\x12\x14\x65xchange.matching.v1\x1a\x1f\x65xchange/common/v1/common.proto\"\'\n\x0eGetBookRequest\x12\x15\n\rinstrument_id\x18\x01 \x01(\x05\"\xcc\x03\n\tBookOrder\x12\x10\n\x08order_id\x18\x01 \x01(\x03\x12\x12\n\naccount_id\x18\x02 \x01(\x03\x12\x17\n\x0f\x63lient_order_id\x18\x03 \x01(\t\x12&\n\x04side\x18\x04 \x01(\x0e\x32\x18.exchange.common.v1.Side\x12+\n\x04type\x18\x05 \x01(\x0e\x32\x1d.exchange.common.v1.OrderType\x12\x36\n\rtime_in_force\x18\x06 \x01(\x0e\x32\x1f.exchange.common.v1.TimeInForce\x12\x11\n\tpost_only\x18\x07 \x01(\x08\x12\r\n\x05price\x18\x08 \x01(\x03\x12\x10\n\x08quantity\x18\t \x01(\x03\x12\x0e\n\x06\x66illed\x18\n \x01(\x03\x12\x17\n\x0f\x66illed_notional\x18\x0b \x01(\t\x12-\n\x05state\x18\x0c \x01(\x0e\x32\x1e.exchange.common.v1.OrderState\x12\x10\n\x08priority\x18\r \x01(\x03\x12\x15\n\rlast_sequence\x18\x0e \x01(\x03\x12\x1e\n\x16\x63reate_time_unix_nanos\x18\x0f \x01(\x03\x12\x1e\n\x16update_time_unix_nanos\x18\x10 \x01(\x03\"\xad\x01\n\x0fGetBookResponse\x12\x15\n\rinstrument_id\x18\x01 \x01(\x05\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x13\n\x0bowner_epoch\x18\x03 \x01(\x03\x12-\n\x04\x62ids\x18\x04 \x03(\x0b\x32\x1f.exchange.matching.v1.BookOrder\x12-\n\x04\x61sks\x18\x05 \x03(\x0b\x32\x1f.exchange.matching.v1.BookOrder\"h\n\x0c\x42ookSnapshot\x12\x15\n\rinstrument_id\x18\x01 \x01(\x05\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12/\n\x06orders\x18\x03 \x03(\x0b\x32\x1f.exchange.matching.v1.BookOrder\"\x8f\x02\n\x08NewOrder\x12\x15\n\rinstrument_id\x18\x01 \x01(\x05\x12\x12\n\naccount_id\x18\x02 \x01(\x03\x12&\n\x04side\x18\x03 \x01(\x0e\x32\x18.exchange.common.v1.Side\x12+\n\x04type\x18\x04 \x01(\x0e\x32\x1d.exchange.common.v1.OrderType\x12\x36\n\rtime_in_force\x18\x05 \x01(\x0e\x32\x1f.exchange.common.v1.TimeInForce\x12\r\n\x05price\x18\x06 \x01(\x03\x12\x10\n\x08quantity\x18\x07 \x01(\x03\x12\x17\n\x0f\x63lient_order_id\x18\x08 \x01(\t\x12\x11\n\tpost_only\x18\t \x01(\x08\"J\n\x0b\x43\x61ncelOrder\x12\x15\n\rinstrument_id\x18\x01 \x01(\x05\x12\x12\n\naccount_id\x18\x02 \x01(\x03\x12\x10\n\x08order_id\x18\x03 \x01(\x03\"j\n\nAmendOrder\x12\x15\n\rinstrument_id\x18\x01 \x01(\x05\x12\x12\n\naccount_id\x18\x02 \x01(\x03\x12\x10\n\x08order_id\x18\x03 \x01(\x03\x12\r\n\x05price\x18\x04 \x01(\x03\x12\x10\n\x08quantity\x18\x05 \x01(\x03\"\xd1\x01\n\x07\x43ommand\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x33\n\tnew_order\x18\x02 \x01(\x0b\x32\x1e.exchange.matching.v1.NewOrderH\x00\x12\x39\n\x0c\x63\x61ncel_order\x18\x03 \x01(\x0b\x32!.exchange.matching.v1.CancelOrderH\x00\x12\x37\n\x0b\x61mend_order\x18\x04 \x01(\x0b\x32 .exchange.matching.v1.AmendOrderH\x00\x42\t\n\x07\x63ommand\"A\n\x0e\x45xecuteRequest\x12/\n\x08\x63ommands\x18\x01 \x03(\x0b\x32\x1d.exchange.matching.v1.Command\"\x8a\x01\n\nFillReport\x12\x10\n\x08trade_id\x18\x01 \x01(\x03\x12\r\n\x05price\x18\x02 \x01(\x03\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12\x30\n\tliquidity\x18\x04 \x01(\x0e\x32\x1d.exchange.common.v1.Liquidity\x12\x17\n\x0ftime_unix_nanos\x18\x05 \x01(\x03\"\x9d\x02\n\x0bOrderReport\x12\x10\n\x08order_id\x18\x01 \x01(\x03\x12-\n\x05state\x18\x02 \x01(\x0e\x32\x1e.exchange.common.v1.OrderState\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12\x0e\n\x06\x66illed\x18\x04 \x01(\x03\x12\x17\n\x0f\x66illed_notional\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x1e\n\x16\x63reate_time_unix_nanos\x18\x07 \x01(\x03\x12\x1e\n\x16update_time_unix_nanos\x18\x08 \x01(\x03\x12/\n\x05\x66ills\x18\t \x03(\x0b\x32 .exchange.matching.v1.FillReport\x12\x11\n\tduplicate\x18\n \x01(\x08\"`\n\x0c\x43ommandError\x12-\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x1f.exchange.matching.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08order_id\x18\x03 \x01(\x03\"\x8f\x01\n\x06Result\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x32\n\x05order\x18\x02 \x01(\x0b\x32!.exchange.matching.v1.OrderReportH\x00\x12\x33\n\x05\x65rror\x18\x03 \x01(\x0b\x32\".exchange.matching.v1.CommandErrorH\x00\x42\x08\n\x06result\"@\n\x0f\x45xecuteResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.exchange.matching.v1.Result\"C\n\x0bLevelUpdate\x12\r\n\x05price\x18\x01 \x01(\x03\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12\x13\n\x0border_count\x18\x03 \x01(\x05\"\x98\x01\n\nTradeEvent\x12\x10\n\x08trade_id\x18\x01 \x01(\x03\x12\r\n\x05price\x18\x02 \x01(\x03\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12,\n\ntaker_side\x18\x04 \x01(\x0e\x32\x18.exchange.common.v1.Side\x12\x17\n\x0ftime_unix_nanos\x18\x05 \x01(\x03\x12\x10\n\x08sequence\x18\x06 \x01(\x03\"\x84\x02\n\x0fMarketDataBatch\x12\x15\n\rinstrument_id\x18\x01 \x01(\x05\x12\x16\n\x0e\x66irst_sequence\x18\x02 \x01(\x03\x12\x15\n\rlast_sequence\x18\x03 \x01(\x03\x12\x17\n\x0ftime_unix_nanos\x18\x04 \x01(\x03\x12/\n\x04\x62ids\x18\x05 \x03(\x0b\x32!.exchange.matching.v1.LevelUpdate\x12/\n\x04\x61sks\x18\x06 \x03(\x0b\x32!.exchange.matching.v1.LevelUpdate\x12\x30\n\x06trades\x18\x07 \x03(\x0b\x32 .exchange.matching.v1.TradeEvent*\xfa\x01\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45RROR_CODE_NOT_OWNER\x10\x01\x12\x1d\n\x19\x45RROR_CODE_ORDER_NOT_OPEN\x10\x02\x12(\n$ERROR_CODE_DUPLICATE_CLIENT_ORDER_ID\x10\x03\x12\x1a\n\x16\x45RROR_CODE_UNAVAILABLE\x10\x04\x12\x16\n\x12\x45RROR_CODE_INVALID\x10\x05\x12\x15\n\x11\x45RROR_CODE_HALTED\x10\x06\x12#\n\x1f\x45RROR_CODE_POST_ONLY_WOULD_TAKE\x10\x07\x32\xa1\x02\n\x0fMatchingService\x12Z\n\x07\x45xecute\x12$.exchange.matching.v1.ExecuteRequest\x1a%.exchange.matching.v1.ExecuteResponse(\x01\x30\x01\x12Z\n\x0b\x45xecuteOnce\x12$.exchange.matching.v1.ExecuteRequest\x1a%.exchange.matching.v1.ExecuteResponse\x12V\n\x07GetBook\x12$.exchange.matching.v1.GetBookRequest\x1a%.exchange.matching.v1.GetBookResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#exchange/matching/v1/matching.proto\x12\x14\x65xchange.matching.v1\x1a\x1f\x65xchange/common/v1/common.proto\"\'\n\x0eGetBookRequest\x12\x15\n\rinstrument_id\x18\x01 \x01(\x05\"\xcc\x03\n\tBookOrder\x12\x10\n\x08order_id\x18\x01 \x01(\x03\x12\x12\n\naccount_id\x18\x02 \x01(\x03\x12\x17\n\x0f\x63lient_order_id\x18\x03 \x01(\t\x12&\n\x04side\x18\x04 \x01(\x0e\x32\x18.exchange.common.v1.Side\x12+\n\x04type\x18\x05 \x01(\x0e\x32\x1d.exchange.common.v1.OrderType\x12\x36\n\rtime_in_force\x18\x06 \x01(\x0e\x32\x1f.exchange.common.v1.TimeInForce\x12\x11\n\tpost_only\x18\x07 \x01(\x08\x12\r\n\x05price\x18\x08 \x01(\x03\x12\x10\n\x08quantity\x18\t \x01(\x03\x12\x0e\n\x06\x66illed\x18\n \x01(\x03\x12\x17\n\x0f\x66illed_notional\x18\x0b \x01(\t\x12-\n\x05state\x18\x0c \x01(\x0e\x32\x1e.exchange.common.v1.OrderState\x12\x10\n\x08priority\x18\r \x01(\x03\x12\x15\n\rlast_sequence\x18\x0e \x01(\x03\x12\x1e\n\x16\x63reate_time_unix_nanos\x18\x0f \x01(\x03\x12\x1e\n\x16update_time_unix_nanos\x18\x10 \x01(\x03\"\xe3\x01\n\x0fGetBookResponse\x12\x15\n\rinstrument_id\x18\x01 \x01(\x05\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x13\n\x0bowner_epoch\x18\x03 \x01(\x03\x12-\n\x04\x62ids\x18\x04 \x03(\x0b\x32\x1f.exchange.matching.v1.BookOrder\x12-\n\x04\x61sks\x18\x05 \x03(\x0b\x32\x1f.exchange.matching.v1.BookOrder\x12\x34\n\x06status\x18\x06 \x01(\x0e\x32$.exchange.common.v1.InstrumentStatus\"\x9e\x01\n\x0c\x42ookSnapshot\x12\x15\n\rinstrument_id\x18\x01 \x01(\x05\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12/\n\x06orders\x18\x03 \x03(\x0b\x32\x1f.exchange.matching.v1.BookOrder\x12\x34\n\x06status\x18\x04 \x01(\x0e\x32$.exchange.common.v1.InstrumentStatus\"\xa8\x02\n\x08NewOrder\x12\x15\n\rinstrument_id\x18\x01 \x01(\x05\x12\x12\n\naccount_id\x18\x02 \x01(\x03\x12&\n\x04side\x18\x03 \x01(\x0e\x32\x18.exchange.common.v1.Side\x12+\n\x04type\x18\x04 \x01(\x0e\x32\x1d.exchange.common.v1.OrderType\x12\x36\n\rtime_in_force\x18\x05 \x01(\x0e\x32\x1f.exchange.common.v1.TimeInForce\x12\r\n\x05price\x18\x06 \x01(\x03\x12\x10\n\x08quantity\x18\x07 \x01(\x03\x12\x17\n\x0f\x63lient_order_id\x18\x08 \x01(\t\x12\x11\n\tpost_only\x18\t \x01(\x08\x12\x17\n\x0fmax_open_orders\x18\n \x01(\x05\"J\n\x0b\x43\x61ncelOrder\x12\x15\n\rinstrument_id\x18\x01 \x01(\x05\x12\x12\n\naccount_id\x18\x02 \x01(\x03\x12\x10\n\x08order_id\x18\x03 \x01(\x03\"j\n\nAmendOrder\x12\x15\n\rinstrument_id\x18\x01 \x01(\x05\x12\x12\n\naccount_id\x18\x02 \x01(\x03\x12\x10\n\x08order_id\x18\x03 \x01(\x03\x12\r\n\x05price\x18\x04 \x01(\x03\x12\x10\n\x08quantity\x18\x05 \x01(\x03\"\xd1\x01\n\x07\x43ommand\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x33\n\tnew_order\x18\x02 \x01(\x0b\x32\x1e.exchange.matching.v1.NewOrderH\x00\x12\x39\n\x0c\x63\x61ncel_order\x18\x03 \x01(\x0b\x32!.exchange.matching.v1.CancelOrderH\x00\x12\x37\n\x0b\x61mend_order\x18\x04 \x01(\x0b\x32 .exchange.matching.v1.AmendOrderH\x00\x42\t\n\x07\x63ommand\"A\n\x0e\x45xecuteRequest\x12/\n\x08\x63ommands\x18\x01 \x03(\x0b\x32\x1d.exchange.matching.v1.Command\"\x8a\x01\n\nFillReport\x12\x10\n\x08trade_id\x18\x01 \x01(\x03\x12\r\n\x05price\x18\x02 \x01(\x03\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12\x30\n\tliquidity\x18\x04 \x01(\x0e\x32\x1d.exchange.common.v1.Liquidity\x12\x17\n\x0ftime_unix_nanos\x18\x05 \x01(\x03\"\x9d\x02\n\x0bOrderReport\x12\x10\n\x08order_id\x18\x01 \x01(\x03\x12-\n\x05state\x18\x02 \x01(\x0e\x32\x1e.exchange.common.v1.OrderState\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12\x0e\n\x06\x66illed\x18\x04 \x01(\x03\x12\x17\n\x0f\x66illed_notional\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x1e\n\x16\x63reate_time_unix_nanos\x18\x07 \x01(\x03\x12\x1e\n\x16update_time_unix_nanos\x18\x08 \x01(\x03\x12/\n\x05\x66ills\x18\t \x03(\x0b\x32 .exchange.matching.v1.FillReport\x12\x11\n\tduplicate\x18\n \x01(\x08\"`\n\x0c\x43ommandError\x12-\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x1f.exchange.matching.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08order_id\x18\x03 \x01(\x03\"\x8f\x01\n\x06Result\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x32\n\x05order\x18\x02 \x01(\x0b\x32!.exchange.matching.v1.OrderReportH\x00\x12\x33\n\x05\x65rror\x18\x03 \x01(\x0b\x32\".exchange.matching.v1.CommandErrorH\x00\x42\x08\n\x06result\"@\n\x0f\x45xecuteResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.exchange.matching.v1.Result\"C\n\x0bLevelUpdate\x12\r\n\x05price\x18\x01 \x01(\x03\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12\x13\n\x0border_count\x18\x03 \x01(\x05\"\x98\x01\n\nTradeEvent\x12\x10\n\x08trade_id\x18\x01 \x01(\x03\x12\r\n\x05price\x18\x02 \x01(\x03\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12,\n\ntaker_side\x18\x04 \x01(\x0e\x32\x18.exchange.common.v1.Side\x12\x17\n\x0ftime_unix_nanos\x18\x05 \x01(\x03\x12\x10\n\x08sequence\x18\x06 \x01(\x03\"\x84\x02\n\x0fMarketDataBatch\x12\x15\n\rinstrument_id\x18\x01 \x01(\x05\x12\x16\n\x0e\x66irst_sequence\x18\x02 \x01(\x03\x12\x15\n\rlast_sequence\x18\x03 \x01(\x03\x12\x17\n\x0ftime_unix_nanos\x18\x04 \x01(\x03\x12/\n\x04\x62ids\x18\x05 \x03(\x0b\x32!.exchange.matching.v1.LevelUpdate\x12/\n\x04\x61sks\x18\x06 \x03(\x0b\x32!.exchange.matching.v1.LevelUpdate\x12\x30\n\x06trades\x18\x07 \x03(\x0b\x32 .exchange.matching.v1.TradeEvent*\xda\x02\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45RROR_CODE_NOT_OWNER\x10\x01\x12\x1d\n\x19\x45RROR_CODE_ORDER_NOT_OPEN\x10\x02\x12(\n$ERROR_CODE_DUPLICATE_CLIENT_ORDER_ID\x10\x03\x12\x1a\n\x16\x45RROR_CODE_UNAVAILABLE\x10\x04\x12\x16\n\x12\x45RROR_CODE_INVALID\x10\x05\x12\x15\n\x11\x45RROR_CODE_HALTED\x10\x06\x12#\n\x1f\x45RROR_CODE_POST_ONLY_WOULD_TAKE\x10\x07\x12\x1a\n\x16\x45RROR_CODE_CANCEL_ONLY\x10\x08\x12!\n\x1d\x45RROR_CODE_PRICE_OUTSIDE_BAND\x10\t\x12\x1f\n\x1b\x45RROR_CODE_OPEN_ORDER_LIMIT\x10\n2\xa1\x02\n\x0fMatchingService\x12Z\n\x07\x45xecute\x12$.exchange.matching.v1.ExecuteRequest\x1a%.exchange.matching.v1.ExecuteResponse(\x01\x30\x01\x12Z\n\x0b\x45xecuteOnce\x12$.exchange.matching.v1.ExecuteRequest\x1a%.exchange.matching.v1.ExecuteResponse\x12V\n\x07GetBook\x12$.exchange.matching.v1.GetBookRequest\x1a%.exchange.matching.v1.GetBookResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'exchange.matching.v1.matching_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ERRORCODE']._serialized_start=2844
-  _globals['_ERRORCODE']._serialized_end=3094
+  _globals['_ERRORCODE']._serialized_start=2978
+  _globals['_ERRORCODE']._serialized_end=3324
   _globals['_GETBOOKREQUEST']._serialized_start=94
   _globals['_GETBOOKREQUEST']._serialized_end=133
   _globals['_BOOKORDER']._serialized_start=136
   _globals['_BOOKORDER']._serialized_end=596
   _globals['_GETBOOKRESPONSE']._serialized_start=599
-  _globals['_GETBOOKRESPONSE']._serialized_end=772
-  _globals['_BOOKSNAPSHOT']._serialized_start=774
-  _globals['_BOOKSNAPSHOT']._serialized_end=878
-  _globals['_NEWORDER']._serialized_start=881
-  _globals['_NEWORDER']._serialized_end=1152
-  _globals['_CANCELORDER']._serialized_start=1154
-  _globals['_CANCELORDER']._serialized_end=1228
-  _globals['_AMENDORDER']._serialized_start=1230
-  _globals['_AMENDORDER']._serialized_end=1336
-  _globals['_COMMAND']._serialized_start=1339
-  _globals['_COMMAND']._serialized_end=1548
-  _globals['_EXECUTEREQUEST']._serialized_start=1550
-  _globals['_EXECUTEREQUEST']._serialized_end=1615
-  _globals['_FILLREPORT']._serialized_start=1618
-  _globals['_FILLREPORT']._serialized_end=1756
-  _globals['_ORDERREPORT']._serialized_start=1759
-  _globals['_ORDERREPORT']._serialized_end=2044
-  _globals['_COMMANDERROR']._serialized_start=2046
-  _globals['_COMMANDERROR']._serialized_end=2142
-  _globals['_RESULT']._serialized_start=2145
-  _globals['_RESULT']._serialized_end=2288
-  _globals['_EXECUTERESPONSE']._serialized_start=2290
-  _globals['_EXECUTERESPONSE']._serialized_end=2354
-  _globals['_LEVELUPDATE']._serialized_start=2356
-  _globals['_LEVELUPDATE']._serialized_end=2423
-  _globals['_TRADEEVENT']._serialized_start=2426
-  _globals['_TRADEEVENT']._serialized_end=2578
-  _globals['_MARKETDATABATCH']._serialized_start=2581
-  _globals['_MARKETDATABATCH']._serialized_end=2841
-  _globals['_MATCHINGSERVICE']._serialized_start=3097
-  _globals['_MATCHINGSERVICE']._serialized_end=3386
+  _globals['_GETBOOKRESPONSE']._serialized_end=826
+  _globals['_BOOKSNAPSHOT']._serialized_start=829
+  _globals['_BOOKSNAPSHOT']._serialized_end=987
+  _globals['_NEWORDER']._serialized_start=990
+  _globals['_NEWORDER']._serialized_end=1286
+  _globals['_CANCELORDER']._serialized_start=1288
+  _globals['_CANCELORDER']._serialized_end=1362
+  _globals['_AMENDORDER']._serialized_start=1364
+  _globals['_AMENDORDER']._serialized_end=1470
+  _globals['_COMMAND']._serialized_start=1473
+  _globals['_COMMAND']._serialized_end=1682
+  _globals['_EXECUTEREQUEST']._serialized_start=1684
+  _globals['_EXECUTEREQUEST']._serialized_end=1749
+  _globals['_FILLREPORT']._serialized_start=1752
+  _globals['_FILLREPORT']._serialized_end=1890
+  _globals['_ORDERREPORT']._serialized_start=1893
+  _globals['_ORDERREPORT']._serialized_end=2178
+  _globals['_COMMANDERROR']._serialized_start=2180
+  _globals['_COMMANDERROR']._serialized_end=2276
+  _globals['_RESULT']._serialized_start=2279
+  _globals['_RESULT']._serialized_end=2422
+  _globals['_EXECUTERESPONSE']._serialized_start=2424
+  _globals['_EXECUTERESPONSE']._serialized_end=2488
+  _globals['_LEVELUPDATE']._serialized_start=2490
+  _globals['_LEVELUPDATE']._serialized_end=2557
+  _globals['_TRADEEVENT']._serialized_start=2560
+  _globals['_TRADEEVENT']._serialized_end=2712
+  _globals['_MARKETDATABATCH']._serialized_start=2715
+  _globals['_MARKETDATABATCH']._serialized_end=2975
+  _globals['_MATCHINGSERVICE']._serialized_start=3327
+  _globals['_MATCHINGSERVICE']._serialized_end=3616
 # @@protoc_insertion_point(module_scope)

@@ -18,6 +18,9 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_CODE_INVALID: _ClassVar[ErrorCode]
     ERROR_CODE_HALTED: _ClassVar[ErrorCode]
     ERROR_CODE_POST_ONLY_WOULD_TAKE: _ClassVar[ErrorCode]
+    ERROR_CODE_CANCEL_ONLY: _ClassVar[ErrorCode]
+    ERROR_CODE_PRICE_OUTSIDE_BAND: _ClassVar[ErrorCode]
+    ERROR_CODE_OPEN_ORDER_LIMIT: _ClassVar[ErrorCode]
 ERROR_CODE_UNSPECIFIED: ErrorCode
 ERROR_CODE_NOT_OWNER: ErrorCode
 ERROR_CODE_ORDER_NOT_OPEN: ErrorCode
@@ -26,6 +29,9 @@ ERROR_CODE_UNAVAILABLE: ErrorCode
 ERROR_CODE_INVALID: ErrorCode
 ERROR_CODE_HALTED: ErrorCode
 ERROR_CODE_POST_ONLY_WOULD_TAKE: ErrorCode
+ERROR_CODE_CANCEL_ONLY: ErrorCode
+ERROR_CODE_PRICE_OUTSIDE_BAND: ErrorCode
+ERROR_CODE_OPEN_ORDER_LIMIT: ErrorCode
 
 class GetBookRequest(_message.Message):
     __slots__ = ("instrument_id",)
@@ -70,31 +76,35 @@ class BookOrder(_message.Message):
     def __init__(self, order_id: _Optional[int] = ..., account_id: _Optional[int] = ..., client_order_id: _Optional[str] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., type: _Optional[_Union[_common_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_common_pb2.TimeInForce, str]] = ..., post_only: _Optional[bool] = ..., price: _Optional[int] = ..., quantity: _Optional[int] = ..., filled: _Optional[int] = ..., filled_notional: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.OrderState, str]] = ..., priority: _Optional[int] = ..., last_sequence: _Optional[int] = ..., create_time_unix_nanos: _Optional[int] = ..., update_time_unix_nanos: _Optional[int] = ...) -> None: ...
 
 class GetBookResponse(_message.Message):
-    __slots__ = ("instrument_id", "sequence", "owner_epoch", "bids", "asks")
+    __slots__ = ("instrument_id", "sequence", "owner_epoch", "bids", "asks", "status")
     INSTRUMENT_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     OWNER_EPOCH_FIELD_NUMBER: _ClassVar[int]
     BIDS_FIELD_NUMBER: _ClassVar[int]
     ASKS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
     instrument_id: int
     sequence: int
     owner_epoch: int
     bids: _containers.RepeatedCompositeFieldContainer[BookOrder]
     asks: _containers.RepeatedCompositeFieldContainer[BookOrder]
-    def __init__(self, instrument_id: _Optional[int] = ..., sequence: _Optional[int] = ..., owner_epoch: _Optional[int] = ..., bids: _Optional[_Iterable[_Union[BookOrder, _Mapping]]] = ..., asks: _Optional[_Iterable[_Union[BookOrder, _Mapping]]] = ...) -> None: ...
+    status: _common_pb2.InstrumentStatus
+    def __init__(self, instrument_id: _Optional[int] = ..., sequence: _Optional[int] = ..., owner_epoch: _Optional[int] = ..., bids: _Optional[_Iterable[_Union[BookOrder, _Mapping]]] = ..., asks: _Optional[_Iterable[_Union[BookOrder, _Mapping]]] = ..., status: _Optional[_Union[_common_pb2.InstrumentStatus, str]] = ...) -> None: ...
 
 class BookSnapshot(_message.Message):
-    __slots__ = ("instrument_id", "sequence", "orders")
+    __slots__ = ("instrument_id", "sequence", "orders", "status")
     INSTRUMENT_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     ORDERS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
     instrument_id: int
     sequence: int
     orders: _containers.RepeatedCompositeFieldContainer[BookOrder]
-    def __init__(self, instrument_id: _Optional[int] = ..., sequence: _Optional[int] = ..., orders: _Optional[_Iterable[_Union[BookOrder, _Mapping]]] = ...) -> None: ...
+    status: _common_pb2.InstrumentStatus
+    def __init__(self, instrument_id: _Optional[int] = ..., sequence: _Optional[int] = ..., orders: _Optional[_Iterable[_Union[BookOrder, _Mapping]]] = ..., status: _Optional[_Union[_common_pb2.InstrumentStatus, str]] = ...) -> None: ...
 
 class NewOrder(_message.Message):
-    __slots__ = ("instrument_id", "account_id", "side", "type", "time_in_force", "price", "quantity", "client_order_id", "post_only")
+    __slots__ = ("instrument_id", "account_id", "side", "type", "time_in_force", "price", "quantity", "client_order_id", "post_only", "max_open_orders")
     INSTRUMENT_ID_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     SIDE_FIELD_NUMBER: _ClassVar[int]
@@ -104,6 +114,7 @@ class NewOrder(_message.Message):
     QUANTITY_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     POST_ONLY_FIELD_NUMBER: _ClassVar[int]
+    MAX_OPEN_ORDERS_FIELD_NUMBER: _ClassVar[int]
     instrument_id: int
     account_id: int
     side: _common_pb2.Side
@@ -113,7 +124,8 @@ class NewOrder(_message.Message):
     quantity: int
     client_order_id: str
     post_only: bool
-    def __init__(self, instrument_id: _Optional[int] = ..., account_id: _Optional[int] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., type: _Optional[_Union[_common_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_common_pb2.TimeInForce, str]] = ..., price: _Optional[int] = ..., quantity: _Optional[int] = ..., client_order_id: _Optional[str] = ..., post_only: _Optional[bool] = ...) -> None: ...
+    max_open_orders: int
+    def __init__(self, instrument_id: _Optional[int] = ..., account_id: _Optional[int] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., type: _Optional[_Union[_common_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_common_pb2.TimeInForce, str]] = ..., price: _Optional[int] = ..., quantity: _Optional[int] = ..., client_order_id: _Optional[str] = ..., post_only: _Optional[bool] = ..., max_open_orders: _Optional[int] = ...) -> None: ...
 
 class CancelOrder(_message.Message):
     __slots__ = ("instrument_id", "account_id", "order_id")

@@ -26,7 +26,12 @@ if _version_not_supported:
 
 
 class MatchingServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """Only order services may call it: with mutual TLS between services
+    (EXCHANGE_INTERNAL_TLS_*) the caller's certificate must name an allowed
+    client; otherwise every call carries the shared secret in the metadata
+    `x-internal-token` (EXCHANGE_INTERNAL_TOKEN). Anything else is refused with
+    UNAUTHENTICATED before a command is read.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -52,7 +57,12 @@ class MatchingServiceStub:
 
 
 class MatchingServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Only order services may call it: with mutual TLS between services
+    (EXCHANGE_INTERNAL_TLS_*) the caller's certificate must name an allowed
+    client; otherwise every call carries the shared secret in the metadata
+    `x-internal-token` (EXCHANGE_INTERNAL_TOKEN). Anything else is refused with
+    UNAUTHENTICATED before a command is read.
+    """
 
     def Execute(self, request_iterator, context):
         """Long-lived session: the order service coalesces concurrent commands into
@@ -106,7 +116,12 @@ def add_MatchingServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class MatchingService:
-    """Missing associated documentation comment in .proto file."""
+    """Only order services may call it: with mutual TLS between services
+    (EXCHANGE_INTERNAL_TLS_*) the caller's certificate must name an allowed
+    client; otherwise every call carries the shared secret in the metadata
+    `x-internal-token` (EXCHANGE_INTERNAL_TOKEN). Anything else is refused with
+    UNAUTHENTICATED before a command is read.
+    """
 
     @staticmethod
     def Execute(request_iterator,
