@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import logging
 import re
 from decimal import Decimal
 from importlib.resources import files
 
 import asyncpg
+
+from exchange_common.keys import ADMIN_KEY_KIND, key_hash, prefix_of
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +94,6 @@ DEFAULT_INSTRUMENTS = [
 ]
 
 
-def key_hash(api_key: str) -> bytes:
-    return hashlib.sha256(api_key.encode()).digest()
-
-
 async def seed_instruments(conn: asyncpg.Connection) -> None:
     for row in DEFAULT_INSTRUMENTS:
         iid, symbol, base, quote, tick, lot, min_q, max_q, min_n = row
@@ -114,20 +111,56 @@ async def seed_instruments(conn: asyncpg.Connection) -> None:
     )
 
 
-async def ensure_account(conn: asyncpg.Connection, name: str, api_key: str | None = None) -> int:
-    """Create the account if needed; attach ``api_key`` to it if given. Returns its id."""
+# The rate tier of the accounts the dev stack makes (make run, the tests, the benchmarks):
+# limits far above what one machine can send, so the old load test runs as it did, while
+# the limiter still counts every call.
+DEV_TIER = "dev"
+DEV_TIER_LIMITS = {"orders_per_second": 1_000_000, "orders_burst": 1_000_000,
+                   "cancels_per_second": 1_000_000, "cancels_burst": 1_000_000,
+                   "queries_per_second": 1_000_000, "queries_burst": 1_000_000,
+                   "max_open_orders": 10_000_000}
+
+
+async def ensure_tier(conn: asyncpg.Connection, name: str, **limits: int) -> None:
+    """Create or update rate tier ``name`` (columns of ``rate_tiers`` as keywords)."""
+    columns = sorted(limits)
+    await conn.execute(
+        f"""INSERT INTO rate_tiers (name{"".join(", " + c for c in columns)})
+            VALUES ($1{"".join(f", ${i + 2}" for i in range(len(columns)))})
+            ON CONFLICT (name) DO UPDATE SET updated_at = now()
+            {"".join(f", {c} = EXCLUDED.{c}" for c in columns)}""",
+        name, *(limits[c] for c in columns))
+
+
+async def ensure_account(conn: asyncpg.Connection, name: str, api_key: str | None = None,
+                         tier: str | None = None) -> int:
+    """Create the account if needed (in ``tier`` if given, which must exist; an existing
+    account moves to it); attach ``api_key`` to it if given. Returns its id."""
     account_id = await conn.fetchval(
-        """INSERT INTO accounts (name) VALUES ($1)
-           ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING account_id""",
-        name,
+        """INSERT INTO accounts (name, tier) VALUES ($1, coalesce($2, 'default'))
+           ON CONFLICT (name) DO UPDATE SET tier = coalesce($2, accounts.tier)
+           RETURNING account_id""",
+        name, tier,
     )
     if api_key:
         await conn.execute(
-            """INSERT INTO api_keys (key_sha256, account_id, label) VALUES ($1, $2, 'dev')
+            """INSERT INTO api_keys (key_sha256, account_id, label, prefix)
+               VALUES ($1, $2, 'dev', $3)
                ON CONFLICT (key_sha256) DO NOTHING""",
-            key_hash(api_key), account_id,
+            key_hash(api_key), account_id, prefix_of(api_key),
         )
     return account_id
+
+
+async def ensure_admin_key(conn: asyncpg.Connection, key: str, name: str = "bootstrap") -> str:
+    """Make ``key`` an admin key named ``name`` unless it is one already (a revoked one
+    stays revoked). Returns its prefix."""
+    prefix = prefix_of(key, ADMIN_KEY_KIND)
+    await conn.execute(
+        """INSERT INTO admin_keys (key_sha256, prefix, name) VALUES ($1, $2, $3)
+           ON CONFLICT (key_sha256) DO NOTHING""",
+        key_hash(key), prefix, name)
+    return prefix
 
 
 def parse_dev_keys(text: str) -> dict[str, str]:
@@ -141,23 +174,43 @@ def parse_dev_keys(text: str) -> dict[str, str]:
     return out
 
 
-async def _migrate_cli(url: str) -> None:
+MIN_ADMIN_KEY_LENGTH = 16
+
+
+async def _migrate_cli(url: str, admin_key: str | None) -> None:
     conn = await asyncpg.connect(url)
     try:
         names = await migrate(conn)
         await seed_instruments(conn)
+        if admin_key:
+            prefix = await ensure_admin_key(conn, admin_key)
+            print(f"admin key {prefix} (bootstrap) is in place")
     finally:
         await conn.close()
     print("applied: " + (", ".join(names) if names else "nothing (up to date)"))
 
 
 def migrate_main() -> None:
-    """`exchange-migrate`: apply migrations and seed the default instruments."""
+    """`exchange-migrate`: apply migrations, seed the default instruments and, when given,
+    make the first admin key (EXCHANGE_BOOTSTRAP_ADMIN_KEY, or --bootstrap-admin-key-file:
+    the chart's migrate Job takes it from a Secret)."""
     import os
 
     parser = argparse.ArgumentParser(description=migrate_main.__doc__)
     parser.add_argument("--database-url", default=os.environ.get("EXCHANGE_DATABASE_URL"))
+    parser.add_argument("--bootstrap-admin-key-file", metavar="PATH",
+                        help="a file holding an admin key to create (if not there yet)")
     args = parser.parse_args()
     if not args.database_url:
         parser.error("set EXCHANGE_DATABASE_URL or pass --database-url")
-    asyncio.run(_migrate_cli(args.database_url))
+    admin_key = os.environ.get("EXCHANGE_BOOTSTRAP_ADMIN_KEY", "").strip()
+    if args.bootstrap_admin_key_file:
+        try:
+            with open(args.bootstrap_admin_key_file) as f:
+                admin_key = f.read().strip()
+        except OSError as err:
+            parser.error(f"cannot read the admin key: {err}")
+    if admin_key and len(admin_key) < MIN_ADMIN_KEY_LENGTH:
+        parser.error(f"the bootstrap admin key must have at least {MIN_ADMIN_KEY_LENGTH} "
+                     "characters")
+    asyncio.run(_migrate_cli(args.database_url, admin_key or None))

@@ -16,7 +16,10 @@ Environment:
 - ``EXCHANGE_EMBEDDED_PG_PORT`` (55432) / ``EXCHANGE_EMBEDDED_REDIS_PORT``
   (56379): ports of the embedded servers.
 - ``EXCHANGE_DEV_API_KEYS``: ``alice=KEY1,bob=KEY2``. Without it, random keys
-  are made on the first run and kept in ``.data/dev-api-keys``.
+  are made on the first run and kept in ``.data/dev-api-keys``. The demo accounts are
+  in the rate tier ``dev`` (limits no single machine reaches).
+- ``EXCHANGE_DEV_ADMIN_KEY``: the admin key (``exchange admin ...``). Without it, one
+  is made on the first run and kept in ``.data/dev-admin-key``.
 - ``EXCHANGE_ORDER_LISTEN``, ``EXCHANGE_MATCHING_LISTEN``,
   ``EXCHANGE_MATCHING_ADVERTISE``, ``EXCHANGE_MARKETDATA_LISTEN``: as for the
   services themselves.
@@ -53,6 +56,7 @@ from exchange_common.embedded import (
     spawn_child,
     terminate_child,
 )
+from exchange_common.keys import ADMIN_KEY_KIND, new_key
 
 log = logging.getLogger("exchange-dev")
 
@@ -60,6 +64,7 @@ DEMO_ACCOUNTS = ("alice", "bob")
 DEFAULT_PG_PORT = 55432
 DEFAULT_REDIS_PORT = 56379
 KEYS_FILE = "dev-api-keys"
+ADMIN_KEY_FILE = "dev-admin-key"
 
 
 @dataclass(frozen=True)
@@ -121,7 +126,8 @@ class Stack:
 
     After ``start()``: ``database_url``, ``redis_url``, ``order_addr``,
     ``matching_addr``, ``marketdata_addr`` (host:port to connect to),
-    ``keys`` (name -> API key), ``account_ids`` (name -> id), ``processes``
+    ``keys`` (name -> API key, accounts in the rate tier ``dev``), ``admin_key``,
+    ``account_ids`` (name -> id), ``processes``
     (service name -> ``subprocess.Popen``; SIGKILL one to test a crash),
     ``pg`` / ``redis`` (the embedded servers, or None).
 
@@ -144,6 +150,7 @@ class Stack:
         redis_port: int | None = None,
         database_name: str = "exchange",
         keys: Mapping[str, str] | None = None,
+        admin_key: str | None = None,
         order_listen: str | None = None,
         matching_listen: str | None = None,
         matching_advertise: str | None = None,
@@ -162,6 +169,8 @@ class Stack:
         self.redis_url = redis_url
         self.database_name = database_name
         self.keys: dict[str, str] = dict(keys or {})
+        # An admin key (exchange.admin.v1.AdminService), made at start if not given.
+        self.admin_key = admin_key or new_key(ADMIN_KEY_KIND)[0]
         self.account_ids: dict[str, int] = {}
         self.extra_env = dict(env or {})
         # The shared secret between the order services and the matching pods.
@@ -216,8 +225,22 @@ class Stack:
     def addr(self, name: str) -> str:
         if name in self.extra_matching:
             return self.extra_matching[name]
-        return {"order": self.order_addr, "matching": self.matching_addr,
-                "marketdata": self.marketdata_addr}[name]
+        if name == "matching":
+            return self.matching_addr
+        return connect_address(self.listen[name])
+
+    def add_order(self, name: str, *, env: Mapping[str, str] | None = None) -> str:
+        """Declare another order-service process ``name`` (a replica on a port of its
+        own, with ``env`` for it alone); start it with ``start_service(name)``. Returns
+        the address to call it on."""
+        if name in self.specs:
+            raise ValueError(f"a service named {name!r} already exists")
+        self.specs[name] = ServiceSpec(name, "order_service", "EXCHANGE_ORDER_LISTEN",
+                                       _SPECS["order"].default_listen)
+        self.listen[name] = f"127.0.0.1:{free_port()}"
+        if env:
+            self.service_extra_env.setdefault(name, {}).update(env)
+        return self.addr(name)
 
     def add_matching(self, name: str, *, listen: str | None = None,
                      advertise: str | None = None,
@@ -276,8 +299,10 @@ class Stack:
         try:
             await db.migrate(conn)
             await db.seed_instruments(conn)
+            await db.ensure_tier(conn, db.DEV_TIER, **db.DEV_TIER_LIMITS)
             for name, key in self.keys.items():
-                self.account_ids[name] = await db.ensure_account(conn, name, key)
+                self.account_ids[name] = await db.ensure_account(conn, name, key, db.DEV_TIER)
+            await db.ensure_admin_key(conn, self.admin_key, "dev")
         finally:
             await conn.close()
 
@@ -299,6 +324,8 @@ class Stack:
         if name in self.extra_matching:
             env["EXCHANGE_MATCHING_LISTEN"] = self.listen[name]
             env["EXCHANGE_MATCHING_ADVERTISE"] = self.extra_matching[name]
+        elif self.specs[name].module == "order_service":
+            env["EXCHANGE_ORDER_LISTEN"] = self.listen[name]
         env.update(self.service_extra_env.get(name, {}))
         return env
 
@@ -494,6 +521,25 @@ def load_dev_keys(data_dir: Path) -> tuple[dict[str, str], str]:
     return keys, str(path)
 
 
+def load_dev_admin_key(data_dir: Path) -> str:
+    """``EXCHANGE_DEV_ADMIN_KEY``, else the one kept in ``<data_dir>/dev-admin-key``, else a
+    new one saved there (mode 600)."""
+    env = os.environ.get("EXCHANGE_DEV_ADMIN_KEY", "").strip()
+    if env:
+        return env
+    path = data_dir / ADMIN_KEY_FILE
+    if path.exists():
+        key = path.read_text().strip()
+        if key:
+            return key
+    key = new_key(ADMIN_KEY_KIND)[0]
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return key
+
+
 def banner(stack: Stack, keys_source: str) -> str:
     alice = stack.keys.get("alice") or next(iter(stack.keys.values()), "KEY")
     rows = [
@@ -515,6 +561,7 @@ def banner(stack: Stack, keys_source: str) -> str:
     for name, key in stack.keys.items():
         account = stack.account_ids.get(name)
         lines.append(f"    {name:<8} {key}" + (f"   (account {account})" if account else ""))
+    lines += ["", f"  Admin key (x-admin-key; exchange admin ...): {stack.admin_key}"]
     body = ('{"instrument": "BTC-USD", "side": "SIDE_BUY", "type": "ORDER_TYPE_LIMIT", '
             '"time_in_force": "TIME_IN_FORCE_GTC", "price": "70000", "quantity": "0.01"}')
     lines += [
@@ -545,6 +592,7 @@ def stack_from_env() -> tuple[Stack, str]:
         pg_port=int(os.environ.get("EXCHANGE_EMBEDDED_PG_PORT", DEFAULT_PG_PORT)),
         redis_port=int(os.environ.get("EXCHANGE_EMBEDDED_REDIS_PORT", DEFAULT_REDIS_PORT)),
         keys=keys,
+        admin_key=load_dev_admin_key(data_dir),
         order_listen=env_listen["order"],
         matching_listen=env_listen["matching"],
         matching_advertise=os.environ.get("EXCHANGE_MATCHING_ADVERTISE")

@@ -1,0 +1,68 @@
+"""Change notifications from the triggers of migration 0003, through ChangeListener."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from exchange_common import db
+from exchange_common.changes import APPLICATION_NAME, FALLBACK_MAX_AGE, ChangeListener
+
+
+async def wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def test_every_change_is_notified_and_a_reconnection_flushes_all(
+        database_url: str) -> None:
+    listener = ChangeListener(database_url, retry=0.1)
+    seen: list[str] = []
+    for table in ("api_keys", "accounts", "rate_tiers", "admin_keys", "instruments"):
+        listener.on(table, lambda table=table: seen.append(table))
+    listener.start()
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await listener.connected(10)
+        seen.clear()
+        account = await db.ensure_account(conn, "zoe", "zoe-key-0123456789")
+        await wait_for(lambda: "api_keys" in seen)
+        await conn.execute("UPDATE accounts SET disabled_at = now() WHERE account_id = $1",
+                           account)
+        await conn.execute("UPDATE instruments SET status = 'halted' WHERE symbol = 'BTC-USD'")
+        await db.ensure_tier(conn, "vip", orders_per_second=5)
+        await db.ensure_admin_key(conn, "an-admin-key-0123456789")
+        await wait_for(lambda: {"accounts", "instruments", "rate_tiers", "admin_keys"}
+                       <= set(seen))
+        # Notified when the transaction commits; never when it rolls back.
+        seen.clear()
+        async with conn.transaction():
+            await conn.execute("UPDATE instruments SET price_band_bps = 5")
+            await asyncio.sleep(0.3)
+            assert seen == []
+        await wait_for(lambda: "instruments" in seen)
+        seen.clear()
+        try:
+            async with conn.transaction():
+                await conn.execute("UPDATE instruments SET price_band_bps = 6")
+                raise RuntimeError("roll back")
+        except RuntimeError:
+            pass
+        await asyncio.sleep(0.3)
+        assert seen == []
+
+        # The listening session dies: while it is gone caches may not trust themselves
+        # beyond FALLBACK_MAX_AGE; back, every callback runs (changes may have been missed).
+        generation = listener.generation
+        await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE application_name = $1", APPLICATION_NAME)
+        await wait_for(lambda: not listener.live or listener.generation > generation)
+        assert listener.max_age(30.0) == FALLBACK_MAX_AGE or listener.live
+        await wait_for(lambda: listener.live and len(set(seen)) == 5)
+        assert listener.max_age(30.0) == 30.0
+    finally:
+        await conn.close()
+        await listener.stop()
