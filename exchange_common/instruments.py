@@ -7,9 +7,19 @@ from decimal import Decimal
 
 import asyncpg
 
+from exchange.common.v1 import common_pb2 as cpb
 from exchange_common.decimals import decimals_of, format_units
 
 TEXT_CACHE_SIZE = 100_000
+
+# instruments.status (text in SQL) <-> exchange.common.v1.InstrumentStatus (the same
+# numbers as exchange.marketdata.v1.InstrumentStatus).
+STATUS_BY_NAME = {
+    "trading": cpb.INSTRUMENT_STATUS_TRADING,
+    "cancel_only": cpb.INSTRUMENT_STATUS_CANCEL_ONLY,
+    "halted": cpb.INSTRUMENT_STATUS_HALTED,
+}
+STATUS_NAMES = {number: name for name, number in STATUS_BY_NAME.items()}
 
 
 def _format(texts: dict[int, str], units: int, step: Decimal, places: int) -> str:
@@ -43,6 +53,11 @@ class InstrumentSpec:
     @property
     def trading(self) -> bool:
         return self.status == "trading"
+
+    @property
+    def status_number(self) -> int:
+        """The status as an exchange.common.v1.InstrumentStatus number."""
+        return STATUS_BY_NAME[self.status]
 
     def price_str(self, ticks: int) -> str:
         return self._texts[0].get(ticks) or _format(self._texts[0], ticks, self.tick_size,

@@ -92,7 +92,8 @@ cdef class Side:
 cdef class OrderBook:
     cdef public object instrument_id, sequence, first_sequence, snapshot_sequence, _id_base
     cdef public Side bids, asks
-    cdef public dict recent, older, open_client_ids
+    cdef public dict recent, older, open_client_ids, open_by_account
+    cdef public object status, last_price
     cdef public list changed
     cdef public object batch
     cdef public object closed_client_ids
@@ -116,7 +117,10 @@ cdef class OrderBook:
     cpdef resting_order(self, order_id)
     cpdef _age(self)
     cpdef _mark_changed(self, Order order)
+    @cython.locals(counts=dict)
     cpdef _rest(self, Order order, Side own, key)
+    @cython.locals(counts=dict)
+    cpdef _one_less(self, account_id)
     @cython.locals(book=Side)
     cpdef _unrest(self, Order order)
     cpdef _expire(self, Order order, reason, now_ns)

@@ -12,7 +12,12 @@ with the next per-instrument sequence number:
 * EXPIRED   - the unfilled rest of an IOC, FOK or market order;
 * REJECTED  - a new order refused outright (post-only that would take);
 * AMENDED   - a resting order got a new price and/or total quantity (the
-              event carries the new values); trades it causes follow it.
+              event carries the new values); trades it causes follow it;
+* STATUS    - the instrument's status changed (trading, cancel-only, halted;
+              the event's quantity is the new status). The engine only records
+              it (``OrderBook.status``): which commands a status refuses is the
+              caller's rule (matching_service/loop.py), so replaying the journal,
+              which holds only what was accepted, never depends on it.
 
 Rules: price-time priority; partial fills; the trade price is the resting
 order's price; LIMIT+GTC rests, IOC fills what it can and expires the rest,
@@ -121,9 +126,12 @@ LIMIT, MARKET = 1, 2
 GTC, IOC, FOK = 1, 2, 3
 NEW, PARTIALLY_FILLED, FILLED, CANCELLED, EXPIRED, REJECTED = 1, 2, 3, 4, 5, 6
 MAKER, TAKER = 1, 2
+# exchange.common.v1.InstrumentStatus
+TRADING, HALTED, CANCEL_ONLY = 1, 2, 3
 
 # Journal event kinds (database column journal.kind).
 EV_ACCEPTED, EV_TRADE, EV_CANCELLED, EV_EXPIRED, EV_REJECTED, EV_AMENDED = 1, 2, 3, 4, 5, 6
+EV_STATUS = 7
 
 OPEN_STATES = (NEW, PARTIALLY_FILLED)
 
@@ -560,6 +568,12 @@ class OrderBook:
         self.recent: dict[int, Order] = {}
         self.older: dict[int, Order] = {}
         self.open_client_ids: dict[tuple[int, str], Order] = {}
+        # Resting orders per account (for the open-order cap).
+        self.open_by_account: dict[int, int] = {}
+        # The instrument's status (journaled by set_status) and the last trade's price
+        # (None before the first trade): the reference of the price band.
+        self.status = TRADING
+        self.last_price: int | None = None
         self.closed_client_ids: OrderedDict[tuple[int, str], Order] = OrderedDict()
         # Changes since the last drain_changes(): for group commit and market data.
         self.events: list[tuple] = []
@@ -672,6 +686,8 @@ class OrderBook:
             recent[order_id] = order
             if len(recent) > _RECENT_MAX:
                 self._age()
+            counts = self.open_by_account
+            counts[account_id] = counts.get(account_id, 0) + 1
             if client_order_id:
                 self.open_client_ids[(account_id, client_order_id)] = order
         else:
@@ -779,6 +795,20 @@ class OrderBook:
         """How many orders rest on the book."""
         return len(self.recent) + len(self.older)
 
+    def open_orders(self, account_id: int) -> int:
+        """How many orders of ``account_id`` rest on the book."""
+        return self.open_by_account.get(account_id, 0)
+
+    def set_status(self, status: int, now_ns: int = 0) -> bool:
+        """Record a new status (a STATUS event); False, and no event, if it is the
+        current one."""
+        if status == self.status:
+            return False
+        seq = self.sequence = self.sequence + 1
+        self.events.append((seq, EV_STATUS, 0, 0, 0, status, 0, 0, 0, 0, False, "", now_ns))
+        self.status = status
+        return True
+
     def resting_order(self, order_id: int) -> Order | None:
         """The resting order with this id, None if there is none."""
         order = self.recent.get(order_id)
@@ -833,6 +863,8 @@ class OrderBook:
             else:
                 level.append(order)
             self.older[order.order_id] = order
+            counts = self.open_by_account
+            counts[order.account_id] = counts.get(order.account_id, 0) + 1
             if order.client_order_id:
                 self.open_client_ids[(order.account_id, order.client_order_id)] = order
         self.bids.rebuild()
@@ -938,6 +970,7 @@ class OrderBook:
                 maker.state = FILLED
                 if recent.pop(maker_id, None) is None:
                     del self.older[maker_id]
+                self._one_less(maker.account_id)
                 if maker.client_order_id:
                     self._close_client_id(maker)
                 if queue is None or len(queue) == 1:
@@ -963,6 +996,7 @@ class OrderBook:
             if key > limit:
                 break
         self.sequence = seq
+        self.last_price = price
         taker.filled = taker.quantity - qty if qty else taker.quantity
         taker.notional = notional
         taker.last_sequence = seq
@@ -986,6 +1020,17 @@ class OrderBook:
         self.recent[order.order_id] = order
         if len(self.recent) > _RECENT_MAX:
             self._age()
+        counts = self.open_by_account
+        counts[order.account_id] = counts.get(order.account_id, 0) + 1
+
+    def _one_less(self, account_id: int) -> None:
+        """An order of ``account_id`` left the book."""
+        counts = self.open_by_account
+        left = counts[account_id] - 1
+        if left:
+            counts[account_id] = left
+        else:
+            del counts[account_id]
 
     def _unrest(self, order: Order) -> None:
         """Take a resting order off its level. In a list, finding the order is a scan
@@ -1001,6 +1046,7 @@ class OrderBook:
             book.touched[order.price] = level
         if self.recent.pop(order.order_id, None) is None:
             del self.older[order.order_id]
+        self._one_less(order.account_id)
 
     def _expire(self, order: Order, reason: str, now_ns: int) -> None:
         seq = self.sequence = self.sequence + 1

@@ -35,7 +35,11 @@ from matching_service.engine import (
     ERR_DUPLICATE,
     ERR_ORDER_NOT_OPEN,
     ERR_POST_ONLY_WOULD_TAKE,
+    GTC,
+    HALTED,
+    LIMIT,
     TAKER,
+    TRADING,
     Changes,
     Order,
     OrderBook,
@@ -45,6 +49,8 @@ from matching_service.recovery import book_response, encode_snapshot
 from matching_service.store import FencedOut, Store
 
 log = logging.getLogger(__name__)
+
+BASIS_POINTS = 10_000
 
 Deliver = Callable[[mpb.Result], None]
 
@@ -104,6 +110,9 @@ class InstrumentLoop:
         self.wake = asyncio.Event()
         self.available = True
         self.stopped = False
+        # The status the instrument should have (instruments.status); the loop journals a
+        # STATUS event at the start of its next batch when the book's differs.
+        self.wanted_status = spec.status_number
         self.to_publish: deque[Changes] = deque()
         self.publish_wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -130,6 +139,15 @@ class InstrumentLoop:
             except (TimeoutError, asyncio.CancelledError):
                 task.cancel()
 
+    def update_spec(self, spec: InstrumentSpec) -> None:
+        """New limits (the price band) apply to the next command; a new status is
+        journaled at the start of the next batch, before any command of it."""
+        self.spec = spec
+        wanted = spec.status_number
+        if wanted != self.wanted_status:
+            self.wanted_status = wanted
+            self.wake.set()
+
     def submit(self, command: mpb.Command, deliver: Deliver) -> None:
         if self.stopped:
             deliver(error_result(command.request_id, mpb.ERROR_CODE_NOT_OWNER,
@@ -150,7 +168,8 @@ class InstrumentLoop:
         while True:
             if self.book_waiters:
                 self._answer_book_waiters()
-            if not pending:
+            status_change = self.wanted_status != self.book.status and self.available
+            if not pending and not status_change:
                 if self.stopped:
                     break
                 self.wake.clear()
@@ -164,6 +183,10 @@ class InstrumentLoop:
             n = min(len(pending), self.batch_max)
             batch = [pending.popleft() for _ in range(n)]
             now = time.time_ns() // 1000 * 1000  # PostgreSQL keeps microseconds
+            if status_change:
+                self.book.set_status(self.wanted_status, now)
+                log.info("%s: status %s at sequence %d", self.spec.symbol, self.spec.status,
+                         self.book.sequence)
             answers = [(deliver, self._apply(cmd, now)) for cmd, deliver in batch]
             changes = self.book.drain_changes()
             self._commit_started = clock()
@@ -236,8 +259,25 @@ class InstrumentLoop:
 
     def _apply(self, cmd: mpb.Command, now: int) -> mpb.Result:
         which = cmd.WhichOneof("command")
+        status = self.book.status
+        if status != TRADING and (status == HALTED or which != "cancel_order"):
+            if status == HALTED:
+                return error_result(cmd.request_id, mpb.ERROR_CODE_HALTED,
+                                    f"trading in {self.spec.symbol} is halted")
+            return error_result(cmd.request_id, mpb.ERROR_CODE_CANCEL_ONLY,
+                                f"{self.spec.symbol} accepts cancels only")
         if which == "new_order":
             o = cmd.new_order
+            if o.type == LIMIT:
+                refused = self._outside_band(cmd.request_id, o.price)
+                if refused is not None:
+                    return refused
+                if (o.max_open_orders and o.time_in_force in (GTC, 0)
+                        and self.book.open_orders(o.account_id) >= o.max_open_orders):
+                    return error_result(
+                        cmd.request_id, mpb.ERROR_CODE_OPEN_ORDER_LIMIT,
+                        f"the account has {o.max_open_orders} resting orders in "
+                        f"{self.spec.symbol}, as many as its tier allows")
             out = self.book.new_order(o.account_id, o.side, o.type, o.time_in_force, o.price,
                                       o.quantity, o.client_order_id, o.post_only, now)
         elif which == "cancel_order":
@@ -245,10 +285,30 @@ class InstrumentLoop:
             out = self.book.cancel(c.account_id, c.order_id, now)
         elif which == "amend_order":
             a = cmd.amend_order
+            if a.price:
+                refused = self._outside_band(cmd.request_id, a.price)
+                if refused is not None:
+                    return refused
             out = self.book.amend(a.account_id, a.order_id, a.price, a.quantity, now)
         else:
             return error_result(cmd.request_id, mpb.ERROR_CODE_INVALID, "empty command")
         return self._result(cmd.request_id, out)
+
+    def _outside_band(self, request_id: int, price: int) -> mpb.Result | None:
+        """The refusal of a limit price outside the band around the last trade's price
+        (None when it is inside, or there is no band or no trade yet)."""
+        band, reference = self.spec.price_band_bps, self.book.last_price
+        if not band or reference is None:
+            return None
+        if abs(price - reference) * BASIS_POINTS <= reference * band:
+            return None
+        low = -(-reference * (BASIS_POINTS - band) // BASIS_POINTS)  # rounded up
+        high = reference * (BASIS_POINTS + band) // BASIS_POINTS
+        return error_result(
+            request_id, mpb.ERROR_CODE_PRICE_OUTSIDE_BAND,
+            f"price {self.spec.price_str(price)} is outside the band "
+            f"{self.spec.price_str(max(low, 1))}-{self.spec.price_str(high)} "
+            f"({band} bps around the last trade, {self.spec.price_str(reference)})")
 
     @staticmethod
     def _result(request_id: int, out: Outcome) -> mpb.Result:

@@ -19,6 +19,8 @@ from matching_service.engine import (
     EV_AMENDED,
     EV_CANCELLED,
     EV_REJECTED,
+    EV_STATUS,
+    TRADING,
     Order,
     OrderBook,
 )
@@ -56,18 +58,21 @@ def book_response(book: OrderBook, epoch: int) -> mpb.GetBookResponse:
         instrument_id=book.instrument_id, sequence=book.sequence, owner_epoch=epoch,
         bids=[to_book_order(o) for o in resting if o.side == BUY],
         asks=[to_book_order(o) for o in resting if o.side != BUY],
+        status=book.status,
     )
 
 
 def encode_snapshot(book: OrderBook) -> bytes:
     snap = mpb.BookSnapshot(instrument_id=book.instrument_id, sequence=book.sequence,
-                            orders=[to_book_order(o) for o in book.resting()])
+                            orders=[to_book_order(o) for o in book.resting()],
+                            status=book.status)
     return snap.SerializeToString()
 
 
-def decode_snapshot(data: bytes) -> tuple[int, list[Order]]:
+def decode_snapshot(data: bytes) -> tuple[int, list[Order], int]:
+    """(sequence, resting orders, instrument status) of a snapshot."""
     snap = mpb.BookSnapshot.FromString(data)
-    return snap.sequence, [from_book_order(b) for b in snap.orders]
+    return snap.sequence, [from_book_order(b) for b in snap.orders], snap.status or TRADING
 
 
 # Journal rows as read by the store: (sequence, kind, order_id, other_order_id,
@@ -93,6 +98,12 @@ def replay(book: OrderBook, rows: Iterable[tuple]) -> int:
             out = book.cancel(account, order_id, t)
             if out.order is None:
                 raise ReplayMismatch(f"sequence {seq}: order {order_id} was not open to cancel")
+        elif kind == EV_STATUS:
+            if seq != book.sequence + 1:
+                raise ReplayMismatch(f"sequence {seq}: expected a status at {book.sequence + 1}")
+            book.set_status(qty, t)
+            if book.sequence != seq:
+                raise ReplayMismatch(f"sequence {seq}: status {qty} is no change")
         elif kind == EV_AMENDED:
             # The event holds the new price and total quantity: re-executed as is.
             if seq != book.sequence + 1:

@@ -10,6 +10,7 @@ epoch that fences every journal write (see store.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 
@@ -20,6 +21,7 @@ from redis.asyncio import Redis
 from exchange.matching.v1 import matching_pb2 as mpb
 from exchange.matching.v1 import matching_pb2_grpc as mpb_grpc
 from exchange_common import logs
+from exchange_common.changes import ChangeListener
 from exchange_common.config import MatchingSettings, load
 from exchange_common.db import OLTP_SETTINGS, create_pool
 from exchange_common.errors import NotFound, grpc_errors
@@ -46,6 +48,8 @@ class MatchingNode:
         self._lock_conn: asyncpg.Connection | None = None
         self._task: asyncio.Task | None = None
         self._stopping = False
+        # Set when the instruments table changed (a notification): look again at once.
+        self.changed = asyncio.Event()
 
     def allowed(self, symbol: str) -> bool:
         spec = self.settings.matching_instruments.strip()
@@ -73,7 +77,11 @@ class MatchingNode:
         else:
             await self._lock_conn.execute("SELECT 1")  # heartbeat: keeps the locks alive
         for spec in await self.store.instruments():
-            if spec.instrument_id in self.loops or not self.allowed(spec.symbol):
+            loop = self.loops.get(spec.instrument_id)
+            if loop is not None:
+                loop.update_spec(spec)  # a new price band or status
+                continue
+            if not self.allowed(spec.symbol):
                 continue
             owned = await self.store.take_ownership(self._lock_conn, spec.instrument_id,
                                                     self.settings.matching_advertise)
@@ -106,7 +114,9 @@ class MatchingNode:
     async def _keep_acquiring(self) -> None:
         interval = min(self.settings.ownership_poll, self.settings.owner_session_timeout / 3)
         while not self._stopping:
-            await asyncio.sleep(interval)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), interval)
+            self.changed.clear()
             try:
                 await self.acquire()
             except Exception as err:  # noqa: BLE001 - database away; try again next round
@@ -206,6 +216,11 @@ async def serve() -> None:
                          str(int(settings.owner_session_timeout * 1000))})
     redis = Redis.from_url(settings.redis_url)
     node = MatchingNode(settings, Store(pool), redis)
+    # A halt, a new status or price band, a new instrument: applied at once, not at the
+    # next poll.
+    changes = ChangeListener(settings.database_url)
+    changes.on("instruments", node.changed.set)
+    changes.start()
     service = Service(settings, settings.matching_listen)
     service.add(mpb_grpc.add_MatchingServiceServicer_to_server, MatchingServicer(node),
                 mpb.DESCRIPTOR.services_by_name["MatchingService"].full_name)
@@ -214,7 +229,7 @@ async def serve() -> None:
     await service.set_serving(True)
     log.info("matching service listening on port %d, owning %s", port,
              sorted(loop.spec.symbol for loop in node.loops.values()) or "nothing yet")
-    await run_until_signal(service, [node.stop, redis.aclose, pool.close])
+    await run_until_signal(service, [changes.stop, node.stop, redis.aclose, pool.close])
 
 
 def main() -> None:

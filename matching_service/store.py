@@ -16,7 +16,7 @@ import asyncpg
 
 from exchange_common.ids import make_id
 from exchange_common.instruments import InstrumentSpec, load_instruments
-from matching_service.engine import Changes, OrderBook
+from matching_service.engine import TRADING, Changes, OrderBook
 from matching_service.recovery import ReplayMismatch, decode_snapshot, replay
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -174,17 +174,23 @@ class Store:
                 """SELECT sequence, data FROM book_snapshots
                     WHERE instrument_id = $1 AND sequence <= $2
                     ORDER BY sequence DESC LIMIT 1""", instrument_id, last)
-            start, orders = decode_snapshot(snap["data"]) if snap else (0, [])
+            start, orders, status = (decode_snapshot(snap["data"]) if snap
+                                     else (0, [], TRADING))
             rows = await conn.fetch(
                 """SELECT sequence, kind, order_id, other_order_id, price, quantity, account_id,
                           side, order_type, time_in_force, post_only, client_order_id,
                           created_at
                      FROM journal WHERE instrument_id = $1 AND sequence > $2 AND sequence <= $3
                     ORDER BY sequence""", instrument_id, start, last)
+            last_price = await conn.fetchval(
+                """SELECT price FROM trades WHERE instrument_id = $1 AND trade_id <= $2
+                    ORDER BY trade_id DESC LIMIT 1""", instrument_id, make_id(instrument_id, last))
         book = OrderBook(instrument_id, last_sequence=start)
         book.snapshot_sequence = start
+        book.status = status
         book.restore(orders)
         replay(book, ((*r[:12], ns_of(r[12])) for r in rows))
+        book.last_price = last_price
         if book.sequence != last:
             raise ReplayMismatch(f"instrument {instrument_id}: journal ends at {book.sequence}, "
                                  f"committed sequence is {last}")

@@ -12,7 +12,10 @@ PostgreSQL and follows each order through its events:
   that was left);
 * REJECTED (5): the order never rests;
 * AMENDED (6): ``price`` and ``quantity`` are the order's new price and total;
-  a new price or a larger total sends it to the back (priority = this sequence).
+  a new price or a larger total sends it to the back (priority = this sequence);
+* STATUS (7): the instrument's status became ``quantity`` (1 trading, 2 halted,
+  3 cancel-only); while it is not trading no order is accepted or amended, and
+  while halted nothing is cancelled either.
 
 An order rests if it is a LIMIT GTC order with open quantity left after all of
 its events. While reading, the replay checks that the journal is consistent
@@ -32,13 +35,14 @@ import asyncpg
 SEQUENCE_BITS = 44
 SEQUENCE_MASK = (1 << SEQUENCE_BITS) - 1
 
-ACCEPTED, TRADE, CANCELLED, EXPIRED, REJECTED, AMENDED = 1, 2, 3, 4, 5, 6
+ACCEPTED, TRADE, CANCELLED, EXPIRED, REJECTED, AMENDED, STATUS = 1, 2, 3, 4, 5, 6, 7
+TRADING, HALTED, CANCEL_ONLY = 1, 2, 3
 BUY, SELL = 1, 2
 LIMIT, MARKET = 1, 2
 GTC = 1
 
 KIND_NAMES = {ACCEPTED: "ACCEPTED", TRADE: "TRADE", CANCELLED: "CANCELLED",
-              EXPIRED: "EXPIRED", REJECTED: "REJECTED", AMENDED: "AMENDED"}
+              EXPIRED: "EXPIRED", REJECTED: "REJECTED", AMENDED: "AMENDED", STATUS: "STATUS"}
 
 
 def make_id(instrument_id: int, sequence: int) -> int:
@@ -135,6 +139,7 @@ def replay_rows(instrument_id: int, rows, trade_rows=None,
     orders = r.orders
     problems = r.problems
     expected = 1
+    status = TRADING
     for row in rows:
         seq = row["sequence"]
         if upto is not None and seq > upto:
@@ -149,6 +154,13 @@ def replay_rows(instrument_id: int, rows, trade_rows=None,
         oid = row["order_id"]
         qty = row["quantity"]
         where = f"seq {seq} {KIND_NAMES.get(kind, kind)}"
+        if kind == STATUS:
+            if qty not in (TRADING, HALTED, CANCEL_ONLY) or qty == status:
+                problems.append(f"{where}: status {qty} after {status}")
+            status = qty
+            continue
+        if status != TRADING and (status == HALTED or kind in (ACCEPTED, REJECTED, AMENDED)):
+            problems.append(f"{where}: accepted while the status was {status}")
         if kind in (ACCEPTED, REJECTED):
             if oid != make_id(instrument_id, seq):
                 problems.append(f"{where}: order id {oid} is not instrument<<44|sequence")

@@ -8,12 +8,15 @@ from hypothesis import strategies as st
 
 from matching_service.engine import (
     BUY,
+    CANCEL_ONLY,
     EV_AMENDED,
     EV_TRADE,
     GTC,
+    HALTED,
     LIMIT,
     MARKET,
     SELL,
+    TRADING,
     OrderBook,
 )
 from matching_service.recovery import (
@@ -24,7 +27,7 @@ from matching_service.recovery import (
 )
 
 commands = st.lists(st.tuples(
-    st.sampled_from(["limit", "limit", "limit", "market", "cancel", "amend"]),
+    st.sampled_from(["limit", "limit", "limit", "market", "cancel", "amend", "status"]),
     st.integers(1, 3), st.sampled_from([BUY, SELL]), st.integers(95, 105), st.integers(1, 9),
     st.integers(0, 999), st.booleans()), min_size=1, max_size=120)
 
@@ -32,7 +35,9 @@ commands = st.lists(st.tuples(
 def run(book: OrderBook, cmds, journal: list, t0: int = 1000) -> None:
     for i, (what, acct, side, price, qty, pick, coid) in enumerate(cmds):
         now = t0 + i * 1000
-        if what == "cancel":
+        if what == "status":
+            book.set_status((TRADING, CANCEL_ONLY, HALTED)[pick % 3], now)
+        elif what == "cancel":
             if book.orders:
                 ids = sorted(book.orders)
                 target = book.orders[ids[pick % len(ids)]]
@@ -59,6 +64,11 @@ def same_book(a: OrderBook, b: OrderBook) -> None:
                     o.client_order_id) for o in b.resting()]
     assert a.depth(BUY) == b.depth(BUY) and a.depth(SELL) == b.depth(SELL)
     assert a.open_client_ids.keys() == b.open_client_ids.keys()
+    assert a.open_by_account == b.open_by_account
+    assert a.open_by_account == {acct: n for acct in {o.account_id for o in a.resting()}
+                                 if (n := sum(o.account_id == acct for o in a.resting()))}
+    assert a.status == b.status
+    assert a.last_price == b.last_price
 
 
 @settings(max_examples=200, deadline=None)
@@ -75,10 +85,14 @@ def test_snapshot_plus_journal_equals_live_book(first, second) -> None:
     replay(from_scratch, journal)
     same_book(from_scratch, live)
 
-    seq, orders = decode_snapshot(snapshot)
+    seq, orders, status = decode_snapshot(snapshot)
     assert seq == cut
     from_snapshot = OrderBook(7, last_sequence=seq)
+    from_snapshot.status = status
     from_snapshot.restore(orders)
+    # The store reads the last trade's price from the trades table.
+    from_snapshot.last_price = next(
+        (e[4] for e in reversed(journal[:cut]) if e[1] == EV_TRADE), None)
     replay(from_snapshot, journal[cut:])
     same_book(from_snapshot, live)
 
