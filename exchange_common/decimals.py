@@ -92,3 +92,11 @@ def average_price(notional_units: int, quantity_units: int, tick: Decimal, place
     # price = (notional_ticks_lots / qty_lots) * tick
     value = Decimal(notional_units) * tick / Decimal(quantity_units)
     return format_decimal(value, places)
+
+
+def parse_decimal(text: str) -> Decimal:
+    """A plain non-negative decimal string ("0.01") as a Decimal; DecimalFormatError if it
+    is anything else (sign, exponent, spaces, "NaN", more than 18 digits a side)."""
+    if _DECIMAL_RE.match(text) is None:
+        raise DecimalFormatError(f"{text[:40]!r} is not a plain decimal number")
+    return Decimal(text)

@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import grpc
 import redis.exceptions
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -36,12 +36,15 @@ class ExchangeError(Exception):
         reason: str | None = None,
         field: str | None = None,
         metadata: dict[str, str] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason or self.default_reason
         self.field = field
         self.metadata = metadata or {}
+        # Seconds to wait before trying again: a google.rpc.RetryInfo detail.
+        self.retry_after = retry_after
 
     def to_status(self) -> grpc.Status:
         """For ending a call: ``context.abort_with_status(err.to_status())``."""
@@ -63,6 +66,10 @@ class ExchangeError(Exception):
                     ]
                 )
             )
+        if self.retry_after is not None:
+            delay = duration_pb2.Duration()
+            delay.FromNanoseconds(max(0, int(self.retry_after * 1e9)))
+            details.append(error_details_pb2.RetryInfo(retry_delay=delay))
         packed = []
         for d in details:
             a = any_pb2.Any()
@@ -80,6 +87,11 @@ class InvalidArgument(ExchangeError):
 class Unauthenticated(ExchangeError):
     code = grpc.StatusCode.UNAUTHENTICATED
     default_reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(ExchangeError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+    default_reason = "PERMISSION_DENIED"
 
 
 class NotFound(ExchangeError):

@@ -82,6 +82,11 @@ class Service:
         await self.server.start()
         return self.port
 
+    @property
+    def names(self) -> list[str]:
+        """The full names of the services added."""
+        return list(self._names)
+
     async def set_serving(self, serving: bool) -> None:
         status = (health_pb2.HealthCheckResponse.SERVING if serving
                   else health_pb2.HealthCheckResponse.NOT_SERVING)

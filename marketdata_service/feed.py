@@ -7,8 +7,9 @@ applied entry. An entry whose first_sequence is the book's sequence + 1 is appli
 already reflected is skipped; anything else is a gap (Redis lost entries, or a publish failed):
 that instrument is rebuilt from PostgreSQL in the background (its stream is not read meanwhile)
 and its subscribers are sent fresh snapshots. If Redis is down the reader retries with backoff
-and the last state keeps being served. The instrument list is reloaded periodically, so an
-instrument added later is picked up, and a halt shows in ListInstruments.
+and the last state keeps being served. The instrument list is reloaded when it changes (a
+change notification) and periodically, so an instrument added later is picked up, and a halt
+shows in ListInstruments.
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ class MarketFeed:
         # Set once every instrument's initial state is loaded.
         self.ready = asyncio.Event()
         self.redis_up = True
+        # Set when the instruments table changed (a notification): reload at once.
+        self.instruments_changed = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._prefix = STREAM_PREFIX.encode()
 
@@ -145,7 +148,9 @@ class MarketFeed:
 
     async def _reload_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.reload_interval)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.instruments_changed.wait(), self.reload_interval)
+            self.instruments_changed.clear()
             try:
                 await self.reload_instruments()
             except Exception:  # noqa: BLE001

@@ -17,6 +17,7 @@ import asyncpg
 import redis.asyncio as redis_asyncio
 
 from exchange_common import logs
+from exchange_common.changes import ChangeListener
 from exchange_common.config import MarketDataSettings, load
 from exchange_common.db import create_pool
 from exchange_common.server import Service, run_until_signal
@@ -49,6 +50,7 @@ class App:
     pool: asyncpg.Pool
     redis: redis_asyncio.Redis
     _ready_task: asyncio.Task
+    changes: ChangeListener
     # Worker 0's other workers (EXCHANGE_MARKETDATA_WORKERS > 1), else None.
     workers: Workers | None = None
 
@@ -60,6 +62,7 @@ class App:
         if self.workers is not None:
             await self.workers.stop()
         self._ready_task.cancel()
+        await self.changes.stop()
         await self.feed.stop()
         await self.redis.aclose()
         await self.pool.close()
@@ -89,9 +92,14 @@ async def start(settings: MarketDataSettings, *, block_ms: int = 1000,
                       block_ms=block_ms,
                       reload_interval=reload_interval)
     service = MarketDataService(settings, feed)
-    service.add(add_to_server, MarketDataServicer(feed, queue_limit=settings.subscriber_queue,
-                                                 max_lag=settings.subscriber_max_lag),
-                SERVICE_NAME)
+    service.add(add_to_server, MarketDataServicer(
+        feed, queue_limit=settings.subscriber_queue, max_lag=settings.subscriber_max_lag,
+        max_subscribers=settings.max_subscribers,
+        max_streams_per_connection=settings.max_streams_per_connection), SERVICE_NAME)
+    # A halt or a new instrument shows at once, not at the next periodic reload.
+    changes = ChangeListener(settings.database_url)
+    changes.on("instruments", feed.instruments_changed.set)
+    changes.start()
     await service.set_serving(False)
     await service.start()
     feed.start()
@@ -118,7 +126,7 @@ async def start(settings: MarketDataSettings, *, block_ms: int = 1000,
             await stop_with_parent()
 
     ready_task = asyncio.create_task(serving_when_ready())
-    return App(service, feed, pool, redis, ready_task, workers)
+    return App(service, feed, pool, redis, ready_task, changes, workers)
 
 
 async def serve() -> None:

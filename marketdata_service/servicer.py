@@ -17,6 +17,7 @@ import grpc
 from exchange.marketdata.v1 import marketdata_pb2 as md_pb2
 from exchange_common.errors import InvalidArgument, NotFound, Unavailable, grpc_errors
 from exchange_common.paging import decode_page_token, encode_page_token, page_size
+from exchange_common.slots import StreamSlots
 from marketdata_service.fanout import SubscriptionClosed
 from marketdata_service.feed import MarketFeed
 from marketdata_service.market import InstrumentMarket
@@ -30,10 +31,14 @@ def _trades_filters(instrument_id: int) -> tuple:
 
 class MarketDataServicer:
     def __init__(self, feed: MarketFeed, *, queue_limit: int,
-                 max_lag: float = float("inf")) -> None:
+                 max_lag: float = float("inf"), max_subscribers: int = 10_000,
+                 max_streams_per_connection: int = 100) -> None:
         self.feed = feed
         self.queue_limit = queue_limit
         self.max_lag = max_lag
+        # Both streams count against the same bounds.
+        self.slots = StreamSlots(max_streams_per_connection, max_subscribers,
+                                 what="subscriptions")
 
     def _market(self, symbol: str) -> InstrumentMarket:
         if not symbol:
@@ -68,15 +73,16 @@ class MarketDataServicer:
     async def StreamOrderBook(self, request: md_pb2.StreamOrderBookRequest,
                               context: grpc.aio.ServicerContext):
         market = self._market(request.instrument)
-        sub = market.subscribe_book(self.queue_limit, self.max_lag)
-        try:
-            while True:
-                yield await sub.next()
-        except SubscriptionClosed:
-            raise Unavailable("the server is shutting down; resubscribe",
-                              reason="SHUTTING_DOWN") from None
-        finally:
-            market.unsubscribe(sub)
+        with self.slots.hold(context):
+            sub = market.subscribe_book(self.queue_limit, self.max_lag)
+            try:
+                while True:
+                    yield await sub.next()
+            except SubscriptionClosed:
+                raise Unavailable("the server is shutting down; resubscribe",
+                                  reason="SHUTTING_DOWN") from None
+            finally:
+                market.unsubscribe(sub)
 
     @grpc_errors
     async def ListTrades(self, request: md_pb2.ListTradesRequest,
@@ -97,15 +103,16 @@ class MarketDataServicer:
     async def StreamTrades(self, request: md_pb2.StreamTradesRequest,
                            context: grpc.aio.ServicerContext):
         market = self._market(request.instrument)
-        sub = market.subscribe_trades(self.queue_limit, self.max_lag)
-        try:
-            while True:
-                yield await sub.next()
-        except SubscriptionClosed:
-            raise Unavailable("the server is shutting down; resubscribe",
-                              reason="SHUTTING_DOWN") from None
-        finally:
-            market.unsubscribe(sub)
+        with self.slots.hold(context):
+            sub = market.subscribe_trades(self.queue_limit, self.max_lag)
+            try:
+                while True:
+                    yield await sub.next()
+            except SubscriptionClosed:
+                raise Unavailable("the server is shutting down; resubscribe",
+                                  reason="SHUTTING_DOWN") from None
+            finally:
+                market.unsubscribe(sub)
 
 
 def _serialize(response: bytes | md_pb2.StreamOrderBookResponse) -> bytes:

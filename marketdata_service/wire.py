@@ -126,6 +126,6 @@ class Wire:
             min_notional=format_decimal(s.min_notional, s.price_decimals),
             price_decimals=s.price_decimals,
             quantity_decimals=s.quantity_decimals,
-            status=(md_pb2.INSTRUMENT_STATUS_TRADING if s.trading
-                    else md_pb2.INSTRUMENT_STATUS_HALTED),
+            status=s.status_number,
+            price_band_bps=s.price_band_bps,
         )

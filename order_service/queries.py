@@ -1,4 +1,7 @@
-"""What the order service reads from PostgreSQL: keys, instruments, orders, fills."""
+"""What the order service reads from PostgreSQL: instruments, orders, fills.
+
+Instruments are cached, and the cache is dropped the moment the ``instruments``
+table changes (``ChangeListener``): a halt is refused by the next call."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import time
 
 import asyncpg
 
-from exchange_common.db import key_hash
+from exchange_common.changes import ChangeListener
 from exchange_common.errors import Unavailable
 from exchange_common.instruments import InstrumentSpec, load_instruments
 
@@ -138,57 +141,60 @@ def _ignore_failure(fut: asyncio.Future) -> None:
 
 
 class Queries:
-    def __init__(self, pool: asyncpg.Pool, cache_ttl: float,
+    def __init__(self, pool: asyncpg.Pool, changes: ChangeListener, cache_ttl: float,
                  lookup_min_interval: float = 0.0) -> None:
         self.pool = pool
+        self.changes = changes
         self.cache_ttl = cache_ttl
-        self._keys: dict[str, tuple[int | None, float]] = {}
         self._by_symbol: dict[str, InstrumentSpec] = {}
         self._by_id: dict[int, InstrumentSpec] = {}
-        self._instruments_at = 0.0
+        self._instruments_at = float("-inf")
         self._refreshing: asyncio.Future | None = None
         self.client_ids = ClientIdLookups(pool, lookup_min_interval)
+        changes.on("instruments", self._instruments_changed)
 
     # -- cached reference data ---------------------------------------------
 
-    async def account_for_key(self, api_key: str) -> int | None:
-        now = time.monotonic()
-        hit = self._keys.get(api_key)
-        if hit is not None and now - hit[1] < self.cache_ttl:
-            return hit[0]
-        account_id = await self.pool.fetchval(
-            "SELECT account_id FROM api_keys WHERE key_sha256 = $1 AND revoked_at IS NULL",
-            key_hash(api_key))
-        if len(self._keys) > 100_000:
-            self._keys.clear()
-        self._keys[api_key] = (account_id, now)
-        return account_id
+    def _instruments_changed(self) -> None:
+        # Forget them all: the next call reads them again (a halt must not be missed by
+        # a call that finds the old row in the cache).
+        self._by_symbol = {}
+        self._by_id = {}
+        self._instruments_at = float("-inf")
+
+    def _stale(self) -> bool:
+        return (time.monotonic() - self._instruments_at
+                >= self.changes.max_age(self.cache_ttl))
 
     async def _refresh_instruments(self) -> None:
-        specs = await load_instruments(self.pool)
+        for _ in range(3):
+            generation = self.changes.generation
+            specs = await load_instruments(self.pool)
+            if generation == self.changes.generation:
+                break  # else something changed while reading: read again
         self._by_symbol = {s.symbol: s for s in specs}
         self._by_id = {s.instrument_id: s for s in specs}
         self._instruments_at = time.monotonic()
 
     async def instrument(self, symbol: str) -> InstrumentSpec | None:
-        stale = time.monotonic() - self._instruments_at >= self.cache_ttl
-        if stale or symbol not in self._by_symbol:
-            if stale or time.monotonic() - self._instruments_at > 1.0:
-                await self._refresh_instruments()
+        if self._stale() or (symbol not in self._by_symbol
+                             and time.monotonic() - self._instruments_at > 1.0):
+            await self._refresh_instruments()
         return self._by_symbol.get(symbol)
 
     def cached_instrument(self, symbol: str) -> InstrumentSpec | None:
         """The instrument as cached (no database read), None if the cache does not
-        hold it. A stale cache is refreshed in the background meanwhile."""
-        if time.monotonic() - self._instruments_at >= self.cache_ttl and (
-                self._refreshing is None or self._refreshing.done()):
-            self._refreshing = asyncio.ensure_future(self._refresh_instruments())
-            self._refreshing.add_done_callback(_ignore_failure)
+        hold it (the caller then takes the path that reads it). A stale cache is
+        refreshed in the background meanwhile."""
+        if self._stale():
+            if self._refreshing is None or self._refreshing.done():
+                self._refreshing = asyncio.ensure_future(self._refresh_instruments())
+                self._refreshing.add_done_callback(_ignore_failure)
+            return None
         return self._by_symbol.get(symbol)
 
     async def instrument_by_id(self, instrument_id: int) -> InstrumentSpec | None:
-        if instrument_id not in self._by_id or (
-                time.monotonic() - self._instruments_at >= self.cache_ttl):
+        if instrument_id not in self._by_id or self._stale():
             await self._refresh_instruments()
         return self._by_id.get(instrument_id)
 

@@ -17,12 +17,15 @@ import uuid
 from collections import deque
 
 import grpc
+from redis.asyncio import Redis
 
+from exchange.admin.v1 import admin_pb2_grpc as apb_grpc
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.matching.v1 import matching_pb2 as mpb
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
 from exchange_common import logs
+from exchange_common.changes import ChangeListener
 from exchange_common.config import OrderSettings, load
 from exchange_common.db import OLTP_SETTINGS, create_pool
 from exchange_common.errors import (
@@ -32,7 +35,7 @@ from exchange_common.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    Unauthenticated,
+    ResourceExhausted,
     Unavailable,
     as_exchange_error,
     grpc_errors,
@@ -41,16 +44,23 @@ from exchange_common.ids import instrument_of, parse_id
 from exchange_common.instruments import InstrumentSpec
 from exchange_common.paging import decode_page_token, encode_page_token, page_size
 from exchange_common.server import Service, run_until_signal
+from exchange_common.slots import StreamSlots
+from order_service.admin import SERVICE_NAME as ADMIN_SERVICE_NAME
+from order_service.admin import AdminAuth, AdminServicer
+from order_service.admin_store import AdminStore
+from order_service.auth import Authenticator, Caller
 from order_service.convert import (
     fill_from_row,
     fills_from_report,
     order_from_report,
     order_from_row,
 )
+from order_service.limits import CANCELS, ORDERS, QUERIES, RateLimiter
 from order_service.queries import Queries
 from order_service.routing import Router
 from order_service.validation import (
     ValidOrder,
+    check_cancel_allowed,
     check_client_order_id,
     validate_amend,
     validate_new_order,
@@ -58,30 +68,29 @@ from order_service.validation import (
 
 log = logging.getLogger(__name__)
 
-API_KEY_HEADER = "x-api-key"
+# RetryInfo of an order refused for the open-order cap: nothing frees a slot but the
+# account's own cancels and fills, so this is only a hint.
+OPEN_ORDER_RETRY = 1.0
 
 
 class OrderServicer(opb_grpc.OrderServiceServicer):
-    def __init__(self, queries: Queries, router: Router, settings: OrderSettings) -> None:
+    def __init__(self, queries: Queries, router: Router, settings: OrderSettings,
+                 auth: Authenticator, limiter: RateLimiter) -> None:
         self.q = queries
         self.router = router
         self.settings = settings
+        self.auth = auth
+        self.limiter = limiter
+        self.sessions = StreamSlots(settings.max_streams_per_connection,
+                                    what="OrderEntry sessions")
 
     # -- helpers ---------------------------------------------------------------
 
-    async def _account(self, context: grpc.aio.ServicerContext) -> int:
-        key = None
-        for item in context.invocation_metadata() or ():
-            if item.key == API_KEY_HEADER:
-                key = item.value
-                break
-        if not key:
-            raise Unauthenticated(f"missing API key: send it as metadata '{API_KEY_HEADER}'",
-                                  reason="API_KEY_MISSING")
-        account_id = await self.q.account_for_key(key)
-        if account_id is None:
-            raise Unauthenticated("unknown or revoked API key", reason="API_KEY_INVALID")
-        return account_id
+    async def _caller(self, context: grpc.aio.ServicerContext, kind: str) -> Caller:
+        """The authenticated caller, charged one call of ``kind`` (its rate limit)."""
+        caller = await self.auth.caller(context)
+        await self.limiter.check(caller, kind)
+        return caller
 
     async def _spec(self, symbol: str) -> InstrumentSpec:
         if not symbol:
@@ -133,8 +142,9 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
 
     # -- the commands, shared by the unary calls and the order-entry session ----
 
-    async def _create(self, account_id: int, request: opb.CreateOrderRequest,
+    async def _create(self, caller: Caller, request: opb.CreateOrderRequest,
                       deadline: float) -> opb.CreateOrderResponse:
+        account_id = caller.account_id
         spec = await self._spec(request.instrument)
         order = validate_new_order(request, spec)
         if order.client_order_id:
@@ -145,7 +155,7 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
             if existing is not None:
                 return await self._existing(account_id, existing, order, spec)
         client_order_id = order.client_order_id or f"x-{uuid.uuid4().hex}"
-        command = _new_order_command(spec, account_id, order, client_order_id)
+        command = _new_order_command(spec, caller, order, client_order_id)
         result = await self.router.execute(spec.instrument_id, command, deadline,
                                            idempotent=True)
         created = _created(spec, order, client_order_id, result)
@@ -190,8 +200,10 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
     async def _cancel(self, account_id: int, request: opb.CancelOrderRequest,
                       deadline: float) -> opb.CancelOrderResponse:
         order_id = await self._find(account_id, request.order_id, request.client_order_id)
-        if await self.q.instrument_by_id(instrument_of(order_id)) is None:
+        spec = await self.q.instrument_by_id(instrument_of(order_id))
+        if spec is None:
             raise NotFound(f"order {order_id} not found", reason="ORDER_NOT_FOUND")
+        check_cancel_allowed(spec)
         command = mpb.Command(cancel_order=mpb.CancelOrder(
             instrument_id=instrument_of(order_id), account_id=account_id, order_id=order_id))
         order, _ = await self._change(account_id, order_id, command, deadline)
@@ -218,20 +230,20 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
     @grpc_errors
     async def CreateOrder(self, request: opb.CreateOrderRequest,
                           context: grpc.aio.ServicerContext) -> opb.CreateOrderResponse:
-        account_id = await self._account(context)
-        return await self._create(account_id, request, self._deadline(context))
+        caller = await self._caller(context, ORDERS)
+        return await self._create(caller, request, self._deadline(context))
 
     @grpc_errors
     async def CancelOrder(self, request: opb.CancelOrderRequest,
                           context: grpc.aio.ServicerContext) -> opb.CancelOrderResponse:
-        account_id = await self._account(context)
-        return await self._cancel(account_id, request, self._deadline(context))
+        caller = await self._caller(context, CANCELS)
+        return await self._cancel(caller.account_id, request, self._deadline(context))
 
     @grpc_errors
     async def AmendOrder(self, request: opb.AmendOrderRequest,
                          context: grpc.aio.ServicerContext) -> opb.AmendOrderResponse:
-        account_id = await self._account(context)
-        return await self._amend(account_id, request, self._deadline(context))
+        caller = await self._caller(context, ORDERS)
+        return await self._amend(caller.account_id, request, self._deadline(context))
 
     @grpc_errors
     async def OrderEntry(self, request_iterator, context: grpc.aio.ServicerContext):
@@ -243,15 +255,25 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
         message's creates are validated at once, checked for client_order_id reuse
         in one query, sent to matching without a task each, and answered from a
         callback. Everything else (cancels, amends, retries, duplicates, a cold
-        cache, a moved owner) takes the general path, one task per command."""
-        account_id = await self._account(context)
+        cache, a moved owner) takes the general path, one task per command.
+
+        Rate limits are taken per message: its creates and amends from the orders
+        bucket, its cancels from the cancels bucket; commands past what was granted
+        are answered RESOURCE_EXHAUSTED (RATE_LIMITED), and so are commands past
+        ``max_commands_per_message``."""
+        caller = await self.auth.caller(context)
+        with self.sessions.hold(context):
+            async for response in self._session(caller, request_iterator):
+                yield response
+
+    async def _session(self, caller: Caller, request_iterator):
         session = _Session()
 
         async def read() -> None:
             try:
                 async for request in request_iterator:
                     session.outstanding += len(request.commands)
-                    self._admit(account_id, request.commands, session)
+                    await self._admit(caller, request.commands, session)
             finally:
                 session.reading = False
                 session.wake.set()
@@ -273,10 +295,30 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
             for task in list(session.tasks):
                 task.cancel()
 
-    def _admit(self, account_id: int, commands, session: _Session) -> None:
+    async def _admit(self, caller: Caller, commands, session: _Session) -> None:
         """Start every command of one session message; each is answered exactly once."""
         fast: list[tuple[opb.OrderEntryCommand, InstrumentSpec, ValidOrder]] = []
-        for command in commands:
+        limit = self.settings.max_commands_per_message
+        kinds = [_KINDS.get(command.WhichOneof("command")) for command in commands[:limit]]
+        granted = {ORDERS: 0, CANCELS: 0}
+        waits = {ORDERS: 0.0, CANCELS: 0.0}
+        for kind in granted:
+            wanted = kinds.count(kind)
+            if wanted:
+                granted[kind], waits[kind] = await self.limiter.take(caller, kind, wanted)
+        for i, command in enumerate(commands):
+            kind = kinds[i] if i < limit else None
+            if i >= limit or (kind is not None and not granted[kind]):
+                session.answer(opb.OrderEntryEvent(
+                    client_order_id=_client_order_id(command),
+                    error=(self.limiter.refusal(kind, waits[kind]) if i < limit else
+                           InvalidArgument(
+                               f"at most {limit} commands in one message; this one has "
+                               f"{len(commands)}", reason="TOO_MANY_COMMANDS",
+                               field="commands")).to_status_proto()))
+                continue
+            if kind is not None:
+                granted[kind] -= 1
             if command.WhichOneof("command") == "create":
                 create = command.create
                 spec = self.q.cached_instrument(create.instrument)
@@ -290,18 +332,19 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
                         continue
                     fast.append((command, spec, order))
                     continue
-            session.spawn(self._answer(session, account_id, command))
+            session.spawn(self._answer(session, caller, command))
         if fast:
-            session.spawn(self._create_many(session, account_id, fast))
+            session.spawn(self._create_many(session, caller, fast))
 
-    async def _answer(self, session: _Session, account_id: int,
+    async def _answer(self, session: _Session, caller: Caller,
                       command: opb.OrderEntryCommand) -> None:
-        session.answer(await self._entry(account_id, command))
+        session.answer(await self._entry(caller, command))
 
-    async def _create_many(self, session: _Session, account_id: int,
+    async def _create_many(self, session: _Session, caller: Caller,
                            creates: list[tuple[opb.OrderEntryCommand, InstrumentSpec,
                                                ValidOrder]]) -> None:
         """The fast path of a message's validated creates (see OrderEntry)."""
+        account_id = caller.account_id
         deadline = time.monotonic() + self.settings.matching_timeout
         try:
             taken = await self.q.client_ids.lookup_many(
@@ -320,11 +363,11 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
         for command, spec, order in creates:
             address = router.cached_owner(spec.instrument_id)
             if address is None or order.client_order_id in taken:
-                session.spawn(self._answer(session, account_id, command))
+                session.spawn(self._answer(session, caller, command))
                 continue
             try:
                 fut = router.send(spec.instrument_id, address,
-                                  _new_order_command(spec, account_id, order,
+                                  _new_order_command(spec, caller, order,
                                                      order.client_order_id),
                                   deadline, idempotent=True)
             except Exception as err:  # noqa: BLE001 - answered, never left waiting
@@ -332,10 +375,10 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
                     client_order_id=order.client_order_id,
                     error=as_exchange_error(err, "OrderEntry").to_status_proto()))
                 continue
-            fut.add_done_callback(functools.partial(self._fast_created, session, account_id,
+            fut.add_done_callback(functools.partial(self._fast_created, session, caller,
                                                     command, spec, order))
 
-    def _fast_created(self, session: _Session, account_id: int,
+    def _fast_created(self, session: _Session, caller: Caller,
                       command: opb.OrderEntryCommand, spec: InstrumentSpec, order: ValidOrder,
                       fut: asyncio.Future) -> None:
         coid = order.client_order_id
@@ -346,18 +389,18 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
             if err is not None and not isinstance(err, DeadlineExceeded):
                 # A broken stream or a moved owner: the general path retries (the
                 # client_order_id makes that safe).
-                session.spawn(self._answer(session, account_id, command))
+                session.spawn(self._answer(session, caller, command))
                 return
             if err is not None:
                 raise err
             result = fut.result()
             if (result.WhichOneof("result") == "error"
                     and result.error.code == mpb.ERROR_CODE_NOT_OWNER):
-                session.spawn(self._answer(session, account_id, command))
+                session.spawn(self._answer(session, caller, command))
                 return
             created = _created(spec, order, coid, result)
             if created is None:  # a retry the engine recognised: answered as committed
-                session.spawn(self._answer(session, account_id, command))
+                session.spawn(self._answer(session, caller, command))
                 return
             session.answer(opb.OrderEntryEvent(client_order_id=coid, order=created[0],
                                                fills=created[1]))
@@ -365,9 +408,10 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
             status = as_exchange_error(err, "OrderEntry").to_status_proto()
             session.answer(opb.OrderEntryEvent(client_order_id=coid, error=status))
 
-    async def _entry(self, account_id: int,
+    async def _entry(self, caller: Caller,
                      command: opb.OrderEntryCommand) -> opb.OrderEntryEvent:
         """One session command, answered with the order or the error as a status."""
+        account_id = caller.account_id
         which = command.WhichOneof("command")
         deadline = time.monotonic() + self.settings.matching_timeout
         coid = ""
@@ -379,7 +423,7 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
                                           "session (it correlates the answer)",
                                           reason="CLIENT_ORDER_ID_REQUIRED",
                                           field="create.client_order_id")
-                created = await self._create(account_id, command.create, deadline)
+                created = await self._create(caller, command.create, deadline)
                 return opb.OrderEntryEvent(client_order_id=coid, order=created.order,
                                            fills=created.fills)
             if which == "cancel":
@@ -401,7 +445,7 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
     @grpc_errors
     async def GetOrder(self, request: opb.GetOrderRequest,
                        context: grpc.aio.ServicerContext) -> opb.GetOrderResponse:
-        account_id = await self._account(context)
+        account_id = (await self._caller(context, QUERIES)).account_id
         order_id = await self._find(account_id, request.order_id, request.client_order_id)
         found = await self._order_with_fills(account_id, order_id)
         if found is None:
@@ -411,7 +455,7 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
     @grpc_errors
     async def ListOrders(self, request: opb.ListOrdersRequest,
                          context: grpc.aio.ServicerContext) -> opb.ListOrdersResponse:
-        account_id = await self._account(context)
+        account_id = (await self._caller(context, QUERIES)).account_id
         size = page_size(request.page_size)
         instrument_id = (await self._spec(request.instrument)).instrument_id \
             if request.instrument else None
@@ -435,7 +479,7 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
     @grpc_errors
     async def ListFills(self, request: opb.ListFillsRequest,
                         context: grpc.aio.ServicerContext) -> opb.ListFillsResponse:
-        account_id = await self._account(context)
+        account_id = (await self._caller(context, QUERIES)).account_id
         size = page_size(request.page_size)
         instrument_id = (await self._spec(request.instrument)).instrument_id \
             if request.instrument else None
@@ -482,12 +526,23 @@ class _Session:
         task.add_done_callback(self.tasks.discard)
 
 
-def _new_order_command(spec: InstrumentSpec, account_id: int, order: ValidOrder,
+def _new_order_command(spec: InstrumentSpec, caller: Caller, order: ValidOrder,
                        client_order_id: str) -> mpb.Command:
     return mpb.Command(new_order=mpb.NewOrder(
-        instrument_id=spec.instrument_id, account_id=account_id, side=order.side,
+        instrument_id=spec.instrument_id, account_id=caller.account_id, side=order.side,
         type=order.type, time_in_force=order.time_in_force, price=order.price,
-        quantity=order.quantity, client_order_id=client_order_id, post_only=order.post_only))
+        quantity=order.quantity, client_order_id=client_order_id, post_only=order.post_only,
+        max_open_orders=caller.tier.max_open_orders))
+
+
+# OrderEntry commands by the rate-limit bucket they are charged to.
+_KINDS = {"create": ORDERS, "amend": ORDERS, "cancel": CANCELS}
+
+
+def _client_order_id(command: opb.OrderEntryCommand) -> str:
+    """The client_order_id an OrderEntry command names ("" if none)."""
+    which = command.WhichOneof("command")
+    return getattr(command, which).client_order_id if which else ""
 
 
 def _created(spec: InstrumentSpec, order: ValidOrder, client_order_id: str,
@@ -520,6 +575,13 @@ def _matching_error(err: mpb.CommandError) -> Exception:
                            reason="MATCHING_UNAVAILABLE")
     if err.code == mpb.ERROR_CODE_HALTED:
         return FailedPrecondition(err.message, reason="INSTRUMENT_HALTED")
+    if err.code == mpb.ERROR_CODE_CANCEL_ONLY:
+        return FailedPrecondition(err.message, reason="INSTRUMENT_CANCEL_ONLY")
+    if err.code == mpb.ERROR_CODE_PRICE_OUTSIDE_BAND:
+        return InvalidArgument(err.message, reason="PRICE_OUTSIDE_BAND", field="price")
+    if err.code == mpb.ERROR_CODE_OPEN_ORDER_LIMIT:
+        return ResourceExhausted(err.message, reason="OPEN_ORDER_LIMIT",
+                                 retry_after=OPEN_ORDER_RETRY)
     if err.code == mpb.ERROR_CODE_POST_ONLY_WOULD_TAKE:
         return FailedPrecondition(err.message or "the new price would take liquidity",
                                   reason="POST_ONLY_WOULD_TAKE")
@@ -532,16 +594,38 @@ async def serve() -> None:
     logs.setup(settings.log_level, settings.log_format, "order")
     pool = await create_pool(settings.database_url, min_size=settings.db_pool_min,
                              max_size=settings.db_pool_max, server_settings=OLTP_SETTINGS)
+    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
+    changes = ChangeListener(settings.database_url)
+    changes.start()
     router = Router(pool, settings)
+    auth = Authenticator(pool, changes, ttl=settings.cache_ttl,
+                         max_failed_per_minute=settings.max_failed_auth_per_minute)
+    limiter = RateLimiter(redis, lease=settings.rate_limit_lease, enabled=settings.rate_limits)
     service = Service(settings, settings.order_listen)
     service.add(opb_grpc.add_OrderServiceServicer_to_server,
-                OrderServicer(Queries(pool, settings.cache_ttl, settings.lookup_min_interval),
-                              router, settings),
+                OrderServicer(Queries(pool, changes, settings.cache_ttl,
+                                      settings.lookup_min_interval),
+                              router, settings, auth, limiter),
                 opb.DESCRIPTOR.services_by_name["OrderService"].full_name)
-    port = await service.start()
-    await service.set_serving(True)
-    log.info("order service listening on port %d", port)
-    await run_until_signal(service, [router.close, pool.close])
+    services = [service]
+    if settings.admin_listen != "off":
+        admin_store = AdminStore(pool)
+        admin = AdminServicer(admin_store, AdminAuth(
+            admin_store, changes, ttl=settings.cache_ttl,
+            max_failed_per_minute=settings.max_failed_auth_per_minute))
+        if settings.admin_listen:
+            services.append(Service(settings, settings.admin_listen))
+        services[-1].add(apb_grpc.add_AdminServiceServicer_to_server, admin,
+                         ADMIN_SERVICE_NAME)
+    # Serve once the caches can be trusted to follow changes (a short wait: they fall
+    # back to a 1-second age limit until then).
+    await changes.connected(5.0)
+    for each in services:
+        port = await each.start()
+        await each.set_serving(True)
+        log.info("%s listening on port %d", ", ".join(each.names), port)
+    await run_until_signal(service, [*(each.stop for each in services[1:]), router.close,
+                                     changes.stop, redis.aclose, pool.close])
 
 
 def main() -> None:

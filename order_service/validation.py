@@ -68,11 +68,28 @@ def _units(text: str, step: Decimal, field: str, what: str) -> int:
     return units
 
 
-def validate_new_order(req: opb.CreateOrderRequest, spec: InstrumentSpec) -> ValidOrder:
-    if not spec.trading:
+def _check_trading(spec: InstrumentSpec) -> None:
+    """New orders and amendments need an instrument that is trading."""
+    if spec.status == "halted":
         raise FailedPrecondition(f"trading in {spec.symbol} is halted",
                                  reason="INSTRUMENT_HALTED",
                                  metadata={"instrument": spec.symbol})
+    if spec.status != "trading":
+        raise FailedPrecondition(f"{spec.symbol} accepts cancels only",
+                                 reason="INSTRUMENT_CANCEL_ONLY",
+                                 metadata={"instrument": spec.symbol})
+
+
+def check_cancel_allowed(spec: InstrumentSpec) -> None:
+    """Cancels need an instrument that is not halted (cancel-only takes them)."""
+    if spec.status == "halted":
+        raise FailedPrecondition(f"trading in {spec.symbol} is halted, cancels included",
+                                 reason="INSTRUMENT_HALTED",
+                                 metadata={"instrument": spec.symbol})
+
+
+def validate_new_order(req: opb.CreateOrderRequest, spec: InstrumentSpec) -> ValidOrder:
+    _check_trading(spec)
     if req.side not in (BUY, SELL):
         raise InvalidArgument("side must be SIDE_BUY or SIDE_SELL", reason="SIDE_INVALID",
                               field="side")
@@ -112,10 +129,7 @@ def validate_new_order(req: opb.CreateOrderRequest, spec: InstrumentSpec) -> Val
 def validate_amend(req: opb.AmendOrderRequest, spec: InstrumentSpec, row) -> tuple[int, int]:
     """(new price in ticks or 0, new total quantity in lots or 0) for an amend of the
     order in ``row``; whether it is still open is the matching engine's to say."""
-    if not spec.trading:
-        raise FailedPrecondition(f"trading in {spec.symbol} is halted",
-                                 reason="INSTRUMENT_HALTED",
-                                 metadata={"instrument": spec.symbol})
+    _check_trading(spec)
     if not req.price and not req.quantity:
         raise InvalidArgument("give a new price and/or a new quantity", reason="AMEND_EMPTY",
                               field="price")
