@@ -9,6 +9,11 @@ PostgreSQL delivers it to every listening session when that transaction commits.
 callbacks registered for the table. While it is not connected it cannot promise
 anything, so ``live`` is False and the caches fall back to a short age limit; when
 it (re)connects every callback runs, since changes may have been missed meanwhile.
+
+Once its callbacks have run, a listener says so: ``NOTIFY exchange_changes_applied,
+'<transaction id>:<its backend pid>'``. ``wait_applied`` lets the one who made the
+change (the admin API) wait until every listening process has applied it, so that
+when a revocation or a halt is answered, the next call to any process is refused.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import asyncpg
 log = logging.getLogger(__name__)
 
 CHANNEL = "exchange_changes"
+APPLIED_CHANNEL = "exchange_changes_applied"
 # Every table a callback may be registered for.
 TABLES = ("api_keys", "accounts", "rate_tiers", "admin_keys", "instruments")
 # The listening session's name in pg_stat_activity.
@@ -43,8 +49,14 @@ class ChangeListener:
         # an older generation must not be cached (it may have read the old row).
         self.generation = 0
         self._conn: asyncpg.Connection | None = None
+        # One query at a time on the listening connection (pings and acknowledgements).
+        self._conn_lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
         self._lost = asyncio.Event()
+        # Transaction id -> backend pids of the listeners that applied it (recent ones),
+        # and the waiters of wait_applied.
+        self._applied: dict[int, set[int]] = {}
+        self._waiters: list[tuple[int, set[int], asyncio.Future]] = []
 
     def on(self, table: str, callback: Callable[[], None]) -> None:
         """Call ``callback`` (synchronously, on the event loop) when ``table`` changes."""
@@ -103,6 +115,7 @@ class ChangeListener:
             self._lost.clear()
             try:
                 await conn.add_listener(CHANNEL, self._on_notify)
+                await conn.add_listener(APPLIED_CHANNEL, self._on_applied)
                 conn.add_termination_listener(lambda _c: self._lost.set())
                 # Anything may have changed while not listening.
                 self._all_changed()
@@ -114,7 +127,8 @@ class ChangeListener:
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self._lost.wait(), 5.0)
                     if not self._lost.is_set():
-                        await conn.fetchval("SELECT 1", timeout=5.0)
+                        async with self._conn_lock:
+                            await conn.fetchval("SELECT 1", timeout=5.0)
             except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
                 log.warning("change listener: connection lost (%s)", err)
             finally:
@@ -124,5 +138,51 @@ class ChangeListener:
                     await conn.close()
             await asyncio.sleep(self.retry)
 
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        self._notified(payload)
+    def _on_notify(self, conn: asyncpg.Connection, _pid: int, _channel: str,
+                   payload: str) -> None:
+        table, _, txid = payload.partition(":")
+        self._notified(table)
+        if txid.isdigit():  # applied: say so (not awaited; the next notification waits)
+            asyncio.ensure_future(self._say_applied(conn, f"{txid}:{conn.get_server_pid()}"))
+
+    async def _say_applied(self, conn: asyncpg.Connection, payload: str) -> None:
+        with contextlib.suppress(Exception):  # the connection went: it flushed everything
+            async with self._conn_lock:
+                await conn.execute("SELECT pg_notify($1, $2)", APPLIED_CHANNEL, payload)
+
+    def _on_applied(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        txid, _, pid = payload.partition(":")
+        if not (txid.isdigit() and pid.isdigit()):
+            return
+        if len(self._applied) > 1000:
+            self._applied.clear()
+        done = self._applied.setdefault(int(txid), set())
+        done.add(int(pid))
+        for want_txid, pids, fut in self._waiters:
+            if want_txid == int(txid) and pids <= done and not fut.done():
+                fut.set_result(None)
+
+    async def wait_applied(self, conn: asyncpg.Connection, txid: int,
+                           timeout: float = 2.0) -> set[int]:
+        """After transaction ``txid`` committed (on ``conn``): wait until every process
+        listening now has applied its changes. Returns the backend pids of those that
+        had not within ``timeout`` (a hung or paused process: it drops its caches when
+        it comes back, or its connection ends and it flushes them on reconnecting)."""
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = $1", APPLICATION_NAME)
+        pids = {r["pid"] for r in rows}
+        if pids <= self._applied.get(txid, set()):
+            return set()
+        fut = asyncio.get_running_loop().create_future()
+        entry = (txid, pids, fut)
+        self._waiters.append(entry)
+        try:
+            await asyncio.wait_for(fut, timeout)
+            return set()
+        except TimeoutError:
+            missing = pids - self._applied.get(txid, set())
+            log.warning("change %d not acknowledged by %d listening processes within %.1f s",
+                        txid, len(missing), timeout)
+            return missing
+        finally:
+            self._waiters.remove(entry)

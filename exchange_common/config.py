@@ -110,9 +110,9 @@ class OrderSettings(CommonSettings):
     # Per-account rate limits (the account's tier): off switches them off everywhere.
     rate_limits: bool = True
     # Tokens are leased from the shared buckets in Redis this many seconds of an account's
-    # rate at a time, so most calls are counted in memory; the limit holds across
-    # replicas to within one lease per process.
-    rate_limit_lease: float = Field(default=0.05, gt=0, le=10)
+    # rate at a time (at most its burst), so most calls are counted in memory. See
+    # order_service/limits.py for what a lease may cost in accuracy.
+    rate_limit_lease: float = Field(default=0.25, gt=0, le=10)
     # Failed authentications (unknown, revoked or malformed keys) a peer address may make
     # per minute on one process before its calls are refused without a look-up.
     max_failed_auth_per_minute: int = Field(default=30, ge=1)

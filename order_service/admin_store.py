@@ -8,13 +8,16 @@ migration 0003 send the change notification in the same transaction.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
+from exchange_common.changes import ChangeListener
 from exchange_common.errors import AlreadyExists, FailedPrecondition, NotFound
 from exchange_common.keys import ADMIN_KEY_KIND, API_KEY_KIND, key_hash, new_key
 
@@ -65,8 +68,21 @@ def _plain(value: Any) -> Any:
 
 
 class AdminStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, changes: ChangeListener | None = None) -> None:
         self.pool = pool
+        self.changes = changes
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction; once committed, wait until every listening process has applied
+        the changes it notified (every admin write changes a notified table), so that the
+        caller's next call, to any process, sees them."""
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                txid = await conn.fetchval("SELECT txid_current()")
+                yield conn
+            if self.changes is not None:
+                await self.changes.wait_applied(conn, txid)
 
     @staticmethod
     async def _audit(conn: asyncpg.Connection, actor: Actor, action: str, target: str,
@@ -85,7 +101,7 @@ class AdminStore:
 
     async def create_admin_key(self, actor: Actor, name: str) -> tuple[asyncpg.Record, str]:
         secret, prefix = new_key(ADMIN_KEY_KIND)
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._write() as conn:
             row = await conn.fetchrow(
                 f"""INSERT INTO admin_keys (key_sha256, prefix, name, created_by)
                     VALUES ($1, $2, $3, $4)
@@ -101,7 +117,7 @@ class AdminStore:
             include_revoked)
 
     async def revoke_admin_key(self, actor: Actor, prefix: str) -> asyncpg.Record:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._write() as conn:
             before = await conn.fetchrow(
                 f"{ADMIN_KEY_SELECT} WHERE prefix = $1 AND revoked_at IS NULL FOR UPDATE",
                 prefix)
@@ -133,7 +149,7 @@ class AdminStore:
             raise NotFound(f"no rate tier {tier!r}", reason="TIER_NOT_FOUND")
 
     async def create_account(self, actor: Actor, name: str, tier: str) -> asyncpg.Record:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._write() as conn:
             await self._tier_exists(conn, tier)
             row = await conn.fetchrow(
                 """INSERT INTO accounts (name, tier) VALUES ($1, $2)
@@ -148,7 +164,7 @@ class AdminStore:
     async def update_account(self, actor: Actor, action: str, name: str, *,
                              enabled: bool | None = None,
                              tier: str | None = None) -> asyncpg.Record:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._write() as conn:
             before = await conn.fetchrow(f"{ACCOUNT_SELECT} WHERE name = $1 FOR UPDATE", name)
             if before is None:
                 raise NotFound(f"no account {name!r}", reason="ACCOUNT_NOT_FOUND")
@@ -172,7 +188,7 @@ class AdminStore:
     async def create_api_key(self, actor: Actor, account: str,
                              label: str) -> tuple[asyncpg.Record, str]:
         secret, prefix = new_key(API_KEY_KIND)
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._write() as conn:
             account_id = await conn.fetchval("SELECT account_id FROM accounts WHERE name = $1",
                                              account)
             if account_id is None:
@@ -196,7 +212,7 @@ class AdminStore:
             account, prefix, include_revoked, after_id, limit)
 
     async def revoke_api_key(self, actor: Actor, prefix: str) -> asyncpg.Record:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._write() as conn:
             before = await conn.fetchrow(
                 f"{API_KEY_SELECT} WHERE k.prefix = $1 AND k.revoked_at IS NULL FOR UPDATE",
                 prefix)
@@ -218,7 +234,7 @@ class AdminStore:
 
     async def set_tier(self, actor: Actor, name: str, limits: dict[str, int]) -> asyncpg.Record:
         columns = ", ".join(TIER_COLUMNS)
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._write() as conn:
             before = await conn.fetchrow(
                 f"SELECT name, {columns} FROM rate_tiers WHERE name = $1 FOR UPDATE", name)
             after = await conn.fetchrow(
@@ -245,7 +261,7 @@ class AdminStore:
         return row
 
     async def create_instrument(self, actor: Actor, values: dict[str, Any]) -> asyncpg.Record:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._write() as conn:
             # One creator at a time: the next free id is read and used atomically.
             await conn.execute("LOCK TABLE instruments IN SHARE ROW EXCLUSIVE MODE")
             if await conn.fetchval("SELECT true FROM instruments WHERE symbol = $1",
@@ -280,7 +296,7 @@ class AdminStore:
     async def update_instrument(self, actor: Actor, action: str, symbol: str,
                                 changes: dict[str, Any]) -> asyncpg.Record:
         """Set the columns in ``changes`` (limits, or status)."""
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._write() as conn:
             await conn.execute("SELECT 1 FROM instruments WHERE symbol = $1 FOR UPDATE", symbol)
             before = await self.instrument(conn, symbol)
             if changes:

@@ -9,6 +9,12 @@ lease in memory, so a call costs a dictionary look-up and a subtraction, and Red
 sees one request per lease. The limit then holds to within one lease per process.
 Leases of many accounts wanted at the same moment go to Redis in one pipeline.
 
+Accuracy: Redis never grants more than the bucket holds, so over time the account's
+rate is never exceeded; a process holds at most one lease of an account's tokens, so a
+burst may exceed the tier's by at most one lease per process. A lease left unused for
+``LEASE_TTL`` is dropped, so an account spread thinly over many processes may be
+refused a little before its rate (by at most a lease per process per ``LEASE_TTL``).
+
 A refusal is remembered until the bucket would have a token again, so a flood of
 refused calls costs no Redis request either. If Redis cannot be reached, each
 process keeps the buckets in memory for a while (the limit then holds per
@@ -34,9 +40,9 @@ log = logging.getLogger(__name__)
 
 ORDERS, CANCELS, QUERIES = "orders", "cancels", "queries"
 KEY_PREFIX = "exchange:rl:"
-# A lease unused for this long is dropped (its tokens were taken from the shared bucket:
-# this bounds how late they may still be spent).
-LEASE_TTL = 1.0
+# A lease left unused for this long is dropped: its tokens were taken from the shared
+# bucket, and an account that went quiet should not keep them for its next burst.
+LEASE_TTL = 2.0
 # After Redis fails, buckets are kept in memory for this long before asking it again.
 REDIS_RETRY = 5.0
 MAX_ENTRIES = 100_000
@@ -133,9 +139,12 @@ class RateLimiter:
         if not self.enabled:
             return
         lease = self._leases.get((caller.account_id, kind))
-        if lease is not None and lease.tokens and time.monotonic() < lease.expires:
-            lease.tokens -= 1  # the common case: no await, no Redis
-            return
+        if lease is not None and lease.tokens:
+            now = time.monotonic()
+            if now < lease.expires:
+                lease.tokens -= 1  # the common case: no await, no Redis
+                lease.expires = now + LEASE_TTL
+                return
         granted, wait = await self.take(caller, kind, 1)
         if not granted:
             raise self.refusal(kind, wait)
@@ -167,6 +176,8 @@ class RateLimiter:
             take = min(lease.tokens, want - granted)
             lease.tokens -= take
             granted += take
+            if take:
+                lease.expires = now + LEASE_TTL
             if granted == want:
                 return granted, 0.0
             if now < lease.refused_until:
@@ -184,7 +195,7 @@ class RateLimiter:
         looks again."""
         now = time.monotonic()
         lease.tokens += got
-        lease.expires = now + max(LEASE_TTL, 2 * self.lease)
+        lease.expires = now + LEASE_TTL
         if got < size:
             lease.refused_until = now + wait
         fetching, lease.fetching = lease.fetching, None

@@ -609,7 +609,7 @@ async def serve() -> None:
                 opb.DESCRIPTOR.services_by_name["OrderService"].full_name)
     services = [service]
     if settings.admin_listen != "off":
-        admin_store = AdminStore(pool)
+        admin_store = AdminStore(pool, changes)
         admin = AdminServicer(admin_store, AdminAuth(
             admin_store, changes, ttl=settings.cache_ttl,
             max_failed_per_minute=settings.max_failed_auth_per_minute))

@@ -10,7 +10,10 @@
 --   refused) as well as trading or halted (nothing accepted).
 -- * Every change to keys, accounts, tiers, admin keys and instruments sends a
 --   NOTIFY on channel `exchange_changes` from a trigger, so the services drop
---   their caches at once, whoever made the change (the admin API or SQL).
+--   their caches at once, whoever made the change (the admin API or SQL). The
+--   payload is '<table>:<transaction id>'; a listener that has applied it says
+--   so on `exchange_changes_applied` ('<transaction id>:<its backend pid>'), so
+--   the admin API can answer only once every listening process has.
 
 CREATE TABLE rate_tiers (
     name                  text PRIMARY KEY,
@@ -73,13 +76,13 @@ ALTER TABLE instruments ADD COLUMN updated_at timestamptz NOT NULL DEFAULT now()
 
 CREATE FUNCTION exchange_notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('exchange_changes', TG_TABLE_NAME);
+    PERFORM pg_notify('exchange_changes', TG_TABLE_NAME || ':' || txid_current());
     RETURN NULL;
 END $$;
 
 CREATE TRIGGER api_keys_changed AFTER INSERT OR UPDATE OR DELETE ON api_keys
     FOR EACH STATEMENT EXECUTE FUNCTION exchange_notify_change();
-CREATE TRIGGER accounts_changed AFTER UPDATE OR DELETE ON accounts
+CREATE TRIGGER accounts_changed AFTER INSERT OR UPDATE OR DELETE ON accounts
     FOR EACH STATEMENT EXECUTE FUNCTION exchange_notify_change();
 CREATE TRIGGER rate_tiers_changed AFTER INSERT OR UPDATE OR DELETE ON rate_tiers
     FOR EACH STATEMENT EXECUTE FUNCTION exchange_notify_change();

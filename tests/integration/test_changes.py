@@ -66,3 +66,40 @@ async def test_every_change_is_notified_and_a_reconnection_flushes_all(
     finally:
         await conn.close()
         await listener.stop()
+
+
+async def test_a_change_is_answered_once_every_listener_applied_it(database_url: str) -> None:
+    listeners = [ChangeListener(database_url, retry=0.1) for _ in range(3)]
+    applied = [0, 0, 0]
+    for i, listener in enumerate(listeners):
+        listener.on("api_keys", lambda i=i: applied.__setitem__(i, applied[i] + 1))
+        listener.start()
+    conn = await asyncpg.connect(database_url)
+    try:
+        for listener in listeners:
+            assert await listener.connected(10)
+        before = list(applied)
+        async with conn.transaction():
+            txid = await conn.fetchval("SELECT txid_current()")
+            await db.ensure_account(conn, "yan", "yan-key-0123456789")
+        # No polling: when wait_applied returns, every callback has run.
+        assert await listeners[0].wait_applied(conn, txid, timeout=5) == set()
+        assert [a - b for a, b in zip(applied, before, strict=True)] == [1, 1, 1]
+
+        # A process that listens and never answers (hung) delays the answer by the
+        # timeout, no more, and is named.
+        mute = await asyncpg.connect(database_url,
+                                     server_settings={"application_name": APPLICATION_NAME})
+        try:
+            await mute.execute("LISTEN exchange_changes")
+            async with conn.transaction():
+                txid = await conn.fetchval("SELECT txid_current()")
+                await conn.execute("UPDATE api_keys SET label = 'x'")
+            missing = await listeners[1].wait_applied(conn, txid, timeout=0.5)
+            assert missing == {mute.get_server_pid()}
+        finally:
+            await mute.close()
+    finally:
+        await conn.close()
+        for listener in listeners:
+            await listener.stop()
