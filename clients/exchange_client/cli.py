@@ -12,6 +12,7 @@
     exchange instruments
     exchange book BTC-USD [--depth 10] [--watch [--trades N] [--duration SECONDS]]
     exchange trades BTC-USD [--limit N] [--follow [--duration SECONDS]]
+    exchange admin ... [--admin-key KEY] [--admin-addr HOST:PORT]   (admin_cli.py)
 
 Global options may also follow the command (``exchange order list --json``).
 Output is rich tables for people, or JSON with ``--json`` (the proto3 JSON
@@ -49,6 +50,8 @@ from exchange.common.v1 import common_pb2
 from exchange.marketdata.v1 import marketdata_pb2
 from exchange.order.v1 import order_pb2
 from exchange_client import _convert as cv
+from exchange_client.admin import AsyncAdminClient
+from exchange_client.admin_cli import ADMIN_KEY_HELP, add_admin_parser
 from exchange_client.aio import (
     DEFAULT_MARKETDATA_ADDR,
     DEFAULT_ORDER_ADDR,
@@ -629,6 +632,13 @@ def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     group.add_argument("--api-key", metavar="KEY",
                        default=default(env.get("EXCHANGE_API_KEY") or None),
                        help="API key for order commands (env EXCHANGE_API_KEY)")
+    group.add_argument("--admin-key", metavar="KEY",
+                       default=default(env.get("EXCHANGE_ADMIN_KEY") or None),
+                       help="admin key for admin commands (env EXCHANGE_ADMIN_KEY)")
+    group.add_argument("--admin-addr", metavar="HOST:PORT",
+                       default=default(env.get("EXCHANGE_ADMIN_ADDR") or None),
+                       help="the admin API (env EXCHANGE_ADMIN_ADDR, default: the order "
+                            "service's address)")
     group.add_argument("--timeout", metavar="SECONDS", type=_seconds,
                        default=default(DEFAULT_TIMEOUT),
                        help="deadline of each call (default %(default)s)" if top else
@@ -720,10 +730,16 @@ def build_parser() -> argparse.ArgumentParser:
     trades.add_argument("--duration", type=_seconds, metavar="SECONDS",
                         help="with --follow: stop after SECONDS")
     trades.set_defaults(handler=cmd_trades, needs_key=False)
+    add_admin_parser(commands, common)
     return parser
 
 
 async def _run(args: argparse.Namespace, out: Output) -> None:
+    if getattr(args, "admin", False):
+        async with AsyncAdminClient(args.admin_addr or args.order_addr, args.admin_key,
+                                    args.timeout) as admin:
+            await args.handler(admin, args, out)
+        return
     async with AsyncExchangeClient(args.order_addr, args.marketdata_addr,
                                    api_key=args.api_key, timeout=args.timeout) as client:
         await args.handler(client, args, out)
@@ -736,6 +752,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.needs_key and not args.api_key:
             raise CliError(f"no API key: {API_KEY_HELP}")
+        if getattr(args, "admin", False) and not args.admin_key:
+            raise CliError(f"no admin key: {ADMIN_KEY_HELP}")
         asyncio.run(_run(args, out))
         return 0
     except ExchangeError as err:

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
 from exchange_common.devrun import Stack
 
 
@@ -23,3 +31,32 @@ class Checks:
 
 def meta(stack: Stack, who: str) -> tuple[tuple[str, str]]:
     return (("x-api-key", stack.keys[who]),)
+
+
+# -- the exchange command ---------------------------------------------------------
+
+EXCHANGE = str(Path(sys.executable).parent / "exchange")
+
+
+def cli_env(stack: Any, key: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_")}
+    env["EXCHANGE_ORDER_ADDR"] = stack.order_addr
+    env["EXCHANGE_MARKETDATA_ADDR"] = stack.marketdata_addr
+    if key is not None:
+        env["EXCHANGE_API_KEY"] = key
+    return env
+
+
+async def run(stack: Any, *args: str, key: str | None = None, timeout: float = 60
+              ) -> subprocess.CompletedProcess[str]:
+    """Run ``exchange ARGS`` (without blocking the event loop)."""
+    return await asyncio.to_thread(
+        subprocess.run, [EXCHANGE, *args], env=cli_env(stack, key), capture_output=True,
+        text=True, timeout=timeout)
+
+
+async def run_json(stack: Any, *args: str, key: str | None = None) -> Any:
+    proc = await run(stack, *args, "--json", key=key)
+    assert proc.returncode == 0, f"exchange {' '.join(args)}: {proc.stderr}"
+    assert proc.stderr == ""
+    return json.loads(proc.stdout)
