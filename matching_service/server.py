@@ -206,7 +206,8 @@ async def serve() -> None:
                          str(int(settings.owner_session_timeout * 1000))})
     redis = Redis.from_url(settings.redis_url)
     node = MatchingNode(settings, Store(pool), redis)
-    service = Service(settings, settings.matching_listen)
+    # Internal: only authenticated order services get past health and reflection.
+    service = Service(settings, settings.matching_listen, internal=True)
     service.add(mpb_grpc.add_MatchingServiceServicer_to_server, MatchingServicer(node),
                 mpb.DESCRIPTOR.services_by_name["MatchingService"].full_name)
     await node.start()

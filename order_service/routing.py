@@ -26,6 +26,7 @@ from exchange.matching.v1 import matching_pb2_grpc as mpb_grpc
 from exchange_common.config import OrderSettings
 from exchange_common.errors import DeadlineExceeded, Unavailable
 from exchange_common.server import channel_options
+from exchange_common.tls import InternalCaller
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,13 @@ class StreamBroken(Exception):
 class MatchingClient:
     def __init__(self, address: str, settings: OrderSettings) -> None:
         self.address = address
-        self.channel = grpc.aio.insecure_channel(address, options=channel_options(settings))
+        # Authenticated as an order service: a client certificate (mutual TLS) or the
+        # internal token, which goes with the stream's metadata (not an interceptor,
+        # which would cost a task per message).
+        caller = InternalCaller.from_settings(settings)
+        self.channel = caller.channel(address, channel_options(settings),
+                                      token_on_every_call=False)
+        self.metadata = caller.metadata
         self.stub = mpb_grpc.MatchingServiceStub(self.channel)
         self.pending: dict[int, asyncio.Future] = {}
         # Request ids written to the current stream (their outcome is unknown if it breaks).
@@ -83,7 +90,7 @@ class MatchingClient:
     async def _run(self) -> None:
         backoff = 0.05
         while not self.closed:
-            call = self.stub.Execute()
+            call = self.stub.Execute(metadata=self.metadata)
             reader = asyncio.create_task(self._read(call))
             try:
                 while not self.closed:

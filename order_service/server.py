@@ -41,6 +41,7 @@ from exchange_common.ids import instrument_of, parse_id
 from exchange_common.instruments import InstrumentSpec
 from exchange_common.paging import decode_page_token, encode_page_token, page_size
 from exchange_common.server import Service, run_until_signal
+from exchange_common.tls import InternalCaller
 from order_service.convert import (
     fill_from_row,
     fills_from_report,
@@ -530,6 +531,7 @@ def _matching_error(err: mpb.CommandError) -> Exception:
 async def serve() -> None:
     settings = load(OrderSettings)
     logs.setup(settings.log_level, settings.log_format, "order")
+    InternalCaller.from_settings(settings).check()
     pool = await create_pool(settings.database_url, min_size=settings.db_pool_min,
                              max_size=settings.db_pool_max, server_settings=OLTP_SETTINGS)
     router = Router(pool, settings)
