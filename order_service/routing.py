@@ -101,6 +101,8 @@ class MatchingClient:
                                                      return_when=asyncio.FIRST_COMPLETED)
                         if reader in done:
                             waiter.cancel()
+                            if reader.result() is not None:
+                                self._broken(reader.result())
                             break
                         continue
                     n = min(len(self.outbox), MAX_COMMANDS_PER_MESSAGE)
@@ -112,7 +114,7 @@ class MatchingClient:
                     backoff = 0.05
             except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError,
                     ConnectionError) as err:
-                log.warning("stream to matching %s broke: %s", self.address, err)
+                self._broken(err)
             finally:
                 reader.cancel()
                 call.cancel()
@@ -125,7 +127,8 @@ class MatchingClient:
             if not self.pending and not self.outbox:
                 return  # reconnect lazily on the next command
 
-    async def _read(self, call) -> None:
+    async def _read(self, call) -> grpc.aio.AioRpcError | None:
+        """Deliver the stream's results; the error that ended it, if any."""
         try:
             async for response in call:
                 for result in response.results:
@@ -133,8 +136,20 @@ class MatchingClient:
                     fut = self.pending.get(result.request_id)
                     if fut is not None and not fut.done():
                         fut.set_result(result)
-        except (grpc.aio.AioRpcError, asyncio.CancelledError):
+        except grpc.aio.AioRpcError as err:
+            return err
+        except asyncio.CancelledError:
             pass
+        return None
+
+    def _broken(self, err: Exception) -> None:
+        if (isinstance(err, grpc.aio.AioRpcError)
+                and err.code() == grpc.StatusCode.UNAUTHENTICATED):
+            log.error("matching %s refuses this order service (%s): check "
+                      "EXCHANGE_INTERNAL_TOKEN or the EXCHANGE_INTERNAL_TLS_* certificates",
+                      self.address, err.details())
+        else:
+            log.warning("stream to matching %s broke: %s", self.address, err)
 
     def _fail_pending(self) -> None:
         """The stream broke: commands written to it have an unknown outcome; those

@@ -175,3 +175,26 @@ async def test_matching_will_not_start_without_a_way_to_authenticate(stack: Stac
     assert proc.returncode != 0
     assert f"EXCHANGE_INTERNAL_TLS_CERT_FILE={missing}: cannot read it" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+async def test_an_order_service_with_a_wrong_token_places_nothing_and_says_why(
+        database_url: str, module_redis_url: str, tmp_path: Path) -> None:
+    """Misconfigured (its token is not matching's): every order fails UNAVAILABLE or
+    DEADLINE_EXCEEDED, none is placed, and the order service's log names the cause.
+    A stack of its own, on a database of its own (it places nothing in Redis)."""
+    wrong = Stack(database_url=database_url, redis_url=module_redis_url, keys=KEYS,
+                  log_dir=tmp_path / "logs",
+                  service_env={"order": {"EXCHANGE_INTERNAL_TOKEN": "not-the-token",
+                                         "EXCHANGE_MATCHING_TIMEOUT": "1"}})
+    async with wrong.running(60):
+        async with grpc.aio.insecure_channel(wrong.order_addr) as ch:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await opb_grpc.OrderServiceStub(ch).CreateOrder(opb.CreateOrderRequest(
+                    instrument="BTC-USD", side=cpb.SIDE_BUY, type=cpb.ORDER_TYPE_LIMIT,
+                    price="60000", quantity="0.01", client_order_id="misconfigured-1"),
+                    metadata=(("x-api-key", KEYS["alice"]),), timeout=30)
+            assert err.value.code() in (grpc.StatusCode.UNAVAILABLE,
+                                        grpc.StatusCode.DEADLINE_EXCEEDED)
+        assert await orders_named(wrong, "misconfigured-") == 0
+        log = wrong.log_paths["order"].read_text()
+        assert "refuses this order service" in log and "wrong x-internal-token" in log
