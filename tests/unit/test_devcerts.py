@@ -1,9 +1,10 @@
 """The dev certificates (exchange_common.devcerts): made once, kept while good, made
-anew when not; and the client library's TLS options."""
+anew when not; the dev stack's TLS switch; and the client library's TLS options."""
 
 from __future__ import annotations
 
 import stat
+import subprocess
 from pathlib import Path
 
 import grpc
@@ -12,6 +13,7 @@ from cryptography import x509
 
 from exchange_client._tls import channel_credentials, connection_hint
 from exchange_common import devcerts
+from exchange_common.devrun import stack_from_env
 
 FILES = ("ca", "server", "matching", "order-service", "client")
 
@@ -105,3 +107,39 @@ def test_connection_hint(reason: str | None, message: str, tls: bool, hint: str)
     got = connection_hint(grpc.StatusCode.UNAVAILABLE, reason, message, tls)
     assert (hint in got) if hint else got == ""
     assert connection_hint(grpc.StatusCode.INTERNAL, None, message, tls) == ""
+
+
+@pytest.mark.parametrize(("flag", "env", "tls"), [
+    (False, None, False), (True, None, True), (False, "1", True), (False, "0", False)])
+def test_exchange_dev_tls_switch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                 flag: bool, env: str | None, tls: bool) -> None:
+    """``exchange-dev --tls`` or EXCHANGE_DEV_TLS=1: the stack uses <data dir>/tls."""
+    monkeypatch.setenv("EXCHANGE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("EXCHANGE_DEV_API_KEYS", "alice=K1,bob=K2")
+    if env is None:
+        monkeypatch.delenv("EXCHANGE_DEV_TLS", raising=False)
+    else:
+        monkeypatch.setenv("EXCHANGE_DEV_TLS", env)
+    stack, _ = stack_from_env(tls=flag)
+    assert stack.tls is tls
+    if tls:
+        assert stack.tls_dir == tmp_path / "tls"
+        assert stack.internal_caller().tls and not stack.internal_caller().metadata
+        assert stack.ca_file == str(tmp_path / "tls" / "ca.crt")
+    else:
+        assert stack.certs is None and stack.channel_credentials() is None
+        assert stack.internal_caller().metadata == (
+            ("x-internal-token", stack.internal_token),)
+
+
+def test_make_run_tls_passes_the_flag() -> None:
+    root = Path(__file__).resolve().parents[2]
+
+    def command(*args: str) -> str:
+        out = subprocess.run(["make", "-n", "--no-print-directory", "run", *args],
+                             cwd=root, capture_output=True, text=True, check=True).stdout
+        return out.strip().splitlines()[-1].split()[-1]
+
+    assert command("TLS=1") == "--tls"
+    assert command() == ".venv/bin/exchange-dev"
+    assert command("TLS=0") == ".venv/bin/exchange-dev"
