@@ -98,10 +98,15 @@ class Service:
              reflection.SERVICE_NAME],
             self.server,
         )
-        if self.credentials is None:
-            self.port = self.server.add_insecure_port(self.listen)
-        else:
-            self.port = self.server.add_secure_port(self.listen, self.credentials)
+        try:
+            if self.credentials is None:
+                self.port = self.server.add_insecure_port(self.listen)
+            else:
+                self.port = self.server.add_secure_port(self.listen, self.credentials)
+        except RuntimeError as err:  # in use, or (TLS) a certificate or key gRPC refused
+            what = " with TLS (are the certificate and key valid PEM, and a pair?)" \
+                if self.credentials is not None else ""
+            raise SystemExit(f"cannot listen on {self.listen}{what}: {err}") from None
         if self.port == 0:
             raise SystemExit(f"cannot listen on {self.listen}")
         if self.health_server is not None:

@@ -160,7 +160,7 @@ def _start_matching(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60)
 
 
-async def test_matching_will_not_start_without_a_way_to_authenticate(stack: Stack,
+async def test_matching_will_not_start_without_a_way_to_authenticate_or_with_bad_files(stack: Stack,
                                                                     tmp_path: Path) -> None:
     env = {"EXCHANGE_DATABASE_URL": stack.database_url, "EXCHANGE_REDIS_URL": stack.redis_url,
            "EXCHANGE_MATCHING_LISTEN": "127.0.0.1:0", "EXCHANGE_MATCHING_INSTRUMENTS": "NONE"}
@@ -174,6 +174,16 @@ async def test_matching_will_not_start_without_a_way_to_authenticate(stack: Stac
                             "EXCHANGE_INTERNAL_TLS_CA_FILE": str(missing)})
     assert proc.returncode != 0
     assert f"EXCHANGE_INTERNAL_TLS_CERT_FILE={missing}: cannot read it" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    proc = _start_matching({**env, "EXCHANGE_INTERNAL_TLS_CERT_FILE": str(garbage),
+                            "EXCHANGE_INTERNAL_TLS_KEY_FILE": str(garbage),
+                            "EXCHANGE_INTERNAL_TLS_CA_FILE": str(garbage)})
+    assert proc.returncode != 0
+    assert "cannot listen on 127.0.0.1:0 with TLS (are the certificate and key valid PEM" \
+        in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
 
 
