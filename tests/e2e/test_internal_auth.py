@@ -160,8 +160,8 @@ def _start_matching(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60)
 
 
-async def test_matching_will_not_start_without_a_way_to_authenticate_or_with_bad_files(stack: Stack,
-                                                                    tmp_path: Path) -> None:
+async def test_matching_will_not_start_without_a_way_to_authenticate_or_with_bad_files(
+        stack: Stack, tmp_path: Path) -> None:
     env = {"EXCHANGE_DATABASE_URL": stack.database_url, "EXCHANGE_REDIS_URL": stack.redis_url,
            "EXCHANGE_MATCHING_LISTEN": "127.0.0.1:0", "EXCHANGE_MATCHING_INSTRUMENTS": "NONE"}
     proc = _start_matching(env)
