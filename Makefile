@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml setup.py matching_service/engine.py matching_service/en
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# make run TLS=1: TLS on the public ports and mutual TLS between services (dev certificates).
 run: $(STAMP)
-	$(VENV)/bin/exchange-dev
+	$(VENV)/bin/exchange-dev $(if $(filter 1 yes true on,$(TLS)),--tls)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

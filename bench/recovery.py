@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import os
 import random
+import secrets
 import statistics
 import time
 
@@ -114,7 +115,10 @@ async def time_process(url: str) -> float:
            "EXCHANGE_REDIS_URL": "redis://127.0.0.1:1/0",  # publication is not timed
            "EXCHANGE_MATCHING_LISTEN": f"127.0.0.1:{port}",
            "EXCHANGE_MATCHING_ADVERTISE": f"127.0.0.1:{port}",
-           "EXCHANGE_MATCHING_INSTRUMENTS": "BTC-USD", "EXCHANGE_LOG_FORMAT": "text"}
+           "EXCHANGE_MATCHING_INSTRUMENTS": "BTC-USD", "EXCHANGE_LOG_FORMAT": "text",
+           # Nothing calls its commands here, but it will not start without service auth.
+           "EXCHANGE_INTERNAL_TOKEN": os.environ.get("EXCHANGE_INTERNAL_TOKEN")
+           or secrets.token_urlsafe(16)}
     t0 = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
         os.sys.executable, "-m", "matching_service", env=env,

@@ -44,6 +44,10 @@ class CommonSettings(BaseSettings):
     tls_key_file: str = ""
     # When set, clients must present a certificate signed by this CA (mutual TLS).
     tls_client_ca_file: str = ""
+    # A plaintext port serving only grpc.health.v1 (e.g. 0.0.0.0:8086), for probes that
+    # cannot speak TLS (Kubernetes gRPC probes); empty: none, health is on the service
+    # port only.
+    health_listen: str = ""
 
     # Service-to-service authentication (order service -> matching). Mutual TLS when the
     # three files are set: the matching pod serves with this certificate and accepts only

@@ -23,6 +23,11 @@ Environment:
 - ``EXCHANGE_ORDER_LISTEN``, ``EXCHANGE_MATCHING_LISTEN``,
   ``EXCHANGE_MATCHING_ADVERTISE``, ``EXCHANGE_MARKETDATA_LISTEN``: as for the
   services themselves.
+- ``EXCHANGE_DEV_TLS=1`` (or ``exchange-dev --tls``, ``make run TLS=1``): TLS on the
+  public ports and mutual TLS between the order service and matching, with
+  certificates made on the first run and kept in ``.data/tls/``
+  (``exchange_common.devcerts``). Without it the public ports are plaintext and
+  the order service authenticates to matching with a random shared token.
 
 The orchestration is the ``Stack`` class, which the test suite uses too
 (``tests/conftest.py``: the ``stack`` fixture).
@@ -42,7 +47,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import asyncpg
 import grpc
@@ -57,6 +62,10 @@ from exchange_common.embedded import (
     terminate_child,
 )
 from exchange_common.keys import ADMIN_KEY_KIND, new_key
+from exchange_common.tls import InternalCaller
+
+if TYPE_CHECKING:  # devcerts needs the dev extra (cryptography): imported when used
+    from exchange_common.devcerts import DevCerts
 
 log = logging.getLogger("exchange-dev")
 
@@ -121,6 +130,14 @@ class Stack:
     stack can be stopped too.
 
     Listen addresses left as None get a free port on 127.0.0.1 (tests).
+
+    ``tls``: TLS on the public ports and mutual TLS from the order service to
+    matching, with the certificates of ``exchange_common.devcerts`` in ``tls_dir``
+    (default ``<data_dir>/tls``; kept while they are good). Otherwise plaintext,
+    and the shared ``internal_token`` between order service and matching.
+    ``channel_credentials()`` / ``ca_file`` are what a client of the public ports
+    needs; ``internal_caller()`` / ``matching_channel()`` call a matching pod as an
+    order service would (tests and tools).
     With ``log_dir`` each service writes to ``<log_dir>/<name>.log``;
     without, it shares this process's stdout and stderr.
 
@@ -161,9 +178,13 @@ class Stack:
         python: str = sys.executable,
         start_timeout: float = 60.0,
         stop_timeout: float = 15.0,
+        tls: bool = False,
+        tls_dir: Path | str | None = None,
     ) -> None:
         if (database_url is None or redis_url is None) and data_dir is None:
             raise ValueError("data_dir is needed for the embedded servers")
+        if tls and tls_dir is None and data_dir is None:
+            raise ValueError("tls needs tls_dir or data_dir (where the certificates go)")
         self.data_dir = Path(data_dir).absolute() if data_dir is not None else None
         self.database_url = database_url
         self.redis_url = redis_url
@@ -182,6 +203,10 @@ class Stack:
             name: dict(values) for name, values in (service_env or {}).items()}
         self.log_dir = Path(log_dir).absolute() if log_dir is not None else None
         self.python = python
+        self.tls = tls
+        self.tls_dir = (Path(tls_dir).absolute() if tls_dir is not None
+                        else Path(data_dir).absolute() / "tls" if tls and data_dir else None)
+        self._certs: DevCerts | None = None
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
 
@@ -260,6 +285,66 @@ class Stack:
             self.service_extra_env.setdefault(name, {}).update(env)
         return self.extra_matching[name]
 
+    # -- TLS -------------------------------------------------------------------
+
+    @property
+    def certs(self) -> DevCerts | None:
+        """The dev certificates (made on first use) when ``tls``, else None."""
+        if self.tls and self._certs is None:
+            from exchange_common.devcerts import ensure_dev_certs  # dev dependency
+
+            assert self.tls_dir is not None
+            self._certs = ensure_dev_certs(self.tls_dir)
+        return self._certs
+
+    @property
+    def ca_file(self) -> str | None:
+        """The CA that signed the servers' certificates (None without TLS)."""
+        return str(self.certs.ca) if self.certs else None
+
+    def channel_credentials(self, client_cert: bool = True) -> grpc.ChannelCredentials | None:
+        """Credentials for the public ports (and the stack's health checks): trust
+        the dev CA and, with ``client_cert``, present ``client.crt`` (for ports that
+        require client certificates). None without TLS."""
+        certs = self.certs
+        if certs is None:
+            return None
+        if not client_cert:
+            return grpc.ssl_channel_credentials(certs.ca.read_bytes())
+        return grpc.ssl_channel_credentials(certs.ca.read_bytes(),
+                                            certs.client.key.read_bytes(),
+                                            certs.client.cert.read_bytes())
+
+    def internal_caller(self) -> InternalCaller:
+        """How the stack's order service authenticates to matching."""
+        certs = self.certs
+        if certs is None:
+            return InternalCaller(token=self.internal_token)
+        return InternalCaller(cert_file=str(certs.order_service.cert),
+                              key_file=str(certs.order_service.key), ca_file=str(certs.ca))
+
+    def matching_channel(self, addr: str | None = None) -> grpc.aio.Channel:
+        """A channel to a matching process (default ``matching_addr``) whose calls
+        are authenticated as an order service's."""
+        return self.internal_caller().channel(addr or self.matching_addr)
+
+    def _tls_env(self, name: str) -> dict[str, str]:
+        certs = self.certs
+        if certs is None:
+            return {"EXCHANGE_INTERNAL_TOKEN": self.internal_token}
+        internal = {"EXCHANGE_INTERNAL_TLS_CA_FILE": str(certs.ca)}
+        spec = self.specs[name]
+        if spec.module == "matching_service":
+            return {**internal, "EXCHANGE_INTERNAL_TLS_CERT_FILE": str(certs.matching.cert),
+                    "EXCHANGE_INTERNAL_TLS_KEY_FILE": str(certs.matching.key)}
+        env = {"EXCHANGE_TLS_CERT_FILE": str(certs.server.cert),
+               "EXCHANGE_TLS_KEY_FILE": str(certs.server.key)}
+        if spec.module == "order_service":
+            env.update(internal)
+            env.update({"EXCHANGE_INTERNAL_TLS_CERT_FILE": str(certs.order_service.cert),
+                        "EXCHANGE_INTERNAL_TLS_KEY_FILE": str(certs.order_service.key)})
+        return env
+
     def _start_order(self) -> list[str]:
         names = []
         for spec in SERVICES:
@@ -275,6 +360,7 @@ class Stack:
         (after stopping what it started) if something does not come up."""
         self._stopping = False
         try:
+            _ = self.certs  # made (or checked) before anything starts
             self.start_servers()
             await self.prepare_database()
             for name in self._start_order():
@@ -318,9 +404,9 @@ class Stack:
             "EXCHANGE_MATCHING_LISTEN": self.listen["matching"],
             "EXCHANGE_MATCHING_ADVERTISE": self.matching_advertise,
             "EXCHANGE_MARKETDATA_LISTEN": self.listen["marketdata"],
-            "EXCHANGE_INTERNAL_TOKEN": self.internal_token,
             "PYTHONUNBUFFERED": "1",
         })
+        env.update(self._tls_env(name))
         if name in self.extra_matching:
             env["EXCHANGE_MATCHING_LISTEN"] = self.listen[name]
             env["EXCHANGE_MATCHING_ADVERTISE"] = self.extra_matching[name]
@@ -366,7 +452,7 @@ class Stack:
                 raise StackError(
                     f"{name} service exited with code {proc.returncode} while starting"
                     + self._log_hint(name))
-            status = await health_check(addr)
+            status = await health_check(addr, credentials=self.channel_credentials())
             if status == health_pb2.HealthCheckResponse.SERVING:
                 return
             last = health_pb2.HealthCheckResponse.ServingStatus.Name(status) if status else last
@@ -478,9 +564,13 @@ class Stack:
         await self.stop()
 
 
-async def health_check(addr: str, service: str = "", timeout: float = 1.0) -> int | None:
-    """The ``grpc.health.v1`` status of ``addr`` (None when it does not answer)."""
-    async with grpc.aio.insecure_channel(addr) as channel:
+async def health_check(addr: str, service: str = "", timeout: float = 1.0,
+                       credentials: grpc.ChannelCredentials | None = None) -> int | None:
+    """The ``grpc.health.v1`` status of ``addr`` (None when it does not answer);
+    over TLS with ``credentials``."""
+    channel = (grpc.aio.insecure_channel(addr) if credentials is None
+               else grpc.aio.secure_channel(addr, credentials))
+    async with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = await stub.Check(health_pb2.HealthCheckRequest(service=service),
@@ -564,14 +654,25 @@ def banner(stack: Stack, keys_source: str) -> str:
     lines += ["", f"  Admin key (x-admin-key; exchange admin ...): {stack.admin_key}"]
     body = ('{"instrument": "BTC-USD", "side": "SIDE_BUY", "type": "ORDER_TYPE_LIMIT", '
             '"time_in_force": "TIME_IN_FORCE_GTC", "price": "70000", "quantity": "0.01"}')
+    cli, grpcurl = "", "-plaintext"
+    if stack.certs is not None:
+        ca = _short_path(stack.certs.ca)
+        cli, grpcurl = f"--ca-file {ca} ", f"-cacert {ca}"
+        lines += [
+            "",
+            f"  TLS on the public ports; certificates in {_short_path(stack.certs.directory)}",
+            f"  (CA {ca}); the order service reaches matching with mutual TLS.",
+            "  Clients: --ca-file (or EXCHANGE_TLS_CA_FILE) with the exchange CLI, -cacert",
+            "  with grpcurl.",
+        ]
     lines += [
         "",
         "  Place a first order:",
-        f"    EXCHANGE_API_KEY={alice} .venv/bin/exchange order create BTC-USD buy 0.01 "
+        f"    EXCHANGE_API_KEY={alice} .venv/bin/exchange {cli}order create BTC-USD buy 0.01 "
         "--price 70000",
         "",
         "  Or with grpcurl:",
-        f"    grpcurl -H 'x-api-key: {alice}' -plaintext -d '{body}' \\",
+        f"    grpcurl -H 'x-api-key: {alice}' {grpcurl} -d '{body}' \\",
         f"      {stack.order_addr} exchange.order.v1.OrderService/CreateOrder",
         "",
         "=" * 78,
@@ -580,8 +681,21 @@ def banner(stack: Stack, keys_source: str) -> str:
     return "\n".join(lines)
 
 
-def stack_from_env() -> tuple[Stack, str]:
-    """The dev stack as the environment describes it, and where its keys come from."""
+def _short_path(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def stack_from_env(tls: bool = False) -> tuple[Stack, str]:
+    """The dev stack as the environment describes it, and where its keys come from.
+    ``tls`` (or ``EXCHANGE_DEV_TLS=1``): TLS with the dev certificates."""
     data_dir = Path(os.environ.get("EXCHANGE_DATA_DIR", ".data")).absolute()
     keys, source = load_dev_keys(data_dir)
     env_listen = {s.name: os.environ.get(s.listen_env) or s.default_listen for s in SERVICES}
@@ -598,6 +712,7 @@ def stack_from_env() -> tuple[Stack, str]:
         matching_advertise=os.environ.get("EXCHANGE_MATCHING_ADVERTISE")
         or connect_address(env_listen["matching"]),
         marketdata_listen=env_listen["marketdata"],
+        tls=tls or _env_flag("EXCHANGE_DEV_TLS"),
     )
     return stack, source
 
@@ -651,11 +766,19 @@ async def run(stack: Stack, keys_source: str) -> int:
     return code
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="exchange-dev", description="The whole exchange on this machine (make run).")
+    parser.add_argument("--tls", action="store_true",
+                        help="TLS on the public ports and mutual TLS between services, with "
+                             "certificates made in <data dir>/tls (env EXCHANGE_DEV_TLS=1)")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s exchange-dev %(message)s",
                         datefmt="%H:%M:%S")
     try:
-        stack, source = stack_from_env()
+        stack, source = stack_from_env(tls=args.tls)
     except ValueError as err:
         print(f"exchange-dev: {err}", file=sys.stderr)
         raise SystemExit(2) from None

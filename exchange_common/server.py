@@ -4,6 +4,11 @@ Health checking (``grpc.health.v1``) and reflection on every server, channel
 and server options from settings, and a graceful shutdown on SIGTERM/SIGINT:
 health goes NOT_SERVING, in-flight calls get ``shutdown_grace`` seconds,
 then the service's own cleanup runs.
+
+The port serves TLS as the settings say (``exchange_common.tls``): a public
+port with ``EXCHANGE_TLS_*``, an internal one (``internal=True``, the matching
+pods) with mutual TLS or the internal token. ``EXCHANGE_HEALTH_LISTEN`` adds a
+plaintext port that serves health checks alone, for probes that cannot speak TLS.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from exchange_common import tls
 from exchange_common.config import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -53,15 +59,33 @@ def channel_options(settings: CommonSettings) -> list[tuple[str, int]]:
 
 
 class Service:
-    """A running gRPC server with health and reflection."""
+    """A running gRPC server with health and reflection.
+
+    ``internal``: a service-to-service port (matching), which takes the internal
+    credentials and refuses every call but health and reflection from a caller that
+    is not an authenticated order service (``tls.InternalAuth``). Otherwise the public
+    port's TLS settings apply. ``health_port``: also serve health on
+    EXCHANGE_HEALTH_LISTEN when set (one Service of a process does)."""
 
     def __init__(self, settings: CommonSettings, listen: str, *,
-                 reuse_port: bool = False) -> None:
+                 reuse_port: bool = False, internal: bool = False,
+                 health_port: bool = True) -> None:
         self.settings = settings
         self.listen = listen
-        self.server = grpc.aio.server(options=server_options(settings, reuse_port))
+        try:
+            self.credentials = (tls.internal_server_credentials(settings) if internal
+                                else tls.server_credentials(settings))
+            interceptors = [tls.InternalAuth(settings)] if internal else None
+        except ValueError as err:  # a TLS file named by a setting, or no internal auth
+            raise SystemExit(f"{type(settings).__name__}: {err}") from None
+        self.server = grpc.aio.server(options=server_options(settings, reuse_port),
+                                      interceptors=interceptors)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.health_server: grpc.aio.Server | None = None
+        if settings.health_listen and health_port:
+            self.health_server = grpc.aio.server(options=server_options(settings, reuse_port))
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
         self._names: list[str] = []
         self.port = 0
 
@@ -76,9 +100,22 @@ class Service:
              reflection.SERVICE_NAME],
             self.server,
         )
-        self.port = self.server.add_insecure_port(self.listen)
+        try:
+            if self.credentials is None:
+                self.port = self.server.add_insecure_port(self.listen)
+            else:
+                self.port = self.server.add_secure_port(self.listen, self.credentials)
+        except RuntimeError as err:  # in use, or (TLS) a certificate or key gRPC refused
+            what = " with TLS (are the certificate and key valid PEM, and a pair?)" \
+                if self.credentials is not None else ""
+            raise SystemExit(f"cannot listen on {self.listen}{what}: {err}") from None
         if self.port == 0:
             raise SystemExit(f"cannot listen on {self.listen}")
+        if self.health_server is not None:
+            if self.health_server.add_insecure_port(self.settings.health_listen) == 0:
+                raise SystemExit(f"cannot listen on {self.settings.health_listen} "
+                                 "(EXCHANGE_HEALTH_LISTEN)")
+            await self.health_server.start()
         await self.server.start()
         return self.port
 
@@ -96,6 +133,8 @@ class Service:
     async def stop(self) -> None:
         await self.set_serving(False)
         await self.server.stop(self.settings.shutdown_grace)
+        if self.health_server is not None:
+            await self.health_server.stop(None)
 
 
 async def run_until_signal(

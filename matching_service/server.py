@@ -221,7 +221,8 @@ async def serve() -> None:
     changes = ChangeListener(settings.database_url)
     changes.on("instruments", node.changed.set)
     changes.start()
-    service = Service(settings, settings.matching_listen)
+    # Internal: only authenticated order services get past health and reflection.
+    service = Service(settings, settings.matching_listen, internal=True)
     service.add(mpb_grpc.add_MatchingServiceServicer_to_server, MatchingServicer(node),
                 mpb.DESCRIPTOR.services_by_name["MatchingService"].full_name)
     await node.start()

@@ -26,6 +26,7 @@ from exchange.matching.v1 import matching_pb2_grpc as mpb_grpc
 from exchange_common.config import OrderSettings
 from exchange_common.errors import DeadlineExceeded, Unavailable
 from exchange_common.server import channel_options
+from exchange_common.tls import InternalCaller
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,13 @@ class StreamBroken(Exception):
 class MatchingClient:
     def __init__(self, address: str, settings: OrderSettings) -> None:
         self.address = address
-        self.channel = grpc.aio.insecure_channel(address, options=channel_options(settings))
+        # Authenticated as an order service: a client certificate (mutual TLS) or the
+        # internal token, which goes with the stream's metadata (not an interceptor,
+        # which would cost a task per message).
+        caller = InternalCaller.from_settings(settings)
+        self.channel = caller.channel(address, channel_options(settings),
+                                      token_on_every_call=False)
+        self.metadata = caller.metadata
         self.stub = mpb_grpc.MatchingServiceStub(self.channel)
         self.pending: dict[int, asyncio.Future] = {}
         # Request ids written to the current stream (their outcome is unknown if it breaks).
@@ -83,7 +90,7 @@ class MatchingClient:
     async def _run(self) -> None:
         backoff = 0.05
         while not self.closed:
-            call = self.stub.Execute()
+            call = self.stub.Execute(metadata=self.metadata)
             reader = asyncio.create_task(self._read(call))
             try:
                 while not self.closed:
@@ -94,6 +101,8 @@ class MatchingClient:
                                                      return_when=asyncio.FIRST_COMPLETED)
                         if reader in done:
                             waiter.cancel()
+                            if reader.result() is not None:
+                                self._broken(reader.result())
                             break
                         continue
                     n = min(len(self.outbox), MAX_COMMANDS_PER_MESSAGE)
@@ -105,7 +114,7 @@ class MatchingClient:
                     backoff = 0.05
             except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError,
                     ConnectionError) as err:
-                log.warning("stream to matching %s broke: %s", self.address, err)
+                self._broken(err)
             finally:
                 reader.cancel()
                 call.cancel()
@@ -118,7 +127,8 @@ class MatchingClient:
             if not self.pending and not self.outbox:
                 return  # reconnect lazily on the next command
 
-    async def _read(self, call) -> None:
+    async def _read(self, call) -> grpc.aio.AioRpcError | None:
+        """Deliver the stream's results; the error that ended it, if any."""
         try:
             async for response in call:
                 for result in response.results:
@@ -126,8 +136,20 @@ class MatchingClient:
                     fut = self.pending.get(result.request_id)
                     if fut is not None and not fut.done():
                         fut.set_result(result)
-        except (grpc.aio.AioRpcError, asyncio.CancelledError):
+        except grpc.aio.AioRpcError as err:
+            return err
+        except asyncio.CancelledError:
             pass
+        return None
+
+    def _broken(self, err: Exception) -> None:
+        if (isinstance(err, grpc.aio.AioRpcError)
+                and err.code() == grpc.StatusCode.UNAUTHENTICATED):
+            log.error("matching %s refuses this order service (%s): check "
+                      "EXCHANGE_INTERNAL_TOKEN or the EXCHANGE_INTERNAL_TLS_* certificates",
+                      self.address, err.details())
+        else:
+            log.warning("stream to matching %s broke: %s", self.address, err)
 
     def _fail_pending(self) -> None:
         """The stream broke: commands written to it have an unknown outcome; those

@@ -45,6 +45,7 @@ from exchange_common.instruments import InstrumentSpec
 from exchange_common.paging import decode_page_token, encode_page_token, page_size
 from exchange_common.server import Service, run_until_signal
 from exchange_common.slots import StreamSlots
+from exchange_common.tls import InternalCaller
 from order_service.admin import SERVICE_NAME as ADMIN_SERVICE_NAME
 from order_service.admin import AdminAuth, AdminServicer
 from order_service.admin_store import AdminStore
@@ -592,6 +593,7 @@ def _matching_error(err: mpb.CommandError) -> Exception:
 async def serve() -> None:
     settings = load(OrderSettings)
     logs.setup(settings.log_level, settings.log_format, "order")
+    InternalCaller.from_settings(settings).check()
     pool = await create_pool(settings.database_url, min_size=settings.db_pool_min,
                              max_size=settings.db_pool_max, server_settings=OLTP_SETTINGS)
     redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
@@ -614,7 +616,7 @@ async def serve() -> None:
             admin_store, changes, ttl=settings.cache_ttl,
             max_failed_per_minute=settings.max_failed_auth_per_minute))
         if settings.admin_listen:
-            services.append(Service(settings, settings.admin_listen))
+            services.append(Service(settings, settings.admin_listen, health_port=False))
         services[-1].add(apb_grpc.add_AdminServiceServicer_to_server, admin,
                          ADMIN_SERVICE_NAME)
     # Serve once the caches can be trusted to follow changes (a short wait: they fall

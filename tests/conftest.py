@@ -15,6 +15,8 @@ PostgreSQL and Redis started once per session in a temporary directory
 - ``database_url``: a fresh database cloned from the template
   (``CREATE DATABASE ... TEMPLATE``), dropped after the test.
 - ``redis_url``: a Redis database emptied (FLUSHDB) before the test.
+- ``module_database_url`` / ``module_redis_url``: the same for all the tests of
+  one module, e.g. for a stack they share (a module-scoped fixture of their own).
 - ``stack``: the three services as real processes on the test's database
   and Redis, on free ports, with the accounts ``alice`` and ``bob``
   (keys in ``TEST_KEYS``); see ``exchange_common.devrun.Stack``.
@@ -26,6 +28,7 @@ uses these fixtures.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -52,7 +55,8 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
 TEST_KEYS = {"alice": "test-key-alice-0123456789", "bob": "test-key-bob-0123456789"}
 
 _INTEGRATION_FIXTURES = {"database_url", "redis_url", "pg_server", "redis_server",
-                         "template_database", "pg_admin_url", "redis_server_url"}
+                         "template_database", "pg_admin_url", "redis_server_url",
+                         "module_database_url", "module_redis_url"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -167,10 +171,10 @@ def redis_server_url(redis_server: EmbeddedRedis | None) -> str:
 # ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def database_url(pg_server: EmbeddedPostgres | None, pg_admin_url: str,
-                       template_database: str) -> AsyncIterator[str]:
-    """A fresh database (migrated, instruments seeded) for this test only."""
+@contextlib.asynccontextmanager
+async def _fresh_database(pg_server: EmbeddedPostgres | None, pg_admin_url: str,
+                          template_database: str) -> AsyncIterator[str]:
+    """A database cloned from the template, dropped afterwards."""
     _ensure_running(pg_server)
     name = f"exchange_test_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(pg_admin_url)
@@ -188,16 +192,45 @@ async def database_url(pg_server: EmbeddedPostgres | None, pg_admin_url: str,
         await admin.close()
 
 
-@pytest.fixture
-def redis_url(redis_server: EmbeddedRedis | None, redis_server_url: str) -> Iterator[str]:
-    """A Redis database, emptied before the test."""
+def _emptied_redis(redis_server: EmbeddedRedis | None, redis_server_url: str) -> str:
     _ensure_running(redis_server)
     client = redis.Redis.from_url(redis_server_url)
     try:
         client.flushdb()
     finally:
         client.close()
-    yield redis_server_url
+    return redis_server_url
+
+
+@pytest.fixture
+async def database_url(pg_server: EmbeddedPostgres | None, pg_admin_url: str,
+                       template_database: str) -> AsyncIterator[str]:
+    """A fresh database (migrated, instruments seeded) for this test only."""
+    async with _fresh_database(pg_server, pg_admin_url, template_database) as url:
+        yield url
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis | None, redis_server_url: str) -> Iterator[str]:
+    """A Redis database, emptied before the test."""
+    yield _emptied_redis(redis_server, redis_server_url)
+    _ensure_running(redis_server)
+
+
+@pytest.fixture(scope="module")
+async def module_database_url(pg_server: EmbeddedPostgres | None, pg_admin_url: str,
+                              template_database: str) -> AsyncIterator[str]:
+    """A fresh database shared by the tests of one module."""
+    async with _fresh_database(pg_server, pg_admin_url, template_database) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_redis_url(redis_server: EmbeddedRedis | None, redis_server_url: str
+                     ) -> Iterator[str]:
+    """The Redis database, emptied before the module's first test (nothing else runs
+    meanwhile: the tests of a module run one after another)."""
+    yield _emptied_redis(redis_server, redis_server_url)
     _ensure_running(redis_server)
 
 

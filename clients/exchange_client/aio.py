@@ -13,6 +13,7 @@ from exchange.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc
 from exchange.order.v1 import order_pb2, order_pb2_grpc
 from exchange_client import _convert as cv
 from exchange_client._convert import DecimalLike
+from exchange_client._tls import channel_credentials
 from exchange_client.book import LocalOrderBook, SequenceGap
 from exchange_client.errors import Unauthenticated, from_grpc_error
 
@@ -50,6 +51,11 @@ class AsyncExchangeClient:
     ``api_key`` goes as ``x-api-key`` metadata; order calls without one raise
     ``Unauthenticated`` (reason ``API_KEY_MISSING``) without calling.
 
+    TLS: ``tls=True``, or ``ca_file`` (PEM of the CA that signed the servers'
+    certificates; default the system's roots), plus ``cert_file`` and
+    ``key_file`` for servers that require a client certificate. Without them
+    the channels are plaintext.
+
     Use as ``async with AsyncExchangeClient(...) as client:`` or call
     :meth:`close`. Failed calls raise :mod:`exchange_client.errors` types.
     """
@@ -62,12 +68,19 @@ class AsyncExchangeClient:
         timeout: float = DEFAULT_TIMEOUT,
         *,
         channel_options: Sequence[tuple[str, Any]] = DEFAULT_CHANNEL_OPTIONS,
+        tls: bool = False,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
     ) -> None:
         self.order_addr = order_addr
         self.marketdata_addr = marketdata_addr
         self.api_key = api_key
         self.timeout = timeout
         self._options = list(channel_options)
+        self._credentials = channel_credentials(tls=tls, ca_file=ca_file, cert_file=cert_file,
+                                                key_file=key_file)
+        self.tls = self._credentials is not None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._order_channel: grpc.aio.Channel | None = None
         self._md_channel: grpc.aio.Channel | None = None
@@ -98,19 +111,22 @@ class AsyncExchangeClient:
         elif self._loop is not loop:
             raise RuntimeError("AsyncExchangeClient is bound to another event loop")
 
+    def _channel(self, addr: str) -> grpc.aio.Channel:
+        if self._credentials is None:
+            return grpc.aio.insecure_channel(addr, options=self._options)
+        return grpc.aio.secure_channel(addr, self._credentials, options=self._options)
+
     def _orders(self) -> order_pb2_grpc.OrderServiceStub:
         self._check_loop()
         if self._order_stub is None:
-            self._order_channel = grpc.aio.insecure_channel(self.order_addr, options=self._options)
+            self._order_channel = self._channel(self.order_addr)
             self._order_stub = order_pb2_grpc.OrderServiceStub(self._order_channel)
         return self._order_stub
 
     def _marketdata(self) -> marketdata_pb2_grpc.MarketDataServiceStub:
         self._check_loop()
         if self._md_stub is None:
-            self._md_channel = grpc.aio.insecure_channel(
-                self.marketdata_addr, options=self._options
-            )
+            self._md_channel = self._channel(self.marketdata_addr)
             self._md_stub = marketdata_pb2_grpc.MarketDataServiceStub(self._md_channel)
         return self._md_stub
 

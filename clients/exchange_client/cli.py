@@ -1,6 +1,7 @@
 """``exchange``: the command-line tool for the exchange.
 
     exchange [--order-addr HOST:PORT] [--marketdata-addr HOST:PORT] [--api-key KEY]
+             [--tls] [--ca-file PEM] [--cert-file PEM --key-file PEM]
              [--timeout SECONDS] [--json] COMMAND ...
 
     exchange order create BTC-USD buy 0.01 --price 70000 [--type limit|market]
@@ -22,7 +23,9 @@ commands print one JSON object per line).
 Exit status: 0 on success (and when a ``--watch``/``--follow`` view is left
 with Ctrl-C or ends after ``--duration``), 1 when a call fails or the input
 is wrong (one line on stderr: ``error: CODE (REASON) message``), 2 for a
-malformed command line.
+malformed command line. A call that could not connect because the server
+speaks TLS and the client does not (or the other way round) gets a second
+line, ``hint: ...``, saying which option to try.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from exchange.common.v1 import common_pb2
 from exchange.marketdata.v1 import marketdata_pb2
 from exchange.order.v1 import order_pb2
 from exchange_client import _convert as cv
+from exchange_client._tls import channel_credentials, connection_hint
 from exchange_client.admin import AsyncAdminClient
 from exchange_client.admin_cli import ADMIN_KEY_HELP, add_admin_parser
 from exchange_client.aio import (
@@ -62,6 +66,7 @@ from exchange_client.book import Level, LocalOrderBook
 from exchange_client.errors import ExchangeError
 
 API_KEY_HELP = "order commands need one; pass --api-key KEY or set EXCHANGE_API_KEY"
+TRUE_WORDS = ("1", "true", "yes", "on")
 
 
 class CliError(Exception):
@@ -97,6 +102,9 @@ class Output:
 
     def error(self, text: str) -> None:
         self.err.print(Text(f"error: {text}"))
+
+    def hint(self, text: str) -> None:
+        self.err.print(Text(f"hint: {text}"))
 
 
 def to_dict(msg: Message) -> dict[str, Any]:
@@ -639,6 +647,20 @@ def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
                        default=default(env.get("EXCHANGE_ADMIN_ADDR") or None),
                        help="the admin API (env EXCHANGE_ADMIN_ADDR, default: the order "
                             "service's address)")
+    group.add_argument("--tls", action="store_true",
+                       default=default(env.get("EXCHANGE_TLS", "").lower() in TRUE_WORDS),
+                       help="connect with TLS, trusting the system's CAs (env EXCHANGE_TLS=1)")
+    group.add_argument("--ca-file", metavar="PEM",
+                       default=default(env.get("EXCHANGE_TLS_CA_FILE") or None),
+                       help="the CA that signed the servers' certificates; implies --tls "
+                            "(env EXCHANGE_TLS_CA_FILE)")
+    group.add_argument("--cert-file", metavar="PEM",
+                       default=default(env.get("EXCHANGE_CLIENT_CERT_FILE") or None),
+                       help="client certificate, for servers that require one; implies "
+                            "--tls, needs --key-file (env EXCHANGE_CLIENT_CERT_FILE)")
+    group.add_argument("--key-file", metavar="PEM",
+                       default=default(env.get("EXCHANGE_CLIENT_KEY_FILE") or None),
+                       help="the client certificate's key (env EXCHANGE_CLIENT_KEY_FILE)")
     group.add_argument("--timeout", metavar="SECONDS", type=_seconds,
                        default=default(DEFAULT_TIMEOUT),
                        help="deadline of each call (default %(default)s)" if top else
@@ -736,12 +758,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def _run(args: argparse.Namespace, out: Output) -> None:
     if getattr(args, "admin", False):
+        credentials = channel_credentials(tls=args.tls, ca_file=args.ca_file,
+                                          cert_file=args.cert_file, key_file=args.key_file)
         async with AsyncAdminClient(args.admin_addr or args.order_addr, args.admin_key,
-                                    args.timeout) as admin:
+                                    args.timeout, credentials=credentials) as admin:
             await args.handler(admin, args, out)
         return
     async with AsyncExchangeClient(args.order_addr, args.marketdata_addr,
-                                   api_key=args.api_key, timeout=args.timeout) as client:
+                                   api_key=args.api_key, timeout=args.timeout,
+                                   tls=args.tls, ca_file=args.ca_file,
+                                   cert_file=args.cert_file, key_file=args.key_file) as client:
         await args.handler(client, args, out)
 
 
@@ -758,6 +784,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except ExchangeError as err:
         out.error(str(err))
+        hint = connection_hint(err.code, err.reason, err.message,
+                               tls=bool(args.tls or args.ca_file or args.cert_file))
+        if hint:
+            out.hint(hint)
         return 1
     except CliError as err:
         out.error(str(err))

@@ -18,6 +18,7 @@ from exchange.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc
 from exchange.order.v1 import order_pb2, order_pb2_grpc
 from exchange_client import _convert as cv
 from exchange_client._convert import DecimalLike
+from exchange_client._tls import channel_credentials
 from exchange_client.aio import (
     DEFAULT_CHANNEL_OPTIONS,
     DEFAULT_MARKETDATA_ADDR,
@@ -34,7 +35,8 @@ class ExchangeClient:
 
     One long-lived channel per service (created on first use, safe to share
     between threads), a deadline of ``timeout`` seconds on every unary call,
-    ``x-api-key`` metadata. Use as a context manager or call :meth:`close`.
+    ``x-api-key`` metadata, TLS as in the async client (``tls``, ``ca_file``,
+    ``cert_file``, ``key_file``). Use as a context manager or call :meth:`close`.
     """
 
     def __init__(
@@ -45,12 +47,19 @@ class ExchangeClient:
         timeout: float = DEFAULT_TIMEOUT,
         *,
         channel_options: Sequence[tuple[str, Any]] = DEFAULT_CHANNEL_OPTIONS,
+        tls: bool = False,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
     ) -> None:
         self.order_addr = order_addr
         self.marketdata_addr = marketdata_addr
         self.api_key = api_key
         self.timeout = timeout
         self._options = list(channel_options)
+        self._credentials = channel_credentials(tls=tls, ca_file=ca_file, cert_file=cert_file,
+                                                key_file=key_file)
+        self.tls = self._credentials is not None
         self._lock = threading.Lock()
         self._order_channel: grpc.Channel | None = None
         self._md_channel: grpc.Channel | None = None
@@ -71,19 +80,22 @@ class ExchangeClient:
         for channel in channels:
             channel.close()
 
+    def _channel(self, addr: str) -> grpc.Channel:
+        if self._credentials is None:
+            return grpc.insecure_channel(addr, options=self._options)
+        return grpc.secure_channel(addr, self._credentials, options=self._options)
+
     def _orders(self) -> order_pb2_grpc.OrderServiceStub:
         with self._lock:
             if self._order_stub is None:
-                self._order_channel = grpc.insecure_channel(self.order_addr, options=self._options)
+                self._order_channel = self._channel(self.order_addr)
                 self._order_stub = order_pb2_grpc.OrderServiceStub(self._order_channel)
             return self._order_stub
 
     def _marketdata(self) -> marketdata_pb2_grpc.MarketDataServiceStub:
         with self._lock:
             if self._md_stub is None:
-                self._md_channel = grpc.insecure_channel(
-                    self.marketdata_addr, options=self._options
-                )
+                self._md_channel = self._channel(self.marketdata_addr)
                 self._md_stub = marketdata_pb2_grpc.MarketDataServiceStub(self._md_channel)
             return self._md_stub
 

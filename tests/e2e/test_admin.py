@@ -181,12 +181,13 @@ async def test_statuses_are_enforced_at_once_and_journaled_by_matching(
                   grpc.StatusCode.FAILED_PRECONDITION, "INSTRUMENT_HALTED")
 
     # Matching enforces it too, whoever calls it: a command sent straight to the pod.
-    matching = mpb_grpc.MatchingServiceStub(ex.channel(stack.matching_addr))
-    internal = (("x-internal-token", stack.internal_token),)
+    channel = stack.matching_channel()
+    ex.channels.append(channel)
+    matching = mpb_grpc.MatchingServiceStub(channel)
 
     async def book_status() -> int:
         return (await matching.GetBook(mpb.GetBookRequest(instrument_id=1),
-                                       metadata=internal, timeout=5)).status
+                                       timeout=5)).status
 
     for _ in range(100):
         if await book_status() == cpb.INSTRUMENT_STATUS_HALTED:
@@ -196,7 +197,7 @@ async def test_statuses_are_enforced_at_once_and_journaled_by_matching(
         request_id=1, new_order=mpb.NewOrder(
             instrument_id=1, account_id=stack.account_ids["alice"], side=BUY, type=LIMIT,
             time_in_force=cpb.TIME_IN_FORCE_GTC, price=6_000_000, quantity=100,
-            client_order_id="direct"))]), metadata=internal, timeout=5)
+            client_order_id="direct"))]), timeout=5)
     assert direct.results[0].error.code == mpb.ERROR_CODE_HALTED
 
     # The status is in the journal and survives a crash of the pod.

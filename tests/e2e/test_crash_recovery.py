@@ -325,7 +325,7 @@ async def get_book(stack: Stack, instrument_id: int, wait: float = OWNER_WAIT
                    ) -> mpb.GetBookResponse:
     """GetBook from the matching service, waiting until it owns the instrument."""
     deadline = time.monotonic() + wait
-    async with grpc.aio.insecure_channel(stack.matching_addr) as ch:
+    async with stack.matching_channel() as ch:
         stub = mpb_grpc.MatchingServiceStub(ch)
         while True:
             try:

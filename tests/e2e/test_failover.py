@@ -259,17 +259,18 @@ async def pg_resting(conn: asyncpg.Connection, instrument: int
     return bids, asks
 
 
-async def get_book(addr: str, instrument: int, timeout: float = 3.0) -> mpb.GetBookResponse:
-    async with grpc.aio.insecure_channel(addr) as ch:
+async def get_book(stack: Stack, addr: str, instrument: int, timeout: float = 3.0
+                   ) -> mpb.GetBookResponse:
+    async with stack.matching_channel(addr) as ch:
         return await mpb_grpc.MatchingServiceStub(ch).GetBook(
             mpb.GetBookRequest(instrument_id=instrument), timeout=timeout)
 
 
-async def book_matches_pg(checks: Checks, conn: asyncpg.Connection, addr: str, instrument: int,
-                          who: str) -> None:
+async def book_matches_pg(checks: Checks, conn: asyncpg.Connection, stack: Stack, addr: str,
+                          instrument: int, who: str) -> None:
     """GetBook on the owner equals the resting orders in PostgreSQL, order by order."""
     try:
-        book = await get_book(addr, instrument)
+        book = await get_book(stack, addr, instrument)
     except grpc.aio.AioRpcError as err:
         checks.expect(False, f"GetBook({SYMBOL[instrument]}) on {who} {addr} failed: "
                              f"{err.code().name} {err.details()}")
@@ -288,8 +289,9 @@ async def book_matches_pg(checks: Checks, conn: asyncpg.Connection, addr: str, i
                   f"  postgres bids {bids[:5]}... asks {asks[:5]}...")
 
 
-async def execute_once(addr: str, command: mpb.Command, timeout: float) -> mpb.Result:
-    async with grpc.aio.insecure_channel(addr) as ch:
+async def execute_once(stack: Stack, addr: str, command: mpb.Command, timeout: float
+                       ) -> mpb.Result:
+    async with stack.matching_channel(addr) as ch:
         resp = await mpb_grpc.MatchingServiceStub(ch).ExecuteOnce(
             mpb.ExecuteRequest(commands=[command]), timeout=timeout)
     return resp.results[0]
@@ -509,7 +511,7 @@ async def test_sigkill_owner_standby_takes_over(two_matching) -> None:
                 checks.expect(a_last is None or b_first is None or a_last < b_first,
                               f"{SYMBOL[inst]}: A's journal rows reach {a_last}, past B's first "
                               f"row {b_first}")
-                await book_matches_pg(checks, conn, b_addr, inst, "B")
+                await book_matches_pg(checks, conn, stack, b_addr, inst, "B")
         finally:
             await conn.close()
         checks.done()
@@ -555,9 +557,10 @@ async def test_paused_owner_is_fenced(two_matching) -> None:
                         inst = (BTC, ETH)[i % 2]
                         price = 6_900_000 if inst == BTC else 345_000
                         direct.append(asyncio.create_task(execute_once(
-                            a_addr, new_order_command(stack.account_ids["alice"], inst,
-                                                      cpb.SIDE_BUY, price, 100, f"direct-{i}",
-                                                      request_id=i + 1), timeout=30)))
+                            stack, a_addr,
+                            new_order_command(stack.account_ids["alice"], inst, cpb.SIDE_BUY,
+                                              price, 100, f"direct-{i}", request_id=i + 1),
+                            timeout=30)))
 
                     # B takes over: epoch bumps, owner_address changes.
                     limit = OWNER_SESSION_TIMEOUT + TAKEOVER_MARGIN
@@ -606,7 +609,7 @@ async def test_paused_owner_is_fenced(two_matching) -> None:
                         # Still exercise the fencing: place orders on B directly.
                         for i in range(4):
                             inst = (BTC, ETH)[i % 2]
-                            res = await execute_once(b_addr, new_order_command(
+                            res = await execute_once(stack, b_addr, new_order_command(
                                 stack.account_ids["bob"], inst, cpb.SIDE_SELL,
                                 7_100_000 if inst == BTC else 360_000, 100, f"on-b-{i}"), 5)
                             checks.expect(res.WhichOneof("result") == "order",
@@ -645,7 +648,7 @@ async def test_paused_owner_is_fenced(two_matching) -> None:
                     deadline = time.monotonic() + 3
                     res = None
                     while time.monotonic() < deadline:
-                        res = await execute_once(a_addr, new_order_command(
+                        res = await execute_once(stack, a_addr, new_order_command(
                             stack.account_ids["alice"], inst, cpb.SIDE_BUY,
                             6_800_000 if inst == BTC else 340_000, 100,
                             f"after-resume-{inst}"), 3)
@@ -658,7 +661,7 @@ async def test_paused_owner_is_fenced(two_matching) -> None:
                                   f"A, resumed, answers {res} for {SYMBOL[inst]} "
                                   "(must be NOT_OWNER)")
                     try:
-                        book = await get_book(a_addr, inst)
+                        book = await get_book(stack, a_addr, inst)
                         checks.expect(False, f"GetBook({SYMBOL[inst]}) on the resumed A "
                                              f"answered a book (epoch {book.owner_epoch}); "
                                              "must be NOT_FOUND")
@@ -701,7 +704,7 @@ async def test_paused_owner_is_fenced(two_matching) -> None:
                               f"{at_takeover[inst]} -> {now}")
                 for p in await journal_problems(conn, inst):
                     checks.expect(False, p)
-                await book_matches_pg(checks, conn, b_addr, inst, "B")
+                await book_matches_pg(checks, conn, stack, b_addr, inst, "B")
             leaked = await conn.fetch(
                 "SELECT client_order_id, order_id FROM orders "
                 "WHERE client_order_id LIKE 'direct-%' OR client_order_id LIKE 'after-resume-%'",
@@ -754,7 +757,7 @@ async def test_instrument_split(two_matching) -> None:
                 checks.expect(journal_epochs == {epoch},
                               f"{SYMBOL[inst]} journal epochs {journal_epochs}, owner {epoch}")
                 try:
-                    book = await get_book(owner[1], inst)
+                    book = await get_book(stack, owner[1], inst)
                     ids = [str(o.order_id) for o in book.bids]
                     checks.expect(ids == [placed[inst]],
                                   f"{owner[0]}'s book of {SYMBOL[inst]} has bids {ids}, "
@@ -763,13 +766,13 @@ async def test_instrument_split(two_matching) -> None:
                     checks.expect(False, f"GetBook({SYMBOL[inst]}) on its owner {owner[0]}: "
                                          f"{err.code().name} {err.details()}")
                 try:
-                    await get_book(other[1], inst)
+                    await get_book(stack, other[1], inst)
                     checks.expect(False, f"GetBook({SYMBOL[inst]}) on {other[0]} answered a "
                                          "book; must be NOT_FOUND")
                 except grpc.aio.AioRpcError as err:
                     checks.expect(err.code() == Code.NOT_FOUND,
                                   f"GetBook({SYMBOL[inst]}) on {other[0]}: {err.code().name}")
-                res = await execute_once(other[1], new_order_command(
+                res = await execute_once(stack, other[1], new_order_command(
                     stack.account_ids["bob"], inst, cpb.SIDE_BUY,
                     6_800_000 if inst == BTC else 330_000, 100, f"wrong-pod-{inst}"), 5)
                 checks.expect(res.WhichOneof("result") == "error"

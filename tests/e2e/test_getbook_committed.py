@@ -36,7 +36,7 @@ async def test_getbook_never_ahead_of_the_commit(stack) -> None:
     conn = await asyncpg.connect(stack.database_url)
     polls = ahead = 0
     try:
-        async with grpc.aio.insecure_channel(stack.matching_addr) as ch:
+        async with stack.matching_channel() as ch:
             matching = mpb_grpc.MatchingServiceStub(ch)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 4

@@ -173,11 +173,11 @@ async def journal_problems(conn: asyncpg.Connection, instrument: int) -> list[st
             f"missing {missing})"]
 
 
-async def matching_book_problems(conn: asyncpg.Connection, addr: str, instrument: int
+async def matching_book_problems(conn: asyncpg.Connection, stack: Stack, instrument: int
                                  ) -> list[str]:
     """The matching pod's book (GetBook) equals the resting orders in PostgreSQL."""
     try:
-        async with grpc.aio.insecure_channel(addr) as ch:
+        async with stack.matching_channel() as ch:
             book = await mpb_grpc.MatchingServiceStub(ch).GetBook(
                 mpb.GetBookRequest(instrument_id=instrument), timeout=3)
     except grpc.aio.AioRpcError as err:
@@ -486,7 +486,7 @@ async def test_postgres_outage(stack, pg_server) -> None:
                 for inst in (BTC, ETH):
                     for p in await journal_problems(conn, inst):
                         checks.expect(False, p)
-                    for p in await matching_book_problems(conn, stack.matching_addr, inst):
+                    for p in await matching_book_problems(conn, stack, inst):
                         checks.expect(False, p)
                     want = await pg_book(conn, inst, tick_lot)
                     deadline = time.monotonic() + 5

@@ -58,6 +58,18 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "existing-secret": {
         "postgresql": {"existingSecret": "pg-creds", "existingSecretKey": "uri"},
         "redis": {"existingSecret": "redis-creds"},
+        "internalAuth": {"existingSecret": "token-creds", "existingSecretKey": "token"},
+    },
+    "tls": {
+        "tls": {"enabled": True, "existingSecret": "exchange-tls",
+                "clientCaSecret": "exchange-client-ca"},
+        "internalTls": {"enabled": True, "existingSecret": "exchange-internal-tls",
+                        "allowedClients": ["order-service", "order-canary"]},
+    },
+    "internal-tls": {
+        "internalTls": {"enabled": True, "existingSecret": "exchange-internal-tls",
+                        "serverName": ""},
+        "networkPolicy": {"enabled": False},
     },
     "monitoring": {
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
@@ -323,15 +335,32 @@ def test_each_service_selects_its_own_component(render):
 # --- probes, ports, commands --------------------------------------------------------------
 
 
+def _port_tls(name: str, component: str) -> bool:
+    """Whether the component's gRPC port speaks TLS in value set ``name``."""
+    values = VALUE_SETS[name]
+    key = "internalTls" if component == "matching" else "tls"
+    return bool(values.get(key, {}).get("enabled"))
+
+
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
-def test_probes_are_native_grpc_on_the_grpc_port(render, name):
+def test_probes_are_native_grpc_on_the_grpc_port_or_the_health_port(render, name):
+    """Native gRPC probes; on the gRPC port, or, when that port speaks TLS (which
+    kubelet probes cannot), on the plaintext health-only port the service opens."""
     r = render(name)
     for component, (_, _, _, port) in SERVICES.items():
         c = r.container(component)
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         assert ports["grpc"] == port
+        env = r.environment(component)
+        if _port_tls(name, component):
+            probe_port = ports["health"]
+            assert probe_port == 8086
+            assert env["EXCHANGE_HEALTH_LISTEN"] == "0.0.0.0:8086"
+        else:
+            probe_port = port
+            assert "health" not in ports and "EXCHANGE_HEALTH_LISTEN" not in env
         for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-            assert c[probe]["grpc"] == {"port": port}, (component, probe)
+            assert c[probe]["grpc"] == {"port": probe_port}, (component, probe)
             assert not {"httpGet", "tcpSocket", "exec"} & set(c[probe])
 
 
@@ -456,6 +485,122 @@ def test_otel_settings_reach_the_pods(render):
     assert attrs["k8s.namespace.name"] == NAMESPACE
     off = render("default").environment("order")
     assert off["OTEL_TRACES_EXPORTER"] == "none"
+
+
+# --- TLS and service-to-service authentication ---------------------------------------------
+
+
+def _mounts(r: Rendered, component: str) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Mount path -> (Secret name, volume) of the container's Secret volumes; every one
+    read-only and readable by the pod's group only."""
+    c = r.container(component)
+    spec = (r.workload(component)["spec"]["template"]["spec"])
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    out = {}
+    for m in c["volumeMounts"]:
+        secret = volumes[m["name"]].get("secret")
+        if secret is None:
+            continue
+        assert m["readOnly"] is True, (component, m)
+        assert secret["defaultMode"] == 0o440, (component, m)
+        out[m["mountPath"]] = (secret["secretName"], secret)
+    return out
+
+
+def _file(mounts: dict[str, tuple[str, dict[str, Any]]], path: str) -> tuple[str, str]:
+    """The (Secret, key) a file path in the container comes from."""
+    directory, _, name = path.rpartition("/")
+    secret_name, secret = mounts[directory]
+    (key,) = [i["key"] for i in secret["items"] if i["path"] == name]
+    return secret_name, key
+
+
+def test_tls_files_come_from_the_secrets_and_only_the_own_pair(render):
+    r = render("tls")
+    want = {
+        "order": {
+            "EXCHANGE_TLS_CERT_FILE": ("exchange-tls", "tls.crt"),
+            "EXCHANGE_TLS_KEY_FILE": ("exchange-tls", "tls.key"),
+            "EXCHANGE_TLS_CLIENT_CA_FILE": ("exchange-client-ca", "ca.crt"),
+            "EXCHANGE_INTERNAL_TLS_CERT_FILE": ("exchange-internal-tls", "order.crt"),
+            "EXCHANGE_INTERNAL_TLS_KEY_FILE": ("exchange-internal-tls", "order.key"),
+            "EXCHANGE_INTERNAL_TLS_CA_FILE": ("exchange-internal-tls", "ca.crt"),
+        },
+        "marketdata": {
+            "EXCHANGE_TLS_CERT_FILE": ("exchange-tls", "tls.crt"),
+            "EXCHANGE_TLS_KEY_FILE": ("exchange-tls", "tls.key"),
+            "EXCHANGE_TLS_CLIENT_CA_FILE": ("exchange-client-ca", "ca.crt"),
+        },
+        "matching": {
+            "EXCHANGE_INTERNAL_TLS_CERT_FILE": ("exchange-internal-tls", "matching.crt"),
+            "EXCHANGE_INTERNAL_TLS_KEY_FILE": ("exchange-internal-tls", "matching.key"),
+            "EXCHANGE_INTERNAL_TLS_CA_FILE": ("exchange-internal-tls", "ca.crt"),
+        },
+    }
+    for component, files in want.items():
+        env = r.environment(component)
+        mounts = _mounts(r, component)
+        got = {var: _file(mounts, path) for var, path in env.items()
+               if var.endswith("_FILE")}
+        assert got == files, component
+        # A pod gets no key but its own: matching never sees the order key, and back.
+        keys = {i["key"] for _, secret in mounts.values() for i in secret["items"]}
+        assert keys == {key for _, key in files.values()}, component
+        assert "EXCHANGE_INTERNAL_TOKEN" not in env, component
+    assert r.environment("order")["EXCHANGE_INTERNAL_TLS_SERVER_NAME"] == "matching-service"
+    assert r.environment("matching")["EXCHANGE_INTERNAL_ALLOWED_CLIENTS"] == (
+        "order-service,order-canary")
+    assert not [s for s in r.all("Secret") if s["metadata"]["name"].endswith("internal-auth")]
+    # Services in front of TLS ports do not claim cleartext HTTP/2.
+    for svc in r.all("Service"):
+        for port in svc["spec"]["ports"]:
+            assert "appProtocol" not in port, svc["metadata"]["name"]
+    # Without a server name the order service checks each pod's own DNS name.
+    assert "EXCHANGE_INTERNAL_TLS_SERVER_NAME" not in render("internal-tls").environment(
+        "order")
+
+
+def test_internal_token_from_the_chart_secret(render):
+    r = render("default")
+    secret = r.get("Secret", f"{PREFIX}-internal-auth")
+    token = secret["stringData"]["internal-token"]
+    assert len(token) == 48 and token.isalnum()
+    for component in ("order", "matching"):
+        env = {e["name"]: e for e in r.container(component)["env"]}
+        assert env["EXCHANGE_INTERNAL_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+            "name": f"{PREFIX}-internal-auth", "key": "internal-token"}
+        assert not _mounts(r, component)
+    assert "EXCHANGE_INTERNAL_TOKEN" not in r.environment("marketdata")
+    # Matching only takes calls that carry it; grpc stays h2c without TLS.
+    ports = r.get("Service", f"{PREFIX}-matching-headless")["spec"]["ports"]
+    assert ports[0]["appProtocol"] == "kubernetes.io/h2c"
+
+    existing = render("existing-secret")
+    assert not [s for s in existing.all("Secret")
+                if s["metadata"]["name"] == f"{PREFIX}-internal-auth"]
+    for component in ("order", "matching"):
+        env = {e["name"]: e for e in existing.container(component)["env"]}
+        assert env["EXCHANGE_INTERNAL_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+            "name": "token-creds", "key": "token"}
+
+
+def test_the_token_is_kept_across_upgrades_by_a_lookup():
+    """`helm template` has no cluster to look the old Secret up in, so this reads the
+    template: the token is taken from the existing Secret when there is one."""
+    text = (CHART / "templates" / "internal-auth-secret.yaml").read_text()
+    assert 'lookup "v1" "Secret" .Release.Namespace $name' in text
+    assert 'index $old.data "internal-token" | b64dec' in text
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ("tls.enabled=true", "tls.enabled needs tls.existingSecret"),
+    ("tls.clientCaSecret=ca", "tls.clientCaSecret needs tls.enabled"),
+    ("internalTls.enabled=true", "internalTls.enabled needs internalTls.existingSecret"),
+])
+def test_tls_without_its_secret_fails_with_a_clear_message(helm, setting, message):
+    proc = helm("template", RELEASE, str(CHART), "--set", setting, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr
 
 
 # --- matching instrument groups -----------------------------------------------------------
@@ -613,10 +758,24 @@ def test_migration_job_is_a_pre_install_and_pre_upgrade_hook(render):
 # --- monitoring and network policy --------------------------------------------------------
 
 
-def test_monitoring_and_network_policy_are_off_by_default(render):
+def test_monitoring_is_off_and_network_policy_on_by_default(render):
     r = render("default")
     assert not r.all("ServiceMonitor")
-    assert not r.all("NetworkPolicy")
+    pols = {p["metadata"]["name"]: p["spec"] for p in r.all("NetworkPolicy")}
+    assert set(pols) == {f"{PREFIX}-{c}" for c in SERVICES}
+    order_pods = r.workload("order")["spec"]["template"]["metadata"]["labels"]
+    matching = pols[f"{PREFIX}-matching"]
+    assert matching["policyTypes"] == ["Ingress"]
+    # gRPC from order pods only; metrics as configured.
+    (grpc_rule,) = [rule for rule in matching["ingress"]
+                    if rule["ports"] == [{"port": "grpc", "protocol": "TCP"}]]
+    (peer,) = grpc_rule["from"]
+    assert set(peer) == {"podSelector"}
+    assert peer["podSelector"]["matchLabels"].items() <= order_pods.items()
+    assert peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "order"
+    assert [rule["ports"] for rule in matching["ingress"]] == [
+        [{"port": "grpc", "protocol": "TCP"}], [{"port": "metrics", "protocol": "TCP"}]]
+    assert not render("internal-tls").all("NetworkPolicy")
 
 
 def test_service_monitor_scrapes_the_metrics_service(render):
@@ -662,6 +821,8 @@ def test_network_policies(render):
     "bogus=1",
     "matching.config.batchSize=5",
     "networkPolicy.egress.allowAll=true",
+    "tls.certFile=/x",
+    "internalTls.token=abc",
 ])
 def test_schema_rejects_unknown_keys(helm, setting):
     proc = helm("template", RELEASE, str(CHART), "--set", setting, check=False)
@@ -678,6 +839,9 @@ def test_schema_rejects_unknown_keys(helm, setting):
     "config.logFormat=xml",
     "otel.env.NOT_OTEL=1",
     "matching.instrumentGroups[0][0]=bad symbol",
+    "healthPort=0",
+    "internalTls.allowedClients[0]=two names",
+    "internalAuth.existingSecretKey=",
 ])
 def test_schema_rejects_bad_values(helm, setting):
     proc = helm("template", RELEASE, str(CHART), "--set", setting, check=False)

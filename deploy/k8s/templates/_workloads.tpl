@@ -54,12 +54,18 @@ spec:
             {{- with include "exchange.metricsPort" $ctx }}
             {{- . | nindent 12 }}
             {{- end }}
+            {{- with include "exchange.healthContainerPort" $c }}
+            {{- . | nindent 12 }}
+            {{- end }}
           envFrom:
             - configMapRef:
                 name: {{ include "exchange.componentName" $c }}
           env:
             {{- include "exchange.commonEnv" (dict "context" $ctx "values" $v) | nindent 12 }}
-          {{- include "exchange.grpcProbes" (dict "port" $v.port "probes" $v.probes) | nindent 10 }}
+            {{- with include "exchange.tlsEnv" $c }}
+            {{- . | nindent 12 }}
+            {{- end }}
+          {{- include "exchange.grpcProbes" (dict "port" (include "exchange.probePort" (dict "context" $ctx "component" .component "port" $v.port)) "probes" $v.probes) | nindent 10 }}
           {{- with include "exchange.lifecycle" $v }}
           {{- . | nindent 10 }}
           {{- end }}
@@ -69,8 +75,10 @@ spec:
             {{- toYaml $ctx.Values.containerSecurityContext | nindent 12 }}
           volumeMounts:
             {{- include "exchange.tmpVolumeMount" $ctx | nindent 12 }}
+            {{- include "exchange.tlsVolumeMounts" $c | nindent 12 }}
       volumes:
         {{- include "exchange.tmpVolume" $ctx | nindent 8 }}
+        {{- include "exchange.tlsVolumes" $c | nindent 8 }}
 {{- end -}}
 
 {{/*
@@ -101,7 +109,9 @@ spec:
       port: {{ $v.port }}
       targetPort: grpc
       protocol: TCP
+      {{- if not (include "exchange.portTls" $c) }}
       appProtocol: kubernetes.io/h2c
+      {{- end }}
 {{- end -}}
 
 {{/* A HorizontalPodAutoscaler on CPU, when values.autoscaling.enabled. */}}
