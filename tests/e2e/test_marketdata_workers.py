@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import grpc
 import psutil
 import pytest
@@ -125,6 +126,16 @@ async def place_orders(stack: Stack, count: int) -> None:
                 metadata=meta(stack, "alice"), timeout=10)
 
 
+async def committed_sequence(stack: Stack, instrument_id: int = 1) -> int:
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        return await conn.fetchval(
+            "SELECT last_sequence FROM instrument_state WHERE instrument_id = $1",
+            instrument_id)
+    finally:
+        await conn.close()
+
+
 async def current_book(stack: Stack) -> tuple[int, dict[str, dict[str, str]]]:
     async with own_channel(stack.marketdata_addr) as channel:
         r = await md_grpc.MarketDataServiceStub(channel).GetOrderBook(
@@ -181,7 +192,14 @@ async def test_a_killed_worker_is_started_again(stack: Stack):
         # Resubscribing works, and new connections reach the new worker once it is serving.
         (new_child,) = worker_pids(stack)
         await place_orders(stack, 4)
-        sequence, book = await current_book(stack)
+        # The book as committed: market data follows asynchronously, so read it until
+        # the process answering has applied everything placed.
+        committed = await committed_sequence(stack)
+        deadline = time.monotonic() + WAIT
+        while (found := await current_book(stack))[0] < committed:
+            assert time.monotonic() < deadline, "market data never reached the commit"
+            await asyncio.sleep(0.05)
+        sequence, book = found
 
         def spread() -> bool:
             return established_on(new_child, port) >= 1

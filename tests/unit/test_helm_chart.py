@@ -71,6 +71,13 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
                         "serverName": ""},
         "networkPolicy": {"enabled": False},
     },
+    "admin": {
+        "order": {"admin": {"enabled": True, "port": 50053},
+                  "config": {"rateLimits": False, "maxFailedAuthPerMinute": 100,
+                             "maxStreamsPerConnection": 4, "matchingTimeout": 5,
+                             "cacheTtl": 30}},
+        "migrations": {"bootstrapAdminKeySecret": "exchange-admin"},
+    },
     "monitoring": {
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
         "networkPolicy": {
@@ -446,6 +453,35 @@ def test_existing_secrets_replace_the_chart_secret(render):
     env = {e["name"]: e for e in c["env"]}
     assert env["EXCHANGE_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
         "name": "pg-creds", "key": "uri"}
+
+
+def test_admin_port_and_bootstrap_admin_key(render, helm, tmp_path):
+    r = render("admin")
+    env = r.environment("order")
+    assert env["EXCHANGE_ADMIN_LISTEN"] == "0.0.0.0:50053"
+    assert env["EXCHANGE_RATE_LIMITS"] == "false"
+    assert env["EXCHANGE_MAX_STREAMS_PER_CONNECTION"] == "4"
+    ports = {p["name"]: p["containerPort"] for p in r.container("order")["ports"]}
+    assert ports["admin"] == 50053
+    # No Service exposes it: operators port-forward.
+    for service in r.all("Service"):
+        assert 50053 not in [p["port"] for p in service["spec"]["ports"]]
+    job = r.get("Job", f"{PREFIX}-migrate")
+    spec = job["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    assert c["args"] == ["--bootstrap-admin-key-file", "/etc/exchange/bootstrap/admin-key"]
+    mount = {m["name"]: m for m in c["volumeMounts"]}["bootstrap-admin-key"]
+    assert mount["mountPath"] == "/etc/exchange/bootstrap" and mount["readOnly"]
+    volume = {v["name"]: v for v in spec["volumes"]}["bootstrap-admin-key"]
+    assert volume["secret"] == {"secretName": "exchange-admin", "defaultMode": 0o400,
+                                "items": [{"key": "admin-key", "path": "admin-key"}]}
+    # By default: the admin API on the order port, no bootstrap key.
+    default = render("default")
+    assert default.environment("order")["EXCHANGE_ADMIN_LISTEN"] == ""
+    (c,) = default.get("Job", f"{PREFIX}-migrate")["spec"]["template"]["spec"]["containers"]
+    assert "args" not in c
+    off = _template(helm, tmp_path, {"order": {"admin": {"enabled": False, "port": 0}}})
+    assert off.environment("order")["EXCHANGE_ADMIN_LISTEN"] == "off"
 
 
 def test_one_existing_secret_keeps_the_other_url(helm, tmp_path):

@@ -57,6 +57,11 @@ spec:
             {{- with include "exchange.healthContainerPort" $c }}
             {{- . | nindent 12 }}
             {{- end }}
+            {{- if and (eq $c.component "order") $v.admin.enabled (gt (int $v.admin.port) 0) }}
+            - name: admin
+              containerPort: {{ $v.admin.port }}
+              protocol: TCP
+            {{- end }}
           envFrom:
             - configMapRef:
                 name: {{ include "exchange.componentName" $c }}
