@@ -205,22 +205,24 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
 
     @grpc_errors
     async def GetAccount(self, request, context):
-        await self.auth.actor(context)
+        actor = await self.auth.actor(context)
         name = _checked(_ACCOUNT_NAME, request.name, "name", "account name")
         row = await self.store.account(name)
         if row is None:
             raise NotFound(f"no account {name!r}", reason="ACCOUNT_NOT_FOUND")
+        await self.store.audit_read(actor, "GetAccount", f"account:{name}")
         return apb.GetAccountResponse(account=account_message(row))
 
     @grpc_errors
     async def ListAccounts(self, request, context):
-        await self.auth.actor(context)
+        actor = await self.auth.actor(context)
         size = page_size(request.page_size)
         filters = ("admin-accounts",)
         position = decode_page_token(request.page_token, filters)
         rows = await self.store.list_accounts(position[0] if position else 0, size + 1)
         token = (encode_page_token([rows[size - 1]["account_id"]], filters)
                  if len(rows) > size else "")
+        await self.store.audit_read(actor, "ListAccounts", "accounts")
         return apb.ListAccountsResponse(accounts=[account_message(r) for r in rows[:size]],
                                         next_page_token=token)
 
@@ -255,7 +257,7 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
 
     @grpc_errors
     async def ListApiKeys(self, request, context):
-        await self.auth.actor(context)
+        actor = await self.auth.actor(context)
         if request.account:
             _checked(_ACCOUNT_NAME, request.account, "account", "account name")
         if request.prefix and not re.match(r"^[a-z0-9_]{1,12}\Z", request.prefix):
@@ -269,6 +271,8 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
                                               position[0] if position else 0, size + 1)
         token = (encode_page_token([rows[size - 1]["key_id"]], filters)
                  if len(rows) > size else "")
+        await self.store.audit_read(
+            actor, "ListApiKeys", f"api_keys:account={request.account},prefix={request.prefix}")
         return apb.ListApiKeysResponse(keys=[api_key_message(r) for r in rows[:size]],
                                        next_page_token=token)
 
@@ -298,9 +302,10 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
 
     @grpc_errors
     async def ListRateTiers(self, request, context):
-        await self.auth.actor(context)
-        return apb.ListRateTiersResponse(
-            tiers=[tier_message(r) for r in await self.store.list_tiers()])
+        actor = await self.auth.actor(context)
+        tiers = [tier_message(r) for r in await self.store.list_tiers()]
+        await self.store.audit_read(actor, "ListRateTiers", "tiers")
+        return apb.ListRateTiersResponse(tiers=tiers)
 
     # -- instruments ----------------------------------------------------------------
 
@@ -341,9 +346,10 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
 
     @grpc_errors
     async def ListInstruments(self, request, context):
-        await self.auth.actor(context)
-        return apb.ListInstrumentsResponse(
-            instruments=[instrument_message(r) for r in await self.store.instruments()])
+        actor = await self.auth.actor(context)
+        instruments = [instrument_message(r) for r in await self.store.instruments()]
+        await self.store.audit_read(actor, "ListInstruments", "instruments")
+        return apb.ListInstrumentsResponse(instruments=instruments)
 
     @grpc_errors
     async def UpdateInstrument(self, request, context):
@@ -385,8 +391,9 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
 
     @grpc_errors
     async def ListAdminKeys(self, request, context):
-        await self.auth.actor(context)
+        actor = await self.auth.actor(context)
         rows = await self.store.list_admin_keys(request.include_revoked)
+        await self.store.audit_read(actor, "ListAdminKeys", "admin_keys")
         return apb.ListAdminKeysResponse(keys=[admin_key_message(r) for r in rows])
 
     @grpc_errors
@@ -400,7 +407,7 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
 
     @grpc_errors
     async def ListAuditEntries(self, request, context):
-        await self.auth.actor(context)
+        actor = await self.auth.actor(context)
         if len(request.target) > 128:
             raise InvalidArgument("target is at most 128 characters", reason="TARGET_INVALID",
                                   field="target")
@@ -420,4 +427,6 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
             entries.append(entry)
         token = (encode_page_token([rows[size - 1]["audit_id"]], filters)
                  if len(rows) > size else "")
+        # Recorded after the read: a page never lists its own reading.
+        await self.store.audit_read(actor, "ListAuditEntries", f"audit:{request.target}")
         return apb.ListAuditEntriesResponse(entries=entries, next_page_token=token)

@@ -1,6 +1,6 @@
 """The admin API's reads and writes in PostgreSQL.
 
-Every write runs in one transaction with its audit row (``admin_audit``: who,
+Every call is audited; every write runs in one transaction with its audit row (``admin_audit``: who,
 what, on which target, the row before and after as JSON), so a change is never
 made without its audit entry, nor audited without being made. The triggers of
 migration 0003 send the change notification in the same transaction.
@@ -85,12 +85,16 @@ class AdminStore:
                 await self.changes.wait_applied(conn, txid)
 
     @staticmethod
-    async def _audit(conn: asyncpg.Connection, actor: Actor, action: str, target: str,
-                     before: str | None, after: str | None) -> None:
+    async def _audit(conn: asyncpg.Connection | asyncpg.Pool, actor: Actor, action: str,
+                     target: str, before: str | None, after: str | None) -> None:
         await conn.execute(
             """INSERT INTO admin_audit (actor, action, target, before, after, peer)
                VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6)""",
             actor.label, action, target, before, after, actor.peer)
+
+    async def audit_read(self, actor: Actor, action: str, target: str) -> None:
+        """A call that changed nothing is audited too (who read what, when)."""
+        await self._audit(self.pool, actor, action, target, None, None)
 
     # -- admin keys -------------------------------------------------------------
 

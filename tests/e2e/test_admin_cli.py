@@ -49,10 +49,13 @@ async def test_an_operator_onboards_halts_and_revokes(stack: Stack) -> None:
     assert refused.returncode == 1
     assert "UNAUTHENTICATED (API_KEY_INVALID)" in refused.stderr
 
-    audit = await admin(stack, "audit", "--limit", "7")
+    audit = await admin(stack, "audit", "--limit", "9")
+    # Reads are audited too (tier set reads the tier first, to keep what is not given).
     assert [e["action"] for e in audit["entries"]] == [
-        "RevokeApiKey", "SetInstrumentStatus", "SetInstrumentStatus", "SetAccountTier",
-        "SetRateTier", "CreateApiKey", "CreateAccount"]
+        "RevokeApiKey", "ListApiKeys", "SetInstrumentStatus", "SetInstrumentStatus",
+        "SetAccountTier", "SetRateTier", "ListRateTiers", "CreateApiKey", "CreateAccount"]
+    again = await admin(stack, "audit", "--limit", "1")
+    assert [e["action"] for e in again["entries"]] == ["ListAuditEntries"]
     # People get tables; the secret is printed once, when made.
     proc = await run(stack, "admin", "admin-key", "create", "ops-hal", "--admin-key",
                      stack.admin_key)

@@ -576,12 +576,16 @@ async def test_bad_input(db, serve):
 
 async def test_instrument_added_later_and_halt(db, serve, redis):
     server = await serve()
-    await db.execute(
-        """INSERT INTO instruments (instrument_id, symbol, base_asset, quote_asset, tick_size,
-               lot_size, min_quantity, max_quantity, min_notional)
-           VALUES (3, 'SOL-USD', 'SOL', 'USD', 0.001, 0.1, 0.1, 100000, 1)""")
-    await db.execute("INSERT INTO instrument_state (instrument_id, last_sequence) VALUES (3, 7)")
-    await insert_order(db.conn, db.account, 3, 7, SELL, 150000, 25)
+    # One transaction, as the admin API makes an instrument: market data reloads the
+    # instruments the moment the change is notified.
+    async with db.conn.transaction():
+        await db.execute(
+            """INSERT INTO instruments (instrument_id, symbol, base_asset, quote_asset,
+                   tick_size, lot_size, min_quantity, max_quantity, min_notional)
+               VALUES (3, 'SOL-USD', 'SOL', 'USD', 0.001, 0.1, 0.1, 100000, 1)""")
+        await db.execute(
+            "INSERT INTO instrument_state (instrument_id, last_sequence) VALUES (3, 7)")
+        await insert_order(db.conn, db.account, 3, 7, SELL, 150000, 25)
     await db.execute("UPDATE instruments SET status = 'halted' WHERE instrument_id = 2")
 
     for _ in range(300):
