@@ -651,7 +651,7 @@ def banner(stack: Stack, keys_source: str) -> str:
     for name, key in stack.keys.items():
         account = stack.account_ids.get(name)
         lines.append(f"    {name:<8} {key}" + (f"   (account {account})" if account else ""))
-    lines += ["", f"  Admin key (x-admin-key; exchange admin ...): {stack.admin_key}"]
+    lines += ["", f"  Admin key (x-admin-key): {stack.admin_key}"]
     body = ('{"instrument": "BTC-USD", "side": "SIDE_BUY", "type": "ORDER_TYPE_LIMIT", '
             '"time_in_force": "TIME_IN_FORCE_GTC", "price": "70000", "quantity": "0.01"}')
     cli, grpcurl = "", "-plaintext"
@@ -674,6 +674,10 @@ def banner(stack: Stack, keys_source: str) -> str:
         "  Or with grpcurl:",
         f"    grpcurl -H 'x-api-key: {alice}' {grpcurl} -d '{body}' \\",
         f"      {stack.order_addr} exchange.order.v1.OrderService/CreateOrder",
+        "",
+        "  Operate it (accounts, keys, instruments, the audit log):",
+        f"    EXCHANGE_ADMIN_KEY={stack.admin_key} .venv/bin/exchange {cli}admin "
+        "instrument list",
         "",
         "=" * 78,
         "",
