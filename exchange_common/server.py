@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from exchange_common import handlers
 from exchange_common.config import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -67,8 +70,18 @@ class Service:
 
     def add(self, register: Callable[[object, grpc.aio.Server], None], servicer: object,
             full_name: str) -> None:
+        """Register with ``register(servicer, server)``; prefer ``add_service``, whose
+        handlers answer a malformed request body with INVALID_ARGUMENT."""
         register(servicer, self.server)
         self._names.append(full_name)
+
+    def add_service(self, service: ServiceDescriptor, servicer: object, *,
+                    response_serializers: Mapping[str, Callable[[Any], bytes]] | None = None
+                    ) -> None:
+        """Serve ``servicer`` as ``service`` (see ``exchange_common.handlers``)."""
+        self.add(lambda s, server: handlers.add_to_server(
+            server, service, s, response_serializers, self.settings.max_message_bytes),
+            servicer, service.full_name)
 
     async def start(self) -> int:
         reflection.enable_server_reflection(

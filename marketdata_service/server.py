@@ -21,7 +21,7 @@ from exchange_common.config import MarketDataSettings, load
 from exchange_common.db import create_pool
 from exchange_common.server import Service, run_until_signal
 from marketdata_service.feed import MarketFeed
-from marketdata_service.servicer import SERVICE_NAME, MarketDataServicer, add_to_server
+from marketdata_service.servicer import RESPONSE_SERIALIZERS, SERVICE, MarketDataServicer
 from marketdata_service.store import MarketStore
 from marketdata_service.workers import Workers, report_serving, stop_with_parent, worker_index
 
@@ -89,9 +89,9 @@ async def start(settings: MarketDataSettings, *, block_ms: int = 1000,
                       block_ms=block_ms,
                       reload_interval=reload_interval)
     service = MarketDataService(settings, feed)
-    service.add(add_to_server, MarketDataServicer(feed, queue_limit=settings.subscriber_queue,
-                                                 max_lag=settings.subscriber_max_lag),
-                SERVICE_NAME)
+    servicer = MarketDataServicer(feed, queue_limit=settings.subscriber_queue,
+                                  max_lag=settings.subscriber_max_lag)
+    service.add_service(SERVICE, servicer, response_serializers=RESPONSE_SERIALIZERS)
     await service.set_serving(False)
     await service.start()
     feed.start()

@@ -1,7 +1,7 @@
 """The public ``exchange.marketdata.v1.MarketDataService``: proto in, proto (or bytes) out.
 
 The two streaming methods yield pre-serialized ``bytes`` shared by every subscriber; they are
-registered (``add_to_server``) with a response serializer that passes bytes through.
+registered with a response serializer that passes bytes through (``RESPONSE_SERIALIZERS``).
 
 Slow subscribers (``subscriber_queue`` updates behind): a StreamOrderBook subscriber gets a
 fresh snapshot instead of its backlog. A StreamTrades subscriber gets, instead of its backlog,
@@ -21,7 +21,7 @@ from marketdata_service.fanout import SubscriptionClosed
 from marketdata_service.feed import MarketFeed
 from marketdata_service.market import InstrumentMarket
 
-SERVICE_NAME = md_pb2.DESCRIPTOR.services_by_name["MarketDataService"].full_name
+SERVICE = md_pb2.DESCRIPTOR.services_by_name["MarketDataService"]
 
 
 def _trades_filters(instrument_id: int) -> tuple:
@@ -115,31 +115,5 @@ def _serialize(response: bytes | md_pb2.StreamOrderBookResponse) -> bytes:
     return response.SerializeToString()
 
 
-def add_to_server(servicer: MarketDataServicer, server: grpc.aio.Server) -> None:
-    """Like the generated ``add_MarketDataServiceServicer_to_server``, but the streaming
-    methods may yield bytes (serialized once, shared by every subscriber)."""
-    handlers = {
-        "ListInstruments": grpc.unary_unary_rpc_method_handler(
-            servicer.ListInstruments,
-            request_deserializer=md_pb2.ListInstrumentsRequest.FromString,
-            response_serializer=md_pb2.ListInstrumentsResponse.SerializeToString),
-        "GetOrderBook": grpc.unary_unary_rpc_method_handler(
-            servicer.GetOrderBook,
-            request_deserializer=md_pb2.GetOrderBookRequest.FromString,
-            response_serializer=md_pb2.GetOrderBookResponse.SerializeToString),
-        "StreamOrderBook": grpc.unary_stream_rpc_method_handler(
-            servicer.StreamOrderBook,
-            request_deserializer=md_pb2.StreamOrderBookRequest.FromString,
-            response_serializer=_serialize),
-        "ListTrades": grpc.unary_unary_rpc_method_handler(
-            servicer.ListTrades,
-            request_deserializer=md_pb2.ListTradesRequest.FromString,
-            response_serializer=md_pb2.ListTradesResponse.SerializeToString),
-        "StreamTrades": grpc.unary_stream_rpc_method_handler(
-            servicer.StreamTrades,
-            request_deserializer=md_pb2.StreamTradesRequest.FromString,
-            response_serializer=_serialize),
-    }
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+# The streams yield bytes: serialized once, shared by every subscriber.
+RESPONSE_SERIALIZERS = {"StreamOrderBook": _serialize, "StreamTrades": _serialize}

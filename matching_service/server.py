@@ -144,6 +144,9 @@ class MatchingServicer(mpb_grpc.MatchingServiceServicer):
         out: deque[mpb.Result] = deque()
         wake = asyncio.Event()
         state = {"outstanding": 0, "reading": True}
+        # Why reading stopped early (a malformed message): the call ends with it once the
+        # commands already read are answered.
+        failed: list[Exception] = []
 
         def deliver(result: mpb.Result) -> None:
             out.append(result)
@@ -156,6 +159,8 @@ class MatchingServicer(mpb_grpc.MatchingServiceServicer):
                     state["outstanding"] += len(request.commands)
                     for cmd in request.commands:
                         self.node.dispatch(cmd, deliver)
+            except Exception as err:  # noqa: BLE001 - ends the call, after the answers
+                failed.append(err)
             finally:
                 state["reading"] = False
                 wake.set()
@@ -174,6 +179,8 @@ class MatchingServicer(mpb_grpc.MatchingServiceServicer):
                 await wake.wait()
         finally:
             reader.cancel()
+        if failed:
+            raise failed[0]
 
     @grpc_errors
     async def GetBook(self, request: mpb.GetBookRequest,
@@ -207,8 +214,8 @@ async def serve() -> None:
     redis = Redis.from_url(settings.redis_url)
     node = MatchingNode(settings, Store(pool), redis)
     service = Service(settings, settings.matching_listen)
-    service.add(mpb_grpc.add_MatchingServiceServicer_to_server, MatchingServicer(node),
-                mpb.DESCRIPTOR.services_by_name["MatchingService"].full_name)
+    service.add_service(mpb.DESCRIPTOR.services_by_name["MatchingService"],
+                        MatchingServicer(node))
     await node.start()
     port = await service.start()
     await service.set_serving(True)

@@ -37,6 +37,7 @@ from exchange_common.errors import (
     as_exchange_error,
     grpc_errors,
 )
+from exchange_common.handlers import MalformedRequest, malformed_messages_in_stream
 from exchange_common.ids import instrument_of, parse_id
 from exchange_common.instruments import InstrumentSpec
 from exchange_common.paging import decode_page_token, encode_page_token, page_size
@@ -234,6 +235,7 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
         return await self._amend(account_id, request, self._deadline(context))
 
     @grpc_errors
+    @malformed_messages_in_stream
     async def OrderEntry(self, request_iterator, context: grpc.aio.ServicerContext):
         """The order-entry session. Commands run concurrently (so commands of many
         messages share stream messages to matching and group commits) and answers
@@ -243,13 +245,20 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
         message's creates are validated at once, checked for client_order_id reuse
         in one query, sent to matching without a task each, and answered from a
         callback. Everything else (cancels, amends, retries, duplicates, a cold
-        cache, a moved owner) takes the general path, one task per command."""
+        cache, a moved owner) takes the general path, one task per command.
+
+        A message that is not valid protobuf is answered with an event carrying its
+        error (MALFORMED_REQUEST), and the session goes on."""
         account_id = await self._account(context)
         session = _Session()
 
         async def read() -> None:
             try:
                 async for request in request_iterator:
+                    if isinstance(request, MalformedRequest):
+                        session.outstanding += 1
+                        session.answer(opb.OrderEntryEvent(error=request.to_status_proto()))
+                        continue
                     session.outstanding += len(request.commands)
                     self._admit(account_id, request.commands, session)
             finally:
@@ -534,10 +543,9 @@ async def serve() -> None:
                              max_size=settings.db_pool_max, server_settings=OLTP_SETTINGS)
     router = Router(pool, settings)
     service = Service(settings, settings.order_listen)
-    service.add(opb_grpc.add_OrderServiceServicer_to_server,
-                OrderServicer(Queries(pool, settings.cache_ttl, settings.lookup_min_interval),
-                              router, settings),
-                opb.DESCRIPTOR.services_by_name["OrderService"].full_name)
+    service.add_service(opb.DESCRIPTOR.services_by_name["OrderService"],
+                        OrderServicer(Queries(pool, settings.cache_ttl,
+                                              settings.lookup_min_interval), router, settings))
     port = await service.start()
     await service.set_serving(True)
     log.info("order service listening on port %d", port)

@@ -10,6 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.marketdata.v1 import marketdata_pb2 as mdpb
 from exchange.marketdata.v1 import marketdata_pb2_grpc as mdpb_grpc
+from exchange.matching.v1 import matching_pb2 as mpb
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
 from exchange_common.errors import error_info, field_violations
@@ -169,3 +170,60 @@ async def test_market_data_errors_and_health(stack) -> None:
             assert r.status == health_pb2.HealthCheckResponse.SERVING
     for name, proc in stack.processes.items():
         assert proc.poll() is None, f"{name} died"
+
+
+NOT_PROTOBUF = b"\x0a\x05ab"  # field 1, length 5, but only 2 bytes follow
+
+
+def _malformed(err: grpc.aio.AioRpcError) -> None:
+    assert err.code() == C.INVALID_ARGUMENT, err.details()
+    info = error_info(err)
+    assert info is not None and info.reason == "MALFORMED_REQUEST"
+    assert "DecodeError" not in err.details() and "Unexpected" not in err.details()
+
+
+async def test_bodies_that_are_not_protobuf_on_every_method(stack) -> None:
+    """Before: UNKNOWN with the text of protobuf's DecodeError, on every unary method."""
+    services = [(stack.order_addr, opb.DESCRIPTOR.services_by_name["OrderService"]),
+                (stack.marketdata_addr, mdpb.DESCRIPTOR.services_by_name["MarketDataService"]),
+                (stack.matching_addr, mpb.DESCRIPTOR.services_by_name["MatchingService"])]
+    for addr, service in services:
+        async with grpc.aio.insecure_channel(addr) as ch:
+            for method in service.methods:
+                path = f"/{service.full_name}/{method.name}"
+                if method.client_streaming:
+                    call = ch.stream_stream(path)(metadata=meta(stack), timeout=10)
+                    await call.write(NOT_PROTOBUF)
+                    if method.name == "OrderEntry":
+                        continue  # answered inside the session: see below
+                elif method.server_streaming:
+                    call = ch.unary_stream(path)(NOT_PROTOBUF, metadata=meta(stack),
+                                                 timeout=10)
+                else:
+                    call = ch.unary_unary(path)(NOT_PROTOBUF, metadata=meta(stack), timeout=10)
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    if method.server_streaming:
+                        await call.read()
+                    else:
+                        await call
+                _malformed(err.value)
+
+
+async def test_a_malformed_message_in_an_order_entry_session_is_answered(stack) -> None:
+    async with grpc.aio.insecure_channel(stack.order_addr) as ch:
+        session = ch.stream_stream("/exchange.order.v1.OrderService/OrderEntry",
+                                   response_deserializer=opb.OrderEntryResponse.FromString)
+        call = session(metadata=meta(stack), timeout=10)
+        await call.write(NOT_PROTOBUF)
+        event = (await call.read()).events[0]
+        assert event.WhichOneof("result") == "error"
+        assert event.error.code == C.INVALID_ARGUMENT.value[0]
+        assert "MALFORMED_REQUEST" in str(event.error.details[0].value)
+        # the session goes on
+        await call.write(opb.OrderEntryRequest(commands=[opb.OrderEntryCommand(
+            create=opb.CreateOrderRequest(**GOOD, client_order_id="after-garbage"))])
+            .SerializeToString())
+        event = (await call.read()).events[0]
+        assert event.order.state == cpb.ORDER_STATE_NEW
+        await call.done_writing()
+        assert await call.code() == C.OK
