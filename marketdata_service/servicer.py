@@ -15,7 +15,7 @@ from __future__ import annotations
 import grpc
 
 from exchange.marketdata.v1 import marketdata_pb2 as md_pb2
-from exchange_common.errors import InvalidArgument, NotFound, Unavailable, grpc_errors
+from exchange_common.errors import InvalidArgument, NotFound, Unavailable, clip, grpc_errors
 from exchange_common.paging import decode_page_token, encode_page_token, page_size
 from marketdata_service.fanout import SubscriptionClosed
 from marketdata_service.feed import MarketFeed
@@ -43,8 +43,8 @@ class MarketDataServicer:
             raise Unavailable("market data is loading", reason="NOT_READY")
         market = self.feed.market(symbol) or self.feed.market(symbol.upper())
         if market is None:
-            raise NotFound(f"unknown instrument {symbol!r}", reason="INSTRUMENT_NOT_FOUND",
-                           metadata={"instrument": symbol})
+            raise NotFound(f"unknown instrument {clip(symbol)!r}", reason="INSTRUMENT_NOT_FOUND",
+                           metadata={"instrument": clip(symbol)})
         return market
 
     @grpc_errors

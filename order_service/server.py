@@ -35,6 +35,7 @@ from exchange_common.errors import (
     Unauthenticated,
     Unavailable,
     as_exchange_error,
+    clip,
     grpc_errors,
 )
 from exchange_common.handlers import MalformedRequest, malformed_messages_in_stream
@@ -51,6 +52,7 @@ from order_service.convert import (
 from order_service.queries import Queries
 from order_service.routing import Router
 from order_service.validation import (
+    MAX_CLIENT_ORDER_ID,
     ValidOrder,
     check_client_order_id,
     validate_amend,
@@ -90,8 +92,8 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
                                   field="instrument")
         spec = await self.q.instrument(symbol)
         if spec is None:
-            raise NotFound(f"unknown instrument {symbol!r}", reason="INSTRUMENT_NOT_FOUND",
-                           metadata={"instrument": symbol[:64]})
+            raise NotFound(f"unknown instrument {clip(symbol)!r}", reason="INSTRUMENT_NOT_FOUND",
+                           metadata={"instrument": clip(symbol)})
         return spec
 
     def _deadline(self, context: grpc.aio.ServicerContext) -> float:
@@ -122,13 +124,13 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
         if order_id:
             oid = parse_id(order_id)
             if oid is None:
-                raise InvalidArgument(f"order_id {order_id[:40]!r} is not an order id",
+                raise InvalidArgument(f"order_id {clip(order_id)!r} is not an order id",
                                       reason="ORDER_ID_INVALID", field="order_id")
             return oid
         check_client_order_id(client_order_id)
         row = await self.q.order_by_client_id(account_id, client_order_id)
         if row is None:
-            raise NotFound(f"no order with client_order_id {client_order_id!r}",
+            raise NotFound(f"no order with client_order_id {clip(client_order_id)!r}",
                            reason="ORDER_NOT_FOUND")
         return row["order_id"]
 
@@ -164,7 +166,7 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
                 and row["quantity"] == order.quantity and row["post_only"] == order.post_only)
         if not same:
             raise AlreadyExists(
-                f"client_order_id {order.client_order_id!r} is already used by order "
+                f"client_order_id {clip(order.client_order_id)!r} is already used by order "
                 f"{row['order_id']} with different contents",
                 reason="CLIENT_ORDER_ID_IN_USE", metadata={"order_id": str(row["order_id"])})
         current, fills = await self._with_fills(row)
@@ -294,7 +296,7 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
                         order = validate_new_order(create, spec)
                     except ExchangeError as err:
                         session.answer(opb.OrderEntryEvent(
-                            client_order_id=create.client_order_id,
+                            client_order_id=_echoed(create.client_order_id),
                             error=err.to_status_proto()))
                         continue
                     fast.append((command, spec, order))
@@ -405,7 +407,7 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
                                   reason="COMMAND_REQUIRED", field="command")
         except Exception as err:  # noqa: BLE001 - every failure is answered, none ends the session
             status = as_exchange_error(err, "OrderEntry").to_status_proto()
-            return opb.OrderEntryEvent(client_order_id=coid, error=status)
+            return opb.OrderEntryEvent(client_order_id=_echoed(coid), error=status)
 
     @grpc_errors
     async def GetOrder(self, request: opb.GetOrderRequest,
@@ -491,6 +493,12 @@ class _Session:
         task.add_done_callback(self.tasks.discard)
 
 
+def _echoed(client_order_id: str) -> str:
+    """A command's client_order_id as its answer carries it: unchanged when it could be
+    valid, clipped when longer (a huge one never makes a huge answer)."""
+    return clip(client_order_id, MAX_CLIENT_ORDER_ID)
+
+
 def _new_order_command(spec: InstrumentSpec, account_id: int, order: ValidOrder,
                        client_order_id: str) -> mpb.Command:
     return mpb.Command(new_order=mpb.NewOrder(
@@ -507,7 +515,7 @@ def _created(spec: InstrumentSpec, order: ValidOrder, client_order_id: str,
         err = result.error
         if err.code == mpb.ERROR_CODE_DUPLICATE_CLIENT_ORDER_ID:
             raise AlreadyExists(
-                f"client_order_id {client_order_id!r} is already used by order "
+                f"client_order_id {clip(client_order_id)!r} is already used by order "
                 f"{err.order_id} with different contents",
                 reason="CLIENT_ORDER_ID_IN_USE", metadata={"order_id": str(err.order_id)})
         raise _matching_error(err)

@@ -227,3 +227,47 @@ async def test_a_malformed_message_in_an_order_entry_session_is_answered(stack) 
         assert event.order.state == cpb.ORDER_STATE_NEW
         await call.done_writing()
         assert await call.code() == C.OK
+
+
+MEGABYTE_STRING = "\u202e" * ((1 << 20) // 3) + "7" * 100  # about 1 MB of UTF-8
+
+
+def _huge_requests():
+    """Every string field of every public request, in turn, about 1 MB long."""
+    for message, method in [
+            (opb.CreateOrderRequest(**GOOD), "CreateOrder"),
+            (opb.CancelOrderRequest(), "CancelOrder"), (opb.AmendOrderRequest(), "AmendOrder"),
+            (opb.GetOrderRequest(), "GetOrder"), (opb.ListOrdersRequest(), "ListOrders"),
+            (opb.ListFillsRequest(), "ListFills"), (mdpb.GetOrderBookRequest(), "GetOrderBook"),
+            (mdpb.ListTradesRequest(), "ListTrades"),
+            (mdpb.StreamOrderBookRequest(), "StreamOrderBook"),
+            (mdpb.StreamTradesRequest(), "StreamTrades")]:
+        for field in message.DESCRIPTOR.fields:
+            if field.type == field.TYPE_STRING:
+                request = type(message)()
+                request.CopyFrom(message)
+                setattr(request, field.name, MEGABYTE_STRING)
+                yield method, field.name, request
+
+
+async def test_a_huge_string_in_any_field_gets_a_small_status(stack) -> None:
+    """Before: an unknown 1 MB instrument came back whole in the NOT_FOUND message and its
+    ErrorInfo, over the client's limit for trailers (the client saw RESOURCE_EXHAUSTED
+    "received metadata size exceeds hard limit" instead of the answer)."""
+    async with (grpc.aio.insecure_channel(stack.order_addr) as och,
+                grpc.aio.insecure_channel(stack.marketdata_addr) as mch):
+        orders, md = opb_grpc.OrderServiceStub(och), mdpb_grpc.MarketDataServiceStub(mch)
+        for method, field, request in _huge_requests():
+            stub = orders if hasattr(orders, method) else md
+            call = getattr(stub, method)(request, metadata=meta(stack), timeout=10)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                if method.startswith("Stream"):
+                    await call.read()
+                else:
+                    await call
+            e = err.value
+            assert e.code() in (C.INVALID_ARGUMENT, C.NOT_FOUND), (method, field, e.code())
+            info = error_info(e)
+            assert info is not None and info.reason, (method, field)
+            assert len(e.details()) < 600, (method, field, len(e.details()))
+            assert all(len(v) < 100 for v in info.metadata.values()), (method, field)
