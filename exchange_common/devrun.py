@@ -168,6 +168,10 @@ class Stack:
         self.internal_token = (self.extra_env.get("EXCHANGE_INTERNAL_TOKEN")
                                or os.environ.get("EXCHANGE_INTERNAL_TOKEN")
                                or secrets.token_urlsafe(32))
+        # The key of page tokens, shared by the services (as replicas would share it).
+        self.page_token_key = (self.extra_env.get("EXCHANGE_PAGE_TOKEN_KEY")
+                               or os.environ.get("EXCHANGE_PAGE_TOKEN_KEY")
+                               or secrets.token_urlsafe(32))
         # Per service name: variables for that service only (applied last).
         self.service_extra_env: dict[str, dict[str, str]] = {
             name: dict(values) for name, values in (service_env or {}).items()}
@@ -294,6 +298,7 @@ class Stack:
             "EXCHANGE_MATCHING_ADVERTISE": self.matching_advertise,
             "EXCHANGE_MARKETDATA_LISTEN": self.listen["marketdata"],
             "EXCHANGE_INTERNAL_TOKEN": self.internal_token,
+            "EXCHANGE_PAGE_TOKEN_KEY": self.page_token_key,
             "PYTHONUNBUFFERED": "1",
         })
         if name in self.extra_matching:

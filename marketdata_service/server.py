@@ -19,6 +19,7 @@ import redis.asyncio as redis_asyncio
 from exchange_common import logs
 from exchange_common.config import MarketDataSettings, load
 from exchange_common.db import create_pool
+from exchange_common.paging import PageTokens
 from exchange_common.server import Service, run_until_signal
 from marketdata_service.feed import MarketFeed
 from marketdata_service.servicer import RESPONSE_SERIALIZERS, SERVICE, MarketDataServicer
@@ -89,8 +90,9 @@ async def start(settings: MarketDataSettings, *, block_ms: int = 1000,
                       block_ms=block_ms,
                       reload_interval=reload_interval)
     service = MarketDataService(settings, feed)
+    page_tokens = PageTokens.from_settings(settings)
     servicer = MarketDataServicer(feed, queue_limit=settings.subscriber_queue,
-                                  max_lag=settings.subscriber_max_lag)
+                                  max_lag=settings.subscriber_max_lag, page_tokens=page_tokens)
     service.add_service(SERVICE, servicer, response_serializers=RESPONSE_SERIALIZERS)
     await service.set_serving(False)
     await service.start()
@@ -98,8 +100,11 @@ async def start(settings: MarketDataSettings, *, block_ms: int = 1000,
     index = worker_index()
     workers = None
     if index == 0 and settings.marketdata_workers > 1:
+        # The workers sign page tokens with worker 0's key (random unless set), so that a
+        # client's next page may reach any of them.
         workers = Workers(settings.marketdata_workers, settings.marketdata_listen, service.port,
-                          settings.shutdown_grace)
+                          settings.shutdown_grace,
+                          env={"EXCHANGE_PAGE_TOKEN_KEY": page_tokens.key.decode()})
         workers.start()
 
     async def serving_when_ready() -> None:

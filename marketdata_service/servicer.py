@@ -16,7 +16,7 @@ import grpc
 
 from exchange.marketdata.v1 import marketdata_pb2 as md_pb2
 from exchange_common.errors import InvalidArgument, NotFound, Unavailable, clip, grpc_errors
-from exchange_common.paging import decode_page_token, encode_page_token, page_size
+from exchange_common.paging import INT64_MAX, PageTokens, page_size
 from marketdata_service.fanout import SubscriptionClosed
 from marketdata_service.feed import MarketFeed
 from marketdata_service.market import InstrumentMarket
@@ -29,9 +29,10 @@ def _trades_filters(instrument_id: int) -> tuple:
 
 
 class MarketDataServicer:
-    def __init__(self, feed: MarketFeed, *, queue_limit: int,
+    def __init__(self, feed: MarketFeed, *, queue_limit: int, page_tokens: PageTokens,
                  max_lag: float = float("inf")) -> None:
         self.feed = feed
+        self.page_tokens = page_tokens
         self.queue_limit = queue_limit
         self.max_lag = max_lag
 
@@ -84,13 +85,14 @@ class MarketDataServicer:
         size = page_size(request.page_size)
         market = self._market(request.instrument)
         filters = _trades_filters(market.instrument_id)
-        position = decode_page_token(request.page_token, filters)
+        position = self.page_tokens.decode(request.page_token, filters, (INT64_MAX,))
         before = position[0] if position else None
         trades = await self.feed.trades_page(market, before, size + 1)
         response = md_pb2.ListTradesResponse(
             trades=[market.wire.trade(t) for t in trades[:size]])
         if len(trades) > size:
-            response.next_page_token = encode_page_token([trades[size - 1].trade_id], filters)
+            response.next_page_token = self.page_tokens.encode([trades[size - 1].trade_id],
+                                                                filters)
         return response
 
     @grpc_errors

@@ -41,7 +41,7 @@ from exchange_common.errors import (
 from exchange_common.handlers import MalformedRequest, malformed_messages_in_stream
 from exchange_common.ids import instrument_of, parse_id
 from exchange_common.instruments import InstrumentSpec
-from exchange_common.paging import decode_page_token, encode_page_token, page_size
+from exchange_common.paging import INT64_MAX, PageTokens, page_size
 from exchange_common.server import Service, run_until_signal
 from order_service.convert import (
     fill_from_row,
@@ -69,6 +69,7 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
         self.q = queries
         self.router = router
         self.settings = settings
+        self.page_tokens = PageTokens.from_settings(settings)
 
     # -- helpers ---------------------------------------------------------------
 
@@ -429,9 +430,10 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
         if request.status not in (0, 1, 2):
             raise InvalidArgument("status must be a OrderStatusFilter value",
                                   reason="STATUS_FILTER_INVALID", field="status")
+        # The account is among the filters: a token of another account's list is refused.
         filters = ("orders", account_id, instrument_id, request.status)
-        position = decode_page_token(request.page_token, filters)
-        before = position[0] if position else (1 << 63) - 1
+        position = self.page_tokens.decode(request.page_token, filters, (INT64_MAX,))
+        before = position[0] if position else INT64_MAX
         rows = await self.q.list_orders(account_id, instrument_id, request.status, before,
                                         size + 1)
         more = len(rows) > size
@@ -440,7 +442,7 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
         for row in rows:
             spec = await self.q.instrument_by_id(row["instrument_id"])
             orders.append(order_from_row(spec, row))
-        token = encode_page_token([rows[-1]["order_id"]], filters) if more else ""
+        token = self.page_tokens.encode([rows[-1]["order_id"]], filters) if more else ""
         return opb.ListOrdersResponse(orders=orders, next_page_token=token)
 
     @grpc_errors
@@ -457,9 +459,9 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
                 raise InvalidArgument("order_id is not an order id", reason="ORDER_ID_INVALID",
                                       field="order_id")
         filters = ("fills", account_id, instrument_id, order_id)
-        position = decode_page_token(request.page_token, filters)
-        before = (position[0], position[1]) if position and len(position) == 2 else (
-            (1 << 63) - 1, 3)
+        # (trade id, liquidity: 1 maker, 2 taker) of the last fill of the previous page
+        position = self.page_tokens.decode(request.page_token, filters, (INT64_MAX, 2))
+        before = (position[0], position[1]) if position else (INT64_MAX, 3)
         rows = await self.q.list_fills(account_id, instrument_id, order_id, before, size + 1)
         more = len(rows) > size
         rows = rows[:size]
@@ -467,8 +469,8 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
         for row in rows:
             spec = await self.q.instrument_by_id(row["instrument_id"])
             fills.append(fill_from_row(spec, None, row))
-        token = (encode_page_token([rows[-1]["trade_id"], rows[-1]["liquidity"]], filters)
-                 if more else "")
+        token = (self.page_tokens.encode([rows[-1]["trade_id"], rows[-1]["liquidity"]],
+                                         filters) if more else "")
         return opb.ListFillsResponse(fills=fills, next_page_token=token)
 
 

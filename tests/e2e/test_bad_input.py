@@ -14,6 +14,7 @@ from exchange.matching.v1 import matching_pb2 as mpb
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
 from exchange_common.errors import error_info, field_violations
+from exchange_common.paging import PageTokens
 
 pytestmark = pytest.mark.e2e
 
@@ -271,3 +272,55 @@ async def test_a_huge_string_in_any_field_gets_a_small_status(stack) -> None:
             assert info is not None and info.reason, (method, field)
             assert len(e.details()) < 600, (method, field, len(e.details()))
             assert all(len(v) < 100 for v in info.metadata.values()), (method, field)
+
+
+async def test_page_tokens_are_bound_to_the_account_and_checked_for_range(stack) -> None:
+    """Page tokens are signed: a token of bob's is refused for alice and shows her
+    nothing; a position of the wrong shape or outside int64, signed with the stack's own
+    key as a forger who had it would, is refused before any query (before: INTERNAL from
+    ListOrders and ListFills for a cursor edited past int64)."""
+    async with (grpc.aio.insecure_channel(stack.order_addr) as och,
+                grpc.aio.insecure_channel(stack.marketdata_addr) as mch):
+        orders, md = opb_grpc.OrderServiceStub(och), mdpb_grpc.MarketDataServiceStub(mch)
+        for i in range(2):  # bob's two asks, alice takes both: two fills each, two trades
+            await orders.CreateOrder(opb.CreateOrderRequest(
+                **{**GOOD, "side": cpb.SIDE_SELL, "price": f"7000{i}"}),
+                metadata=meta(stack, "bob"), timeout=10)
+        await orders.CreateOrder(opb.CreateOrderRequest(
+            instrument="BTC-USD", side=cpb.SIDE_BUY, type=cpb.ORDER_TYPE_MARKET,
+            quantity="0.02"), metadata=meta(stack), timeout=10)
+        bobs_orders = await orders.ListOrders(opb.ListOrdersRequest(page_size=1),
+                                              metadata=meta(stack, "bob"), timeout=10)
+        bobs_fills = await orders.ListFills(opb.ListFillsRequest(page_size=1),
+                                            metadata=meta(stack, "bob"), timeout=10)
+        assert bobs_orders.next_page_token and bobs_fills.next_page_token
+        await expect(orders.ListOrders(opb.ListOrdersRequest(
+            page_size=1, page_token=bobs_orders.next_page_token), metadata=meta(stack)),
+            C.INVALID_ARGUMENT, "PAGE_TOKEN_INVALID", "page_token")
+        await expect(orders.ListFills(opb.ListFillsRequest(
+            page_size=1, page_token=bobs_fills.next_page_token), metadata=meta(stack)),
+            C.INVALID_ARGUMENT, "PAGE_TOKEN_INVALID", "page_token")
+        # bob's own token still works for him
+        rest = await orders.ListOrders(opb.ListOrdersRequest(
+            page_size=1, page_token=bobs_orders.next_page_token), metadata=meta(stack, "bob"))
+        assert len(rest.orders) == 1
+
+        tokens = PageTokens(stack.page_token_key.encode())
+        alice = stack.account_ids["alice"]
+        for position in ([1 << 63], [-1], [1, 2, 3], [], ["1"]):
+            await expect(orders.ListOrders(opb.ListOrdersRequest(
+                page_token=tokens.encode(position, ("orders", alice, None, 0))),
+                metadata=meta(stack)), C.INVALID_ARGUMENT, "PAGE_TOKEN_INVALID", "page_token")
+        for position in ([1 << 63, 1], [1, 1 << 40], [5], [5, 3]):
+            await expect(orders.ListFills(opb.ListFillsRequest(
+                page_token=tokens.encode(position, ("fills", alice, None, None))),
+                metadata=meta(stack)), C.INVALID_ARGUMENT, "PAGE_TOKEN_INVALID", "page_token")
+        for position in ([1 << 63], [1, 2]):
+            await expect(md.ListTrades(mdpb.ListTradesRequest(
+                instrument="BTC-USD", page_token=tokens.encode(position, ("trades", 1)))),
+                C.INVALID_ARGUMENT, "PAGE_TOKEN_INVALID", "page_token")
+        # a well-formed position signed with the key is taken (the key is the services')
+        page = await orders.ListOrders(opb.ListOrdersRequest(
+            page_token=tokens.encode([(1 << 63) - 1], ("orders", alice, None, 0))),
+            metadata=meta(stack))
+        assert len(page.orders) == 1
