@@ -38,6 +38,20 @@ def server_options(settings: CommonSettings,
         ("grpc.so_reuseport", int(reuse_port)),
         ("grpc.server.max_pending_requests", settings.grpc_max_pending_calls),
         ("grpc.server.max_pending_requests_hard_limit", 3 * settings.grpc_max_pending_calls),
+        *size_options(settings),
+    ]
+
+
+def size_options(settings: CommonSettings) -> list[tuple[str, int]]:
+    """Largest message taken and sent, largest metadata taken; gRPC refuses more with
+    RESOURCE_EXHAUSTED before a handler runs. The metadata limit is both gRPC's soft
+    limit (above which it refuses at random, more often the larger) and its hard one,
+    so that it refuses exactly what is over the limit."""
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_metadata_size", settings.max_metadata_bytes),
+        ("grpc.absolute_max_metadata_size", settings.max_metadata_bytes),
     ]
 
 
@@ -52,6 +66,7 @@ def channel_options(settings: CommonSettings) -> list[tuple[str, int]]:
         ("grpc.initial_reconnect_backoff_ms", 100),
         ("grpc.min_reconnect_backoff_ms", 100),
         ("grpc.max_reconnect_backoff_ms", 1000),
+        *size_options(settings),
     ]
 
 

@@ -98,7 +98,9 @@ class MatchingNode:
         frees the locks for a standby; the epoch bump then fences the old owner."""
         timeout_ms = int(self.settings.owner_session_timeout * 1000)
         return await asyncpg.connect(
-            self.settings.database_url, timeout=5,
+            # Its statements are short: one that hangs fails (and is retried next round)
+            # rather than stopping the ownership loop.
+            self.settings.database_url, timeout=5, command_timeout=10,
             server_settings={
                 "idle_session_timeout": str(timeout_ms),
                 "application_name": f"matching-owner {self.settings.matching_advertise}"})
@@ -211,7 +213,8 @@ async def serve() -> None:
         # A hung pod must not keep a transaction (and its row locks) open.
         server_settings={**OLTP_SETTINGS, "idle_in_transaction_session_timeout":
                          str(int(settings.owner_session_timeout * 1000))})
-    redis = Redis.from_url(settings.redis_url)
+    # A Redis that hangs fails a publish (kept and retried) instead of holding it forever.
+    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=5)
     node = MatchingNode(settings, Store(pool), redis)
     service = Service(settings, settings.matching_listen)
     service.add_service(mpb.DESCRIPTOR.services_by_name["MatchingService"],
