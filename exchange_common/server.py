@@ -19,7 +19,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from exchange_common import handlers
+from exchange_common import handlers, logs
 from exchange_common.config import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,7 @@ class Service:
                  reuse_port: bool = False) -> None:
         self.settings = settings
         self.listen = listen
+        logs.filter_grpc_server_logs()
         self.server = grpc.aio.server(options=server_options(settings, reuse_port))
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
