@@ -62,6 +62,9 @@ from order_service.validation import (
 log = logging.getLogger(__name__)
 
 API_KEY_HEADER = "x-api-key"
+# Events (and fills) in one OrderEntry answer message: a few hundred KB at most, well
+# under the message limit, however many commands one request message carried.
+MAX_EVENTS_PER_MESSAGE = 1000
 
 
 class OrderServicer(opb_grpc.OrderServiceServicer):
@@ -272,9 +275,7 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
         try:
             while True:
                 if session.out:
-                    events = list(session.out)
-                    session.out.clear()
-                    yield opb.OrderEntryResponse(events=events)
+                    yield opb.OrderEntryResponse(events=session.take())
                     continue
                 if not session.reading and session.outstanding <= 0:
                     break
@@ -488,6 +489,20 @@ class _Session:
         self.out.append(event)
         self.outstanding -= 1
         self.wake.set()
+
+    def take(self) -> list[opb.OrderEntryEvent]:
+        """The answers for the next message: those that wait, up to
+        ``MAX_EVENTS_PER_MESSAGE`` events and fills (at least one event); the rest go in
+        the messages after it (thousands of commands in one message are answered at once)."""
+        out = self.out
+        events = []
+        weight = 0
+        while out and (not events or weight + 1 + len(out[0].fills)
+                       <= MAX_EVENTS_PER_MESSAGE):
+            event = out.popleft()
+            weight += 1 + len(event.fills)
+            events.append(event)
+        return events
 
     def spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
