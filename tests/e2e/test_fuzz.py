@@ -544,7 +544,7 @@ async def test_marketdata_methods(fuzz: Fuzz, call, md) -> None:
         # A trade stream sends nothing until a trade: a subscription to a known
         # instrument may end at the (short) deadline instead, with nothing from the service.
         known = request.instrument.upper() in SYMBOLS and not over
-        stream = rpc(request, metadata=md_value, timeout=2 if known else TIMEOUT)
+        stream = rpc(request, metadata=md_value, timeout=0.5 if known else TIMEOUT)
         try:
             first = await stream.read()
         except grpc.aio.AioRpcError as err:
