@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test test-unit test-integration lint protos check-protos bench helm-lint clean venv
+.PHONY: run test test-unit test-integration fuzz lint protos check-protos bench helm-lint clean venv
 
 venv: $(STAMP)
 
@@ -30,6 +30,11 @@ test-unit: $(STAMP)
 
 test-integration: $(STAMP)
 	$(PY) -m pytest -q -m "integration or e2e" $(PYTEST_ARGS)
+
+# The fuzz tests of every public RPC with many more examples than `make test` runs
+# (HYPOTHESIS_PROFILE=fuzz: 1,000 per test, a few minutes per test).
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/e2e/test_fuzz.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -36,7 +36,9 @@ class CommonSettings(BaseSettings):
     # RESOURCE_EXHAUSTED before the service sees it. 4 MiB (gRPC's default) holds an
     # OrderEntry message of 1,000 commands many times over.
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
-    # Largest request metadata (headers) a server takes, bytes; gRPC's default is 8 KiB.
+    # Largest request metadata (headers) a server takes, bytes, counted as HTTP/2 does (name,
+    # value and 32 bytes per header, pseudo-headers included); more is RESOURCE_EXHAUSTED.
+    # gRPC's own default refuses at random from 8 KiB and always from 16 KiB.
     max_metadata_bytes: int = Field(default=16 * 1024, ge=8 * 1024)
 
     # TLS on the public port (order service, market data): PEM files. Both empty: plaintext.

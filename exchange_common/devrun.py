@@ -198,6 +198,10 @@ class Stack:
         self.internal_token = (self.extra_env.get("EXCHANGE_INTERNAL_TOKEN")
                                or os.environ.get("EXCHANGE_INTERNAL_TOKEN")
                                or secrets.token_urlsafe(32))
+        # The key of page tokens, shared by the services (as replicas would share it).
+        self.page_token_key = (self.extra_env.get("EXCHANGE_PAGE_TOKEN_KEY")
+                               or os.environ.get("EXCHANGE_PAGE_TOKEN_KEY")
+                               or secrets.token_urlsafe(32))
         # Per service name: variables for that service only (applied last).
         self.service_extra_env: dict[str, dict[str, str]] = {
             name: dict(values) for name, values in (service_env or {}).items()}
@@ -404,6 +408,7 @@ class Stack:
             "EXCHANGE_MATCHING_LISTEN": self.listen["matching"],
             "EXCHANGE_MATCHING_ADVERTISE": self.matching_advertise,
             "EXCHANGE_MARKETDATA_LISTEN": self.listen["marketdata"],
+            "EXCHANGE_PAGE_TOKEN_KEY": self.page_token_key,
             "PYTHONUNBUFFERED": "1",
         })
         env.update(self._tls_env(name))

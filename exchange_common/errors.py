@@ -24,6 +24,15 @@ from grpc_status import rpc_status
 DOMAIN = "exchange"
 log = logging.getLogger(__name__)
 
+# Characters of a request value that an error message or ErrorInfo metadata repeats.
+CLIP_CHARS = 40
+
+
+def clip(value: str, limit: int = CLIP_CHARS) -> str:
+    """``value`` as an error may repeat it: its first ``limit`` characters and "..." when
+    longer, so a huge field never makes a huge status (nor one over the client's limit)."""
+    return value if len(value) <= limit else value[:limit] + "..."
+
 
 class ExchangeError(Exception):
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL

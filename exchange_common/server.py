@@ -16,13 +16,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from exchange_common import tls
+from exchange_common import handlers, logs, tls
 from exchange_common.config import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,20 @@ def server_options(settings: CommonSettings,
         ("grpc.so_reuseport", int(reuse_port)),
         ("grpc.server.max_pending_requests", settings.grpc_max_pending_calls),
         ("grpc.server.max_pending_requests_hard_limit", 3 * settings.grpc_max_pending_calls),
+        *size_options(settings),
+    ]
+
+
+def size_options(settings: CommonSettings) -> list[tuple[str, int]]:
+    """Largest message taken and sent, largest metadata taken; gRPC refuses more with
+    RESOURCE_EXHAUSTED before a handler runs. The metadata limit is both gRPC's soft
+    limit (above which it refuses at random, more often the larger) and its hard one,
+    so that it refuses exactly what is over the limit."""
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_metadata_size", settings.max_metadata_bytes),
+        ("grpc.absolute_max_metadata_size", settings.max_metadata_bytes),
     ]
 
 
@@ -55,6 +71,7 @@ def channel_options(settings: CommonSettings) -> list[tuple[str, int]]:
         ("grpc.initial_reconnect_backoff_ms", 100),
         ("grpc.min_reconnect_backoff_ms", 100),
         ("grpc.max_reconnect_backoff_ms", 1000),
+        *size_options(settings),
     ]
 
 
@@ -72,6 +89,7 @@ class Service:
                  health_port: bool = True) -> None:
         self.settings = settings
         self.listen = listen
+        logs.filter_grpc_server_logs()
         try:
             self.credentials = (tls.internal_server_credentials(settings) if internal
                                 else tls.server_credentials(settings))
@@ -91,8 +109,18 @@ class Service:
 
     def add(self, register: Callable[[object, grpc.aio.Server], None], servicer: object,
             full_name: str) -> None:
+        """Register with ``register(servicer, server)``; prefer ``add_service``, whose
+        handlers answer a malformed request body with INVALID_ARGUMENT."""
         register(servicer, self.server)
         self._names.append(full_name)
+
+    def add_service(self, service: ServiceDescriptor, servicer: object, *,
+                    response_serializers: Mapping[str, Callable[[Any], bytes]] | None = None
+                    ) -> None:
+        """Serve ``servicer`` as ``service`` (see ``exchange_common.handlers``)."""
+        self.add(lambda s, server: handlers.add_to_server(
+            server, service, s, response_serializers, self.settings.max_message_bytes),
+            servicer, service.full_name)
 
     async def start(self) -> int:
         reflection.enable_server_reflection(

@@ -20,9 +20,10 @@ from exchange_common import logs
 from exchange_common.changes import ChangeListener
 from exchange_common.config import MarketDataSettings, load
 from exchange_common.db import create_pool
+from exchange_common.paging import PageTokens
 from exchange_common.server import Service, run_until_signal
 from marketdata_service.feed import MarketFeed
-from marketdata_service.servicer import SERVICE_NAME, MarketDataServicer, add_to_server
+from marketdata_service.servicer import RESPONSE_SERIALIZERS, SERVICE, MarketDataServicer
 from marketdata_service.store import MarketStore
 from marketdata_service.workers import Workers, report_serving, stop_with_parent, worker_index
 
@@ -92,10 +93,12 @@ async def start(settings: MarketDataSettings, *, block_ms: int = 1000,
                       block_ms=block_ms,
                       reload_interval=reload_interval)
     service = MarketDataService(settings, feed)
-    service.add(add_to_server, MarketDataServicer(
+    page_tokens = PageTokens.from_settings(settings)
+    servicer = MarketDataServicer(
         feed, queue_limit=settings.subscriber_queue, max_lag=settings.subscriber_max_lag,
-        max_subscribers=settings.max_subscribers,
-        max_streams_per_connection=settings.max_streams_per_connection), SERVICE_NAME)
+        page_tokens=page_tokens, max_subscribers=settings.max_subscribers,
+        max_streams_per_connection=settings.max_streams_per_connection)
+    service.add_service(SERVICE, servicer, response_serializers=RESPONSE_SERIALIZERS)
     # A halt or a new instrument shows at once, not at the next periodic reload.
     changes = ChangeListener(settings.database_url)
     changes.on("instruments", feed.instruments_changed.set)
@@ -106,8 +109,11 @@ async def start(settings: MarketDataSettings, *, block_ms: int = 1000,
     index = worker_index()
     workers = None
     if index == 0 and settings.marketdata_workers > 1:
+        # The workers sign page tokens with worker 0's key (random unless set), so that a
+        # client's next page may reach any of them.
         workers = Workers(settings.marketdata_workers, settings.marketdata_listen, service.port,
-                          settings.shutdown_grace)
+                          settings.shutdown_grace,
+                          env={"EXCHANGE_PAGE_TOKEN_KEY": page_tokens.key.decode()})
         workers.start()
 
     async def serving_when_ready() -> None:

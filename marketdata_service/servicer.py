@@ -1,7 +1,7 @@
 """The public ``exchange.marketdata.v1.MarketDataService``: proto in, proto (or bytes) out.
 
 The two streaming methods yield pre-serialized ``bytes`` shared by every subscriber; they are
-registered (``add_to_server``) with a response serializer that passes bytes through.
+registered with a response serializer that passes bytes through (``RESPONSE_SERIALIZERS``).
 
 Slow subscribers (``subscriber_queue`` updates behind): a StreamOrderBook subscriber gets a
 fresh snapshot instead of its backlog. A StreamTrades subscriber gets, instead of its backlog,
@@ -12,17 +12,19 @@ The same happens after an instrument is rebuilt from PostgreSQL because of a str
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+
 import grpc
 
 from exchange.marketdata.v1 import marketdata_pb2 as md_pb2
-from exchange_common.errors import InvalidArgument, NotFound, Unavailable, grpc_errors
-from exchange_common.paging import decode_page_token, encode_page_token, page_size
+from exchange_common.errors import InvalidArgument, NotFound, Unavailable, clip, grpc_errors
+from exchange_common.paging import INT64_MAX, PageTokens, page_size
 from exchange_common.slots import StreamSlots
-from marketdata_service.fanout import SubscriptionClosed
+from marketdata_service.fanout import Subscriber, SubscriptionClosed
 from marketdata_service.feed import MarketFeed
 from marketdata_service.market import InstrumentMarket
 
-SERVICE_NAME = md_pb2.DESCRIPTOR.services_by_name["MarketDataService"].full_name
+SERVICE = md_pb2.DESCRIPTOR.services_by_name["MarketDataService"]
 
 
 def _trades_filters(instrument_id: int) -> tuple:
@@ -30,10 +32,11 @@ def _trades_filters(instrument_id: int) -> tuple:
 
 
 class MarketDataServicer:
-    def __init__(self, feed: MarketFeed, *, queue_limit: int,
+    def __init__(self, feed: MarketFeed, *, queue_limit: int, page_tokens: PageTokens,
                  max_lag: float = float("inf"), max_subscribers: int = 10_000,
                  max_streams_per_connection: int = 100) -> None:
         self.feed = feed
+        self.page_tokens = page_tokens
         self.queue_limit = queue_limit
         self.max_lag = max_lag
         # Both streams count against the same bounds.
@@ -48,8 +51,8 @@ class MarketDataServicer:
             raise Unavailable("market data is loading", reason="NOT_READY")
         market = self.feed.market(symbol) or self.feed.market(symbol.upper())
         if market is None:
-            raise NotFound(f"unknown instrument {symbol!r}", reason="INSTRUMENT_NOT_FOUND",
-                           metadata={"instrument": symbol})
+            raise NotFound(f"unknown instrument {clip(symbol)!r}", reason="INSTRUMENT_NOT_FOUND",
+                           metadata={"instrument": clip(symbol)})
         return market
 
     @grpc_errors
@@ -73,16 +76,8 @@ class MarketDataServicer:
     async def StreamOrderBook(self, request: md_pb2.StreamOrderBookRequest,
                               context: grpc.aio.ServicerContext):
         market = self._market(request.instrument)
-        with self.slots.hold(context):
-            sub = market.subscribe_book(self.queue_limit, self.max_lag)
-            try:
-                while True:
-                    yield await sub.next()
-            except SubscriptionClosed:
-                raise Unavailable("the server is shutting down; resubscribe",
-                                  reason="SHUTTING_DOWN") from None
-            finally:
-                market.unsubscribe(sub)
+        async for message in self._follow(market, market.subscribe_book, context):
+            yield message
 
     @grpc_errors
     async def ListTrades(self, request: md_pb2.ListTradesRequest,
@@ -90,21 +85,29 @@ class MarketDataServicer:
         size = page_size(request.page_size)
         market = self._market(request.instrument)
         filters = _trades_filters(market.instrument_id)
-        position = decode_page_token(request.page_token, filters)
+        position = self.page_tokens.decode(request.page_token, filters, (INT64_MAX,))
         before = position[0] if position else None
         trades = await self.feed.trades_page(market, before, size + 1)
         response = md_pb2.ListTradesResponse(
             trades=[market.wire.trade(t) for t in trades[:size]])
         if len(trades) > size:
-            response.next_page_token = encode_page_token([trades[size - 1].trade_id], filters)
+            response.next_page_token = self.page_tokens.encode([trades[size - 1].trade_id],
+                                                                filters)
         return response
 
     @grpc_errors
     async def StreamTrades(self, request: md_pb2.StreamTradesRequest,
                            context: grpc.aio.ServicerContext):
         market = self._market(request.instrument)
+        async for message in self._follow(market, market.subscribe_trades, context):
+            yield message
+
+    async def _follow(self, market: InstrumentMarket,
+                      subscribe: Callable[[int, float], Subscriber],
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        """A subscription's messages, holding a stream slot while it lasts."""
         with self.slots.hold(context):
-            sub = market.subscribe_trades(self.queue_limit, self.max_lag)
+            sub = subscribe(self.queue_limit, self.max_lag)
             try:
                 while True:
                     yield await sub.next()
@@ -122,31 +125,5 @@ def _serialize(response: bytes | md_pb2.StreamOrderBookResponse) -> bytes:
     return response.SerializeToString()
 
 
-def add_to_server(servicer: MarketDataServicer, server: grpc.aio.Server) -> None:
-    """Like the generated ``add_MarketDataServiceServicer_to_server``, but the streaming
-    methods may yield bytes (serialized once, shared by every subscriber)."""
-    handlers = {
-        "ListInstruments": grpc.unary_unary_rpc_method_handler(
-            servicer.ListInstruments,
-            request_deserializer=md_pb2.ListInstrumentsRequest.FromString,
-            response_serializer=md_pb2.ListInstrumentsResponse.SerializeToString),
-        "GetOrderBook": grpc.unary_unary_rpc_method_handler(
-            servicer.GetOrderBook,
-            request_deserializer=md_pb2.GetOrderBookRequest.FromString,
-            response_serializer=md_pb2.GetOrderBookResponse.SerializeToString),
-        "StreamOrderBook": grpc.unary_stream_rpc_method_handler(
-            servicer.StreamOrderBook,
-            request_deserializer=md_pb2.StreamOrderBookRequest.FromString,
-            response_serializer=_serialize),
-        "ListTrades": grpc.unary_unary_rpc_method_handler(
-            servicer.ListTrades,
-            request_deserializer=md_pb2.ListTradesRequest.FromString,
-            response_serializer=md_pb2.ListTradesResponse.SerializeToString),
-        "StreamTrades": grpc.unary_stream_rpc_method_handler(
-            servicer.StreamTrades,
-            request_deserializer=md_pb2.StreamTradesRequest.FromString,
-            response_serializer=_serialize),
-    }
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+# The streams yield bytes: serialized once, shared by every subscriber.
+RESPONSE_SERIALIZERS = {"StreamOrderBook": _serialize, "StreamTrades": _serialize}

@@ -25,6 +25,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,11 @@ def worker_index() -> int:
 class Workers:
     """Workers 1..count-1, started and kept running by worker 0."""
 
-    def __init__(self, count: int, listen: str, port: int, stop_grace: float) -> None:
+    def __init__(self, count: int, listen: str, port: int, stop_grace: float,
+                 env: Mapping[str, str] | None = None) -> None:
+        """``env``: variables of the workers beyond worker 0's own."""
         host = listen.rpartition(":")[0]
+        self.env = dict(env or {})
         self.count = count
         # The port worker 0 bound (the listen address may say port 0).
         self.listen = f"{host}:{port}"
@@ -65,7 +69,7 @@ class Workers:
 
     async def _keep(self, index: int) -> None:
         delay = 1.0
-        env = {**os.environ, INDEX_ENV: str(index), PARENT_ENV: str(os.getpid()),
+        env = {**os.environ, **self.env, INDEX_ENV: str(index), PARENT_ENV: str(os.getpid()),
                "EXCHANGE_MARKETDATA_LISTEN": self.listen}
         while not self._stopping:
             proc = await asyncio.create_subprocess_exec(

@@ -106,7 +106,9 @@ class MatchingNode:
         frees the locks for a standby; the epoch bump then fences the old owner."""
         timeout_ms = int(self.settings.owner_session_timeout * 1000)
         return await asyncpg.connect(
-            self.settings.database_url, timeout=5,
+            # Its statements are short: one that hangs fails (and is retried next round)
+            # rather than stopping the ownership loop.
+            self.settings.database_url, timeout=5, command_timeout=10,
             server_settings={
                 "idle_session_timeout": str(timeout_ms),
                 "application_name": f"matching-owner {self.settings.matching_advertise}"})
@@ -154,6 +156,9 @@ class MatchingServicer(mpb_grpc.MatchingServiceServicer):
         out: deque[mpb.Result] = deque()
         wake = asyncio.Event()
         state = {"outstanding": 0, "reading": True}
+        # Why reading stopped early (a malformed message): the call ends with it once the
+        # commands already read are answered.
+        failed: list[Exception] = []
 
         def deliver(result: mpb.Result) -> None:
             out.append(result)
@@ -166,6 +171,8 @@ class MatchingServicer(mpb_grpc.MatchingServiceServicer):
                     state["outstanding"] += len(request.commands)
                     for cmd in request.commands:
                         self.node.dispatch(cmd, deliver)
+            except Exception as err:  # noqa: BLE001 - ends the call, after the answers
+                failed.append(err)
             finally:
                 state["reading"] = False
                 wake.set()
@@ -184,6 +191,8 @@ class MatchingServicer(mpb_grpc.MatchingServiceServicer):
                 await wake.wait()
         finally:
             reader.cancel()
+        if failed:
+            raise failed[0]
 
     @grpc_errors
     async def GetBook(self, request: mpb.GetBookRequest,
@@ -214,7 +223,8 @@ async def serve() -> None:
         # A hung pod must not keep a transaction (and its row locks) open.
         server_settings={**OLTP_SETTINGS, "idle_in_transaction_session_timeout":
                          str(int(settings.owner_session_timeout * 1000))})
-    redis = Redis.from_url(settings.redis_url)
+    # A Redis that hangs fails a publish (kept and retried) instead of holding it forever.
+    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=5)
     node = MatchingNode(settings, Store(pool), redis)
     # A halt, a new status or price band, a new instrument: applied at once, not at the
     # next poll.
@@ -223,8 +233,8 @@ async def serve() -> None:
     changes.start()
     # Internal: only authenticated order services get past health and reflection.
     service = Service(settings, settings.matching_listen, internal=True)
-    service.add(mpb_grpc.add_MatchingServiceServicer_to_server, MatchingServicer(node),
-                mpb.DESCRIPTOR.services_by_name["MatchingService"].full_name)
+    service.add_service(mpb.DESCRIPTOR.services_by_name["MatchingService"],
+                        MatchingServicer(node))
     await node.start()
     port = await service.start()
     await service.set_serving(True)

@@ -28,13 +28,13 @@ from exchange_common.errors import (
 )
 from exchange_common.instruments import STATUS_BY_NAME, STATUS_NAMES
 from exchange_common.keys import MAX_KEY_LENGTH
-from exchange_common.paging import decode_page_token, encode_page_token, page_size
+from exchange_common.paging import INT64_MAX, PageTokens, page_size
 from order_service.admin_store import INSTRUMENT_LIMITS, TIER_COLUMNS, Actor, AdminStore
 from order_service.auth import FailureBudget, peer_host
 from order_service.convert import ts_from_datetime
 
 ADMIN_KEY_HEADER = "x-admin-key"
-SERVICE_NAME = apb.DESCRIPTOR.services_by_name["AdminService"].full_name
+SERVICE = apb.DESCRIPTOR.services_by_name["AdminService"]
 
 _ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9._@-]{1,64}\Z")
 _TIER_NAME = re.compile(r"^[a-z0-9_-]{1,32}\Z")
@@ -189,9 +189,10 @@ def instrument_message(row) -> apb.Instrument:
 
 
 class AdminServicer(apb_grpc.AdminServiceServicer):
-    def __init__(self, store: AdminStore, auth: AdminAuth) -> None:
+    def __init__(self, store: AdminStore, auth: AdminAuth, page_tokens: PageTokens) -> None:
         self.store = store
         self.auth = auth
+        self.page_tokens = page_tokens
 
     # -- accounts -------------------------------------------------------------------
 
@@ -218,9 +219,9 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
         actor = await self.auth.actor(context)
         size = page_size(request.page_size)
         filters = ("admin-accounts",)
-        position = decode_page_token(request.page_token, filters)
+        position = self.page_tokens.decode(request.page_token, filters, (INT64_MAX,))
         rows = await self.store.list_accounts(position[0] if position else 0, size + 1)
-        token = (encode_page_token([rows[size - 1]["account_id"]], filters)
+        token = (self.page_tokens.encode([rows[size - 1]["account_id"]], filters)
                  if len(rows) > size else "")
         await self.store.audit_read(actor, "ListAccounts", "accounts")
         return apb.ListAccountsResponse(accounts=[account_message(r) for r in rows[:size]],
@@ -265,11 +266,11 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
                                   reason="PREFIX_INVALID", field="prefix")
         size = page_size(request.page_size)
         filters = ("admin-keys", request.account, request.prefix, request.include_revoked)
-        position = decode_page_token(request.page_token, filters)
+        position = self.page_tokens.decode(request.page_token, filters, (INT64_MAX,))
         rows = await self.store.list_api_keys(request.account, request.prefix,
                                               request.include_revoked,
                                               position[0] if position else 0, size + 1)
-        token = (encode_page_token([rows[size - 1]["key_id"]], filters)
+        token = (self.page_tokens.encode([rows[size - 1]["key_id"]], filters)
                  if len(rows) > size else "")
         await self.store.audit_read(
             actor, "ListApiKeys", f"api_keys:account={request.account},prefix={request.prefix}")
@@ -413,7 +414,7 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
                                   field="target")
         size = page_size(request.page_size)
         filters = ("admin-audit", request.target)
-        position = decode_page_token(request.page_token, filters)
+        position = self.page_tokens.decode(request.page_token, filters, (INT64_MAX,))
         rows = await self.store.audit_entries(request.target,
                                               position[0] if position else (1 << 63) - 1,
                                               size + 1)
@@ -425,7 +426,7 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
                                    peer=r["peer"])
             _ts(r["created_at"], entry.time)
             entries.append(entry)
-        token = (encode_page_token([rows[size - 1]["audit_id"]], filters)
+        token = (self.page_tokens.encode([rows[size - 1]["audit_id"]], filters)
                  if len(rows) > size else "")
         # Recorded after the read: a page never lists its own reading.
         await self.store.audit_read(actor, "ListAuditEntries", f"audit:{request.target}")

@@ -212,6 +212,10 @@ class Router:
         refresh = False
         for attempt in range(NOT_OWNER_RETRIES):
             if time.monotonic() >= deadline:
+                if attempt == 0:
+                    raise DeadlineExceeded(
+                        "the call's deadline leaves no time to reach the matching engine; "
+                        "nothing was placed", reason="DEADLINE_TOO_SHORT")
                 break
             address = await self.owner(instrument_id, refresh)
             if not address:

@@ -19,7 +19,6 @@ from collections import deque
 import grpc
 from redis.asyncio import Redis
 
-from exchange.admin.v1 import admin_pb2_grpc as apb_grpc
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.matching.v1 import matching_pb2 as mpb
 from exchange.order.v1 import order_pb2 as opb
@@ -38,15 +37,17 @@ from exchange_common.errors import (
     ResourceExhausted,
     Unavailable,
     as_exchange_error,
+    clip,
     grpc_errors,
 )
+from exchange_common.handlers import MalformedRequest, malformed_messages_in_stream
 from exchange_common.ids import instrument_of, parse_id
 from exchange_common.instruments import InstrumentSpec
-from exchange_common.paging import decode_page_token, encode_page_token, page_size
+from exchange_common.paging import INT64_MAX, PageTokens, page_size
 from exchange_common.server import Service, run_until_signal
 from exchange_common.slots import StreamSlots
 from exchange_common.tls import InternalCaller
-from order_service.admin import SERVICE_NAME as ADMIN_SERVICE_NAME
+from order_service.admin import SERVICE as ADMIN_SERVICE
 from order_service.admin import AdminAuth, AdminServicer
 from order_service.admin_store import AdminStore
 from order_service.auth import Authenticator, Caller
@@ -60,6 +61,7 @@ from order_service.limits import CANCELS, ORDERS, QUERIES, RateLimiter
 from order_service.queries import Queries
 from order_service.routing import Router
 from order_service.validation import (
+    MAX_CLIENT_ORDER_ID,
     ValidOrder,
     check_cancel_allowed,
     check_client_order_id,
@@ -72,6 +74,9 @@ log = logging.getLogger(__name__)
 # RetryInfo of an order refused for the open-order cap: nothing frees a slot but the
 # account's own cancels and fills, so this is only a hint.
 OPEN_ORDER_RETRY = 1.0
+# Events (and fills) in one OrderEntry answer message: a few hundred KB at most, well
+# under the message limit, however many commands one request message carried.
+MAX_EVENTS_PER_MESSAGE = 1000
 
 
 class OrderServicer(opb_grpc.OrderServiceServicer):
@@ -84,6 +89,7 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
         self.limiter = limiter
         self.sessions = StreamSlots(settings.max_streams_per_connection,
                                     what="OrderEntry sessions")
+        self.page_tokens = PageTokens.from_settings(settings)
 
     # -- helpers ---------------------------------------------------------------
 
@@ -99,8 +105,8 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
                                   field="instrument")
         spec = await self.q.instrument(symbol)
         if spec is None:
-            raise NotFound(f"unknown instrument {symbol!r}", reason="INSTRUMENT_NOT_FOUND",
-                           metadata={"instrument": symbol[:64]})
+            raise NotFound(f"unknown instrument {clip(symbol)!r}", reason="INSTRUMENT_NOT_FOUND",
+                           metadata={"instrument": clip(symbol)})
         return spec
 
     def _deadline(self, context: grpc.aio.ServicerContext) -> float:
@@ -131,13 +137,13 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
         if order_id:
             oid = parse_id(order_id)
             if oid is None:
-                raise InvalidArgument(f"order_id {order_id[:40]!r} is not an order id",
+                raise InvalidArgument(f"order_id {clip(order_id)!r} is not an order id",
                                       reason="ORDER_ID_INVALID", field="order_id")
             return oid
         check_client_order_id(client_order_id)
         row = await self.q.order_by_client_id(account_id, client_order_id)
         if row is None:
-            raise NotFound(f"no order with client_order_id {client_order_id!r}",
+            raise NotFound(f"no order with client_order_id {clip(client_order_id)!r}",
                            reason="ORDER_NOT_FOUND")
         return row["order_id"]
 
@@ -174,7 +180,7 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
                 and row["quantity"] == order.quantity and row["post_only"] == order.post_only)
         if not same:
             raise AlreadyExists(
-                f"client_order_id {order.client_order_id!r} is already used by order "
+                f"client_order_id {clip(order.client_order_id)!r} is already used by order "
                 f"{row['order_id']} with different contents",
                 reason="CLIENT_ORDER_ID_IN_USE", metadata={"order_id": str(row["order_id"])})
         current, fills = await self._with_fills(row)
@@ -247,6 +253,7 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
         return await self._amend(caller.account_id, request, self._deadline(context))
 
     @grpc_errors
+    @malformed_messages_in_stream
     async def OrderEntry(self, request_iterator, context: grpc.aio.ServicerContext):
         """The order-entry session. Commands run concurrently (so commands of many
         messages share stream messages to matching and group commits) and answers
@@ -261,7 +268,8 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
         Rate limits are taken per message: its creates and amends from the orders
         bucket, its cancels from the cancels bucket; commands past what was granted
         are answered RESOURCE_EXHAUSTED (RATE_LIMITED), and so are commands past
-        ``max_commands_per_message``."""
+        ``max_commands_per_message``. A message that is not valid protobuf is answered
+        with an event carrying its error (MALFORMED_REQUEST), and the session goes on."""
         caller = await self.auth.caller(context)
         with self.sessions.hold(context):
             async for response in self._session(caller, request_iterator):
@@ -273,6 +281,10 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
         async def read() -> None:
             try:
                 async for request in request_iterator:
+                    if isinstance(request, MalformedRequest):
+                        session.outstanding += 1
+                        session.answer(opb.OrderEntryEvent(error=request.to_status_proto()))
+                        continue
                     session.outstanding += len(request.commands)
                     await self._admit(caller, request.commands, session)
             finally:
@@ -283,9 +295,7 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
         try:
             while True:
                 if session.out:
-                    events = list(session.out)
-                    session.out.clear()
-                    yield opb.OrderEntryResponse(events=events)
+                    yield opb.OrderEntryResponse(events=session.take())
                     continue
                 if not session.reading and session.outstanding <= 0:
                     break
@@ -311,7 +321,7 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
             kind = kinds[i] if i < limit else None
             if i >= limit or (kind is not None and not granted[kind]):
                 session.answer(opb.OrderEntryEvent(
-                    client_order_id=_client_order_id(command),
+                    client_order_id=_echoed(_client_order_id(command)),
                     error=(self.limiter.refusal(kind, waits[kind]) if i < limit else
                            InvalidArgument(
                                f"at most {limit} commands in one message; this one has "
@@ -328,7 +338,7 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
                         order = validate_new_order(create, spec)
                     except ExchangeError as err:
                         session.answer(opb.OrderEntryEvent(
-                            client_order_id=create.client_order_id,
+                            client_order_id=_echoed(create.client_order_id),
                             error=err.to_status_proto()))
                         continue
                     fast.append((command, spec, order))
@@ -441,7 +451,7 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
                                   reason="COMMAND_REQUIRED", field="command")
         except Exception as err:  # noqa: BLE001 - every failure is answered, none ends the session
             status = as_exchange_error(err, "OrderEntry").to_status_proto()
-            return opb.OrderEntryEvent(client_order_id=coid, error=status)
+            return opb.OrderEntryEvent(client_order_id=_echoed(coid), error=status)
 
     @grpc_errors
     async def GetOrder(self, request: opb.GetOrderRequest,
@@ -463,9 +473,10 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
         if request.status not in (0, 1, 2):
             raise InvalidArgument("status must be a OrderStatusFilter value",
                                   reason="STATUS_FILTER_INVALID", field="status")
+        # The account is among the filters: a token of another account's list is refused.
         filters = ("orders", account_id, instrument_id, request.status)
-        position = decode_page_token(request.page_token, filters)
-        before = position[0] if position else (1 << 63) - 1
+        position = self.page_tokens.decode(request.page_token, filters, (INT64_MAX,))
+        before = position[0] if position else INT64_MAX
         rows = await self.q.list_orders(account_id, instrument_id, request.status, before,
                                         size + 1)
         more = len(rows) > size
@@ -474,7 +485,7 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
         for row in rows:
             spec = await self.q.instrument_by_id(row["instrument_id"])
             orders.append(order_from_row(spec, row))
-        token = encode_page_token([rows[-1]["order_id"]], filters) if more else ""
+        token = self.page_tokens.encode([rows[-1]["order_id"]], filters) if more else ""
         return opb.ListOrdersResponse(orders=orders, next_page_token=token)
 
     @grpc_errors
@@ -491,9 +502,9 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
                 raise InvalidArgument("order_id is not an order id", reason="ORDER_ID_INVALID",
                                       field="order_id")
         filters = ("fills", account_id, instrument_id, order_id)
-        position = decode_page_token(request.page_token, filters)
-        before = (position[0], position[1]) if position and len(position) == 2 else (
-            (1 << 63) - 1, 3)
+        # (trade id, liquidity: 1 maker, 2 taker) of the last fill of the previous page
+        position = self.page_tokens.decode(request.page_token, filters, (INT64_MAX, 2))
+        before = (position[0], position[1]) if position else (INT64_MAX, 3)
         rows = await self.q.list_fills(account_id, instrument_id, order_id, before, size + 1)
         more = len(rows) > size
         rows = rows[:size]
@@ -501,8 +512,8 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
         for row in rows:
             spec = await self.q.instrument_by_id(row["instrument_id"])
             fills.append(fill_from_row(spec, None, row))
-        token = (encode_page_token([rows[-1]["trade_id"], rows[-1]["liquidity"]], filters)
-                 if more else "")
+        token = (self.page_tokens.encode([rows[-1]["trade_id"], rows[-1]["liquidity"]],
+                                         filters) if more else "")
         return opb.ListFillsResponse(fills=fills, next_page_token=token)
 
 
@@ -521,10 +532,30 @@ class _Session:
         self.outstanding -= 1
         self.wake.set()
 
+    def take(self) -> list[opb.OrderEntryEvent]:
+        """The answers for the next message: those that wait, up to
+        ``MAX_EVENTS_PER_MESSAGE`` events and fills (at least one event); the rest go in
+        the messages after it (thousands of commands in one message are answered at once)."""
+        out = self.out
+        events = []
+        weight = 0
+        while out and (not events or weight + 1 + len(out[0].fills)
+                       <= MAX_EVENTS_PER_MESSAGE):
+            event = out.popleft()
+            weight += 1 + len(event.fills)
+            events.append(event)
+        return events
+
     def spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+
+def _echoed(client_order_id: str) -> str:
+    """A command's client_order_id as its answer carries it: unchanged when it could be
+    valid, clipped when longer (a huge one never makes a huge answer)."""
+    return clip(client_order_id, MAX_CLIENT_ORDER_ID)
 
 
 def _new_order_command(spec: InstrumentSpec, caller: Caller, order: ValidOrder,
@@ -554,7 +585,7 @@ def _created(spec: InstrumentSpec, order: ValidOrder, client_order_id: str,
         err = result.error
         if err.code == mpb.ERROR_CODE_DUPLICATE_CLIENT_ORDER_ID:
             raise AlreadyExists(
-                f"client_order_id {client_order_id!r} is already used by order "
+                f"client_order_id {clip(client_order_id)!r} is already used by order "
                 f"{err.order_id} with different contents",
                 reason="CLIENT_ORDER_ID_IN_USE", metadata={"order_id": str(err.order_id)})
         raise _matching_error(err)
@@ -604,21 +635,19 @@ async def serve() -> None:
                          max_failed_per_minute=settings.max_failed_auth_per_minute)
     limiter = RateLimiter(redis, lease=settings.rate_limit_lease, enabled=settings.rate_limits)
     service = Service(settings, settings.order_listen)
-    service.add(opb_grpc.add_OrderServiceServicer_to_server,
-                OrderServicer(Queries(pool, changes, settings.cache_ttl,
-                                      settings.lookup_min_interval),
-                              router, settings, auth, limiter),
-                opb.DESCRIPTOR.services_by_name["OrderService"].full_name)
+    orders = OrderServicer(Queries(pool, changes, settings.cache_ttl,
+                                   settings.lookup_min_interval),
+                           router, settings, auth, limiter)
+    service.add_service(opb.DESCRIPTOR.services_by_name["OrderService"], orders)
     services = [service]
     if settings.admin_listen != "off":
         admin_store = AdminStore(pool, changes)
         admin = AdminServicer(admin_store, AdminAuth(
             admin_store, changes, ttl=settings.cache_ttl,
-            max_failed_per_minute=settings.max_failed_auth_per_minute))
+            max_failed_per_minute=settings.max_failed_auth_per_minute), orders.page_tokens)
         if settings.admin_listen:
             services.append(Service(settings, settings.admin_listen, health_port=False))
-        services[-1].add(apb_grpc.add_AdminServiceServicer_to_server, admin,
-                         ADMIN_SERVICE_NAME)
+        services[-1].add_service(ADMIN_SERVICE, admin)
     # Serve once the caches can be trusted to follow changes (a short wait: they fall
     # back to a 1-second age limit until then).
     await changes.connected(5.0)

@@ -12,7 +12,7 @@ from decimal import Decimal
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.order.v1 import order_pb2 as opb
 from exchange_common.decimals import DecimalFormatError, OffGridError, format_decimal, parse_units
-from exchange_common.errors import FailedPrecondition, InvalidArgument
+from exchange_common.errors import FailedPrecondition, InvalidArgument, clip
 from exchange_common.instruments import InstrumentSpec
 
 BUY, SELL = cpb.SIDE_BUY, cpb.SIDE_SELL
@@ -50,12 +50,12 @@ def _units(text: str, step: Decimal, field: str, what: str) -> int:
         units = parse_units(text, step)
     except DecimalFormatError:
         raise InvalidArgument(
-            f"{field} {text!r} is not a plain decimal number (digits, optional '.' and "
+            f"{field} {clip(text)!r} is not a plain decimal number (digits, optional '.' and "
             f"decimals; no sign, exponent or spaces; at most 18 digits each side)",
             reason="INVALID_DECIMAL", field=field) from None
     except OffGridError:
         raise InvalidArgument(
-            f"{field} {text} is not a multiple of the {what.lower()} step "
+            f"{field} {clip(text)} is not a multiple of the {what.lower()} step "
             f"{format_decimal(step)}",
             reason="PRICE_OFF_TICK" if what == "PRICE" else "QUANTITY_OFF_LOT",
             field=field) from None
@@ -63,8 +63,8 @@ def _units(text: str, step: Decimal, field: str, what: str) -> int:
         raise InvalidArgument(f"{field} must be greater than zero",
                               reason=f"{what}_NOT_POSITIVE", field=field)
     if units > INT64_MAX:
-        raise InvalidArgument(f"{field} {text} is out of range", reason=f"{what}_OUT_OF_RANGE",
-                              field=field)
+        raise InvalidArgument(f"{field} {clip(text)} is out of range",
+                              reason=f"{what}_OUT_OF_RANGE", field=field)
     return units
 
 
@@ -137,7 +137,7 @@ def validate_amend(req: opb.AmendOrderRequest, spec: InstrumentSpec, row) -> tup
     quantity = _quantity(req.quantity, spec) if req.quantity else 0
     if quantity and quantity <= row["filled"]:
         raise InvalidArgument(
-            f"quantity {req.quantity} must be more than the filled quantity "
+            f"quantity {clip(req.quantity)} must be more than the filled quantity "
             f"{spec.qty_str(row['filled'])}", reason="QUANTITY_NOT_ABOVE_FILLED",
             field="quantity")
     _check_notional(price or row["price"], quantity or row["quantity"], spec)
@@ -149,11 +149,11 @@ def _quantity(text: str, spec: InstrumentSpec) -> int:
     qty_decimal = quantity * spec.lot_size
     if qty_decimal < spec.min_quantity:
         raise InvalidArgument(
-            f"quantity {text} is below the minimum {format_decimal(spec.min_quantity)}",
+            f"quantity {clip(text)} is below the minimum {format_decimal(spec.min_quantity)}",
             reason="QUANTITY_BELOW_MIN", field="quantity")
     if qty_decimal > spec.max_quantity:
         raise InvalidArgument(
-            f"quantity {text} is above the maximum {format_decimal(spec.max_quantity)}",
+            f"quantity {clip(text)} is above the maximum {format_decimal(spec.max_quantity)}",
             reason="QUANTITY_ABOVE_MAX", field="quantity")
     return quantity
 

@@ -67,7 +67,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         except ValueError:
             parts = ()
         fixtures = set(getattr(item, "fixturenames", ()))
-        if (parts and parts[0] == "e2e") or "stack" in fixtures:
+        if (parts and parts[0] == "e2e") or fixtures & {"stack", "module_stack"}:
             item.add_marker(pytest.mark.e2e)
         elif (parts and parts[0] == "integration") or fixtures & _INTEGRATION_FIXTURES:
             item.add_marker(pytest.mark.integration)
@@ -248,3 +248,41 @@ async def stack(database_url: str, redis_url: str, tmp_path: Path) -> AsyncItera
     async with Stack(database_url=database_url, redis_url=redis_url, keys=TEST_KEYS,
                      log_dir=tmp_path / "logs").running(60) as s:
         yield s
+
+
+@pytest.fixture(scope="module")
+async def module_stack(request: pytest.FixtureRequest, pg_server: EmbeddedPostgres | None,
+                       pg_admin_url: str, template_database: str,
+                       redis_server: EmbeddedRedis | None, redis_server_url: str,
+                       tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    """``stack`` for a whole module: one database (cloned from the template) and the
+    services, shared by the module's tests; a module's ``STACK_ENV`` (a dict) gives the
+    services more variables."""
+    _ensure_running(pg_server)
+    _ensure_running(redis_server)
+    name = f"exchange_module_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pg_admin_url)
+    try:
+        await admin.execute(
+            f"CREATE DATABASE {quote_ident(name)} TEMPLATE {quote_ident(template_database)}")
+    finally:
+        await admin.close()
+    client = redis.Redis.from_url(redis_server_url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    try:
+        async with Stack(database_url=_with_database(pg_admin_url, name),
+                         redis_url=redis_server_url, keys=TEST_KEYS,
+                         env=getattr(request.module, "STACK_ENV", None),
+                         log_dir=tmp_path_factory.mktemp("module-stack") / "logs"
+                         ).running(60) as s:
+            yield s
+    finally:
+        _ensure_running(pg_server)
+        admin = await asyncpg.connect(pg_admin_url)
+        try:
+            await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+        finally:
+            await admin.close()

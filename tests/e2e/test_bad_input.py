@@ -10,9 +10,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.marketdata.v1 import marketdata_pb2 as mdpb
 from exchange.marketdata.v1 import marketdata_pb2_grpc as mdpb_grpc
+from exchange.matching.v1 import matching_pb2 as mpb
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
 from exchange_common.errors import error_info, field_violations
+from exchange_common.paging import PageTokens
 
 pytestmark = pytest.mark.e2e
 
@@ -169,3 +171,156 @@ async def test_market_data_errors_and_health(stack) -> None:
             assert r.status == health_pb2.HealthCheckResponse.SERVING
     for name, proc in stack.processes.items():
         assert proc.poll() is None, f"{name} died"
+
+
+NOT_PROTOBUF = b"\x0a\x05ab"  # field 1, length 5, but only 2 bytes follow
+
+
+def _malformed(err: grpc.aio.AioRpcError) -> None:
+    assert err.code() == C.INVALID_ARGUMENT, err.details()
+    info = error_info(err)
+    assert info is not None and info.reason == "MALFORMED_REQUEST"
+    assert "DecodeError" not in err.details() and "Unexpected" not in err.details()
+
+
+async def test_bodies_that_are_not_protobuf_on_every_method(stack) -> None:
+    """Before: UNKNOWN with the text of protobuf's DecodeError, on every unary method."""
+    services = [(stack.order_addr, opb.DESCRIPTOR.services_by_name["OrderService"]),
+                (stack.marketdata_addr, mdpb.DESCRIPTOR.services_by_name["MarketDataService"]),
+                (stack.matching_addr, mpb.DESCRIPTOR.services_by_name["MatchingService"])]
+    for addr, service in services:
+        async with grpc.aio.insecure_channel(addr) as ch:
+            for method in service.methods:
+                path = f"/{service.full_name}/{method.name}"
+                if method.client_streaming:
+                    call = ch.stream_stream(path)(metadata=meta(stack), timeout=10)
+                    await call.write(NOT_PROTOBUF)
+                    if method.name == "OrderEntry":
+                        continue  # answered inside the session: see below
+                elif method.server_streaming:
+                    call = ch.unary_stream(path)(NOT_PROTOBUF, metadata=meta(stack),
+                                                 timeout=10)
+                else:
+                    call = ch.unary_unary(path)(NOT_PROTOBUF, metadata=meta(stack), timeout=10)
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    if method.server_streaming:
+                        await call.read()
+                    else:
+                        await call
+                _malformed(err.value)
+
+
+async def test_a_malformed_message_in_an_order_entry_session_is_answered(stack) -> None:
+    async with grpc.aio.insecure_channel(stack.order_addr) as ch:
+        session = ch.stream_stream("/exchange.order.v1.OrderService/OrderEntry",
+                                   response_deserializer=opb.OrderEntryResponse.FromString)
+        call = session(metadata=meta(stack), timeout=10)
+        await call.write(NOT_PROTOBUF)
+        event = (await call.read()).events[0]
+        assert event.WhichOneof("result") == "error"
+        assert event.error.code == C.INVALID_ARGUMENT.value[0]
+        assert "MALFORMED_REQUEST" in str(event.error.details[0].value)
+        # the session goes on
+        await call.write(opb.OrderEntryRequest(commands=[opb.OrderEntryCommand(
+            create=opb.CreateOrderRequest(**GOOD, client_order_id="after-garbage"))])
+            .SerializeToString())
+        event = (await call.read()).events[0]
+        assert event.order.state == cpb.ORDER_STATE_NEW
+        await call.done_writing()
+        assert await call.code() == C.OK
+
+
+MEGABYTE_STRING = "\u202e" * ((1 << 20) // 3) + "7" * 100  # about 1 MB of UTF-8
+
+
+def _huge_requests():
+    """Every string field of every public request, in turn, about 1 MB long."""
+    for message, method in [
+            (opb.CreateOrderRequest(**GOOD), "CreateOrder"),
+            (opb.CancelOrderRequest(), "CancelOrder"), (opb.AmendOrderRequest(), "AmendOrder"),
+            (opb.GetOrderRequest(), "GetOrder"), (opb.ListOrdersRequest(), "ListOrders"),
+            (opb.ListFillsRequest(), "ListFills"), (mdpb.GetOrderBookRequest(), "GetOrderBook"),
+            (mdpb.ListTradesRequest(), "ListTrades"),
+            (mdpb.StreamOrderBookRequest(), "StreamOrderBook"),
+            (mdpb.StreamTradesRequest(), "StreamTrades")]:
+        for field in message.DESCRIPTOR.fields:
+            if field.type == field.TYPE_STRING:
+                request = type(message)()
+                request.CopyFrom(message)
+                setattr(request, field.name, MEGABYTE_STRING)
+                yield method, field.name, request
+
+
+async def test_a_huge_string_in_any_field_gets_a_small_status(stack) -> None:
+    """Before: an unknown 1 MB instrument came back whole in the NOT_FOUND message and its
+    ErrorInfo, over the client's limit for trailers (the client saw RESOURCE_EXHAUSTED
+    "received metadata size exceeds hard limit" instead of the answer)."""
+    async with (grpc.aio.insecure_channel(stack.order_addr) as och,
+                grpc.aio.insecure_channel(stack.marketdata_addr) as mch):
+        orders, md = opb_grpc.OrderServiceStub(och), mdpb_grpc.MarketDataServiceStub(mch)
+        for method, field, request in _huge_requests():
+            stub = orders if hasattr(orders, method) else md
+            call = getattr(stub, method)(request, metadata=meta(stack), timeout=10)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                if method.startswith("Stream"):
+                    await call.read()
+                else:
+                    await call
+            e = err.value
+            assert e.code() in (C.INVALID_ARGUMENT, C.NOT_FOUND), (method, field, e.code())
+            info = error_info(e)
+            assert info is not None and info.reason, (method, field)
+            assert len(e.details()) < 600, (method, field, len(e.details()))
+            assert all(len(v) < 100 for v in info.metadata.values()), (method, field)
+
+
+async def test_page_tokens_are_bound_to_the_account_and_checked_for_range(stack) -> None:
+    """Page tokens are signed: a token of bob's is refused for alice and shows her
+    nothing; a position of the wrong shape or outside int64, signed with the stack's own
+    key as a forger who had it would, is refused before any query (before: INTERNAL from
+    ListOrders and ListFills for a cursor edited past int64)."""
+    async with (grpc.aio.insecure_channel(stack.order_addr) as och,
+                grpc.aio.insecure_channel(stack.marketdata_addr) as mch):
+        orders, md = opb_grpc.OrderServiceStub(och), mdpb_grpc.MarketDataServiceStub(mch)
+        for i in range(2):  # bob's two asks, alice takes both: two fills each, two trades
+            await orders.CreateOrder(opb.CreateOrderRequest(
+                **{**GOOD, "side": cpb.SIDE_SELL, "price": f"7000{i}"}),
+                metadata=meta(stack, "bob"), timeout=10)
+        await orders.CreateOrder(opb.CreateOrderRequest(
+            instrument="BTC-USD", side=cpb.SIDE_BUY, type=cpb.ORDER_TYPE_MARKET,
+            quantity="0.02"), metadata=meta(stack), timeout=10)
+        bobs_orders = await orders.ListOrders(opb.ListOrdersRequest(page_size=1),
+                                              metadata=meta(stack, "bob"), timeout=10)
+        bobs_fills = await orders.ListFills(opb.ListFillsRequest(page_size=1),
+                                            metadata=meta(stack, "bob"), timeout=10)
+        assert bobs_orders.next_page_token and bobs_fills.next_page_token
+        await expect(orders.ListOrders(opb.ListOrdersRequest(
+            page_size=1, page_token=bobs_orders.next_page_token), metadata=meta(stack)),
+            C.INVALID_ARGUMENT, "PAGE_TOKEN_INVALID", "page_token")
+        await expect(orders.ListFills(opb.ListFillsRequest(
+            page_size=1, page_token=bobs_fills.next_page_token), metadata=meta(stack)),
+            C.INVALID_ARGUMENT, "PAGE_TOKEN_INVALID", "page_token")
+        # bob's own token still works for him
+        rest = await orders.ListOrders(opb.ListOrdersRequest(
+            page_size=1, page_token=bobs_orders.next_page_token), metadata=meta(stack, "bob"))
+        assert len(rest.orders) == 1
+
+        tokens = PageTokens(stack.page_token_key.encode())
+        alice = stack.account_ids["alice"]
+        for position in ([1 << 63], [-1], [1, 2, 3], [], ["1"]):
+            await expect(orders.ListOrders(opb.ListOrdersRequest(
+                page_token=tokens.encode(position, ("orders", alice, None, 0))),
+                metadata=meta(stack)), C.INVALID_ARGUMENT, "PAGE_TOKEN_INVALID", "page_token")
+        for position in ([1 << 63, 1], [1, 1 << 40], [5], [5, 3]):
+            await expect(orders.ListFills(opb.ListFillsRequest(
+                page_token=tokens.encode(position, ("fills", alice, None, None))),
+                metadata=meta(stack)), C.INVALID_ARGUMENT, "PAGE_TOKEN_INVALID", "page_token")
+        for position in ([1 << 63], [1, 2]):
+            await expect(md.ListTrades(mdpb.ListTradesRequest(
+                instrument="BTC-USD", page_token=tokens.encode(position, ("trades", 1)))),
+                C.INVALID_ARGUMENT, "PAGE_TOKEN_INVALID", "page_token")
+        # a well-formed position signed with the key is taken (the key is the services')
+        page = await orders.ListOrders(opb.ListOrdersRequest(
+            page_token=tokens.encode([(1 << 63) - 1], ("orders", alice, None, 0))),
+            metadata=meta(stack))
+        assert len(page.orders) == 1

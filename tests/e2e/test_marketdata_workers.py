@@ -238,3 +238,55 @@ async def test_stopping_worker_0_stops_the_others(stack: Stack):
     assert await stack.stop_service("marketdata") == 0
     assert not psutil.pid_exists(child) or (
         psutil.Process(child).status() == psutil.STATUS_ZOMBIE)
+
+
+@pytest.fixture
+async def stack_without_token_key(database_url: str, redis_url: str, tmp_path: Path
+                                  ) -> AsyncIterator[Stack]:
+    async with Stack(database_url=database_url, redis_url=redis_url, keys=KEYS,
+                     log_dir=tmp_path / "logs",
+                     service_env={"marketdata": {"EXCHANGE_MARKETDATA_WORKERS": "2",
+                                                 "EXCHANGE_PAGE_TOKEN_KEY": ""}}
+                     ).running(40) as s:
+        yield s
+
+
+async def test_a_page_token_from_one_worker_works_on_the_other(stack_without_token_key):
+    """Without EXCHANGE_PAGE_TOKEN_KEY, worker 0 signs with a random key and gives it to
+    its workers, so a client's next page may reach either."""
+    stack = stack_without_token_key
+    port = int(stack.marketdata_addr.rpartition(":")[2])
+    async with grpc.aio.insecure_channel(stack.order_addr) as channel:
+        orders = opb_grpc.OrderServiceStub(channel)
+        for i in range(3):
+            await orders.CreateOrder(opb.CreateOrderRequest(
+                instrument="BTC-USD", side=cpb.SIDE_BUY, type=cpb.ORDER_TYPE_LIMIT,
+                price=f"{69_000 + i}.00", quantity="0.0100"), metadata=meta(stack, "alice"),
+                timeout=10)
+        await orders.CreateOrder(opb.CreateOrderRequest(
+            instrument="BTC-USD", side=cpb.SIDE_SELL, type=cpb.ORDER_TYPE_MARKET,
+            quantity="0.0300"), metadata=meta(stack, "alice"), timeout=10)
+    channels = [own_channel(stack.marketdata_addr) for _ in range(SUBSCRIBERS)]
+    try:
+        stubs = [md_grpc.MarketDataServiceStub(c) for c in channels]
+        first: md_pb2.ListTradesResponse | None = None
+        deadline = time.monotonic() + WAIT
+        while first is None or not first.next_page_token:  # until market data has them
+            assert time.monotonic() < deadline, "market data never showed the trades"
+            first = await stubs[0].ListTrades(md_pb2.ListTradesRequest(
+                instrument="BTC-USD", page_size=1), timeout=10)
+        for stub in stubs[1:]:
+            await stub.ListInstruments(md_pb2.ListInstrumentsRequest(), timeout=10)
+        (child,) = worker_pids(stack)
+        parent = stack.processes["marketdata"].pid
+        # Both workers hold some of the connections (all on one has a chance of 2 in 65,536).
+        assert established_on(parent, port) >= 1 and established_on(child, port) >= 1
+        for stub in stubs:
+            page = await stub.ListTrades(md_pb2.ListTradesRequest(
+                instrument="BTC-USD", page_size=1, page_token=first.next_page_token),
+                timeout=10)
+            assert len(page.trades) == 1
+            assert int(page.trades[0].trade_id) < int(first.trades[0].trade_id)
+    finally:
+        for c in channels:
+            await c.close()

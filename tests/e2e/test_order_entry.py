@@ -231,3 +231,21 @@ async def test_amend_post_only_that_would_take_is_refused(stack) -> None:
         assert error_info(err.value).reason == "POST_ONLY_WOULD_TAKE"
         still = await orders.GetOrder(opb.GetOrderRequest(order_id=maker.order_id), metadata=a)
         assert still.order.price == "69000.00" and still.order.state == cpb.ORDER_STATE_NEW
+
+
+async def test_twenty_thousand_commands_in_one_message_are_all_answered(stack) -> None:
+    """Found by tests/e2e/test_fuzz.py: 20,000 empty commands in one 40 KB message were
+    answered in one message over the 4 MiB limit, and the session ended with
+    RESOURCE_EXHAUSTED. Now the answers go out in messages of at most 1,000."""
+    async with grpc.aio.insecure_channel(stack.order_addr) as ch:
+        orders = opb_grpc.OrderServiceStub(ch)
+        session = orders.OrderEntry(metadata=meta(stack, "alice"), timeout=60)
+        await session.write(opb.OrderEntryRequest(commands=[opb.OrderEntryCommand()] * 20_000))
+        await session.done_writing()
+        events = []
+        async for response in session:
+            assert len(response.events) <= 1000
+            events.extend(response.events)
+        assert await session.code() == grpc.StatusCode.OK
+        assert len(events) == 20_000
+        assert {reason(e.error) for e in events} == {"COMMAND_REQUIRED"}

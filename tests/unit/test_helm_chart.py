@@ -59,6 +59,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "postgresql": {"existingSecret": "pg-creds", "existingSecretKey": "uri"},
         "redis": {"existingSecret": "redis-creds"},
         "internalAuth": {"existingSecret": "token-creds", "existingSecretKey": "token"},
+        "pageTokens": {"existingSecret": "paging-creds"},
     },
     "tls": {
         "tls": {"enabled": True, "existingSecret": "exchange-tls",
@@ -618,6 +619,27 @@ def test_internal_token_from_the_chart_secret(render):
         env = {e["name"]: e for e in existing.container(component)["env"]}
         assert env["EXCHANGE_INTERNAL_TOKEN"]["valueFrom"]["secretKeyRef"] == {
             "name": "token-creds", "key": "token"}
+
+
+def test_page_token_key_shared_by_the_public_services(render, helm, tmp_path):
+    r = render("default")
+    secret = r.get("Secret", f"{PREFIX}-page-tokens")
+    key = secret["stringData"]["page-token-key"]
+    assert len(key) == 48 and key.isalnum()
+    for component in ("order", "marketdata"):
+        env = {e["name"]: e for e in r.container(component)["env"]}
+        assert env["EXCHANGE_PAGE_TOKEN_KEY"]["valueFrom"]["secretKeyRef"] == {
+            "name": f"{PREFIX}-page-tokens", "key": "page-token-key"}
+    assert "EXCHANGE_PAGE_TOKEN_KEY" not in {e["name"] for e in r.container("matching")["env"]}
+    text = (CHART / "templates" / "page-token-secret.yaml").read_text()
+    assert 'lookup "v1" "Secret" .Release.Namespace $name' in text
+    own = _template(helm, tmp_path, {"pageTokens": {"existingSecret": "paging",
+                                                    "existingSecretKey": "k"}})
+    assert not [s for s in own.all("Secret")
+                if s["metadata"]["name"] == f"{PREFIX}-page-tokens"]
+    env = {e["name"]: e for e in own.container("marketdata")["env"]}
+    assert env["EXCHANGE_PAGE_TOKEN_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "paging", "key": "k"}
 
 
 def test_the_token_is_kept_across_upgrades_by_a_lookup():

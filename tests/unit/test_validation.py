@@ -16,7 +16,7 @@ from exchange_common.decimals import (
     format_units,
     parse_units,
 )
-from exchange_common.errors import ExchangeError, FailedPrecondition, InvalidArgument
+from exchange_common.errors import ExchangeError, FailedPrecondition, InvalidArgument, clip
 from exchange_common.instruments import InstrumentSpec
 from order_service.validation import (
     FOK,
@@ -169,3 +169,23 @@ def test_client_order_id_is_printable_ascii_without_spaces(value: str) -> None:
         assert not allowed and err.reason == "CLIENT_ORDER_ID_INVALID"
     else:
         assert allowed
+
+
+def test_clip_keeps_short_values_and_cuts_long_ones() -> None:
+    assert clip("BTC-USD") == "BTC-USD"
+    assert clip("x" * 40) == "x" * 40
+    assert clip("x" * 41) == "x" * 40 + "..."
+    assert clip("é" * 100, 5) == "ééééé..."
+
+
+@pytest.mark.parametrize("field", ["price", "quantity"])
+def test_an_error_never_repeats_a_huge_value(field: str) -> None:
+    """Before: a 1 MB price came back whole in the message (over the client's limit for
+    the status it is sent in)."""
+    huge = "7" * (1 << 20) + "x"
+    request = opb.CreateOrderRequest(side=1, type=LIMIT, price="70000", quantity="0.01")
+    setattr(request, field, huge)
+    with pytest.raises(InvalidArgument) as err:
+        validate_new_order(request, BTC)
+    assert err.value.reason == "INVALID_DECIMAL"
+    assert len(err.value.message) < 300 and "7" * 40 + "..." in err.value.message

@@ -54,6 +54,20 @@ All take (dict "context" $ "component" "order").
 {{- end -}}
 
 {{/* The Secret holding the internal token. */}}
+{{- define "exchange.pageTokenSecretName" -}}
+{{- default (printf "%s-page-tokens" (include "exchange.fullname" .)) .Values.pageTokens.existingSecret -}}
+{{- end -}}
+
+{{/* Container env of the public services: the page token key from its Secret. */}}
+{{- define "exchange.pageTokenEnv" -}}
+{{- $v := .Values -}}
+- name: EXCHANGE_PAGE_TOKEN_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "exchange.pageTokenSecretName" . }}
+      key: {{ ternary $v.pageTokens.existingSecretKey "page-token-key" (ne $v.pageTokens.existingSecret "") }}
+{{- end -}}
+
 {{- define "exchange.internalTokenSecretName" -}}
 {{- default (printf "%s-internal-auth" (include "exchange.fullname" .)) .Values.internalAuth.existingSecret -}}
 {{- end -}}

@@ -70,6 +70,7 @@ spec:
             {{- with include "exchange.tlsEnv" $c }}
             {{- . | nindent 12 }}
             {{- end }}
+            {{- include "exchange.pageTokenEnv" $ctx | nindent 12 }}
           {{- include "exchange.grpcProbes" (dict "port" (include "exchange.probePort" (dict "context" $ctx "component" .component "port" $v.port)) "probes" $v.probes) | nindent 10 }}
           {{- with include "exchange.lifecycle" $v }}
           {{- . | nindent 10 }}
