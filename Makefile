@@ -34,7 +34,8 @@ test-integration: $(STAMP)
 # The fuzz tests of every public RPC with many more examples than `make test` runs
 # (HYPOTHESIS_PROFILE=fuzz: 1,000 per test, a few minutes per test).
 fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/e2e/test_fuzz.py $(PYTEST_ARGS)
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/e2e/test_fuzz.py tests/e2e/test_fuzz_admin.py \
+		$(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -177,10 +177,7 @@ def _guarded(handler: grpc.RpcMethodHandler,
 # ---------------------------------------------------------------------------
 
 
-class _TokenInterceptor(grpc.aio.UnaryUnaryClientInterceptor,
-                        grpc.aio.UnaryStreamClientInterceptor,
-                        grpc.aio.StreamUnaryClientInterceptor,
-                        grpc.aio.StreamStreamClientInterceptor):
+class _AddToken:
     """Adds the internal token to every call of a channel."""
 
     def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
@@ -192,10 +189,28 @@ class _TokenInterceptor(grpc.aio.UnaryUnaryClientInterceptor,
                                              details.credentials, details.wait_for_ready)
         return await continuation(details, request)
 
-    intercept_unary_unary = _call
-    intercept_unary_stream = _call
-    intercept_stream_unary = _call
-    intercept_stream_stream = _call
+
+# One class per kind of call: a channel files each interceptor under the first kind it
+# is an instance of, so one class of all four would only ever see unary calls.
+class _UnaryUnaryToken(_AddToken, grpc.aio.UnaryUnaryClientInterceptor):
+    intercept_unary_unary = _AddToken._call
+
+
+class _UnaryStreamToken(_AddToken, grpc.aio.UnaryStreamClientInterceptor):
+    intercept_unary_stream = _AddToken._call
+
+
+class _StreamUnaryToken(_AddToken, grpc.aio.StreamUnaryClientInterceptor):
+    intercept_stream_unary = _AddToken._call
+
+
+class _StreamStreamToken(_AddToken, grpc.aio.StreamStreamClientInterceptor):
+    intercept_stream_stream = _AddToken._call
+
+
+def _token_interceptors(metadata: tuple[tuple[str, str], ...]) -> list[grpc.aio.ClientInterceptor]:
+    return [kind(metadata) for kind in (_UnaryUnaryToken, _UnaryStreamToken,
+                                        _StreamUnaryToken, _StreamStreamToken)]
 
 
 @dataclass(frozen=True)
@@ -264,5 +279,5 @@ class InternalCaller:
             if self.server_name:
                 options.append(("grpc.ssl_target_name_override", self.server_name))
             return grpc.aio.secure_channel(address, self.credentials(), options=options)
-        interceptors = [_TokenInterceptor(self.metadata)] if token_on_every_call else None
+        interceptors = _token_interceptors(self.metadata) if token_on_every_call else None
         return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)

@@ -35,8 +35,19 @@ import asyncpg
 import grpc
 import pytest
 import pytest_asyncio
+from fuzz_helpers import (
+    ENUM,
+    INT32,
+    MALFORMED,
+    MAX_MESSAGE,
+    MAX_METADATA,
+    TIMEOUT,
+    C,
+    check_error,
+    check_status_proto,
+    text,
+)
 from google.protobuf.message import DecodeError, Message
-from google.rpc import code_pb2, error_details_pb2
 from grpc._cython import cygrpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
@@ -48,7 +59,6 @@ from exchange.marketdata.v1 import marketdata_pb2_grpc as mdpb_grpc
 from exchange.matching.v1 import matching_pb2 as mpb
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
-from exchange_common.config import CommonSettings
 from exchange_common.devrun import Stack
 from exchange_common.errors import error_info
 from exchange_common.instruments import load_instruments
@@ -56,15 +66,6 @@ from exchange_common.paging import PageTokens
 from order_service.validation import check_client_order_id
 
 pytestmark = pytest.mark.e2e
-
-C = grpc.StatusCode
-NEVER = {C.UNKNOWN, C.INTERNAL}
-# A status message never repeats much of the request (errors.clip).
-MAX_DETAILS = 1000
-LIMITS = CommonSettings.model_construct()
-MAX_MESSAGE = LIMITS.max_message_bytes
-MAX_METADATA = LIMITS.max_metadata_bytes
-TIMEOUT = 30
 
 settings.register_profile(
     "fuzz-bounded", max_examples=25, deadline=None,
@@ -89,7 +90,8 @@ class Fuzz:
         self.stack = stack
         self.order = grpc.aio.insecure_channel(stack.order_addr)
         self.marketdata = grpc.aio.insecure_channel(stack.marketdata_addr)
-        self.matching = grpc.aio.insecure_channel(stack.matching_addr)
+        # Authenticated as an order service: the bodies it sends must reach the handlers.
+        self.matching = stack.matching_channel()
         self.orders = opb_grpc.OrderServiceStub(self.order)
         self.md = mdpb_grpc.MarketDataServiceStub(self.marketdata)
         self.tokens = PageTokens(stack.page_token_key.encode())
@@ -153,35 +155,6 @@ async def _until_trades(f: Fuzz) -> mdpb.ListTradesResponse:
 
 # -- invariants --------------------------------------------------------------------------------
 
-def check_error(err: grpc.aio.AioRpcError, *, over_limit: bool = False) -> None:
-    """A failed call: a proper code; ErrorInfo with a reason and a small message, unless
-    gRPC refused a request over a size limit (``over_limit``), which is exactly
-    RESOURCE_EXHAUSTED without details."""
-    code = err.code()
-    assert code not in NEVER, f"{code.name}: {err.details()!r:.300}"
-    if over_limit:
-        assert code == C.RESOURCE_EXHAUSTED and error_info(err) is None, (
-            f"{code.name}: {err.details()!r:.300}")
-        return
-    info = error_info(err)
-    assert info is not None and info.reason and info.domain == "exchange", (
-        f"{code.name} without a reason: {err.details()!r:.300}")
-    assert len(err.details() or "") <= MAX_DETAILS, f"{len(err.details())}-character message"
-
-
-def check_status_proto(status) -> None:
-    """An error inside an OrderEntry event."""
-    assert status.code not in (code_pb2.UNKNOWN, code_pb2.INTERNAL, code_pb2.OK), status
-    reasons = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reasons.append(info.reason)
-    assert reasons and all(reasons), status
-    assert len(status.message) <= MAX_DETAILS
-
-
 async def outcome(call: Awaitable[Any], *, over_limit: bool = False) -> Any:
     """The response, or None after checking the error."""
     try:
@@ -207,29 +180,6 @@ def over_message_limit(request: Message) -> bool:
 
 
 # -- strategies -------------------------------------------------------------------------------
-
-MEGABYTE = 1 << 20
-HOSTILE = [
-    "", " ", "NaN", "nan", "-NaN", "Infinity", "-Infinity", "inf", "1e3", "1E3", "1e-2",
-    "-0", "0", "0.0", "00", "-1", "0x10", "0b1", "+5", " 5", "5 ", "5\n", "\t5", "1,000",
-    "1_000", "٥", "５", "߅", "१२३", "Ⅻ", "1" * 40, "9" * 19, "9" * 18, "0." + "0" * 17 + "1",
-    "1." + "1" * 19, "70000.00", "70000", "70000.001", "0.01", "0.0001", "1000.0001",
-    "BTC-USD", "btc-usd", "ETH-USD", "BTC-USD ", "BTC-USD\x00", "\x00", "\u202eDSU-CTB",
-    "\u200fBTC-USD", "BTC\u2010USD", "\ufeffBTC-USD", "\U0001f4a9", "' OR 1=1 --",
-    "%s%n%x", "{0}{1}", "\\x00", "x-" + "a" * 62, "a" * 65, "a b", "é",
-    "7" * MEGABYTE, "é" * (MEGABYTE // 2), "\u202e" * (MEGABYTE // 3),
-]
-
-
-def text() -> st.SearchStrategy[str]:
-    return st.one_of(st.sampled_from(HOSTILE), st.text(max_size=80),
-                     st.text(alphabet="0123456789.-+eE ", max_size=45))
-
-
-ENUM = st.one_of(st.integers(-2, 5), st.integers(-(1 << 31), (1 << 31) - 1))
-INT32 = st.one_of(st.sampled_from([0, 1, -1, 999, 1000, 1001, (1 << 31) - 1, -(1 << 31)]),
-                  st.integers(-(1 << 31), (1 << 31) - 1))
-
 
 @st.composite
 def order_id(draw) -> str:
@@ -364,16 +314,6 @@ def entry_command() -> st.SearchStrategy[opb.OrderEntryCommand]:
         cancel_request().map(lambda r: opb.OrderEntryCommand(cancel=r)),
         amend_request().map(lambda r: opb.OrderEntryCommand(amend=r)),
     )
-
-
-# Bodies that are not valid protobuf for any request message: truncated varint and
-# length, wire types 3/4/6/7 (groups and reserved), a tag of field 0, a length past the
-# end, invalid UTF-8 in string field 1, nesting past the parser's limit.
-MALFORMED = [
-    b"\x08", b"\x80", b"\x0a", b"\x0a\x05ab", b"\x0b", b"\x0c", b"\x0e", b"\x0f", b"\x00",
-    b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", b"\x0a\x02\xff\xfe",
-    b"\x0a\x80\x80\x80\x80\x10", b"\x0a" + b"\x02\x0a\x00" * 3, b"\x0a" * 200,
-]
 
 
 # Filled in by the fixture for the strategies (hypothesis draws ids and tokens from it).
