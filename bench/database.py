@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from exchange_common.embedded import EmbeddedPostgres
+from exchange_dev.embedded import EmbeddedPostgres
 
 
 @contextmanager

@@ -25,7 +25,7 @@ from bench.results import write_result
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
-from exchange_common.devrun import Stack
+from exchange_dev.stack import Stack
 
 KEYS = {"alice": "bench-alice-key", "bob": "bench-bob-key"}
 

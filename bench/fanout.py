@@ -2,7 +2,7 @@
 
 For each N of ``--subscribers`` and each of "without" / "with" one deliberately slow
 subscriber, a fresh exchange is started (embedded PostgreSQL and Redis, the three
-services as real processes, ``exchange_common.devrun.Stack``), then:
+services as real processes, ``exchange_dev.stack.Stack``), then:
 
 * N subscribers, spread over ``--procs`` client processes (one HTTP/2 connection per
   ``--streams-per-connection`` subscribers), each keep a local L2 book from the stream
@@ -623,7 +623,7 @@ def _pcts(encoded_list: list[bytes]) -> dict:
 async def one_run(spec: RunSpec, workdir: Path) -> dict:
     import asyncpg
 
-    from exchange_common.devrun import Stack
+    from exchange_dev.stack import Stack
 
     keys = _account_keys(spec.accounts)
     marketdata_env = {}

@@ -148,7 +148,7 @@ def main() -> None:
     url = os.environ.get("EXCHANGE_REDIS_URL")
     server = None
     if not url:
-        from exchange_common.embedded import EmbeddedRedis
+        from exchange_dev.embedded import EmbeddedRedis
 
         server = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="bench-ratelimit-")))
         server.start()

@@ -108,7 +108,7 @@ async def time_process(url: str) -> float:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from exchange_common.embedded import free_port
+    from exchange_dev.embedded import free_port
 
     port = free_port()
     env = {**os.environ, "EXCHANGE_DATABASE_URL": url,

@@ -4,7 +4,7 @@ services as real processes.
 Servers: ``EXCHANGE_TEST_DATABASE_URL`` (a server URL; databases are created
 on it) and ``EXCHANGE_TEST_REDIS_URL`` when set, otherwise an embedded
 PostgreSQL and Redis started once per session in a temporary directory
-(``exchange_common.embedded``). Nothing is started unless a test asks for it.
+(``exchange_dev.embedded``). Nothing is started unless a test asks for it.
 
 - ``pg_server`` / ``redis_server`` (session): the embedded servers, or None
   with external URLs. Outage tests stop/kill and start them; the
@@ -19,7 +19,7 @@ PostgreSQL and Redis started once per session in a temporary directory
   one module, e.g. for a stack they share (a module-scoped fixture of their own).
 - ``stack``: the three services as real processes on the test's database
   and Redis, on free ports, with the accounts ``alice`` and ``bob``
-  (keys in ``TEST_KEYS``); see ``exchange_common.devrun.Stack``.
+  (keys in ``TEST_KEYS``); see ``exchange_dev.stack.Stack``.
 
 Tests under ``tests/integration`` get the ``integration`` marker and those
 under ``tests/e2e`` the ``e2e`` marker automatically, as does any test that
@@ -42,8 +42,8 @@ import pytest
 import redis
 
 from exchange_common import db
-from exchange_common.devrun import Stack
-from exchange_common.embedded import EmbeddedPostgres, EmbeddedRedis, quote_ident
+from exchange_dev.embedded import EmbeddedPostgres, EmbeddedRedis, quote_ident
+from exchange_dev.stack import Stack
 
 # A suite started as a background job (`make test &`, `nohup .ci/run &`) inherits SIGINT
 # ignored, and so would every process it starts: the CLI tests that press Ctrl-C would then

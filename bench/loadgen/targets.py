@@ -26,8 +26,8 @@ from bench.loadgen.worker import CODE_NAMES
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
-from exchange_common.devrun import Stack, health_check
-from exchange_common.embedded import free_port
+from exchange_dev.embedded import free_port
+from exchange_dev.stack import Stack, health_check
 
 log = logging.getLogger("bench.loadgen")
 

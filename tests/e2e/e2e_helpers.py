@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from exchange_common.devrun import Stack
+from exchange_dev.stack import Stack
 
 
 class Checks:

@@ -9,7 +9,7 @@ from typing import Any
 
 from e2e_helpers import run
 
-from exchange_common.devrun import Stack
+from exchange_dev.stack import Stack
 
 
 async def admin(stack: Stack, *args: str) -> Any:

@@ -60,8 +60,8 @@ from exchange.matching.v1 import matching_pb2 as mpb
 from exchange.matching.v1 import matching_pb2_grpc as mpb_grpc
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
-from exchange_common.devrun import Stack
 from exchange_common.errors import error_info
+from exchange_dev.stack import Stack
 
 pytestmark = pytest.mark.e2e
 

@@ -59,10 +59,10 @@ from exchange.marketdata.v1 import marketdata_pb2_grpc as mdpb_grpc
 from exchange.matching.v1 import matching_pb2 as mpb
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
-from exchange_common.devrun import Stack
 from exchange_common.errors import error_info
 from exchange_common.instruments import load_instruments
 from exchange_common.paging import PageTokens
+from exchange_dev.stack import Stack
 from order_service.validation import check_client_order_id
 
 pytestmark = pytest.mark.e2e

@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 
 from exchange.admin.v1 import admin_pb2 as apb
 from exchange.admin.v1 import admin_pb2_grpc as apb_grpc
-from exchange_common.devrun import Stack
+from exchange_dev.stack import Stack
 
 pytestmark = pytest.mark.e2e
 

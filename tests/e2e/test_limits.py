@@ -21,8 +21,8 @@ from exchange.marketdata.v1 import marketdata_pb2 as mdpb
 from exchange.marketdata.v1 import marketdata_pb2_grpc as mdpb_grpc
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
-from exchange_common.devrun import Stack
 from exchange_common.errors import error_info
+from exchange_dev.stack import Stack
 
 LIMITS_ENV = {
     "EXCHANGE_MAX_FAILED_AUTH_PER_MINUTE": "5",

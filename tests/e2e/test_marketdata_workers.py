@@ -28,7 +28,7 @@ from exchange.marketdata.v1 import marketdata_pb2 as md_pb2
 from exchange.marketdata.v1 import marketdata_pb2_grpc as md_grpc
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
-from exchange_common.devrun import Stack
+from exchange_dev.stack import Stack
 
 pytestmark = pytest.mark.e2e
 

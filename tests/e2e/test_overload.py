@@ -18,7 +18,7 @@ import pytest
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
-from exchange_common.devrun import Stack
+from exchange_dev.stack import Stack
 
 pytestmark = pytest.mark.e2e
 

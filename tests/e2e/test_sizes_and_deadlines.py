@@ -24,8 +24,8 @@ from exchange.marketdata.v1 import marketdata_pb2 as mdpb
 from exchange.matching.v1 import matching_pb2 as mpb
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
-from exchange_common.devrun import Stack
 from exchange_common.errors import error_info
+from exchange_dev.stack import Stack
 
 pytestmark = pytest.mark.e2e
 

@@ -1,7 +1,7 @@
 """TLS on the public ports and mutual TLS between services, with real handshakes.
 
 One stack for the module, as ``make run TLS=1`` starts it (``Stack(tls=True)``:
-certificates made with ``cryptography`` by ``exchange_common.devcerts``), plus
+certificates made with ``cryptography`` by ``exchange_dev.certs``), plus
 market data requiring client certificates (``EXCHANGE_TLS_CLIENT_CA_FILE``) and
 health-only plaintext ports on the order service and matching
 (``EXCHANGE_HEALTH_LISTEN``, what the chart's probes use when TLS is on).
@@ -34,11 +34,11 @@ from exchange.matching.v1 import matching_pb2_grpc as mpb_grpc
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
 from exchange_client import AsyncExchangeClient, Unavailable
-from exchange_common import devcerts
-from exchange_common.devrun import Stack, banner, health_check
-from exchange_common.embedded import free_port
 from exchange_common.errors import error_info
 from exchange_common.tls import InternalCaller
+from exchange_dev import certs as devcerts
+from exchange_dev.embedded import free_port
+from exchange_dev.stack import Stack, banner, health_check
 
 pytestmark = pytest.mark.e2e
 

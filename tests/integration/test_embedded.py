@@ -20,9 +20,9 @@ import psutil
 import pytest
 import redis.asyncio as aioredis
 
-from exchange_common import devrun
-from exchange_common.devrun import Stack, health_check, load_dev_keys
-from exchange_common.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from exchange_dev import stack as devrun
+from exchange_dev.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from exchange_dev.stack import Stack, health_check, load_dev_keys
 
 pytestmark = pytest.mark.integration
 
@@ -205,7 +205,7 @@ async def test_redis_survives_stop_and_kill_on_the_same_port(server_dir: Path) -
 def test_servers_stop_when_their_parent_is_killed(server_dir: Path) -> None:
     code = textwrap.dedent(f"""
         import sys, time
-        from exchange_common.embedded import EmbeddedPostgres, EmbeddedRedis
+        from exchange_dev.embedded import EmbeddedPostgres, EmbeddedRedis
         pg = EmbeddedPostgres({str(server_dir / "pg")!r}); pg.start()
         r = EmbeddedRedis({str(server_dir / "redis")!r}); r.start()
         print(pg.pid, r.pid, flush=True)
@@ -325,7 +325,7 @@ def _devrun_env(data_dir: Path) -> dict[str, str]:
 
 def _run_devrun_until_banner(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
     out = open(log, "w")  # noqa: SIM115 - the child holds it
-    proc = subprocess.Popen([sys.executable, "-m", "exchange_common.devrun"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "exchange_dev.stack"], env=env,
                             stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
     out.close()
     deadline = time.monotonic() + 90

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
-from exchange_common.embedded import free_port
 from exchange_common.errors import ResourceExhausted
+from exchange_dev.embedded import free_port
 from order_service.auth import Caller, Tier
 from order_service.limits import CANCELS, ORDERS, RateLimiter
 

@@ -1,4 +1,4 @@
-"""The dev certificates (exchange_common.devcerts): made once, kept while good, made
+"""The dev certificates (exchange_dev.certs): made once, kept while good, made
 anew when not; the dev stack's TLS switch; and the client library's TLS options."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 from cryptography import x509
 
 from exchange_client._tls import channel_credentials, connection_hint
-from exchange_common import devcerts
-from exchange_common.devrun import stack_from_env
+from exchange_dev import certs as devcerts
+from exchange_dev.stack import stack_from_env
 
 FILES = ("ca", "server", "matching", "order-service", "client")
 

@@ -26,7 +26,7 @@ Environment:
 - ``EXCHANGE_DEV_TLS=1`` (or ``exchange-dev --tls``, ``make run TLS=1``): TLS on the
   public ports and mutual TLS between the order service and matching, with
   certificates made on the first run and kept in ``.data/tls/``
-  (``exchange_common.devcerts``). Without it the public ports are plaintext and
+  (``exchange_dev.certs``). Without it the public ports are plaintext and
   the order service authenticates to matching with a random shared token.
 
 The orchestration is the ``Stack`` class, which the test suite uses too
@@ -54,18 +54,18 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from exchange_common import db
-from exchange_common.embedded import (
+from exchange_common.keys import ADMIN_KEY_KIND, new_key
+from exchange_common.tls import InternalCaller
+from exchange_dev.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
     free_port,
     spawn_child,
     terminate_child,
 )
-from exchange_common.keys import ADMIN_KEY_KIND, new_key
-from exchange_common.tls import InternalCaller
 
 if TYPE_CHECKING:  # devcerts needs the dev extra (cryptography): imported when used
-    from exchange_common.devcerts import DevCerts
+    from exchange_dev.certs import DevCerts
 
 log = logging.getLogger("exchange-dev")
 
@@ -132,7 +132,7 @@ class Stack:
     Listen addresses left as None get a free port on 127.0.0.1 (tests).
 
     ``tls``: TLS on the public ports and mutual TLS from the order service to
-    matching, with the certificates of ``exchange_common.devcerts`` in ``tls_dir``
+    matching, with the certificates of ``exchange_dev.certs`` in ``tls_dir``
     (default ``<data_dir>/tls``; kept while they are good). Otherwise plaintext,
     and the shared ``internal_token`` between order service and matching.
     ``channel_credentials()`` / ``ca_file`` are what a client of the public ports
@@ -295,7 +295,7 @@ class Stack:
     def certs(self) -> DevCerts | None:
         """The dev certificates (made on first use) when ``tls``, else None."""
         if self.tls and self._certs is None:
-            from exchange_common.devcerts import ensure_dev_certs  # dev dependency
+            from exchange_dev.certs import ensure_dev_certs  # dev dependency
 
             assert self.tls_dir is not None
             self._certs = ensure_dev_certs(self.tls_dir)
