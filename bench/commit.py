@@ -31,6 +31,7 @@ import psutil
 from bench.database import database_url
 from bench.results import write_result
 from exchange_common import db
+from exchange_dev.accounts import ensure_account
 from matching_service.engine import BUY, GTC, IOC, LIMIT, MARKET, SELL, OrderBook
 from matching_service.store import Store
 
@@ -120,7 +121,7 @@ async def run(server_url: str, batches: list[int], orders: int, seed: int) -> li
         await db.migrate(conn)
         await db.seed_instruments(conn)
         for i in range(ACCOUNTS):
-            await db.ensure_account(conn, f"bench-commit-{i}")
+            await ensure_account(conn, f"bench-commit-{i}")
         await conn.close()
         out = []
         for batch in batches:

@@ -33,8 +33,8 @@ from redis.asyncio import Redis
 
 from bench.results import write_result
 from exchange_common.config import OrderSettings
-from exchange_common.db import DEV_TIER_LIMITS
 from exchange_common.errors import ResourceExhausted
+from exchange_dev.accounts import DEV_TIER_LIMITS
 from order_service.auth import Caller, Tier
 from order_service.limits import ORDERS, RateLimiter
 

@@ -33,6 +33,7 @@ import asyncpg
 from bench.database import database_url
 from bench.results import write_result
 from exchange_common import db
+from exchange_dev.accounts import ensure_account
 from matching_service.engine import BUY, GTC, LIMIT, SELL, OrderBook
 from matching_service.recovery import encode_snapshot
 from matching_service.store import Store
@@ -44,7 +45,7 @@ async def build(url: str, orders: int, churn: int, tail: int, seed: int) -> None
     conn = await asyncpg.connect(url)
     await db.migrate(conn)
     await db.seed_instruments(conn)
-    accounts = [await db.ensure_account(conn, f"bench-{i}") for i in range(50)]
+    accounts = [await ensure_account(conn, f"bench-{i}") for i in range(50)]
     await conn.execute("UPDATE instrument_state SET owner_epoch = 1 WHERE instrument_id = $1",
                        INSTRUMENT)
     await conn.close()

@@ -1,36 +1,10 @@
-"""``exchange-dev`` (``make run``): the whole exchange on one machine.
+"""The whole exchange as processes on this machine: ``Stack``.
 
-Starts, unless URLs are given, an embedded PostgreSQL and Redis with their
-data in ``./.data/`` (kept between runs), applies the migrations, seeds the
-instruments and the demo accounts ``alice`` and ``bob``, then starts the
-matching, order and market-data services as child processes and prints where
-they listen and how to place a first order. Ctrl-C or SIGTERM stops
-everything in order (services, then Redis and PostgreSQL) and exits 0; a
-service that dies on its own stops everything with a non-zero exit.
-
-Environment:
-
-- ``EXCHANGE_DATA_DIR``: where the embedded servers keep their data (``.data``).
-- ``EXCHANGE_DATABASE_URL`` / ``EXCHANGE_REDIS_URL``: use these servers
-  instead of embedded ones.
-- ``EXCHANGE_EMBEDDED_PG_PORT`` (55432) / ``EXCHANGE_EMBEDDED_REDIS_PORT``
-  (56379): ports of the embedded servers.
-- ``EXCHANGE_DEV_API_KEYS``: ``alice=KEY1,bob=KEY2``. Without it, random keys
-  are made on the first run and kept in ``.data/dev-api-keys``. The demo accounts are
-  in the rate tier ``dev`` (limits no single machine reaches).
-- ``EXCHANGE_DEV_ADMIN_KEY``: the admin key (``exchange admin ...``). Without it, one
-  is made on the first run and kept in ``.data/dev-admin-key``.
-- ``EXCHANGE_ORDER_LISTEN``, ``EXCHANGE_MATCHING_LISTEN``,
-  ``EXCHANGE_MATCHING_ADVERTISE``, ``EXCHANGE_MARKETDATA_LISTEN``: as for the
-  services themselves.
-- ``EXCHANGE_DEV_TLS=1`` (or ``exchange-dev --tls``, ``make run TLS=1``): TLS on the
-  public ports and mutual TLS between the order service and matching, with
-  certificates made on the first run and kept in ``.data/tls/``
-  (``exchange_dev.certs``). Without it the public ports are plaintext and
-  the order service authenticates to matching with a random shared token.
-
-The orchestration is the ``Stack`` class, which the test suite uses too
-(``tests/conftest.py``: the ``stack`` fixture).
+PostgreSQL and Redis (embedded unless URLs are given), the migrations, the instruments and
+accounts, then the matching, order and market-data services as child processes, each started
+once the one before answers its health check; stopped in order. ``make run`` is a ``Stack``
+(``exchange_dev.cli``), and so are the tests' ``stack`` fixtures (``tests/conftest.py``) and
+the benchmarks' exchanges.
 """
 
 from __future__ import annotations
@@ -47,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 import asyncpg
 import grpc
@@ -56,6 +30,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from exchange_common import db
 from exchange_common.keys import ADMIN_KEY_KIND, new_key
 from exchange_common.tls import InternalCaller
+from exchange_dev.accounts import DEV_TIER, DEV_TIER_LIMITS, ensure_account, ensure_tier
+from exchange_dev.certs import DevCerts, ensure_dev_certs
 from exchange_dev.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
@@ -64,32 +40,21 @@ from exchange_dev.embedded import (
     terminate_child,
 )
 
-if TYPE_CHECKING:  # devcerts needs the dev extra (cryptography): imported when used
-    from exchange_dev.certs import DevCerts
-
 log = logging.getLogger("exchange-dev")
-
-DEMO_ACCOUNTS = ("alice", "bob")
-DEFAULT_PG_PORT = 55432
-DEFAULT_REDIS_PORT = 56379
-KEYS_FILE = "dev-api-keys"
-ADMIN_KEY_FILE = "dev-admin-key"
 
 
 @dataclass(frozen=True)
 class ServiceSpec:
     name: str
     module: str
-    listen_env: str
-    default_listen: str
 
 
 # In start order: matching first, so the order service finds the owners.
 SERVICES: tuple[ServiceSpec, ...] = (
     # Internal: on loopback only (and it takes commands only from an order service).
-    ServiceSpec("matching", "matching_service", "EXCHANGE_MATCHING_LISTEN", "127.0.0.1:50060"),
-    ServiceSpec("order", "order_service", "EXCHANGE_ORDER_LISTEN", "0.0.0.0:50051"),
-    ServiceSpec("marketdata", "marketdata_service", "EXCHANGE_MARKETDATA_LISTEN", "0.0.0.0:50052"),
+    ServiceSpec("matching", "matching_service"),
+    ServiceSpec("order", "order_service"),
+    ServiceSpec("marketdata", "marketdata_service"),
 )
 _SPECS = {s.name: s for s in SERVICES}
 # Stop order: the public entry first, matching (which may still be
@@ -134,7 +99,9 @@ class Stack:
     ``tls``: TLS on the public ports and mutual TLS from the order service to
     matching, with the certificates of ``exchange_dev.certs`` in ``tls_dir``
     (default ``<data_dir>/tls``; kept while they are good). Otherwise plaintext,
-    and the shared ``internal_token`` between order service and matching.
+    and the shared ``internal_token`` between order service and matching
+    (random unless given, in ``internal_token`` or ``env``); ``page_token_key``
+    likewise.
     ``channel_credentials()`` / ``ca_file`` are what a client of the public ports
     needs; ``internal_caller()`` / ``matching_channel()`` call a matching pod as an
     order service would (tests and tools).
@@ -180,6 +147,8 @@ class Stack:
         stop_timeout: float = 15.0,
         tls: bool = False,
         tls_dir: Path | str | None = None,
+        internal_token: str | None = None,
+        page_token_key: str | None = None,
     ) -> None:
         if (database_url is None or redis_url is None) and data_dir is None:
             raise ValueError("data_dir is needed for the embedded servers")
@@ -195,12 +164,10 @@ class Stack:
         self.account_ids: dict[str, int] = {}
         self.extra_env = dict(env or {})
         # The shared secret between the order services and the matching pods.
-        self.internal_token = (self.extra_env.get("EXCHANGE_INTERNAL_TOKEN")
-                               or os.environ.get("EXCHANGE_INTERNAL_TOKEN")
+        self.internal_token = (internal_token or self.extra_env.get("EXCHANGE_INTERNAL_TOKEN")
                                or secrets.token_urlsafe(32))
         # The key of page tokens, shared by the services (as replicas would share it).
-        self.page_token_key = (self.extra_env.get("EXCHANGE_PAGE_TOKEN_KEY")
-                               or os.environ.get("EXCHANGE_PAGE_TOKEN_KEY")
+        self.page_token_key = (page_token_key or self.extra_env.get("EXCHANGE_PAGE_TOKEN_KEY")
                                or secrets.token_urlsafe(32))
         # Per service name: variables for that service only (applied last).
         self.service_extra_env: dict[str, dict[str, str]] = {
@@ -264,8 +231,7 @@ class Stack:
         the address to call it on."""
         if name in self.specs:
             raise ValueError(f"a service named {name!r} already exists")
-        self.specs[name] = ServiceSpec(name, "order_service", "EXCHANGE_ORDER_LISTEN",
-                                       _SPECS["order"].default_listen)
+        self.specs[name] = ServiceSpec(name, "order_service")
         self.listen[name] = f"127.0.0.1:{free_port()}"
         if env:
             self.service_extra_env.setdefault(name, {}).update(env)
@@ -281,8 +247,7 @@ class Stack:
         later with ``start_service(name)``. Returns the address it advertises."""
         if name in self.specs:
             raise ValueError(f"a service named {name!r} already exists")
-        self.specs[name] = ServiceSpec(name, "matching_service", "EXCHANGE_MATCHING_LISTEN",
-                                       _SPECS["matching"].default_listen)
+        self.specs[name] = ServiceSpec(name, "matching_service")
         self.listen[name] = listen or f"127.0.0.1:{free_port()}"
         self.extra_matching[name] = advertise or connect_address(self.listen[name])
         if env:
@@ -295,8 +260,6 @@ class Stack:
     def certs(self) -> DevCerts | None:
         """The dev certificates (made on first use) when ``tls``, else None."""
         if self.tls and self._certs is None:
-            from exchange_dev.certs import ensure_dev_certs  # dev dependency
-
             assert self.tls_dir is not None
             self._certs = ensure_dev_certs(self.tls_dir)
         return self._certs
@@ -389,9 +352,9 @@ class Stack:
         try:
             await db.migrate(conn)
             await db.seed_instruments(conn)
-            await db.ensure_tier(conn, db.DEV_TIER, **db.DEV_TIER_LIMITS)
+            await ensure_tier(conn, DEV_TIER, **DEV_TIER_LIMITS)
             for name, key in self.keys.items():
-                self.account_ids[name] = await db.ensure_account(conn, name, key, db.DEV_TIER)
+                self.account_ids[name] = await ensure_account(conn, name, key, DEV_TIER)
             await db.ensure_admin_key(conn, self.admin_key, "dev")
         finally:
             await conn.close()
@@ -583,216 +546,3 @@ async def health_check(addr: str, service: str = "", timeout: float = 1.0,
         except grpc.aio.AioRpcError:
             return None
         return reply.status
-
-
-# ---------------------------------------------------------------------------
-# exchange-dev
-# ---------------------------------------------------------------------------
-
-
-def load_dev_keys(data_dir: Path) -> tuple[dict[str, str], str]:
-    """The demo accounts' API keys and where they came from.
-
-    ``EXCHANGE_DEV_API_KEYS`` wins; otherwise ``<data_dir>/dev-api-keys``;
-    otherwise new random keys, saved there (mode 600) for the next runs.
-    """
-    env = os.environ.get("EXCHANGE_DEV_API_KEYS")
-    if env:
-        return db.parse_dev_keys(env), "EXCHANGE_DEV_API_KEYS"
-    path = data_dir / KEYS_FILE
-    if path.exists():
-        keys = db.parse_dev_keys(",".join(path.read_text().split()))
-        if all(name in keys for name in DEMO_ACCOUNTS):
-            return keys, str(path)
-    else:
-        keys = {}
-    for name in DEMO_ACCOUNTS:
-        keys.setdefault(name, secrets.token_urlsafe(24))
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write("".join(f"{name}={key}\n" for name, key in keys.items()))
-    os.chmod(path, 0o600)
-    return keys, str(path)
-
-
-def load_dev_admin_key(data_dir: Path) -> str:
-    """``EXCHANGE_DEV_ADMIN_KEY``, else the one kept in ``<data_dir>/dev-admin-key``, else a
-    new one saved there (mode 600)."""
-    env = os.environ.get("EXCHANGE_DEV_ADMIN_KEY", "").strip()
-    if env:
-        return env
-    path = data_dir / ADMIN_KEY_FILE
-    if path.exists():
-        key = path.read_text().strip()
-        if key:
-            return key
-    key = new_key(ADMIN_KEY_KIND)[0]
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(key + "\n")
-    return key
-
-
-def banner(stack: Stack, keys_source: str) -> str:
-    alice = stack.keys.get("alice") or next(iter(stack.keys.values()), "KEY")
-    rows = [
-        ("order service", stack.order_addr, stack.listen["order"]),
-        ("market data", stack.marketdata_addr, stack.listen["marketdata"]),
-        ("matching", stack.matching_addr, stack.listen["matching"]),
-    ]
-    lines = ["", "=" * 78, "  Exchange is running.  Ctrl-C to stop.", "=" * 78, ""]
-    for label, addr, listen in rows:
-        lines.append(f"  {label:<15} {addr:<22} (gRPC, listening on {listen})")
-    pg_note = f"embedded, data in {stack.pg.data_dir}" if stack.pg else "external"
-    redis_note = f"embedded, data in {stack.redis.data_dir}" if stack.redis else "external"
-    lines += [
-        f"  {'PostgreSQL':<15} {stack.database_url}  ({pg_note})",
-        f"  {'Redis':<15} {stack.redis_url}  ({redis_note})",
-        "",
-        f"  API keys (from {keys_source}):",
-    ]
-    for name, key in stack.keys.items():
-        account = stack.account_ids.get(name)
-        lines.append(f"    {name:<8} {key}" + (f"   (account {account})" if account else ""))
-    lines += ["", f"  Admin key (x-admin-key): {stack.admin_key}"]
-    body = ('{"instrument": "BTC-USD", "side": "SIDE_BUY", "type": "ORDER_TYPE_LIMIT", '
-            '"time_in_force": "TIME_IN_FORCE_GTC", "price": "70000", "quantity": "0.01"}')
-    cli, grpcurl = "", "-plaintext"
-    if stack.certs is not None:
-        ca = _short_path(stack.certs.ca)
-        cli, grpcurl = f"--ca-file {ca} ", f"-cacert {ca}"
-        lines += [
-            "",
-            f"  TLS on the public ports; certificates in {_short_path(stack.certs.directory)}",
-            f"  (CA {ca}); the order service reaches matching with mutual TLS.",
-            "  Clients: --ca-file (or EXCHANGE_TLS_CA_FILE) with the exchange CLI, -cacert",
-            "  with grpcurl.",
-        ]
-    lines += [
-        "",
-        "  Place a first order:",
-        f"    EXCHANGE_API_KEY={alice} .venv/bin/exchange {cli}order create BTC-USD buy 0.01 "
-        "--price 70000",
-        "",
-        "  Or with grpcurl:",
-        f"    grpcurl -H 'x-api-key: {alice}' {grpcurl} -d '{body}' \\",
-        f"      {stack.order_addr} exchange.order.v1.OrderService/CreateOrder",
-        "",
-        "  Operate it (accounts, keys, instruments, the audit log):",
-        f"    EXCHANGE_ADMIN_KEY={stack.admin_key} .venv/bin/exchange {cli}admin "
-        "instrument list",
-        "",
-        "=" * 78,
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _short_path(path: Path) -> str:
-    """``path`` relative to the working directory when it is below it."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def stack_from_env(tls: bool = False) -> tuple[Stack, str]:
-    """The dev stack as the environment describes it, and where its keys come from.
-    ``tls`` (or ``EXCHANGE_DEV_TLS=1``): TLS with the dev certificates."""
-    data_dir = Path(os.environ.get("EXCHANGE_DATA_DIR", ".data")).absolute()
-    keys, source = load_dev_keys(data_dir)
-    env_listen = {s.name: os.environ.get(s.listen_env) or s.default_listen for s in SERVICES}
-    stack = Stack(
-        database_url=os.environ.get("EXCHANGE_DATABASE_URL") or None,
-        redis_url=os.environ.get("EXCHANGE_REDIS_URL") or None,
-        data_dir=data_dir,
-        pg_port=int(os.environ.get("EXCHANGE_EMBEDDED_PG_PORT", DEFAULT_PG_PORT)),
-        redis_port=int(os.environ.get("EXCHANGE_EMBEDDED_REDIS_PORT", DEFAULT_REDIS_PORT)),
-        keys=keys,
-        admin_key=load_dev_admin_key(data_dir),
-        order_listen=env_listen["order"],
-        matching_listen=env_listen["matching"],
-        matching_advertise=os.environ.get("EXCHANGE_MATCHING_ADVERTISE")
-        or connect_address(env_listen["matching"]),
-        marketdata_listen=env_listen["marketdata"],
-        tls=tls or _env_flag("EXCHANGE_DEV_TLS"),
-    )
-    return stack, source
-
-
-async def run(stack: Stack, keys_source: str) -> int:
-    """Start ``stack``, print the banner, run until a signal or a death."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    received: list[str] = []
-
-    def on_signal(sig: signal.Signals) -> None:
-        received.append(sig.name)
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal, sig)
-
-    starting = asyncio.ensure_future(stack.start())
-    stop_wait = asyncio.ensure_future(stop.wait())
-    await asyncio.wait([starting, stop_wait], return_when=asyncio.FIRST_COMPLETED)
-    if not starting.done():
-        log.info("%s received while starting; stopping", received[0])
-        starting.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await starting
-        await stack.stop()
-        return 0
-    try:
-        starting.result()
-    except Exception as err:  # noqa: BLE001 - reported, then exit 1
-        stop_wait.cancel()
-        log.error("could not start the exchange: %s", err)
-        return 1
-
-    print(banner(stack, keys_source), flush=True)
-    died = asyncio.ensure_future(stack.wait_for_exit())
-    await asyncio.wait([died, stop_wait], return_when=asyncio.FIRST_COMPLETED)
-    code = 0
-    if died.done():
-        name, rc = died.result()
-        log.error("%s exited unexpectedly with code %s; shutting everything down", name, rc)
-        code = 1
-    else:
-        died.cancel()
-        log.info("%s received; shutting down", received[0])
-    codes = await stack.stop()
-    for name, rc in codes.items():
-        if rc not in (0, -signal.SIGTERM):
-            log.warning("%s service exited with code %d", name, rc)
-    log.info("stopped")
-    return code
-
-
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="exchange-dev", description="The whole exchange on this machine (make run).")
-    parser.add_argument("--tls", action="store_true",
-                        help="TLS on the public ports and mutual TLS between services, with "
-                             "certificates made in <data dir>/tls (env EXCHANGE_DEV_TLS=1)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s exchange-dev %(message)s",
-                        datefmt="%H:%M:%S")
-    try:
-        stack, source = stack_from_env(tls=args.tls)
-    except ValueError as err:
-        print(f"exchange-dev: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    raise SystemExit(asyncio.run(run(stack, source)))
-
-
-if __name__ == "__main__":
-    main()

@@ -37,8 +37,9 @@ from exchange_client import AsyncExchangeClient, Unavailable
 from exchange_common.errors import error_info
 from exchange_common.tls import InternalCaller
 from exchange_dev import certs as devcerts
+from exchange_dev.cli import banner
 from exchange_dev.embedded import free_port
-from exchange_dev.stack import Stack, banner, health_check
+from exchange_dev.stack import Stack, health_check
 
 pytestmark = pytest.mark.e2e
 

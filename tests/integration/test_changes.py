@@ -8,6 +8,7 @@ import asyncpg
 
 from exchange_common import db
 from exchange_common.changes import APPLICATION_NAME, FALLBACK_MAX_AGE, ChangeListener
+from exchange_dev.accounts import ensure_account, ensure_tier
 
 
 async def wait_for(condition, timeout: float = 10.0) -> None:
@@ -28,12 +29,12 @@ async def test_every_change_is_notified_and_a_reconnection_flushes_all(
     try:
         assert await listener.connected(10)
         seen.clear()
-        account = await db.ensure_account(conn, "zoe", "zoe-key-0123456789")
+        account = await ensure_account(conn, "zoe", "zoe-key-0123456789")
         await wait_for(lambda: "api_keys" in seen)
         await conn.execute("UPDATE accounts SET disabled_at = now() WHERE account_id = $1",
                            account)
         await conn.execute("UPDATE instruments SET status = 'halted' WHERE symbol = 'BTC-USD'")
-        await db.ensure_tier(conn, "vip", orders_per_second=5)
+        await ensure_tier(conn, "vip", orders_per_second=5)
         await db.ensure_admin_key(conn, "an-admin-key-0123456789")
         await wait_for(lambda: {"accounts", "instruments", "rate_tiers", "admin_keys"}
                        <= set(seen))
@@ -81,7 +82,7 @@ async def test_a_change_is_answered_once_every_listener_applied_it(database_url:
         before = list(applied)
         async with conn.transaction():
             txid = await conn.fetchval("SELECT txid_current()")
-            await db.ensure_account(conn, "yan", "yan-key-0123456789")
+            await ensure_account(conn, "yan", "yan-key-0123456789")
         # No polling: when wait_applied returns, every callback has run.
         assert await listeners[0].wait_applied(conn, txid, timeout=5) == set()
         assert [a - b for a, b in zip(applied, before, strict=True)] == [1, 1, 1]

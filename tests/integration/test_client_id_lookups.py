@@ -7,6 +7,7 @@ import asyncio
 import asyncpg
 
 from exchange_common import db
+from exchange_dev.accounts import ensure_account
 from order_service.queries import ClientIdLookups
 
 
@@ -24,7 +25,7 @@ class CountingPool:
 
 async def test_lookups_wait_for_the_interval_and_go_together(database_url) -> None:
     conn = await asyncpg.connect(database_url)
-    account = await db.ensure_account(conn, "lookups")
+    account = await ensure_account(conn, "lookups")
     await conn.execute(
         """INSERT INTO orders (order_id, instrument_id, account_id, client_order_id, side,
                order_type, time_in_force, price, quantity, state, priority, last_sequence,

@@ -20,9 +20,11 @@ import psutil
 import pytest
 import redis.asyncio as aioredis
 
-from exchange_dev import stack as devrun
+from exchange_dev import cli
+from exchange_dev.cli import load_dev_keys
 from exchange_dev.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from exchange_dev.stack import Stack, health_check, load_dev_keys
+from exchange_dev.settings import DevSettings
+from exchange_dev.stack import Stack, health_check
 
 pytestmark = pytest.mark.integration
 
@@ -280,15 +282,22 @@ async def test_session_servers_can_be_stopped_and_restarted(
 
 def test_dev_keys_are_made_once_and_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("EXCHANGE_DEV_API_KEYS", raising=False)
-    keys, source = load_dev_keys(tmp_path)
+    monkeypatch.setenv("EXCHANGE_DATA_DIR", str(tmp_path))
+    keys, source = load_dev_keys(DevSettings())
     assert set(keys) == {"alice", "bob"} and len(set(keys.values())) == 2
-    path = tmp_path / devrun.KEYS_FILE
+    path = tmp_path / cli.KEYS_FILE
     assert source == str(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert load_dev_keys(tmp_path)[0] == keys
+    assert load_dev_keys(DevSettings())[0] == keys
 
     monkeypatch.setenv("EXCHANGE_DEV_API_KEYS", "alice=K1, bob=K2")
-    assert load_dev_keys(tmp_path) == ({"alice": "K1", "bob": "K2"}, "EXCHANGE_DEV_API_KEYS")
+    assert load_dev_keys(DevSettings()) == ({"alice": "K1", "bob": "K2"},
+                                            "EXCHANGE_DEV_API_KEYS")
+
+    monkeypatch.delenv("EXCHANGE_DEV_API_KEYS")
+    path.write_text("alice\n")
+    with pytest.raises(ValueError, match=f"{path}: expected name=key, got 'alice'"):
+        load_dev_keys(DevSettings())
 
 
 @pytest.mark.e2e
@@ -325,7 +334,7 @@ def _devrun_env(data_dir: Path) -> dict[str, str]:
 
 def _run_devrun_until_banner(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
     out = open(log, "w")  # noqa: SIM115 - the child holds it
-    proc = subprocess.Popen([sys.executable, "-m", "exchange_dev.stack"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "exchange_dev"], env=env,
                             stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
     out.close()
     deadline = time.monotonic() + 90
@@ -347,7 +356,7 @@ def test_exchange_dev_runs_stops_and_keeps_its_keys(tmp_path: Path, server_dir: 
 
     # First run: Ctrl-C stops everything in order and exits 0.
     proc, text = _run_devrun_until_banner(env, tmp_path / "run1.log")
-    keys = (server_dir / devrun.KEYS_FILE).read_text()
+    keys = (server_dir / cli.KEYS_FILE).read_text()
     alice = keys.split("alice=")[1].split()[0]
     assert f"EXCHANGE_API_KEY={alice} .venv/bin/exchange order create BTC-USD buy 0.01 " \
            "--price 70000" in text

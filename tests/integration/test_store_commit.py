@@ -8,6 +8,7 @@ import asyncpg
 import pytest
 
 from exchange_common import db
+from exchange_dev.accounts import ensure_account
 from matching_service import store as store_module
 from matching_service.engine import BUY, GTC, LIMIT, MARKET, SELL, OrderBook
 from matching_service.store import FencedOut, Store
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.integration
 @pytest.mark.parametrize("commands", [20, 600])  # one statement; COPY (> 400 events)
 async def test_commit_paths_write_the_engine_state(database_url, commands) -> None:
     conn = await asyncpg.connect(database_url)
-    accounts = [await db.ensure_account(conn, f"a{i}") for i in range(3)]
+    accounts = [await ensure_account(conn, f"a{i}") for i in range(3)]
     await conn.execute("UPDATE instrument_state SET owner_epoch = 1 WHERE instrument_id = 1")
     pool = await db.create_pool(database_url)
     try:

@@ -13,7 +13,8 @@ from cryptography import x509
 
 from exchange_client._tls import channel_credentials, connection_hint
 from exchange_dev import certs as devcerts
-from exchange_dev.stack import stack_from_env
+from exchange_dev.cli import build_stack
+from exchange_dev.settings import DevSettings
 
 FILES = ("ca", "server", "matching", "order-service", "client")
 
@@ -120,7 +121,7 @@ def test_exchange_dev_tls_switch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         monkeypatch.delenv("EXCHANGE_DEV_TLS", raising=False)
     else:
         monkeypatch.setenv("EXCHANGE_DEV_TLS", env)
-    stack, _ = stack_from_env(tls=flag)
+    stack, _ = build_stack(DevSettings(), tls=flag)
     assert stack.tls is tls
     if tls:
         assert stack.tls_dir == tmp_path / "tls"

@@ -1,0 +1,80 @@
+"""The settings of ``exchange-dev`` (``make run``), read from ``EXCHANGE_*`` variables as the
+services read theirs (``exchange_common.config``): a malformed one stops it with a message
+naming the variable (``config.load``). An empty variable counts as not set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from exchange_common.config import MarketDataSettings, MatchingSettings, OrderSettings
+from exchange_dev.accounts import parse_dev_keys
+
+
+def _service_default(settings: type[BaseSettings], name: str) -> str:
+    """The default of a service's own setting, so that ``make run`` listens where the
+    service would."""
+    return settings.model_fields[name].default
+
+
+class DevSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EXCHANGE_", extra="ignore",
+                                      env_ignore_empty=True)
+
+    # Where the embedded servers keep their data, with the demo keys and the dev certificates
+    # (relative to the working directory).
+    data_dir: Path = Path(".data")
+    # Servers to use instead of embedded ones (PostgreSQL, Redis); empty: embedded.
+    database_url: str = ""
+    redis_url: str = ""
+    # Ports of the embedded servers.
+    embedded_pg_port: int = Field(default=55432, ge=1, le=65535)
+    embedded_redis_port: int = Field(default=56379, ge=1, le=65535)
+    # The demo accounts' API keys, "alice=KEY1,bob=KEY2"; empty: made on the first run and
+    # kept in <data_dir>/dev-api-keys. The accounts are in the rate tier "dev".
+    dev_api_keys: str = Field(default="", repr=False)
+    # The admin key (exchange admin ...); empty: made on the first run and kept in
+    # <data_dir>/dev-admin-key.
+    dev_admin_key: str = Field(default="", repr=False)
+    # TLS on the public ports and mutual TLS from the order service to matching, with
+    # certificates made in <data_dir>/tls (also exchange-dev --tls, make run TLS=1).
+    dev_tls: bool = False
+    # Where the services listen, as for the services themselves (the same variables and
+    # defaults); matching_advertise empty: where matching_listen is reached from here.
+    order_listen: str = _service_default(OrderSettings, "order_listen")
+    matching_listen: str = _service_default(MatchingSettings, "matching_listen")
+    matching_advertise: str = ""
+    marketdata_listen: str = _service_default(MarketDataSettings, "marketdata_listen")
+    # The services' shared secret and page-token key; empty: random for each run.
+    internal_token: str = Field(default="", repr=False)
+    page_token_key: str = Field(default="", repr=False)
+
+    @field_validator("dev_api_keys", "dev_admin_key")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip()
+
+    @field_validator("dev_api_keys")
+    @classmethod
+    def _keys(cls, value: str) -> str:
+        parse_dev_keys(value)  # a ValueError names what is wrong
+        return value
+
+    @field_validator("order_listen", "matching_listen", "matching_advertise",
+                     "marketdata_listen")
+    @classmethod
+    def _address(cls, value: str, info: ValidationInfo) -> str:
+        if not value and info.field_name == "matching_advertise":
+            return value
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"expected host:port, got {value!r}")
+        return value
+
+    @property
+    def api_keys(self) -> dict[str, str]:
+        """``dev_api_keys`` as name -> key (empty when not set)."""
+        return parse_dev_keys(self.dev_api_keys)
