@@ -9,8 +9,10 @@ from __future__ import annotations
 import sys
 from typing import TypeVar
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from exchange_common.keys import check_given_admin_key
 
 
 class CommonSettings(BaseSettings):
@@ -190,6 +192,35 @@ class MarketDataSettings(CommonSettings):
     max_subscribers: int = Field(default=10_000, ge=1)
     # ... and on one connection.
     max_streams_per_connection: int = Field(default=100, ge=1)
+    # Set by worker 0 in the workers it starts (marketdata_service/workers.py), not by hand:
+    # this process's worker number (0: the process that was started) and worker 0's pid.
+    marketdata_worker: int = Field(default=0, ge=0)
+    marketdata_parent_pid: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _worker(self) -> MarketDataSettings:
+        if self.marketdata_worker and not self.marketdata_parent_pid:
+            raise ValueError("EXCHANGE_MARKETDATA_WORKER needs EXCHANGE_MARKETDATA_PARENT_PID "
+                             "(worker 0 sets both in the workers it starts)")
+        return self
+
+
+class MigrateSettings(BaseSettings):
+    """``exchange-migrate`` (the chart's migration Job)."""
+
+    model_config = SettingsConfigDict(env_prefix="EXCHANGE_", extra="ignore")
+
+    # PostgreSQL URL; --database-url wins.
+    database_url: str = ""
+    # An admin key to create unless it exists (the first admin credential of a new
+    # exchange); --bootstrap-admin-key-file wins. Empty: none.
+    bootstrap_admin_key: str = Field(default="", repr=False)
+
+    @field_validator("bootstrap_admin_key")
+    @classmethod
+    def _admin_key(cls, value: str) -> str:
+        value = value.strip()
+        return check_given_admin_key(value) if value else value
 
 
 S = TypeVar("S", bound=BaseSettings)

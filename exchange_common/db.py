@@ -11,7 +11,8 @@ from importlib.resources import files
 
 import asyncpg
 
-from exchange_common.keys import ADMIN_KEY_KIND, key_hash, prefix_of
+from exchange_common.config import MigrateSettings, load
+from exchange_common.keys import ADMIN_KEY_KIND, check_given_admin_key, key_hash, prefix_of
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +123,6 @@ async def ensure_admin_key(conn: asyncpg.Connection, key: str, name: str = "boot
     return prefix
 
 
-MIN_ADMIN_KEY_LENGTH = 16
-
-
 async def _migrate_cli(url: str, admin_key: str | None) -> None:
     conn = await asyncpg.connect(url)
     try:
@@ -142,23 +140,20 @@ def migrate_main() -> None:
     """`exchange-migrate`: apply migrations, seed the default instruments and, when given,
     make the first admin key (EXCHANGE_BOOTSTRAP_ADMIN_KEY, or --bootstrap-admin-key-file:
     the chart's migrate Job takes it from a Secret)."""
-    import os
-
     parser = argparse.ArgumentParser(description=migrate_main.__doc__)
-    parser.add_argument("--database-url", default=os.environ.get("EXCHANGE_DATABASE_URL"))
+    parser.add_argument("--database-url", help="PostgreSQL URL (env EXCHANGE_DATABASE_URL)")
     parser.add_argument("--bootstrap-admin-key-file", metavar="PATH",
                         help="a file holding an admin key to create (if not there yet)")
     args = parser.parse_args()
-    if not args.database_url:
+    settings = load(MigrateSettings)
+    url = args.database_url or settings.database_url
+    if not url:
         parser.error("set EXCHANGE_DATABASE_URL or pass --database-url")
-    admin_key = os.environ.get("EXCHANGE_BOOTSTRAP_ADMIN_KEY", "").strip()
+    admin_key = settings.bootstrap_admin_key
     if args.bootstrap_admin_key_file:
         try:
             with open(args.bootstrap_admin_key_file) as f:
-                admin_key = f.read().strip()
-        except OSError as err:
-            parser.error(f"cannot read the admin key: {err}")
-    if admin_key and len(admin_key) < MIN_ADMIN_KEY_LENGTH:
-        parser.error(f"the bootstrap admin key must have at least {MIN_ADMIN_KEY_LENGTH} "
-                     "characters")
-    asyncio.run(_migrate_cli(args.database_url, admin_key or None))
+                admin_key = check_given_admin_key(f.read().strip())
+        except (OSError, ValueError) as err:
+            parser.error(f"{args.bootstrap_admin_key_file}: {err}")
+    asyncio.run(_migrate_cli(url, admin_key or None))

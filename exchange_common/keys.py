@@ -21,6 +21,8 @@ API_KEY_KIND = "ex"
 ADMIN_KEY_KIND = "exa"
 # Longest key we look up: anything longer is refused without a look-up.
 MAX_KEY_LENGTH = 256
+# Shortest admin key accepted from outside (exchange-migrate's bootstrap key).
+MIN_ADMIN_KEY_LENGTH = 16
 _OURS = re.compile(r"^(exa?_[0-9a-f]{8})_[A-Za-z0-9_-]{20,}$")
 
 
@@ -40,3 +42,11 @@ def prefix_of(key: str, kind: str = API_KEY_KIND) -> str:
     if m and m.group(1).startswith(kind + "_"):
         return m.group(1)
     return f"{kind}_{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+
+
+def check_given_admin_key(key: str) -> str:
+    """``key``, an admin key given from outside, if it is long enough, else ValueError."""
+    if len(key) < MIN_ADMIN_KEY_LENGTH:
+        raise ValueError(f"the bootstrap admin key must have at least {MIN_ADMIN_KEY_LENGTH} "
+                         "characters")
+    return key

@@ -25,7 +25,7 @@ from exchange_common.server import Service, run_until_signal
 from marketdata_service.feed import MarketFeed
 from marketdata_service.servicer import RESPONSE_SERIALIZERS, SERVICE, MarketDataServicer
 from marketdata_service.store import MarketStore
-from marketdata_service.workers import Workers, report_serving, stop_with_parent, worker_index
+from marketdata_service.workers import Workers, report_serving, stop_with_parent
 
 log = logging.getLogger("marketdata_service")
 
@@ -106,7 +106,7 @@ async def start(settings: MarketDataSettings, *, block_ms: int = 1000,
     await service.set_serving(False)
     await service.start()
     feed.start()
-    index = worker_index()
+    index = settings.marketdata_worker
     workers = None
     if index == 0 and settings.marketdata_workers > 1:
         # The workers sign page tokens with worker 0's key (random unless set), so that a
@@ -129,7 +129,7 @@ async def start(settings: MarketDataSettings, *, block_ms: int = 1000,
                  f" (worker {index})" if index else "")
         if index:
             report_serving()
-            await stop_with_parent()
+            await stop_with_parent(settings.marketdata_parent_pid)
 
     ready_task = asyncio.create_task(serving_when_ready())
     return App(service, feed, pool, redis, ready_task, changes, workers)
@@ -137,7 +137,7 @@ async def start(settings: MarketDataSettings, *, block_ms: int = 1000,
 
 async def serve() -> None:
     settings = load(MarketDataSettings)
-    index = worker_index()
+    index = settings.marketdata_worker
     logs.setup(settings.log_level, settings.log_format,
                service=f"marketdata-{index}" if index else "marketdata")
     try:

@@ -29,17 +29,13 @@ from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
 
-# Set by worker 0 in the workers it starts.
+# Set by worker 0 in the workers it starts; read as MarketDataSettings.marketdata_parent_pid
+# and .marketdata_worker.
 PARENT_ENV = "EXCHANGE_MARKETDATA_PARENT_PID"
 INDEX_ENV = "EXCHANGE_MARKETDATA_WORKER"
 # What a worker writes on its standard output once it is serving.
 READY_LINE = b"serving\n"
 MAX_RESTART_DELAY = 30.0
-
-
-def worker_index() -> int:
-    """0 for the process that was started, 1.. for the workers it started."""
-    return int(os.environ.get(INDEX_ENV, "0"))
 
 
 class Workers:
@@ -116,9 +112,9 @@ def report_serving() -> None:
     sys.stdout.buffer.flush()
 
 
-async def stop_with_parent(interval: float = 0.5) -> None:
-    """In a started worker: SIGTERM itself (a graceful stop) once worker 0 is gone."""
-    parent = int(os.environ[PARENT_ENV])
+async def stop_with_parent(parent: int, interval: float = 0.5) -> None:
+    """In a started worker: SIGTERM itself (a graceful stop) once worker 0 (pid ``parent``)
+    is gone."""
     while os.getppid() == parent:
         await asyncio.sleep(interval)
     log.warning("worker 0 (pid %d) is gone; stopping", parent)

@@ -45,4 +45,9 @@ async def test_bootstrap_admin_key_from_env_or_file(database_url: str, tmp_path:
 
     code, out = await run("--database-url", database_url,
                           env={"EXCHANGE_BOOTSTRAP_ADMIN_KEY": "short"})
-    assert code == 2 and "at least 16 characters" in out
+    assert code == 2 and "EXCHANGE_BOOTSTRAP_ADMIN_KEY" in out
+    assert "at least 16 characters" in out and "Traceback" not in out
+    path.write_text("short\n")
+    code, out = await run("--database-url", database_url, "--bootstrap-admin-key-file",
+                          str(path))
+    assert code == 2 and f"{path}: the bootstrap admin key must have at least 16" in out
