@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: run test test-unit test-integration fuzz lint protos check-protos bench helm-lint clean venv
 
+# The project with the extras make run (dev), make test (test) and make bench (bench) need.
 venv: $(STAMP)
 
 # The compiled matching engine (setup.py) is rebuilt when its source changes; until then
@@ -15,7 +16,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml setup.py matching_service/engine.py matching_service/engine.pxd
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,test,bench]'
 	touch $(STAMP)
 
 # make run TLS=1: TLS on the public ports and mutual TLS between services (dev certificates).
