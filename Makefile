@@ -38,11 +38,16 @@ fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/e2e/test_fuzz.py tests/e2e/test_fuzz_admin.py \
 		$(PYTEST_ARGS)
 
-lint: $(STAMP)
+# ruff, and the generated code in exchange/ checked against protos/.
+lint: check-protos
 	$(VENV)/bin/ruff check .
 
 protos: $(STAMP)
 	$(PY) scripts/gen_protos.py
+
+# Fails, naming the files, when exchange/ is not what `make protos` would generate.
+check-protos: $(STAMP)
+	$(PY) scripts/gen_protos.py --check
 
 bench: $(STAMP)
 	$(PY) -m bench quick
