@@ -318,7 +318,7 @@ async def test_stack_fixture_runs_the_services(stack: Stack) -> None:
     assert stack.exited() == {}
 
 
-def _devrun_env(data_dir: Path) -> dict[str, str]:
+def _exchange_dev_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("EXCHANGE_") or k == "EXCHANGE_LOG_LEVEL"}
     env.update({
@@ -332,7 +332,7 @@ def _devrun_env(data_dir: Path) -> dict[str, str]:
     return env
 
 
-def _run_devrun_until_banner(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
+def _run_exchange_dev_until_banner(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
     out = open(log, "w")  # noqa: SIM115 - the child holds it
     proc = subprocess.Popen([sys.executable, "-m", "exchange_dev"], env=env,
                             stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
@@ -352,10 +352,10 @@ def _run_devrun_until_banner(env: dict[str, str], log: Path) -> tuple[subprocess
 
 @pytest.mark.e2e
 def test_exchange_dev_runs_stops_and_keeps_its_keys(tmp_path: Path, server_dir: Path) -> None:
-    env = _devrun_env(server_dir)
+    env = _exchange_dev_env(server_dir)
 
     # First run: Ctrl-C stops everything in order and exits 0.
-    proc, text = _run_devrun_until_banner(env, tmp_path / "run1.log")
+    proc, text = _run_exchange_dev_until_banner(env, tmp_path / "run1.log")
     keys = (server_dir / cli.KEYS_FILE).read_text()
     alice = keys.split("alice=")[1].split()[0]
     assert f"EXCHANGE_API_KEY={alice} .venv/bin/exchange order create BTC-USD buy 0.01 " \
@@ -368,7 +368,7 @@ def test_exchange_dev_runs_stops_and_keeps_its_keys(tmp_path: Path, server_dir: 
     assert all(gone(c.pid, 5) for c in children), "a child outlived exchange-dev"
 
     # Second run: same data, same keys; a service that dies takes it all down.
-    proc, text = _run_devrun_until_banner(env, tmp_path / "run2.log")
+    proc, text = _run_exchange_dev_until_banner(env, tmp_path / "run2.log")
     assert alice in text
     services = {
         next(a for a in c.cmdline() if a.endswith("_service")): c

@@ -34,7 +34,7 @@ from exchange_common.config import (
 )
 
 yaml = pytest.importorskip(
-    "yaml", reason="PyYAML is needed to parse the rendered chart: add pyyaml to the dev extras"
+    "yaml", reason="PyYAML is needed to parse the rendered chart: pyyaml is in the test extra"
 )
 
 ROOT = Path(__file__).resolve().parents[2]
