@@ -20,6 +20,7 @@ from exchange.matching.v1 import matching_pb2 as mpb
 from exchange.matching.v1 import matching_pb2_grpc as mpb_grpc
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
+from exchange_common.changes import ChangeListener
 from exchange_common.devrun import Stack
 from exchange_common.errors import error_info
 
@@ -124,12 +125,21 @@ async def test_keys_revoked_and_restored_bite_at_the_next_call_on_every_replica(
     for stub in (a, b):
         await refused(stub.ListOrders(opb.ListOrdersRequest(), metadata=meta, timeout=5),
                       grpc.StatusCode.UNAUTHENTICATED, "API_KEY_INVALID")
-    # Restored by hand in SQL: the refusal was cached too, and is dropped at once.
+    # Restored by hand in SQL: the refusal was cached too, and is dropped once the
+    # change is notified (the admin API waits for that itself; here the test does).
+    listener = ChangeListener(stack.database_url)
+    listener.start()
     conn = await asyncpg.connect(stack.database_url)
     try:
-        await conn.execute("UPDATE api_keys SET revoked_at = NULL WHERE prefix = $1", prefix)
+        assert await listener.connected(10)
+        async with conn.transaction():
+            txid = await conn.fetchval("SELECT txid_current()")
+            await conn.execute("UPDATE api_keys SET revoked_at = NULL WHERE prefix = $1",
+                               prefix)
+        assert await listener.wait_applied(conn, txid, timeout=10) == set()
     finally:
         await conn.close()
+        await listener.stop()
     for stub in (a, b):
         await stub.ListOrders(opb.ListOrdersRequest(), metadata=meta, timeout=5)
 
