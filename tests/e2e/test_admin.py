@@ -10,6 +10,7 @@ import json
 import asyncpg
 import grpc
 import pytest
+from e2e_helpers import execute_once
 
 from exchange.admin.v1 import admin_pb2 as apb
 from exchange.admin.v1 import admin_pb2_grpc as apb_grpc
@@ -203,11 +204,11 @@ async def test_statuses_are_enforced_at_once_and_journaled_by_matching(
         if await book_status() == cpb.INSTRUMENT_STATUS_HALTED:
             break
         await asyncio.sleep(0.05)
-    direct = await matching.ExecuteOnce(mpb.ExecuteRequest(commands=[mpb.Command(
+    direct = await execute_once(channel, mpb.ExecuteRequest(commands=[mpb.Command(
         request_id=1, new_order=mpb.NewOrder(
             instrument_id=1, account_id=stack.account_ids["alice"], side=BUY, type=LIMIT,
             time_in_force=cpb.TIME_IN_FORCE_GTC, price=6_000_000, quantity=100,
-            client_order_id="direct"))]), timeout=5)
+            client_order_id="direct"))]))
     assert direct.results[0].error.code == mpb.ERROR_CODE_HALTED
 
     # The status is in the journal and survives a crash of the pod.
