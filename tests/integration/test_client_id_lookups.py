@@ -7,7 +7,7 @@ import asyncio
 import asyncpg
 
 from exchange_common import db
-from order_service.queries import ClientIdLookups
+from order_service.store import ClientIdLookups
 
 
 class CountingPool:
