@@ -78,21 +78,22 @@ class OrderEntrySession:
         commands = request.commands
         pump.expect(len(commands))
         limit = self.max_commands
-        kinds = [KINDS.get(command.WhichOneof("command")) for command in commands[:limit]]
+        kinds = [KINDS.get(command.WhichOneof("command") or "") for command in commands[:limit]]
         granted = {ORDERS: 0, CANCELS: 0}
         waits = {ORDERS: 0.0, CANCELS: 0.0}
-        for kind in granted:
-            wanted = kinds.count(kind)
+        for bucket in granted:
+            wanted = kinds.count(bucket)
             if wanted:
-                granted[kind], waits[kind] = await self.limiter.take(self.caller, kind, wanted)
+                granted[bucket], waits[bucket] = await self.limiter.take(self.caller, bucket,
+                                                                         wanted)
         creates: list[opb.CreateOrderRequest] = []
         for i, command in enumerate(commands):
-            kind = kinds[i] if i < limit else None
             if i >= limit:
                 pump.answer(error_event(client_order_id_of(command), InvalidArgument(
                     f"at most {limit} commands in one message; this one has {len(commands)}",
                     reason="TOO_MANY_COMMANDS", field="commands")))
                 continue
+            kind = kinds[i]
             if kind is not None and not granted[kind]:
                 pump.answer(error_event(client_order_id_of(command),
                                         self.limiter.refusal(kind, waits[kind])))

@@ -18,7 +18,7 @@ from exchange_common.instruments import InstrumentSpec, load_instruments
 
 MAKER, TAKER = cpb.LIQUIDITY_MAKER, cpb.LIQUIDITY_TAKER
 OPEN = f"state IN ({cpb.ORDER_STATE_NEW}, {cpb.ORDER_STATE_PARTIALLY_FILLED})"
-STATUS_FILTER_SQL = {
+STATUS_FILTER_SQL: dict[int, str] = {
     opb.ORDER_STATUS_FILTER_UNSPECIFIED: "",
     opb.ORDER_STATUS_FILTER_OPEN: f"AND {OPEN}",
     opb.ORDER_STATUS_FILTER_CLOSED: f"AND NOT {OPEN}",

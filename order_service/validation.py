@@ -25,9 +25,9 @@ MAX_CLIENT_ORDER_ID = 64
 
 @dataclass(frozen=True, slots=True)
 class ValidOrder:
-    side: int
-    type: int
-    time_in_force: int
+    side: cpb.Side
+    type: cpb.OrderType
+    time_in_force: cpb.TimeInForce
     price: int  # ticks; 0 for market orders
     quantity: int  # lots
     client_order_id: str
