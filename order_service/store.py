@@ -13,15 +13,15 @@ import asyncpg
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.order.v1 import order_pb2 as opb
 from exchange_common.changes import ChangeListener
+from exchange_common.db import OPEN_ORDERS_SQL
 from exchange_common.errors import Unavailable
 from exchange_common.instruments import InstrumentSpec, load_instruments
 
 MAKER, TAKER = cpb.LIQUIDITY_MAKER, cpb.LIQUIDITY_TAKER
-OPEN = f"state IN ({cpb.ORDER_STATE_NEW}, {cpb.ORDER_STATE_PARTIALLY_FILLED})"
 STATUS_FILTER_SQL: dict[int, str] = {
     opb.ORDER_STATUS_FILTER_UNSPECIFIED: "",
-    opb.ORDER_STATUS_FILTER_OPEN: f"AND {OPEN}",
-    opb.ORDER_STATUS_FILTER_CLOSED: f"AND NOT {OPEN}",
+    opb.ORDER_STATUS_FILTER_OPEN: f"AND {OPEN_ORDERS_SQL}",
+    opb.ORDER_STATUS_FILTER_CLOSED: f"AND NOT {OPEN_ORDERS_SQL}",
 }
 
 # One row per fill: the account's side of each trade (a self-trade gives two).
