@@ -11,6 +11,7 @@ from importlib.resources import files
 
 import asyncpg
 
+from exchange.common.v1 import common_pb2 as cpb
 from exchange_common.config import MigrateSettings, load
 from exchange_common.keys import ADMIN_KEY_KIND, check_given_admin_key, key_hash, prefix_of
 
@@ -30,6 +31,11 @@ _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 # sequential scans, hash joins and merge joins off, joins are nested loops over index
 # lookups whatever the statistics say, and a scan without an index still works.
 OLTP_SETTINGS = {"enable_seqscan": "off", "enable_hashjoin": "off", "enable_mergejoin": "off"}
+
+# The resting orders, by name: NEW and PARTIALLY_FILLED (the partial index orders_open of
+# migration 0001 is on this predicate).
+OPEN_ORDERS_SQL = (f"state IN ({cpb.ORDER_STATE_NEW}, "
+                   f"{cpb.ORDER_STATE_PARTIALLY_FILLED})")
 
 
 async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10, **kwargs) -> asyncpg.Pool:

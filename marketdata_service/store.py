@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from exchange_common.db import OPEN_ORDERS_SQL
 from exchange_common.instruments import InstrumentSpec, load_instruments
 from marketdata_service.trades import TradeRecord
 
@@ -73,10 +74,10 @@ class MarketStore:
                 "SELECT last_sequence FROM instrument_state WHERE instrument_id = $1",
                 instrument_id, timeout=self._timeout)
             levels = await conn.fetch(
-                """SELECT side, price, sum(quantity - filled)::bigint AS lots,
-                          count(*)::integer AS orders
-                   FROM orders WHERE instrument_id = $1 AND state IN (1, 2)
-                   GROUP BY side, price""",
+                f"""SELECT side, price, sum(quantity - filled)::bigint AS lots,
+                           count(*)::integer AS orders
+                    FROM orders WHERE instrument_id = $1 AND {OPEN_ORDERS_SQL}
+                    GROUP BY side, price""",
                 instrument_id, timeout=self._timeout)
             rows = await conn.fetch(
                 f"""SELECT {_TRADE_COLUMNS} FROM trades WHERE instrument_id = $1

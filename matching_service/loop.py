@@ -79,7 +79,9 @@ def order_report(order: Order, fills=(), duplicate: bool = False) -> dict:
         "create_time_unix_nanos": order.created_ns, "update_time_unix_nanos": order.updated_ns,
         "fills": [{"trade_id": f.trade_id, "price": f.price, "quantity": f.quantity,
                    "liquidity": TAKER, "time_unix_nanos": f.time_ns} for f in fills],
-        "duplicate": duplicate,
+        "duplicate": duplicate, "side": order.side, "type": order.type,
+        "time_in_force": order.tif, "price": order.price,
+        "client_order_id": order.client_order_id, "post_only": order.post_only,
     }
 
 

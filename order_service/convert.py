@@ -34,17 +34,18 @@ def _avg(spec: InstrumentSpec, notional: int, filled: int) -> str:
                          spec.price_decimals + AVERAGE_PRICE_EXTRA_DIGITS)
 
 
-def order_from_report(spec: InstrumentSpec, report: mpb.OrderReport, *, side: int, type_: int,
-                      tif: int, price: int, client_order_id: str,
-                      post_only: bool) -> opb.Order:
+def order_from_report(spec: InstrumentSpec, report: mpb.OrderReport) -> opb.Order:
+    """The order as matching committed it: a report carries the whole order."""
     remaining = report.quantity - report.filled if report.state in OPEN_STATES else 0
     return opb.Order(
-        order_id=str(report.order_id), client_order_id=client_order_id, instrument=spec.symbol,
-        side=side, type=type_, time_in_force=tif,
-        price=spec.price_str(price) if price else "", quantity=spec.qty_str(report.quantity),
+        order_id=str(report.order_id), client_order_id=report.client_order_id,
+        instrument=spec.symbol, side=report.side, type=report.type,
+        time_in_force=report.time_in_force,
+        price=spec.price_str(report.price) if report.price else "",
+        quantity=spec.qty_str(report.quantity),
         filled_quantity=spec.qty_str(report.filled), remaining_quantity=spec.qty_str(remaining),
         average_fill_price=_avg(spec, int(report.filled_notional), report.filled),
-        state=report.state, post_only=post_only, reason=report.reason,
+        state=report.state, post_only=report.post_only, reason=report.reason,
         create_time=ts_from_ns(report.create_time_unix_nanos),
         update_time=ts_from_ns(report.update_time_unix_nanos),
     )

@@ -101,8 +101,9 @@ class MatchingClient:
                                                      return_when=asyncio.FIRST_COMPLETED)
                         if reader in done:
                             waiter.cancel()
-                            if reader.result() is not None:
-                                self._broken(reader.result())
+                            ended = reader.result()
+                            if ended is not None:
+                                self._broken(ended)
                             break
                         continue
                     n = min(len(self.outbox), MAX_COMMANDS_PER_MESSAGE)
@@ -213,9 +214,7 @@ class Router:
         for attempt in range(NOT_OWNER_RETRIES):
             if time.monotonic() >= deadline:
                 if attempt == 0:
-                    raise DeadlineExceeded(
-                        "the call's deadline leaves no time to reach the matching engine; "
-                        "nothing was placed", reason="DEADLINE_TOO_SHORT")
+                    raise too_short()
                 break
             address = await self.owner(instrument_id, refresh)
             if not address:
@@ -264,7 +263,10 @@ class Router:
         The watchdog (one task, not a timer per command) fails the future at the
         deadline (DeadlineExceeded), or with OwnerMoved when an ``idempotent``
         command's pod went silent and another pod owns the instrument now; a broken
-        stream fails it with StreamBroken or Unavailable (see MatchingClient)."""
+        stream fails it with StreamBroken or Unavailable (see MatchingClient). A
+        ``deadline`` already passed is refused (DEADLINE_TOO_SHORT): nothing is sent."""
+        if time.monotonic() >= deadline:
+            raise too_short()
         client = self.client(address)
         rid, fut = client.submit(command)
         self.waiting[fut] = (instrument_id, address, deadline, idempotent,
@@ -307,6 +309,11 @@ class Router:
         if self.watchdog is not None:
             self.watchdog.cancel()
         await asyncio.gather(*(c.close() for c in self.clients.values()))
+
+
+def too_short() -> DeadlineExceeded:
+    return DeadlineExceeded("the call's deadline leaves no time to reach the matching engine; "
+                            "nothing was placed", reason="DEADLINE_TOO_SHORT")
 
 
 async def _pause(seconds: float, deadline: float) -> None:

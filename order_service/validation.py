@@ -25,9 +25,9 @@ MAX_CLIENT_ORDER_ID = 64
 
 @dataclass(frozen=True, slots=True)
 class ValidOrder:
-    side: int
-    type: int
-    time_in_force: int
+    side: cpb.Side
+    type: cpb.OrderType
+    time_in_force: cpb.TimeInForce
     price: int  # ticks; 0 for market orders
     quantity: int  # lots
     client_order_id: str
@@ -97,7 +97,7 @@ def validate_new_order(req: opb.CreateOrderRequest, spec: InstrumentSpec) -> Val
         raise InvalidArgument("type must be ORDER_TYPE_LIMIT or ORDER_TYPE_MARKET",
                               reason="ORDER_TYPE_INVALID", field="type")
     tif = req.time_in_force
-    if tif not in (0, GTC, IOC, FOK):
+    if tif not in (cpb.TIME_IN_FORCE_UNSPECIFIED, GTC, IOC, FOK):
         raise InvalidArgument("time_in_force must be GTC, IOC or FOK",
                               reason="TIME_IN_FORCE_INVALID", field="time_in_force")
     if req.client_order_id:

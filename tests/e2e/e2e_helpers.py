@@ -10,6 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import grpc
+
+from exchange.matching.v1 import matching_pb2 as mpb
+from exchange.matching.v1 import matching_pb2_grpc as mpb_grpc
 from exchange_dev.stack import Stack
 
 
@@ -60,3 +64,16 @@ async def run_json(stack: Any, *args: str, key: str | None = None) -> Any:
     assert proc.returncode == 0, f"exchange {' '.join(args)}: {proc.stderr}"
     assert proc.stderr == ""
     return json.loads(proc.stdout)
+
+
+# -- matching, as an order service calls it ----------------------------------------------------
+
+async def execute_once(channel: grpc.aio.Channel, request: mpb.ExecuteRequest, *,
+                       metadata: Any = None, timeout: float = 10.0) -> mpb.ExecuteResponse:
+    """One ExecuteRequest through matching's Execute session (a channel authenticated as an
+    order service, e.g. ``stack.matching_channel()``): every result, by request id."""
+    call = mpb_grpc.MatchingServiceStub(channel).Execute(metadata=metadata, timeout=timeout)
+    await call.write(request)
+    await call.done_writing()
+    results = [r async for response in call for r in response.results]
+    return mpb.ExecuteResponse(results=sorted(results, key=lambda r: r.request_id))

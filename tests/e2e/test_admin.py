@@ -10,6 +10,7 @@ import json
 import asyncpg
 import grpc
 import pytest
+from e2e_helpers import execute_once
 
 from exchange.admin.v1 import admin_pb2 as apb
 from exchange.admin.v1 import admin_pb2_grpc as apb_grpc
@@ -20,6 +21,7 @@ from exchange.matching.v1 import matching_pb2 as mpb
 from exchange.matching.v1 import matching_pb2_grpc as mpb_grpc
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
+from exchange_common.changes import ChangeListener
 from exchange_common.errors import error_info
 from exchange_dev.stack import Stack
 
@@ -124,12 +126,21 @@ async def test_keys_revoked_and_restored_bite_at_the_next_call_on_every_replica(
     for stub in (a, b):
         await refused(stub.ListOrders(opb.ListOrdersRequest(), metadata=meta, timeout=5),
                       grpc.StatusCode.UNAUTHENTICATED, "API_KEY_INVALID")
-    # Restored by hand in SQL: the refusal was cached too, and is dropped at once.
+    # Restored by hand in SQL: the refusal was cached too, and is dropped once the
+    # change is notified (the admin API waits for that itself; here the test does).
+    listener = ChangeListener(stack.database_url)
+    listener.start()
     conn = await asyncpg.connect(stack.database_url)
     try:
-        await conn.execute("UPDATE api_keys SET revoked_at = NULL WHERE prefix = $1", prefix)
+        assert await listener.connected(10)
+        async with conn.transaction():
+            txid = await conn.fetchval("SELECT txid_current()")
+            await conn.execute("UPDATE api_keys SET revoked_at = NULL WHERE prefix = $1",
+                               prefix)
+        assert await listener.wait_applied(conn, txid, timeout=10) == set()
     finally:
         await conn.close()
+        await listener.stop()
     for stub in (a, b):
         await stub.ListOrders(opb.ListOrdersRequest(), metadata=meta, timeout=5)
 
@@ -193,11 +204,11 @@ async def test_statuses_are_enforced_at_once_and_journaled_by_matching(
         if await book_status() == cpb.INSTRUMENT_STATUS_HALTED:
             break
         await asyncio.sleep(0.05)
-    direct = await matching.ExecuteOnce(mpb.ExecuteRequest(commands=[mpb.Command(
+    direct = await execute_once(channel, mpb.ExecuteRequest(commands=[mpb.Command(
         request_id=1, new_order=mpb.NewOrder(
             instrument_id=1, account_id=stack.account_ids["alice"], side=BUY, type=LIMIT,
             time_in_force=cpb.TIME_IN_FORCE_GTC, price=6_000_000, quantity=100,
-            client_order_id="direct"))]), timeout=5)
+            client_order_id="direct"))]))
     assert direct.results[0].error.code == mpb.ERROR_CODE_HALTED
 
     # The status is in the journal and survives a crash of the pod.

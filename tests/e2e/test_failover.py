@@ -41,6 +41,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
+import e2e_helpers
 import grpc
 import pytest
 from e2e_helpers import Checks, meta
@@ -292,8 +293,8 @@ async def book_matches_pg(checks: Checks, conn: asyncpg.Connection, stack: Stack
 async def execute_once(stack: Stack, addr: str, command: mpb.Command, timeout: float
                        ) -> mpb.Result:
     async with stack.matching_channel(addr) as ch:
-        resp = await mpb_grpc.MatchingServiceStub(ch).ExecuteOnce(
-            mpb.ExecuteRequest(commands=[command]), timeout=timeout)
+        resp = await e2e_helpers.execute_once(ch, mpb.ExecuteRequest(commands=[command]),
+                                              timeout=timeout)
     return resp.results[0]
 
 

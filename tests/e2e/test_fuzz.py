@@ -510,7 +510,7 @@ REQUESTS = {
     MARKETDATA + "ListTrades": mdpb.ListTradesRequest,
     MARKETDATA + "StreamOrderBook": mdpb.StreamOrderBookRequest,
     MARKETDATA + "StreamTrades": mdpb.StreamTradesRequest,
-    MATCHING + "ExecuteOnce": mpb.ExecuteRequest, MATCHING + "GetBook": mpb.GetBookRequest,
+    MATCHING + "GetBook": mpb.GetBookRequest,
 }
 
 

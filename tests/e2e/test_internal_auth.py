@@ -1,7 +1,7 @@
 """Service-to-service authentication with the shared token (TLS off, as in ``make run``).
 
-The attack this answers: a grpcurl call to MatchingService/ExecuteOnce placed an
-order as bob. Here a caller without the token, or with a wrong one, is refused
+The attack this answers: a grpcurl call to MatchingService/ExecuteOnce (an RPC since
+removed) placed an order as bob. Here a caller without the token, or with a wrong one, is refused
 UNAUTHENTICATED (reason INTERNAL_CALLER_UNKNOWN) on every MatchingService method
 and nothing reaches PostgreSQL; the order service, which has the token, trades as
 before; health checking stays open. One stack for the module (real processes).
@@ -20,7 +20,7 @@ from pathlib import Path
 import asyncpg
 import grpc
 import pytest
-from e2e_helpers import meta
+from e2e_helpers import execute_once, meta
 from google.rpc import status_pb2
 from google.rpc.error_details_pb2 import ErrorInfo
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -84,8 +84,7 @@ async def test_matching_refuses_a_caller_without_the_token(stack: Stack, token: 
     async with grpc.aio.insecure_channel(stack.matching_addr) as ch:
         stub = mpb_grpc.MatchingServiceStub(ch)
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await stub.ExecuteOnce(mpb.ExecuteRequest(commands=[new_order(bob, prefix + "1")]),
-                                   metadata=md, timeout=10)
+            await stub.GetBook(mpb.GetBookRequest(instrument_id=BTC), metadata=md, timeout=10)
         assert_refused(err.value.code(), err.value.details(), rpc_status.from_call(err.value),
                        word)
 
@@ -121,9 +120,8 @@ async def test_matching_takes_commands_with_the_token(stack: Stack) -> None:
     alice = stack.account_ids["alice"]
     async with stack.matching_channel() as ch:  # the token on every call
         stub = mpb_grpc.MatchingServiceStub(ch)
-        resp = await stub.ExecuteOnce(
-            mpb.ExecuteRequest(commands=[new_order(alice, "token-direct-1", 6_800_000)]),
-            timeout=10)
+        resp = await execute_once(
+            ch, mpb.ExecuteRequest(commands=[new_order(alice, "token-direct-1", 6_800_000)]))
         (result,) = resp.results
         assert result.WhichOneof("result") == "order", result
         book = await stub.GetBook(mpb.GetBookRequest(instrument_id=BTC), timeout=10)

@@ -57,9 +57,8 @@ def targets(stack: Stack):
          opb.GetOrderRequest(), "client_order_id"),
         (stack.marketdata_addr, "/exchange.marketdata.v1.MarketDataService/GetOrderBook",
          mdpb.GetOrderBookRequest(), "instrument"),
-        (stack.matching_addr, "/exchange.matching.v1.MatchingService/ExecuteOnce",
-         mpb.ExecuteRequest(commands=[mpb.Command(cancel_order=mpb.CancelOrder(
-             instrument_id=99, order_id=1))]), None),
+        (stack.matching_addr, "/exchange.matching.v1.MatchingService/GetBook",
+         mpb.GetBookRequest(instrument_id=99), None),
     ]
 
 

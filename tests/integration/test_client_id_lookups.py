@@ -8,7 +8,7 @@ import asyncpg
 
 from exchange_common import db
 from exchange_dev.accounts import ensure_account
-from order_service.queries import ClientIdLookups
+from order_service.store import ClientIdLookups
 
 
 class CountingPool:

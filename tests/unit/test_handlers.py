@@ -54,10 +54,8 @@ class Matching:
                                                for c in request.commands])
 
     @grpc_errors
-    async def ExecuteOnce(self, request, context):
-        return mpb.ExecuteResponse()
-
-    GetBook = ExecuteOnce
+    async def GetBook(self, request, context):
+        return mpb.GetBookResponse()
 
 
 class MarketData:

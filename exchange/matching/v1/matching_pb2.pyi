@@ -184,7 +184,7 @@ class FillReport(_message.Message):
     def __init__(self, trade_id: _Optional[int] = ..., price: _Optional[int] = ..., quantity: _Optional[int] = ..., liquidity: _Optional[_Union[_common_pb2.Liquidity, str]] = ..., time_unix_nanos: _Optional[int] = ...) -> None: ...
 
 class OrderReport(_message.Message):
-    __slots__ = ("order_id", "state", "quantity", "filled", "filled_notional", "reason", "create_time_unix_nanos", "update_time_unix_nanos", "fills", "duplicate")
+    __slots__ = ("order_id", "state", "quantity", "filled", "filled_notional", "reason", "create_time_unix_nanos", "update_time_unix_nanos", "fills", "duplicate", "side", "type", "time_in_force", "price", "client_order_id", "post_only")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     QUANTITY_FIELD_NUMBER: _ClassVar[int]
@@ -195,6 +195,12 @@ class OrderReport(_message.Message):
     UPDATE_TIME_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
     FILLS_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    SIDE_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    TIME_IN_FORCE_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    POST_ONLY_FIELD_NUMBER: _ClassVar[int]
     order_id: int
     state: _common_pb2.OrderState
     quantity: int
@@ -205,7 +211,13 @@ class OrderReport(_message.Message):
     update_time_unix_nanos: int
     fills: _containers.RepeatedCompositeFieldContainer[FillReport]
     duplicate: bool
-    def __init__(self, order_id: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.OrderState, str]] = ..., quantity: _Optional[int] = ..., filled: _Optional[int] = ..., filled_notional: _Optional[str] = ..., reason: _Optional[str] = ..., create_time_unix_nanos: _Optional[int] = ..., update_time_unix_nanos: _Optional[int] = ..., fills: _Optional[_Iterable[_Union[FillReport, _Mapping]]] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+    side: _common_pb2.Side
+    type: _common_pb2.OrderType
+    time_in_force: _common_pb2.TimeInForce
+    price: int
+    client_order_id: str
+    post_only: bool
+    def __init__(self, order_id: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.OrderState, str]] = ..., quantity: _Optional[int] = ..., filled: _Optional[int] = ..., filled_notional: _Optional[str] = ..., reason: _Optional[str] = ..., create_time_unix_nanos: _Optional[int] = ..., update_time_unix_nanos: _Optional[int] = ..., fills: _Optional[_Iterable[_Union[FillReport, _Mapping]]] = ..., duplicate: _Optional[bool] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., type: _Optional[_Union[_common_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_common_pb2.TimeInForce, str]] = ..., price: _Optional[int] = ..., client_order_id: _Optional[str] = ..., post_only: _Optional[bool] = ...) -> None: ...
 
 class CommandError(_message.Message):
     __slots__ = ("code", "message", "order_id")

@@ -44,11 +44,6 @@ class MatchingServiceStub:
                 request_serializer=exchange_dot_matching_dot_v1_dot_matching__pb2.ExecuteRequest.SerializeToString,
                 response_deserializer=exchange_dot_matching_dot_v1_dot_matching__pb2.ExecuteResponse.FromString,
                 _registered_method=True)
-        self.ExecuteOnce = channel.unary_unary(
-                '/exchange.matching.v1.MatchingService/ExecuteOnce',
-                request_serializer=exchange_dot_matching_dot_v1_dot_matching__pb2.ExecuteRequest.SerializeToString,
-                response_deserializer=exchange_dot_matching_dot_v1_dot_matching__pb2.ExecuteResponse.FromString,
-                _registered_method=True)
         self.GetBook = channel.unary_unary(
                 '/exchange.matching.v1.MatchingService/GetBook',
                 request_serializer=exchange_dot_matching_dot_v1_dot_matching__pb2.GetBookRequest.SerializeToString,
@@ -74,13 +69,6 @@ class MatchingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ExecuteOnce(self, request, context):
-        """The same, one message at a time (tools and tests).
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def GetBook(self, request, context):
         """The whole book of an owned instrument, order by order (operations and
         recovery tests). NOT_FOUND when this pod does not own the instrument.
@@ -94,11 +82,6 @@ def add_MatchingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Execute': grpc.stream_stream_rpc_method_handler(
                     servicer.Execute,
-                    request_deserializer=exchange_dot_matching_dot_v1_dot_matching__pb2.ExecuteRequest.FromString,
-                    response_serializer=exchange_dot_matching_dot_v1_dot_matching__pb2.ExecuteResponse.SerializeToString,
-            ),
-            'ExecuteOnce': grpc.unary_unary_rpc_method_handler(
-                    servicer.ExecuteOnce,
                     request_deserializer=exchange_dot_matching_dot_v1_dot_matching__pb2.ExecuteRequest.FromString,
                     response_serializer=exchange_dot_matching_dot_v1_dot_matching__pb2.ExecuteResponse.SerializeToString,
             ),
@@ -138,33 +121,6 @@ class MatchingService:
             request_iterator,
             target,
             '/exchange.matching.v1.MatchingService/Execute',
-            exchange_dot_matching_dot_v1_dot_matching__pb2.ExecuteRequest.SerializeToString,
-            exchange_dot_matching_dot_v1_dot_matching__pb2.ExecuteResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ExecuteOnce(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/exchange.matching.v1.MatchingService/ExecuteOnce',
             exchange_dot_matching_dot_v1_dot_matching__pb2.ExecuteRequest.SerializeToString,
             exchange_dot_matching_dot_v1_dot_matching__pb2.ExecuteResponse.FromString,
             options,

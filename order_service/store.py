@@ -10,21 +10,29 @@ import time
 
 import asyncpg
 
+from exchange.common.v1 import common_pb2 as cpb
+from exchange.order.v1 import order_pb2 as opb
 from exchange_common.changes import ChangeListener
+from exchange_common.db import OPEN_ORDERS_SQL
 from exchange_common.errors import Unavailable
 from exchange_common.instruments import InstrumentSpec, load_instruments
 
-ORDER_SELECT = "SELECT * FROM orders"
+MAKER, TAKER = cpb.LIQUIDITY_MAKER, cpb.LIQUIDITY_TAKER
+STATUS_FILTER_SQL: dict[int, str] = {
+    opb.ORDER_STATUS_FILTER_UNSPECIFIED: "",
+    opb.ORDER_STATUS_FILTER_OPEN: f"AND {OPEN_ORDERS_SQL}",
+    opb.ORDER_STATUS_FILTER_CLOSED: f"AND NOT {OPEN_ORDERS_SQL}",
+}
 
 # One row per fill: the account's side of each trade (a self-trade gives two).
-FILLS_SELECT = """
+FILLS_SELECT = f"""
 SELECT f.*, o.client_order_id, o.side FROM (
     SELECT trade_id, instrument_id, price, quantity, created_at,
-           maker_order_id AS order_id, 1 AS liquidity
+           maker_order_id AS order_id, {MAKER} AS liquidity
       FROM trades WHERE maker_account_id = $1
     UNION ALL
     SELECT trade_id, instrument_id, price, quantity, created_at,
-           taker_order_id AS order_id, 2 AS liquidity
+           taker_order_id AS order_id, {TAKER} AS liquidity
       FROM trades WHERE taker_account_id = $1
 ) f JOIN orders o ON o.order_id = f.order_id
 WHERE ($2::integer IS NULL OR f.instrument_id = $2)
@@ -34,9 +42,9 @@ ORDER BY f.trade_id DESC, f.liquidity DESC
 LIMIT $6
 """
 
-ORDER_FILLS = """
+ORDER_FILLS = f"""
 SELECT trade_id, price, quantity, created_at,
-       CASE WHEN maker_order_id = $1 THEN 1 ELSE 2 END AS liquidity
+       CASE WHEN maker_order_id = $1 THEN {MAKER} ELSE {TAKER} END AS liquidity
   FROM trades WHERE maker_order_id = $1 OR taker_order_id = $1
  ORDER BY trade_id
 """
@@ -140,7 +148,7 @@ def _ignore_failure(fut: asyncio.Future) -> None:
         fut.exception()  # retrieved: the next caller tries again
 
 
-class Queries:
+class Store:
     def __init__(self, pool: asyncpg.Pool, changes: ChangeListener, cache_ttl: float,
                  lookup_min_interval: float = 0.0) -> None:
         self.pool = pool
@@ -213,7 +221,7 @@ class Queries:
 
     async def list_orders(self, account_id: int, instrument_id: int | None, status: int,
                           before_order_id: int, limit: int) -> list[asyncpg.Record]:
-        state_filter = {0: "", 1: "AND state IN (1, 2)", 2: "AND state NOT IN (1, 2)"}[status]
+        state_filter = STATUS_FILTER_SQL[status]
         return await self.pool.fetch(
             f"""SELECT * FROM orders
                  WHERE account_id = $1 AND ($2::integer IS NULL OR instrument_id = $2)

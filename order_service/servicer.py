@@ -1,0 +1,95 @@
+"""The public exchange.order.v1.OrderService: protobuf in, the orders domain, protobuf out.
+
+Each call is authenticated (``x-api-key`` -> the account and its tier, auth.py) and
+charged to the account's rate limit (limits.py); the work is ``Orders``' (orders.py) and
+the OrderEntry session's (session.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from exchange.order.v1 import order_pb2 as opb
+from exchange.order.v1 import order_pb2_grpc as opb_grpc
+from exchange_common.errors import grpc_errors
+from exchange_common.handlers import malformed_messages_in_stream
+from exchange_common.slots import StreamSlots
+from order_service.auth import Authenticator, Caller
+from order_service.limits import CANCELS, ORDERS, QUERIES, RateLimiter
+from order_service.orders import Orders
+from order_service.session import OrderEntrySession
+
+
+class OrderServicer(opb_grpc.OrderServiceServicer):
+    def __init__(self, orders: Orders, auth: Authenticator, limiter: RateLimiter, *,
+                 max_streams_per_connection: int, max_commands_per_message: int) -> None:
+        self.orders = orders
+        self.auth = auth
+        self.limiter = limiter
+        self.max_commands = max_commands_per_message
+        self.sessions = StreamSlots(max_streams_per_connection, what="OrderEntry sessions")
+
+    async def _caller(self, context: grpc.aio.ServicerContext, kind: str) -> Caller:
+        """The authenticated caller, charged one call of ``kind`` (its rate limit)."""
+        caller = await self.auth.caller(context)
+        await self.limiter.check(caller, kind)
+        return caller
+
+    @grpc_errors
+    async def CreateOrder(self, request: opb.CreateOrderRequest,
+                          context: grpc.aio.ServicerContext) -> opb.CreateOrderResponse:
+        caller = await self._caller(context, ORDERS)
+        (answer,) = await self.orders.create(
+            caller, [request], self.orders.deadline(context.time_remaining()))
+        try:
+            order, fills = await answer
+        except asyncio.CancelledError:
+            answer.cancel()  # the caller went away: nothing more is done for it
+            raise
+        return opb.CreateOrderResponse(order=order, fills=fills)
+
+    @grpc_errors
+    async def CancelOrder(self, request: opb.CancelOrderRequest,
+                          context: grpc.aio.ServicerContext) -> opb.CancelOrderResponse:
+        caller = await self._caller(context, CANCELS)
+        order = await self.orders.cancel(caller, request,
+                                         self.orders.deadline(context.time_remaining()))
+        return opb.CancelOrderResponse(order=order)
+
+    @grpc_errors
+    async def AmendOrder(self, request: opb.AmendOrderRequest,
+                         context: grpc.aio.ServicerContext) -> opb.AmendOrderResponse:
+        caller = await self._caller(context, ORDERS)
+        order, fills = await self.orders.amend(caller, request,
+                                               self.orders.deadline(context.time_remaining()))
+        return opb.AmendOrderResponse(order=order, fills=fills)
+
+    @grpc_errors
+    @malformed_messages_in_stream
+    async def OrderEntry(self, request_iterator, context: grpc.aio.ServicerContext):
+        """The order-entry session (session.py)."""
+        caller = await self.auth.caller(context)
+        with self.sessions.hold(context):
+            session = OrderEntrySession(self.orders, self.limiter, caller,
+                                        max_commands=self.max_commands,
+                                        matching_timeout=self.orders.matching_timeout)
+            async for response in session.responses(request_iterator):
+                yield response
+
+    @grpc_errors
+    async def GetOrder(self, request: opb.GetOrderRequest,
+                       context: grpc.aio.ServicerContext) -> opb.GetOrderResponse:
+        order, fills = await self.orders.get(await self._caller(context, QUERIES), request)
+        return opb.GetOrderResponse(order=order, fills=fills)
+
+    @grpc_errors
+    async def ListOrders(self, request: opb.ListOrdersRequest,
+                         context: grpc.aio.ServicerContext) -> opb.ListOrdersResponse:
+        return await self.orders.list_orders(await self._caller(context, QUERIES), request)
+
+    @grpc_errors
+    async def ListFills(self, request: opb.ListFillsRequest,
+                        context: grpc.aio.ServicerContext) -> opb.ListFillsResponse:
+        return await self.orders.list_fills(await self._caller(context, QUERIES), request)
