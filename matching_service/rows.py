@@ -1,11 +1,11 @@
-"""The engine's records as SQL: column lists, ``unnest`` arrays and typed casts, all
-generated from a record's fields.
+"""The engine's records as SQL: column lists and rows, generated from a record's fields.
 
 A record (``OrderRow``, ``Trade``, ``JournalEvent``) is a class whose constructor's
-parameters are its fields, in order; each field is the column of the same name, except
-that a field ``x_ns`` (integer nanoseconds since the epoch) is the ``timestamptz``
-column ``x_at``. The PostgreSQL type of each column is read from the database's catalog
-(``Table.load``), so the types are written once, in the migrations.
+parameters are its fields, in order (with literal defaults, if any: compiled classes
+give their signature from them); each field is the column of the same name, except that
+a field ``x_ns`` (integer nanoseconds since the epoch) is the ``timestamptz`` column
+``x_at``. The columns and their types are the table's own (read from the catalog by
+``Table.load``): they are written once, in the migrations.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import functools
 import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from operator import attrgetter
 from typing import Any
 
@@ -51,46 +52,54 @@ def ns_of(value: dt.datetime) -> int:
 
 @dataclass(frozen=True)
 class Table:
-    """A table written from (or read into) one kind of record."""
+    """A table written from (or read into) one kind of record.
+
+    Rows go to PostgreSQL as one array of the table's own row type per statement
+    (``unnest($n::table[])``): asyncpg then encodes each value with its column's codec
+    directly, where an array per column would cost it a Python-level type check per
+    value. The store adds the columns that are not the record's (``added``)."""
 
     name: str
     record: type
     fields: tuple[str, ...]
+    # The record's columns, in the record's order.
     columns: tuple[str, ...]
-    # The PostgreSQL type of each column, as the catalog names it (e.g. "smallint").
-    types: tuple[str, ...]
+    # Every column of the table, in the table's order.
+    table_columns: tuple[str, ...]
 
     @classmethod
-    async def load(cls, conn: asyncpg.Connection, name: str, record: type) -> Table:
-        """The table ``name`` for ``record``, with its column types from the catalog.
-        Raises LookupError if a field has no column."""
-        found = dict(await conn.fetch(
-            """SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
-                WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped""", name))
+    async def load(cls, conn: asyncpg.Connection, name: str, record: type,
+                   added: tuple[str, ...] = ()) -> Table:
+        """The table ``name`` for ``record``, whose other columns are ``added`` by the
+        caller, with its columns from the catalog. Raises LookupError if a field has no
+        column or a column is neither a field nor added."""
+        table_columns = tuple(r[0] for r in await conn.fetch(
+            """SELECT attname FROM pg_attribute
+                WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped
+                ORDER BY attnum""", name))
         names = fields(record)
         columns = tuple(column(f) for f in names)
-        missing = [c for c in columns if c not in found]
-        if missing:
-            raise LookupError(f"{record.__name__}: table {name} has no column {missing}")
-        return cls(name, record, names, columns, tuple(found[c] for c in columns))
+        missing = sorted(set(columns) - set(table_columns))
+        unset = sorted(set(table_columns) - set(columns) - set(added))
+        if missing or unset:
+            raise LookupError(f"{record.__name__} and table {name} differ: no column for "
+                              f"{missing}, no field for {unset}")
+        return cls(name, record, names, columns, table_columns)
 
-    def column_list(self, prefix: str = "") -> str:
-        """``a, b, c`` (each with ``prefix``, e.g. "t.")."""
-        return ", ".join(prefix + c for c in self.columns)
+    def column_list(self, prefix: str = "", columns: Iterable[str] | None = None) -> str:
+        """``a, b, c`` (each with ``prefix``, e.g. "t."), the record's columns by
+        default."""
+        return ", ".join(prefix + c for c in (self.columns if columns is None else columns))
 
-    def unnest(self, first: int, alias: str) -> str:
-        """``unnest($first::type[], ...) AS alias(columns)``: the rows of the arrays
-        ``arrays()`` makes, passed as parameters ``first`` on."""
-        arrays = ", ".join(f"${first + i}::{t}[]" for i, t in enumerate(self.types))
-        return f"unnest({arrays}) AS {alias}({self.column_list()})"
-
-    def arrays(self, records: Sequence[Any]) -> list[list[Any]]:
-        """One list per column of the values of ``records`` (times as timestamptz)."""
-        out = []
-        for f in self.fields:
-            values = list(map(attrgetter(f), records))
-            out.append(list(map(ts, values)) if f.endswith(TIME_SUFFIX) else values)
-        return out
+    def rows(self, records: Sequence[Any], **added: Any) -> list[tuple[Any, ...]]:
+        """The table's rows (tuples of its columns in its order) of ``records``, with
+        the ``added`` columns' values; times as timestamptz."""
+        by_column: dict[str, Iterable[Any]] = {name: repeat(value, len(records))
+                                                for name, value in added.items()}
+        for f, c in zip(self.fields, self.columns, strict=True):
+            values = map(attrgetter(f), records)
+            by_column[c] = map(ts, values) if f.endswith(TIME_SUFFIX) else values
+        return list(zip(*(by_column[c] for c in self.table_columns), strict=True))
 
     def from_rows(self, rows: Iterable[Sequence[Any]]) -> list[Any]:
         """Records from rows that SELECT ``column_list()``."""

@@ -37,35 +37,36 @@ class Statements:
 
     @classmethod
     async def load(cls, conn: asyncpg.Connection) -> Statements:
-        journal = await Table.load(conn, "journal", JournalEvent)
-        orders = await Table.load(conn, "orders", OrderRow)
-        trades = await Table.load(conn, "trades", Trade)
-        # $1 instrument, $2 owner epoch, $3 the batch's last sequence, $4 the one before
-        # its first; then the columns of the events, new orders, changed orders, trades.
-        first_new = 5 + len(journal.columns)
-        first_changed = first_new + len(orders.columns)
-        first_trade = first_changed + len(orders.columns)
+        journal = await Table.load(conn, "journal", JournalEvent,
+                                   added=("instrument_id", "owner_epoch"))
+        orders = await Table.load(conn, "orders", OrderRow, added=("instrument_id",))
+        trades = await Table.load(conn, "trades", Trade, added=("instrument_id",))
+
+        def insert(table: Table, n: int) -> str:
+            return (f"INSERT INTO {table.name} ({table.column_list(columns=table.table_columns)})"
+                    f"\n    SELECT {table.column_list('r.', table.table_columns)}"
+                    f" FROM unnest(${n}::{table.name}[]) AS r")
+
         updated = ", ".join(f"{c} = u.{c}" for c in orders.columns if c != "order_id")
+        # $1 instrument, $2 owner epoch, $3 the batch's last sequence, $4 the one before
+        # its first; then the rows of the events, new orders, changed orders, trades.
         commit = f"""
 WITH fence AS (
     UPDATE instrument_state SET last_sequence = $3, updated_at = now()
      WHERE instrument_id = $1 AND owner_epoch = $2 AND last_sequence = $4
     RETURNING 1
 ), journal_rows AS (
-    INSERT INTO journal (instrument_id, owner_epoch, {journal.column_list()})
-    SELECT $1, $2, {journal.column_list("j.")} FROM {journal.unnest(5, "j")}
+    {insert(journal, 5)}
      WHERE EXISTS (SELECT 1 FROM fence)
 ), new_orders AS (
-    INSERT INTO orders (instrument_id, {orders.column_list()})
-    SELECT $1, {orders.column_list("n.")} FROM {orders.unnest(first_new, "n")}
+    {insert(orders, 6)}
      WHERE EXISTS (SELECT 1 FROM fence)
 ), changed_orders AS (
     UPDATE orders o SET {updated}
-      FROM {orders.unnest(first_changed, "u")}
+      FROM unnest($7::orders[]) AS u
      WHERE o.order_id = u.order_id AND EXISTS (SELECT 1 FROM fence)
 ), trade_rows AS (
-    INSERT INTO trades (instrument_id, {trades.column_list()})
-    SELECT $1, {trades.column_list("t.")} FROM {trades.unnest(first_trade, "t")}
+    {insert(trades, 8)}
      WHERE EXISTS (SELECT 1 FROM fence)
 )
 SELECT count(*) FROM fence
@@ -183,8 +184,11 @@ class Store:
             sql = await self.statements(conn)
             fenced = await conn.fetchval(
                 sql.commit, instrument_id, epoch, changes.last_sequence,
-                changes.first_sequence - 1, *sql.journal.arrays(changes.events),
-                *sql.orders.arrays(new), *sql.orders.arrays(changed),
-                *sql.trades.arrays(changes.trades))
+                changes.first_sequence - 1,
+                sql.journal.rows(changes.events, instrument_id=instrument_id,
+                                 owner_epoch=epoch),
+                sql.orders.rows(new, instrument_id=instrument_id),
+                sql.orders.rows(changed, instrument_id=instrument_id),
+                sql.trades.rows(changes.trades, instrument_id=instrument_id))
         if not fenced:
             raise FencedOut(f"instrument {instrument_id}: epoch {epoch} no longer owns it")
