@@ -57,34 +57,36 @@ class Table:
     Rows go to PostgreSQL as one array of the table's own row type per statement
     (``unnest($n::table[])``): asyncpg then encodes each value with its column's codec
     directly, where an array per column would cost it a Python-level type check per
-    value. The store adds the columns that are not the record's (``added``)."""
+    value. The caller adds the columns that are not the record's (``added``); any other
+    column of the table (one a migration added for a later version of the record) is
+    left out of ``written`` and takes its default."""
 
     name: str
     record: type
     fields: tuple[str, ...]
     # The record's columns, in the record's order.
     columns: tuple[str, ...]
-    # Every column of the table, in the table's order.
+    # Every column of the table, in the table's order, and those a row sets.
     table_columns: tuple[str, ...]
+    written: tuple[str, ...]
 
     @classmethod
     async def load(cls, conn: asyncpg.Connection, name: str, record: type,
                    added: tuple[str, ...] = ()) -> Table:
         """The table ``name`` for ``record``, whose other columns are ``added`` by the
-        caller, with its columns from the catalog. Raises LookupError if a field has no
-        column or a column is neither a field nor added."""
+        caller, with its columns from the catalog. Raises LookupError if a field or an
+        added column is not in the table."""
         table_columns = tuple(r[0] for r in await conn.fetch(
             """SELECT attname FROM pg_attribute
                 WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped
                 ORDER BY attnum""", name))
         names = fields(record)
         columns = tuple(column(f) for f in names)
-        missing = sorted(set(columns) - set(table_columns))
-        unset = sorted(set(table_columns) - set(columns) - set(added))
-        if missing or unset:
-            raise LookupError(f"{record.__name__} and table {name} differ: no column for "
-                              f"{missing}, no field for {unset}")
-        return cls(name, record, names, columns, table_columns)
+        missing = sorted(set(columns + added) - set(table_columns))
+        if missing:
+            raise LookupError(f"table {name} has no column {missing} ({record.__name__})")
+        written = tuple(c for c in table_columns if c in columns or c in added)
+        return cls(name, record, names, columns, table_columns, written)
 
     def column_list(self, prefix: str = "", columns: Iterable[str] | None = None) -> str:
         """``a, b, c`` (each with ``prefix``, e.g. "t."), the record's columns by
@@ -93,9 +95,11 @@ class Table:
 
     def rows(self, records: Sequence[Any], **added: Any) -> list[tuple[Any, ...]]:
         """The table's rows (tuples of its columns in its order) of ``records``, with
-        the ``added`` columns' values; times as timestamptz."""
-        by_column: dict[str, Iterable[Any]] = {name: repeat(value, len(records))
-                                                for name, value in added.items()}
+        the ``added`` columns' values (None for the columns not written); times as
+        timestamptz."""
+        n = len(records)
+        by_column: dict[str, Iterable[Any]] = {c: repeat(None, n) for c in self.table_columns}
+        by_column.update((name, repeat(value, n)) for name, value in added.items())
         for f, c in zip(self.fields, self.columns, strict=True):
             values = map(attrgetter(f), records)
             by_column[c] = map(ts, values) if f.endswith(TIME_SUFFIX) else values

@@ -27,7 +27,7 @@ from matching_service.rows import Table
 @dataclass(frozen=True)
 class Statements:
     """The tables the store writes, and its SQL, generated once per store from the
-    records and the column types in the database."""
+    records and the tables' columns in the database."""
 
     journal: Table
     orders: Table
@@ -43,8 +43,8 @@ class Statements:
         trades = await Table.load(conn, "trades", Trade, added=("instrument_id",))
 
         def insert(table: Table, n: int) -> str:
-            return (f"INSERT INTO {table.name} ({table.column_list(columns=table.table_columns)})"
-                    f"\n    SELECT {table.column_list('r.', table.table_columns)}"
+            return (f"INSERT INTO {table.name} ({table.column_list(columns=table.written)})"
+                    f"\n    SELECT {table.column_list('r.', table.written)}"
                     f" FROM unnest(${n}::{table.name}[]) AS r")
 
         updated = ", ".join(f"{c} = u.{c}" for c in orders.columns if c != "order_id")
@@ -76,6 +76,10 @@ SELECT count(*) FROM fence
         return cls(journal, orders, trades, commit, journal_after)
 
 
+# What a statement raises when a table it writes changed after the row types were read.
+SCHEMA_CHANGED = (asyncpg.DatatypeMismatchError, asyncpg.InvalidCachedStatementError)
+
+
 class FencedOut(Exception):
     """Another pod owns the instrument now (or our sequence is stale)."""
 
@@ -92,6 +96,7 @@ class Store:
         self._statements: Statements | None = None
 
     async def statements(self, conn: asyncpg.Connection) -> Statements:
+        """The store's SQL (made at the first use, which reads the catalog)."""
         if self._statements is None:
             self._statements = await Statements.load(conn)
         return self._statements
@@ -181,14 +186,25 @@ class Store:
         new = [o for o in changes.orders if o.order_id >= first_id]
         changed = [o for o in changes.orders if o.order_id < first_id]
         async with self.pool.acquire() as conn:
-            sql = await self.statements(conn)
-            fenced = await conn.fetchval(
-                sql.commit, instrument_id, epoch, changes.last_sequence,
-                changes.first_sequence - 1,
-                sql.journal.rows(changes.events, instrument_id=instrument_id,
-                                 owner_epoch=epoch),
-                sql.orders.rows(new, instrument_id=instrument_id),
-                sql.orders.rows(changed, instrument_id=instrument_id),
-                sql.trades.rows(changes.trades, instrument_id=instrument_id))
+            for attempt in (1, 2):
+                sql = await self.statements(conn)
+                try:
+                    fenced = await conn.fetchval(
+                        sql.commit, instrument_id, epoch, changes.last_sequence,
+                        changes.first_sequence - 1,
+                        sql.journal.rows(changes.events, instrument_id=instrument_id,
+                                         owner_epoch=epoch),
+                        sql.orders.rows(new, instrument_id=instrument_id),
+                        sql.orders.rows(changed, instrument_id=instrument_id),
+                        sql.trades.rows(changes.trades, instrument_id=instrument_id))
+                    break
+                except SCHEMA_CHANGED:
+                    # A migration changed a table since the rows' shape was read (a
+                    # column added while this pod runs): the statement wrote nothing;
+                    # read the tables again and retry once.
+                    if attempt == 2:
+                        raise
+                    self._statements = None
+                    await conn.reload_schema_state()
         if not fenced:
             raise FencedOut(f"instrument {instrument_id}: epoch {epoch} no longer owns it")

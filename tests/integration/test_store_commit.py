@@ -99,3 +99,33 @@ async def test_commit_writes_the_engine_records(database_url, commands) -> None:
     finally:
         await pool.close()
         await conn.close()
+
+
+async def test_a_column_added_while_the_pod_runs_takes_its_default(database_url) -> None:
+    """A migration that adds a column to the tables a running pod writes (expand before a
+    release that sets it) stops nothing: the next commit reads the tables again, writes
+    what its records hold and leaves the new column to its default."""
+    conn = await asyncpg.connect(database_url)
+    account = await db.ensure_account(conn, "a")
+    await conn.execute("UPDATE instrument_state SET owner_epoch = 1 WHERE instrument_id = 1")
+    pool = await db.create_pool(database_url, min_size=1, max_size=1)
+    try:
+        store, book = Store(pool), OrderBook(1)
+        book.new_order(account, SELL, LIMIT, GTC, 100, 5, "first", False, 1_000_000)
+        await store.commit(1, 1, book.drain_changes())
+        for table in ("journal", "orders", "trades"):
+            await conn.execute(f"ALTER TABLE {table} ADD COLUMN later int NOT NULL DEFAULT 7")
+        book.new_order(account, BUY, LIMIT, GTC, 100, 2, "second", False, 2_000_000)
+        changes = book.drain_changes()
+        assert changes.trades and len(changes.orders) == 2  # a new row and a changed one
+        await store.commit(1, 1, changes)
+        assert await conn.fetchval("SELECT count(*) FROM journal WHERE later = 7") == 3
+        assert await conn.fetchval("SELECT count(*) FROM orders WHERE later = 7") == 2
+        assert await conn.fetchval("SELECT count(*) FROM trades WHERE later = 7") == 1
+        assert await conn.fetchval("SELECT filled FROM orders WHERE client_order_id = "
+                                   "'first'") == 2
+        assert [o.order_id for o in (await store.load_book(1)).resting()] == [
+            o.order_id for o in book.resting()]
+    finally:
+        await pool.close()
+        await conn.close()
