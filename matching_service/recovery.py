@@ -36,28 +36,37 @@ class ReplayMismatch(Exception):
 
 
 # A snapshot's BookOrder has the fields of an OrderRow, by the same names but these
-# (the proto's names follow the API's), and no ``reason`` (a resting order has none).
-# The proto holds the notional as a decimal string (it outgrows 64 bits).
+# (the proto's names follow the API's), and not those a resting order never sets (they
+# come back with these values). The proto holds the notional as a decimal string (it
+# outgrows 64 bits).
 PROTO_NAMES = {"order_type": "type", "created_ns": "create_time_unix_nanos",
                "updated_ns": "update_time_unix_nanos"}
-NOT_IN_SNAPSHOTS = ("reason",)
+NOT_IN_SNAPSHOTS: dict[str, Any] = {"reason": ""}
 AS_TEXT = ("filled_notional",)
 SNAPSHOT_FIELDS = tuple(f for f in fields(OrderRow) if f not in NOT_IN_SNAPSHOTS)
+_PROTO_FIELDS = tuple(PROTO_NAMES.get(f, f) for f in SNAPSHOT_FIELDS)
+_AS_TEXT_AT = tuple(SNAPSHOT_FIELDS.index(f) for f in AS_TEXT)
+# Where the fields a snapshot leaves out go back among the constructor's arguments.
+_LEFT_OUT_AT = tuple((i, NOT_IN_SNAPSHOTS[f]) for i, f in enumerate(fields(OrderRow))
+                     if f in NOT_IN_SNAPSHOTS)
 _ORDER_VALUES = attrgetter(*SNAPSHOT_FIELDS)
+_PROTO_VALUES = attrgetter(*_PROTO_FIELDS)
 
 
 def to_book_order(o: Order) -> mpb.BookOrder:
-    values: dict[str, Any] = {
-        PROTO_NAMES.get(f, f): str(v) if f in AS_TEXT else v
-        for f, v in zip(SNAPSHOT_FIELDS, _ORDER_VALUES(o), strict=True)}
-    return mpb.BookOrder(**values)
+    values: list[Any] = list(_ORDER_VALUES(o))
+    for i in _AS_TEXT_AT:
+        values[i] = str(values[i])
+    return mpb.BookOrder(**dict(zip(_PROTO_FIELDS, values, strict=True)))
 
 
 def from_book_order(b: mpb.BookOrder) -> Order:
-    values: dict[str, Any] = {f: getattr(b, PROTO_NAMES.get(f, f)) for f in SNAPSHOT_FIELDS}
-    for f in AS_TEXT:
-        values[f] = int(values[f])
-    return Order(**values)
+    values: list[Any] = list(_PROTO_VALUES(b))
+    for i in _AS_TEXT_AT:
+        values[i] = int(values[i])
+    for i, value in _LEFT_OUT_AT:
+        values.insert(i, value)
+    return Order(*values)  # the constructor's arguments are fields(OrderRow), in order
 
 
 def book_response(book: OrderBook, epoch: int) -> mpb.GetBookResponse:
