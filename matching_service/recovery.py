@@ -10,7 +10,9 @@ rather than producing a book that differs from the one that was acknowledged.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import gc
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from operator import attrgetter
 from typing import Any
 
@@ -90,6 +92,21 @@ def decode_snapshot(data: bytes) -> tuple[int, list[Order], int]:
     """(sequence, resting orders, instrument status) of a snapshot."""
     snap = mpb.BookSnapshot.FromString(data)
     return snap.sequence, [from_book_order(b) for b in snap.orders], snap.status or TRADING
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """The garbage collector paused while a book is rebuilt (synchronous code: nothing
+    else runs meanwhile). The orders and events it makes hold no reference cycle, and
+    as they pile up the collector would walk them all again and again: about 40% of
+    the time of a long replay."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 _EVENT_VALUES = attrgetter(*fields(JournalEvent))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import inspect
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from operator import attrgetter
@@ -44,8 +44,10 @@ def ts(ns: int) -> dt.datetime:
     return EPOCH + dt.timedelta(microseconds=ns // 1000)
 
 
+@functools.lru_cache(maxsize=64)
 def ns_of(value: dt.datetime) -> int:
-    """A timestamptz to nanoseconds since the epoch."""
+    """A timestamptz to nanoseconds since the epoch (cached: the rows of a batch share a
+    few times)."""
     delta = value - EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
@@ -107,8 +109,12 @@ class Table:
 
     def from_rows(self, rows: Iterable[Sequence[Any]]) -> list[Any]:
         """Records from rows that SELECT ``column_list()``."""
-        convert: list[Callable[[Any], Any] | None] = [
-            ns_of if f.endswith(TIME_SUFFIX) else None for f in self.fields]
         make = self.record
-        return [make(*[v if c is None else c(v) for c, v in zip(convert, row, strict=True)])
-                for row in rows]
+        times = [i for i, f in enumerate(self.fields) if f.endswith(TIME_SUFFIX)]
+        out = []
+        for row in rows:
+            values = list(row)
+            for i in times:
+                values[i] = ns_of(values[i])
+            out.append(make(*values))
+        return out

@@ -20,7 +20,12 @@ import asyncpg
 from exchange_common.ids import make_id
 from exchange_common.instruments import InstrumentSpec, load_instruments
 from matching_service.engine import TRADING, Changes, JournalEvent, OrderBook, OrderRow, Trade
-from matching_service.recovery import ReplayMismatch, decode_snapshot, replay
+from matching_service.recovery import (
+    ReplayMismatch,
+    collector_paused,
+    decode_snapshot,
+    replay,
+)
 from matching_service.rows import Table
 
 
@@ -140,19 +145,19 @@ class Store:
                 """SELECT sequence, data FROM book_snapshots
                     WHERE instrument_id = $1 AND sequence <= $2
                     ORDER BY sequence DESC LIMIT 1""", instrument_id, last)
-            start, orders, status = (decode_snapshot(snap["data"]) if snap
-                                     else (0, [], TRADING))
+            start = snap["sequence"] if snap else 0
             sql = await self.statements(conn)
-            events = sql.journal.from_rows(
-                await conn.fetch(sql.journal_after, instrument_id, start, last))
+            rows = await conn.fetch(sql.journal_after, instrument_id, start, last)
             last_price = await conn.fetchval(
                 """SELECT price FROM trades WHERE instrument_id = $1 AND trade_id <= $2
                     ORDER BY trade_id DESC LIMIT 1""", instrument_id, make_id(instrument_id, last))
-        book = OrderBook(instrument_id, last_sequence=start)
-        book.snapshot_sequence = start
-        book.status = status
-        book.restore(orders)
-        replay(book, events)
+        with collector_paused():
+            _, orders, status = decode_snapshot(snap["data"]) if snap else (0, [], TRADING)
+            book = OrderBook(instrument_id, last_sequence=start)
+            book.snapshot_sequence = start
+            book.status = status
+            book.restore(orders)
+            replay(book, sql.journal.from_rows(rows))
         book.last_price = last_price
         if book.sequence != last:
             raise ReplayMismatch(f"instrument {instrument_id}: journal ends at {book.sequence}, "
