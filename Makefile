@@ -11,9 +11,9 @@ STAMP := $(VENV)/.installed-stamp
 # The project with the extras make run (dev), make test (test) and make bench (bench) need.
 venv: $(STAMP)
 
-# The compiled matching engine (setup.py) is rebuilt when its source changes; until then
-# an edited engine.py runs interpreted (with a warning), never a stale build.
-$(STAMP): pyproject.toml setup.py matching_service/engine.py matching_service/engine.pxd
+# The compiled matching engine (setup.py) is rebuilt when a source of it changes; until
+# then the engine refuses to import (a stale build never runs).
+$(STAMP): pyproject.toml setup.py $(wildcard matching_service/engine/*.py)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,test,bench]'

@@ -1,82 +1,62 @@
-"""The optional compiled matching engine (everything else is in pyproject.toml).
+"""The compiled matching engine (everything else is in pyproject.toml).
 
-``matching_service/engine.py`` is plain Python and always works. When Cython and a C
-compiler are at hand, ``pip install -e .`` (``make venv``) also compiles that same file,
-with the declarations of ``engine.pxd``, into ``matching_service._engine_c``:
+mypyc compiles the modules of ``matching_service/engine/`` (all but ``__init__``) as they
+are: each becomes an extension module beside its .py, which Python imports in its place,
+plus one shared library (``matching_service/engine/compiled__mypyc``). ``pip install -e .``
+(``make venv``) builds them in place; a wheel carries them. Beside them the build writes
+``build-manifest.json``, the SHA-256 of each source it compiled: the engine refuses to
+import a module compiled from another version of its source (matching_service/engine/
+__init__.py), so after editing the engine, rebuild (``make venv`` does when a source is
+newer than its stamp).
 
-* the source is copied to ``build/engine_c/`` with two lines appended, ``COMPILED = True``
-  and ``SOURCE_DIGEST``, the SHA-256 of engine.py and engine.pxd as built;
-* ``engine.py`` uses the compiled module only when that digest is the one of the files
-  next to it: an edited engine.py runs interpreted (with a warning) until rebuilt;
-* no compiler, no Cython or a failed build: a warning, and the interpreted engine.
-
-Rebuild after editing engine.py or engine.pxd: ``.venv/bin/pip install -e .`` (or
-``.venv/bin/python setup.py build_ext --inplace``).
+Without a C compiler the build warns, leaves no compiled module behind, and the same
+modules run interpreted.
 """
 
 from __future__ import annotations
 
 import hashlib
-import shutil
+import json
 from pathlib import Path
 
-from setuptools import Extension, setup
+from mypyc.build import mypycify
+from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-ROOT = Path(__file__).resolve().parent
-SOURCE_DIR = ROOT / "matching_service"
-GENERATED = ROOT / "build" / "engine_c" / "matching_service"
-MODULE = "matching_service._engine_c"
-
-
-def source_digest(directory: Path) -> str:
-    """The same digest as matching_service.engine.source_digest (a test checks it)."""
-    h = hashlib.sha256()
-    for name in ("engine.py", "engine.pxd"):
-        h.update((directory / name).read_bytes())
-        h.update(b"\0")
-    return h.hexdigest()
+ENGINE = Path("matching_service") / "engine"
+MODULES = ("enums", "order", "events", "side", "book")
+GROUP = "matching_service.engine.compiled"
 
 
 class BuildEngine(build_ext):
-    """Generates the C source with Cython first; any failure leaves the interpreted
-    engine in use instead of failing the install."""
+    """Builds the compiled engine and its manifest; any failure to compile leaves the
+    interpreted engine in use instead of failing the install."""
 
     def run(self) -> None:
         try:
-            self.generate()
             super().run()
-        except Exception as exc:  # noqa: BLE001 - optional extension: never fail the install
-            self.warn(f"the compiled matching engine was not built ({exc!r}); "
-                      f"the interpreted matching_service/engine.py is used")
+        except Exception as exc:  # noqa: BLE001 - no compiler: the interpreted engine
+            self.remove_builds()
+            self.warn(f"the compiled matching engine was not built ({exc!r}); its modules "
+                      f"run interpreted")
+            return
+        self.manifest().write_text(json.dumps(
+            {name: hashlib.sha256((ENGINE / f"{name}.py").read_bytes()).hexdigest()
+             for name in MODULES}, indent=2) + "\n")
 
-    def generate(self) -> None:
-        from Cython.Build import cythonize
+    def manifest(self) -> Path:
+        """build-manifest.json, where this build puts the engine's modules."""
+        return Path(self.get_ext_fullpath(f"matching_service.engine.{MODULES[0]}")).with_name(
+            "build-manifest.json")
 
-        GENERATED.mkdir(parents=True, exist_ok=True)
-        # A package, so that Cython finds _engine_c.pxd for matching_service._engine_c.
-        (GENERATED / "__init__.py").write_text("")
-        source = (SOURCE_DIR / "engine.py").read_text()
-        digest = source_digest(SOURCE_DIR)
-        (GENERATED / "_engine_c.py").write_text(
-            f"{source}\n\n# Added by setup.py when compiling:\nCOMPILED = True\n"
-            f"SOURCE_DIGEST = {digest!r}\n")
-        shutil.copyfile(SOURCE_DIR / "engine.pxd", GENERATED / "_engine_c.pxd")
-        cythonize(
-            [Extension(MODULE, [str(GENERATED / "_engine_c.py")])],
-            compiler_directives={
-                "language_level": 3,
-                # Annotations are documentation here, never C types or checks: the
-                # compiled engine must accept exactly what the interpreted one does.
-                "annotation_typing": False,
-                "binding": True,
-            },
-            quiet=True,
-            force=True,
-        )
+    def remove_builds(self) -> None:
+        """Remove what an earlier build left where this one would have put its modules."""
+        for ext in self.extensions:
+            Path(self.get_ext_fullpath(ext.name)).unlink(missing_ok=True)
+        self.manifest().unlink(missing_ok=True)
 
 
 setup(
-    ext_modules=[Extension(MODULE, [str((GENERATED / "_engine_c.c").relative_to(ROOT))])],
+    ext_modules=mypycify([str(ENGINE / f"{name}.py") for name in MODULES], group_name=GROUP),
     cmdclass={"build_ext": BuildEngine},
 )

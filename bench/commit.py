@@ -3,7 +3,7 @@
 Runs the seed mix (70% limit / 30% market, 0.01-0.5 BTC, limit prices within
 +-2,000 of 70,000, many accounts) through the matching engine in batches of
 ``--batch`` orders and commits every batch with the ``Store`` the matching
-pod uses (one statement up to 400 events, COPY above), one after another.
+pod uses (one statement per batch), one after another.
 Reports, per order: PostgreSQL CPU (every backend and helper process of the
 server), this process's CPU (the matching side: engine plus commit encoding),
 and the wall time per commit.

@@ -42,14 +42,17 @@ separate untimed pass) and memory per resting order (the book's traced memory
 after the prefill / the orders resting, depths > 0). That pass also checks that
 both engines made exactly the same trades.
 
-``floor``: the same stream through only the allocations those events need (an
-order object, the ACCEPTED and TRADE event tuples, a Fill, an Outcome, the order
-rows of a drain; every command taken as a new order making one fill), with no
-matching at all, run by the interpreter: no interpreted engine that produces them
-can be faster (the compiled build of the engine, see setup.py, is not bound by it).
+``floor``: the same stream through only the records those events need (an order,
+the ACCEPTED and TRADE journal events, a Trade, an Outcome, the order rows of a
+drain; every command taken as a new order making one fill), made by the engine's
+classes from a loop run by the interpreter, with no matching at all: what the records
+alone cost when the code around them is not compiled.
 
-The figures name the engine build that ran (``engine_build``: ``compiled``, or
-``interpreted`` when there is no current compiled build or ``EXCHANGE_ENGINE=python``).
+The figures name the engine build that ran (``engine_build``: ``compiled`` when the
+engine's modules run compiled by mypyc, ``interpreted`` when they run from their
+sources: an install without a C compiler).
+
+The baseline is bench/baseline_book.py, a copy of the reference baseline.
 
     python -m bench.core [--orders N] [--depths 0,10000,50000] [--seed S]
 """
@@ -59,7 +62,6 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.util
-import os
 import random
 import statistics
 import sys
@@ -73,9 +75,7 @@ from hdrh.histogram import HdrHistogram
 from bench.results import write_result
 from matching_service import engine
 
-ROOT = Path(__file__).resolve().parent.parent
-BASELINE = Path(os.environ.get("EXCHANGE_BASELINE_BOOK",
-                               ROOT.parent / "shared" / "reference" / "baseline_book.py"))
+BASELINE = Path(__file__).resolve().parent / "baseline_book.py"
 
 MID = 7_000_000  # 70,000.00 in ticks of 0.01
 SPAN = 200_000  # +-2,000.00
@@ -91,8 +91,7 @@ LIMIT, MARKET, CANCEL = 0, 1, 2
 def load_baseline(path: Path) -> ModuleType:
     spec = importlib.util.spec_from_file_location("baseline_book", path)
     if spec is None or spec.loader is None or not Path(path).is_file():
-        raise SystemExit(f"cannot load the baseline from {path} (--baseline or "
-                         f"EXCHANGE_BASELINE_BOOK)")
+        raise SystemExit(f"cannot load the baseline from {path} (--baseline)")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -271,42 +270,49 @@ class Baseline:
 
 
 def floor_ns(stream: list, batch: int) -> float:
-    """CPU ns per command of only the allocations the service's events need."""
-    order_row, fill_new = engine._ORDER_ROW, engine._tuple_new
-    Order, Fill, Outcome = engine.Order, engine.Fill, engine.Outcome
+    """CPU ns per command of only the records the service's events need."""
+    Order, JournalEvent = engine.Order, engine.JournalEvent
+    Trade, Outcome = engine.Trade, engine.Outcome
+    accepted, traded = engine.EV_ACCEPTED, engine.EV_TRADE
+    lim, gtc = engine.LIMIT, engine.GTC
     events: list = []
     changed: dict = {}
     trades: list = []
-    seq, base, maker = 0, 1 << 44, None
+    seq, base = 0, 1 << 44
+    maker = None
     gc.collect()
     start = time.process_time_ns()
     for i, (_, side, price, qty, account, _) in enumerate(stream):
         seq += 1
-        order = Order(base | seq, account, "", side + 1, 1, 1, False, price, qty, NOW_NS)
-        order.last_sequence = seq
+        order = Order(base | seq, account, "", side + 1, lim, gtc, False, price, qty,
+                      last_sequence=seq, created_ns=NOW_NS, updated_ns=NOW_NS)
         changed[order.order_id] = order
-        events.append((seq, 1, order.order_id, 0, price, qty, account, side + 1, 1, 1, False,
-                       "", NOW_NS))
-        fills: list | tuple = ()
+        events.append(JournalEvent(seq, accepted, order.order_id, 0, price, qty, account,
+                                   side + 1, lim, gtc, False, "", NOW_NS))
+        fills: list = []
         if maker is not None:  # one fill per command (the seed mix makes ~1)
             seq += 1
-            events.append((seq, 2, order.order_id, maker.order_id, price, qty, account,
-                           side + 1, 1, 1, False, "", NOW_NS))
-            fill = fill_new(Fill, (base | seq, seq, price, qty, side + 1, maker.order_id,
-                                   order.order_id, maker.account_id, account, NOW_NS, maker,
-                                   order))
+            events.append(JournalEvent(seq, traded, order.order_id, maker.order_id, price, qty,
+                                       account, side + 1, lim, gtc, False, "", NOW_NS))
+            fill = Trade(base | seq, seq, price, qty, side + 1, maker.order_id, order.order_id,
+                         maker.account_id, account, NOW_NS)
             trades.append(fill)
             changed[maker.order_id] = maker
             fills = [fill]
         maker = order
-        fill_new(Outcome, (order, fills, False, "", ""))
+        Outcome(order, fills)
         if i % batch == batch - 1:
-            list(map(order_row, changed.values()))
+            [o.row() for o in changed.values()]
             events, changed, trades = [], {}, []
     return (time.process_time_ns() - start) / len(stream)
 
 
 # -- measuring -----------------------------------------------------------------
+
+def engine_build() -> str:
+    """``compiled`` when the engine's modules run compiled, else ``interpreted``."""
+    return "compiled" if all(engine.build_of(m) for m in engine.MODULES) else "interpreted"
+
 
 def timed(cls, prefill: list, stream: list, batch: int) -> tuple[float, float, int, int]:
     """One timed pass: (ops/s, drain us per command, resting before, resting after)."""
@@ -392,15 +398,15 @@ def report(figures: dict, depths: list[int]) -> list[str]:
                          f"{f['peak_mb']:>8} {per if per else '-':>8}")
     floor = figures["floor"]
     lines.append(f"{'floor':9} {'':>6} {'':>15} {floor['ops_per_s']:>9,}   "
-                 f"(allocations of the events alone, no matching)")
+                 f"(the events' records alone, no matching)")
     lines.append("")
     for d in depths:
         f = figures["depths"][str(d)]
         lines.append(f"depth {d:>6}: project/baseline ops/s = {f['project_over_baseline']:.2f} "
                      f"(project drains: {f['project']['drain_us_per_command']} us CPU per "
                      f"command, included)")
-    lines.append(f"floor/baseline ops/s = {floor['over_baseline']:.2f}: the most any "
-                 f"interpreted engine producing these events could reach")
+    lines.append(f"floor/baseline ops/s = {floor['over_baseline']:.2f}: the records "
+                 f"alone, made from interpreted code")
     for name in ("project", "baseline"):
         key = f"{name}_deep_over_empty"
         if key in figures:
@@ -451,7 +457,7 @@ def main(argv: list[str] | None = None) -> dict:
     figures: dict = {"orders": args.orders, "prefill": args.prefill, "seed": args.seed,
                      "cancels": args.cancels, "batch": args.batch, "repeat": args.repeat,
                      "throughput_clock": "process CPU time",
-                     "engine_build": "compiled" if engine.COMPILED else "interpreted",
+                     "engine_build": engine_build(),
                      "depths": {}}
     for d in depths:
         figures["depths"][str(d)] = run_depth(d, stream, args)

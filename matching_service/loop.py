@@ -75,12 +75,13 @@ def order_report(order: Order, fills=(), duplicate: bool = False) -> dict:
     building the nested messages one by one)."""
     return {
         "order_id": order.order_id, "state": order.state, "quantity": order.quantity,
-        "filled": order.filled, "filled_notional": str(order.notional), "reason": order.reason,
+        "filled": order.filled, "filled_notional": str(order.filled_notional),
+        "reason": order.reason,
         "create_time_unix_nanos": order.created_ns, "update_time_unix_nanos": order.updated_ns,
         "fills": [{"trade_id": f.trade_id, "price": f.price, "quantity": f.quantity,
-                   "liquidity": TAKER, "time_unix_nanos": f.time_ns} for f in fills],
-        "duplicate": duplicate, "side": order.side, "type": order.type,
-        "time_in_force": order.tif, "price": order.price,
+                   "liquidity": TAKER, "time_unix_nanos": f.created_ns} for f in fills],
+        "duplicate": duplicate, "side": order.side, "type": order.order_type,
+        "time_in_force": order.time_in_force, "price": order.price,
         "client_order_id": order.client_order_id, "post_only": order.post_only,
     }
 
@@ -406,8 +407,9 @@ class InstrumentLoop:
             time_unix_nanos=time.time_ns(),
             bids=[mpb.LevelUpdate(price=p, quantity=q, order_count=c) for p, q, c in changes.bids],
             asks=[mpb.LevelUpdate(price=p, quantity=q, order_count=c) for p, q, c in changes.asks],
-            trades=[mpb.TradeEvent(trade_id=t[0], sequence=t[1], price=t[2], quantity=t[3],
-                                   taker_side=t[4], time_unix_nanos=t[9])
+            trades=[mpb.TradeEvent(trade_id=t.trade_id, sequence=t.sequence, price=t.price,
+                                   quantity=t.quantity, taker_side=t.taker_side,
+                                   time_unix_nanos=t.created_ns)
                     for t in changes.trades],
         )
         return msg.SerializeToString()

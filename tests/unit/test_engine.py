@@ -116,10 +116,12 @@ def test_matching_rules(case: Case) -> None:
     assert out.order.filled == sum(q for _, q in case.fills)
     assert book.depth(BUY) == case.bids
     assert book.depth(SELL) == case.asks
+    by_id = {m.order_id: m for m in makers}
     for f in out.fills:
-        assert f.maker in makers and f.taker is out.order
+        assert f.maker_order_id in by_id and f.taker_order_id == out.order.order_id
+        assert (f.maker_account_id, f.taker_account_id, f.taker_side) == (A, B, side)
     # the trade price is always the maker's price
-    assert all(f.price == f.maker.price for f in out.fills)
+    assert all(f.price == by_id[f.maker_order_id].price for f in out.fills)
 
 
 def test_sequences_and_ids_are_gapless() -> None:
@@ -128,13 +130,13 @@ def test_sequences_and_ids_are_gapless() -> None:
     t = limit(book, BUY, 100, 5, IOC, account=B)
     ch = book.drain_changes()
     assert (ch.first_sequence, ch.last_sequence) == (42, 45)
-    assert [e[0] for e in ch.events] == [42, 43, 44, 45]
-    assert [e[1] for e in ch.events] == [EV_ACCEPTED, EV_ACCEPTED, EV_TRADE, EV_EXPIRED]
+    assert [e.sequence for e in ch.events] == [42, 43, 44, 45]
+    assert [e.kind for e in ch.events] == [EV_ACCEPTED, EV_ACCEPTED, EV_TRADE, EV_EXPIRED]
     assert instrument_of(m.order_id) == 3 and sequence_of(m.order_id) == 42
     assert t.fills[0].trade_id == (3 << 44) | 44
-    assert [tr[0] for tr in ch.trades] == [t.fills[0].trade_id]
+    assert ch.trades == list(t.fills)
     assert ch.asks == [(100, 0, 0)]
-    assert sorted(o[0] for o in ch.orders) == sorted([m.order_id, t.order.order_id])
+    assert sorted(o.order_id for o in ch.orders) == sorted([m.order_id, t.order.order_id])
     # next batch continues the sequence
     limit(book, BUY, 90, 1)
     assert book.drain_changes().first_sequence == 46
@@ -150,7 +152,7 @@ def test_cancel() -> None:
     assert book.depth(BUY) == [(100, 1, 1)]
     assert book.cancel(A, o.order_id).error == ERR_ORDER_NOT_OPEN  # already cancelled
     ev = book.drain_changes().events
-    assert ev[-1][1] == EV_CANCELLED and ev[-1][5] == 5
+    assert ev[-1].kind == EV_CANCELLED and ev[-1].quantity == 5
 
 
 def test_cancel_partially_filled_removes_only_the_rest() -> None:
@@ -160,7 +162,7 @@ def test_cancel_partially_filled_removes_only_the_rest() -> None:
     out = book.cancel(A, o.order_id)
     assert out.order.filled == 2 and out.order.state == CANCELLED
     assert book.depth(SELL) == []
-    assert book.drain_changes().events[-1][5] == 3
+    assert book.drain_changes().events[-1].quantity == 3
 
 
 def test_client_order_id_idempotent() -> None:
@@ -189,7 +191,7 @@ def test_rejected_and_failed_commands() -> None:
     limit(book, SELL, 100, 1)
     r = limit(book, BUY, 100, 1, post_only=True)
     assert r.order.state == REJECTED and r.order.reason == "POST_ONLY_WOULD_TAKE"
-    assert book.drain_changes().events[-1][1] == EV_REJECTED
+    assert book.drain_changes().events[-1].kind == EV_REJECTED
 
 
 def test_restore_rebuilds_same_book() -> None:
@@ -317,7 +319,7 @@ def test_amend_rules(case: AmendCase) -> None:
     assert out.error == case.error
     assert out.order is order  # the order concerned, even when refused
     assert [(f.price, f.quantity) for f in out.fills] == case.fills
-    assert all(f.taker is order and f.maker is not order for f in out.fills)
+    assert all(f.taker_order_id == order.order_id != f.maker_order_id for f in out.fills)
     assert (order.price, order.quantity, order.filled, order.state) == case.after
     assert book.depth(BUY) == case.bids
     assert book.depth(SELL) == case.asks
@@ -330,15 +332,15 @@ def test_amend_rules(case: AmendCase) -> None:
         assert book.sequence == seq_before and ch.events == [] and ch.orders == []
         assert order.priority == priority_before
         return
-    kinds = [e[1] for e in ch.events]
+    kinds = [e.kind for e in ch.events]
     assert kinds == [EV_AMENDED] + [EV_TRADE] * len(case.fills)
     amended = ch.events[0]
-    assert amended[0] == seq_before + 1 and amended[2] == order.order_id
-    assert (amended[4], amended[5]) == (order.price, order.quantity)  # the new values
-    assert order.priority == (priority_before if case.priority == "kept" else amended[0])
-    assert order.last_sequence == ch.events[-1][0] and order.updated_ns == 7
-    assert order.order_id in [row[0] for row in ch.orders]
-    assert [e[0] for e in ch.events] == list(range(seq_before + 1, book.sequence + 1))
+    assert amended.sequence == seq_before + 1 and amended.order_id == order.order_id
+    assert (amended.price, amended.quantity) == (order.price, order.quantity)  # the new values
+    assert order.priority == (priority_before if case.priority == "kept" else amended.sequence)
+    assert order.last_sequence == ch.events[-1].sequence and order.updated_ns == 7
+    assert order.order_id in [row.order_id for row in ch.orders]
+    assert [e.sequence for e in ch.events] == list(range(seq_before + 1, book.sequence + 1))
 
 
 def test_amend_needs_an_open_order_of_the_account() -> None:
@@ -369,7 +371,7 @@ def test_amend_touches_the_levels_it_changes() -> None:
     book.amend(A, o.order_id, 103, 6)  # crosses: takes 2 at 103, rests 4 at 103
     ch = book.drain_changes()
     assert ch.bids == [(101, 0, 0), (103, 4, 1)] and ch.asks == [(103, 0, 0)]
-    assert [t[2:4] for t in ch.trades] == [(103, 2)]
+    assert [(t.price, t.quantity) for t in ch.trades] == [(103, 2)]
     assert book.best_bid() == 103 and book.best_ask() is None
 
 
@@ -402,14 +404,6 @@ def test_amended_book_restores_in_the_same_priority() -> None:
 # -- the price ladder ----------------------------------------------------------
 
 
-class CountingSide(Side):
-    __slots__ = ("compactions",)
-
-    def compact(self) -> None:
-        self.compactions += 1
-        super().compact()
-
-
 def check_front(side: Side) -> None:
     """The front is sorted, holds the best key, and every ladder key is behind it."""
     front = side.front
@@ -427,15 +421,19 @@ def test_price_ladder_keeps_keys_in_order(spread: int) -> None:
     appearing and disappearing (the best one and others), keys moving from the front
     to the ladder and back, empty buckets and compactions."""
     rng = random.Random(spread)
-    side = CountingSide(1)
-    side.compactions = 0
+    side = Side(1)
+    compactions = 0
     marker = Order(1, 1, "", SELL, LIMIT, GTC, False, 1, 1, 0)
     live: set[int] = set()
     for step in range(6_000):
         if live and rng.random() < (0.3 if step < 3_000 else 0.7):
             key = min(live) if rng.random() < 0.4 else rng.choice(sorted(live))
             live.discard(key)
+            empty_before = side.empty
             side.remove_level(key)
+            # a compaction drops every emptied bucket at once (Side.compact)
+            compactions += (empty_before >= COMPACT_MIN_EMPTY and side.empty == 0
+                            and all(side.buckets.values()))
         else:
             key = rng.randrange(1, spread)
             if key in live:
@@ -454,7 +452,7 @@ def test_price_ladder_keeps_keys_in_order(spread: int) -> None:
             assert side.empty == sum(1 for keys in side.buckets.values() if not keys)
             assert side.empty <= max(COMPACT_MIN_EMPTY, len(side.buckets) // 2)
             assert sorted(side.heap) == sorted(side.buckets)
-    assert (side.compactions > 0) == (spread == 3_000_000)
+    assert (compactions > 0) == (spread == 3_000_000)
     while live:
         key = min(live)
         live.discard(key)
@@ -508,7 +506,7 @@ def test_deep_book_matches_in_price_time_priority(spread: int) -> None:
         got: list[int] = []
         while book.best_bid() if side == BUY else book.best_ask():
             got.extend(f.maker_order_id for f in market(book, taker, rng.randint(1, 40)).fills
-                       if f.maker.state == FILLED)
+                       if book.resting_order(f.maker_order_id) is None)
         assert got == [oid for _, _, oid in expect]
         check_front(book.bids if side == BUY else book.asks)
 

@@ -131,9 +131,9 @@ def test_amend_events_and_priority(commands) -> None:
                 assert (out.order.price, out.order.quantity, out.order.filled,
                         out.order.priority, out.order.state) == was
             continue
-        assert [e[1] for e in events] == [EV_AMENDED] + [EV_TRADE] * len(out.fills)
-        assert events[0][2] == target.order_id
-        assert events[0][4:6] == (target.price, target.quantity)
+        assert [e.kind for e in events] == [EV_AMENDED] + [EV_TRADE] * len(out.fills)
+        assert events[0].order_id == target.order_id
+        assert (events[0].price, events[0].quantity) == (target.price, target.quantity)
         assert target.price == (cmd[2] or was[0]) and target.quantity == (cmd[3] or was[1])
         keeps = target.price == was[0] and target.quantity < was[1]
         assert target.priority == (was[3] if keeps else seq + 1)
@@ -148,7 +148,8 @@ def test_quantity_conserved(commands) -> None:
     traded = {}
     removed = {}
     ordered = {}  # the total quantity: accepted, then as amended
-    for _, kind, oid, other, _, qty, *_ in events:
+    for e in events:
+        kind, oid, other, qty = e.kind, e.order_id, e.other_order_id, e.quantity
         if kind == EV_TRADE:
             traded[oid] = traded.get(oid, 0) + qty
             traded[other] = traded.get(other, 0) + qty
@@ -207,7 +208,7 @@ def test_price_time_priority(commands) -> None:
             while queue and open_before[queue[0].order_id] == 0:
                 queue.pop(0)
             assert queue, "fill without a resting order"
-            assert f.maker.order_id == queue[0].order_id
+            assert f.maker_order_id == queue[0].order_id
             assert f.price == queue[0].price
             if type_ == LIMIT:
                 assert f.price <= price if side == BUY else f.price >= price
@@ -220,9 +221,9 @@ def test_price_time_priority(commands) -> None:
 def test_sequence_gapless_and_ids_unique(commands) -> None:
     book, placed, _ = run(commands)
     events = book.drain_changes().events
-    assert [e[0] for e in events] == list(range(1, len(events) + 1))
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
     assert len({o.order_id for o in placed}) == len(placed)
-    accepted = {e[2] for e in events if e[1] in (EV_ACCEPTED, EV_REJECTED)}
+    accepted = {e.order_id for e in events if e.kind in (EV_ACCEPTED, EV_REJECTED)}
     assert accepted == {o.order_id for o in placed}
 
 

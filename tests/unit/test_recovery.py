@@ -13,11 +13,14 @@ from matching_service.engine import (
     EV_TRADE,
     GTC,
     HALTED,
+    IOC,
     LIMIT,
     MARKET,
     SELL,
     TRADING,
+    JournalEvent,
     OrderBook,
+    OrderRow,
 )
 from matching_service.recovery import (
     ReplayMismatch,
@@ -25,6 +28,7 @@ from matching_service.recovery import (
     encode_snapshot,
     replay,
 )
+from matching_service.rows import fields
 
 commands = st.lists(st.tuples(
     st.sampled_from(["limit", "limit", "limit", "market", "cancel", "amend", "status"]),
@@ -51,9 +55,14 @@ def run(book: OrderBook, cmds, journal: list, t0: int = 1000) -> None:
                            qty if pick % 2 else 0, now)
         else:
             type_ = LIMIT if what == "limit" else MARKET
-            book.new_order(acct, side, type_, GTC if type_ == LIMIT else 2, price, qty,
+            book.new_order(acct, side, type_, GTC if type_ == LIMIT else IOC, price, qty,
                            f"c{pick % 5}" if coid else "", False, now)
         journal.extend(book.drain_changes().events)
+
+
+def altered(event: JournalEvent, **changes) -> JournalEvent:
+    """A copy of ``event`` with some fields changed."""
+    return JournalEvent(**{f: changes.get(f, getattr(event, f)) for f in fields(JournalEvent)})
 
 
 def same_book(a: OrderBook, b: OrderBook) -> None:
@@ -92,7 +101,7 @@ def test_snapshot_plus_journal_equals_live_book(first, second) -> None:
     from_snapshot.restore(orders)
     # The store reads the last trade's price from the trades table.
     from_snapshot.last_price = next(
-        (e[4] for e in reversed(journal[:cut]) if e[1] == EV_TRADE), None)
+        (e.price for e in reversed(journal[:cut]) if e.kind == EV_TRADE), None)
     replay(from_snapshot, journal[cut:])
     same_book(from_snapshot, live)
 
@@ -102,13 +111,15 @@ def test_replay_refuses_a_tampered_journal() -> None:
     journal: list = []
     run(book, [("limit", 1, SELL, 100, 5, 0, False), ("limit", 2, BUY, 100, 3, 0, False)],
         journal)
-    trade = next(i for i, e in enumerate(journal) if e[1] == EV_TRADE)
-    forged = list(journal)
-    row = list(forged[trade])
-    row[5] = 4  # a trade quantity the engine would not produce
-    forged[trade] = tuple(row)
-    with pytest.raises(ReplayMismatch):
-        replay(OrderBook(1), forged)
+    trade = next(i for i, e in enumerate(journal) if e.kind == EV_TRADE)
+    # a trade quantity the engine would not produce, or any other field changed
+    for field, value in (("quantity", 4), ("other_order_id", 12345), ("client_order_id", "x"),
+                         ("created_ns", 999)):
+        forged = list(journal)
+        forged[trade] = altered(journal[trade], **{field: value})
+        with pytest.raises(ReplayMismatch):
+            replay(OrderBook(1), forged)
+    replay(OrderBook(1), journal)  # the journal as written replays
     with pytest.raises(ReplayMismatch):
         replay(OrderBook(1), journal[1:])  # a missing event
 
@@ -122,16 +133,34 @@ def test_replay_reexecutes_amendments() -> None:
     book.amend(2, bid.order_id, 0, 7, 5000)  # to the back of its level
     book.amend(2, bid.order_id, 103, 0, 6000)  # crosses: trades 2 at 103
     journal.extend(book.drain_changes().events)
-    assert [e[1] for e in journal[-3:]] == [EV_AMENDED, EV_AMENDED, EV_TRADE]
+    assert [e.kind for e in journal[-3:]] == [EV_AMENDED, EV_AMENDED, EV_TRADE]
     rebuilt = OrderBook(1)
     assert replay(rebuilt, journal) == len(journal)
     same_book(rebuilt, book)
 
     # an amendment of an order that is not open cannot be re-executed
-    amended = next(i for i, e in enumerate(journal) if e[1] == EV_AMENDED)
+    amended = next(i for i, e in enumerate(journal) if e.kind == EV_AMENDED)
     forged = list(journal)
-    row = list(forged[amended])
-    row[2] += 1000
-    forged[amended] = tuple(row)
+    forged[amended] = altered(journal[amended], order_id=journal[amended].order_id + 1000)
     with pytest.raises(ReplayMismatch):
         replay(OrderBook(1), forged)
+
+
+def test_a_snapshot_keeps_every_field_of_the_resting_orders() -> None:
+    """The snapshot's BookOrder conversion is generated from OrderRow's fields: every
+    one of them comes back, except those a resting order never sets."""
+    from matching_service.recovery import NOT_IN_SNAPSHOTS, SNAPSHOT_FIELDS
+
+    book = OrderBook(2)
+    run(book, [("limit", 1, SELL, 101, 9, 0, True), ("limit", 2, SELL, 102, 4, 1, False),
+               ("limit", 3, BUY, 101, 5, 2, True), ("limit", 3, BUY, 99, 7, 3, False)], [])
+    resting = book.resting()
+    assert any(o.filled and o.client_order_id for o in resting)
+    assert [f for f in fields(OrderRow) if f not in NOT_IN_SNAPSHOTS] == list(SNAPSHOT_FIELDS)
+    assert all(getattr(o, f) == v for o in resting for f, v in NOT_IN_SNAPSHOTS.items())
+    _, decoded, _ = decode_snapshot(encode_snapshot(book))
+
+    def row(o):
+        return tuple(getattr(o, f) for f in fields(OrderRow))
+
+    assert [row(o) for o in decoded] == [row(o) for o in resting]

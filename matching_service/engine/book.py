@@ -1,0 +1,542 @@
+"""The order book of one instrument: the commands, the matching, the journal sequence.
+
+Rules: price-time priority; partial fills; the trade price is the resting order's
+price; LIMIT+GTC rests, IOC fills what it can and expires the rest, FOK fills
+completely or expires with no fill; MARKET never rests; post-only rejects a limit
+order that would take liquidity. ``client_order_id`` is deduplicated per account: a
+retry of the same order returns the original, different contents are refused.
+Amending keeps the order's time priority only when it just lowers the quantity at the
+same price; a new price or a larger quantity sends it to the back of its (new) level,
+and a new price that crosses the book trades first, as a taker.
+
+Every command is turned into journal events (events.JournalEvent), each with the next
+per-instrument sequence number; order ids and trade ids are made from the sequence of
+the event that created them. The book records what changed (events, orders, trades,
+price levels) so the caller can commit a whole batch of commands at once (group commit)
+and publish the level changes to market data: ``drain_changes``.
+
+How the book keeps its orders, and why:
+
+* the price levels of each side are a ``Side`` (side.py);
+* the resting orders by id are two dicts: ``recent``, the ones placed lately (at most
+  ``RECENT_MAX``), and ``older``, which the recent ones join in one pass when
+  ``recent`` is full. Most orders leave the book soon after they come, so in a deep
+  book nearly every insert and delete is in the small table, which stays in cache,
+  not in the large one (``OrderBook.orders`` is a merged copy, for inspection);
+* the orders changed in a batch are a list, each listed once: an order's
+  ``changed_in`` is the token of the batch that lists it (``OrderBook.batch``, a new
+  one per drain), cheaper than a dict keyed by order id.
+
+The instrument's status (trading, cancel-only, halted) is only recorded here
+(``set_status``, a STATUS event): which commands a status refuses is the caller's rule
+(matching_service/loop.py), so replaying the journal, which holds only what was
+accepted, never depends on it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Final
+
+from exchange_common.ids import SEQUENCE_BITS, SEQUENCE_MASK
+
+from .enums import (
+    BUY,
+    CANCELLED,
+    EV_ACCEPTED,
+    EV_AMENDED,
+    EV_CANCELLED,
+    EV_EXPIRED,
+    EV_REJECTED,
+    EV_STATUS,
+    EV_TRADE,
+    EXPIRED,
+    FILLED,
+    FOK,
+    GTC,
+    IOC,
+    LIMIT,
+    MARKET,
+    PARTIALLY_FILLED,
+    REJECTED,
+    SELL,
+    TRADING,
+)
+from .events import (
+    ERR_DUPLICATE,
+    ERR_INVALID,
+    ERR_ORDER_NOT_OPEN,
+    ERR_POST_ONLY_WOULD_TAKE,
+    NO_FILLS,
+    Changes,
+    JournalEvent,
+    Outcome,
+    Trade,
+)
+from .order import Order
+from .side import EMPTY, Side, level_orders, level_quantity
+
+# At most this many resting orders are kept in ``OrderBook.recent`` (see the top).
+RECENT_MAX: Final = 4096
+# Closed orders remembered for client_order_id retries (older ones are found in the
+# database by the order service before it routes a retry).
+RECENT_CLOSED: Final = 100_000
+# A key limit beyond any price: a market order takes whatever the other side has.
+NO_LIMIT: Final = 1 << 62
+
+
+class OrderBook:
+    """Price-time-priority book of one instrument, with its journal sequence."""
+
+    def __init__(self, instrument_id: int, last_sequence: int = 0) -> None:
+        self.instrument_id = instrument_id
+        self.sequence = last_sequence
+        self.bids = Side(-1)
+        self.asks = Side(1)
+        # The resting orders by id: the ones placed lately (at most about RECENT_MAX),
+        # then the others (see ``orders``).
+        self.recent: dict[int, Order] = {}
+        self.older: dict[int, Order] = {}
+        self.open_client_ids: dict[tuple[int, str], Order] = {}
+        # Resting orders per account (for the open-order cap).
+        self.open_by_account: dict[int, int] = {}
+        # The instrument's status (journaled by set_status) and the last trade's price
+        # (None before the first trade): the reference of the price band.
+        self.status = TRADING
+        self.last_price: int | None = None
+        self.closed_client_ids: OrderedDict[tuple[int, str], Order] = OrderedDict()
+        # Changes since the last drain_changes(): for group commit and market data.
+        self.events: list[JournalEvent] = []
+        # The orders changed since then, each once, in the order of their first change;
+        # ``batch`` is the token of this batch, set in Order.changed_in when listed.
+        self.changed: list[Order] = []
+        self.batch = object()
+        self.trades: list[Trade] = []
+        self.first_sequence = last_sequence + 1
+        # The sequence of the snapshot this book was recovered from (0: none).
+        self.snapshot_sequence = 0
+        # Ids are instrument_id << SEQUENCE_BITS | sequence (exchange_common.ids.make_id).
+        self.id_base = instrument_id << SEQUENCE_BITS
+
+    # -- commands ------------------------------------------------------------
+
+    def new_order(self, account_id: int, side: int, order_type: int, time_in_force: int,
+                  price: int, quantity: int, client_order_id: str = "",
+                  post_only: bool = False, now_ns: int = 0) -> Outcome:
+        if (side != BUY and side != SELL) or quantity <= 0:
+            return Outcome(None, error=ERR_INVALID, error_message="malformed order")
+        # ``other`` is the side this order takes from: the levels with key <= ``limit``
+        # (a limit order that rests does so at key -limit on its own side).
+        other: Side
+        if order_type == LIMIT:
+            if price <= 0:
+                return Outcome(None, error=ERR_INVALID,
+                               error_message="limit order needs a price")
+            if time_in_force != GTC and time_in_force != IOC and time_in_force != FOK:
+                time_in_force = GTC
+            if side == BUY:
+                other, limit = self.asks, price
+            else:
+                other, limit = self.bids, -price
+        elif order_type == MARKET:
+            price = 0
+            if time_in_force != IOC and time_in_force != FOK:
+                time_in_force = IOC
+            if post_only:
+                return Outcome(None, error=ERR_INVALID,
+                               error_message="post_only applies to limit orders only")
+            other = self.asks if side == BUY else self.bids
+            limit = NO_LIMIT
+        else:
+            return Outcome(None, error=ERR_INVALID, error_message="malformed order")
+
+        if client_order_id:
+            key = (account_id, client_order_id)
+            existing = self.open_client_ids.get(key) or self.closed_client_ids.get(key)
+            if existing is not None:
+                if existing.same_request(side, order_type, time_in_force, price, quantity,
+                                         post_only):
+                    return Outcome(existing, duplicate=True)
+                return Outcome(existing, error=ERR_DUPLICATE,
+                               error_message=f"client_order_id {client_order_id!r} is already "
+                                             f"used by order {existing.order_id}")
+
+        seq = self.sequence = self.sequence + 1
+        order_id = self.id_base | seq
+        order = Order(order_id=order_id, account_id=account_id,
+                      client_order_id=client_order_id, side=side, order_type=order_type,
+                      time_in_force=time_in_force, post_only=post_only, price=price,
+                      quantity=quantity, priority=order_id & SEQUENCE_MASK,
+                      last_sequence=seq, created_ns=now_ns, updated_ns=now_ns)
+        order.changed_in = self.batch
+        self.changed.append(order)
+        crosses = other.best <= limit
+
+        if post_only and crosses:
+            order.state = REJECTED
+            order.reason = "POST_ONLY_WOULD_TAKE"
+            self._event(seq, EV_REJECTED, order, 0, price, quantity, now_ns)
+            self._remember_closed(order)
+            return Outcome(order)
+
+        self._event(seq, EV_ACCEPTED, order, 0, price, quantity, now_ns)
+
+        if time_in_force == FOK and not (crosses and other.fillable(limit, quantity)):
+            self._expire(order, "FOK_NOT_FILLABLE", now_ns)
+            return Outcome(order)
+
+        fills = self._take(order, other, limit, now_ns) if crosses else NO_FILLS
+        if order.state == FILLED:
+            if client_order_id:
+                self._remember_closed(order)
+        elif order_type == LIMIT and time_in_force == GTC:
+            self._rest(order, self.bids if side == BUY else self.asks, -limit)
+            if client_order_id:
+                self.open_client_ids[(account_id, client_order_id)] = order
+        else:
+            self._expire(order, "NO_LIQUIDITY" if order_type == MARKET and not fills else
+                         "IOC_REMAINDER" if time_in_force == IOC else "MARKET_REMAINDER",
+                         now_ns)
+        return Outcome(order, fills)
+
+    def cancel(self, account_id: int, order_id: int, now_ns: int = 0) -> Outcome:
+        order = self.resting_order(order_id)
+        if order is None or order.account_id != account_id:
+            return Outcome(None, error=ERR_ORDER_NOT_OPEN, error_message="order is not open")
+        self._unrest(order)
+        seq = self.sequence = self.sequence + 1
+        self._event(seq, EV_CANCELLED, order, 0, order.price, order.quantity - order.filled,
+                    now_ns)
+        order.state = CANCELLED
+        order.reason = "CANCELLED_BY_USER"
+        order.updated_ns = now_ns
+        order.last_sequence = seq
+        self._mark_changed(order)
+        self._close_client_id(order)
+        return Outcome(order)
+
+    def amend(self, account_id: int, order_id: int, price: int, quantity: int,
+              now_ns: int = 0) -> Outcome:
+        """Change a resting order of ``account_id``: ``price`` 0 keeps the price,
+        ``quantity`` 0 keeps the total quantity (the new total, including what has
+        filled, so it must stay above ``filled``).
+
+        Lowering the quantity at the same price keeps the order's time priority. A new
+        price or a larger quantity loses it: the order leaves its level and comes back
+        with priority = this amendment's sequence, trading first as a taker if its new
+        price crosses the book (a post-only order is refused instead, unchanged).
+        Changing nothing succeeds with no event, so a retried amendment is harmless.
+        The AMENDED event (new price, new total) comes before the trades it causes."""
+        order = self.resting_order(order_id)
+        if order is None or order.account_id != account_id:
+            return Outcome(None, error=ERR_ORDER_NOT_OPEN, error_message="order is not open")
+        if price < 0 or quantity < 0:
+            return Outcome(order, error=ERR_INVALID,
+                           error_message="price and quantity cannot be negative")
+        new_price = price or order.price
+        new_quantity = quantity or order.quantity
+        if new_quantity <= order.filled:
+            return Outcome(order, error=ERR_INVALID,
+                           error_message=f"the new quantity {new_quantity} must be above the "
+                                         f"{order.filled} lots already filled")
+        old_price = order.price
+        if new_price == old_price and new_quantity == order.quantity:
+            return Outcome(order)
+        if order.side == BUY:
+            own, other, limit = self.bids, self.asks, new_price
+        else:
+            own, other, limit = self.asks, self.bids, -new_price
+
+        if new_price == old_price and new_quantity < order.quantity:
+            # In place: same level, same priority.
+            seq = self.sequence = self.sequence + 1
+            self._event(seq, EV_AMENDED, order, 0, new_price, new_quantity, now_ns)
+            order.quantity = new_quantity
+            order.updated_ns = now_ns
+            order.last_sequence = seq
+            self._mark_changed(order)
+            own.touched[new_price] = own.get(new_price * own.sign)
+            return Outcome(order)
+
+        crosses = other.best <= limit
+        if crosses and order.post_only:
+            return Outcome(order, error=ERR_POST_ONLY_WOULD_TAKE,
+                           error_message=f"post-only order {order_id} would take liquidity "
+                                         f"at price {new_price}")
+        self._unrest(order)
+        seq = self.sequence = self.sequence + 1
+        self._event(seq, EV_AMENDED, order, 0, new_price, new_quantity, now_ns)
+        order.price = new_price
+        order.quantity = new_quantity
+        order.priority = seq
+        order.updated_ns = now_ns
+        order.last_sequence = seq
+        self._mark_changed(order)
+        fills = self._take(order, other, limit, now_ns) if crosses else NO_FILLS
+        if order.state == FILLED:
+            self._close_client_id(order)
+        else:
+            self._rest(order, own, -limit)
+        return Outcome(order, fills)
+
+    def set_status(self, status: int, now_ns: int = 0) -> bool:
+        """Record a new status (a STATUS event); False, and no event, if it is the
+        current one."""
+        if status == self.status:
+            return False
+        seq = self.sequence = self.sequence + 1
+        self.events.append(JournalEvent(sequence=seq, kind=EV_STATUS, quantity=status,
+                                        created_ns=now_ns))
+        self.status = status
+        return True
+
+    # -- queries -------------------------------------------------------------
+
+    @property
+    def orders(self) -> dict[int, Order]:
+        """The resting orders by id: a new dict, for inspection (the engine keeps them
+        in ``recent`` and ``older``)."""
+        orders = dict(self.older)
+        orders.update(self.recent)
+        return orders
+
+    @property
+    def order_count(self) -> int:
+        """How many orders rest on the book."""
+        return len(self.recent) + len(self.older)
+
+    def open_orders(self, account_id: int) -> int:
+        """How many orders of ``account_id`` rest on the book."""
+        return self.open_by_account.get(account_id, 0)
+
+    def resting_order(self, order_id: int) -> Order | None:
+        """The resting order with this id, None if there is none."""
+        order = self.recent.get(order_id)
+        if order is None:
+            order = self.older.get(order_id)
+        return order
+
+    def best_bid(self) -> int | None:
+        best = self.bids.best
+        return None if best == EMPTY else -best
+
+    def best_ask(self) -> int | None:
+        best = self.asks.best
+        return None if best == EMPTY else best
+
+    def level(self, side: int, price: int) -> tuple[int, int, int] | None:
+        """(price, quantity, order count) of one level, None if nobody rests there."""
+        book = self.bids if side == BUY else self.asks
+        level = book.get(price * book.sign)
+        if level is None:
+            return None
+        return (price, level_quantity(level), len(level_orders(level)))
+
+    def depth(self, side: int) -> list[tuple[int, int, int]]:
+        """(price, quantity, order count) per level, best first."""
+        book = self.bids if side == BUY else self.asks
+        return [(lv[0].price, level_quantity(lv), len(lv)) for lv in book.sorted_levels()]
+
+    def resting(self) -> list[Order]:
+        """Resting orders: bids best first then asks best first, each level in time
+        priority."""
+        out: list[Order] = []
+        for book in (self.bids, self.asks):
+            for level in book.sorted_levels():
+                out.extend(level)
+        return out
+
+    # -- recovery and batches -----------------------------------------------------
+
+    def restore(self, orders: list[Order]) -> None:
+        """Put resting orders back on an empty book (in any order: time priority comes
+        from ``priority``). Built level by level, then each ladder made once."""
+        assert not self.recent and not self.older, "restore needs an empty book"
+        for order in sorted(orders, key=lambda o: o.priority):
+            book = self.bids if order.side == BUY else self.asks
+            key = order.price * book.sign
+            levels = book.far  # Side.rebuild() below makes the front from it
+            level = levels.get(key)
+            if level is None:
+                levels[key] = order
+            elif isinstance(level, Order):
+                levels[key] = [level, order]
+            else:
+                level.append(order)
+            self.older[order.order_id] = order
+            counts = self.open_by_account
+            counts[order.account_id] = counts.get(order.account_id, 0) + 1
+            if order.client_order_id:
+                self.open_client_ids[(order.account_id, order.client_order_id)] = order
+        self.bids.rebuild()
+        self.asks.rebuild()
+
+    def drain_changes(self) -> Changes:
+        """Everything that changed since the last drain, as records."""
+        changes = Changes(
+            first_sequence=self.first_sequence,
+            last_sequence=self.sequence,
+            events=self.events,
+            orders=[order.row() for order in self.changed],
+            trades=self.trades,
+            bids=self.bids.drain_touched(),
+            asks=self.asks.drain_touched(),
+        )
+        self.events = []
+        self.changed = []
+        self.batch = object()
+        self.trades = []
+        self.first_sequence = self.sequence + 1
+        return changes
+
+    # -- internals -----------------------------------------------------------
+
+    def _event(self, seq: int, kind: int, order: Order, other_order_id: int, price: int,
+               quantity: int, now_ns: int) -> None:
+        """A journal event about ``order``, carrying its command's fields."""
+        self.events.append(JournalEvent(
+            sequence=seq, kind=kind, order_id=order.order_id, other_order_id=other_order_id,
+            price=price, quantity=quantity, account_id=order.account_id, side=order.side,
+            order_type=order.order_type, time_in_force=order.time_in_force,
+            post_only=order.post_only, client_order_id=order.client_order_id,
+            created_ns=now_ns))
+
+    def _take(self, taker: Order, other: Side, limit: int, now_ns: int) -> list[Trade]:
+        """Match ``taker`` against the levels of ``other`` with key <= ``limit``, best
+        first, each in time priority. The caller has checked that the best level is
+        within the limit. This is the innermost loop of the exchange: what it reads
+        more than once is in a local variable."""
+        touched = other.touched
+        recent, changed, batch = self.recent, self.changed, self.batch
+        trades = self.trades
+        taker_id, account, side = taker.order_id, taker.account_id, taker.side
+        seq = self.sequence
+        qty = taker.quantity - taker.filled
+        notional = taker.filled_notional
+        fills: list[Trade] = []
+        price = 0
+        while True:
+            level = other.front_levels[0]  # the best level
+            # ``queue``: the level's list of orders, None when its order is alone
+            queue: list[Order] | None
+            if isinstance(level, Order):
+                maker, queue = level, None
+            else:
+                maker, queue = level[0], level
+            price = maker.price
+            while True:
+                open_qty = maker.quantity - maker.filled
+                fill = qty if qty < open_qty else open_qty
+                qty -= fill
+                maker.filled += fill
+                seq += 1
+                maker_id = maker.order_id
+                self._event(seq, EV_TRADE, taker, maker_id, price, fill, now_ns)
+                value = price * fill
+                maker.filled_notional += value
+                maker.updated_ns = now_ns
+                maker.last_sequence = seq
+                if maker.changed_in is not batch:
+                    maker.changed_in = batch
+                    changed.append(maker)
+                notional += value
+                trade = Trade(trade_id=self.id_base | seq, sequence=seq, price=price,
+                              quantity=fill, taker_side=side, maker_order_id=maker_id,
+                              taker_order_id=taker_id, maker_account_id=maker.account_id,
+                              taker_account_id=account, created_ns=now_ns)
+                fills.append(trade)
+                trades.append(trade)
+                if fill < open_qty:
+                    maker.state = PARTIALLY_FILLED
+                    touched[price] = level
+                    break  # the taker is done
+                maker.state = FILLED
+                if recent.pop(maker_id, None) is None:
+                    del self.older[maker_id]
+                self._one_less(maker.account_id)
+                if maker.client_order_id:
+                    self._close_client_id(maker)
+                if queue is None or len(queue) == 1:
+                    touched[price] = None  # the level is gone
+                    other.pop_best()
+                    break
+                del queue[0]
+                if not qty:
+                    touched[price] = level
+                    break
+                maker = queue[0]
+            if not qty or other.best > limit:
+                break
+        self.sequence = seq
+        self.last_price = price
+        taker.filled = taker.quantity - qty
+        taker.filled_notional = notional
+        taker.last_sequence = seq
+        taker.updated_ns = now_ns
+        taker.state = PARTIALLY_FILLED if qty else FILLED
+        return fills
+
+    def _mark_changed(self, order: Order) -> None:
+        if order.changed_in is not self.batch:
+            order.changed_in = self.batch
+            self.changed.append(order)
+
+    def _rest(self, order: Order, own: Side, key: int) -> None:
+        own.add_order(key, order)
+        recent = self.recent
+        recent[order.order_id] = order
+        if len(recent) > RECENT_MAX:
+            # ``recent`` is full: its orders join ``older`` (in one pass, by id: the
+            # table's slots are filled in order), and it starts again empty.
+            self.older.update(recent)
+            self.recent = {}
+        counts = self.open_by_account
+        counts[order.account_id] = counts.get(order.account_id, 0) + 1
+
+    def _one_less(self, account_id: int) -> None:
+        """An order of ``account_id`` left the book."""
+        counts = self.open_by_account
+        left = counts[account_id] - 1
+        if left:
+            counts[account_id] = left
+        else:
+            del counts[account_id]
+
+    def _unrest(self, order: Order) -> None:
+        """Take a resting order off its level. In a list, finding the order is a scan
+        (in C, by identity) of the orders ahead of it, short in practice."""
+        book = self.bids if order.side == BUY else self.asks
+        key = order.price * book.sign
+        level = book.get(key)
+        if level is None or isinstance(level, Order) or len(level) == 1:
+            book.remove_level(key)
+            book.touched[order.price] = None
+        else:
+            level.remove(order)
+            book.touched[order.price] = level
+        if self.recent.pop(order.order_id, None) is None:
+            del self.older[order.order_id]
+        self._one_less(order.account_id)
+
+    def _expire(self, order: Order, reason: str, now_ns: int) -> None:
+        seq = self.sequence = self.sequence + 1
+        self._event(seq, EV_EXPIRED, order, 0, order.price, order.quantity - order.filled,
+                    now_ns)
+        order.state = EXPIRED
+        order.reason = reason
+        order.updated_ns = now_ns
+        order.last_sequence = seq
+        if order.client_order_id:
+            self._remember_closed(order)
+
+    def _close_client_id(self, order: Order) -> None:
+        if order.client_order_id:
+            self.open_client_ids.pop((order.account_id, order.client_order_id), None)
+            self._remember_closed(order)
+
+    def _remember_closed(self, order: Order) -> None:
+        if order.client_order_id:
+            recent = self.closed_client_ids
+            recent[(order.account_id, order.client_order_id)] = order
+            if len(recent) > RECENT_CLOSED:
+                recent.popitem(last=False)
