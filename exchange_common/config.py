@@ -229,7 +229,7 @@ S = TypeVar("S", bound=BaseSettings)
 def load(cls: type[S]) -> S:
     """Read settings or exit with a message naming each bad variable."""
     try:
-        return cls()  # type: ignore[call-arg]
+        return cls()
     except ValidationError as err:
         lines = []
         for e in err.errors():

@@ -114,9 +114,9 @@ class InternalAuth(grpc.aio.ServerInterceptor):
                 f"only {', '.join(sorted(self.allowed))} may call this service",
                 reason="INTERNAL_CALLER_UNKNOWN")
         token = ""
-        for item in context.invocation_metadata() or ():
-            if item.key == INTERNAL_TOKEN_HEADER:
-                token = item.value if isinstance(item.value, str) else ""
+        for key, value in context.invocation_metadata() or ():
+            if key == INTERNAL_TOKEN_HEADER:
+                token = value if isinstance(value, str) else ""
                 break
         if token and hmac.compare_digest(token.encode(), self._token):
             return
@@ -132,9 +132,10 @@ class InternalAuth(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails],
+                               Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         service = handler_call_details.method.lstrip("/").partition("/")[0]
         if handler is None or service in OPEN_SERVICES:
@@ -142,15 +143,17 @@ class InternalAuth(grpc.aio.ServerInterceptor):
         return _guarded(handler, self._refuse_unknown)
 
 
-def _guarded(handler: grpc.RpcMethodHandler,
+def _guarded(handler: grpc.RpcMethodHandler[Any, Any],
              refuse: Callable[[grpc.aio.ServicerContext], Awaitable[None]]
-             ) -> grpc.RpcMethodHandler:
+             ) -> grpc.RpcMethodHandler[Any, Any]:
     """``handler`` with ``refuse(context)`` awaited before its behaviour runs.
-    Streaming responses must come from async generators (as STYLE.md asks)."""
+    Streaming responses must come from async generators (as STYLE.md asks). The handlers
+    here are grpc.aio's (coroutines), which the published stubs do not describe: Any."""
     codec = {"request_deserializer": handler.request_deserializer,
              "response_serializer": handler.response_serializer}
     if handler.response_streaming:
-        inner = handler.stream_stream if handler.request_streaming else handler.unary_stream
+        inner: Any = (handler.stream_stream if handler.request_streaming
+                      else handler.unary_stream)
 
         async def streaming(request: Any, context: grpc.aio.ServicerContext
                             ) -> AsyncIterator[Any]:
@@ -161,7 +164,8 @@ def _guarded(handler: grpc.RpcMethodHandler,
         make = (grpc.stream_stream_rpc_method_handler if handler.request_streaming
                 else grpc.unary_stream_rpc_method_handler)
         return make(streaming, **codec)
-    inner_unary = handler.stream_unary if handler.request_streaming else handler.unary_unary
+    inner_unary: Any = (handler.stream_unary if handler.request_streaming
+                        else handler.unary_unary)
 
     async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
         await refuse(context)

@@ -190,8 +190,8 @@ class MarketFeed:
                 await asyncio.sleep(self.block_ms / 1000)
                 continue
             try:
-                response = await self.redis.xread(streams, count=self.read_count,
-                                                  block=self.block_ms)
+                response = await self.redis.xread(
+                    streams, count=self.read_count, block=self.block_ms)  # type: ignore[arg-type]
             except (RedisError, OSError) as err:
                 delay = backoff.next()
                 if self.redis_up:

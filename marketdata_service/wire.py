@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from decimal import Decimal
+from typing import cast
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from exchange.common.v1 import common_pb2 as cpb
 from exchange.marketdata.v1 import marketdata_pb2 as md_pb2
 from exchange_common.decimals import format_decimal
 from exchange_common.instruments import InstrumentSpec
@@ -105,7 +107,7 @@ class Wire:
             instrument=self.spec.symbol,
             price=self.price(t.price),
             quantity=self.qty(t.quantity),
-            taker_side=t.taker_side,
+            taker_side=cast(cpb.Side, t.taker_side),
             time=timestamp(t.time_unix_nanos),
             sequence=t.sequence,
         )
@@ -126,6 +128,6 @@ class Wire:
             min_notional=format_decimal(s.min_notional, s.price_decimals),
             price_decimals=s.price_decimals,
             quantity_decimals=s.quantity_decimals,
-            status=s.status_number,
+            status=cast(md_pb2.InstrumentStatus, s.status_number),
             price_band_bps=s.price_band_bps,
         )

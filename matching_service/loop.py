@@ -24,10 +24,12 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import cast
 
 import asyncpg
 from redis.asyncio import Redis
 
+from exchange.common.v1 import common_pb2 as cpb
 from exchange.matching.v1 import matching_pb2 as mpb
 from exchange_common.instruments import InstrumentSpec
 from exchange_common.streams import FIELD, entry_id, stream_key
@@ -65,7 +67,8 @@ DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, ConnectionE
              asyncio.TimeoutError)
 
 
-def error_result(request_id: int, code: int, message: str, order_id: int = 0) -> mpb.Result:
+def error_result(request_id: int, code: mpb.ErrorCode, message: str,
+                 order_id: int = 0) -> mpb.Result:
     return mpb.Result(request_id=request_id,
                       error=mpb.CommandError(code=code, message=message, order_id=order_id))
 
@@ -323,11 +326,11 @@ class InstrumentLoop:
         return mpb.Result(request_id=request_id,
                           order=order_report(out.order, out.fills, out.duplicate))
 
-    def _fail(self, answers, code: int, message: str) -> None:
+    def _fail(self, answers, code: mpb.ErrorCode, message: str) -> None:
         for deliver, result in answers:
             deliver(error_result(result.request_id, code, message))
 
-    def _refuse_pending(self, code: int, message: str) -> None:
+    def _refuse_pending(self, code: mpb.ErrorCode, message: str) -> None:
         while self.pending:
             cmd, deliver = self.pending.popleft()
             deliver(error_result(cmd.request_id, code, message))
@@ -408,7 +411,8 @@ class InstrumentLoop:
             bids=[mpb.LevelUpdate(price=p, quantity=q, order_count=c) for p, q, c in changes.bids],
             asks=[mpb.LevelUpdate(price=p, quantity=q, order_count=c) for p, q, c in changes.asks],
             trades=[mpb.TradeEvent(trade_id=t.trade_id, sequence=t.sequence, price=t.price,
-                                   quantity=t.quantity, taker_side=t.taker_side,
+                                   quantity=t.quantity,
+                                   taker_side=cast(cpb.Side, t.taker_side),
                                    time_unix_nanos=t.created_ns)
                     for t in changes.trades],
         )

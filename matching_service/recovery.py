@@ -14,8 +14,9 @@ import gc
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from operator import attrgetter
-from typing import Any
+from typing import Any, cast
 
+from exchange.common.v1 import common_pb2 as cpb
 from exchange.matching.v1 import matching_pb2 as mpb
 from matching_service.engine import (
     BUY,
@@ -77,14 +78,14 @@ def book_response(book: OrderBook, epoch: int) -> mpb.GetBookResponse:
         instrument_id=book.instrument_id, sequence=book.sequence, owner_epoch=epoch,
         bids=[to_book_order(o) for o in resting if o.side == BUY],
         asks=[to_book_order(o) for o in resting if o.side != BUY],
-        status=book.status,
+        status=cast(cpb.InstrumentStatus, book.status),
     )
 
 
 def encode_snapshot(book: OrderBook) -> bytes:
     snap = mpb.BookSnapshot(instrument_id=book.instrument_id, sequence=book.sequence,
                             orders=[to_book_order(o) for o in book.resting()],
-                            status=book.status)
+                            status=cast(cpb.InstrumentStatus, book.status))
     return snap.SerializeToString()
 
 

@@ -109,8 +109,8 @@ class AdminAuth:
         changes.on("admin_keys", self._cache.clear)
 
     async def actor(self, context: grpc.aio.ServicerContext) -> Actor:
-        keys = [item.value for item in context.invocation_metadata() or ()
-                if item.key == ADMIN_KEY_HEADER]
+        keys = [value for key, value in context.invocation_metadata() or ()
+                if key == ADMIN_KEY_HEADER]
         if not keys or not keys[0]:
             raise Unauthenticated(f"the admin API needs an admin key as metadata "
                                   f"'{ADMIN_KEY_HEADER}'", reason="ADMIN_KEY_MISSING")

@@ -69,8 +69,8 @@ def peer_host(context: grpc.aio.ServicerContext) -> str:
 
 def api_key_of(context: grpc.aio.ServicerContext) -> str:
     """The one x-api-key of the call, or Unauthenticated."""
-    keys = [item.value for item in context.invocation_metadata() or ()
-            if item.key == API_KEY_HEADER]
+    keys = [value for key, value in context.invocation_metadata() or ()
+            if key == API_KEY_HEADER]
     if not keys or not keys[0]:
         raise Unauthenticated(f"missing API key: send it as metadata '{API_KEY_HEADER}'",
                               reason="API_KEY_MISSING")

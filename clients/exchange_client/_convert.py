@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
@@ -68,23 +68,25 @@ def short_name(wrapper: EnumTypeWrapper, value: int, prefix: str) -> str:
         return str(value)
 
 
-def side(value: Any) -> int:
-    return _enum(value, common_pb2.Side, "SIDE_", "side")
+def side(value: Any) -> common_pb2.Side:
+    return cast(common_pb2.Side, _enum(value, common_pb2.Side, "SIDE_", "side"))
 
 
-def order_type(value: Any) -> int:
-    return _enum(value, common_pb2.OrderType, "ORDER_TYPE_", "type")
+def order_type(value: Any) -> common_pb2.OrderType:
+    return cast(common_pb2.OrderType, _enum(value, common_pb2.OrderType, "ORDER_TYPE_", "type"))
 
 
-def time_in_force(value: Any) -> int:
+def time_in_force(value: Any) -> common_pb2.TimeInForce:
     if value is None:
         return common_pb2.TIME_IN_FORCE_UNSPECIFIED
-    return _enum(value, common_pb2.TimeInForce, "TIME_IN_FORCE_", "time_in_force")
+    return cast(common_pb2.TimeInForce,
+                _enum(value, common_pb2.TimeInForce, "TIME_IN_FORCE_", "time_in_force"))
 
 
-def status_filter(value: Any) -> int:
-    return _enum(value, order_pb2.OrderStatusFilter, "ORDER_STATUS_FILTER_", "status",
-                 aliases={"all": order_pb2.ORDER_STATUS_FILTER_UNSPECIFIED})
+def status_filter(value: Any) -> order_pb2.OrderStatusFilter:
+    return cast(order_pb2.OrderStatusFilter, _enum(
+        value, order_pb2.OrderStatusFilter, "ORDER_STATUS_FILTER_", "status",
+        aliases={"all": order_pb2.ORDER_STATUS_FILTER_UNSPECIFIED}))
 
 
 def _one_id(order_id: str | None, client_order_id: str | None) -> dict[str, str]:

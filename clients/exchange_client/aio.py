@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
 from typing import Any
 
@@ -263,7 +263,7 @@ class AsyncExchangeClient:
             yield trade
 
     async def stream_order_book(self, instrument: str, *, timeout: float | None = None
-                                ) -> AsyncIterator[marketdata_pb2.StreamOrderBookResponse]:
+                                ) -> AsyncGenerator[marketdata_pb2.StreamOrderBookResponse]:
         """The raw StreamOrderBook messages: a snapshot, then deltas.
 
         No deadline unless ``timeout`` is given. Close the iterator (or use

@@ -16,8 +16,9 @@ trailer, see AIP-193) is decoded into:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import grpc
 from google.protobuf import message as _message
@@ -185,10 +186,11 @@ def from_grpc_status(
 
 def _rich_status(err: grpc.RpcError) -> status_pb2.Status | None:
     try:
-        trailing = err.trailing_metadata()  # type: ignore[attr-defined]
+        trailing = err.trailing_metadata()
     except Exception:  # noqa: BLE001 - not a Call: no trailers to read
         return None
-    for key, value in trailing or ():
+    # (key, value) pairs, whether the sync or the asyncio library made them.
+    for key, value in cast(Iterable[tuple[str, Any]], trailing or ()):
         if key == _STATUS_DETAILS_KEY:
             status = status_pb2.Status()
             try:
@@ -203,8 +205,8 @@ def from_grpc_error(err: grpc.RpcError) -> ExchangeError:
     """Turn a failed call (sync ``grpc.RpcError`` or ``grpc.aio.AioRpcError``)
     into its typed exception, decoding ErrorInfo and BadRequest details."""
     try:
-        code = err.code()  # type: ignore[attr-defined]
-        message = err.details() or ""  # type: ignore[attr-defined]
+        code = err.code()
+        message = err.details() or ""
     except Exception:  # noqa: BLE001
         code, message = grpc.StatusCode.UNKNOWN, str(err)
     reason = domain = None

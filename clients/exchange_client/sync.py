@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import closing
 from typing import Any
 
@@ -206,7 +206,7 @@ class ExchangeClient:
         )
 
     def stream_order_book(self, instrument: str, *, timeout: float | None = None
-                          ) -> Iterator[marketdata_pb2.StreamOrderBookResponse]:
+                          ) -> Generator[marketdata_pb2.StreamOrderBookResponse]:
         request = marketdata_pb2.StreamOrderBookRequest(instrument=instrument)
         yield from self._stream(self._marketdata().StreamOrderBook, request, timeout)
 
