@@ -13,6 +13,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from exchange_common.keys import check_given_admin_key
+from exchange_common.workers import worker_count
 
 
 class CommonSettings(BaseSettings):
@@ -74,6 +75,18 @@ class CommonSettings(BaseSettings):
     # only works on the process that issued it.
     page_token_key: str = Field(default="", repr=False)
 
+    # Set by worker 0 in the workers it starts (exchange_common/workers.py), not by hand:
+    # this process's worker number (0: the process that was started) and worker 0's pid.
+    worker: int = Field(default=0, ge=0)
+    worker_parent_pid: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _worker(self) -> CommonSettings:
+        if self.worker and not self.worker_parent_pid:
+            raise ValueError("EXCHANGE_WORKER needs EXCHANGE_WORKER_PARENT_PID "
+                             "(worker 0 sets both in the workers it starts)")
+        return self
+
     @model_validator(mode="after")
     def _tls_pairs(self) -> CommonSettings:
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
@@ -128,6 +141,22 @@ class OrderSettings(CommonSettings):
     max_streams_per_connection: int = Field(default=16, ge=1)
     # Commands in one OrderEntry message; the ones past it are answered with an error.
     max_commands_per_message: int = Field(default=1000, ge=1)
+    # Order-service processes on the same port (SO_REUSEPORT; exchange_common/workers.py):
+    # a number, or "auto" for the cores this process may use (its CPU affinity capped by
+    # the container's CPU limit). One process uses at most one core.
+    order_workers: str = "auto"
+
+    @field_validator("order_workers")
+    @classmethod
+    def _order_workers(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value != "auto" and not (value.isdigit() and 1 <= int(value) <= 64):
+            raise ValueError("a number of processes from 1 to 64, or auto")
+        return value
+
+    @property
+    def order_worker_count(self) -> int:
+        return worker_count(self.order_workers)
 
     @model_validator(mode="after")
     def _internal_auth(self) -> OrderSettings:
@@ -186,23 +215,12 @@ class MarketDataSettings(CommonSettings):
     # Recent trades kept in memory per instrument.
     recent_trades: int = Field(default=1000, ge=1)
     # Processes serving market data on the same port (SO_REUSEPORT; see
-    # marketdata_service/workers.py). One is enough below a few hundred subscribers.
+    # exchange_common/workers.py). One is enough below a few hundred subscribers.
     marketdata_workers: int = Field(default=1, ge=1, le=64)
     # Stream subscriptions (StreamOrderBook, StreamTrades) one process serves at once.
     max_subscribers: int = Field(default=10_000, ge=1)
     # ... and on one connection.
     max_streams_per_connection: int = Field(default=100, ge=1)
-    # Set by worker 0 in the workers it starts (marketdata_service/workers.py), not by hand:
-    # this process's worker number (0: the process that was started) and worker 0's pid.
-    marketdata_worker: int = Field(default=0, ge=0)
-    marketdata_parent_pid: int = Field(default=0, ge=0)
-
-    @model_validator(mode="after")
-    def _worker(self) -> MarketDataSettings:
-        if self.marketdata_worker and not self.marketdata_parent_pid:
-            raise ValueError("EXCHANGE_MARKETDATA_WORKER needs EXCHANGE_MARKETDATA_PARENT_PID "
-                             "(worker 0 sets both in the workers it starts)")
-        return self
 
 
 class MigrateSettings(BaseSettings):

@@ -189,6 +189,7 @@ def build_stack(settings: DevSettings, tls: bool = False) -> tuple[Stack, str]:
         tls=tls or settings.dev_tls,
         internal_token=settings.internal_token or None,
         page_token_key=settings.page_token_key or None,
+        order_workers=settings.order_workers,
     )
     return stack, source
 

@@ -48,6 +48,9 @@ class DevSettings(BaseSettings):
     matching_listen: str = _service_default(MatchingSettings, "matching_listen")
     matching_advertise: str = ""
     marketdata_listen: str = _service_default(MarketDataSettings, "marketdata_listen")
+    # Order-service processes on the order port (as the service reads it): a number, or
+    # "auto" for one per core.
+    order_workers: str = _service_default(OrderSettings, "order_workers")
     # The services' shared secret and page-token key; empty: random for each run.
     internal_token: str = Field(default="", repr=False)
     page_token_key: str = Field(default="", repr=False)
@@ -73,6 +76,11 @@ class DevSettings(BaseSettings):
         if not host or not port.isdigit() or int(port) > 65535:
             raise ValueError(f"expected host:port, got {value!r}")
         return value
+
+    @field_validator("order_workers")
+    @classmethod
+    def _order_workers(cls, value: str) -> str:
+        return OrderSettings._order_workers(value)
 
     @property
     def api_keys(self) -> dict[str, str]:

@@ -149,6 +149,7 @@ class Stack:
         tls_dir: Path | str | None = None,
         internal_token: str | None = None,
         page_token_key: str | None = None,
+        order_workers: str | None = None,
     ) -> None:
         if (database_url is None or redis_url is None) and data_dir is None:
             raise ValueError("data_dir is needed for the embedded servers")
@@ -169,6 +170,10 @@ class Stack:
         # The key of page tokens, shared by the services (as replicas would share it).
         self.page_token_key = (page_token_key or self.extra_env.get("EXCHANGE_PAGE_TOKEN_KEY")
                                or secrets.token_urlsafe(32))
+        # Processes per order service (EXCHANGE_ORDER_WORKERS): one unless asked, so that a
+        # test's order service is one process it can kill; make run passes "auto".
+        self.order_workers = (order_workers or self.extra_env.get("EXCHANGE_ORDER_WORKERS")
+                              or "1")
         # Per service name: variables for that service only (applied last).
         self.service_extra_env: dict[str, dict[str, str]] = {
             name: dict(values) for name, values in (service_env or {}).items()}
@@ -380,6 +385,7 @@ class Stack:
             env["EXCHANGE_MATCHING_ADVERTISE"] = self.extra_matching[name]
         elif self.specs[name].module == "order_service":
             env["EXCHANGE_ORDER_LISTEN"] = self.listen[name]
+            env["EXCHANGE_ORDER_WORKERS"] = self.order_workers
         env.update(self.service_extra_env.get(name, {}))
         return env
 

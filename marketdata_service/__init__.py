@@ -4,7 +4,8 @@ streams on top of a consistent initial state read from PostgreSQL.
 Layers, outermost first:
 
 - ``server``: process bootstrap (settings, pool, Redis, gRPC server, health, shutdown).
-- ``workers``: more processes on the same port (``EXCHANGE_MARKETDATA_WORKERS``), kept by the first.
+- workers: more processes on the same port (``EXCHANGE_MARKETDATA_WORKERS``), kept by the
+  first (``exchange_common/workers.py``).
 - ``servicer``: the public ``exchange.marketdata.v1.MarketDataService``; proto in and out only.
 - ``feed``: the Redis stream reader, gap detection and rebuilds, instrument list reloads.
 - ``market``: one instrument's live state (book, recent trades, subscribers) and the fan-out of

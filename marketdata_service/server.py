@@ -22,10 +22,10 @@ from exchange_common.config import MarketDataSettings, load
 from exchange_common.db import create_pool
 from exchange_common.paging import PageTokens
 from exchange_common.server import Service, run_until_signal
+from exchange_common.workers import Workers, ready_and_wait_to_serve, stop_with_parent
 from marketdata_service.feed import MarketFeed
 from marketdata_service.servicer import RESPONSE_SERIALIZERS, SERVICE, MarketDataServicer
 from marketdata_service.store import MarketStore
-from marketdata_service.workers import Workers, report_serving, stop_with_parent
 
 log = logging.getLogger("marketdata_service")
 
@@ -106,12 +106,14 @@ async def start(settings: MarketDataSettings, *, block_ms: int = 1000,
     await service.set_serving(False)
     await service.start()
     feed.start()
-    index = settings.marketdata_worker
+    index = settings.worker
     workers = None
     if index == 0 and settings.marketdata_workers > 1:
         # The workers sign page tokens with worker 0's key (random unless set), so that a
         # client's next page may reach any of them.
-        workers = Workers(settings.marketdata_workers, settings.marketdata_listen, service.port,
+        host = settings.marketdata_listen.rpartition(":")[0]
+        workers = Workers("marketdata_service", settings.marketdata_workers,
+                          {"EXCHANGE_MARKETDATA_LISTEN": f"{host}:{service.port}"},
                           settings.shutdown_grace,
                           env={"EXCHANGE_PAGE_TOKEN_KEY": page_tokens.key.decode()})
         workers.start()
@@ -124,12 +126,14 @@ async def start(settings: MarketDataSettings, *, block_ms: int = 1000,
         gc.freeze()
         if workers is not None:
             await workers.all_serving()
+        if index:
+            parent = asyncio.create_task(stop_with_parent(settings.worker_parent_pid))
+            await ready_and_wait_to_serve()
         await service.set_serving(True)
         log.info("market data service serving on port %d%s", service.port,
                  f" (worker {index})" if index else "")
         if index:
-            report_serving()
-            await stop_with_parent(settings.marketdata_parent_pid)
+            await parent
 
     ready_task = asyncio.create_task(serving_when_ready())
     return App(service, feed, pool, redis, ready_task, changes, workers)
@@ -137,7 +141,7 @@ async def start(settings: MarketDataSettings, *, block_ms: int = 1000,
 
 async def serve() -> None:
     settings = load(MarketDataSettings)
-    index = settings.marketdata_worker
+    index = settings.worker
     logs.setup(settings.log_level, settings.log_format,
                service=f"marketdata-{index}" if index else "marketdata")
     try:

@@ -4,6 +4,9 @@ The public trading API (servicer.py over orders.py and session.py) and, unless
 ``EXCHANGE_ADMIN_LISTEN=off``, the admin API (admin.py), on the order port or one of
 its own. The process listens for changes (keys, accounts, tiers, instruments) before it
 serves, so its caches never outlive a change.
+
+``EXCHANGE_ORDER_WORKERS`` (default ``auto``: one per core) runs that many such processes
+on the same ports (``exchange_common/workers.py``); every one is a whole order service.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from exchange_common.db import OLTP_SETTINGS, create_pool
 from exchange_common.paging import PageTokens
 from exchange_common.server import Service, run_until_signal
 from exchange_common.tls import InternalCaller
+from exchange_common.workers import Workers, ready_and_wait_to_serve, stop_with_parent
 from order_service.admin import SERVICE as ADMIN_SERVICE
 from order_service.admin import AdminAuth, AdminServicer
 from order_service.admin_store import AdminStore
@@ -36,7 +40,8 @@ log = logging.getLogger(__name__)
 
 async def serve() -> None:
     settings = load(OrderSettings)
-    logs.setup(settings.log_level, settings.log_format, "order")
+    logs.setup(settings.log_level, settings.log_format,
+               f"order-{settings.worker}" if settings.worker else "order")
     InternalCaller.from_settings(settings).check()
     pool = await create_pool(settings.database_url, min_size=settings.db_pool_min,
                              max_size=settings.db_pool_max, server_settings=OLTP_SETTINGS)
@@ -50,7 +55,8 @@ async def serve() -> None:
     page_tokens = PageTokens.from_settings(settings)
     orders = Orders(Store(pool, changes, settings.cache_ttl, settings.lookup_min_interval),
                     router, page_tokens, settings.matching_timeout)
-    service = Service(settings, settings.order_listen)
+    count = settings.order_worker_count
+    service = Service(settings, settings.order_listen, reuse_port=count > 1)
     service.add_service(opb.DESCRIPTOR.services_by_name["OrderService"], OrderServicer(
         orders, auth, limiter, max_streams_per_connection=settings.max_streams_per_connection,
         max_commands_per_message=settings.max_commands_per_message))
@@ -61,17 +67,49 @@ async def serve() -> None:
             admin_store, changes, ttl=settings.cache_ttl,
             max_failed_per_minute=settings.max_failed_auth_per_minute), page_tokens)
         if settings.admin_listen:
-            services.append(Service(settings, settings.admin_listen, health_port=False))
+            services.append(Service(settings, settings.admin_listen, health_port=False,
+                                    reuse_port=count > 1))
         services[-1].add_service(ADMIN_SERVICE, admin)
     # Serve once the caches can be trusted to follow changes (a short wait: they fall
     # back to a 1-second age limit until then).
     await changes.connected(5.0)
     for each in services:
+        await each.set_serving(False)
         port = await each.start()
+        log.info("%s listening on port %d%s", ", ".join(each.names), port,
+                 f" (worker {settings.worker})" if settings.worker else "")
+    workers = None
+    if settings.worker == 0 and count > 1:
+        # The ports worker 0 bound (the settings may say port 0), and its page-token key
+        # (random unless set), so that a client's next page may reach any worker.
+        listen = {"EXCHANGE_ORDER_LISTEN": bound(settings.order_listen, service.port)}
+        if settings.admin_listen not in ("", "off"):
+            listen["EXCHANGE_ADMIN_LISTEN"] = bound(settings.admin_listen, services[-1].port)
+        workers = Workers("order_service", count, listen, settings.shutdown_grace,
+                          env={"EXCHANGE_PAGE_TOKEN_KEY": page_tokens.key.decode(),
+                               "EXCHANGE_ORDER_WORKERS": str(count)})
+        workers.start()
+        await workers.all_serving()
+    parent = None
+    if settings.worker:
+        parent = asyncio.create_task(stop_with_parent(settings.worker_parent_pid))
+        await ready_and_wait_to_serve()
+    for each in services:
         await each.set_serving(True)
-        log.info("%s listening on port %d", ", ".join(each.names), port)
-    await run_until_signal(service, [*(each.stop for each in services[1:]), router.close,
-                                     changes.stop, redis.aclose, pool.close])
+    cleanup = [*(each.stop for each in services[1:]), router.close, changes.stop,
+               redis.aclose, pool.close]
+    if workers is not None:
+        cleanup.insert(0, workers.stop)
+    try:
+        await run_until_signal(service, cleanup)
+    finally:
+        if parent is not None:
+            parent.cancel()
+
+
+def bound(listen: str, port: int) -> str:
+    """``listen`` with the port a server bound on it."""
+    return f"{listen.rpartition(':')[0]}:{port}"
 
 
 def main() -> None:

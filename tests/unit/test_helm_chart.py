@@ -15,12 +15,14 @@ had are these tests skipped, with the reason.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
 import subprocess
 import tomllib
 from collections.abc import Callable, Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -215,12 +217,24 @@ class Rendered:
                     env[var["name"]] = secrets[0]["stringData"][ref["key"]]
                 else:  # an existing Secret, outside the chart
                     env[var["name"]] = f"{ref['name']}/{ref['key']}"
+            elif "resourceFieldRef" in var["valueFrom"]:
+                ref = var["valueFrom"]["resourceFieldRef"]
+                assert ref["containerName"] == c["name"]
+                kind, resource = ref["resource"].split(".")
+                env[var["name"]] = str(math.ceil(
+                    cpu(c["resources"][kind][resource]) / cpu(ref["divisor"])))
             else:
                 field = var["valueFrom"]["fieldRef"]["fieldPath"]
                 env[var["name"]] = {"metadata.name": f"{PREFIX}-{component}-0",
                                     "metadata.namespace": NAMESPACE,
                                     "spec.nodeName": "node-1"}[field]
         return env
+
+
+def cpu(quantity: str | int) -> Fraction:
+    """A Kubernetes CPU quantity ("250m", "2", 1.5) in cores."""
+    text = str(quantity)
+    return Fraction(text[:-1]) / 1000 if text.endswith("m") else Fraction(text)
 
 
 def _values_file(tmp_path: Path, values: dict[str, Any]) -> Path:
@@ -426,6 +440,19 @@ def test_environment_satisfies_the_settings_class(render, name, component, monke
     listen = getattr(settings, f"{component}_listen")
     assert listen == f"0.0.0.0:{SERVICES[component][3]}"
     assert env["OTEL_SERVICE_NAME"] == SERVICES[component][1]
+
+
+def test_order_workers_follow_the_pods_cpu(helm, tmp_path):
+    """auto: the container's CPU limit when set, else its request, rounded up to cores
+    (the Downward API); a number as given."""
+    def workers(order: dict[str, Any]) -> str:
+        r = _template(helm, tmp_path, {**VALUE_SETS["default"], "order": order})
+        return r.environment("order")["EXCHANGE_ORDER_WORKERS"]
+
+    assert workers({}) == "1"  # the default request, 250m
+    assert workers({"resources": {"requests": {"cpu": "1500m"}}}) == "2"
+    assert workers({"resources": {"requests": {"cpu": "1"}, "limits": {"cpu": "4"}}}) == "4"
+    assert workers({"config": {"workers": 3}}) == "3"
 
 
 def test_urls_come_from_the_chart_secret(render):

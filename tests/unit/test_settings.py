@@ -12,9 +12,9 @@ import pytest
 from pydantic import ValidationError
 
 from exchange_common.config import MarketDataSettings, MigrateSettings, OrderSettings
+from exchange_common.workers import INDEX_ENV, PARENT_ENV, available_cpus, worker_count
 from exchange_dev.cli import build_stack
 from exchange_dev.settings import DevSettings
-from marketdata_service.workers import INDEX_ENV, PARENT_ENV
 
 URLS = {"database_url": "postgresql://127.0.0.1:1/x", "redis_url": "redis://127.0.0.1:1/0"}
 
@@ -88,20 +88,55 @@ def test_exchange_dev_stops_on_a_bad_setting(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr and not (tmp_path / "data").exists()
 
 
-def test_the_market_data_worker_reads_its_place_from_settings(
-        clean_env: pytest.MonkeyPatch) -> None:
-    assert MarketDataSettings(**URLS).marketdata_worker == 0  # the process that was started
-    # What worker 0 sets in a worker it starts.
-    clean_env.setenv(INDEX_ENV, "3")
-    clean_env.setenv(PARENT_ENV, "4242")
-    settings = MarketDataSettings(**URLS)
-    assert (settings.marketdata_worker, settings.marketdata_parent_pid) == (3, 4242)
-    clean_env.delenv(PARENT_ENV)
-    with pytest.raises(ValidationError, match="EXCHANGE_MARKETDATA_PARENT_PID"):
-        MarketDataSettings(**URLS)
-    clean_env.setenv(INDEX_ENV, "one")
-    with pytest.raises(ValidationError, match="marketdata_worker"):
-        MarketDataSettings(**URLS)
+def test_a_worker_reads_its_place_from_settings(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("EXCHANGE_INTERNAL_TOKEN", "internal-token")
+    for cls in (MarketDataSettings, OrderSettings):
+        clean_env.delenv(INDEX_ENV, raising=False)
+        clean_env.delenv(PARENT_ENV, raising=False)
+        assert cls(**URLS).worker == 0  # the process that was started
+        # What worker 0 sets in a worker it starts.
+        clean_env.setenv(INDEX_ENV, "3")
+        clean_env.setenv(PARENT_ENV, "4242")
+        settings = cls(**URLS)
+        assert (settings.worker, settings.worker_parent_pid) == (3, 4242)
+        clean_env.delenv(PARENT_ENV)
+        with pytest.raises(ValidationError, match="EXCHANGE_WORKER_PARENT_PID"):
+            cls(**URLS)
+        clean_env.setenv(INDEX_ENV, "one")
+        with pytest.raises(ValidationError, match="worker"):
+            cls(**URLS)
+
+
+def test_order_workers_is_a_number_or_auto(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("EXCHANGE_INTERNAL_TOKEN", "internal-token")
+    settings = OrderSettings(**URLS)
+    assert settings.order_workers == "auto"
+    assert settings.order_worker_count == available_cpus() >= 1
+    for given, count in (("1", 1), (" 4 ", 4), ("AUTO", available_cpus())):
+        clean_env.setenv("EXCHANGE_ORDER_WORKERS", given)
+        assert OrderSettings(**URLS).order_worker_count == count
+    for bad in ("0", "65", "two", "-1", ""):
+        clean_env.setenv("EXCHANGE_ORDER_WORKERS", bad)
+        with pytest.raises(ValidationError, match="order_workers"):
+            OrderSettings(**URLS)
+    assert worker_count(3) == 3
+
+
+def test_auto_is_capped_by_the_containers_cpu_limit(tmp_path: Path) -> None:
+    cores = len(os.sched_getaffinity(0))
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert available_cpus(tmp_path) == cores  # no limit: the affinity
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # 1.5 CPUs: 2 processes
+    assert available_cpus(tmp_path) == min(cores, 2)
+    (tmp_path / "cpu.max").write_text("50000 100000\n")
+    assert available_cpus(tmp_path) == 1
+    (tmp_path / "cpu.max").unlink()  # cgroup v1
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert available_cpus(tmp_path) == 1
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")  # no limit
+    assert available_cpus(tmp_path) == cores
 
 
 def test_migrate_settings(clean_env: pytest.MonkeyPatch) -> None:

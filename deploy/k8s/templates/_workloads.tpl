@@ -71,6 +71,9 @@ spec:
             {{- . | nindent 12 }}
             {{- end }}
             {{- include "exchange.pageTokenEnv" $ctx | nindent 12 }}
+            {{- if eq $c.component "order" }}
+            {{- include "exchange.orderWorkersEnv" (dict "values" $v "container" .service) | nindent 12 }}
+            {{- end }}
           {{- include "exchange.grpcProbes" (dict "port" (include "exchange.probePort" (dict "context" $ctx "component" .component "port" $v.port)) "probes" $v.probes) | nindent 10 }}
           {{- with include "exchange.lifecycle" $v }}
           {{- . | nindent 10 }}
@@ -176,4 +179,24 @@ spec:
     matchLabels:
       {{- include "exchange.selectorLabels" $c | nindent 6 }}
 {{- end -}}
+{{- end -}}
+
+
+{{/*
+EXCHANGE_ORDER_WORKERS: a number as given, or for "auto" the container's CPU (its limit
+when it has one, else its request) rounded up to whole cores by the Downward API: a
+container sees the node's cores, not its share, so the service's own "auto" would not do.
+*/}}
+{{- define "exchange.orderWorkersEnv" -}}
+{{- $workers := toString .values.config.workers -}}
+- name: EXCHANGE_ORDER_WORKERS
+{{- if eq $workers "auto" }}
+  valueFrom:
+    resourceFieldRef:
+      containerName: {{ .container }}
+      resource: {{ ternary "limits.cpu" "requests.cpu" (hasKey (.values.resources.limits | default dict) "cpu") }}
+      divisor: "1"
+{{- else }}
+  value: {{ $workers | quote }}
+{{- end }}
 {{- end -}}
