@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import grpc
 import pytest
+from book_checks import apply, book_view, levels
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from exchange.common.v1 import common_pb2 as cpb
@@ -15,6 +16,7 @@ from exchange.marketdata.v1 import marketdata_pb2 as mdpb
 from exchange.marketdata.v1 import marketdata_pb2_grpc as mdpb_grpc
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
+from exchange_client.book import LocalOrderBook
 
 pytestmark = pytest.mark.e2e
 
@@ -33,45 +35,6 @@ async def create(stub, stack, who, side, quantity, price="", type_=LIMIT, **kw):
         metadata=key(stack, who), timeout=10)
 
 
-def book_levels(levels) -> list[tuple[str, str, int]]:
-    return [(lv.price, lv.quantity, lv.order_count) for lv in levels]
-
-
-class LocalBook:
-    """A subscriber's book, built only from StreamOrderBook messages."""
-
-    def __init__(self) -> None:
-        self.bids: dict[Decimal, tuple[str, str, int]] = {}
-        self.asks: dict[Decimal, tuple[str, str, int]] = {}
-        self.sequence = None
-
-    def apply(self, msg: mdpb.StreamOrderBookResponse) -> None:
-        if msg.WhichOneof("update") == "snapshot":
-            s = msg.snapshot
-            self.bids = {Decimal(lv.price): (lv.price, lv.quantity, lv.order_count)
-                         for lv in s.bids}
-            self.asks = {Decimal(lv.price): (lv.price, lv.quantity, lv.order_count)
-                         for lv in s.asks}
-            self.sequence = s.sequence
-            return
-        d = msg.delta
-        assert self.sequence is not None, "delta before snapshot"
-        assert d.first_sequence == self.sequence + 1, "gap in the delta sequence"
-        assert d.sequence >= d.first_sequence
-        for side, levels in ((self.bids, d.bids), (self.asks, d.asks)):
-            for lv in levels:
-                if Decimal(lv.quantity) == 0:
-                    side.pop(Decimal(lv.price), None)
-                else:
-                    side[Decimal(lv.price)] = (lv.price, lv.quantity, lv.order_count)
-        self.sequence = d.sequence
-
-    def levels(self):
-        bids = [self.bids[p] for p in sorted(self.bids, reverse=True)]
-        asks = [self.asks[p] for p in sorted(self.asks)]
-        return bids, asks
-
-
 async def test_two_accounts_trade_and_all_views_agree(stack) -> None:
     async with grpc.aio.insecure_channel(stack.order_addr) as och, \
             grpc.aio.insecure_channel(stack.marketdata_addr) as mch:
@@ -80,8 +43,8 @@ async def test_two_accounts_trade_and_all_views_agree(stack) -> None:
 
         # A subscriber from the start, before any order.
         stream = md.StreamOrderBook(mdpb.StreamOrderBookRequest(instrument="BTC-USD"))
-        local = LocalBook()
-        local.apply(await stream.read())
+        local = LocalOrderBook()
+        assert apply(local, await stream.read()) == "snapshot"
         assert local.sequence is not None
 
         # alice makes a ladder of asks and one bid; bob takes.
@@ -183,14 +146,13 @@ async def test_two_accounts_trade_and_all_views_agree(stack) -> None:
         book = None
         for _ in range(50):
             book = await md.GetOrderBook(mdpb.GetOrderBookRequest(instrument="BTC-USD"))
-            if book_levels(book.asks) == expected_asks and not book.bids:
+            if levels(book.asks) == expected_asks and not book.bids:
                 break
             await asyncio.sleep(0.1)
-        assert book_levels(book.asks) == expected_asks and not book.bids
+        assert levels(book.asks) == expected_asks and not book.bids
         while local.sequence < book.sequence:
-            local.apply(await asyncio.wait_for(stream.read(), 5))
-        assert local.sequence == book.sequence
-        assert local.levels() == (book_levels(book.bids), book_levels(book.asks))
+            apply(local, await asyncio.wait_for(stream.read(), 5))
+        assert book_view(local) == book_view(book)
         stream.cancel()
 
 
