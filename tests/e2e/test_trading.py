@@ -9,6 +9,7 @@ from decimal import Decimal
 import grpc
 import pytest
 from book_checks import apply, book_view, levels
+from e2e_helpers import meta
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from exchange.common.v1 import common_pb2 as cpb
@@ -24,15 +25,11 @@ BUY, SELL = cpb.SIDE_BUY, cpb.SIDE_SELL
 LIMIT, MARKET = cpb.ORDER_TYPE_LIMIT, cpb.ORDER_TYPE_MARKET
 
 
-def key(stack, name: str) -> tuple[tuple[str, str]]:
-    return (("x-api-key", stack.keys[name]),)
-
-
 async def create(stub, stack, who, side, quantity, price="", type_=LIMIT, **kw):
     return await stub.CreateOrder(
         opb.CreateOrderRequest(instrument=kw.pop("instrument", "BTC-USD"), side=side,
                                type=type_, price=price, quantity=quantity, **kw),
-        metadata=key(stack, who), timeout=10)
+        metadata=meta(stack, who), timeout=10)
 
 
 async def test_two_accounts_trade_and_all_views_agree(stack) -> None:
@@ -89,31 +86,31 @@ async def test_two_accounts_trade_and_all_views_agree(stack) -> None:
 
         # -- order states as each account sees them --------------------------
         a0 = await orders.GetOrder(opb.GetOrderRequest(order_id=asks[0].order.order_id),
-                                   metadata=key(stack, "alice"))
+                                   metadata=meta(stack, "alice"))
         assert a0.order.state == cpb.ORDER_STATE_FILLED and len(a0.fills) == 1
         assert a0.fills[0].liquidity == cpb.LIQUIDITY_MAKER
         a1 = await orders.GetOrder(opb.GetOrderRequest(client_order_id="a1"),
-                                   metadata=key(stack, "alice"))
+                                   metadata=meta(stack, "alice"))
         assert (a1.order.state, a1.order.filled_quantity) == (cpb.ORDER_STATE_FILLED, "0.3000")
         a2 = await orders.GetOrder(opb.GetOrderRequest(client_order_id="a2"),
-                                   metadata=key(stack, "alice"))
+                                   metadata=meta(stack, "alice"))
         assert (a2.order.state, a2.order.remaining_quantity) == (cpb.ORDER_STATE_FILLED,
                                                                  "0.0000")
 
         open_orders = await orders.ListOrders(
             opb.ListOrdersRequest(status=opb.ORDER_STATUS_FILTER_OPEN),
-            metadata=key(stack, "alice"))
+            metadata=meta(stack, "alice"))
         assert [o.client_order_id for o in open_orders.orders] == ["a3"]
         closed = await orders.ListOrders(
             opb.ListOrdersRequest(status=opb.ORDER_STATUS_FILTER_CLOSED),
-            metadata=key(stack, "alice"))
+            metadata=meta(stack, "alice"))
         assert len(closed.orders) == 4
 
         # paging through bob's orders one at a time gives every order once, newest first
         seen, token = [], ""
         while True:
             page = await orders.ListOrders(opb.ListOrdersRequest(page_size=1, page_token=token),
-                                           metadata=key(stack, "bob"))
+                                           metadata=meta(stack, "bob"))
             seen += [o.order_id for o in page.orders]
             token = page.next_page_token
             if not token:
@@ -122,9 +119,9 @@ async def test_two_accounts_trade_and_all_views_agree(stack) -> None:
 
         # fills: both sides of every trade, and they agree with the market's trades
         alice_fills = (await orders.ListFills(opb.ListFillsRequest(page_size=100),
-                                              metadata=key(stack, "alice"))).fills
+                                              metadata=meta(stack, "alice"))).fills
         bob_fills = (await orders.ListFills(opb.ListFillsRequest(page_size=100),
-                                            metadata=key(stack, "bob"))).fills
+                                            metadata=meta(stack, "bob"))).fills
         assert len(alice_fills) == len(bob_fills) == 5
         assert all(f.liquidity == cpb.LIQUIDITY_MAKER for f in alice_fills)
         assert all(f.liquidity == cpb.LIQUIDITY_TAKER for f in bob_fills)
@@ -173,7 +170,7 @@ async def test_client_order_id_is_idempotent(stack) -> None:
             for _ in range(10)])
         assert len({r.order.order_id for r in results}) == 1
         listed = await orders.ListOrders(opb.ListOrdersRequest(status=1),
-                                         metadata=key(stack, "alice"))
+                                         metadata=meta(stack, "alice"))
         assert [o.client_order_id for o in listed.orders] == ["k2"]
         # different contents: ALREADY_EXISTS, on the same or another instrument
         for kw in (dict(price="70001"), dict(instrument="ETH-USD", price="3000")):
