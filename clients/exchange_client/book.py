@@ -130,6 +130,18 @@ class LocalOrderBook:
             return None
         return ask.price - bid.price
 
+    def to_snapshot(self, depth: int = 0) -> marketdata_pb2.OrderBookSnapshot:
+        """The book as the server would send it: an ``OrderBookSnapshot`` with the
+        sequence, the time and the levels best first (``depth`` 0 means all), the
+        server's digits kept ("70000.00"). E.g. to compare with ``GetOrderBook`` or to
+        pass the book on. Raises ValueError before the first snapshot."""
+        if self.sequence is None:
+            raise ValueError("no snapshot applied yet")
+        return marketdata_pb2.OrderBookSnapshot(
+            sequence=self.sequence, time=self.time,
+            bids=[_wire(level) for level in self.bids(depth)],
+            asks=[_wire(level) for level in self.asks(depth)])
+
     def __repr__(self) -> str:
         return (f"LocalOrderBook({self.instrument!r}, sequence={self.sequence}, "
                 f"bids={len(self._bids)}, asks={len(self._asks)})")
@@ -137,6 +149,12 @@ class LocalOrderBook:
 
 def _price(level: Level) -> Decimal:
     return level.price
+
+
+def _wire(level: Level) -> marketdata_pb2.PriceLevel:
+    # "f": the digits as received, never an exponent (str(Decimal("0.0000001")) is "1E-7").
+    return marketdata_pb2.PriceLevel(price=f"{level.price:f}", quantity=f"{level.quantity:f}",
+                                     order_count=level.order_count)
 
 
 def _time(msg: marketdata_pb2.OrderBookSnapshot | marketdata_pb2.OrderBookDelta

@@ -33,8 +33,10 @@ class Checks:
         assert not self.failures, "\n".join(["failed checks:", *self.failures])
 
 
-def meta(stack: Stack, who: str) -> tuple[tuple[str, str]]:
-    return (("x-api-key", stack.keys[who]),)
+def meta(stack: Stack, who: str = "alice", *extra: tuple[str, str]
+         ) -> tuple[tuple[str, str], ...]:
+    """Call metadata with ``who``'s API key (an account of ``stack``), then ``extra`` pairs."""
+    return (("x-api-key", stack.keys[who]), *extra)
 
 
 # -- the exchange command ---------------------------------------------------------

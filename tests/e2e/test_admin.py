@@ -10,7 +10,7 @@ import json
 import asyncpg
 import grpc
 import pytest
-from e2e_helpers import execute_once
+from e2e_helpers import execute_once, meta
 
 from exchange.admin.v1 import admin_pb2 as apb
 from exchange.admin.v1 import admin_pb2_grpc as apb_grpc
@@ -170,7 +170,7 @@ async def test_keys_revoked_and_restored_bite_at_the_next_call_on_every_replica(
 
 async def test_statuses_are_enforced_at_once_and_journaled_by_matching(
         ex: Exchange, stack: Stack) -> None:
-    alice = (("x-api-key", stack.keys["alice"]),)
+    alice = meta(stack)
     orders = ex.orders()
     resting = await orders.CreateOrder(order(price="60000", coid="r1"), metadata=alice,
                                        timeout=5)
@@ -237,8 +237,8 @@ async def test_statuses_are_enforced_at_once_and_journaled_by_matching(
 
 
 async def test_price_band_and_limits_changed_by_admin(ex: Exchange, stack: Stack) -> None:
-    alice = (("x-api-key", stack.keys["alice"]),)
-    bob = (("x-api-key", stack.keys["bob"]),)
+    alice = meta(stack)
+    bob = meta(stack, "bob")
     orders = ex.orders()
     updated = await ex.call("UpdateInstrument", apb.UpdateInstrumentRequest(
         symbol="ETH-USD", price_band_bps=100))
@@ -288,7 +288,7 @@ async def test_new_instrument_is_owned_and_traded(ex: Exchange, stack: Stack) ->
             break
         await asyncio.sleep(0.1)
     assert sol.owner == stack.matching_addr and sol.owner_epoch == 1
-    alice = (("x-api-key", stack.keys["alice"]),)
+    alice = meta(stack)
     placed = await ex.orders().CreateOrder(order("SOL-USD", BUY, "150.125", "2"),
                                            metadata=alice, timeout=5)
     assert placed.order.state == cpb.ORDER_STATE_NEW

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from e2e_helpers import meta
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from exchange.admin.v1 import admin_pb2 as apb
@@ -51,10 +52,6 @@ CREATE_CASES = [
     (dict(instrument=""), C.INVALID_ARGUMENT, "INSTRUMENT_REQUIRED", "instrument"),
     (dict(instrument="DOGE-USD"), C.NOT_FOUND, "INSTRUMENT_NOT_FOUND", None),
 ]
-
-
-def meta(stack, who="alice"):
-    return (("x-api-key", stack.keys[who]),)
 
 
 async def expect(call, code, reason, field=None):

@@ -51,6 +51,7 @@ from pathlib import Path
 import asyncpg
 import grpc
 import pytest
+from e2e_helpers import meta
 from journal_replay import Replay, replay_rows, sort_book
 
 from exchange.common.v1 import common_pb2 as cpb
@@ -532,7 +533,7 @@ async def retry_failures(stack: Stack, conn: asyncpg.Connection, run: Run, rnd: 
     async with grpc.aio.insecure_channel(stack.order_addr) as ch:
         stub = opb_grpc.OrderServiceStub(ch)
         for f in rnd.failures:
-            md = (("x-api-key", stack.keys[f.account]),)
+            md = meta(stack, f.account)
             if f.kind == "cancel":
                 # A cancel is not idempotent: the order service answers UNAVAILABLE
                 # (OUTCOME_UNKNOWN) when its stream to matching breaks with the cancel

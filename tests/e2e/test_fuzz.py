@@ -35,6 +35,7 @@ import asyncpg
 import grpc
 import pytest
 import pytest_asyncio
+from e2e_helpers import meta
 from fuzz_helpers import (
     ENUM,
     INT32,
@@ -99,9 +100,6 @@ class Fuzz:
         self.client_order_ids: list[str] = []
         self.page_tokens: list[str] = []  # real tokens, of alice's and bob's lists
 
-    def meta(self, who: str = "alice") -> tuple[tuple[str, str], ...]:
-        return (("x-api-key", self.stack.keys[who]),)
-
     async def close(self) -> None:
         for channel in (self.order, self.marketdata, self.matching):
             await channel.close()
@@ -125,18 +123,19 @@ async def _set_up(f: Fuzz) -> None:
             coid = f"{who}-setup-{i}"
             r = await f.orders.CreateOrder(opb.CreateOrderRequest(
                 instrument="BTC-USD", side=side, type=cpb.ORDER_TYPE_LIMIT, price=price,
-                quantity="0.01", client_order_id=coid), metadata=f.meta(who), timeout=TIMEOUT)
+                quantity="0.01", client_order_id=coid), metadata=meta(f.stack, who),
+                timeout=TIMEOUT)
             f.order_ids.append(r.order.order_id)
             f.client_order_ids.append(coid)
     # bob takes alice's bids: fills for both, trades for market data
     await f.orders.CreateOrder(opb.CreateOrderRequest(
         instrument="BTC-USD", side=cpb.SIDE_SELL, type=cpb.ORDER_TYPE_MARKET, quantity="0.02",
-        client_order_id="bob-setup-taker"), metadata=f.meta("bob"), timeout=TIMEOUT)
+        client_order_id="bob-setup-taker"), metadata=meta(f.stack, "bob"), timeout=TIMEOUT)
     for who in ("alice", "bob"):
         page = await f.orders.ListOrders(opb.ListOrdersRequest(page_size=1),
-                                         metadata=f.meta(who), timeout=TIMEOUT)
+                                         metadata=meta(f.stack, who), timeout=TIMEOUT)
         fills = await f.orders.ListFills(opb.ListFillsRequest(page_size=1),
-                                         metadata=f.meta(who), timeout=TIMEOUT)
+                                         metadata=meta(f.stack, who), timeout=TIMEOUT)
         f.page_tokens += [page.next_page_token, fills.next_page_token]
     trades = await _until_trades(f)
     f.page_tokens.append(trades.next_page_token)
@@ -419,7 +418,7 @@ async def _entry_session(fuzz: Fuzz, raw: list[bytes], *, metadata: Any = "alice
     (``over_limit``), or one of the key (``may_refuse``)."""
     session = fuzz.order.stream_stream(ORDER + "OrderEntry", request_serializer=None,
                                        response_deserializer=opb.OrderEntryResponse.FromString)
-    call = session(metadata=fuzz.meta() if metadata == "alice" else metadata,
+    call = session(metadata=meta(fuzz.stack) if metadata == "alice" else metadata,
                    timeout=TIMEOUT)
     try:
         # A write racing the end of the call makes grpc.aio report its own INTERNAL instead
@@ -544,7 +543,7 @@ async def test_bodies_that_are_not_protobuf(fuzz: Fuzz, method: str, body: bytes
     streaming = method.endswith(("StreamOrderBook", "StreamTrades"))
     rpc = (channel.unary_stream if streaming else channel.unary_unary)(
         method, request_serializer=None, response_deserializer=None)
-    call = rpc(body, metadata=fuzz.meta(), timeout=TIMEOUT)
+    call = rpc(body, metadata=meta(fuzz.stack), timeout=TIMEOUT)
     try:
         if streaming:
             await call.read()
@@ -599,7 +598,7 @@ async def test_messages_over_the_size_limit_on_every_method(fuzz: Fuzz) -> None:
         streaming = method.endswith(("StreamOrderBook", "StreamTrades"))
         rpc = (channel.unary_stream if streaming else channel.unary_unary)(
             method, request_serializer=None, response_deserializer=None)
-        call = rpc(body, metadata=fuzz.meta(), timeout=TIMEOUT)
+        call = rpc(body, metadata=meta(fuzz.stack), timeout=TIMEOUT)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             if streaming:
                 await call.read()

@@ -8,6 +8,7 @@ import random
 import asyncpg
 import grpc
 import pytest
+from e2e_helpers import meta
 
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.matching.v1 import matching_pb2 as mpb
@@ -25,12 +26,12 @@ async def test_getbook_never_ahead_of_the_commit(stack) -> None:
         rng = random.Random(seed)
         async with grpc.aio.insecure_channel(stack.order_addr) as ch:
             orders = opb_grpc.OrderServiceStub(ch)
-            meta = (("x-api-key", stack.keys[who]),)
+            metadata = meta(stack, who)
             while not stop.is_set():
                 await orders.CreateOrder(opb.CreateOrderRequest(
                     instrument="BTC-USD", side=rng.choice([cpb.SIDE_BUY, cpb.SIDE_SELL]),
                     type=cpb.ORDER_TYPE_LIMIT, price=f"{rng.randint(69990, 70010)}",
-                    quantity="0.01"), metadata=meta, timeout=10)
+                    quantity="0.01"), metadata=metadata, timeout=10)
 
     loaders = [asyncio.create_task(load(w, i)) for i, w in enumerate(["alice", "bob"] * 4)]
     conn = await asyncpg.connect(stack.database_url)

@@ -200,7 +200,7 @@ async def test_an_order_service_with_a_wrong_token_places_nothing_and_says_why(
                 await opb_grpc.OrderServiceStub(ch).CreateOrder(opb.CreateOrderRequest(
                     instrument="BTC-USD", side=cpb.SIDE_BUY, type=cpb.ORDER_TYPE_LIMIT,
                     price="60000", quantity="0.01", client_order_id="misconfigured-1"),
-                    metadata=(("x-api-key", KEYS["alice"]),), timeout=30)
+                    metadata=meta(wrong), timeout=30)
             assert err.value.code() in (grpc.StatusCode.UNAVAILABLE,
                                         grpc.StatusCode.DEADLINE_EXCEEDED)
         assert await orders_named(wrong, "misconfigured-") == 0

@@ -11,6 +11,7 @@ from pathlib import Path
 import asyncpg
 import grpc
 import pytest
+from e2e_helpers import meta
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -167,7 +168,7 @@ async def test_open_order_cap_per_instrument(limited: Stack) -> None:
 
 async def test_failed_authentications_are_bounded_per_address(limited: Stack) -> None:
     stack = limited
-    alice = (("x-api-key", stack.keys["alice"]),)
+    alice = meta(stack)
     async with grpc.aio.insecure_channel(stack.order_addr) as channel:
         stub = opb_grpc.OrderServiceStub(channel)
         await stub.ListOrders(opb.ListOrdersRequest(), metadata=alice, timeout=5)  # cached
@@ -188,7 +189,7 @@ async def test_failed_authentications_are_bounded_per_address(limited: Stack) ->
 
 async def test_streams_per_connection_and_subscribers_per_process(limited: Stack) -> None:
     stack = limited
-    alice = (("x-api-key", stack.keys["alice"]),)
+    alice = meta(stack)
     async with grpc.aio.insecure_channel(stack.order_addr) as one, \
             grpc.aio.insecure_channel(stack.order_addr,
                                       options=[("grpc.use_local_subchannel_pool", 1)]) as two:

@@ -21,6 +21,7 @@ import asyncpg
 import grpc
 import psutil
 import pytest
+from book_checks import Levels, apply, book_view
 from e2e_helpers import meta
 
 from exchange.common.v1 import common_pb2 as cpb
@@ -28,6 +29,7 @@ from exchange.marketdata.v1 import marketdata_pb2 as md_pb2
 from exchange.marketdata.v1 import marketdata_pb2_grpc as md_grpc
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
+from exchange_client.book import LocalOrderBook
 from exchange_dev.stack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -53,13 +55,13 @@ def own_channel(addr: str) -> grpc.aio.Channel:
 
 
 class Follower:
-    """One StreamOrderBook subscriber keeping the L2 book (price -> quantity)."""
+    """One StreamOrderBook subscriber keeping the L2 book; a gap in the stream ends it
+    (``SequenceGap``), so it never reaches the sequence a test waits for."""
 
     def __init__(self, addr: str) -> None:
         self.channel = own_channel(addr)
-        self.book: dict[str, dict[str, str]] = {"bids": {}, "asks": {}}
-        self.sequence = -1
-        self.ready = asyncio.Event()
+        self.book = LocalOrderBook("BTC-USD")
+        self.ready = asyncio.Event()  # the first snapshot is applied
         self.error: grpc.aio.AioRpcError | None = None
         self.task = asyncio.create_task(self._follow())
 
@@ -68,25 +70,14 @@ class Follower:
         try:
             async for msg in stub.StreamOrderBook(
                     md_pb2.StreamOrderBookRequest(instrument="BTC-USD")):
-                which = msg.WhichOneof("update")
-                if which == "snapshot":
-                    snap = msg.snapshot
-                    self.book = {"bids": {lv.price: lv.quantity for lv in snap.bids},
-                                 "asks": {lv.price: lv.quantity for lv in snap.asks}}
-                    self.sequence = snap.sequence
-                    self.ready.set()
-                elif which == "delta":
-                    d = msg.delta
-                    assert d.first_sequence == self.sequence + 1, "a gap in the stream"
-                    for side, levels in (("bids", d.bids), ("asks", d.asks)):
-                        for lv in levels:
-                            if lv.quantity == "0":
-                                self.book[side].pop(lv.price, None)
-                            else:
-                                self.book[side][lv.price] = lv.quantity
-                    self.sequence = d.sequence
+                apply(self.book, msg)
+                self.ready.set()
         except grpc.aio.AioRpcError as err:
             self.error = err
+
+    def levels(self) -> tuple[Levels, Levels]:
+        _, bids, asks = book_view(self.book)
+        return bids, asks
 
     async def close(self) -> None:
         self.task.cancel()
@@ -136,12 +127,13 @@ async def committed_sequence(stack: Stack, instrument_id: int = 1) -> int:
         await conn.close()
 
 
-async def current_book(stack: Stack) -> tuple[int, dict[str, dict[str, str]]]:
+async def current_book(stack: Stack) -> tuple[int, tuple[Levels, Levels]]:
+    """GetOrderBook's sequence, and its bids and asks as sent."""
     async with own_channel(stack.marketdata_addr) as channel:
         r = await md_grpc.MarketDataServiceStub(channel).GetOrderBook(
             md_pb2.GetOrderBookRequest(instrument="BTC-USD"), timeout=10)
-    return r.sequence, {"bids": {lv.price: lv.quantity for lv in r.bids},
-                        "asks": {lv.price: lv.quantity for lv in r.asks}}
+    sequence, bids, asks = book_view(r)
+    return sequence, (bids, asks)
 
 
 async def test_subscribers_are_spread_over_both_workers_and_follow_the_book(stack: Stack):
@@ -161,13 +153,13 @@ async def test_subscribers_are_spread_over_both_workers_and_follow_the_book(stac
 
         await place_orders(stack, 20)
         sequence, _ = await current_book(stack)
-        await wait_for(lambda: all(f.sequence >= sequence for f in followers),
+        await wait_for(lambda: all(f.book.sequence >= sequence for f in followers),
                        "every subscriber to reach the last sequence")
         _, book = await current_book(stack)
-        assert len(book["bids"]) == 10 and len(book["asks"]) == 10
+        assert len(book[0]) == 10 and len(book[1]) == 10
         for f in followers:
             assert f.error is None
-            assert f.book == book
+            assert f.levels() == book
     finally:
         for f in followers:
             await f.close()
@@ -217,8 +209,8 @@ async def test_a_killed_worker_is_started_again(stack: Stack):
         ready = [f for f in late if f.ready.is_set()]
         assert ready
         for f in ready:
-            assert f.sequence >= sequence
-            assert f.book == book
+            assert f.book.sequence >= sequence
+            assert f.levels() == book
     finally:
         for f in followers:
             await f.close()

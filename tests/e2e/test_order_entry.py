@@ -6,6 +6,7 @@ import asyncio
 
 import grpc
 import pytest
+from e2e_helpers import meta
 from google.rpc import code_pb2, error_details_pb2
 
 from exchange.common.v1 import common_pb2 as cpb
@@ -16,10 +17,6 @@ from exchange_common.errors import error_info
 pytestmark = pytest.mark.e2e
 
 BUY, SELL = cpb.SIDE_BUY, cpb.SIDE_SELL
-
-
-def meta(stack, who):
-    return (("x-api-key", stack.keys[who]),)
 
 
 def create(coid, side, qty, price="", type_=cpb.ORDER_TYPE_LIMIT, **kw):

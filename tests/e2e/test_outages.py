@@ -48,6 +48,7 @@ from exchange.matching.v1 import matching_pb2 as mpb
 from exchange.matching.v1 import matching_pb2_grpc as mpb_grpc
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
+from exchange_client.book import LocalOrderBook, SequenceGap
 from exchange_common.errors import error_info
 from exchange_dev.stack import Stack
 
@@ -207,21 +208,17 @@ async def matching_book_problems(conn: asyncpg.Connection, stack: Stack, instrum
 
 
 class BookWatcher:
-    """A StreamOrderBook subscriber keeping its own book from the messages, as a
-    client does. A delta that does not follow the previous message is a silent
-    gap (a violation); a stream that ends is resubscribed (counted)."""
+    """A StreamOrderBook subscriber keeping a LocalOrderBook, as a client does. A delta
+    that does not follow the previous message is a silent gap (a violation; the watcher
+    then resubscribes, as a client would); a stream that ends is resubscribed (counted)."""
 
     def __init__(self, md: mdpb_grpc.MarketDataServiceStub, instrument: int) -> None:
         self.md = md
         self.instrument = instrument
-        self.bids: dict[Decimal, tuple[Decimal, int]] = {}
-        self.asks: dict[Decimal, tuple[Decimal, int]] = {}
-        self.sequence: int | None = None
+        self.local = LocalOrderBook(SYMBOL[instrument])
         self.snapshots: list[tuple[float, int]] = []
-        self.deltas = 0
         self.violations: list[str] = []
         self.resubscribed: list[str] = []
-        self.changed = asyncio.Event()
         self.task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -239,45 +236,35 @@ class BookWatcher:
                 mdpb.StreamOrderBookRequest(instrument=SYMBOL[self.instrument]), timeout=120)
             try:
                 async for msg in call:
-                    self.apply(msg)
+                    if not self.apply(msg):
+                        break
             except grpc.aio.AioRpcError as err:
                 self.resubscribed.append(f"{err.code().name}: {err.details()}")
             finally:
                 call.cancel()
-            self.sequence = None
+            self.local.reset()
             await asyncio.sleep(0.1)
 
-    def apply(self, msg: mdpb.StreamOrderBookResponse) -> None:
+    def apply(self, msg: mdpb.StreamOrderBookResponse) -> bool:
+        """Apply one message; False (a violation recorded) if it is a gap."""
+        try:
+            self.local.apply(msg)
+        except SequenceGap as gap:
+            self.violations.append(f"silent gap: {gap} (delta {msg.delta.first_sequence}-"
+                                   f"{msg.delta.sequence})")
+            return False
         if msg.WhichOneof("update") == "snapshot":
-            s = msg.snapshot
-            self.bids = {Decimal(lv.price): (Decimal(lv.quantity), lv.order_count)
-                         for lv in s.bids}
-            self.asks = {Decimal(lv.price): (Decimal(lv.quantity), lv.order_count)
-                         for lv in s.asks}
-            self.sequence = s.sequence
-            self.snapshots.append((time.monotonic(), s.sequence))
-        else:
-            d = msg.delta
-            if self.sequence is None:
-                self.violations.append(f"delta {d.first_sequence}-{d.sequence} before a snapshot")
-                return
-            if d.first_sequence != self.sequence + 1:
-                self.violations.append(f"silent gap: book at {self.sequence}, delta "
-                                       f"{d.first_sequence}-{d.sequence}")
-            for side, levels in ((self.bids, d.bids), (self.asks, d.asks)):
-                for lv in levels:
-                    if Decimal(lv.quantity) == 0:
-                        side.pop(Decimal(lv.price), None)
-                    else:
-                        side[Decimal(lv.price)] = (Decimal(lv.quantity), lv.order_count)
-            self.sequence = d.sequence
-            self.deltas += 1
-        self.changed.set()
+            self.snapshots.append((time.monotonic(), msg.snapshot.sequence))
+        return True
+
+    @property
+    def deltas(self) -> int:
+        return self.local.deltas
 
     def book(self) -> tuple[int | None, Levels, Levels]:
-        bids = [(p, *self.bids[p]) for p in sorted(self.bids, reverse=True)]
-        asks = [(p, *self.asks[p]) for p in sorted(self.asks)]
-        return self.sequence, bids, asks
+        return (self.local.sequence,
+                [(lv.price, lv.quantity, lv.order_count) for lv in self.local.bids()],
+                [(lv.price, lv.quantity, lv.order_count) for lv in self.local.asks()])
 
 
 async def converged(conn: asyncpg.Connection, md: mdpb_grpc.MarketDataServiceStub,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from e2e_helpers import meta
 
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.order.v1 import order_pb2 as opb
@@ -29,19 +30,19 @@ REFUSED = (grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED)
 async def burst(stack: Stack, prefix: str) -> tuple[Counter, set[str]]:
     """BURST creates sent while the order service is paused; (outcome codes, the
     client_order_ids that were refused)."""
-    meta = (("x-api-key", stack.keys["alice"]),)
+    alice = meta(stack)
     async with grpc.aio.insecure_channel(stack.order_addr) as ch:
         orders = opb_grpc.OrderServiceStub(ch)
         await orders.CreateOrder(opb.CreateOrderRequest(  # connected and warm
             instrument="BTC-USD", side=cpb.SIDE_BUY, type=cpb.ORDER_TYPE_LIMIT,
-            price="1000", quantity="0.01", client_order_id=f"{prefix}-warm"), metadata=meta)
+            price="1000", quantity="0.01", client_order_id=f"{prefix}-warm"), metadata=alice)
 
         async def create(i: int) -> grpc.StatusCode:
             try:
                 await orders.CreateOrder(opb.CreateOrderRequest(
                     instrument="BTC-USD", side=cpb.SIDE_BUY, type=cpb.ORDER_TYPE_LIMIT,
                     price="1000", quantity="0.01", client_order_id=f"{prefix}-{i}"),
-                    metadata=meta, timeout=30)
+                    metadata=alice, timeout=30)
                 return grpc.StatusCode.OK
             except grpc.aio.AioRpcError as err:
                 return err.code()
@@ -58,7 +59,7 @@ async def burst(stack: Stack, prefix: str) -> tuple[Counter, set[str]]:
         for i, code in enumerate(codes):
             coid = f"{prefix}-{i}"
             try:
-                await orders.GetOrder(opb.GetOrderRequest(client_order_id=coid), metadata=meta)
+                await orders.GetOrder(opb.GetOrderRequest(client_order_id=coid), metadata=alice)
                 found = True
             except grpc.aio.AioRpcError as err:
                 assert err.code() == grpc.StatusCode.NOT_FOUND, err

@@ -17,6 +17,7 @@ import time
 import asyncpg
 import grpc
 import pytest
+from e2e_helpers import meta
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from exchange.common.v1 import common_pb2 as cpb
@@ -35,10 +36,6 @@ STACK_ENV = {"EXCHANGE_MAX_MESSAGE_BYTES": str(MESSAGE),
              "EXCHANGE_MAX_METADATA_BYTES": str(METADATA)}
 C = grpc.StatusCode
 WAIT = 20.0  # seconds for something to happen before the test fails
-
-
-def meta(stack: Stack, *extra: tuple[str, str]) -> tuple[tuple[str, str], ...]:
-    return (("x-api-key", stack.keys["alice"]), *extra)
 
 
 def sized(message, field: str, size: int):
@@ -108,11 +105,11 @@ async def test_every_service_takes_metadata_below_the_limit_and_refuses_it_above
                  module_stack.matching_addr):
         async with grpc.aio.insecure_channel(addr) as ch:
             health = health_pb2_grpc.HealthStub(ch)
-            below = meta(module_stack, ("x-pad", "p" * (METADATA - 2_000)))
+            below = meta(module_stack, "alice", ("x-pad", "p" * (METADATA - 2_000)))
             reply = await health.Check(health_pb2.HealthCheckRequest(), metadata=below,
                                        timeout=10)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
-            above = meta(module_stack, ("x-pad", "p" * (METADATA - 300)))
+            above = meta(module_stack, "alice", ("x-pad", "p" * (METADATA - 300)))
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await health.Check(health_pb2.HealthCheckRequest(), metadata=above,
                                    timeout=10)

@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
-from e2e_helpers import execute_once
+from e2e_helpers import execute_once, meta
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from exchange.common.v1 import common_pb2 as cpb
@@ -137,7 +137,7 @@ async def test_plaintext_client_against_a_tls_port_fails_fast(stack: Stack) -> N
     async with grpc.aio.insecure_channel(stack.order_addr) as ch:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await opb_grpc.OrderServiceStub(ch).CreateOrder(
-                create_request("plain-1"), metadata=(("x-api-key", KEYS["alice"]),),
+                create_request("plain-1"), metadata=meta(stack),
                 timeout=LONG_DEADLINE)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     # The client library says the same, as its Unavailable.
@@ -166,7 +166,7 @@ async def test_public_mutual_tls_refuses_a_client_without_a_certificate(stack: S
     # The order port does not ask for one.
     async with grpc.aio.secure_channel(stack.order_addr, creds(stack)) as ch:
         placed = await opb_grpc.OrderServiceStub(ch).CreateOrder(
-            create_request("nocert-1"), metadata=(("x-api-key", KEYS["alice"]),), timeout=10)
+            create_request("nocert-1"), metadata=meta(stack), timeout=10)
         assert placed.order.state == cpb.ORDER_STATE_NEW
 
 
@@ -319,6 +319,6 @@ async def test_health_ports_answer_plaintext_and_serve_nothing_else(
     async with grpc.aio.insecure_channel(health_ports["order"]) as ch:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await opb_grpc.OrderServiceStub(ch).CreateOrder(
-                create_request("health-port-1"), metadata=(("x-api-key", KEYS["alice"]),),
+                create_request("health-port-1"), metadata=meta(stack),
                 timeout=10)
         assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED

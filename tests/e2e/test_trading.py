@@ -8,6 +8,8 @@ from decimal import Decimal
 
 import grpc
 import pytest
+from book_checks import apply, book_view, levels
+from e2e_helpers import meta
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from exchange.common.v1 import common_pb2 as cpb
@@ -15,6 +17,7 @@ from exchange.marketdata.v1 import marketdata_pb2 as mdpb
 from exchange.marketdata.v1 import marketdata_pb2_grpc as mdpb_grpc
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
+from exchange_client.book import LocalOrderBook
 
 pytestmark = pytest.mark.e2e
 
@@ -22,54 +25,11 @@ BUY, SELL = cpb.SIDE_BUY, cpb.SIDE_SELL
 LIMIT, MARKET = cpb.ORDER_TYPE_LIMIT, cpb.ORDER_TYPE_MARKET
 
 
-def key(stack, name: str) -> tuple[tuple[str, str]]:
-    return (("x-api-key", stack.keys[name]),)
-
-
 async def create(stub, stack, who, side, quantity, price="", type_=LIMIT, **kw):
     return await stub.CreateOrder(
         opb.CreateOrderRequest(instrument=kw.pop("instrument", "BTC-USD"), side=side,
                                type=type_, price=price, quantity=quantity, **kw),
-        metadata=key(stack, who), timeout=10)
-
-
-def book_levels(levels) -> list[tuple[str, str, int]]:
-    return [(lv.price, lv.quantity, lv.order_count) for lv in levels]
-
-
-class LocalBook:
-    """A subscriber's book, built only from StreamOrderBook messages."""
-
-    def __init__(self) -> None:
-        self.bids: dict[Decimal, tuple[str, str, int]] = {}
-        self.asks: dict[Decimal, tuple[str, str, int]] = {}
-        self.sequence = None
-
-    def apply(self, msg: mdpb.StreamOrderBookResponse) -> None:
-        if msg.WhichOneof("update") == "snapshot":
-            s = msg.snapshot
-            self.bids = {Decimal(lv.price): (lv.price, lv.quantity, lv.order_count)
-                         for lv in s.bids}
-            self.asks = {Decimal(lv.price): (lv.price, lv.quantity, lv.order_count)
-                         for lv in s.asks}
-            self.sequence = s.sequence
-            return
-        d = msg.delta
-        assert self.sequence is not None, "delta before snapshot"
-        assert d.first_sequence == self.sequence + 1, "gap in the delta sequence"
-        assert d.sequence >= d.first_sequence
-        for side, levels in ((self.bids, d.bids), (self.asks, d.asks)):
-            for lv in levels:
-                if Decimal(lv.quantity) == 0:
-                    side.pop(Decimal(lv.price), None)
-                else:
-                    side[Decimal(lv.price)] = (lv.price, lv.quantity, lv.order_count)
-        self.sequence = d.sequence
-
-    def levels(self):
-        bids = [self.bids[p] for p in sorted(self.bids, reverse=True)]
-        asks = [self.asks[p] for p in sorted(self.asks)]
-        return bids, asks
+        metadata=meta(stack, who), timeout=10)
 
 
 async def test_two_accounts_trade_and_all_views_agree(stack) -> None:
@@ -80,8 +40,8 @@ async def test_two_accounts_trade_and_all_views_agree(stack) -> None:
 
         # A subscriber from the start, before any order.
         stream = md.StreamOrderBook(mdpb.StreamOrderBookRequest(instrument="BTC-USD"))
-        local = LocalBook()
-        local.apply(await stream.read())
+        local = LocalOrderBook()
+        assert apply(local, await stream.read()) == "snapshot"
         assert local.sequence is not None
 
         # alice makes a ladder of asks and one bid; bob takes.
@@ -126,31 +86,31 @@ async def test_two_accounts_trade_and_all_views_agree(stack) -> None:
 
         # -- order states as each account sees them --------------------------
         a0 = await orders.GetOrder(opb.GetOrderRequest(order_id=asks[0].order.order_id),
-                                   metadata=key(stack, "alice"))
+                                   metadata=meta(stack, "alice"))
         assert a0.order.state == cpb.ORDER_STATE_FILLED and len(a0.fills) == 1
         assert a0.fills[0].liquidity == cpb.LIQUIDITY_MAKER
         a1 = await orders.GetOrder(opb.GetOrderRequest(client_order_id="a1"),
-                                   metadata=key(stack, "alice"))
+                                   metadata=meta(stack, "alice"))
         assert (a1.order.state, a1.order.filled_quantity) == (cpb.ORDER_STATE_FILLED, "0.3000")
         a2 = await orders.GetOrder(opb.GetOrderRequest(client_order_id="a2"),
-                                   metadata=key(stack, "alice"))
+                                   metadata=meta(stack, "alice"))
         assert (a2.order.state, a2.order.remaining_quantity) == (cpb.ORDER_STATE_FILLED,
                                                                  "0.0000")
 
         open_orders = await orders.ListOrders(
             opb.ListOrdersRequest(status=opb.ORDER_STATUS_FILTER_OPEN),
-            metadata=key(stack, "alice"))
+            metadata=meta(stack, "alice"))
         assert [o.client_order_id for o in open_orders.orders] == ["a3"]
         closed = await orders.ListOrders(
             opb.ListOrdersRequest(status=opb.ORDER_STATUS_FILTER_CLOSED),
-            metadata=key(stack, "alice"))
+            metadata=meta(stack, "alice"))
         assert len(closed.orders) == 4
 
         # paging through bob's orders one at a time gives every order once, newest first
         seen, token = [], ""
         while True:
             page = await orders.ListOrders(opb.ListOrdersRequest(page_size=1, page_token=token),
-                                           metadata=key(stack, "bob"))
+                                           metadata=meta(stack, "bob"))
             seen += [o.order_id for o in page.orders]
             token = page.next_page_token
             if not token:
@@ -159,9 +119,9 @@ async def test_two_accounts_trade_and_all_views_agree(stack) -> None:
 
         # fills: both sides of every trade, and they agree with the market's trades
         alice_fills = (await orders.ListFills(opb.ListFillsRequest(page_size=100),
-                                              metadata=key(stack, "alice"))).fills
+                                              metadata=meta(stack, "alice"))).fills
         bob_fills = (await orders.ListFills(opb.ListFillsRequest(page_size=100),
-                                            metadata=key(stack, "bob"))).fills
+                                            metadata=meta(stack, "bob"))).fills
         assert len(alice_fills) == len(bob_fills) == 5
         assert all(f.liquidity == cpb.LIQUIDITY_MAKER for f in alice_fills)
         assert all(f.liquidity == cpb.LIQUIDITY_TAKER for f in bob_fills)
@@ -183,14 +143,13 @@ async def test_two_accounts_trade_and_all_views_agree(stack) -> None:
         book = None
         for _ in range(50):
             book = await md.GetOrderBook(mdpb.GetOrderBookRequest(instrument="BTC-USD"))
-            if book_levels(book.asks) == expected_asks and not book.bids:
+            if levels(book.asks) == expected_asks and not book.bids:
                 break
             await asyncio.sleep(0.1)
-        assert book_levels(book.asks) == expected_asks and not book.bids
+        assert levels(book.asks) == expected_asks and not book.bids
         while local.sequence < book.sequence:
-            local.apply(await asyncio.wait_for(stream.read(), 5))
-        assert local.sequence == book.sequence
-        assert local.levels() == (book_levels(book.bids), book_levels(book.asks))
+            apply(local, await asyncio.wait_for(stream.read(), 5))
+        assert book_view(local) == book_view(book)
         stream.cancel()
 
 
@@ -211,7 +170,7 @@ async def test_client_order_id_is_idempotent(stack) -> None:
             for _ in range(10)])
         assert len({r.order.order_id for r in results}) == 1
         listed = await orders.ListOrders(opb.ListOrdersRequest(status=1),
-                                         metadata=key(stack, "alice"))
+                                         metadata=meta(stack, "alice"))
         assert [o.client_order_id for o in listed.orders] == ["k2"]
         # different contents: ALREADY_EXISTS, on the same or another instrument
         for kw in (dict(price="70001"), dict(instrument="ETH-USD", price="3000")):

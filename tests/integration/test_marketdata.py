@@ -15,11 +15,13 @@ import asyncpg
 import grpc
 import pytest
 import redis.asyncio as redis_asyncio
+from book_checks import apply, book_view, levels
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from exchange.marketdata.v1 import marketdata_pb2 as md_pb2
 from exchange.marketdata.v1 import marketdata_pb2_grpc as md_grpc
 from exchange.matching.v1 import matching_pb2
+from exchange_client.book import LocalOrderBook
 from exchange_common.config import MarketDataSettings
 from exchange_common.errors import error_info, field_violations
 from exchange_common.ids import make_id
@@ -176,10 +178,6 @@ async def publish(redis: redis_asyncio.Redis, *batches: matching_pb2.MarketDataB
         await pipe.execute()
 
 
-def levels(side) -> list[tuple[str, str, int]]:
-    return [(lv.price, lv.quantity, lv.order_count) for lv in side]
-
-
 INITIAL_BIDS = [("100.00", "0.0060", 2), ("99.00", "0.0030", 1)]
 INITIAL_ASKS = [("101.00", "0.0040", 1), ("102.00", "0.0010", 1)]
 
@@ -203,43 +201,6 @@ async def read(call, timeout: float = 5.0):
     message = await asyncio.wait_for(call.read(), timeout)
     assert message is not grpc.aio.EOF
     return message
-
-
-class LocalBook:
-    """What a client keeps: a snapshot, then deltas with consecutive sequences."""
-
-    def __init__(self) -> None:
-        self.sequence = -1
-        self.bids: dict[str, tuple[str, int]] = {}
-        self.asks: dict[str, tuple[str, int]] = {}
-
-    def apply(self, message: md_pb2.StreamOrderBookResponse) -> str:
-        kind = message.WhichOneof("update")
-        if kind == "snapshot":
-            s = message.snapshot
-            self.bids = {lv.price: (lv.quantity, lv.order_count) for lv in s.bids}
-            self.asks = {lv.price: (lv.quantity, lv.order_count) for lv in s.asks}
-            self.sequence = s.sequence
-            return kind
-        d = message.delta
-        assert self.sequence >= 0, "a delta before any snapshot"
-        assert d.first_sequence == self.sequence + 1, (d.first_sequence, self.sequence)
-        assert d.sequence >= d.first_sequence
-        for side, updates in ((self.bids, d.bids), (self.asks, d.asks)):
-            for lv in updates:
-                if lv.quantity == "0":
-                    side.pop(lv.price, None)
-                else:
-                    side[lv.price] = (lv.quantity, lv.order_count)
-        self.sequence = d.sequence
-        return kind
-
-    def matches(self, response: md_pb2.GetOrderBookResponse) -> bool:
-        return (self.sequence == response.sequence
-                and sorted(self.bids.items()) == sorted(
-                    (lv.price, (lv.quantity, lv.order_count)) for lv in response.bids)
-                and sorted(self.asks.items()) == sorted(
-                    (lv.price, (lv.quantity, lv.order_count)) for lv in response.asks))
 
 
 # -- tests ------------------------------------------------------------------------------------
@@ -297,12 +258,12 @@ async def test_book_follows_the_stream(db, serve, redis):
 async def test_stream_snapshot_then_deltas_rebuild_the_book(db, serve, redis):
     server = await serve()
     call = server.stub.StreamOrderBook(md_pb2.StreamOrderBookRequest(instrument="BTC-USD"))
-    local = LocalBook()
+    local = LocalOrderBook()
     first = await read(call)
     assert first.instrument == "BTC-USD"
-    assert local.apply(first) == "snapshot"
+    assert apply(local, first) == "snapshot"
     assert local.sequence == START_SEQUENCE
-    assert local.matches(await book(server.stub))
+    assert book_view(local) == book_view(await book(server.stub))
 
     # A deterministic mix of updates, published in two pipelines so that some deltas carry
     # several entries and some one.
@@ -321,11 +282,11 @@ async def test_stream_snapshot_then_deltas_rebuild_the_book(db, serve, redis):
     await publish(redis, *batches[20:])
     deltas = 0
     while local.sequence < seq:
-        assert local.apply(await read(call)) == "delta"
+        assert apply(local, await read(call)) == "delta"
         deltas += 1
     assert local.sequence == seq
     assert 1 <= deltas <= 40
-    assert local.matches(await book(server.stub))
+    assert book_view(local) == book_view(await book(server.stub))
     call.cancel()
 
 
@@ -335,10 +296,10 @@ async def test_stream_deltas_are_coalesced_by_time(db, serve, redis):
     server = await serve(book_update_interval=0.2, book_update_interval_per_subscriber=0)
     request = md_pb2.StreamOrderBookRequest(instrument="BTC-USD")
     early_call = server.stub.StreamOrderBook(request)
-    early = LocalBook()
-    assert early.apply(await read(early_call)) == "snapshot"
+    early = LocalOrderBook()
+    assert apply(early, await read(early_call)) == "snapshot"
     seq = START_SEQUENCE
-    late_call, late = None, LocalBook()
+    late_call, late = None, LocalOrderBook()
     for round_ in range(6):
         batches = []
         for i in range(5):
@@ -350,14 +311,15 @@ async def test_stream_deltas_are_coalesced_by_time(db, serve, redis):
         await asyncio.sleep(0.03)
         if round_ == 2:
             late_call = server.stub.StreamOrderBook(request)
-            assert late.apply(await read(late_call)) == "snapshot"
+            assert apply(late, await read(late_call)) == "snapshot"
     deltas = {"early": 0, "late": 0}
     for name, call, local in (("early", early_call, early), ("late", late_call, late)):
         while local.sequence < seq:
-            assert local.apply(await read(call)) == "delta"  # never a gap, never a snapshot
+            assert apply(local, await read(call)) == "delta"  # never a gap, never a snapshot
             deltas[name] += 1
     final = await book(server.stub)
-    assert early.matches(final) and late.matches(final)
+    assert book_view(early) == book_view(final)
+    assert book_view(late) == book_view(final)
     # 30 entries in about 0.2 s: the first went out at once, the rest merged per interval.
     assert deltas["early"] <= 4, deltas
     assert 1 <= deltas["late"] <= 3, deltas
@@ -368,10 +330,10 @@ async def test_stream_deltas_are_coalesced_by_time(db, serve, redis):
 async def test_gap_in_stream_sends_a_fresh_snapshot(db, serve, redis):
     server = await serve()
     call = server.stub.StreamOrderBook(md_pb2.StreamOrderBookRequest(instrument="BTC-USD"))
-    local = LocalBook()
-    local.apply(await read(call))
+    local = LocalOrderBook()
+    apply(local, await read(call))
     await publish(redis, batch(101, 101, bids=[(10000, 70, 3)]))
-    assert local.apply(await read(call)) == "delta"
+    assert apply(local, await read(call)) == "delta"
     assert local.sequence == 101
 
     # Sequences 102-104 were committed but their entry never reached Redis; PostgreSQL has
@@ -385,17 +347,17 @@ async def test_gap_in_stream_sends_a_fresh_snapshot(db, serve, redis):
     await publish(redis, batch(105, 105, asks=[(10200, 0, 0)]))
 
     message = await read(call)
-    assert local.apply(message) == "snapshot"
+    assert apply(local, message) == "snapshot"
     assert local.sequence == 105
     # The snapshot is PostgreSQL's state (which includes 102-105), not the stale book.
     assert levels(message.snapshot.bids) == [("100.00", "0.0060", 2)]
     assert levels(message.snapshot.asks) == [("101.00", "0.0040", 1), ("103.00", "0.0025", 1)]
-    assert local.matches(await book(server.stub))
+    assert book_view(local) == book_view(await book(server.stub))
     # And the stream goes on from there.
     await publish(redis, batch(106, 106, bids=[(9800, 5, 1)]))
-    assert local.apply(await read(call)) == "delta"
+    assert apply(local, await read(call)) == "delta"
     assert local.sequence == 106
-    assert local.matches(await book(server.stub))
+    assert book_view(local) == book_view(await book(server.stub))
     assert server.app.feed.markets[BTC].stream_pos == b"106-0"
     call.cancel()
 
@@ -408,9 +370,9 @@ async def test_slow_subscriber_is_conflated_and_never_slows_a_fast_one(db, serve
     slow = server.client([("grpc.http2.bdp_probe", 0),
                           ("grpc.http2.lookahead_bytes", 1024)]).StreamOrderBook(request)
     fast = server.client().StreamOrderBook(request)
-    slow_book, fast_book = LocalBook(), LocalBook()
-    slow_book.apply(await read(slow))
-    fast_book.apply(await read(fast))
+    slow_book, fast_book = LocalOrderBook(), LocalOrderBook()
+    apply(slow_book, await read(slow))
+    apply(fast_book, await read(fast))
     market = server.app.feed.markets[BTC]
 
     # Deltas of ~4 KB (200 ask levels), one at a time: the slow client's transport buffers
@@ -421,9 +383,9 @@ async def test_slow_subscriber_is_conflated_and_never_slows_a_fast_one(db, serve
         seq += 1
         asks = [(20000 + k, 1 + (i + k) % 50, 1) for k in range(200)]
         await publish(redis, batch(seq, seq, asks=asks))
-        assert fast_book.apply(await read(fast)) == "delta"
+        assert apply(fast_book, await read(fast)) == "delta"
         assert fast_book.sequence == seq
-    assert fast_book.matches(await book(server.stub))
+    assert book_view(fast_book) == book_view(await book(server.stub))
     assert market.dropped > 0
     assert server.app.feed.stats()["dropped_updates"] == market.dropped
 
@@ -431,16 +393,16 @@ async def test_slow_subscriber_is_conflated_and_never_slows_a_fast_one(db, serve
     # snapshot of the current book (not the backlog).
     kinds = []
     while True:
-        kinds.append(slow_book.apply(await read(slow)))
+        kinds.append(apply(slow_book, await read(slow)))
         if kinds[-1] == "snapshot":
             break
     assert len(kinds) < entries
     assert slow_book.sequence == seq
-    assert slow_book.matches(await book(server.stub))
+    assert book_view(slow_book) == book_view(await book(server.stub))
     # Both go on with the next delta.
     await publish(redis, batch(seq + 1, seq + 1, bids=[(100, 1, 1)]))
-    assert slow_book.apply(await read(slow)) == "delta"
-    assert fast_book.apply(await read(fast)) == "delta"
+    assert apply(slow_book, await read(slow)) == "delta"
+    assert apply(fast_book, await read(fast)) == "delta"
     slow.cancel()
     fast.cancel()
     await asyncio.sleep(0.05)

@@ -6,9 +6,11 @@ import asyncio
 from decimal import Decimal
 
 import pytest
+from book_checks import apply, book_view
 
 from exchange.marketdata.v1 import marketdata_pb2 as md_pb2
 from exchange.matching.v1 import matching_pb2
+from exchange_client.book import LocalOrderBook
 from exchange_common.instruments import InstrumentSpec
 from marketdata_service.fanout import Subscriber, SubscriptionClosed
 from marketdata_service.market import InstrumentMarket
@@ -183,46 +185,10 @@ def test_a_subscriber_too_far_behind_in_time_is_resynced() -> None:
 
 # -- time coalescing --------------------------------------------------------------------------
 
-class ClientBook:
-    """What a client keeps from StreamOrderBook: price -> (quantity, orders) per side."""
-
-    def __init__(self) -> None:
-        self.sequence = -1
-        self.bids: dict[str, tuple[str, int]] = {}
-        self.asks: dict[str, tuple[str, int]] = {}
-        self.deltas = 0
-
-    def apply(self, data: bytes) -> None:
-        msg = _parse(data)
-        if msg.WhichOneof("update") == "snapshot":
-            s = msg.snapshot
-            self.bids = {lv.price: (lv.quantity, lv.order_count) for lv in s.bids}
-            self.asks = {lv.price: (lv.quantity, lv.order_count) for lv in s.asks}
-            self.sequence = s.sequence
-            return
-        d = msg.delta
-        assert self.sequence >= 0
-        assert d.first_sequence == self.sequence + 1, (d.first_sequence, self.sequence)
-        assert d.sequence >= d.first_sequence
-        for side, levels in ((self.bids, d.bids), (self.asks, d.asks)):
-            for lv in levels:
-                if lv.quantity == "0":
-                    side.pop(lv.price, None)
-                else:
-                    side[lv.price] = (lv.quantity, lv.order_count)
-        self.sequence = d.sequence
-        self.deltas += 1
-
-    def equals(self, book: md_pb2.GetOrderBookResponse) -> bool:
-        return (self.sequence == book.sequence
-                and self.bids == {lv.price: (lv.quantity, lv.order_count) for lv in book.bids}
-                and self.asks == {lv.price: (lv.quantity, lv.order_count) for lv in book.asks})
-
-
-async def _take_all(sub: Subscriber, local: ClientBook) -> int:
+async def _take_all(sub: Subscriber, local: LocalOrderBook) -> int:
     n = 0
     while len(sub) or sub.need_resync:
-        local.apply(await sub.next())
+        apply(local, _parse(await sub.next()))
         n += 1
     return n
 
@@ -251,17 +217,17 @@ async def test_book_deltas_are_merged_per_interval_and_shared():
                                                  asks=[(10100, 7, 2)], trades=[]),
                               recent_trades=100, book_interval=0.05)
     a, b = market.subscribe_book(16), market.subscribe_book(16)
-    book_a, book_b = ClientBook(), ClientBook()
-    book_a.apply(await a.next())
-    book_b.apply(await b.next())
+    book_a, book_b = LocalOrderBook(), LocalOrderBook()
+    apply(book_a, _parse(await a.next()))
+    apply(book_b, _parse(await b.next()))
     # After a quiet period the first change goes out at once.
     market.apply([(b"11-0", _batch(11, 11, bids=[(10000, 4, 1)]))])
     assert len(a) == 1 and len(b) == 1
     first = await a.next()
     assert await b.next() is first
     assert (_parse(first).delta.first_sequence, _parse(first).delta.sequence) == (11, 11)
-    book_a.apply(first)
-    book_b.apply(first)
+    apply(book_a, _parse(first))
+    apply(book_b, _parse(first))
     # Changes within the interval wait for its end, then go out as one merged delta.
     market.apply([(b"12-0", _batch(12, 12, bids=[(10000, 3, 1), (9900, 1, 1)]))])
     market.apply([(b"14-0", _batch(13, 14, bids=[(10000, 0, 0)], asks=[(10100, 6, 2)]))])
@@ -275,8 +241,8 @@ async def test_book_deltas_are_merged_per_interval_and_shared():
     assert [(lv.price, lv.quantity, lv.order_count) for lv in delta.bids] == [
         ("100.00", "0", 0), ("99.00", "0.0002", 2)]
     assert [(lv.price, lv.quantity) for lv in delta.asks] == [("101.00", "0.0006")]
-    book_a.apply(merged)
-    assert book_a.equals(_get_order_book(market))
+    apply(book_a, _parse(merged))
+    assert book_view(book_a) == book_view(_get_order_book(market))
     assert market.deltas_built == 2
 
 
@@ -291,13 +257,13 @@ async def test_subscriber_joining_inside_an_interval_gets_a_delta_from_its_snaps
     market.apply([(b"13-0", _batch(13, 13, bids=[(9900, 0, 0)], asks=[(10200, 3, 1)]))])
     books = {}
     for name, sub in (("early", early), ("late", late)):
-        books[name] = ClientBook()
-        books[name].apply(await sub.next())  # the snapshot
+        books[name] = LocalOrderBook()
+        apply(books[name], _parse(await sub.next()))  # the snapshot
     await asyncio.sleep(0.08)
     assert await _take_all(early, books["early"]) == 2  # 11, then 12-13
     assert await _take_all(late, books["late"]) == 1  # 13 only, same levels
     for local in books.values():
-        assert local.equals(_get_order_book(market))
+        assert book_view(local) == book_view(_get_order_book(market))
     assert market.deltas_built == 3  # 11; 12-13; 13-13 for the late one
 
 
@@ -320,13 +286,13 @@ async def test_coalesced_stream_rebuilds_the_book_for_every_subscriber(seed):
     rng = random.Random(seed)
     market = InstrumentMarket(SPEC, InitialState(1, 0, bids=[], asks=[], trades=[]),
                               recent_trades=100, book_interval=0.01)
-    subs: list[tuple[Subscriber, ClientBook]] = []
+    subs: list[tuple[Subscriber, LocalOrderBook]] = []
     seq = 0
     applies = 0
     for _step in range(150):
         r = rng.random()
         if r < 0.1 or not subs:
-            subs.append((market.subscribe_book(1000), ClientBook()))
+            subs.append((market.subscribe_book(1000), LocalOrderBook()))
         elif r < 0.8:
             span = rng.randint(1, 3)
             bids = [(rng.randint(90, 100) * 100, rng.choice((0, 1, 2, 5)), rng.randint(1, 3))
@@ -345,6 +311,6 @@ async def test_coalesced_stream_rebuilds_the_book_for_every_subscriber(seed):
     assert expected.sequence == seq
     for sub, local in subs:
         await _take_all(sub, local)
-        assert local.equals(expected)
+        assert book_view(local) == book_view(expected)
     # Fewer deltas than updates were built: they were merged.
     assert market.deltas_built < applies
