@@ -53,7 +53,6 @@ import contextlib
 import math
 import multiprocessing as mp
 import os
-import random
 import sys
 import tempfile
 import time
@@ -364,33 +363,16 @@ def subscriber_main(conn, addr: str, count: int, slow_interval: float,
 # ---------------------------------------------------------------------------
 
 
-def _seed_order(rng: random.Random, client_order_id: str):
-    from exchange.common.v1 import common_pb2 as cpb
-    from exchange.order.v1 import order_pb2 as opb
-
-    side = cpb.SIDE_BUY if rng.random() < 0.5 else cpb.SIDE_SELL
-    lots = rng.randint(100, 5000)  # 0.01-0.5 BTC
-    qty = f"{lots // 10_000}.{lots % 10_000:04d}"
-    if rng.random() < 0.7:
-        cents = rng.randint(6_800_000, 7_200_000)  # 68,000.00-72,000.00
-        return opb.CreateOrderRequest(
-            instrument=INSTRUMENT, side=side, type=cpb.ORDER_TYPE_LIMIT,
-            time_in_force=cpb.TIME_IN_FORCE_GTC, price=f"{cents // 100}.{cents % 100:02d}",
-            quantity=qty, client_order_id=client_order_id)
-    return opb.CreateOrderRequest(
-        instrument=INSTRUMENT, side=side, type=cpb.ORDER_TYPE_MARKET,
-        time_in_force=cpb.TIME_IN_FORCE_IOC, quantity=qty, client_order_id=client_order_id)
-
-
 async def _load_async(conn, addr: str, keys: list[str], rate: float, duration: float,
                       seed: int, entry: str, linger: float) -> None:
     import grpc
 
+    from bench.orders import SEED_MIX, OrderMaker
     from exchange.order.v1 import order_pb2 as opb
     from exchange.order.v1 import order_pb2_grpc as opb_grpc
 
     loop = asyncio.get_running_loop()
-    rng = random.Random(seed)
+    maker = OrderMaker(SEED_MIX, seed)
     total = int(rate * duration)
     tag = f"fo{seed}"
     lat = _hist()
@@ -453,13 +435,13 @@ async def _load_async(conn, addr: str, keys: list[str], rate: float, duration: f
                 per: dict[int, list] = {}
                 for i in range(sent, due):
                     per.setdefault(i % sessions, []).append(
-                        opb.OrderEntryCommand(create=_seed_order(rng, f"{tag}-{i}")))
+                        opb.OrderEntryCommand(create=maker.create(f"{tag}-{i}")))
                 for k, commands in per.items():
                     await calls[k].write(opb.OrderEntryRequest(commands=commands))
             else:
                 for i in range(sent, due):
                     task = asyncio.create_task(
-                        unary(i, _seed_order(rng, f"{tag}-{i}"), keys[i % sessions]))
+                        unary(i, maker.create(f"{tag}-{i}"), keys[i % sessions]))
                     pending.add(task)
                     task.add_done_callback(pending.discard)
             sent = due

@@ -9,8 +9,8 @@ merged.
 
 Modules:
 
-- ``spec``: presets, order mixes, the arrival schedule;
-- ``orders``: the seeded order stream (prices, quantities, sides, types);
+- ``spec``: presets and the arrival schedule (the order mixes and the seeded order
+  stream are ``bench.orders``, shared with the other benches);
 - ``worker``: one worker process (its own asyncio loop and gRPC channels),
   unary ``CreateOrder``/``CancelOrder`` or ``OrderEntry`` sessions;
 - ``cpu``: CPU seconds of the server processes (PostgreSQL backends

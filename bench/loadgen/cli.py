@@ -44,7 +44,6 @@ from pathlib import Path
 from bench.loadgen import report, runner
 from bench.loadgen.cpu import CpuProbe
 from bench.loadgen.spec import (
-    MIXES,
     PRESETS,
     RunSpec,
     auto_procs,
@@ -52,6 +51,7 @@ from bench.loadgen.spec import (
     ramp_segments,
 )
 from bench.loadgen.targets import EchoTarget, ExchangeTarget
+from bench.orders import MIXES
 from bench.results import RESULTS, environment, write_result
 
 log = logging.getLogger("bench.loadgen")

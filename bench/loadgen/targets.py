@@ -21,8 +21,8 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from bench.loadgen.cpu import Group
-from bench.loadgen.orders import resting_order
 from bench.loadgen.worker import CODE_NAMES
+from bench.orders import resting_order
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc

@@ -25,8 +25,8 @@ import grpc
 import psutil
 from hdrh.histogram import HdrHistogram
 
-from bench.loadgen.orders import OrderMaker
 from bench.loadgen.spec import RunSpec, schedule
+from bench.orders import OrderMaker
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
