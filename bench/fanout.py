@@ -61,6 +61,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench.cpu import CpuProbe, Group
 from bench.results import write_result
 
 INSTRUMENT = "BTC-USD"
@@ -505,41 +506,16 @@ async def _recv(conn, timeout: float, what: str):
     return message
 
 
-def _cpu_seconds(pids: dict[str, list[int]]) -> dict[str, dict[int, float]]:
-    import psutil
-
-    out: dict[str, dict[int, float]] = {}
-    for name, group in pids.items():
-        out[name] = {}
-        for pid in group:
-            with contextlib.suppress(psutil.Error):
-                t = psutil.Process(pid).cpu_times()
-                out[name][pid] = t.user + t.system
-    return out
-
-
-def _machine_busy_seconds() -> float:
-    import psutil
-
-    t = psutil.cpu_times()
-    return t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0.0)
-
-
-def _server_pids(stack) -> dict[str, list[int]]:
-    import psutil
-
-    pids = {name: [proc.pid] for name, proc in stack.processes.items()}
-    with contextlib.suppress(psutil.Error):  # market data's other workers
-        pids["marketdata"] += [
-            c.pid for c in psutil.Process(pids["marketdata"][0]).children(recursive=True)]
+def _server_groups(stack) -> list[Group]:
+    """The exchange's processes as bench.cpu groups (market data's other workers and
+    PostgreSQL's backends included)."""
+    groups = [Group(name, [proc.pid], children=name == "marketdata")
+              for name, proc in stack.processes.items()]
     if stack.pg is not None and stack.pg.pid is not None:
-        pg = [stack.pg.pid]
-        with contextlib.suppress(psutil.Error):
-            pg += [c.pid for c in psutil.Process(stack.pg.pid).children(recursive=True)]
-        pids["postgres"] = pg
+        groups.append(Group("postgres", [stack.pg.pid], children=True))
     if stack.redis is not None and getattr(stack.redis, "pid", None):
-        pids["redis"] = [stack.redis.pid]
-    return pids
+        groups.append(Group("redis", [stack.redis.pid]))
+    return groups
 
 
 async def _entry_times(redis_url: str, instrument_id: int) -> dict[int, int]:
@@ -660,9 +636,10 @@ async def one_run(spec: RunSpec, workdir: Path) -> dict:
         conns["load"] = parent
         await _recv(parent, 60, "load process")
 
-        pids = _server_pids(stack)
-        pids["load client"] = [load.pid]
-        pids["subscriber clients"] = [p.pid for p in procs if p.name.startswith("fanout-s")]
+        probe = CpuProbe([
+            *_server_groups(stack), Group("load client", [load.pid], server=False),
+            Group("subscriber clients", [p.pid for p in procs if p.name.startswith("fanout-s")],
+                  server=False)])
         spy = None
         if spec.profile_dir:
             out = Path(spec.profile_dir) / (f"marketdata-{spec.subscribers}"
@@ -674,14 +651,12 @@ async def one_run(spec: RunSpec, workdir: Path) -> dict:
                 str(int(spec.duration)), "--rate", "50", "--native", "--format", "raw",
                 "--output", str(out), stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL)
-        cpu0 = _cpu_seconds(pids)
-        busy0 = _machine_busy_seconds()
+        sample0 = probe.sample()
         w0 = time.perf_counter()
         parent.send(("go",))
         _, sent = await _recv(parent, spec.duration * 3 + 60, "load process")
         wall = time.perf_counter() - w0
-        cpu1 = _cpu_seconds(pids)
-        busy = (_machine_busy_seconds() - busy0) / wall
+        sample1 = probe.sample()
         _, load_result = await _recv(parent, 120, "load process")
         if spy is not None:
             with contextlib.suppress(TimeoutError):
@@ -702,10 +677,9 @@ async def one_run(spec: RunSpec, workdir: Path) -> dict:
                 p.kill()
         await stack.stop()
 
-    cores = {}
-    for name in cpu1:
-        seconds = sum(v - cpu0.get(name, {}).get(pid, 0.0) for pid, v in cpu1[name].items())
-        cores[name] = round(seconds / wall, 3)
+    usage = probe.usage(sample0, sample1)
+    other = usage.pop("other")
+    cores = {name: round(seconds / wall, 3) for name, seconds in usage.items()}
     normal = [r for n, r in results.items() if n != "slow"]
     lag = _pcts([r["lag"] for r in normal])
     lag_newest = _pcts([r["lag_newest"] for r in normal])
@@ -736,9 +710,11 @@ async def one_run(spec: RunSpec, workdir: Path) -> dict:
         "cpu_cores": cores,
         "load_window_s": round(wall, 2),
         "load_average": [round(x, 2) for x in os.getloadavg()],
-        # Everything the machine ran in the window, and what was not this benchmark's.
-        "machine_busy_cores": round(busy, 2),
-        "other_cpu_cores": round(max(0.0, busy - sum(cores.values())), 2),
+        # Everything the machine ran in the window, and what was not this benchmark's
+        # (bench.cpu: busy = user + nice + system + irq + softirq; steal on its own).
+        "machine_busy_cores": round(probe.busy(sample0, sample1) / wall, 2),
+        "other_cpu_cores": round(other / wall, 2),
+        "machine_steal_cores": round(probe.steal(sample0, sample1) / wall, 2),
         "setup_s": round(subscribe_seconds, 1),
         "_lag_hist": lag["_hist"],
     }

@@ -41,8 +41,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from bench.cpu import CpuProbe
 from bench.loadgen import report, runner
-from bench.loadgen.cpu import CpuProbe
 from bench.loadgen.spec import (
     PRESETS,
     RunSpec,

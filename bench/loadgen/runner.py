@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from hdrh.histogram import HdrHistogram
 
-from bench.loadgen.cpu import CpuProbe, Group, Sample
+from bench.cpu import CpuProbe, Group, Sample
 from bench.loadgen.spec import RunSpec
 from bench.loadgen.worker import BIN, new_hist, worker_main
 
@@ -287,6 +287,9 @@ def figures(spec: RunSpec, results: list[dict], probe: CpuProbe, samples: dict[f
             "rate": round(ops / seconds, 1) if seconds else 0.0,
             "cpu_seconds": {k: round(v, 3) for k, v in usage.items()},
             "cpu_cores": {k: round(v / seconds, 3) for k, v in usage.items()} if seconds else {},
+            # Not in "other" (bench.cpu): what the hypervisor took from the machine.
+            "machine_steal_cores": (round(probe.steal(samples[a], samples[b]) / seconds, 3)
+                                    if seconds else None),
             "server_cpu_seconds": round(server, 3),
             "server_cpu_per_op_us": (round(server / ops * 1e6, 1)
                                      if ops and server_names else None),

@@ -20,7 +20,7 @@ import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2
 
-from bench.loadgen.cpu import Group
+from bench.cpu import Group
 from bench.loadgen.worker import CODE_NAMES
 from bench.orders import resting_order
 from exchange.common.v1 import common_pb2 as cpb

@@ -22,9 +22,9 @@ import time
 from typing import Any
 
 import grpc
-import psutil
 from hdrh.histogram import HdrHistogram
 
+from bench.cpu import own_seconds
 from bench.loadgen.spec import RunSpec, schedule
 from bench.orders import OrderMaker
 from exchange.common.v1 import common_pb2 as cpb
@@ -346,7 +346,7 @@ class Worker:
         while not self.start_evt.is_set():
             await asyncio.sleep(0.005)
         self.t0 = self.t0_val.value
-        cpu0 = psutil.Process().cpu_times()
+        cpu0 = own_seconds()
         reporter = asyncio.create_task(self.progress_loop())
         await asyncio.sleep(max(0.0, self.t0 - time.monotonic()))
         stream = spec.mode == "stream"
@@ -394,10 +394,10 @@ class Worker:
             self.errors["NO_ANSWER"] += unanswered
         self.finished = True
         reporter.cancel()
-        cpu1 = psutil.Process().cpu_times()
+        cpu1 = own_seconds()
         for ch in self.channels:
             await ch.close()
-        return self.result(idx, (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system))
+        return self.result(idx, cpu1 - cpu0)
 
     def result(self, created: int, cpu: float) -> dict:
         return {
