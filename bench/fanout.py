@@ -62,20 +62,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.cpu import CpuProbe, Group
+from bench.histogram import Histogram
 from bench.results import write_result
 
 INSTRUMENT = "BTC-USD"
 STREAM_METHOD = "/exchange.marketdata.v1.MarketDataService/StreamOrderBook"
-# Lags are recorded in microseconds, up to 10 minutes.
-HIST_MAX_US = 600_000_000
-
-
-def _hist():
-    from hdrh.histogram import HdrHistogram
-
-    return HdrHistogram(1, HIST_MAX_US, 3)
-
-
 def _account_keys(n: int) -> dict[str, str]:
     return {f"fanout-{i}": f"bench-fanout-key-{i:03d}-0123456789" for i in range(n)}
 
@@ -274,9 +265,11 @@ async def _open_raw(addr: str, books: list[LocalBook], rec) -> list:
     return streams
 
 
-def _lag_histograms(rec: tuple[array, array, array], entry_times: dict[int, int]):
-    """(lag from the oldest entry's stamp, lag from the delta's own stamp, unmatched)."""
-    oldest, newest = _hist(), _hist()
+def _lag_histograms(rec: tuple[array, array, array], entry_times: dict[int, int]
+                    ) -> tuple[Histogram, Histogram, int]:
+    """(lag from the oldest entry's stamp, lag from the delta's own stamp, unmatched),
+    in microseconds."""
+    oldest, newest = Histogram(), Histogram()
     unmatched = 0
     firsts, reads, stamps = rec
     for first, read, stamp in zip(firsts, reads, stamps, strict=True):
@@ -284,8 +277,8 @@ def _lag_histograms(rec: tuple[array, array, array], entry_times: dict[int, int]
         if origin is None:
             unmatched += 1
             origin = stamp
-        oldest.record_value(min(max((read - origin) // 1000, 1), HIST_MAX_US))
-        newest.record_value(min(max((read - stamp) // 1000, 1), HIST_MAX_US))
+        oldest.record((read - origin) // 1000)
+        newest.record((read - stamp) // 1000)
     return oldest, newest, unmatched
 
 
@@ -376,7 +369,7 @@ async def _load_async(conn, addr: str, keys: list[str], rate: float, duration: f
     maker = OrderMaker(SEED_MIX, seed)
     total = int(rate * duration)
     tag = f"fo{seed}"
-    lat = _hist()
+    lat = Histogram()
     states: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     answered = 0
@@ -387,7 +380,7 @@ async def _load_async(conn, addr: str, keys: list[str], rate: float, duration: f
         nonlocal answered
         i = int(client_order_id.rsplit("-", 1)[1])
         late = time.perf_counter() - (t0 + i / rate)
-        lat.record_value(min(max(int(late * 1e6), 1), HIST_MAX_US))
+        lat.record(int(late * 1e6))
         if error is not None:
             errors[error] += 1
         else:
@@ -558,24 +551,15 @@ async def _final_book(addr: str):
             {lv.price: lv.quantity for lv in book.asks})
 
 
-def _pcts(encoded_list: list[bytes]) -> dict:
-    from hdrh.histogram import HdrHistogram
+LAG_POINTS = (("p50_ms", 50.0), ("p90_ms", 90.0), ("p99_ms", 99.0), ("p999_ms", 99.9))
 
-    total = _hist()
-    for e in encoded_list:
-        total.add(HdrHistogram.decode(e))
-    n = total.get_total_count()
 
-    def ms(us: float) -> float:
-        return round(us / 1000, 2)
-
-    return {"count": n,
-            "p50_ms": ms(total.get_value_at_percentile(50)) if n else None,
-            "p90_ms": ms(total.get_value_at_percentile(90)) if n else None,
-            "p99_ms": ms(total.get_value_at_percentile(99)) if n else None,
-            "p999_ms": ms(total.get_value_at_percentile(99.9)) if n else None,
-            "max_ms": ms(total.get_max_value()) if n else None,
-            "_hist": total}
+def _pcts(encoded_list: list[bytes]) -> tuple[dict[str, float | None], Histogram]:
+    """The merged histogram's count and percentiles in ms, and the histogram."""
+    total = Histogram.merged(encoded_list)
+    figures: dict[str, float | None] = {"count": total.count}
+    return figures | total.percentiles(LAG_POINTS, divisor=1000, ndigits=2,
+                                       max_key="max_ms"), total
 
 
 async def one_run(spec: RunSpec, workdir: Path) -> dict:
@@ -681,9 +665,9 @@ async def one_run(spec: RunSpec, workdir: Path) -> dict:
     other = usage.pop("other")
     cores = {name: round(seconds / wall, 3) for name, seconds in usage.items()}
     normal = [r for n, r in results.items() if n != "slow"]
-    lag = _pcts([r["lag"] for r in normal])
-    lag_newest = _pcts([r["lag_newest"] for r in normal])
-    ack = _pcts([load_result["ack_latency"]])
+    lag, lag_hist = _pcts([r["lag"] for r in normal])
+    lag_newest, _ = _pcts([r["lag_newest"] for r in normal])
+    ack, _ = _pcts([load_result["ack_latency"]])
     deltas = sum(r["deltas"] for r in normal)
     out = {
         "subscribers": spec.subscribers,
@@ -695,8 +679,8 @@ async def one_run(spec: RunSpec, workdir: Path) -> dict:
         "order_ack_p99_ms": ack["p99_ms"],
         "deltas_received": deltas,
         "deltas_per_subscriber_per_s": round(deltas / max(1, spec.subscribers) / wall, 1),
-        "lag_ms": {k: v for k, v in lag.items() if not k.startswith("_")},
-        "lag_newest_stamp_ms": {k: v for k, v in lag_newest.items() if not k.startswith("_")},
+        "lag_ms": lag,
+        "lag_newest_stamp_ms": lag_newest,
         "sequence_gaps": sum(r["gaps"] for r in normal),
         "snapshots_to_normal_subscribers": sum(r["snapshots_after_first"] for r in normal),
         "books_equal_to_final": sum(r["books_equal_to_final"] for r in normal),
@@ -716,7 +700,7 @@ async def one_run(spec: RunSpec, workdir: Path) -> dict:
         "other_cpu_cores": round(other / wall, 2),
         "machine_steal_cores": round(probe.steal(sample0, sample1) / wall, 2),
         "setup_s": round(subscribe_seconds, 1),
-        "_lag_hist": lag["_hist"],
+        "_lag_hist": lag_hist,
     }
     if spec.slow:
         slow = results["slow"]
@@ -747,7 +731,7 @@ def _table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _plot(runs: list[dict], path: Path) -> None:
+def _plot(runs: list[dict], path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -758,7 +742,7 @@ def _plot(runs: list[dict], path: Path) -> None:
     xs = [1 / (1 - p / 100) if p < 100 else 1e5 for p in pcts]
     for r in runs:
         h = r["_lag_hist"]
-        ys = [h.get_value_at_percentile(p) / 1000 for p in pcts]
+        ys = [h.value_at(p) / 1000 for p in pcts]
         label = f"{r['subscribers']} subscribers{' + slow one' if r['slow_subscriber'] else ''}"
         ax.plot(xs, ys, marker="o", label=label)
     ax.set_xscale("log")
@@ -773,6 +757,7 @@ def _plot(runs: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return path
 
 
 async def main_async(args: argparse.Namespace) -> list[dict]:
@@ -926,18 +911,17 @@ def main(argv: list[str] | None = None) -> None:
                   f"{b['p99_ms']} ms, max {a['max_ms']} -> {b['max_ms']} ms")
     if args.no_write:
         return
-    figures = {"runs": [{k: v for k, v in r.items() if not k.startswith("_")} for r in runs],
+    figures = {"runs": runs,
                "slow_subscriber_comparison": comparison,
                "lag_definition": "read time - MarketDataBatch publish stamp of the oldest "
                                  "Redis entry covered by the delta (stamped by the matching "
                                  "pod right after the PostgreSQL commit)"}
     cmd = command_line(args)
-    path = write_result("fanout", figures, cmd)
+    path = write_result("fanout", figures, cmd,
+                        plot=(lambda png: _plot(runs, png)) if args.plot else None)
     print(f"written to {path}")
     if args.plot:
-        png = path.with_suffix(".png")
-        _plot(runs, png)
-        print(f"plot: {png}")
+        print(f"plot: {path.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

@@ -293,20 +293,13 @@ async def main_async(args: argparse.Namespace) -> int:
         "segments": settings.get("segments"),
         **extra, "runs": runs, "ratios_to_echo": ratio, "plot": None,
     }, default=_jsonable))
-    path = write_result(name, figures, command, args.out or RESULTS)
     env = environment()
     settings_line = " ".join(f"{k}={v}" for k, v in env.items())
-    plot_path = None
-    if not args.no_plot:
-        # Named as the JSON result, which then names it.
-        plot_path = report.plot(runs, path.with_suffix(".png"),
-                                f"{settings_line} {command}   ({when:%Y-%m-%d %H:%M} UTC)"
-                                .lstrip())
-        data = json.loads(path.read_text())
-        root = RESULTS.parent.parent
-        data["figures"]["plot"] = (str(plot_path.relative_to(root))
-                                   if plot_path.is_relative_to(root) else str(plot_path))
-        path.write_text(json.dumps(data, indent=2) + "\n")
+    title = f"{settings_line} {command}   ({when:%Y-%m-%d %H:%M} UTC)".lstrip()
+    # The PNG is named as the JSON result, which then names it.
+    path = write_result(name, figures, command, args.out or RESULTS,
+                        plot=None if args.no_plot else lambda png: report.plot(runs, png, title))
+    plot_path = None if args.no_plot else path.with_suffix(".png")
     print(f"\ncommand: {command}")
     if env:
         print(f"with:    {settings_line}")

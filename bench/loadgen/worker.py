@@ -22,9 +22,9 @@ import time
 from typing import Any
 
 import grpc
-from hdrh.histogram import HdrHistogram
 
 from bench.cpu import own_seconds
+from bench.histogram import Histogram
 from bench.loadgen.spec import RunSpec, schedule
 from bench.orders import OrderMaker
 from exchange.common.v1 import common_pb2 as cpb
@@ -41,8 +41,8 @@ CREATE, CANCEL = 0, 1
 STATE_NAMES = {v: k for k, v in cpb.OrderState.items()}
 
 
-def new_hist(digits: int = 3) -> HdrHistogram:
-    return HdrHistogram(1, HIST_MAX_US, digits)
+def new_hist(digits: int = 3) -> Histogram:
+    return Histogram(HIST_MAX_US, digits)
 
 
 def channel_options(index: int) -> list[tuple[str, Any]]:
@@ -172,7 +172,7 @@ class Worker:
         # figures
         self.hist = {CREATE: new_hist(), CANCEL: new_hist()}
         self.interval = new_hist(2)  # since the last progress message
-        self.per_second: dict[int, HdrHistogram] = {}  # creates, by scheduled second
+        self.per_second: dict[int, Histogram] = {}  # creates, by scheduled second
         self.done_bins: collections.Counter[int] = collections.Counter()  # by completion time
         self.ok_bins: collections.Counter[int] = collections.Counter()  # creates answered OK
         self.ok_ops_bins: collections.Counter[int] = collections.Counter()  # all answered OK
@@ -208,14 +208,14 @@ class Worker:
         if self.finished:
             return  # counted as NO_ANSWER already
         us = max(1, int((now - ts) * 1e6))
-        self.hist[kind].record_value(min(us, HIST_MAX_US))
-        self.interval.record_value(min(us, HIST_MAX_US))
+        self.hist[kind].record(us)
+        self.interval.record(us)
         if kind == CREATE:
             sec = int(ts - self.t0)
             h = self.per_second.get(sec)
             if h is None:
                 h = self.per_second[sec] = new_hist(2)
-            h.record_value(min(us, HIST_MAX_US))
+            h.record(us)
         self.done[kind] += 1
         b = int((now - self.t0) / BIN)
         self.done_bins[b] += 1
