@@ -58,12 +58,16 @@ import tempfile
 import time
 from array import array
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from decimal import Decimal
 from pathlib import Path
 
 from bench.cpu import CpuProbe, Group
 from bench.histogram import Histogram
 from bench.results import write_result
+from exchange.marketdata.v1 import marketdata_pb2 as md_pb2
+from exchange_client.book import Level, LocalOrderBook, SequenceGap, decode_levels
 
 INSTRUMENT = "BTC-USD"
 STREAM_METHOD = "/exchange.marketdata.v1.MarketDataService/StreamOrderBook"
@@ -76,43 +80,74 @@ def _account_keys(n: int) -> dict[str, str]:
 # ---------------------------------------------------------------------------
 
 
-class LocalBook:
-    """A subscriber's book: price string -> quantity string per side, and the sequence."""
+@dataclass(frozen=True, slots=True)
+class Update:
+    """One StreamOrderBook message, decoded once for any number of subscribers (the
+    levels are the client library's immutable ``Level``s; quantity 0 removes one)."""
 
-    __slots__ = ("bids", "asks", "sequence", "ready", "snapshots", "deltas", "gaps",
-                 "messages", "slow")
+    kind: str  # "snapshot", "delta" or "other"
+    first_sequence: int = 0
+    sequence: int = 0
+    stamp: int = 0  # a delta's time, ns since the epoch
+    bids: tuple[Level, ...] = ()
+    asks: tuple[Level, ...] = ()
+
+
+def decode(msg: md_pb2.StreamOrderBookResponse) -> Update:
+    which = msg.WhichOneof("update")
+    if which == "snapshot":
+        snap = msg.snapshot
+        return Update("snapshot", sequence=snap.sequence, bids=decode_levels(snap.bids),
+                      asks=decode_levels(snap.asks))
+    if which == "delta":
+        d = msg.delta
+        return Update("delta", d.first_sequence, d.sequence,
+                      d.time.seconds * 1_000_000_000 + d.time.nanos,
+                      decode_levels(d.bids), decode_levels(d.asks))
+    return Update("other")
+
+
+# A book's levels, best first, as (price, quantity): what the final check compares.
+Levels = tuple[list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]]
+
+
+def book_levels(book: LocalOrderBook) -> Levels:
+    return ([(lv.price, lv.quantity) for lv in book.bids()],
+            [(lv.price, lv.quantity) for lv in book.asks()])
+
+
+class Subscriber:
+    """One subscriber: its local book (the client library's ``LocalOrderBook``) and what
+    it read."""
+
+    __slots__ = ("book", "ready", "messages", "gaps", "slow")
 
     def __init__(self, slow: bool = False) -> None:
-        self.bids: dict[str, str] = {}
-        self.asks: dict[str, str] = {}
-        self.sequence = -1
+        self.book = LocalOrderBook(INSTRUMENT)
         self.ready = asyncio.Event()
-        self.snapshots = 0
-        self.deltas = 0
-        self.gaps = 0
         self.messages = 0
+        self.gaps = 0  # deltas that did not follow on (not applied)
         self.slow = slow
 
-    def snapshot(self, snap) -> None:
-        self.bids = {lv.price: lv.quantity for lv in snap.bids}
-        self.asks = {lv.price: lv.quantity for lv in snap.asks}
-        self.sequence = snap.sequence
-        self.snapshots += 1
+    @property
+    def sequence(self) -> int:
+        return -1 if self.book.sequence is None else self.book.sequence
 
-    def delta(self, d) -> bool:
-        """Apply a delta; False (and nothing applied) when it does not follow on."""
-        if d.first_sequence != self.sequence + 1:
-            self.gaps += 1
-            return False
-        for side, levels in ((self.bids, d.bids), (self.asks, d.asks)):
-            for lv in levels:
-                if lv.quantity == "0":
-                    side.pop(lv.price, None)
-                else:
-                    side[lv.price] = lv.quantity
-        self.sequence = d.sequence
-        self.deltas += 1
-        return True
+    def apply(self, update: Update) -> bool:
+        """Apply one message; True for a delta applied."""
+        self.messages += 1
+        if update.kind == "snapshot":
+            self.book.replace(update.sequence, update.bids, update.asks)
+            self.ready.set()
+        elif update.kind == "delta":
+            try:
+                self.book.change(update.first_sequence, update.sequence, update.bids,
+                                 update.asks)
+            except SequenceGap:
+                self.gaps += 1
+                return False
+            return True
+        return False
 
 
 def _channel(addr: str, *, slow: bool = False):
@@ -128,31 +163,22 @@ def _channel(addr: str, *, slow: bool = False):
     return grpc.aio.insecure_channel(addr, options=options)
 
 
-async def _follow(channel, book: LocalBook, rec: tuple[array, array, array] | None,
+async def _follow(channel, sub: Subscriber, rec: tuple[array, array, array] | None,
                   slow_interval: float) -> None:
-    from exchange.marketdata.v1 import marketdata_pb2 as md_pb2
-
     parse = md_pb2.StreamOrderBookResponse.FromString
     stream = channel.unary_stream(
         STREAM_METHOD, request_serializer=md_pb2.StreamOrderBookRequest.SerializeToString,
         response_deserializer=None)
     call = stream(md_pb2.StreamOrderBookRequest(instrument=INSTRUMENT))
-    firsts, reads, stamps = rec if rec is not None else (None, None, None)
     try:
         async for raw in call:
             now = time.time_ns()
-            msg = parse(raw)
-            book.messages += 1
-            which = msg.WhichOneof("update")
-            if which == "snapshot":
-                book.snapshot(msg.snapshot)
-                book.ready.set()
-            elif which == "delta":
-                d = msg.delta
-                if book.delta(d) and firsts is not None:
-                    firsts.append(d.first_sequence)
-                    reads.append(now)
-                    stamps.append(d.time.seconds * 1_000_000_000 + d.time.nanos)
+            update = decode(parse(raw))
+            if sub.apply(update) and rec is not None:
+                firsts, reads, stamps = rec
+                firsts.append(update.first_sequence)
+                reads.append(now)
+                stamps.append(update.stamp)
             if slow_interval:
                 await asyncio.sleep(slow_interval)
     except asyncio.CancelledError:
@@ -165,93 +191,45 @@ class ParsedUpdates:
 
     The server sends the same bytes to every subscriber that is at the same point, so the
     subscribers of one process mostly receive identical messages. Each is parsed (protobuf)
-    once, into what a local book needs (level settings and removals, sequences, stamp); every
-    subscriber still checks its own continuity and applies the levels to its own book.
+    once, into an ``Update`` (levels, sequences, stamp); every subscriber still checks its
+    own continuity and applies the levels to its own book.
     """
 
     def __init__(self, limit: int = 256) -> None:
-        from exchange.marketdata.v1 import marketdata_pb2 as md_pb2
-
         self._parse = md_pb2.StreamOrderBookResponse.FromString
-        self._memo: dict[bytes, tuple] = {}
+        self._memo: dict[bytes, Update] = {}
         self._limit = limit
         self.parsed = 0
 
-    def get(self, raw: bytes) -> tuple:
-        parsed = self._memo.get(raw)
-        if parsed is None:
-            parsed = self._build(self._parse(raw))
+    def get(self, raw: bytes) -> Update:
+        update = self._memo.get(raw)
+        if update is None:
+            update = decode(self._parse(raw))
             if len(self._memo) >= self._limit:
                 self._memo.clear()
-            self._memo[raw] = parsed
+            self._memo[raw] = update
             self.parsed += 1
-        return parsed
-
-    @staticmethod
-    def _build(msg) -> tuple:
-        which = msg.WhichOneof("update")
-        if which == "snapshot":
-            snap = msg.snapshot
-            return ("snapshot", snap.sequence, {lv.price: lv.quantity for lv in snap.bids},
-                    {lv.price: lv.quantity for lv in snap.asks})
-        if which == "delta":
-            d = msg.delta
-            sides = []
-            for levels in (d.bids, d.asks):
-                sets, removes = [], []
-                for lv in levels:
-                    if lv.quantity == "0":
-                        removes.append(lv.price)
-                    else:
-                        sets.append((lv.price, lv.quantity))
-                sides += (sets, removes)
-            return ("delta", d.first_sequence, d.sequence,
-                    d.time.seconds * 1_000_000_000 + d.time.nanos, *sides)
-        return ("other",)
+        return update
 
 
-def _on_message(book: LocalBook, rec: tuple[array, array, array] | None,
-                updates: ParsedUpdates):
+def _on_message(sub: Subscriber, rec: tuple[array, array, array] | None,
+                updates: ParsedUpdates) -> Callable[[bytes, int], None]:
     """A raw-reader callback doing what ``_follow`` does for each message."""
-    firsts, reads, stamps = rec if rec is not None else (None, None, None)
 
     def on_message(raw: bytes, now: int) -> None:
-        parsed = updates.get(raw)
-        book.messages += 1
-        kind = parsed[0]
-        if kind == "snapshot":
-            _, book.sequence, bids, asks = parsed
-            book.bids = dict(bids)
-            book.asks = dict(asks)
-            book.snapshots += 1
-            book.ready.set()
-        elif kind == "delta":
-            _, first, sequence, stamp, bid_sets, bid_removes, ask_sets, ask_removes = parsed
-            if first != book.sequence + 1:
-                book.gaps += 1
-                return
-            side = book.bids
-            side.update(bid_sets)
-            for price in bid_removes:
-                side.pop(price, None)
-            side = book.asks
-            side.update(ask_sets)
-            for price in ask_removes:
-                side.pop(price, None)
-            book.sequence = sequence
-            book.deltas += 1
-            if firsts is not None:
-                firsts.append(first)
-                reads.append(now)
-                stamps.append(stamp)
+        update = updates.get(raw)
+        if sub.apply(update) and rec is not None:
+            firsts, reads, stamps = rec
+            firsts.append(update.first_sequence)
+            reads.append(now)
+            stamps.append(update.stamp)
 
     return on_message
 
 
-async def _open_raw(addr: str, books: list[LocalBook], rec) -> list:
+async def _open_raw(addr: str, books: list[Subscriber], rec) -> list:
     """One raw HTTP/2 connection and StreamOrderBook call per subscriber."""
     from bench.h2stream import open_stream
-    from exchange.marketdata.v1 import marketdata_pb2 as md_pb2
 
     host, _, port = addr.rpartition(":")
     request = md_pb2.StreamOrderBookRequest(instrument=INSTRUMENT).SerializeToString()
@@ -286,7 +264,7 @@ async def _subscriber_async(conn, addr: str, count: int, slow_interval: float,
                             streams_per_connection: int, client: str = "grpc") -> None:
     loop = asyncio.get_running_loop()
     slow = slow_interval > 0
-    books = [LocalBook(slow) for _ in range(count)]
+    books = [Subscriber(slow) for _ in range(count)]
     rec = (array("q"), array("q"), array("q"))
     channels = []
     tasks = []
@@ -303,13 +281,13 @@ async def _subscriber_async(conn, addr: str, count: int, slow_interval: float,
         await asyncio.wait_for(asyncio.gather(*(b.ready.wait() for b in books)), 120)
         conn.send(("ready", count))
         _, entry_times, final = await loop.run_in_executor(None, conn.recv)
-        final_seq, final_bids, final_asks = final
+        final_seq, final_levels = final
         # Let every subscriber catch up with the final book (the slow one never will).
         deadline = time.monotonic() + (0 if slow else 15)
         while time.monotonic() < deadline and any(b.sequence < final_seq for b in books):
             await asyncio.sleep(0.05)
-        matched = sum(1 for b in books if b.sequence == final_seq and b.bids == final_bids
-                      and b.asks == final_asks)
+        matched = sum(1 for b in books
+                      if b.sequence == final_seq and book_levels(b.book) == final_levels)
         behind = sum(1 for b in books if b.sequence < final_seq)
         ended = sum(1 for st in raw_streams if st.done.done())
     finally:
@@ -325,9 +303,9 @@ async def _subscriber_async(conn, addr: str, count: int, slow_interval: float,
     result = {
         "subscribers": count,
         "messages": sum(b.messages for b in books),
-        "deltas": sum(b.deltas for b in books),
+        "deltas": sum(b.book.deltas for b in books),
         # Every subscriber's first message is a snapshot; the others replaced a backlog.
-        "snapshots_after_first": sum(b.snapshots - 1 for b in books),
+        "snapshots_after_first": sum(b.book.snapshots - 1 for b in books),
         "gaps": sum(b.gaps for b in books),
         "books_equal_to_final": matched,
         "books_behind_final": behind,
@@ -540,15 +518,15 @@ async def _entry_times(redis_url: str, instrument_id: int) -> dict[int, int]:
 async def _final_book(addr: str):
     import grpc
 
-    from exchange.marketdata.v1 import marketdata_pb2 as md_pb2
     from exchange.marketdata.v1 import marketdata_pb2_grpc as md_grpc
 
     async with grpc.aio.insecure_channel(
             addr, options=[("grpc.max_receive_message_length", -1)]) as ch:
         book = await md_grpc.MarketDataServiceStub(ch).GetOrderBook(
             md_pb2.GetOrderBookRequest(instrument=INSTRUMENT, depth=0), timeout=30)
-    return (book.sequence, {lv.price: lv.quantity for lv in book.bids},
-            {lv.price: lv.quantity for lv in book.asks})
+    final = LocalOrderBook(INSTRUMENT)
+    final.replace(book.sequence, decode_levels(book.bids), decode_levels(book.asks))
+    return book.sequence, book_levels(final)
 
 
 LAG_POINTS = (("p50_ms", 50.0), ("p90_ms", 90.0), ("p99_ms", 99.0), ("p999_ms", 99.9))

@@ -31,6 +31,9 @@ class Histogram:
     def record(self, value: int) -> None:
         self._h.record_value(min(max(value, 1), self.highest))
 
+    def reset(self) -> None:
+        self._h.reset()
+
     def add(self, other: Histogram) -> None:
         self._h.add(other._h)
 
