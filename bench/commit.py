@@ -44,7 +44,9 @@ def postgres_processes(port: int) -> list[psutil.Process]:
     """The processes of the PostgreSQL server listening on ``port`` (postmaster and
     children)."""
     for conn in psutil.net_connections(kind="tcp"):
-        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
+        # (laddr is an empty tuple for a socket without an address)
+        if (conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port
+                and conn.pid):
             root = psutil.Process(conn.pid)
             return [root, *root.children(recursive=True)]
     return []

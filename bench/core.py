@@ -205,7 +205,7 @@ class Project:
                 out = book.new_order(account, side + 1, engine.MARKET, engine.IOC, 0, qty, "",
                                      False, NOW_NS)
             if track:
-                if kind == LIMIT:
+                if kind == LIMIT and out.order is not None:  # None: refused (never here)
                     ids[i] = out.order.order_id
                 ids.pop(i - 20 * CANCEL_WINDOW, None)
             for f in out.fills:

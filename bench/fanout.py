@@ -61,7 +61,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from decimal import Decimal
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 from bench.cpu import CpuProbe, Group
 from bench.histogram import Histogram
@@ -300,7 +302,7 @@ async def _subscriber_async(conn, addr: str, count: int, slow_interval: float,
                 await t
         for ch in channels:
             await ch.close()
-    result = {
+    result: dict[str, Any] = {
         "subscribers": count,
         "messages": sum(b.messages for b in books),
         "deltas": sum(b.book.deltas for b in books),
@@ -505,11 +507,12 @@ async def _entry_times(redis_url: str, instrument_id: int) -> dict[int, int]:
             if not entries:
                 break
             for _eid, fields in entries:
-                batch = matching_pb2.MarketDataBatch.FromString(fields[FIELD])
+                payload = (fields or {})[FIELD]
+                assert isinstance(payload, bytes)  # the client does not decode responses
+                batch = matching_pb2.MarketDataBatch.FromString(payload)
                 out[batch.first_sequence] = batch.time_unix_nanos
             last = entries[-1][0]
-            last = last.decode() if isinstance(last, bytes) else last
-            start = "(" + last
+            start = "(" + (last.decode() if isinstance(last, bytes) else str(last))
     finally:
         await client.aclose()
     return out
@@ -557,7 +560,7 @@ async def one_run(spec: RunSpec, workdir: Path) -> dict:
                                "marketdata": marketdata_env})
     ctx = mp.get_context("spawn")
     procs: list = []
-    conns: dict[str, object] = {}
+    conns: dict[str, Connection] = {}
     t_start = time.perf_counter()
     await stack.start()
     try:
@@ -594,6 +597,7 @@ async def one_run(spec: RunSpec, workdir: Path) -> dict:
                            args=(child, stack.order_addr, list(keys.values()), spec.rate,
                                  spec.duration, spec.seed, spec.entry, spec.linger_ms / 1000))
         load.start()
+        assert load.pid is not None  # started
         procs.append(load)
         conns["load"] = parent
         await _recv(parent, 60, "load process")
@@ -604,14 +608,14 @@ async def one_run(spec: RunSpec, workdir: Path) -> dict:
                   server=False)])
         spy = None
         if spec.profile_dir:
-            out = Path(spec.profile_dir) / (f"marketdata-{spec.subscribers}"
+            profile = Path(spec.profile_dir) / (f"marketdata-{spec.subscribers}"
                                             f"{'-slow' if spec.slow else ''}.txt")
-            out.parent.mkdir(parents=True, exist_ok=True)
+            profile.parent.mkdir(parents=True, exist_ok=True)
             spy = await asyncio.create_subprocess_exec(
                 str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
                 str(stack.processes["marketdata"].pid), "--duration",
                 str(int(spec.duration)), "--rate", "50", "--native", "--format", "raw",
-                "--output", str(out), stdout=asyncio.subprocess.DEVNULL,
+                "--output", str(profile), stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL)
         sample0 = probe.sample()
         w0 = time.perf_counter()
@@ -626,6 +630,7 @@ async def one_run(spec: RunSpec, workdir: Path) -> dict:
 
         await asyncio.sleep(1.0)  # the last batches reach market data
         final = await _final_book(stack.marketdata_addr)
+        assert stack.redis_url is not None  # started
         entry_times = await _entry_times(stack.redis_url, instrument_id)
         for name, c in conns.items():
             if name != "load":

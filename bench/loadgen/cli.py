@@ -225,7 +225,7 @@ async def run_target(args, settings, target_name: str, combos, start_index: int,
             if target is None:
                 target = new_target(args, target_name)
                 await target.start()
-                if target_name == "exchange" and settings["depth"]:
+                if isinstance(target, ExchangeTarget) and settings["depth"]:
                     extra.setdefault("prefill", []).append(
                         await target.prefill(settings["depth"], seed=args.seed))
             await settle(target)

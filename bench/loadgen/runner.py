@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from bench.cpu import CpuProbe, Group, Sample
 from bench.histogram import Histogram
@@ -129,7 +130,7 @@ def _get(out_q, timeout: float):
 
 
 def _run(spec, groups, check_alive, procs, out_q, start_evt, abort_evt, t0_val) -> dict:
-    worker_pids = []
+    worker_pids: list[int] = []
     deadline = time.monotonic() + 60
     while len(worker_pids) < spec.procs:
         msg = _get(out_q, 0.5)
@@ -271,7 +272,7 @@ def figures(spec: RunSpec, results: list[dict], probe: CpuProbe, samples: dict[f
                        "p50": pct["p50"], "p90": pct["p90"], "p99": pct["p99"],
                        "max": pct["max"]})
 
-    cpu_windows = []
+    cpu_windows: list[dict[str, Any]] = []
     server_names = probe.server_names()
     for name, a, b in windows:
         if a not in samples or b not in samples:
@@ -298,14 +299,14 @@ def figures(spec: RunSpec, results: list[dict], probe: CpuProbe, samples: dict[f
             "loadgen_cpu_per_op_us": round(usage["loadgen"] / ops * 1e6, 1) if ops else None,
         })
 
-    acked = set()
+    acked: set[str] = set()
     for r in results:
         idx = array.array("q")
         idx.frombytes(r["acked"])
         prefix = f"{spec.tag}-{r['wid']}-"
         acked.update(prefix + str(i) for i in idx)
 
-    out = {
+    out: dict[str, Any] = {
         "label": spec.label, "target": spec.target, "mode": spec.mode,
         "batch": spec.batch if spec.mode == "stream" else None,
         "mix": spec.mix.name, "procs": spec.procs,
