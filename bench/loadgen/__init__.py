@@ -13,11 +13,14 @@ Modules:
   stream are ``bench.orders``, shared with the other benches);
 - ``worker``: one worker process (its own asyncio loop and gRPC channels),
   unary ``CreateOrder``/``CancelOrder`` or ``OrderEntry`` sessions;
-- ``cpu``: CPU seconds of the server processes (PostgreSQL backends
-  included) and of the generator over a window;
 - ``targets``: the exchange (a ``Stack`` of its own, or a running one) and
   the echo floor (``bench/echo.py``); accounts, prefill, durability check;
 - ``runner``: one timed run: workers, live progress line, figures;
 - ``report``: summary tables, JSON result and PNG plot;
 - ``cli``: the command line.
+
+Shared with the other benches: ``bench.orders`` (the seeded orders), ``bench.cpu`` (CPU
+seconds of the server processes, PostgreSQL backends included, and of the generator over a
+window), ``bench.histogram`` (the latency histograms) and ``bench.results`` (the result
+file).
 """
