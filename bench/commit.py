@@ -28,6 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import psutil
 
+from bench.cpu import own_seconds, processes_seconds
 from bench.database import database_url
 from bench.results import write_result
 from exchange_common import db
@@ -43,21 +44,12 @@ def postgres_processes(port: int) -> list[psutil.Process]:
     """The processes of the PostgreSQL server listening on ``port`` (postmaster and
     children)."""
     for conn in psutil.net_connections(kind="tcp"):
-        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
+        # (laddr is an empty tuple for a socket without an address)
+        if (conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port
+                and conn.pid):
             root = psutil.Process(conn.pid)
             return [root, *root.children(recursive=True)]
     return []
-
-
-def cpu_seconds(procs: list[psutil.Process]) -> float:
-    total = 0.0
-    for p in procs:
-        try:
-            t = p.cpu_times()
-        except psutil.Error:
-            continue
-        total += t.user + t.system
-    return total
 
 
 async def run_batch_size(url: str, port: int, batch: int, orders: int, seed: int) -> dict:
@@ -71,9 +63,8 @@ async def run_batch_size(url: str, port: int, batch: int, orders: int, seed: int
     await conn.close()
     pool = await db.create_pool(url, min_size=1, max_size=1)
     store, book, rng = Store(pool), OrderBook(INSTRUMENT), random.Random(seed)
-    me = psutil.Process()
     await pool.fetchval("SELECT 1")  # warm the connection
-    pg0, me0, t0 = cpu_seconds(postgres_processes(port)), me.cpu_times(), time.perf_counter()
+    pg0, me0, t0 = processes_seconds(postgres_processes(port)), own_seconds(), time.perf_counter()
     done = 0
     while done < orders:
         now = time.time_ns() // 1000 * 1000
@@ -90,8 +81,8 @@ async def run_batch_size(url: str, port: int, batch: int, orders: int, seed: int
             done += 1
         await store.commit(INSTRUMENT, 1, book.drain_changes())
     wall = time.perf_counter() - t0
-    me1 = me.cpu_times()
-    pg1 = cpu_seconds(postgres_processes(port))
+    me1 = own_seconds()
+    pg1 = processes_seconds(postgres_processes(port))
     await pool.close()
     commits = -(-orders // batch)
     return {
@@ -103,7 +94,7 @@ async def run_batch_size(url: str, port: int, batch: int, orders: int, seed: int
         "orders_per_second": round(orders / wall),
         "postgres_cpu_us_per_order": round((pg1 - pg0) * 1e6 / orders, 1),
         "matching_cpu_us_per_order": round(
-            ((me1.user + me1.system) - (me0.user + me0.system)) * 1e6 / orders, 1),
+            (me1 - me0) * 1e6 / orders, 1),
         "postgres_cpu_us_per_commit": round((pg1 - pg0) * 1e6 / commits, 1),
     }
 

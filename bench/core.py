@@ -70,8 +70,7 @@ import tracemalloc
 from pathlib import Path
 from types import ModuleType
 
-from hdrh.histogram import HdrHistogram
-
+from bench.histogram import Histogram
 from bench.results import write_result
 from matching_service import engine
 
@@ -206,7 +205,7 @@ class Project:
                 out = book.new_order(account, side + 1, engine.MARKET, engine.IOC, 0, qty, "",
                                      False, NOW_NS)
             if track:
-                if kind == LIMIT:
+                if kind == LIMIT and out.order is not None:  # None: refused (never here)
                     ids[i] = out.order.order_id
                 ids.pop(i - 20 * CANCEL_WINDOW, None)
             for f in out.fills:
@@ -328,11 +327,11 @@ def latency(cls, prefill: list, stream: list, batch: int) -> dict:
     gc.collect()
     samples: list[int] = []
     bench.run(stream, samples)
-    hist = HdrHistogram(1, 10_000_000_000, 3)
+    hist = Histogram(highest=10_000_000_000)  # nanoseconds, up to 10 s
     for ns in samples:
-        hist.record_value(max(ns, 1))
-    return {f"p{p}_us": round(hist.get_value_at_percentile(p) / 1000, 2)
-            for p in (50, 99, 99.9)} | {"max_us": round(hist.get_max_value() / 1000, 1)}
+        hist.record(ns)
+    return hist.percentiles([(f"p{p}_us", p) for p in (50, 99, 99.9)], divisor=1000,
+                            ndigits=2, max_key="max_us", max_ndigits=1)
 
 
 def memory(cls, prefill: list, stream: list, batch: int) -> dict:

@@ -53,29 +53,26 @@ import contextlib
 import math
 import multiprocessing as mp
 import os
-import random
 import sys
 import tempfile
 import time
 from array import array
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from decimal import Decimal
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
+from bench.cpu import CpuProbe, Group
+from bench.histogram import Histogram
 from bench.results import write_result
+from exchange.marketdata.v1 import marketdata_pb2 as md_pb2
+from exchange_client.book import Level, LocalOrderBook, SequenceGap, decode_levels
 
 INSTRUMENT = "BTC-USD"
 STREAM_METHOD = "/exchange.marketdata.v1.MarketDataService/StreamOrderBook"
-# Lags are recorded in microseconds, up to 10 minutes.
-HIST_MAX_US = 600_000_000
-
-
-def _hist():
-    from hdrh.histogram import HdrHistogram
-
-    return HdrHistogram(1, HIST_MAX_US, 3)
-
-
 def _account_keys(n: int) -> dict[str, str]:
     return {f"fanout-{i}": f"bench-fanout-key-{i:03d}-0123456789" for i in range(n)}
 
@@ -85,43 +82,74 @@ def _account_keys(n: int) -> dict[str, str]:
 # ---------------------------------------------------------------------------
 
 
-class LocalBook:
-    """A subscriber's book: price string -> quantity string per side, and the sequence."""
+@dataclass(frozen=True, slots=True)
+class Update:
+    """One StreamOrderBook message, decoded once for any number of subscribers (the
+    levels are the client library's immutable ``Level``s; quantity 0 removes one)."""
 
-    __slots__ = ("bids", "asks", "sequence", "ready", "snapshots", "deltas", "gaps",
-                 "messages", "slow")
+    kind: str  # "snapshot", "delta" or "other"
+    first_sequence: int = 0
+    sequence: int = 0
+    stamp: int = 0  # a delta's time, ns since the epoch
+    bids: tuple[Level, ...] = ()
+    asks: tuple[Level, ...] = ()
+
+
+def decode(msg: md_pb2.StreamOrderBookResponse) -> Update:
+    which = msg.WhichOneof("update")
+    if which == "snapshot":
+        snap = msg.snapshot
+        return Update("snapshot", sequence=snap.sequence, bids=decode_levels(snap.bids),
+                      asks=decode_levels(snap.asks))
+    if which == "delta":
+        d = msg.delta
+        return Update("delta", d.first_sequence, d.sequence,
+                      d.time.seconds * 1_000_000_000 + d.time.nanos,
+                      decode_levels(d.bids), decode_levels(d.asks))
+    return Update("other")
+
+
+# A book's levels, best first, as (price, quantity): what the final check compares.
+Levels = tuple[list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]]
+
+
+def book_levels(book: LocalOrderBook) -> Levels:
+    return ([(lv.price, lv.quantity) for lv in book.bids()],
+            [(lv.price, lv.quantity) for lv in book.asks()])
+
+
+class Subscriber:
+    """One subscriber: its local book (the client library's ``LocalOrderBook``) and what
+    it read."""
+
+    __slots__ = ("book", "ready", "messages", "gaps", "slow")
 
     def __init__(self, slow: bool = False) -> None:
-        self.bids: dict[str, str] = {}
-        self.asks: dict[str, str] = {}
-        self.sequence = -1
+        self.book = LocalOrderBook(INSTRUMENT)
         self.ready = asyncio.Event()
-        self.snapshots = 0
-        self.deltas = 0
-        self.gaps = 0
         self.messages = 0
+        self.gaps = 0  # deltas that did not follow on (not applied)
         self.slow = slow
 
-    def snapshot(self, snap) -> None:
-        self.bids = {lv.price: lv.quantity for lv in snap.bids}
-        self.asks = {lv.price: lv.quantity for lv in snap.asks}
-        self.sequence = snap.sequence
-        self.snapshots += 1
+    @property
+    def sequence(self) -> int:
+        return -1 if self.book.sequence is None else self.book.sequence
 
-    def delta(self, d) -> bool:
-        """Apply a delta; False (and nothing applied) when it does not follow on."""
-        if d.first_sequence != self.sequence + 1:
-            self.gaps += 1
-            return False
-        for side, levels in ((self.bids, d.bids), (self.asks, d.asks)):
-            for lv in levels:
-                if lv.quantity == "0":
-                    side.pop(lv.price, None)
-                else:
-                    side[lv.price] = lv.quantity
-        self.sequence = d.sequence
-        self.deltas += 1
-        return True
+    def apply(self, update: Update) -> bool:
+        """Apply one message; True for a delta applied."""
+        self.messages += 1
+        if update.kind == "snapshot":
+            self.book.replace(update.sequence, update.bids, update.asks)
+            self.ready.set()
+        elif update.kind == "delta":
+            try:
+                self.book.change(update.first_sequence, update.sequence, update.bids,
+                                 update.asks)
+            except SequenceGap:
+                self.gaps += 1
+                return False
+            return True
+        return False
 
 
 def _channel(addr: str, *, slow: bool = False):
@@ -137,31 +165,22 @@ def _channel(addr: str, *, slow: bool = False):
     return grpc.aio.insecure_channel(addr, options=options)
 
 
-async def _follow(channel, book: LocalBook, rec: tuple[array, array, array] | None,
+async def _follow(channel, sub: Subscriber, rec: tuple[array, array, array] | None,
                   slow_interval: float) -> None:
-    from exchange.marketdata.v1 import marketdata_pb2 as md_pb2
-
     parse = md_pb2.StreamOrderBookResponse.FromString
     stream = channel.unary_stream(
         STREAM_METHOD, request_serializer=md_pb2.StreamOrderBookRequest.SerializeToString,
         response_deserializer=None)
     call = stream(md_pb2.StreamOrderBookRequest(instrument=INSTRUMENT))
-    firsts, reads, stamps = rec if rec is not None else (None, None, None)
     try:
         async for raw in call:
             now = time.time_ns()
-            msg = parse(raw)
-            book.messages += 1
-            which = msg.WhichOneof("update")
-            if which == "snapshot":
-                book.snapshot(msg.snapshot)
-                book.ready.set()
-            elif which == "delta":
-                d = msg.delta
-                if book.delta(d) and firsts is not None:
-                    firsts.append(d.first_sequence)
-                    reads.append(now)
-                    stamps.append(d.time.seconds * 1_000_000_000 + d.time.nanos)
+            update = decode(parse(raw))
+            if sub.apply(update) and rec is not None:
+                firsts, reads, stamps = rec
+                firsts.append(update.first_sequence)
+                reads.append(now)
+                stamps.append(update.stamp)
             if slow_interval:
                 await asyncio.sleep(slow_interval)
     except asyncio.CancelledError:
@@ -174,93 +193,45 @@ class ParsedUpdates:
 
     The server sends the same bytes to every subscriber that is at the same point, so the
     subscribers of one process mostly receive identical messages. Each is parsed (protobuf)
-    once, into what a local book needs (level settings and removals, sequences, stamp); every
-    subscriber still checks its own continuity and applies the levels to its own book.
+    once, into an ``Update`` (levels, sequences, stamp); every subscriber still checks its
+    own continuity and applies the levels to its own book.
     """
 
     def __init__(self, limit: int = 256) -> None:
-        from exchange.marketdata.v1 import marketdata_pb2 as md_pb2
-
         self._parse = md_pb2.StreamOrderBookResponse.FromString
-        self._memo: dict[bytes, tuple] = {}
+        self._memo: dict[bytes, Update] = {}
         self._limit = limit
         self.parsed = 0
 
-    def get(self, raw: bytes) -> tuple:
-        parsed = self._memo.get(raw)
-        if parsed is None:
-            parsed = self._build(self._parse(raw))
+    def get(self, raw: bytes) -> Update:
+        update = self._memo.get(raw)
+        if update is None:
+            update = decode(self._parse(raw))
             if len(self._memo) >= self._limit:
                 self._memo.clear()
-            self._memo[raw] = parsed
+            self._memo[raw] = update
             self.parsed += 1
-        return parsed
-
-    @staticmethod
-    def _build(msg) -> tuple:
-        which = msg.WhichOneof("update")
-        if which == "snapshot":
-            snap = msg.snapshot
-            return ("snapshot", snap.sequence, {lv.price: lv.quantity for lv in snap.bids},
-                    {lv.price: lv.quantity for lv in snap.asks})
-        if which == "delta":
-            d = msg.delta
-            sides = []
-            for levels in (d.bids, d.asks):
-                sets, removes = [], []
-                for lv in levels:
-                    if lv.quantity == "0":
-                        removes.append(lv.price)
-                    else:
-                        sets.append((lv.price, lv.quantity))
-                sides += (sets, removes)
-            return ("delta", d.first_sequence, d.sequence,
-                    d.time.seconds * 1_000_000_000 + d.time.nanos, *sides)
-        return ("other",)
+        return update
 
 
-def _on_message(book: LocalBook, rec: tuple[array, array, array] | None,
-                updates: ParsedUpdates):
+def _on_message(sub: Subscriber, rec: tuple[array, array, array] | None,
+                updates: ParsedUpdates) -> Callable[[bytes, int], None]:
     """A raw-reader callback doing what ``_follow`` does for each message."""
-    firsts, reads, stamps = rec if rec is not None else (None, None, None)
 
     def on_message(raw: bytes, now: int) -> None:
-        parsed = updates.get(raw)
-        book.messages += 1
-        kind = parsed[0]
-        if kind == "snapshot":
-            _, book.sequence, bids, asks = parsed
-            book.bids = dict(bids)
-            book.asks = dict(asks)
-            book.snapshots += 1
-            book.ready.set()
-        elif kind == "delta":
-            _, first, sequence, stamp, bid_sets, bid_removes, ask_sets, ask_removes = parsed
-            if first != book.sequence + 1:
-                book.gaps += 1
-                return
-            side = book.bids
-            side.update(bid_sets)
-            for price in bid_removes:
-                side.pop(price, None)
-            side = book.asks
-            side.update(ask_sets)
-            for price in ask_removes:
-                side.pop(price, None)
-            book.sequence = sequence
-            book.deltas += 1
-            if firsts is not None:
-                firsts.append(first)
-                reads.append(now)
-                stamps.append(stamp)
+        update = updates.get(raw)
+        if sub.apply(update) and rec is not None:
+            firsts, reads, stamps = rec
+            firsts.append(update.first_sequence)
+            reads.append(now)
+            stamps.append(update.stamp)
 
     return on_message
 
 
-async def _open_raw(addr: str, books: list[LocalBook], rec) -> list:
+async def _open_raw(addr: str, books: list[Subscriber], rec) -> list:
     """One raw HTTP/2 connection and StreamOrderBook call per subscriber."""
     from bench.h2stream import open_stream
-    from exchange.marketdata.v1 import marketdata_pb2 as md_pb2
 
     host, _, port = addr.rpartition(":")
     request = md_pb2.StreamOrderBookRequest(instrument=INSTRUMENT).SerializeToString()
@@ -274,9 +245,11 @@ async def _open_raw(addr: str, books: list[LocalBook], rec) -> list:
     return streams
 
 
-def _lag_histograms(rec: tuple[array, array, array], entry_times: dict[int, int]):
-    """(lag from the oldest entry's stamp, lag from the delta's own stamp, unmatched)."""
-    oldest, newest = _hist(), _hist()
+def _lag_histograms(rec: tuple[array, array, array], entry_times: dict[int, int]
+                    ) -> tuple[Histogram, Histogram, int]:
+    """(lag from the oldest entry's stamp, lag from the delta's own stamp, unmatched),
+    in microseconds."""
+    oldest, newest = Histogram(), Histogram()
     unmatched = 0
     firsts, reads, stamps = rec
     for first, read, stamp in zip(firsts, reads, stamps, strict=True):
@@ -284,8 +257,8 @@ def _lag_histograms(rec: tuple[array, array, array], entry_times: dict[int, int]
         if origin is None:
             unmatched += 1
             origin = stamp
-        oldest.record_value(min(max((read - origin) // 1000, 1), HIST_MAX_US))
-        newest.record_value(min(max((read - stamp) // 1000, 1), HIST_MAX_US))
+        oldest.record((read - origin) // 1000)
+        newest.record((read - stamp) // 1000)
     return oldest, newest, unmatched
 
 
@@ -293,7 +266,7 @@ async def _subscriber_async(conn, addr: str, count: int, slow_interval: float,
                             streams_per_connection: int, client: str = "grpc") -> None:
     loop = asyncio.get_running_loop()
     slow = slow_interval > 0
-    books = [LocalBook(slow) for _ in range(count)]
+    books = [Subscriber(slow) for _ in range(count)]
     rec = (array("q"), array("q"), array("q"))
     channels = []
     tasks = []
@@ -310,13 +283,13 @@ async def _subscriber_async(conn, addr: str, count: int, slow_interval: float,
         await asyncio.wait_for(asyncio.gather(*(b.ready.wait() for b in books)), 120)
         conn.send(("ready", count))
         _, entry_times, final = await loop.run_in_executor(None, conn.recv)
-        final_seq, final_bids, final_asks = final
+        final_seq, final_levels = final
         # Let every subscriber catch up with the final book (the slow one never will).
         deadline = time.monotonic() + (0 if slow else 15)
         while time.monotonic() < deadline and any(b.sequence < final_seq for b in books):
             await asyncio.sleep(0.05)
-        matched = sum(1 for b in books if b.sequence == final_seq and b.bids == final_bids
-                      and b.asks == final_asks)
+        matched = sum(1 for b in books
+                      if b.sequence == final_seq and book_levels(b.book) == final_levels)
         behind = sum(1 for b in books if b.sequence < final_seq)
         ended = sum(1 for st in raw_streams if st.done.done())
     finally:
@@ -329,12 +302,12 @@ async def _subscriber_async(conn, addr: str, count: int, slow_interval: float,
                 await t
         for ch in channels:
             await ch.close()
-    result = {
+    result: dict[str, Any] = {
         "subscribers": count,
         "messages": sum(b.messages for b in books),
-        "deltas": sum(b.deltas for b in books),
+        "deltas": sum(b.book.deltas for b in books),
         # Every subscriber's first message is a snapshot; the others replaced a backlog.
-        "snapshots_after_first": sum(b.snapshots - 1 for b in books),
+        "snapshots_after_first": sum(b.book.snapshots - 1 for b in books),
         "gaps": sum(b.gaps for b in books),
         "books_equal_to_final": matched,
         "books_behind_final": behind,
@@ -364,36 +337,19 @@ def subscriber_main(conn, addr: str, count: int, slow_interval: float,
 # ---------------------------------------------------------------------------
 
 
-def _seed_order(rng: random.Random, client_order_id: str):
-    from exchange.common.v1 import common_pb2 as cpb
-    from exchange.order.v1 import order_pb2 as opb
-
-    side = cpb.SIDE_BUY if rng.random() < 0.5 else cpb.SIDE_SELL
-    lots = rng.randint(100, 5000)  # 0.01-0.5 BTC
-    qty = f"{lots // 10_000}.{lots % 10_000:04d}"
-    if rng.random() < 0.7:
-        cents = rng.randint(6_800_000, 7_200_000)  # 68,000.00-72,000.00
-        return opb.CreateOrderRequest(
-            instrument=INSTRUMENT, side=side, type=cpb.ORDER_TYPE_LIMIT,
-            time_in_force=cpb.TIME_IN_FORCE_GTC, price=f"{cents // 100}.{cents % 100:02d}",
-            quantity=qty, client_order_id=client_order_id)
-    return opb.CreateOrderRequest(
-        instrument=INSTRUMENT, side=side, type=cpb.ORDER_TYPE_MARKET,
-        time_in_force=cpb.TIME_IN_FORCE_IOC, quantity=qty, client_order_id=client_order_id)
-
-
 async def _load_async(conn, addr: str, keys: list[str], rate: float, duration: float,
                       seed: int, entry: str, linger: float) -> None:
     import grpc
 
+    from bench.orders import SEED_MIX, OrderMaker
     from exchange.order.v1 import order_pb2 as opb
     from exchange.order.v1 import order_pb2_grpc as opb_grpc
 
     loop = asyncio.get_running_loop()
-    rng = random.Random(seed)
+    maker = OrderMaker(SEED_MIX, seed)
     total = int(rate * duration)
     tag = f"fo{seed}"
-    lat = _hist()
+    lat = Histogram()
     states: Counter[str] = Counter()
     errors: Counter[str] = Counter()
     answered = 0
@@ -404,7 +360,7 @@ async def _load_async(conn, addr: str, keys: list[str], rate: float, duration: f
         nonlocal answered
         i = int(client_order_id.rsplit("-", 1)[1])
         late = time.perf_counter() - (t0 + i / rate)
-        lat.record_value(min(max(int(late * 1e6), 1), HIST_MAX_US))
+        lat.record(int(late * 1e6))
         if error is not None:
             errors[error] += 1
         else:
@@ -453,13 +409,13 @@ async def _load_async(conn, addr: str, keys: list[str], rate: float, duration: f
                 per: dict[int, list] = {}
                 for i in range(sent, due):
                     per.setdefault(i % sessions, []).append(
-                        opb.OrderEntryCommand(create=_seed_order(rng, f"{tag}-{i}")))
+                        opb.OrderEntryCommand(create=maker.create(f"{tag}-{i}")))
                 for k, commands in per.items():
                     await calls[k].write(opb.OrderEntryRequest(commands=commands))
             else:
                 for i in range(sent, due):
                     task = asyncio.create_task(
-                        unary(i, _seed_order(rng, f"{tag}-{i}"), keys[i % sessions]))
+                        unary(i, maker.create(f"{tag}-{i}"), keys[i % sessions]))
                     pending.add(task)
                     task.add_done_callback(pending.discard)
             sent = due
@@ -523,41 +479,16 @@ async def _recv(conn, timeout: float, what: str):
     return message
 
 
-def _cpu_seconds(pids: dict[str, list[int]]) -> dict[str, dict[int, float]]:
-    import psutil
-
-    out: dict[str, dict[int, float]] = {}
-    for name, group in pids.items():
-        out[name] = {}
-        for pid in group:
-            with contextlib.suppress(psutil.Error):
-                t = psutil.Process(pid).cpu_times()
-                out[name][pid] = t.user + t.system
-    return out
-
-
-def _machine_busy_seconds() -> float:
-    import psutil
-
-    t = psutil.cpu_times()
-    return t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0.0)
-
-
-def _server_pids(stack) -> dict[str, list[int]]:
-    import psutil
-
-    pids = {name: [proc.pid] for name, proc in stack.processes.items()}
-    with contextlib.suppress(psutil.Error):  # market data's other workers
-        pids["marketdata"] += [
-            c.pid for c in psutil.Process(pids["marketdata"][0]).children(recursive=True)]
+def _server_groups(stack) -> list[Group]:
+    """The exchange's processes as bench.cpu groups (market data's other workers and
+    PostgreSQL's backends included)."""
+    groups = [Group(name, [proc.pid], children=name == "marketdata")
+              for name, proc in stack.processes.items()]
     if stack.pg is not None and stack.pg.pid is not None:
-        pg = [stack.pg.pid]
-        with contextlib.suppress(psutil.Error):
-            pg += [c.pid for c in psutil.Process(stack.pg.pid).children(recursive=True)]
-        pids["postgres"] = pg
+        groups.append(Group("postgres", [stack.pg.pid], children=True))
     if stack.redis is not None and getattr(stack.redis, "pid", None):
-        pids["redis"] = [stack.redis.pid]
-    return pids
+        groups.append(Group("redis", [stack.redis.pid]))
+    return groups
 
 
 async def _entry_times(redis_url: str, instrument_id: int) -> dict[int, int]:
@@ -576,11 +507,12 @@ async def _entry_times(redis_url: str, instrument_id: int) -> dict[int, int]:
             if not entries:
                 break
             for _eid, fields in entries:
-                batch = matching_pb2.MarketDataBatch.FromString(fields[FIELD])
+                payload = (fields or {})[FIELD]
+                assert isinstance(payload, bytes)  # the client does not decode responses
+                batch = matching_pb2.MarketDataBatch.FromString(payload)
                 out[batch.first_sequence] = batch.time_unix_nanos
             last = entries[-1][0]
-            last = last.decode() if isinstance(last, bytes) else last
-            start = "(" + last
+            start = "(" + (last.decode() if isinstance(last, bytes) else str(last))
     finally:
         await client.aclose()
     return out
@@ -589,35 +521,26 @@ async def _entry_times(redis_url: str, instrument_id: int) -> dict[int, int]:
 async def _final_book(addr: str):
     import grpc
 
-    from exchange.marketdata.v1 import marketdata_pb2 as md_pb2
     from exchange.marketdata.v1 import marketdata_pb2_grpc as md_grpc
 
     async with grpc.aio.insecure_channel(
             addr, options=[("grpc.max_receive_message_length", -1)]) as ch:
         book = await md_grpc.MarketDataServiceStub(ch).GetOrderBook(
             md_pb2.GetOrderBookRequest(instrument=INSTRUMENT, depth=0), timeout=30)
-    return (book.sequence, {lv.price: lv.quantity for lv in book.bids},
-            {lv.price: lv.quantity for lv in book.asks})
+    final = LocalOrderBook(INSTRUMENT)
+    final.replace(book.sequence, decode_levels(book.bids), decode_levels(book.asks))
+    return book.sequence, book_levels(final)
 
 
-def _pcts(encoded_list: list[bytes]) -> dict:
-    from hdrh.histogram import HdrHistogram
+LAG_POINTS = (("p50_ms", 50.0), ("p90_ms", 90.0), ("p99_ms", 99.0), ("p999_ms", 99.9))
 
-    total = _hist()
-    for e in encoded_list:
-        total.add(HdrHistogram.decode(e))
-    n = total.get_total_count()
 
-    def ms(us: float) -> float:
-        return round(us / 1000, 2)
-
-    return {"count": n,
-            "p50_ms": ms(total.get_value_at_percentile(50)) if n else None,
-            "p90_ms": ms(total.get_value_at_percentile(90)) if n else None,
-            "p99_ms": ms(total.get_value_at_percentile(99)) if n else None,
-            "p999_ms": ms(total.get_value_at_percentile(99.9)) if n else None,
-            "max_ms": ms(total.get_max_value()) if n else None,
-            "_hist": total}
+def _pcts(encoded_list: list[bytes]) -> tuple[dict[str, float | None], Histogram]:
+    """The merged histogram's count and percentiles in ms, and the histogram."""
+    total = Histogram.merged(encoded_list)
+    figures: dict[str, float | None] = {"count": total.count}
+    return figures | total.percentiles(LAG_POINTS, divisor=1000, ndigits=2,
+                                       max_key="max_ms"), total
 
 
 async def one_run(spec: RunSpec, workdir: Path) -> dict:
@@ -637,7 +560,7 @@ async def one_run(spec: RunSpec, workdir: Path) -> dict:
                                "marketdata": marketdata_env})
     ctx = mp.get_context("spawn")
     procs: list = []
-    conns: dict[str, object] = {}
+    conns: dict[str, Connection] = {}
     t_start = time.perf_counter()
     await stack.start()
     try:
@@ -674,32 +597,32 @@ async def one_run(spec: RunSpec, workdir: Path) -> dict:
                            args=(child, stack.order_addr, list(keys.values()), spec.rate,
                                  spec.duration, spec.seed, spec.entry, spec.linger_ms / 1000))
         load.start()
+        assert load.pid is not None  # started
         procs.append(load)
         conns["load"] = parent
         await _recv(parent, 60, "load process")
 
-        pids = _server_pids(stack)
-        pids["load client"] = [load.pid]
-        pids["subscriber clients"] = [p.pid for p in procs if p.name.startswith("fanout-s")]
+        probe = CpuProbe([
+            *_server_groups(stack), Group("load client", [load.pid], server=False),
+            Group("subscriber clients", [p.pid for p in procs if p.name.startswith("fanout-s")],
+                  server=False)])
         spy = None
         if spec.profile_dir:
-            out = Path(spec.profile_dir) / (f"marketdata-{spec.subscribers}"
+            profile = Path(spec.profile_dir) / (f"marketdata-{spec.subscribers}"
                                             f"{'-slow' if spec.slow else ''}.txt")
-            out.parent.mkdir(parents=True, exist_ok=True)
+            profile.parent.mkdir(parents=True, exist_ok=True)
             spy = await asyncio.create_subprocess_exec(
                 str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
                 str(stack.processes["marketdata"].pid), "--duration",
                 str(int(spec.duration)), "--rate", "50", "--native", "--format", "raw",
-                "--output", str(out), stdout=asyncio.subprocess.DEVNULL,
+                "--output", str(profile), stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL)
-        cpu0 = _cpu_seconds(pids)
-        busy0 = _machine_busy_seconds()
+        sample0 = probe.sample()
         w0 = time.perf_counter()
         parent.send(("go",))
         _, sent = await _recv(parent, spec.duration * 3 + 60, "load process")
         wall = time.perf_counter() - w0
-        cpu1 = _cpu_seconds(pids)
-        busy = (_machine_busy_seconds() - busy0) / wall
+        sample1 = probe.sample()
         _, load_result = await _recv(parent, 120, "load process")
         if spy is not None:
             with contextlib.suppress(TimeoutError):
@@ -707,6 +630,7 @@ async def one_run(spec: RunSpec, workdir: Path) -> dict:
 
         await asyncio.sleep(1.0)  # the last batches reach market data
         final = await _final_book(stack.marketdata_addr)
+        assert stack.redis_url is not None  # started
         entry_times = await _entry_times(stack.redis_url, instrument_id)
         for name, c in conns.items():
             if name != "load":
@@ -720,14 +644,13 @@ async def one_run(spec: RunSpec, workdir: Path) -> dict:
                 p.kill()
         await stack.stop()
 
-    cores = {}
-    for name in cpu1:
-        seconds = sum(v - cpu0.get(name, {}).get(pid, 0.0) for pid, v in cpu1[name].items())
-        cores[name] = round(seconds / wall, 3)
+    usage = probe.usage(sample0, sample1)
+    other = usage.pop("other")
+    cores = {name: round(seconds / wall, 3) for name, seconds in usage.items()}
     normal = [r for n, r in results.items() if n != "slow"]
-    lag = _pcts([r["lag"] for r in normal])
-    lag_newest = _pcts([r["lag_newest"] for r in normal])
-    ack = _pcts([load_result["ack_latency"]])
+    lag, lag_hist = _pcts([r["lag"] for r in normal])
+    lag_newest, _ = _pcts([r["lag_newest"] for r in normal])
+    ack, _ = _pcts([load_result["ack_latency"]])
     deltas = sum(r["deltas"] for r in normal)
     out = {
         "subscribers": spec.subscribers,
@@ -739,8 +662,8 @@ async def one_run(spec: RunSpec, workdir: Path) -> dict:
         "order_ack_p99_ms": ack["p99_ms"],
         "deltas_received": deltas,
         "deltas_per_subscriber_per_s": round(deltas / max(1, spec.subscribers) / wall, 1),
-        "lag_ms": {k: v for k, v in lag.items() if not k.startswith("_")},
-        "lag_newest_stamp_ms": {k: v for k, v in lag_newest.items() if not k.startswith("_")},
+        "lag_ms": lag,
+        "lag_newest_stamp_ms": lag_newest,
         "sequence_gaps": sum(r["gaps"] for r in normal),
         "snapshots_to_normal_subscribers": sum(r["snapshots_after_first"] for r in normal),
         "books_equal_to_final": sum(r["books_equal_to_final"] for r in normal),
@@ -754,11 +677,13 @@ async def one_run(spec: RunSpec, workdir: Path) -> dict:
         "cpu_cores": cores,
         "load_window_s": round(wall, 2),
         "load_average": [round(x, 2) for x in os.getloadavg()],
-        # Everything the machine ran in the window, and what was not this benchmark's.
-        "machine_busy_cores": round(busy, 2),
-        "other_cpu_cores": round(max(0.0, busy - sum(cores.values())), 2),
+        # Everything the machine ran in the window, and what was not this benchmark's
+        # (bench.cpu: busy = user + nice + system + irq + softirq; steal on its own).
+        "machine_busy_cores": round(probe.busy(sample0, sample1) / wall, 2),
+        "other_cpu_cores": round(other / wall, 2),
+        "machine_steal_cores": round(probe.steal(sample0, sample1) / wall, 2),
         "setup_s": round(subscribe_seconds, 1),
-        "_lag_hist": lag["_hist"],
+        "_lag_hist": lag_hist,
     }
     if spec.slow:
         slow = results["slow"]
@@ -789,7 +714,7 @@ def _table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _plot(runs: list[dict], path: Path) -> None:
+def _plot(runs: list[dict], path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -800,7 +725,7 @@ def _plot(runs: list[dict], path: Path) -> None:
     xs = [1 / (1 - p / 100) if p < 100 else 1e5 for p in pcts]
     for r in runs:
         h = r["_lag_hist"]
-        ys = [h.get_value_at_percentile(p) / 1000 for p in pcts]
+        ys = [h.value_at(p) / 1000 for p in pcts]
         label = f"{r['subscribers']} subscribers{' + slow one' if r['slow_subscriber'] else ''}"
         ax.plot(xs, ys, marker="o", label=label)
     ax.set_xscale("log")
@@ -815,6 +740,7 @@ def _plot(runs: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+    return path
 
 
 async def main_async(args: argparse.Namespace) -> list[dict]:
@@ -968,18 +894,17 @@ def main(argv: list[str] | None = None) -> None:
                   f"{b['p99_ms']} ms, max {a['max_ms']} -> {b['max_ms']} ms")
     if args.no_write:
         return
-    figures = {"runs": [{k: v for k, v in r.items() if not k.startswith("_")} for r in runs],
+    figures = {"runs": runs,
                "slow_subscriber_comparison": comparison,
                "lag_definition": "read time - MarketDataBatch publish stamp of the oldest "
                                  "Redis entry covered by the delta (stamped by the matching "
                                  "pod right after the PostgreSQL commit)"}
     cmd = command_line(args)
-    path = write_result("fanout", figures, cmd)
+    path = write_result("fanout", figures, cmd,
+                        plot=(lambda png: _plot(runs, png)) if args.plot else None)
     print(f"written to {path}")
     if args.plot:
-        png = path.with_suffix(".png")
-        _plot(runs, png)
-        print(f"plot: {png}")
+        print(f"plot: {path.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

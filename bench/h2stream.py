@@ -65,7 +65,8 @@ class StreamProtocol(asyncio.Protocol):
         self.done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.messages = 0
 
-    def connection_made(self, transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)  # a TCP connection
         self._transport = transport
         settings = struct.pack(">HIHIHI", 0x2, 0, 0x4, WINDOW, 0x3, 100)
         message = b"\x00" + len(self._request).to_bytes(4, "big") + self._request
@@ -77,8 +78,10 @@ class StreamProtocol(asyncio.Protocol):
             _frame(DATA, END_STREAM, STREAM_ID, message),
         )))
 
-    def data_received(self, data: bytes) -> None:  # type: ignore[override]
+    def data_received(self, data: bytes) -> None:
         now = time.time_ns()
+        transport = self._transport
+        assert transport is not None  # data comes after connection_made
         buf = self._buf
         buf += data
         pos = 0
@@ -102,18 +105,18 @@ class StreamProtocol(asyncio.Protocol):
                     self._finish("trailers")
             elif kind == SETTINGS:
                 if not flags & ACK:
-                    self._transport.write(_frame(SETTINGS, ACK, 0))
+                    transport.write(_frame(SETTINGS, ACK, 0))
             elif kind == PING:
                 if not flags & ACK:
-                    self._transport.write(_frame(PING, ACK, 0, bytes(buf[start:pos])))
+                    transport.write(_frame(PING, ACK, 0, bytes(buf[start:pos])))
             elif kind in (RST_STREAM, GOAWAY):
                 self._finish("reset" if kind == RST_STREAM else "goaway")
         del buf[:pos]
         if self._unacked > WINDOW // 2:
             increment = self._unacked.to_bytes(4, "big")
             self._unacked = 0
-            self._transport.write(_frame(WINDOW_UPDATE, 0, 0, increment)
-                                  + _frame(WINDOW_UPDATE, 0, STREAM_ID, increment))
+            transport.write(_frame(WINDOW_UPDATE, 0, 0, increment)
+                            + _frame(WINDOW_UPDATE, 0, STREAM_ID, increment))
 
     def _data(self, payload, now: int) -> None:
         msg = self._msg
@@ -145,7 +148,7 @@ class StreamProtocol(asyncio.Protocol):
         if not self.done.done():
             self.done.set_result(why)
 
-    def connection_lost(self, exc) -> None:  # type: ignore[override]
+    def connection_lost(self, exc: Exception | None) -> None:
         self._finish("closed")
 
     def close(self) -> None:

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -71,7 +72,8 @@ async def hot_path(redis: Redis, calls: int, lease: float) -> dict[str, float]:
 
 
 async def paced(redis: Redis, tier: Tier, rate: int, accounts: int, seconds: float,
-                first_account: int, lease: float, enabled: bool = True) -> dict[str, float]:
+                first_account: int, lease: float, enabled: bool = True
+                ) -> dict[str, Any]:
     """``rate`` checks a second for ``seconds``, as the order service would make them."""
     limiter = RateLimiter(redis, lease=lease, enabled=enabled)
     callers = [Caller(first_account + i, tier) for i in range(accounts)]
@@ -116,7 +118,8 @@ async def run(args: argparse.Namespace, url: str) -> dict:
     redis = Redis.from_url(url)
     try:
         await redis.flushdb()
-        figures = {"hot_path": await hot_path(redis, args.calls, args.lease)}
+        figures: dict[str, dict[str, Any]] = {
+            "hot_path": await hot_path(redis, args.calls, args.lease)}
         # The same paced loop with the limiter switched off: the loop's own cost.
         floor = await paced(redis, DEV_TIER, args.rate, args.accounts, args.seconds, 1,
                             args.lease, enabled=False)

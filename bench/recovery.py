@@ -26,6 +26,7 @@ import os
 import random
 import secrets
 import statistics
+import sys
 import time
 
 import asyncpg
@@ -64,6 +65,7 @@ async def build(url: str, orders: int, churn: int, tail: int, seed: int) -> None
         out = book.new_order(acct, side, LIMIT, GTC, price, rng.randint(1, 5000),
                              f"b{book.sequence}", False, now)
         if cancel:
+            assert out.order is not None, out.error_message  # a resting limit order
             book.cancel(acct, out.order.order_id, now)
 
     async def run(events: int, cancel: bool) -> None:
@@ -122,14 +124,16 @@ async def time_process(url: str) -> float:
            or secrets.token_urlsafe(16)}
     t0 = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
-        os.sys.executable, "-m", "matching_service", env=env,
+        sys.executable, "-m", "matching_service", env=env,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
             stub = health_pb2_grpc.HealthStub(ch)
             while True:
                 try:
-                    r = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    # (the published stubs declare no methods on HealthStub)
+                    r = await stub.Check(  # type: ignore[attr-defined]
+                        health_pb2.HealthCheckRequest(), timeout=1)
                     if r.status == health_pb2.HealthCheckResponse.SERVING:
                         return time.perf_counter() - t0
                 except grpc.aio.AioRpcError:

@@ -46,7 +46,10 @@ async def _resolve(channel, call_name: str, reflect_metadata: dict | None):
     metadata = tuple((reflect_metadata or {}).items())
 
     async def ask(request) -> list[bytes]:
-        responses = stub.ServerReflectionInfo(iter([request]), metadata=metadata)
+        # The published stub types ServerReflectionInfo as binascii.Incomplete (an
+        # exception class), not as a stream-stream callable.
+        responses = stub.ServerReflectionInfo(  # type: ignore[operator]
+            iter([request]), metadata=metadata)
         async for response in responses:
             if response.HasField("error_response"):
                 raise LookupError(response.error_response.error_message)
@@ -110,10 +113,10 @@ async def check(path: Path, calls: int, key: str | None,
             t0 = time.perf_counter()
             try:
                 if streaming:
-                    rpc = channel.stream_stream(
+                    stream_rpc = channel.stream_stream(
                         path_name, request_serializer=request_cls.SerializeToString,
                         response_deserializer=response_cls.FromString)
-                    call = rpc(metadata=md, timeout=_seconds(config.get("timeout")) or 20)
+                    call = stream_rpc(metadata=md, timeout=_seconds(config.get("timeout")) or 20)
                     for r in requests:
                         await call.write(r)
                         if interval:
@@ -124,10 +127,10 @@ async def check(path: Path, calls: int, key: str | None,
                             outcome["command error" if event.HasField("error")
                                     else "command ok"] += 1
                 else:
-                    rpc = channel.unary_unary(
+                    unary_rpc = channel.unary_unary(
                         path_name, request_serializer=request_cls.SerializeToString,
                         response_deserializer=response_cls.FromString)
-                    await rpc(requests[0], metadata=md, timeout=10)
+                    await unary_rpc(requests[0], metadata=md, timeout=10)
                 outcome["OK"] += 1
             except grpc.aio.AioRpcError as err:
                 outcome[f"{err.code().name}: {err.details()}"] += 1

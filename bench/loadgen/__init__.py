@@ -9,15 +9,18 @@ merged.
 
 Modules:
 
-- ``spec``: presets, order mixes, the arrival schedule;
-- ``orders``: the seeded order stream (prices, quantities, sides, types);
+- ``spec``: presets and the arrival schedule (the order mixes and the seeded order
+  stream are ``bench.orders``, shared with the other benches);
 - ``worker``: one worker process (its own asyncio loop and gRPC channels),
   unary ``CreateOrder``/``CancelOrder`` or ``OrderEntry`` sessions;
-- ``cpu``: CPU seconds of the server processes (PostgreSQL backends
-  included) and of the generator over a window;
 - ``targets``: the exchange (a ``Stack`` of its own, or a running one) and
   the echo floor (``bench/echo.py``); accounts, prefill, durability check;
 - ``runner``: one timed run: workers, live progress line, figures;
 - ``report``: summary tables, JSON result and PNG plot;
 - ``cli``: the command line.
+
+Shared with the other benches: ``bench.orders`` (the seeded orders), ``bench.cpu`` (CPU
+seconds of the server processes, PostgreSQL backends included, and of the generator over a
+window), ``bench.histogram`` (the latency histograms) and ``bench.results`` (the result
+file).
 """

@@ -41,10 +41,9 @@ import shlex
 import sys
 from pathlib import Path
 
+from bench.cpu import CpuProbe
 from bench.loadgen import report, runner
-from bench.loadgen.cpu import CpuProbe
 from bench.loadgen.spec import (
-    MIXES,
     PRESETS,
     RunSpec,
     auto_procs,
@@ -52,6 +51,7 @@ from bench.loadgen.spec import (
     ramp_segments,
 )
 from bench.loadgen.targets import EchoTarget, ExchangeTarget
+from bench.orders import MIXES
 from bench.results import RESULTS, environment, write_result
 
 log = logging.getLogger("bench.loadgen")
@@ -225,7 +225,7 @@ async def run_target(args, settings, target_name: str, combos, start_index: int,
             if target is None:
                 target = new_target(args, target_name)
                 await target.start()
-                if target_name == "exchange" and settings["depth"]:
+                if isinstance(target, ExchangeTarget) and settings["depth"]:
                     extra.setdefault("prefill", []).append(
                         await target.prefill(settings["depth"], seed=args.seed))
             await settle(target)
@@ -293,20 +293,13 @@ async def main_async(args: argparse.Namespace) -> int:
         "segments": settings.get("segments"),
         **extra, "runs": runs, "ratios_to_echo": ratio, "plot": None,
     }, default=_jsonable))
-    path = write_result(name, figures, command, args.out or RESULTS)
     env = environment()
     settings_line = " ".join(f"{k}={v}" for k, v in env.items())
-    plot_path = None
-    if not args.no_plot:
-        # Named as the JSON result, which then names it.
-        plot_path = report.plot(runs, path.with_suffix(".png"),
-                                f"{settings_line} {command}   ({when:%Y-%m-%d %H:%M} UTC)"
-                                .lstrip())
-        data = json.loads(path.read_text())
-        root = RESULTS.parent.parent
-        data["figures"]["plot"] = (str(plot_path.relative_to(root))
-                                   if plot_path.is_relative_to(root) else str(plot_path))
-        path.write_text(json.dumps(data, indent=2) + "\n")
+    title = f"{settings_line} {command}   ({when:%Y-%m-%d %H:%M} UTC)".lstrip()
+    # The PNG is named as the JSON result, which then names it.
+    path = write_result(name, figures, command, args.out or RESULTS,
+                        plot=None if args.no_plot else lambda png: report.plot(runs, png, title))
+    plot_path = None if args.no_plot else path.with_suffix(".png")
     print(f"\ncommand: {command}")
     if env:
         print(f"with:    {settings_line}")

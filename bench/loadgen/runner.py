@@ -10,30 +10,24 @@ import queue
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
-from hdrh.histogram import HdrHistogram
-
-from bench.loadgen.cpu import CpuProbe, Group, Sample
+from bench.cpu import CpuProbe, Group, Sample
+from bench.histogram import Histogram
 from bench.loadgen.spec import RunSpec
-from bench.loadgen.worker import BIN, new_hist, worker_main
+from bench.loadgen.worker import BIN, HIST_MAX_US, new_hist, worker_main
 
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p95", 95.0), ("p99", 99.0), ("p99_9", 99.9))
 
 
-def percentiles_ms(h: HdrHistogram) -> dict:
-    if h.get_total_count() == 0:
-        return {name: None for name, _ in PERCENTILES} | {"max": None, "count": 0}
-    out = {name: round(h.get_value_at_percentile(p) / 1000.0, 3) for name, p in PERCENTILES}
-    out["max"] = round(h.get_max_value() / 1000.0, 3)
-    out["count"] = h.get_total_count()
-    return out
+def percentiles_ms(h: Histogram) -> dict[str, float | None]:
+    """Microseconds in, milliseconds out: P50 ... P99.9, max and count."""
+    return h.percentiles(PERCENTILES, divisor=1000) | {"count": h.count}
 
 
-def _merge(encoded: list[bytes], digits: int = 3) -> HdrHistogram:
-    h = new_hist(digits)
-    for e in encoded:
-        h.decode_and_add(e)
-    return h
+def _merge(encoded: list[bytes], digits: int = 3) -> Histogram:
+    return Histogram.merged(encoded, HIST_MAX_US, digits)
 
 
 class Progress:
@@ -52,7 +46,7 @@ class Progress:
 
     def update(self, msg: dict) -> None:
         self.workers[msg["wid"]] = msg
-        self.so_far.decode_and_add(msg["hist"])
+        self.so_far.add_encoded(msg["hist"])
 
     def line(self, t: float, target: float) -> str:
         done = sum(m["done"] for m in self.workers.values())
@@ -65,8 +59,7 @@ class Progress:
             self.done_hist.pop(0)
         (t_a, d_a), (t_b, d_b) = self.done_hist[0], self.done_hist[-1]
         rate = (d_b - d_a) / (t_b - t_a) if t_b > t_a else 0.0
-        p99 = (self.so_far.get_value_at_percentile(99) / 1000.0
-               if self.so_far.get_total_count() else 0.0)
+        p99 = self.so_far.value_at(99) / 1000.0 if self.so_far.count else 0.0
         return (f"[{self.label}] {t:5.1f}s  rate {rate:7.0f}/s (target {target:.0f})  "
                 f"sent {issued}  done {done}  in flight {inflight}  errors {errors}  "
                 f"p99 so far {p99:.1f} ms")
@@ -137,7 +130,7 @@ def _get(out_q, timeout: float):
 
 
 def _run(spec, groups, check_alive, procs, out_q, start_evt, abort_evt, t0_val) -> dict:
-    worker_pids = []
+    worker_pids: list[int] = []
     deadline = time.monotonic() + 60
     while len(worker_pids) < spec.procs:
         msg = _get(out_q, 0.5)
@@ -158,7 +151,7 @@ def _run(spec, groups, check_alive, procs, out_q, start_evt, abort_evt, t0_val) 
     progress = Progress(spec.label)
     results: dict[int, dict] = {}
     end_by = t0 + spec.duration + spec.drain_timeout + 30
-    ramp_state = {"step": 0, "hist": new_hist(2), "fails": 0, "aborted": False}
+    ramp_state = RampState()
     last_alive_check = 0.0
     while len(results) < spec.procs:
         now = time.monotonic()
@@ -200,19 +193,29 @@ def _run(spec, groups, check_alive, procs, out_q, start_evt, abort_evt, t0_val) 
     return figures(spec, list(results.values()), probe, samples, windows)
 
 
-def _ramp_watch(spec: RunSpec, state: dict, body: dict, t: float, abort_evt) -> None:
+@dataclass
+class RampState:
+    """What the ramp watch has seen: the step it judges and its answers so far."""
+
+    step: int = 0
+    hist: Histogram = field(default_factory=lambda: new_hist(2))
+    fails: int = 0
+    aborted: bool = False
+
+
+def _ramp_watch(spec: RunSpec, state: RampState, body: dict, t: float, abort_evt) -> None:
     """Stop a ramp after two steps in a row clearly failed: P99 of the answers
     received during the step over twice the bound, or a third of the step's
     orders unanswered. (The steps are judged properly at the end, by
     scheduled second.)"""
     segs = spec.segments
-    i = state["step"]
-    if i >= len(segs) or state["aborted"]:
+    i = state.step
+    if i >= len(segs) or state.aborted:
         return
-    state["hist"].decode_and_add(body["hist"])
+    state.hist.add_encoded(body["hist"])
     if t >= segs[i].end + 1.0:
-        h = state["hist"]
-        p99 = h.get_value_at_percentile(99) / 1000.0 if h.get_total_count() else 0.0
+        h = state.hist
+        p99 = h.value_at(99) / 1000.0 if h.count else 0.0
         scheduled = (segs[i].end - segs[i].start) * segs[i].rate
         # Full messages of N commands wait to fill: at a low rate that alone
         # can pass the bound, and a higher rate may still pass it.
@@ -220,13 +223,13 @@ def _ramp_watch(spec: RunSpec, state: dict, body: dict, t: float, abort_evt) -> 
         if spec.mode == "stream" and spec.batch > 1 and spec.linger_ms <= 0:
             fill_ms = spec.batch * spec.sessions / segs[i].rate * 1000.0
         bad = (p99 > spec.p99_bound_ms * 2 + 2 * fill_ms
-               or h.get_total_count() < scheduled * 2 / 3)
-        state["fails"] = state["fails"] + 1 if bad else 0
-        if state["fails"] >= 2:
-            state["aborted"] = True
+               or h.count < scheduled * 2 / 3)
+        state.fails = state.fails + 1 if bad else 0
+        if state.fails >= 2:
+            state.aborted = True
             abort_evt.set()
-        state["step"] = i + 1
-        state["hist"] = new_hist(2)
+        state.step = i + 1
+        state.hist = new_hist(2)
 
 
 def _bins_sum(bins: dict[int, int], a: float, b: float) -> int:
@@ -269,7 +272,7 @@ def figures(spec: RunSpec, results: list[dict], probe: CpuProbe, samples: dict[f
                        "p50": pct["p50"], "p90": pct["p90"], "p99": pct["p99"],
                        "max": pct["max"]})
 
-    cpu_windows = []
+    cpu_windows: list[dict[str, Any]] = []
     server_names = probe.server_names()
     for name, a, b in windows:
         if a not in samples or b not in samples:
@@ -287,20 +290,23 @@ def figures(spec: RunSpec, results: list[dict], probe: CpuProbe, samples: dict[f
             "rate": round(ops / seconds, 1) if seconds else 0.0,
             "cpu_seconds": {k: round(v, 3) for k, v in usage.items()},
             "cpu_cores": {k: round(v / seconds, 3) for k, v in usage.items()} if seconds else {},
+            # Not in "other" (bench.cpu): what the hypervisor took from the machine.
+            "machine_steal_cores": (round(probe.steal(samples[a], samples[b]) / seconds, 3)
+                                    if seconds else None),
             "server_cpu_seconds": round(server, 3),
             "server_cpu_per_op_us": (round(server / ops * 1e6, 1)
                                      if ops and server_names else None),
             "loadgen_cpu_per_op_us": round(usage["loadgen"] / ops * 1e6, 1) if ops else None,
         })
 
-    acked = set()
+    acked: set[str] = set()
     for r in results:
         idx = array.array("q")
         idx.frombytes(r["acked"])
         prefix = f"{spec.tag}-{r['wid']}-"
         acked.update(prefix + str(i) for i in idx)
 
-    out = {
+    out: dict[str, Any] = {
         "label": spec.label, "target": spec.target, "mode": spec.mode,
         "batch": spec.batch if spec.mode == "stream" else None,
         "mix": spec.mix.name, "procs": spec.procs,
@@ -359,7 +365,7 @@ def ramp_steps(spec: RunSpec, per_second_enc, ok_bins, err_seconds, cpu_windows)
         errs = sum(err_seconds.get(s, 0) for s in secs)
         scheduled = (seg.end - first) * seg.rate
         kept = (errs == 0 and achieved >= 0.95 * seg.rate
-                and h.get_total_count() >= 0.99 * scheduled)
+                and h.count >= 0.99 * scheduled)
         ok = kept and pct["p99"] is not None and pct["p99"] <= spec.p99_bound_ms
         w = cpu_by_name.get(f"{seg.rate:.0f}/s", {})
         steps.append({"rate": seg.rate, "achieved": round(achieved, 1), "p50": pct["p50"],

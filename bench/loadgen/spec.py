@@ -1,4 +1,4 @@
-"""What a run is: presets, order mixes and the arrival schedule.
+"""What a run is: presets and the arrival schedule (the order mixes are ``bench.orders``).
 
 Everything here is plain data (dataclasses of numbers and strings) so that a
 run's description can be handed to worker processes started with ``spawn``.
@@ -9,40 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
-INSTRUMENT = "BTC-USD"
-# BTC-USD as seeded (exchange_common.db.DEFAULT_INSTRUMENTS): tick 0.01, lot 0.0001.
-PRICE_DECIMALS = 2
-QTY_DECIMALS = 4
-
-
-@dataclass(frozen=True)
-class Mix:
-    """The orders of a run. Prices in cents (ticks), quantities in lots."""
-
-    name: str
-    limit_fraction: float = 0.7  # the rest are market orders (IOC)
-    qty_min: int = 100  # 0.01 BTC
-    qty_max: int = 5000  # 0.5 BTC
-    mid: int = 7_000_000  # 70,000.00
-    half_width: int = 200_000  # +-2,000.00
-    # Bids strictly below mid and asks strictly above: limit orders never cross.
-    non_crossing: bool = False
-    # Fraction of the orders that rest (NEW / PARTIALLY_FILLED on their
-    # answer) that are cancelled ``cancel_delay_ms`` after the answer.
-    cancel_fraction: float = 0.0
-    cancel_delay_ms: float = 100.0
-
-
-MIXES = {
-    # The seed scenario: 70% limit / 30% market, 0.01-0.5 BTC, limit prices
-    # uniform within +-2,000 of 70,000, both sides.
-    "seed": Mix("seed"),
-    # Most orders rest and are cancelled soon after: non-crossing limit orders
-    # (90%), a few market orders that trade against them (10%); 90% of the
-    # resting orders are cancelled 100 ms after their acknowledgement.
-    "cancel-heavy": Mix("cancel-heavy", limit_fraction=0.9, non_crossing=True,
-                        cancel_fraction=0.9, cancel_delay_ms=100.0),
-}
+from bench.orders import Mix
 
 
 @dataclass(frozen=True)

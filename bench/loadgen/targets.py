@@ -15,14 +15,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2
 
-from bench.loadgen.cpu import Group
-from bench.loadgen.orders import resting_order
+from bench.cpu import Group
 from bench.loadgen.worker import CODE_NAMES
+from bench.orders import resting_order
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
@@ -141,7 +142,7 @@ async def _prefill_session(stub, key: str, orders: list[opb.CreateOrderRequest],
     call = stub.OrderEntry(metadata=meta)
     chunks = [orders[i:i + batch] for i in range(0, len(orders), batch)]
     pending = 0
-    ok, errors = 0, {}
+    ok, errors = 0, dict[str, int]()
     sent = 0
     try:
         while sent < len(chunks) or pending:
@@ -174,7 +175,7 @@ async def _prefill_session(stub, key: str, orders: list[opb.CreateOrderRequest],
 
 async def _prefill_unary(stub, meta, orders) -> tuple[int, dict[str, int]]:
     sem = asyncio.Semaphore(200)
-    ok, errors = 0, {}
+    ok, errors = 0, dict[str, int]()
 
     async def one(o):
         nonlocal ok
@@ -197,22 +198,22 @@ class EchoTarget:
         self.addr = ""
         self.keys = ["echo-key"]
         self.own = True
-        self.log_file = None
+        self.log_file: IO[bytes] | None = None
 
     async def start(self) -> None:
         self.addr = f"127.0.0.1:{free_port()}"
-        self.log_file = tempfile.TemporaryFile()
+        log_file = self.log_file = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.echo", "--listen", self.addr],
-            stdout=self.log_file, stderr=subprocess.STDOUT,
+            stdout=log_file, stderr=subprocess.STDOUT,
             cwd=str(Path(__file__).resolve().parents[2]),
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + 30
         while True:
             if self.proc.poll() is not None:
-                self.log_file.seek(0)
+                log_file.seek(0)
                 raise RuntimeError("echo server exited: "
-                                   + self.log_file.read().decode(errors="replace")[-2000:])
+                                   + log_file.read().decode(errors="replace")[-2000:])
             if await health_check(self.addr) == health_pb2.HealthCheckResponse.SERVING:
                 return
             if time.monotonic() > deadline:

@@ -22,11 +22,11 @@ import time
 from typing import Any
 
 import grpc
-import psutil
-from hdrh.histogram import HdrHistogram
 
-from bench.loadgen.orders import OrderMaker
+from bench.cpu import own_seconds
+from bench.histogram import Histogram
 from bench.loadgen.spec import RunSpec, schedule
+from bench.orders import OrderMaker
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
@@ -41,8 +41,8 @@ CREATE, CANCEL = 0, 1
 STATE_NAMES = {v: k for k, v in cpb.OrderState.items()}
 
 
-def new_hist(digits: int = 3) -> HdrHistogram:
-    return HdrHistogram(1, HIST_MAX_US, digits)
+def new_hist(digits: int = 3) -> Histogram:
+    return Histogram(HIST_MAX_US, digits)
 
 
 def channel_options(index: int) -> list[tuple[str, Any]]:
@@ -172,7 +172,7 @@ class Worker:
         # figures
         self.hist = {CREATE: new_hist(), CANCEL: new_hist()}
         self.interval = new_hist(2)  # since the last progress message
-        self.per_second: dict[int, HdrHistogram] = {}  # creates, by scheduled second
+        self.per_second: dict[int, Histogram] = {}  # creates, by scheduled second
         self.done_bins: collections.Counter[int] = collections.Counter()  # by completion time
         self.ok_bins: collections.Counter[int] = collections.Counter()  # creates answered OK
         self.ok_ops_bins: collections.Counter[int] = collections.Counter()  # all answered OK
@@ -208,14 +208,14 @@ class Worker:
         if self.finished:
             return  # counted as NO_ANSWER already
         us = max(1, int((now - ts) * 1e6))
-        self.hist[kind].record_value(min(us, HIST_MAX_US))
-        self.interval.record_value(min(us, HIST_MAX_US))
+        self.hist[kind].record(us)
+        self.interval.record(us)
         if kind == CREATE:
             sec = int(ts - self.t0)
             h = self.per_second.get(sec)
             if h is None:
                 h = self.per_second[sec] = new_hist(2)
-            h.record_value(min(us, HIST_MAX_US))
+            h.record(us)
         self.done[kind] += 1
         b = int((now - self.t0) / BIN)
         self.done_bins[b] += 1
@@ -346,7 +346,7 @@ class Worker:
         while not self.start_evt.is_set():
             await asyncio.sleep(0.005)
         self.t0 = self.t0_val.value
-        cpu0 = psutil.Process().cpu_times()
+        cpu0 = own_seconds()
         reporter = asyncio.create_task(self.progress_loop())
         await asyncio.sleep(max(0.0, self.t0 - time.monotonic()))
         stream = spec.mode == "stream"
@@ -394,10 +394,10 @@ class Worker:
             self.errors["NO_ANSWER"] += unanswered
         self.finished = True
         reporter.cancel()
-        cpu1 = psutil.Process().cpu_times()
+        cpu1 = own_seconds()
         for ch in self.channels:
             await ch.close()
-        return self.result(idx, (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system))
+        return self.result(idx, cpu1 - cpu0)
 
     def result(self, created: int, cpu: float) -> dict:
         return {

@@ -16,6 +16,7 @@ Pure logic: no gRPC, no I/O.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -85,22 +86,38 @@ class LocalOrderBook:
             self.apply_delta(update.delta)
 
     def apply_snapshot(self, snapshot: marketdata_pb2.OrderBookSnapshot) -> None:
-        self._bids = {}
-        self._asks = {}
-        _merge(self._bids, snapshot.bids)
-        _merge(self._asks, snapshot.asks)
-        self.sequence = snapshot.sequence
-        self.time = _time(snapshot)
-        self.snapshots += 1
+        self.replace(snapshot.sequence, decode_levels(snapshot.bids),
+                     decode_levels(snapshot.asks), _time(snapshot))
 
     def apply_delta(self, delta: marketdata_pb2.OrderBookDelta) -> None:
+        self.change(delta.first_sequence, delta.sequence, decode_levels(delta.bids),
+                    decode_levels(delta.asks), _time(delta))
+
+    # Decoded messages: for a caller that decodes one message once for many books (the
+    # levels are immutable, so books may share them).
+
+    def replace(self, sequence: int, bids: Iterable[Level], asks: Iterable[Level],
+                time: timestamp_pb2.Timestamp | None = None) -> None:
+        """Apply a snapshot decoded into levels (``decode_levels``)."""
+        self._bids = {}
+        self._asks = {}
+        _merge(self._bids, bids)
+        _merge(self._asks, asks)
+        self.sequence = sequence
+        self.time = time
+        self.snapshots += 1
+
+    def change(self, first_sequence: int, sequence: int, bids: Iterable[Level],
+               asks: Iterable[Level], time: timestamp_pb2.Timestamp | None = None) -> None:
+        """Apply a delta decoded into levels (quantity 0: the level is gone); raises
+        SequenceGap (book unchanged) when ``first_sequence`` does not follow on."""
         expected = None if self.sequence is None else self.sequence + 1
-        if expected is None or delta.first_sequence != expected:
-            raise SequenceGap(expected, delta.first_sequence)
-        _merge(self._bids, delta.bids)
-        _merge(self._asks, delta.asks)
-        self.sequence = delta.sequence
-        self.time = _time(delta)
+        if expected is None or first_sequence != expected:
+            raise SequenceGap(expected, first_sequence)
+        _merge(self._bids, bids)
+        _merge(self._asks, asks)
+        self.sequence = sequence
+        self.time = time
         self.deltas += 1
 
     def bids(self, depth: int = 0) -> list[Level]:
@@ -166,11 +183,15 @@ def _time(msg: marketdata_pb2.OrderBookSnapshot | marketdata_pb2.OrderBookDelta
     return ts
 
 
-def _merge(side: dict[Decimal, Level], levels) -> None:
+def decode_levels(levels: Iterable[marketdata_pb2.PriceLevel]) -> tuple[Level, ...]:
+    """A message's levels as ``Level``s (quantity 0: the level is gone)."""
+    return tuple(Level(Decimal(lv.price), Decimal(lv.quantity), lv.order_count)
+                 for lv in levels)
+
+
+def _merge(side: dict[Decimal, Level], levels: Iterable[Level]) -> None:
     for level in levels:
-        price = Decimal(level.price)
-        quantity = Decimal(level.quantity)
-        if quantity == 0:
-            side.pop(price, None)
+        if level.quantity == 0:
+            side.pop(level.price, None)
         else:
-            side[price] = Level(price, quantity, level.order_count)
+            side[level.price] = level

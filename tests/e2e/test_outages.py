@@ -41,6 +41,7 @@ import pytest
 import redis as redis_lib
 from e2e_helpers import Checks, meta
 
+from bench.orders import BTC_USD, ETH_USD, near_touch_order
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.marketdata.v1 import marketdata_pb2 as mdpb
 from exchange.marketdata.v1 import marketdata_pb2_grpc as mdpb_grpc
@@ -79,23 +80,12 @@ def limit_order(instrument: int, side: int, price: str, qty: str, coid: str,
 
 def seeded_orders(rng: random.Random, prefix: str, n: int, instrument: int = BTC
                   ) -> list[tuple[str, opb.CreateOrderRequest]]:
-    """(account, order): resting bids below 70,000 and asks above, and every
-    third one a limit that crosses the spread (a trade)."""
-    out = []
-    for i in range(n):
-        who = ("alice", "bob")[i % 2]
-        side = rng.choice([cpb.SIDE_BUY, cpb.SIDE_SELL])
-        if instrument == BTC:
-            mid, qty = 70_000, f"{rng.randint(10, 300) / 10_000:.4f}"
-        else:
-            mid, qty = 3_500, f"{rng.randint(10, 300) / 1_000:.3f}"
-        if i % 3 == 2:   # crosses: buys high, sells low
-            offset = -rng.randint(30, 40)
-        else:
-            offset = rng.randint(1, 25)
-        price = mid - offset if side == cpb.SIDE_BUY else mid + offset
-        out.append((who, limit_order(instrument, side, f"{price}.00", qty, f"{prefix}-{i}")))
-    return out
+    """(account, order): resting bids below 70,000 (3,500 for ETH) and asks above, and
+    every third one a limit that crosses the spread (a trade)."""
+    market, mid = (BTC_USD, 7_000_000) if instrument == BTC else (ETH_USD, 350_000)
+    return [(("alice", "bob")[i % 2],
+             near_touch_order(rng, f"{prefix}-{i}", market, mid, crossing=i % 3 == 2))
+            for i in range(n)]
 
 
 @dataclass

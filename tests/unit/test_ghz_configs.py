@@ -21,6 +21,7 @@ from google.protobuf import json_format, message_factory
 from bench.ghz import CONFIGS, GHZ_DIR
 from bench.ghz.place_resting import DEFAULT_KEY, DEFAULT_PREFIX, client_order_id
 from bench.ghz.template import TemplateError, messages_for_call, render, render_text
+from bench.orders import SEED_MIX, price_str, qty_str
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.marketdata.v1 import marketdata_pb2
 from exchange.order.v1 import order_pb2
@@ -154,13 +155,16 @@ def test_orders_are_valid_seed_orders_with_unique_ids(name):
             ids.append(order.client_order_id)
             assert len(order.client_order_id) <= 64 and order.client_order_id.isascii()
             assert order.client_order_id.isprintable()
+            # The seed mix as bench.orders makes it (the one order maker of the benches).
             qty = Decimal(order.quantity)
-            assert Decimal("0.01") <= qty <= Decimal("0.5")
+            assert Decimal(qty_str(SEED_MIX.qty_min)) <= qty <= Decimal(qty_str(SEED_MIX.qty_max))
             if order.type == cpb.ORDER_TYPE_LIMIT:
-                assert Decimal("68000") <= Decimal(order.price) <= Decimal("72000")
+                low = price_str(SEED_MIX.mid - SEED_MIX.half_width)
+                high = price_str(SEED_MIX.mid + SEED_MIX.half_width)
+                assert Decimal(low) <= Decimal(order.price) <= Decimal(high)
     assert len(set(ids)) == len(ids), "client_order_ids repeat"
     limits = sum(1 for o in orders if o.type == cpb.ORDER_TYPE_LIMIT)
-    assert abs(limits / len(orders) - 0.7) < 0.05  # the seed mix: 70% limit, 30% market
+    assert abs(limits / len(orders) - SEED_MIX.limit_fraction) < 0.05  # 70% limit, 30% market
     sides = {o.side for o in orders}
     assert len(sides) == 2
 
