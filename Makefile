@@ -38,9 +38,11 @@ fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/e2e/test_fuzz.py tests/e2e/test_fuzz_admin.py \
 		$(PYTEST_ARGS)
 
-# ruff, and the generated code in exchange/ checked against protos/.
+# ruff, mypy (the hand-written packages, bench and the client; pyproject's [tool.mypy]),
+# and the generated code in exchange/ checked against protos/.
 lint: check-protos
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 protos: $(STAMP)
 	$(PY) scripts/gen_protos.py
