@@ -3,6 +3,7 @@
     python -m bench quick              # what `make bench` runs: a few minutes in all
     python -m bench list               # the benchmarks there are
     python -m bench <name> [args...]   # = python -m bench.<name> [args...]
+    python -m bench compare A.json B.json [--check]   # two results side by side
 
 ``quick`` runs short versions of the seed scenario through the load generator
 (unary and the order-entry stream, 1 and 100 orders per message, with the echo
@@ -36,6 +37,7 @@ BENCHMARKS = {
     "fanout": "market-data fan-out to many subscribers during the seed scenario",
     "recovery": "recovery time of a matching pod",
     "failover": "failover time to a standby matching pod",
+    "jsclient": "the seed scenario, unary, from @grpc/grpc-js (Node.js): an independent client",
 }
 
 # The quick set. Options of the other benchmarks are passed only when their
@@ -188,6 +190,10 @@ def quick(args: argparse.Namespace) -> int:
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "compare":
+        from bench.compare import main as compare
+
+        raise SystemExit(compare(sys.argv[2:]))
     if len(sys.argv) > 1 and sys.argv[1] in BENCHMARKS:
         name = sys.argv[1]
         if not exists(name):
