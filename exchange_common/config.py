@@ -33,8 +33,10 @@ class CommonSettings(BaseSettings):
     keepalive_timeout_ms: int = Field(default=10_000, ge=1000)
     # Calls gRPC holds for a server that takes them more slowly than they arrive: beyond
     # this many it refuses some at random, and all beyond 3x (the client sees CANCELLED;
-    # the call never reached the service). gRPC's own default; raise it to queue longer.
-    grpc_max_pending_calls: int = Field(default=1000, ge=1)
+    # the call never reached the service). The order service refuses orders itself long
+    # before (overload control: RESOURCE_EXHAUSTED, OVERLOADED); this is the last resort,
+    # ten times gRPC's own default so that a burst is queued, not refused at random.
+    grpc_max_pending_calls: int = Field(default=10_000, ge=1)
     # Largest message a server takes or sends (bytes). gRPC refuses a bigger one with
     # RESOURCE_EXHAUSTED before the service sees it. 4 MiB (gRPC's default) holds an
     # OrderEntry message of 1,000 commands many times over.
@@ -141,6 +143,16 @@ class OrderSettings(CommonSettings):
     max_streams_per_connection: int = Field(default=16, ge=1)
     # Commands in one OrderEntry message; the ones past it are answered with an error.
     max_commands_per_message: int = Field(default=1000, ge=1)
+    # Overload control (order_service/admission.py): new orders are refused with
+    # RESOURCE_EXHAUSTED (OVERLOADED) while calls wait more than overload_max_wait seconds
+    # in gRPC's queue before the process takes them, and beyond a limit of orders in
+    # flight that adapts so that they are answered within about overload_max_latency
+    # seconds (never more than overload_max_in_flight). False: never (gRPC then refuses
+    # at random once grpc_max_pending_calls calls wait).
+    overload_control: bool = True
+    overload_max_wait: float = Field(default=0.05, gt=0, le=10)
+    overload_max_latency: float = Field(default=0.15, gt=0, le=60)
+    overload_max_in_flight: int = Field(default=5000, ge=1)
     # Order-service processes on the same port (SO_REUSEPORT; exchange_common/workers.py):
     # a number, or "auto" for the cores this process may use (its CPU affinity capped by
     # the container's CPU limit). One process uses at most one core.

@@ -25,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from exchange_common import handlers, logs, tls
+from exchange_common.backlog import Backlog, server_ids
 from exchange_common.config import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -82,22 +83,30 @@ class Service:
     credentials and refuses every call but health and reflection from a caller that
     is not an authenticated order service (``tls.InternalAuth``). Otherwise the public
     port's TLS settings apply. ``health_port``: also serve health on
-    EXCHANGE_HEALTH_LISTEN when set (one Service of a process does)."""
+    EXCHANGE_HEALTH_LISTEN when set (one Service of a process does). ``backlog``:
+    counts the calls the server's core holds for the process (``exchange_common.backlog``)."""
 
     def __init__(self, settings: CommonSettings, listen: str, *,
                  reuse_port: bool = False, internal: bool = False,
-                 health_port: bool = True) -> None:
+                 health_port: bool = True, backlog: Backlog | None = None) -> None:
         self.settings = settings
         self.listen = listen
         logs.filter_grpc_server_logs()
         try:
             self.credentials = (tls.internal_server_credentials(settings) if internal
                                 else tls.server_credentials(settings))
-            interceptors = [tls.InternalAuth(settings)] if internal else None
+            interceptors: list[grpc.aio.ServerInterceptor] = (
+                [tls.InternalAuth(settings)] if internal else [])
         except ValueError as err:  # a TLS file named by a setting, or no internal auth
             raise SystemExit(f"{type(settings).__name__}: {err}") from None
+        if backlog is not None:
+            interceptors.insert(0, backlog)
+            before = server_ids()
         self.server = grpc.aio.server(options=server_options(settings, reuse_port),
-                                      interceptors=interceptors)
+                                      interceptors=interceptors or None)
+        if backlog is not None:
+            new = server_ids() - before
+            backlog.attach(new.pop() if len(new) == 1 else None)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.health_server: grpc.aio.Server | None = None

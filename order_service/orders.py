@@ -71,6 +71,9 @@ class Orders:
         self.page_tokens = page_tokens
         self.matching_timeout = matching_timeout
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Called when an order is sent again because its pod's stream broke or the owner
+        # moved (admission control does not take the wait for a new owner for overload).
+        self.rerouted: Callable[[], None] = lambda: None
 
     def deadline(self, remaining: float | None) -> float:
         """The monotonic deadline of a command: ``matching_timeout``, or less when the
@@ -160,6 +163,7 @@ class Orders:
             if err is not None and not isinstance(err, DeadlineExceeded):
                 # A broken stream or a moved owner: sent again (the client_order_id makes
                 # that safe) on the way that follows the owner.
+                self.rerouted()
                 self._slow(answer, self._routed(account_id, spec, command, deadline))
                 return
             if err is not None:
@@ -168,6 +172,7 @@ class Orders:
             result = sent.result()
             if (result.WhichOneof("result") == "error"
                     and result.error.code == mpb.ERROR_CODE_NOT_OWNER):
+                self.rerouted()
                 self._slow(answer, self._routed(account_id, spec, command, deadline))
                 return
             try:

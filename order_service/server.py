@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from exchange.order.v1 import order_pb2 as opb
 from exchange_common import logs
+from exchange_common.backlog import Backlog
 from exchange_common.changes import ChangeListener
 from exchange_common.config import OrderSettings, load
 from exchange_common.db import OLTP_SETTINGS, create_pool
@@ -28,6 +29,7 @@ from exchange_common.workers import Workers, ready_and_wait_to_serve, stop_with_
 from order_service.admin import SERVICE as ADMIN_SERVICE
 from order_service.admin import AdminAuth, AdminServicer
 from order_service.admin_store import AdminStore
+from order_service.admission import Admission
 from order_service.auth import Authenticator
 from order_service.limits import RateLimiter
 from order_service.orders import Orders
@@ -56,9 +58,16 @@ async def serve() -> None:
     orders = Orders(Store(pool, changes, settings.cache_ttl, settings.lookup_min_interval),
                     router, page_tokens, settings.matching_timeout)
     count = settings.order_worker_count
-    service = Service(settings, settings.order_listen, reuse_port=count > 1)
+    backlog = Backlog() if settings.overload_control else None
+    service = Service(settings, settings.order_listen, reuse_port=count > 1, backlog=backlog)
+    admission = Admission(backlog, max_wait=settings.overload_max_wait,
+                          max_latency=settings.overload_max_latency,
+                          max_in_flight=settings.overload_max_in_flight,
+                          enabled=settings.overload_control)
+    orders.rerouted = admission.forget
     service.add_service(opb.DESCRIPTOR.services_by_name["OrderService"], OrderServicer(
-        orders, auth, limiter, max_streams_per_connection=settings.max_streams_per_connection,
+        orders, auth, limiter, admission,
+        max_streams_per_connection=settings.max_streams_per_connection,
         max_commands_per_message=settings.max_commands_per_message))
     services = [service]
     if settings.admin_listen != "off":
@@ -78,6 +87,7 @@ async def serve() -> None:
         port = await each.start()
         log.info("%s listening on port %d%s", ", ".join(each.names), port,
                  f" (worker {settings.worker})" if settings.worker else "")
+    admission.start()
     workers = None
     if settings.worker == 0 and count > 1:
         # The ports worker 0 bound (the settings may say port 0), and its page-token key
@@ -96,8 +106,8 @@ async def serve() -> None:
         await ready_and_wait_to_serve()
     for each in services:
         await each.set_serving(True)
-    cleanup = [*(each.stop for each in services[1:]), router.close, changes.stop,
-               redis.aclose, pool.close]
+    cleanup = [*(each.stop for each in services[1:]), admission.stop, router.close,
+               changes.stop, redis.aclose, pool.close]
     if workers is not None:
         cleanup.insert(0, workers.stop)
     try:

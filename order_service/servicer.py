@@ -8,6 +8,7 @@ the OrderEntry session's (session.py).
 from __future__ import annotations
 
 import asyncio
+import time
 
 import grpc
 
@@ -16,6 +17,7 @@ from exchange.order.v1 import order_pb2_grpc as opb_grpc
 from exchange_common.errors import grpc_errors
 from exchange_common.handlers import malformed_messages_in_stream
 from exchange_common.slots import StreamSlots
+from order_service.admission import REFUSAL, Admission
 from order_service.auth import Authenticator, Caller
 from order_service.limits import CANCELS, ORDERS, QUERIES, RateLimiter
 from order_service.orders import Orders
@@ -23,9 +25,11 @@ from order_service.session import OrderEntrySession
 
 
 class OrderServicer(opb_grpc.OrderServiceServicer):
-    def __init__(self, orders: Orders, auth: Authenticator, limiter: RateLimiter, *,
-                 max_streams_per_connection: int, max_commands_per_message: int) -> None:
+    def __init__(self, orders: Orders, auth: Authenticator, limiter: RateLimiter,
+                 admission: Admission, *, max_streams_per_connection: int,
+                 max_commands_per_message: int) -> None:
         self.orders = orders
+        self.admission = admission
         self.auth = auth
         self.limiter = limiter
         self.max_commands = max_commands_per_message
@@ -40,14 +44,21 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
     @grpc_errors
     async def CreateOrder(self, request: opb.CreateOrderRequest,
                           context: grpc.aio.ServicerContext) -> opb.CreateOrderResponse:
-        caller = await self._caller(context, ORDERS)
-        (answer,) = await self.orders.create(
-            caller, [request], self.orders.deadline(context.time_remaining()))
+        # Refused first when the process is behind: before any database or matching work.
+        if not self.admission.admit():
+            await context.abort_with_status(REFUSAL)
+        started = time.monotonic()
         try:
-            order, fills = await answer
-        except asyncio.CancelledError:
-            answer.cancel()  # the caller went away: nothing more is done for it
-            raise
+            caller = await self._caller(context, ORDERS)
+            (answer,) = await self.orders.create(
+                caller, [request], self.orders.deadline(context.time_remaining()))
+            try:
+                order, fills = await answer
+            except asyncio.CancelledError:
+                answer.cancel()  # the caller went away: nothing more is done for it
+                raise
+        finally:
+            self.admission.done(started)
         return opb.CreateOrderResponse(order=order, fills=fills)
 
     @grpc_errors
@@ -72,7 +83,7 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
         """The order-entry session (session.py)."""
         caller = await self.auth.caller(context)
         with self.sessions.hold(context):
-            session = OrderEntrySession(self.orders, self.limiter, caller,
+            session = OrderEntrySession(self.orders, self.limiter, self.admission, caller,
                                         max_commands=self.max_commands,
                                         matching_timeout=self.orders.matching_timeout)
             async for response in session.responses(request_iterator):

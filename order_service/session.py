@@ -24,6 +24,7 @@ from exchange.order.v1 import order_pb2 as opb
 from exchange_common.errors import InvalidArgument, as_exchange_error, clip
 from exchange_common.handlers import MalformedRequest
 from exchange_common.sessions import AnswerPump
+from order_service.admission import Admission
 from order_service.auth import Caller
 from order_service.limits import CANCELS, ORDERS, RateLimiter
 from order_service.orders import Answer, Orders
@@ -54,10 +55,12 @@ def error_event(client_order_id: str, err: BaseException) -> opb.OrderEntryEvent
 
 
 class OrderEntrySession:
-    def __init__(self, orders: Orders, limiter: RateLimiter, caller: Caller, *,
+    def __init__(self, orders: Orders, limiter: RateLimiter, admission: Admission,
+                 caller: Caller, *,
                  max_commands: int, matching_timeout: float) -> None:
         self.orders = orders
         self.limiter = limiter
+        self.admission = admission
         self.caller = caller
         self.max_commands = max_commands
         self.matching_timeout = matching_timeout
@@ -121,18 +124,31 @@ class OrderEntrySession:
             pump.spawn(self._create(creates))
 
     async def _create(self, creates: list[opb.CreateOrderRequest]) -> None:
-        deadline = time.monotonic() + self.matching_timeout
+        # The new orders past what the process can carry now are refused (OVERLOADED).
+        admitted = self.admission.admit(len(creates))
+        for create in creates[admitted:]:
+            self.pump.answer(error_event(create.client_order_id, self.admission.refusal()))
+        creates = creates[:admitted]
+        if not creates:
+            return
+        started = time.monotonic()
+        deadline = started + self.matching_timeout
         try:
             answers = await self.orders.create(self.caller, creates, deadline)
+        except asyncio.CancelledError:
+            self.admission.done(started, len(creates))
+            raise
         except Exception as err:  # noqa: BLE001 - every create of the message is answered
+            self.admission.done(started, len(creates))
             for create in creates:
                 self.pump.answer(error_event(create.client_order_id, err))
             return
         for create, answer in zip(creates, answers, strict=True):
-            answer.add_done_callback(self._created(create.client_order_id))
+            answer.add_done_callback(self._created(create.client_order_id, started))
 
-    def _created(self, client_order_id: str):
+    def _created(self, client_order_id: str, started: float):
         def done(answer: asyncio.Future[Answer]) -> None:
+            self.admission.done(started)
             if answer.cancelled():
                 return  # the session ended
             err = answer.exception()

@@ -1,20 +1,30 @@
-"""Calls that arrive faster than the order service takes them (EXCHANGE_GRPC_MAX_PENDING_CALLS).
+"""Orders that arrive faster than the exchange carries them.
 
-gRPC holds such calls for the server; beyond the limit it refuses some at random, and every
-one beyond three times the limit. A refused call never reached the service, so nothing was
-placed. The burst is made for real: the order service is paused (SIGSTOP) while the calls
-are sent, then resumed, so they all arrive at once.
+- Overload control (order_service/admission.py): offered three times what the exchange
+  carries, for 20 s, every call is answered within its deadline, placed or refused with
+  RESOURCE_EXHAUSTED (reason OVERLOADED, a RetryInfo delay), and no refused order exists.
+  Matching is made the bottleneck (a small batch and a slow commit: about 250 orders/s),
+  as a busy instrument is in production, where order services have cores to spare.
+- Calls that arrive faster than the order service takes them (EXCHANGE_GRPC_MAX_PENDING_CALLS):
+  gRPC holds such calls for the server; beyond the limit it refuses some at random, and
+  every one beyond three times the limit. A refused call never reached the service, so
+  nothing was placed. The burst is made for real: the order service is paused (SIGSTOP)
+  while the calls are sent, then resumed, so they all arrive at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from pathlib import Path
 
+import asyncpg
 import grpc
 import pytest
 from e2e_helpers import meta
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.order.v1 import order_pb2 as opb
@@ -84,3 +94,92 @@ async def test_the_default_limit_takes_the_same_burst(stack: Stack) -> None:
     codes, refused = await burst(stack, "default")
     assert codes == Counter({grpc.StatusCode.OK: BURST}), codes
     assert not refused
+
+
+# -- overload control ---------------------------------------------------------------------------
+
+# Matching carries about 5 orders per commit, 50 commits a second.
+SLOW_MATCHING = {"EXCHANGE_MATCHING_BATCH_MAX": "5", "EXCHANGE_COMMIT_MIN_INTERVAL": "0.02"}
+OFFER_SECONDS = 20.0
+DEADLINE = 5.0
+
+
+def resting(client_order_id: str, i: int) -> opb.CreateOrderRequest:
+    return opb.CreateOrderRequest(
+        instrument="BTC-USD", side=cpb.SIDE_BUY, type=cpb.ORDER_TYPE_LIMIT,
+        price=f"{1000 + i % 100}", quantity="0.01", client_order_id=client_order_id)
+
+
+def overloaded(err: grpc.aio.AioRpcError) -> bool:
+    """RESOURCE_EXHAUSTED with reason OVERLOADED and a RetryInfo delay."""
+    status = rpc_status.from_call(err)
+    if err.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or status is None:
+        return False
+    reasons, retry = set(), False
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            reasons.add(info.reason)
+        retry = retry or detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR)
+    return reasons == {"OVERLOADED"} and retry
+
+
+async def test_three_times_the_carried_rate_is_placed_or_refused_and_answered_in_time(
+        database_url: str, redis_url: str, tmp_path: Path) -> None:
+    async with Stack(database_url=database_url, redis_url=redis_url,
+                     keys={"alice": "overload-key-alice-0123456789"}, log_dir=tmp_path / "logs",
+                     service_env={"matching": SLOW_MATCHING}).running(60) as stack:
+        async with grpc.aio.insecure_channel(stack.order_addr) as channel:
+            orders = opb_grpc.OrderServiceStub(channel)
+            alice = meta(stack)
+            outcomes: dict[str, str] = {}  # client_order_id -> "ok" / "refused" / a code
+
+            async def create(client_order_id: str, i: int) -> None:
+                started = time.monotonic()
+                try:
+                    await orders.CreateOrder(resting(client_order_id, i), metadata=alice,
+                                             timeout=DEADLINE)
+                    outcomes[client_order_id] = "ok"
+                except grpc.aio.AioRpcError as err:
+                    outcomes[client_order_id] = ("refused" if overloaded(err)
+                                                 else f"{err.code().name}: {err.details()}")
+                assert time.monotonic() - started < DEADLINE + 1
+
+            # The carried rate: as many orders as 64 callers get placed in 3 s.
+            stop = time.monotonic() + 3.0
+
+            async def caller(k: int) -> None:
+                n = 0
+                while time.monotonic() < stop:
+                    await create(f"carry-{k}-{n}", n)
+                    n += 1
+
+            await asyncio.gather(*(caller(k) for k in range(64)))
+            carried = sum(1 for c, o in outcomes.items() if o == "ok") / 3.0
+            assert carried > 0, outcomes
+
+            # Three times that, open loop, for 20 s.
+            rate = 3 * carried
+            calls = []
+            start = time.monotonic()
+            for i in range(int(rate * OFFER_SECONDS)):
+                delay = start + i / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                calls.append(asyncio.create_task(create(f"offer-{i}", i)))
+            await asyncio.gather(*calls)
+
+        offered = {c: o for c, o in outcomes.items() if c.startswith("offer-")}
+        counts = Counter(offered.values())
+        print(f"carried {carried:.0f}/s, offered {rate:.0f}/s for {OFFER_SECONDS:.0f} s: {counts}")
+        assert set(counts) <= {"ok", "refused"}, counts  # no CANCELLED, no deadline missed
+        assert counts["refused"] >= len(offered) / 3, counts  # overloaded indeed
+        assert counts["ok"] >= carried * OFFER_SECONDS / 4, (counts, carried)  # still carried
+        conn = await asyncpg.connect(stack.database_url)
+        try:
+            placed = {r["client_order_id"] for r in await conn.fetch(
+                "SELECT client_order_id FROM orders WHERE account_id = $1",
+                stack.account_ids["alice"])}
+        finally:
+            await conn.close()
+        assert placed == {c for c, o in outcomes.items() if o == "ok"}
