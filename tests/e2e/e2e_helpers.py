@@ -7,10 +7,13 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
+import psutil
 
 from exchange.matching.v1 import matching_pb2 as mpb
 from exchange.matching.v1 import matching_pb2_grpc as mpb_grpc
@@ -79,3 +82,30 @@ async def execute_once(channel: grpc.aio.Channel, request: mpb.ExecuteRequest, *
     await call.done_writing()
     results = [r async for response in call for r in response.results]
     return mpb.ExecuteResponse(results=sorted(results, key=lambda r: r.request_id))
+
+
+# -- several processes of one service on one port (workers) -------------------------------------
+
+def own_channel(addr: str) -> grpc.aio.Channel:
+    """A channel with a TCP connection of its own (channels in one process share
+    connections to the same address unless told not to)."""
+    return grpc.aio.insecure_channel(addr, options=[("grpc.use_local_subchannel_pool", 1)])
+
+
+def established_on(pid: int, port: int) -> int:
+    """Connections the process ``pid`` has accepted on ``port``."""
+    return sum(1 for c in psutil.Process(pid).net_connections("tcp")
+               if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
+
+
+def worker_pids(stack: Stack, service: str) -> list[int]:
+    """The workers worker 0 of ``service`` started (its child processes)."""
+    return [c.pid for c in psutil.Process(stack.processes[service].pid).children()]
+
+
+async def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)

@@ -22,7 +22,7 @@ import grpc
 import psutil
 import pytest
 from book_checks import Levels, apply, book_view
-from e2e_helpers import meta
+from e2e_helpers import established_on, meta, own_channel, wait_for, worker_pids
 
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.marketdata.v1 import marketdata_pb2 as md_pb2
@@ -47,11 +47,6 @@ async def stack(database_url: str, redis_url: str, tmp_path: Path) -> AsyncItera
                      ).running(40) as s:
         yield s
 
-
-def own_channel(addr: str) -> grpc.aio.Channel:
-    """A channel with a TCP connection of its own (channels in one process share
-    connections to the same address unless told not to)."""
-    return grpc.aio.insecure_channel(addr, options=[("grpc.use_local_subchannel_pool", 1)])
 
 
 class Follower:
@@ -86,22 +81,7 @@ class Follower:
         await self.channel.close()
 
 
-def established_on(pid: int, port: int) -> int:
-    """Connections the process ``pid`` has accepted on ``port``."""
-    return sum(1 for c in psutil.Process(pid).net_connections("tcp")
-               if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
 
-
-def worker_pids(stack: Stack) -> list[int]:
-    return [c.pid for c in psutil.Process(stack.processes["marketdata"].pid).children()]
-
-
-async def wait_for(predicate, what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def place_orders(stack: Stack, count: int) -> None:
@@ -139,7 +119,7 @@ async def current_book(stack: Stack) -> tuple[int, tuple[Levels, Levels]]:
 async def test_subscribers_are_spread_over_both_workers_and_follow_the_book(stack: Stack):
     parent = stack.processes["marketdata"].pid
     port = int(stack.marketdata_addr.rpartition(":")[2])
-    children = worker_pids(stack)
+    children = worker_pids(stack, "marketdata")
     assert len(children) == 1, children
     followers = [Follower(stack.marketdata_addr) for _ in range(SUBSCRIBERS)]
     try:
@@ -167,7 +147,7 @@ async def test_subscribers_are_spread_over_both_workers_and_follow_the_book(stac
 
 async def test_a_killed_worker_is_started_again(stack: Stack):
     port = int(stack.marketdata_addr.rpartition(":")[2])
-    (child,) = worker_pids(stack)
+    (child,) = worker_pids(stack, "marketdata")
     followers = [Follower(stack.marketdata_addr) for _ in range(SUBSCRIBERS)]
     try:
         await asyncio.wait_for(asyncio.gather(*(f.ready.wait() for f in followers)), WAIT)
@@ -179,10 +159,10 @@ async def test_a_killed_worker_is_started_again(stack: Stack):
         for f in followers:
             if f.error is not None:
                 assert f.error.code() == grpc.StatusCode.UNAVAILABLE
-        await wait_for(lambda: len(worker_pids(stack)) == 1 and worker_pids(stack)[0] != child,
+        await wait_for(lambda: worker_pids(stack, "marketdata") not in ([], [child]),
                        "worker 0 to start the worker again")
         # Resubscribing works, and new connections reach the new worker once it is serving.
-        (new_child,) = worker_pids(stack)
+        (new_child,) = worker_pids(stack, "marketdata")
         await place_orders(stack, 4)
         # The book as committed: market data follows asynchronously, so read it until
         # the process answering has applied everything placed.
@@ -217,7 +197,7 @@ async def test_a_killed_worker_is_started_again(stack: Stack):
 
 
 async def test_workers_stop_when_worker_0_is_killed(stack: Stack):
-    (child,) = worker_pids(stack)
+    (child,) = worker_pids(stack, "marketdata")
     stack.kill_service("marketdata")
     deadline = time.monotonic() + WAIT
     while psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE:
@@ -226,7 +206,7 @@ async def test_workers_stop_when_worker_0_is_killed(stack: Stack):
 
 
 async def test_stopping_worker_0_stops_the_others(stack: Stack):
-    (child,) = worker_pids(stack)
+    (child,) = worker_pids(stack, "marketdata")
     assert await stack.stop_service("marketdata") == 0
     assert not psutil.pid_exists(child) or (
         psutil.Process(child).status() == psutil.STATUS_ZOMBIE)
@@ -269,7 +249,7 @@ async def test_a_page_token_from_one_worker_works_on_the_other(stack_without_tok
                 instrument="BTC-USD", page_size=1), timeout=10)
         for stub in stubs[1:]:
             await stub.ListInstruments(md_pb2.ListInstrumentsRequest(), timeout=10)
-        (child,) = worker_pids(stack)
+        (child,) = worker_pids(stack, "marketdata")
         parent = stack.processes["marketdata"].pid
         # Both workers hold some of the connections (all on one has a chance of 2 in 65,536).
         assert established_on(parent, port) >= 1 and established_on(child, port) >= 1

@@ -20,7 +20,7 @@ import asyncpg
 import grpc
 import psutil
 import pytest
-from e2e_helpers import meta
+from e2e_helpers import established_on, meta, own_channel, wait_for, worker_pids
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from exchange.common.v1 import common_pb2 as cpb
@@ -44,28 +44,8 @@ async def stack(database_url: str, redis_url: str, tmp_path: Path) -> AsyncItera
         yield s
 
 
-def own_channel(addr: str) -> grpc.aio.Channel:
-    """A channel with a TCP connection of its own (channels in one process share
-    connections to the same address unless told not to)."""
-    return grpc.aio.insecure_channel(addr, options=[("grpc.use_local_subchannel_pool", 1)])
 
 
-def established_on(pid: int, port: int) -> int:
-    """Connections the process ``pid`` has accepted on ``port``."""
-    return sum(1 for c in psutil.Process(pid).net_connections("tcp")
-               if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
-
-
-def worker_pids(stack: Stack) -> list[int]:
-    return [c.pid for c in psutil.Process(stack.processes["order"].pid).children()]
-
-
-async def wait_for(predicate, what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def order(client_order_id: str, i: int) -> opb.CreateOrderRequest:
@@ -94,7 +74,7 @@ async def orders_by_client_id(stack: Stack, prefix: str) -> dict[str, list[int]]
 async def test_connections_are_spread_over_both_workers_and_all_trade(stack: Stack):
     parent = stack.processes["order"].pid
     port = int(stack.order_addr.rpartition(":")[2])
-    children = worker_pids(stack)
+    children = worker_pids(stack, "order")
     assert len(children) == 1, children
     channels = [own_channel(stack.order_addr) for _ in range(CONNECTIONS)]
     try:
@@ -120,7 +100,7 @@ async def test_connections_are_spread_over_both_workers_and_all_trade(stack: Sta
 
 async def test_a_killed_worker_is_started_again_and_retries_place_each_order_once(
         stack: Stack):
-    (child,) = worker_pids(stack)
+    (child,) = worker_pids(stack, "order")
     port = int(stack.order_addr.rpartition(":")[2])
     channels = [own_channel(stack.order_addr) for _ in range(CONNECTIONS)]
     answers: dict[str, str] = {}  # client_order_id -> the order id the client was given
@@ -155,7 +135,7 @@ async def test_a_killed_worker_is_started_again_and_retries_place_each_order_onc
         await asyncio.sleep(1.0)
         before = len(answers)
         os.kill(child, signal.SIGKILL)
-        await wait_for(lambda: worker_pids(stack) not in ([], [child]),
+        await wait_for(lambda: worker_pids(stack, "order") not in ([], [child]),
                        "worker 0 to start the worker again")
         await asyncio.sleep(2.0)
         stop.set()
@@ -172,7 +152,7 @@ async def test_a_killed_worker_is_started_again_and_retries_place_each_order_onc
         assert len(order_ids) == 1, f"{client_order_id} placed {len(order_ids)} times"
         assert str(order_ids[0]) == answers[client_order_id]
     # The new worker serves: new connections reach it and trade.
-    (new_child,) = worker_pids(stack)
+    (new_child,) = worker_pids(stack, "order")
     late: list[grpc.aio.Channel] = []
     try:
         deadline = time.monotonic() + WAIT
@@ -190,7 +170,7 @@ async def test_a_killed_worker_is_started_again_and_retries_place_each_order_onc
 
 
 async def test_workers_stop_when_worker_0_is_killed(stack: Stack):
-    (child,) = worker_pids(stack)
+    (child,) = worker_pids(stack, "order")
     stack.kill_service("order")
     deadline = time.monotonic() + WAIT
     while psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE:
