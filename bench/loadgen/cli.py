@@ -53,6 +53,7 @@ from bench.loadgen.spec import (
 from bench.loadgen.targets import EchoTarget, ExchangeTarget
 from bench.orders import MIXES
 from bench.results import RESULTS, environment, write_result
+from exchange_common.workers import worker_count
 
 log = logging.getLogger("bench.loadgen")
 
@@ -104,6 +105,9 @@ def parser() -> argparse.ArgumentParser:
                    help="with --order-addr: API keys, comma-separated or @file (one a line)")
     p.add_argument("--accounts", type=int, default=50,
                    help="accounts (with keys) created on the exchange started here (50)")
+    p.add_argument("--order-workers", default="auto",
+                   help="order-service processes of the exchange started here "
+                        "(EXCHANGE_ORDER_WORKERS: a number, or auto, as make run; default auto)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--keep", action="store_true",
@@ -154,6 +158,8 @@ def plan(args: argparse.Namespace) -> tuple[list[tuple[str, str, int]], dict]:
         "duration": args.duration or preset.duration, "rate": args.rate or preset.rate,
         "mix": mix, "ramp": preset.ramp,
         "depth": args.depth if args.depth is not None else preset.depth,
+        "order_workers": (None if args.order_addr else
+                          f"{args.order_workers} ({worker_count(args.order_workers)})"),
     }
     if preset.ramp:
         settings["segments"] = ramp_segments(args.ramp_start or preset.ramp_start,
@@ -187,7 +193,8 @@ def new_target(args, target_name: str) -> EchoTarget | ExchangeTarget:
     if target_name == "echo":
         return EchoTarget()
     return ExchangeTarget(accounts=args.accounts, order_addr=args.order_addr,
-                          api_keys=_keys(args.api_keys), keep=args.keep)
+                          api_keys=_keys(args.api_keys), keep=args.keep,
+                          order_workers=args.order_workers)
 
 
 async def settle(target, seconds: float = 30.0, idle_cores: float = 0.15) -> None:

@@ -40,13 +40,15 @@ class ExchangeTarget:
 
     def __init__(self, *, accounts: int = 50, order_addr: str | None = None,
                  api_keys: list[str] | None = None, keep: bool = False,
-                 service_env: dict[str, dict[str, str]] | None = None) -> None:
+                 service_env: dict[str, dict[str, str]] | None = None,
+                 order_workers: str = "auto") -> None:
         self.own = order_addr is None
         self.addr = order_addr or ""
         self.keys = list(api_keys or [])
         self.accounts = accounts
         self.keep = keep
         self.service_env = service_env or {}
+        self.order_workers = order_workers
         self.stack: Stack | None = None
         self.data_dir: Path | None = None
 
@@ -58,7 +60,7 @@ class ExchangeTarget:
         self.data_dir = Path(tempfile.mkdtemp(prefix="bench-loadgen-"))
         keys = {f"bench-{i:03d}": secrets.token_urlsafe(18) for i in range(self.accounts)}
         self.stack = Stack(data_dir=self.data_dir, keys=keys, log_dir=self.data_dir / "logs",
-                           service_env=self.service_env)
+                           service_env=self.service_env, order_workers=self.order_workers)
         t = time.monotonic()
         await self.stack.start()
         self.addr = self.stack.order_addr
@@ -76,7 +78,9 @@ class ExchangeTarget:
     def cpu_groups(self) -> list[Group]:
         if self.stack is None:
             return []
-        groups = [Group(name, [proc.pid]) for name, proc in self.stack.processes.items()]
+        # With their workers (EXCHANGE_ORDER_WORKERS, EXCHANGE_MARKETDATA_WORKERS).
+        groups = [Group(name, [proc.pid], children=True)
+                  for name, proc in self.stack.processes.items()]
         if self.stack.pg is not None and self.stack.pg.pid:
             groups.append(Group("postgres", [self.stack.pg.pid], children=True))
         if self.stack.redis is not None and self.stack.redis.pid:
