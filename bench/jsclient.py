@@ -32,6 +32,13 @@ from exchange_common.workers import worker_count
 JS = Path(__file__).resolve().parent / "js"
 
 
+def googleapis_protos() -> str:
+    """Where google/rpc/status.proto is (googleapis-common-protos ships the .proto files)."""
+    from google.rpc import status_pb2
+
+    return str(Path(status_pb2.__file__).resolve().parents[2])
+
+
 def ensure_packages() -> None:
     if (JS / "node_modules" / "@grpc" / "grpc-js").is_dir():
         return
@@ -53,7 +60,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "node", str(JS / "seed.js"), "--addr", target.addr, "--keys",
             ",".join(target.keys), "--rate", str(args.rate), "--duration", str(args.duration),
             "--warmup", str(args.warmup), "--procs", str(args.procs), "--timeout",
-            str(args.timeout), "--tag", "js", stdout=asyncio.subprocess.PIPE)
+            str(args.timeout), "--tag", "js", "--include", googleapis_protos(),
+            stdout=asyncio.subprocess.PIPE)
         out, _ = await proc.communicate()
         after = probe.sample()
         if proc.returncode != 0:

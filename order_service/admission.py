@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 RETRY_AFTER = 0.05  # seconds: the RetryInfo delay
 SAMPLE = 0.02  # seconds between two measures of the backlog and the answers
 MIN_LIMIT = 32  # orders in flight always allowed
+RATE_WINDOW = 0.5  # seconds over which the rate of answers is measured
 
 class Admission:
     def __init__(self, backlog: Backlog | None, *, max_wait: float, max_latency: float,
@@ -59,6 +60,7 @@ class Admission:
         self.slowest = 0.0  # the longest answer since the last measure, seconds
         self._cut_at = 0.0  # when the limit was last lowered
         self._answered = 0  # orders admitted since then and answered in this measure
+        self._all_answered = 0
         self.refused = 0
         self.waiting = 0  # calls received and not taken, at the last measure
         self.wait = 0.0  # seconds the last of them will wait, at the rate calls are taken
@@ -85,13 +87,23 @@ class Admission:
         window: deque[tuple[float, int, int]] = deque()
         began: int | None = None  # self.refused when refusing began
         quiet_since = time.monotonic()
+        answers: deque[tuple[float, int]] = deque()  # (time, self._all_answered)
         while True:
             await asyncio.sleep(SAMPLE)
+            now = time.monotonic()
+            answers.append((now, self._all_answered))
+            while len(answers) > 2 and now - answers[1][0] >= RATE_WINDOW:
+                answers.popleft()
             if self.slowest > self.max_latency:
-                self.limit = max(MIN_LIMIT, int(self.in_flight * 0.9))
-                self._cut_at = time.monotonic()
+                # As many as are answered within max_latency at the rate answers come
+                # (Little's law), never more than were in flight.
+                span = now - answers[0][0]
+                rate = (self._all_answered - answers[0][1]) / span if span > 0 else 0.0
+                self.limit = max(MIN_LIMIT, min(int(self.in_flight * 0.9),
+                                                int(rate * self.max_latency)))
+                self._cut_at = now
             elif self._answered and self.limit < self.max_in_flight:
-                self.limit = min(self.max_in_flight, self.limit * 2)
+                self.limit = min(self.max_in_flight, max(self.limit + 1, self.limit * 5 // 4))
             self.slowest = 0.0
             self._answered = 0
             received = backlog.received() if backlog is not None else None
@@ -148,6 +160,7 @@ class Admission:
         answered."""
         if self.enabled:
             self.in_flight -= count
+            self._all_answered += count
             if started > self._cut_at:  # admitted under the present limit
                 self.slowest = max(self.slowest, time.monotonic() - started)
                 self._answered += count

@@ -7,6 +7,7 @@
 //
 //   node bench/js/seed.js --addr 127.0.0.1:50051 --keys KEY1,KEY2 [--rate 2000]
 //        [--duration 60] [--warmup 5] [--procs 2] [--timeout 10] [--tag js] [--seed 1]
+//        [--include DIR]   (where google/rpc/status.proto is: googleapis' protos)
 //
 // --procs N runs N processes (this file, forked), each at rate / N. The result, one JSON
 // object on standard output: sent, ok, errors by status code, latency percentiles (ms)
@@ -22,7 +23,7 @@ const PROTOS = path.resolve(__dirname, "..", "..", "protos");
 
 function parseArgs(argv) {
   const args = { addr: "127.0.0.1:50051", keys: "", rate: 2000, duration: 60, warmup: 5,
-    procs: 1, timeout: 10, tag: "js", seed: 1, child: -1 };
+    procs: 1, timeout: 10, tag: "js", seed: 1, child: -1, include: "" };
   for (let i = 0; i < argv.length; i += 2) {
     const name = argv[i].replace(/^--/, "");
     if (!(name in args)) throw new Error(`unknown option --${name}`);
@@ -73,7 +74,8 @@ function percentile(sorted, q) {
 
 async function runOne(args) {
   const definition = protoLoader.loadSync("exchange/order/v1/order.proto", {
-    includeDirs: [PROTOS], keepCase: true, enums: String, defaults: false });
+    includeDirs: [PROTOS, ...(args.include ? [args.include] : [])], keepCase: true,
+    enums: String, defaults: false });
   const api = grpc.loadPackageDefinition(definition).exchange.order.v1;
   const client = new api.OrderService(args.addr, grpc.credentials.createInsecure(),
     { "grpc.keepalive_time_ms": 20000 });
