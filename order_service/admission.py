@@ -15,15 +15,16 @@ at which calls were taken give the time a call now waits before any handler sees
 that exceeds ``max_wait``, every new order is refused.
 
 A second bound, for when matching or the database is what cannot keep up: the orders
-admitted and not yet answered. Their limit adapts to their answers (it shrinks by a factor
-and grows back, as TCP and the concurrency limiters of large services do): when an answer
-in the last ``SAMPLE`` took longer than ``max_latency``, the limit drops to 90% of the
-orders then in flight (not below ``MIN_LIMIT``), and from then on only the answers of
-orders admitted after the drop count; when such answers came, all in time, it doubles, up
-to ``max_in_flight`` (from the floor to the top in about 0.15 s, so that a pause of
-matching, such as a failover, refuses orders only while it lasts; an order sent again to a
-new owner does not count at all, ``forget``). So the orders admitted are answered within
-about ``max_latency``, and the rest are refused at once.
+admitted and not yet answered. Their limit adapts to their answers, as the concurrency
+limiters of large services do: when an answer in the last ``SAMPLE`` took longer than
+``max_latency``, the limit falls to what is answered within ``max_latency`` at the rate
+answers came over the last ``RATE_WINDOW`` (Little's law; at most 90% of the orders then in
+flight, at least ``MIN_LIMIT``), and from then on only the answers of orders admitted
+after the fall count; when such answers came, all in time, it grows by a quarter, up to
+``max_in_flight`` (from the floor to the top in about half a second, so that a pause of
+matching refuses orders only while it lasts; an order sent again to a new owner, as in a
+failover, does not count at all: ``forget``). So the orders admitted are answered within
+about ``max_latency`` plus the bottleneck's own delay, and the rest are refused at once.
 
 Cancels are never refused for overload (they take load off the book); neither are queries
 (they have their rate limits).
