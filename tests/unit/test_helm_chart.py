@@ -455,6 +455,15 @@ def test_order_workers_follow_the_pods_cpu(helm, tmp_path):
     assert workers({"config": {"workers": 3}}) == "3"
 
 
+def test_overload_control_settings_reach_the_order_service(render, helm, tmp_path):
+    env = _template(helm, tmp_path, {"order": {"config": {"overload": {
+        "enabled": False, "maxWait": 0.2, "maxLatency": 0.5}}}}).environment("order")
+    assert (env["EXCHANGE_OVERLOAD_CONTROL"], env["EXCHANGE_OVERLOAD_MAX_WAIT"],
+            env["EXCHANGE_OVERLOAD_MAX_LATENCY"]) == ("false", "0.2", "0.5")
+    default = render("default").environment("order")
+    assert default["EXCHANGE_OVERLOAD_CONTROL"] == "true"
+
+
 def test_urls_come_from_the_chart_secret(render):
     r = render("default")
     secret = r.get("Secret", f"{PREFIX}-connections")
