@@ -48,6 +48,7 @@ SAMPLE = 0.02  # seconds between two measures of the backlog and the answers
 MIN_LIMIT = 32  # orders in flight always allowed
 RATE_WINDOW = 0.5  # seconds over which the rate of answers is measured
 
+
 class Admission:
     def __init__(self, backlog: Backlog | None, *, max_wait: float, max_latency: float,
                  max_in_flight: int, enabled: bool = True) -> None:
@@ -125,7 +126,7 @@ class Admission:
                     self.wait = 0.0  # not measured long enough yet
                 elif standing == 0:
                     self.wait = 0.0
-                else:  # nothing taken for the whole window: stalled
+                else:  # (a rate of 0: nothing taken for the whole window, stalled)
                     self.wait = standing / rate if rate > 0 else now - first
                 self.overloaded = self.wait > self.max_wait
             # One log line when refusing begins and one when it ends, not one per order.
