@@ -299,7 +299,33 @@ def _pg_env() -> dict[str, str]:
     return env
 
 
-class EmbeddedPostgres:
+class _ChildServer:
+    """What the embedded servers share: the child process and its state."""
+
+    _proc: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The server's pid while it runs, else None."""
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc.pid
+        return None
+
+    def is_running(self) -> bool:
+        return self.pid is not None
+
+    @property
+    def returncode(self) -> int | None:
+        """Exit code of a server that exited on its own (not through stop/kill)."""
+        return self._proc.poll() if self._proc is not None else None
+
+    def _reaped(self) -> None:
+        if self._proc is not None:
+            forget_child(self._proc)
+        self._proc = None
+
+
+class EmbeddedPostgres(_ChildServer):
     """A PostgreSQL server on 127.0.0.1:``port`` with its data in ``data_dir``.
 
     ``start()`` runs ``initdb`` (trust auth, UTF8, superuser ``postgres``)
@@ -319,29 +345,14 @@ class EmbeddedPostgres:
         self.data_dir = Path(data_dir).absolute()
         self.port = port or free_port()
         self.settings = {**DEFAULT_PG_SETTINGS, **(settings or {})}
-        self._proc: subprocess.Popen | None = None
+        self._proc = None
         self._log: IO[bytes] | None = None
 
     # -- public API -------------------------------------------------------
 
     @property
-    def pid(self) -> int | None:
-        """The postmaster's pid while it runs, else None."""
-        if self._proc is not None and self._proc.poll() is None:
-            return self._proc.pid
-        return None
-
-    @property
     def log_path(self) -> Path:
         return self.data_dir / "postgres.log"
-
-    def is_running(self) -> bool:
-        return self.pid is not None
-
-    @property
-    def returncode(self) -> int | None:
-        """Exit code of a server that exited on its own (not through stop/kill)."""
-        return self._proc.poll() if self._proc is not None else None
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://{PG_SUPERUSER}@127.0.0.1:{self.port}/{dbname}"
@@ -581,9 +592,7 @@ class EmbeddedPostgres:
             return "(no log)"
 
     def _reaped(self) -> None:
-        if self._proc is not None:
-            forget_child(self._proc)
-        self._proc = None
+        super()._reaped()
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -616,31 +625,17 @@ def redis_server_binary() -> Path:
     return path
 
 
-class EmbeddedRedis:
+class EmbeddedRedis(_ChildServer):
     """A Redis server on 127.0.0.1:``port`` with its append-only file in ``data_dir``."""
 
     def __init__(self, data_dir: Path | str, port: int | None = None) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.port = port or free_port()
-        self._proc: subprocess.Popen | None = None
-
-    @property
-    def pid(self) -> int | None:
-        if self._proc is not None and self._proc.poll() is None:
-            return self._proc.pid
-        return None
+        self._proc = None
 
     @property
     def log_path(self) -> Path:
         return self.data_dir / "redis.log"
-
-    def is_running(self) -> bool:
-        return self.pid is not None
-
-    @property
-    def returncode(self) -> int | None:
-        """Exit code of a server that exited on its own (not through stop/kill)."""
-        return self._proc.poll() if self._proc is not None else None
 
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
@@ -704,11 +699,6 @@ class EmbeddedRedis:
                 return s.recv(64).startswith(b"+PONG")
         except OSError:
             return False
-
-    def _reaped(self) -> None:
-        if self._proc is not None:
-            forget_child(self._proc)
-        self._proc = None
 
     def __enter__(self) -> EmbeddedRedis:
         self.start()
