@@ -103,6 +103,14 @@ def worker_pids(stack: Stack, service: str) -> list[int]:
     return [c.pid for c in psutil.Process(stack.processes[service].pid).children()]
 
 
+def gone(pid: int) -> bool:
+    """The process ``pid`` has exited (or is a zombie waiting for its parent)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 async def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

@@ -19,10 +19,9 @@ from pathlib import Path
 
 import asyncpg
 import grpc
-import psutil
 import pytest
 from book_checks import Levels, apply, book_view
-from e2e_helpers import established_on, meta, own_channel, wait_for, worker_pids
+from e2e_helpers import established_on, gone, meta, own_channel, wait_for, worker_pids
 
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.marketdata.v1 import marketdata_pb2 as md_pb2
@@ -199,17 +198,14 @@ async def test_a_killed_worker_is_started_again(stack: Stack):
 async def test_workers_stop_when_worker_0_is_killed(stack: Stack):
     (child,) = worker_pids(stack, "marketdata")
     stack.kill_service("marketdata")
-    deadline = time.monotonic() + WAIT
-    while psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE:
-        assert time.monotonic() < deadline, "the worker outlived worker 0"
-        await asyncio.sleep(0.1)
+    await wait_for(lambda: gone(child), "the worker to stop after worker 0 (it outlived it)",
+                   WAIT)
 
 
 async def test_stopping_worker_0_stops_the_others(stack: Stack):
     (child,) = worker_pids(stack, "marketdata")
     assert await stack.stop_service("marketdata") == 0
-    assert not psutil.pid_exists(child) or (
-        psutil.Process(child).status() == psutil.STATUS_ZOMBIE)
+    assert gone(child)
 
 
 @pytest.fixture

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import asyncpg
 import grpc
-import psutil
 import pytest
-from e2e_helpers import established_on, meta, own_channel, wait_for, worker_pids
+from e2e_helpers import established_on, gone, meta, own_channel, wait_for, worker_pids
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from exchange.common.v1 import common_pb2 as cpb
@@ -172,7 +171,5 @@ async def test_a_killed_worker_is_started_again_and_retries_place_each_order_onc
 async def test_workers_stop_when_worker_0_is_killed(stack: Stack):
     (child,) = worker_pids(stack, "order")
     stack.kill_service("order")
-    deadline = time.monotonic() + WAIT
-    while psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE:
-        assert time.monotonic() < deadline, "the worker outlived worker 0"
-        await asyncio.sleep(0.1)
+    await wait_for(lambda: gone(child), "the worker to stop after worker 0 (it outlived it)",
+                   WAIT)
