@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import grpc
 from google.rpc import code_pb2, error_details_pb2
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from exchange_common.config import CommonSettings
@@ -17,6 +20,18 @@ LIMITS = CommonSettings.model_construct()
 MAX_MESSAGE = LIMITS.max_message_bytes
 MAX_METADATA = LIMITS.max_metadata_bytes
 TIMEOUT = 30
+
+
+def fuzz_settings(name: str, examples: int) -> settings:
+    """The hypothesis settings of a fuzz module: ``examples`` per test in ``make test``,
+    1,000 with HYPOTHESIS_PROFILE=fuzz (``make fuzz``); no deadline (real services)."""
+    bounded = settings(max_examples=examples, deadline=None,
+                       suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                              HealthCheck.function_scoped_fixture])
+    settings.register_profile(f"{name}-bounded", bounded)
+    settings.register_profile(name, bounded, max_examples=1000)
+    return settings.get_profile(
+        name if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz" else f"{name}-bounded")
 
 
 def check_error(err: grpc.aio.AioRpcError, *, over_limit: bool = False) -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
@@ -46,12 +45,13 @@ from fuzz_helpers import (
     C,
     check_error,
     check_status_proto,
+    fuzz_settings,
     text,
 )
 from google.protobuf.message import DecodeError, Message
 from grpc._cython import cygrpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from exchange.common.v1 import common_pb2 as cpb
@@ -68,13 +68,7 @@ from order_service.validation import check_client_order_id
 
 pytestmark = pytest.mark.e2e
 
-settings.register_profile(
-    "fuzz-bounded", max_examples=25, deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                           HealthCheck.function_scoped_fixture])
-settings.register_profile("fuzz", settings.get_profile("fuzz-bounded"), max_examples=1000)
-FUZZ = settings.get_profile(
-    "fuzz" if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz" else "fuzz-bounded")
+FUZZ = fuzz_settings("fuzz", 25)
 
 SYMBOLS = {"BTC-USD", "ETH-USD"}
 ORDER = "/exchange.order.v1.OrderService/"

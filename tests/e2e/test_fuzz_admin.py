@@ -12,7 +12,6 @@ grid, a known status, a band of 0-10,000 bps).
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
@@ -29,10 +28,11 @@ from fuzz_helpers import (
     MAX_METADATA,
     TIMEOUT,
     check_error,
+    fuzz_settings,
     text,
 )
 from google.protobuf.message import Message
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from exchange.admin.v1 import admin_pb2 as apb
@@ -41,14 +41,7 @@ from exchange_dev.stack import Stack
 
 pytestmark = pytest.mark.e2e
 
-settings.register_profile(
-    "fuzz-admin-bounded", max_examples=40, deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                           HealthCheck.function_scoped_fixture])
-settings.register_profile("fuzz-admin", settings.get_profile("fuzz-admin-bounded"),
-                          max_examples=1000)
-FUZZ = settings.get_profile(
-    "fuzz-admin" if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz" else "fuzz-admin-bounded")
+FUZZ = fuzz_settings("fuzz-admin", 40)
 
 ADMIN = "/exchange.admin.v1.AdminService/"
 ACCOUNTS = ["alice", "bob", "carol"]
