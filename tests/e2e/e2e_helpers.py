@@ -12,9 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import grpc
 import psutil
 
+from exchange.common.v1 import common_pb2 as cpb
 from exchange.matching.v1 import matching_pb2 as mpb
 from exchange.matching.v1 import matching_pb2_grpc as mpb_grpc
 from exchange_dev.stack import Stack
@@ -72,6 +74,25 @@ async def run_json(stack: Any, *args: str, key: str | None = None) -> Any:
 
 
 # -- matching, as an order service calls it ----------------------------------------------------
+
+def matching_new_order(account_id: int, client_order_id: str, price: int = 6_900_000,
+                       instrument_id: int = 1) -> mpb.Command:
+    """A buy limit of 0.01 BTC at ``price`` ticks, as an order service sends it to matching."""
+    return mpb.Command(request_id=1, new_order=mpb.NewOrder(
+        instrument_id=instrument_id, account_id=account_id, side=cpb.SIDE_BUY,
+        type=cpb.ORDER_TYPE_LIMIT, time_in_force=cpb.TIME_IN_FORCE_GTC, price=price,
+        quantity=100, client_order_id=client_order_id))
+
+
+async def orders_named(stack: Stack, prefix: str) -> int:
+    """Orders in PostgreSQL whose client_order_id starts with ``prefix``."""
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        return await conn.fetchval(
+            "SELECT count(*) FROM orders WHERE client_order_id LIKE $1", prefix + "%")
+    finally:
+        await conn.close()
+
 
 async def execute_once(channel: grpc.aio.Channel, request: mpb.ExecuteRequest, *,
                        metadata: Any = None, timeout: float = 10.0) -> mpb.ExecuteResponse:

@@ -17,10 +17,9 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import grpc
 import pytest
-from e2e_helpers import execute_once, meta
+from e2e_helpers import execute_once, matching_new_order, meta, orders_named
 from google.rpc import status_pb2
 from google.rpc.error_details_pb2 import ErrorInfo
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -48,21 +47,6 @@ async def stack(module_database_url: str, module_redis_url: str,
                      ).running(60) as s:
         yield s
 
-
-def new_order(account_id: int, coid: str, price: int = 6_900_000) -> mpb.Command:
-    return mpb.Command(request_id=1, new_order=mpb.NewOrder(
-        instrument_id=BTC, account_id=account_id, side=cpb.SIDE_BUY,
-        type=cpb.ORDER_TYPE_LIMIT, time_in_force=cpb.TIME_IN_FORCE_GTC, price=price,
-        quantity=100, client_order_id=coid))
-
-
-async def orders_named(stack: Stack, prefix: str) -> int:
-    conn = await asyncpg.connect(stack.database_url)
-    try:
-        return await conn.fetchval(
-            "SELECT count(*) FROM orders WHERE client_order_id LIKE $1", prefix + "%")
-    finally:
-        await conn.close()
 
 
 def assert_refused(code: grpc.StatusCode, details: str, status: status_pb2.Status | None,
@@ -99,7 +83,8 @@ async def test_matching_refuses_a_caller_without_the_token(stack: Stack, token: 
         # failed send); either way the stream ends without an answer.
         call = stub.Execute(metadata=md, timeout=10)
         with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
-            await call.write(mpb.ExecuteRequest(commands=[new_order(bob, prefix + "2")]))
+            await call.write(mpb.ExecuteRequest(
+                commands=[matching_new_order(bob, prefix + "2")]))
             async for _ in call:
                 pytest.fail("the Execute stream answered an unauthenticated caller")
         assert await call.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INTERNAL)
@@ -121,7 +106,8 @@ async def test_matching_takes_commands_with_the_token(stack: Stack) -> None:
     async with stack.matching_channel() as ch:  # the token on every call
         stub = mpb_grpc.MatchingServiceStub(ch)
         resp = await execute_once(
-            ch, mpb.ExecuteRequest(commands=[new_order(alice, "token-direct-1", 6_800_000)]))
+            ch, mpb.ExecuteRequest(
+                commands=[matching_new_order(alice, "token-direct-1", 6_800_000)]))
         (result,) = resp.results
         assert result.WhichOneof("result") == "order", result
         book = await stub.GetBook(mpb.GetBookRequest(instrument_id=BTC), timeout=10)

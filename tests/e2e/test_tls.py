@@ -21,10 +21,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import grpc
 import pytest
-from e2e_helpers import execute_once, meta
+from e2e_helpers import execute_once, matching_new_order, meta, orders_named
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from exchange.common.v1 import common_pb2 as cpb
@@ -86,21 +85,6 @@ def create_request(coid: str, side: int = cpb.SIDE_BUY, price: str = "65000"
     return opb.CreateOrderRequest(instrument="BTC-USD", side=side, type=cpb.ORDER_TYPE_LIMIT,
                                   price=price, quantity="0.01", client_order_id=coid)
 
-
-def new_order(account_id: int, coid: str) -> mpb.Command:
-    return mpb.Command(request_id=1, new_order=mpb.NewOrder(
-        instrument_id=BTC, account_id=account_id, side=cpb.SIDE_BUY,
-        type=cpb.ORDER_TYPE_LIMIT, time_in_force=cpb.TIME_IN_FORCE_GTC, price=6_000_000,
-        quantity=100, client_order_id=coid))
-
-
-async def orders_named(stack: Stack, prefix: str) -> int:
-    conn = await asyncpg.connect(stack.database_url)
-    try:
-        return await conn.fetchval(
-            "SELECT count(*) FROM orders WHERE client_order_id LIKE $1", prefix + "%")
-    finally:
-        await conn.close()
 
 
 # --- the public ports ---------------------------------------------------------------------
@@ -242,7 +226,8 @@ async def test_matching_accepts_the_order_service_certificate(stack: Stack) -> N
     alice = stack.account_ids["alice"]
     async with stack.matching_channel() as ch:
         resp = await execute_once(
-            ch, mpb.ExecuteRequest(commands=[new_order(alice, "mtls-direct-1")]))
+            ch, mpb.ExecuteRequest(
+                commands=[matching_new_order(alice, "mtls-direct-1", 6_000_000)]))
         assert resp.results[0].WhichOneof("result") == "order"
     # By name, as the chart's order services do (EXCHANGE_INTERNAL_TLS_SERVER_NAME):
     # the matching certificate names "matching", not the address dialled.
