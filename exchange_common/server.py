@@ -14,6 +14,7 @@ plaintext port that serves health checks alone, for probes that cannot speak TLS
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -29,6 +30,22 @@ from exchange_common.backlog import Backlog, server_ids
 from exchange_common.config import CommonSettings
 
 log = logging.getLogger(__name__)
+
+# Objects allocated between young collections of the cyclic garbage collector (Python's
+# default is 700). A service allocates a few dozen per call, so the default collects
+# hundreds of times a second under load.
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def settle_heap() -> None:
+    """Called once start-up is done: what it built (modules, settings, instruments,
+    books) lives as long as the process, so keep it out of the cyclic collector's scans
+    (``gc.freeze``), and collect young objects less often. In the seed benchmark this took
+    the pauses out of the order service's tail (no overload refusal in 6 runs of 30 s at 2,000/s,
+    against 2 of 4 without it); CPU per order did not change measurably."""
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def server_options(settings: CommonSettings,

@@ -9,7 +9,6 @@ calls get the shutdown grace, then the feed, Redis and the pool are closed.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from dataclasses import dataclass
 
@@ -21,7 +20,7 @@ from exchange_common.changes import ChangeListener
 from exchange_common.config import MarketDataSettings, load
 from exchange_common.db import create_pool
 from exchange_common.paging import PageTokens
-from exchange_common.server import Service, run_until_signal
+from exchange_common.server import Service, run_until_signal, settle_heap
 from exchange_common.workers import Workers, ready_and_wait_to_serve, stop_with_parent
 from marketdata_service.feed import MarketFeed
 from marketdata_service.servicer import RESPONSE_SERIALIZERS, SERVICE, MarketDataServicer
@@ -120,10 +119,7 @@ async def start(settings: MarketDataSettings, *, block_ms: int = 1000,
 
     async def serving_when_ready() -> None:
         await feed.ready.wait()
-        # What start-up built (modules, instruments, books) lives as long as the process:
-        # keep it out of the cyclic collector's scans, which would otherwise walk it on
-        # every full collection while subscribers are being served.
-        gc.freeze()
+        settle_heap()
         if workers is not None:
             await workers.all_serving()
         if index:

@@ -17,7 +17,7 @@ from exchange_common import logs
 from exchange_common.changes import ChangeListener
 from exchange_common.config import MatchingSettings, load
 from exchange_common.db import OLTP_SETTINGS, create_pool
-from exchange_common.server import Service, run_until_signal
+from exchange_common.server import Service, run_until_signal, settle_heap
 from matching_service.node import MatchingNode
 from matching_service.servicer import MatchingServicer
 from matching_service.store import Store
@@ -48,6 +48,7 @@ async def serve() -> None:
     await node.start()
     port = await service.start()
     await service.set_serving(True)
+    settle_heap()
     log.info("matching service listening on port %d, owning %s", port,
              sorted(loop.spec.symbol for loop in node.loops.values()) or "nothing yet")
     await run_until_signal(service, [changes.stop, node.stop, redis.aclose, pool.close])

@@ -23,7 +23,7 @@ from exchange_common.changes import ChangeListener
 from exchange_common.config import OrderSettings, load
 from exchange_common.db import OLTP_SETTINGS, create_pool
 from exchange_common.paging import PageTokens
-from exchange_common.server import Service, run_until_signal
+from exchange_common.server import Service, run_until_signal, settle_heap
 from exchange_common.tls import InternalCaller
 from exchange_common.workers import Workers, ready_and_wait_to_serve, stop_with_parent
 from order_service.admin import SERVICE as ADMIN_SERVICE
@@ -88,6 +88,7 @@ async def serve() -> None:
         log.info("%s listening on port %d%s", ", ".join(each.names), port,
                  f" (worker {settings.worker})" if settings.worker else "")
     admission.start()
+    settle_heap()
     workers = None
     if settings.worker == 0 and count > 1:
         # The ports worker 0 bound (the settings may say port 0), and its page-token key
