@@ -55,6 +55,10 @@ class CommonSettings(BaseSettings):
     # cannot speak TLS (Kubernetes gRPC probes); empty: none, health is on the service
     # port only.
     health_listen: str = ""
+    # Prometheus metrics (exchange_common/metrics.py) at http://<this>/metrics, e.g.
+    # 0.0.0.0:9464; empty: not served (the process still counts). A service with
+    # workers serves all of them from worker 0.
+    metrics_listen: str = ""
 
     # Service-to-service authentication (order service -> matching). Mutual TLS when the
     # three files are set: the matching pod serves with this certificate and accepts only

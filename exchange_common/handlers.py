@@ -21,10 +21,14 @@ serialized here rather than by gRPC, so that one over ``max_message_bytes`` (a b
 gRPC would fail its write and log that like a client going away, see
 ``exchange_common.logs``) is logged at ERROR and ends the call with
 RESOURCE_EXHAUSTED / RESPONSE_TOO_LARGE.
+
+Every call that ends is counted by method and status code in the process's
+metrics (``exchange_common.metrics``), once they are installed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -33,6 +37,7 @@ import grpc
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 
+from exchange_common import metrics
 from exchange_common.errors import InvalidArgument, ResourceExhausted
 
 log = logging.getLogger(__name__)
@@ -79,19 +84,46 @@ async def _abort(context: grpc.aio.ServicerContext, err: MalformedRequest) -> No
     await context.abort_with_status(err.to_status())
 
 
-def _unary_unary(behavior: Callable[..., Any]) -> Callable[..., Any]:
+def _handled(method: str, context: grpc.aio.ServicerContext,
+             err: BaseException | None) -> None:
+    """Count a call that ended (``exchange_grpc_server_handled``): its status is the
+    one the servicer set (an abort sets it too), else OK, CANCELLED when the client went
+    away, UNKNOWN for an exception that escaped."""
+    counted = metrics.common()
+    if counted is None:
+        return
+    code = context.code()
+    if code is None and err is not None:
+        gone = isinstance(err, (asyncio.CancelledError, GeneratorExit))
+        code = grpc.StatusCode.CANCELLED if gone else grpc.StatusCode.UNKNOWN
+    counted.handled(method, metrics.status_name(code))
+
+
+def _unary_unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        if type(request) is MalformedRequest:
-            await _abort(context, request)
-        return await behavior(request, context)
+        try:
+            if type(request) is MalformedRequest:
+                await _abort(context, request)
+            response = await behavior(request, context)
+        except BaseException as err:
+            _handled(method, context, err)
+            raise
+        _handled(method, context, None)
+        return response
     return handle
 
 
-def _stream_unary(behavior: Callable[..., Any]) -> Callable[..., Any]:
+def _stream_unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
     inline = getattr(behavior, _INLINE, False)
 
     async def handle(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
-        return await behavior(requests if inline else _checked(requests), context)
+        try:
+            response = await behavior(requests if inline else _checked(requests), context)
+        except BaseException as err:
+            _handled(method, context, err)
+            raise
+        _handled(method, context, None)
+        return response
     return handle
 
 
@@ -107,13 +139,18 @@ async def _too_large(context: grpc.aio.ServicerContext, method: MethodDescriptor
 def _unary_stream(behavior: Callable[..., Any], method: MethodDescriptor,
                   serialize: Callable[[Any], bytes], limit: int) -> Callable[..., Any]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        if type(request) is MalformedRequest:
-            await _abort(context, request)
-        async for response in behavior(request, context):
-            data = serialize(response)
-            if len(data) > limit:
-                await _too_large(context, method, len(data), limit)
-            yield data
+        try:
+            if type(request) is MalformedRequest:
+                await _abort(context, request)
+            async for response in behavior(request, context):
+                data = serialize(response)
+                if len(data) > limit:
+                    await _too_large(context, method, len(data), limit)
+                yield data
+        except BaseException as err:
+            _handled(method.name, context, err)
+            raise
+        _handled(method.name, context, None)
     return handle
 
 
@@ -123,11 +160,16 @@ def _stream_stream(behavior: Callable[..., Any], method: MethodDescriptor,
 
     async def handle(requests: AsyncIterator[Any],
                      context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
-        async for response in behavior(requests_of(requests), context):
-            data = serialize(response)
-            if len(data) > limit:
-                await _too_large(context, method, len(data), limit)
-            yield data
+        try:
+            async for response in behavior(requests_of(requests), context):
+                data = serialize(response)
+                if len(data) > limit:
+                    await _too_large(context, method, len(data), limit)
+                yield data
+        except BaseException as err:
+            _handled(method.name, context, err)
+            raise
+        _handled(method.name, context, None)
     return handle
 
 
@@ -150,10 +192,11 @@ def _handler(method: MethodDescriptor, behavior: Callable[..., Any],
                     request_deserializer=deserialize, response_serializer=_passthrough)
     if method.client_streaming:
         return grpc.stream_unary_rpc_method_handler(
-            _stream_unary(behavior), request_deserializer=deserialize,
+            _stream_unary(behavior, method.name), request_deserializer=deserialize,
             response_serializer=serialize)
     return grpc.unary_unary_rpc_method_handler(
-        _unary_unary(behavior), request_deserializer=deserialize, response_serializer=serialize)
+        _unary_unary(behavior, method.name), request_deserializer=deserialize,
+        response_serializer=serialize)
 
 
 def method_handlers(

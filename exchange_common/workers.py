@@ -28,7 +28,7 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -77,10 +77,13 @@ class Workers:
     running by worker 0."""
 
     def __init__(self, module: str, count: int, listen_env: Mapping[str, str],
-                 stop_grace: float, env: Mapping[str, str] | None = None) -> None:
+                 stop_grace: float, env: Mapping[str, str] | None = None,
+                 on_exit: Callable[[int], None] = lambda pid: None) -> None:
         """``listen_env``: the listen variables of the workers, naming the ports worker 0
-        bound (its settings may say port 0). ``env``: more variables for the workers."""
+        bound (its settings may say port 0). ``env``: more variables for the workers.
+        ``on_exit``: called with the pid of a worker that ended."""
         self.module = module
+        self.on_exit = on_exit
         self.count = count
         self.env = {**dict(env or {}), **listen_env}
         self.stop_grace = stop_grace
@@ -121,6 +124,7 @@ class Workers:
             while await proc.stdout.read(65536):
                 pass  # until it exits (it writes nothing more, but a full pipe would block it)
             code = await proc.wait()
+            self.on_exit(proc.pid)
             if self._stopping or code == 0:
                 return  # stopped by worker 0, or by a signal of its own (Ctrl-C)
             log.warning("%s worker %d exited with %s; starting it again in %.0f s",
