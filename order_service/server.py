@@ -22,6 +22,7 @@ from exchange_common.backlog import Backlog
 from exchange_common.changes import ChangeListener
 from exchange_common.config import OrderSettings, load
 from exchange_common.db import OLTP_SETTINGS, create_pool
+from exchange_common.metrics import Registry, install
 from exchange_common.paging import PageTokens
 from exchange_common.server import Service, run_until_signal, settle_heap
 from exchange_common.tls import InternalCaller
@@ -32,6 +33,7 @@ from order_service.admin_store import AdminStore
 from order_service.admission import Admission
 from order_service.auth import Authenticator
 from order_service.limits import RateLimiter
+from order_service.metrics import OrderMetrics
 from order_service.orders import Orders
 from order_service.routing import Router
 from order_service.servicer import OrderServicer
@@ -45,6 +47,10 @@ async def serve() -> None:
     logs.setup(settings.log_level, settings.log_format,
                f"order-{settings.worker}" if settings.worker else "order")
     InternalCaller.from_settings(settings).check()
+    count = settings.order_worker_count
+    registry = Registry(workers=count, worker=settings.worker)
+    metrics = OrderMetrics(registry)
+    install(metrics)
     pool = await create_pool(settings.database_url, min_size=settings.db_pool_min,
                              max_size=settings.db_pool_max, server_settings=OLTP_SETTINGS)
     redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
@@ -57,7 +63,6 @@ async def serve() -> None:
     page_tokens = PageTokens.from_settings(settings)
     orders = Orders(Store(pool, changes, settings.cache_ttl, settings.lookup_min_interval),
                     router, page_tokens, settings.matching_timeout)
-    count = settings.order_worker_count
     backlog = Backlog() if settings.overload_control else None
     service = Service(settings, settings.order_listen, reuse_port=count > 1, backlog=backlog)
     admission = Admission(backlog, max_wait=settings.overload_max_wait,
@@ -65,8 +70,10 @@ async def serve() -> None:
                           max_in_flight=settings.overload_max_in_flight,
                           enabled=settings.overload_control)
     orders.rerouted = admission.forget
+    metrics.watch_pool("order", pool)
+    metrics.watch_admission(admission)
     service.add_service(opb.DESCRIPTOR.services_by_name["OrderService"], OrderServicer(
-        orders, auth, limiter, admission,
+        orders, auth, limiter, admission, metrics,
         max_streams_per_connection=settings.max_streams_per_connection,
         max_commands_per_message=settings.max_commands_per_message))
     services = [service]
@@ -88,6 +95,8 @@ async def serve() -> None:
         log.info("%s listening on port %d%s", ", ".join(each.names), port,
                  f" (worker {settings.worker})" if settings.worker else "")
     admission.start()
+    if settings.metrics_listen and not settings.worker:
+        registry.serve(settings.metrics_listen)
     settle_heap()
     workers = None
     if settings.worker == 0 and count > 1:
@@ -98,7 +107,8 @@ async def serve() -> None:
             listen["EXCHANGE_ADMIN_LISTEN"] = bound(settings.admin_listen, services[-1].port)
         workers = Workers("order_service", count, listen, settings.shutdown_grace,
                           env={"EXCHANGE_PAGE_TOKEN_KEY": page_tokens.key.decode(),
-                               "EXCHANGE_ORDER_WORKERS": str(count)})
+                               "EXCHANGE_ORDER_WORKERS": str(count), **registry.env},
+                          on_exit=registry.worker_gone)
         workers.start()
         await workers.all_serving()
     parent = None
@@ -108,7 +118,7 @@ async def serve() -> None:
     for each in services:
         await each.set_serving(True)
     cleanup = [*(each.stop for each in services[1:]), admission.stop, router.close,
-               changes.stop, redis.aclose, pool.close]
+               changes.stop, redis.aclose, pool.close, registry.stop]
     if workers is not None:
         cleanup.insert(0, workers.stop)
     try:

@@ -20,15 +20,17 @@ from exchange_common.slots import StreamSlots
 from order_service.admission import REFUSAL, Admission
 from order_service.auth import Authenticator, Caller
 from order_service.limits import CANCELS, ORDERS, QUERIES, RateLimiter
+from order_service.metrics import OrderMetrics
 from order_service.orders import Orders
 from order_service.session import OrderEntrySession
 
 
 class OrderServicer(opb_grpc.OrderServiceServicer):
     def __init__(self, orders: Orders, auth: Authenticator, limiter: RateLimiter,
-                 admission: Admission, *, max_streams_per_connection: int,
-                 max_commands_per_message: int) -> None:
+                 admission: Admission, metrics: OrderMetrics, *,
+                 max_streams_per_connection: int, max_commands_per_message: int) -> None:
         self.orders = orders
+        self.metrics = metrics
         self.admission = admission
         self.auth = auth
         self.limiter = limiter
@@ -45,9 +47,11 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
     async def CreateOrder(self, request: opb.CreateOrderRequest,
                           context: grpc.aio.ServicerContext) -> opb.CreateOrderResponse:
         # Refused first when the process is behind: before any database or matching work.
-        if not self.admission.admit():
-            await context.abort_with_status(REFUSAL)
         started = time.monotonic()
+        if not self.admission.admit():
+            self.metrics.refused()
+            await context.abort_with_status(REFUSAL)
+        err: BaseException | None = None
         try:
             caller = await self._caller(context, ORDERS)
             (answer,) = await self.orders.create(
@@ -57,16 +61,26 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
             except asyncio.CancelledError:
                 answer.cancel()  # the caller went away: nothing more is done for it
                 raise
+        except BaseException as exc:
+            err = exc
+            raise
         finally:
             self.admission.done(started)
+            self.metrics.created("CreateOrder", request.type, started, request.instrument, err)
         return opb.CreateOrderResponse(order=order, fills=fills)
 
     @grpc_errors
     async def CancelOrder(self, request: opb.CancelOrderRequest,
                           context: grpc.aio.ServicerContext) -> opb.CancelOrderResponse:
-        caller = await self._caller(context, CANCELS)
-        order = await self.orders.cancel(caller, request,
-                                         self.orders.deadline(context.time_remaining()))
+        started = time.monotonic()
+        try:
+            caller = await self._caller(context, CANCELS)
+            order = await self.orders.cancel(caller, request,
+                                             self.orders.deadline(context.time_remaining()))
+        except BaseException as err:
+            self.metrics.cancel_answered("CancelOrder", started, "", err)
+            raise
+        self.metrics.cancel_answered("CancelOrder", started, order.instrument, None)
         return opb.CancelOrderResponse(order=order)
 
     @grpc_errors
@@ -83,7 +97,8 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
         """The order-entry session (session.py)."""
         caller = await self.auth.caller(context)
         with self.sessions.hold(context):
-            session = OrderEntrySession(self.orders, self.limiter, self.admission, caller,
+            session = OrderEntrySession(self.orders, self.limiter, self.admission,
+                                        self.metrics, caller,
                                         max_commands=self.max_commands,
                                         matching_timeout=self.orders.matching_timeout)
             async for response in session.responses(request_iterator):

@@ -27,6 +27,7 @@ from exchange_common.sessions import AnswerPump
 from order_service.admission import Admission
 from order_service.auth import Caller
 from order_service.limits import CANCELS, ORDERS, RateLimiter
+from order_service.metrics import OrderMetrics
 from order_service.orders import Answer, Orders
 from order_service.validation import MAX_CLIENT_ORDER_ID
 
@@ -34,6 +35,8 @@ from order_service.validation import MAX_CLIENT_ORDER_ID
 # under the message limit, however many commands one request message carried.
 MAX_EVENTS_PER_MESSAGE = 1000
 # OrderEntry commands by the rate-limit bucket they are charged to.
+# The method label of the session's commands in exchange_order_latency_seconds.
+SESSION = "OrderEntry"
 KINDS = {"create": ORDERS, "amend": ORDERS, "cancel": CANCELS}
 
 
@@ -56,11 +59,12 @@ def error_event(client_order_id: str, err: BaseException) -> opb.OrderEntryEvent
 
 class OrderEntrySession:
     def __init__(self, orders: Orders, limiter: RateLimiter, admission: Admission,
-                 caller: Caller, *,
+                 metrics: OrderMetrics, caller: Caller, *,
                  max_commands: int, matching_timeout: float) -> None:
         self.orders = orders
         self.limiter = limiter
         self.admission = admission
+        self.metrics = metrics
         self.caller = caller
         self.max_commands = max_commands
         self.matching_timeout = matching_timeout
@@ -125,13 +129,15 @@ class OrderEntrySession:
 
     async def _create(self, creates: list[opb.CreateOrderRequest]) -> None:
         # The new orders past what the process can carry now are refused (OVERLOADED).
+        started = time.monotonic()
         admitted = self.admission.admit(len(creates))
+        if admitted < len(creates):
+            self.metrics.refused(len(creates) - admitted)
         for create in creates[admitted:]:
             self.pump.answer(error_event(create.client_order_id, self.admission.refusal()))
         creates = creates[:admitted]
         if not creates:
             return
-        started = time.monotonic()
         deadline = started + self.matching_timeout
         try:
             answers = await self.orders.create(self.caller, creates, deadline)
@@ -141,17 +147,21 @@ class OrderEntrySession:
         except Exception as err:  # noqa: BLE001 - every create of the message is answered
             self.admission.done(started, len(creates))
             for create in creates:
+                self.metrics.created(SESSION, create.type, started, create.instrument, err)
                 self.pump.answer(error_event(create.client_order_id, err))
             return
         for create, answer in zip(creates, answers, strict=True):
-            answer.add_done_callback(self._created(create.client_order_id, started))
+            answer.add_done_callback(self._created(create, started))
 
-    def _created(self, client_order_id: str, started: float):
+    def _created(self, create: opb.CreateOrderRequest, started: float):
+        client_order_id = create.client_order_id
+
         def done(answer: asyncio.Future[Answer]) -> None:
             self.admission.done(started)
             if answer.cancelled():
                 return  # the session ended
             err = answer.exception()
+            self.metrics.created(SESSION, create.type, started, create.instrument, err)
             if err is not None:
                 self.pump.answer(error_event(client_order_id, err))
                 return
@@ -161,12 +171,15 @@ class OrderEntrySession:
         return done
 
     async def _cancel(self, request: opb.CancelOrderRequest) -> None:
+        started = time.monotonic()
         try:
             order = await self.orders.cancel(self.caller, request,
-                                              time.monotonic() + self.matching_timeout)
+                                              started + self.matching_timeout)
         except Exception as err:  # noqa: BLE001 - answered, never ends the session
+            self.metrics.cancel_answered(SESSION, started, "", err)
             self.pump.answer(error_event(request.client_order_id, err))
             return
+        self.metrics.cancel_answered(SESSION, started, order.instrument, None)
         self.pump.answer(opb.OrderEntryEvent(client_order_id=order.client_order_id,
                                              order=order))
 
