@@ -53,6 +53,11 @@ class Subscriber:
     def __len__(self) -> int:
         return len(self._queue)
 
+    @property
+    def oldest(self) -> float | None:
+        """When (time.monotonic()) the oldest queued update was queued; None: none waits."""
+        return self._queue[0][2] if self._queue else None
+
     def push(self, sequence: int, data: bytes, now: float | None = None) -> int:
         """Queue one update covering journal sequences up to ``sequence``; ``now`` is
         time.monotonic() (the producer reads the clock once for all subscribers).

@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 from google.protobuf.message import DecodeError
 from redis.asyncio import Redis
@@ -88,6 +89,11 @@ class MarketFeed:
         self.instruments_changed = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._prefix = STREAM_PREFIX.encode()
+        # Instruments rebuilt from PostgreSQL since start.
+        self.rebuilds = 0
+        # Called with the seconds from each batch's publication to its application (the
+        # service's metrics).
+        self.on_lag: Callable[[float], None] = lambda seconds: None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -222,6 +228,10 @@ class MarketFeed:
             if market is None or market.rebuilding:
                 continue
             parsed: list[Entry] = [(eid, _parse(fields.get(FIELD))) for eid, fields in entries]
+            now = time.time_ns()
+            for _, batch in parsed:
+                if batch is not None and batch.time_unix_nanos:
+                    self.on_lag(max(0, now - batch.time_unix_nanos) / 1e9)
             if market.apply(parsed):
                 self.rebuild(market)
 
@@ -231,6 +241,7 @@ class MarketFeed:
         if market.rebuilding:
             return
         market.rebuilding = True
+        self.rebuilds += 1
         self._spawn(self._rebuild(market), f"marketdata-rebuild-{market.instrument_id}")
 
     async def _rebuild(self, market: InstrumentMarket) -> None:

@@ -71,6 +71,9 @@ class InstrumentMarket:
         self._snapshot: bytes | None = None
         # Updates thrown away for subscribers that were behind (conflated).
         self.dropped = 0
+        # Snapshots and trade catch-ups sent instead of a subscriber's backlog.
+        self.book_resyncs = 0
+        self.trade_resyncs = 0
         # Set while the instrument is being rebuilt from PostgreSQL: the stream is not read.
         self.rebuilding = False
         # Gaps seen since the last entry applied (rebuilds back off when this grows).
@@ -249,9 +252,11 @@ class InstrumentMarket:
         return self._snapshot
 
     def _book_resync(self, _position: int) -> tuple[int, bytes | None]:
+        self.book_resyncs += 1
         return self.book.sequence, self.snapshot_bytes()
 
     def _trades_resync(self, position: int) -> tuple[int, bytes | None]:
+        self.trade_resyncs += 1
         missed = self.trades.since(position)
         data = self.wire.trades(missed).SerializeToString() if missed else None
         return max(self.book.sequence, position), data

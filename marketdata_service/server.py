@@ -19,10 +19,12 @@ from exchange_common import logs
 from exchange_common.changes import ChangeListener
 from exchange_common.config import MarketDataSettings, load
 from exchange_common.db import create_pool
+from exchange_common.metrics import Registry, install
 from exchange_common.paging import PageTokens
 from exchange_common.server import Service, run_until_signal, settle_heap
 from exchange_common.workers import Workers, ready_and_wait_to_serve, stop_with_parent
 from marketdata_service.feed import MarketFeed
+from marketdata_service.metrics import MarketDataMetrics
 from marketdata_service.servicer import RESPONSE_SERIALIZERS, SERVICE, MarketDataServicer
 from marketdata_service.store import MarketStore
 
@@ -51,6 +53,7 @@ class App:
     redis: redis_asyncio.Redis
     _ready_task: asyncio.Task
     changes: ChangeListener
+    registry: Registry
     # Worker 0's other workers (EXCHANGE_MARKETDATA_WORKERS > 1), else None.
     workers: Workers | None = None
 
@@ -66,6 +69,7 @@ class App:
         await self.feed.stop()
         await self.redis.aclose()
         await self.pool.close()
+        await self.registry.stop()
 
     async def close(self) -> None:
         """Stop serving and release everything (what a SIGTERM does)."""
@@ -77,6 +81,10 @@ async def start(settings: MarketDataSettings, *, block_ms: int = 1000,
                 reload_interval: float = 10.0) -> App:
     """Start the gRPC server and the feed; the service turns SERVING once loaded."""
     # min_size 0: starting does not need PostgreSQL; the feed retries until it can load.
+    index = settings.worker
+    registry = Registry(workers=settings.marketdata_workers, worker=index)
+    metrics = MarketDataMetrics(registry)
+    install(metrics)
     pool = await create_pool(settings.database_url, min_size=0,
                              max_size=max(2, settings.db_pool_max), timeout=10)
     redis = redis_asyncio.from_url(
@@ -91,6 +99,9 @@ async def start(settings: MarketDataSettings, *, block_ms: int = 1000,
                       interval_per_subscriber=settings.book_update_interval_per_subscriber,
                       block_ms=block_ms,
                       reload_interval=reload_interval)
+    feed.on_lag = metrics.apply_lag.observe
+    metrics.watch(feed, settings.max_subscribers)
+    metrics.watch_pool("marketdata", pool)
     service = MarketDataService(settings, feed)
     page_tokens = PageTokens.from_settings(settings)
     servicer = MarketDataServicer(
@@ -105,7 +116,6 @@ async def start(settings: MarketDataSettings, *, block_ms: int = 1000,
     await service.set_serving(False)
     await service.start()
     feed.start()
-    index = settings.worker
     workers = None
     if index == 0 and settings.marketdata_workers > 1:
         # The workers sign page tokens with worker 0's key (random unless set), so that a
@@ -114,8 +124,12 @@ async def start(settings: MarketDataSettings, *, block_ms: int = 1000,
         workers = Workers("marketdata_service", settings.marketdata_workers,
                           {"EXCHANGE_MARKETDATA_LISTEN": f"{host}:{service.port}"},
                           settings.shutdown_grace,
-                          env={"EXCHANGE_PAGE_TOKEN_KEY": page_tokens.key.decode()})
+                          env={"EXCHANGE_PAGE_TOKEN_KEY": page_tokens.key.decode(),
+                               **registry.env},
+                          on_exit=registry.worker_gone)
         workers.start()
+    if settings.metrics_listen and not index:
+        registry.serve(settings.metrics_listen)
 
     async def serving_when_ready() -> None:
         await feed.ready.wait()
@@ -132,7 +146,7 @@ async def start(settings: MarketDataSettings, *, block_ms: int = 1000,
             await parent
 
     ready_task = asyncio.create_task(serving_when_ready())
-    return App(service, feed, pool, redis, ready_task, changes, workers)
+    return App(service, feed, pool, redis, ready_task, changes, registry, workers)
 
 
 async def serve() -> None:

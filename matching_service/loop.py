@@ -47,6 +47,7 @@ from matching_service.engine import (
     OrderBook,
     Outcome,
 )
+from matching_service.metrics import MatchingMetrics
 from matching_service.recovery import book_response, encode_snapshot
 from matching_service.store import FencedOut, Store
 
@@ -93,8 +94,9 @@ class InstrumentLoop:
     def __init__(self, spec: InstrumentSpec, book: OrderBook, store: Store, redis: Redis,
                  epoch: int, *, batch_max: int, stream_maxlen: int, snapshot_interval: int,
                  publish_backlog: int, on_lost: Callable[[int], None],
-                 commit_min_interval: float = 0.0) -> None:
+                 metrics: MatchingMetrics, commit_min_interval: float = 0.0) -> None:
         self.spec = spec
+        self.metrics = metrics
         self.book = book
         self.store = store
         self.redis = redis
@@ -119,7 +121,8 @@ class InstrumentLoop:
         # The status the instrument should have (instruments.status); the loop journals a
         # STATUS event at the start of its next batch when the book's differs.
         self.wanted_status = spec.status_number
-        self.to_publish: deque[Changes] = deque()
+        # Committed batches to publish, with the loop time of their commit.
+        self.to_publish: deque[tuple[Changes, float]] = deque()
         self.publish_wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         # Figures for metrics and benchmarks.
@@ -195,10 +198,11 @@ class InstrumentLoop:
                          self.book.sequence)
             answers = [(deliver, self._apply(cmd, now)) for cmd, deliver in batch]
             changes = self.book.drain_changes()
-            self._commit_started = clock()
+            self._commit_started = started = clock()
             try:
                 await self.store.commit(self.instrument_id, self.epoch, changes)
             except FencedOut as err:
+                self.metrics.commit_failures("fenced").inc()
                 log.error("%s: %s; giving the instrument up", self.spec.symbol, err)
                 self._fail(answers, mpb.ERROR_CODE_NOT_OWNER, "instrument moved to another pod")
                 self._refuse_pending(mpb.ERROR_CODE_NOT_OWNER, "instrument moved to another pod")
@@ -207,18 +211,21 @@ class InstrumentLoop:
                 self.on_lost(self.instrument_id)
                 return
             except DB_ERRORS as err:
+                self.metrics.commit_failures("database").inc()
                 log.error("%s: commit failed (%s); nothing acknowledged, reloading",
                           self.spec.symbol, err)
                 self._fail(answers, mpb.ERROR_CODE_UNAVAILABLE, "journal commit failed")
                 if not await self._reload():
                     return
                 continue
+            committed = clock()
             for deliver, result in answers:
                 deliver(result)
             self.batches += 1
             self.commands += n
+            self.metrics.committed(self.spec.symbol, n, committed - started, changes)
             if changes.events:
-                self.to_publish.append(changes)
+                self.to_publish.append((changes, committed))
                 self.publish_wake.set()
                 self.events_since_snapshot += len(changes.events)
                 interval = self.snapshot_interval
@@ -249,12 +256,16 @@ class InstrumentLoop:
         if self.snapshot_task is not None and not self.snapshot_task.done():
             return
         self.events_since_snapshot = 0
+        started = time.monotonic()
         data = encode_snapshot(self.book)
+        encoded = time.monotonic() - started
         sequence, count = self.book.sequence, self.book.order_count
 
         async def write() -> None:
             try:
+                began = time.monotonic()
                 await self.store.write_snapshot(self.instrument_id, sequence, count, data)
+                self.metrics.snapshot_seconds.observe(encoded + time.monotonic() - began)
                 log.info("%s: snapshot at sequence %d (%d orders)", self.spec.symbol, sequence,
                          count)
             except DB_ERRORS as err:
@@ -369,6 +380,7 @@ class InstrumentLoop:
         notices the gap and resynchronizes from PostgreSQL). A batch published twice
         is refused by Redis (its entry id is not greater), which is harmless."""
         key = stream_key(self.instrument_id)
+        clock = asyncio.get_running_loop().time
         delay = 0.05
         while True:
             if not self.to_publish:
@@ -380,7 +392,7 @@ class InstrumentLoop:
             batch = list(self.to_publish)
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    for changes in batch:
+                    for changes, _ in batch:
                         pipe.xadd(key, {FIELD: self._md_batch(changes)},
                                   id=entry_id(changes.last_sequence),
                                   maxlen=self.stream_maxlen, approximate=True)
@@ -388,10 +400,12 @@ class InstrumentLoop:
             except Exception as err:  # noqa: BLE001 - Redis away: keep the batches, retry
                 if self.stopped:
                     return
+                self.metrics.publish_failures.inc()
                 dropped = 0
                 while len(self.to_publish) > self.publish_backlog:
                     self.to_publish.popleft()
                     dropped += 1
+                self.metrics.publish_dropped.inc(dropped)
                 log.warning("%s: publishing to Redis failed (%s); %d batches waiting%s",
                             self.spec.symbol, err, len(self.to_publish),
                             f", {dropped} dropped" if dropped else "")
@@ -399,8 +413,10 @@ class InstrumentLoop:
                 delay = min(delay * 2, 1.0)
                 continue
             delay = 0.05
+            published = clock()
             for _ in batch:
-                self.to_publish.popleft()
+                _, committed = self.to_publish.popleft()
+                self.metrics.publish_lag.observe(published - committed)
 
     def _md_batch(self, changes: Changes) -> bytes:
         msg = mpb.MarketDataBatch(

@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from exchange.matching.v1 import matching_pb2 as mpb
 from exchange_common.config import MatchingSettings
 from matching_service.loop import Deliver, InstrumentLoop, error_result
+from matching_service.metrics import MatchingMetrics
 from matching_service.store import Store
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,11 @@ def instrument_of_command(cmd: mpb.Command) -> int:
 class MatchingNode:
     """The instruments this pod owns, and the work of owning them."""
 
-    def __init__(self, settings: MatchingSettings, store: Store, redis: Redis) -> None:
+    def __init__(self, settings: MatchingSettings, store: Store, redis: Redis,
+                 metrics: MatchingMetrics) -> None:
         self.settings = settings
+        self.metrics = metrics
+        metrics.registry.sample(self._sample)
         self.store = store
         self.redis = redis
         self.loops: dict[int, InstrumentLoop] = {}
@@ -86,12 +90,14 @@ class MatchingNode:
                                   stream_maxlen=self.settings.stream_maxlen,
                                   snapshot_interval=self.settings.snapshot_interval,
                                   publish_backlog=self.settings.publish_backlog,
-                                  on_lost=self._lost,
+                                  on_lost=self._lost, metrics=self.metrics,
                                   commit_min_interval=self.settings.commit_min_interval)
             loop.start()
             self.loops[spec.instrument_id] = loop
+            self.metrics.owned(spec, owned.epoch)
             log.info("owning %s (epoch %d, sequence %d, %d resting orders)", spec.symbol,
                      owned.epoch, book.sequence, book.order_count)
+        self.metrics.without_owner.set(await self.store.instruments_without_owner())
 
     async def _connect_owner_session(self) -> asyncpg.Connection:
         """The session that holds this pod's instrument locks. PostgreSQL ends it
@@ -125,10 +131,18 @@ class MatchingNode:
         # pod's lock session is already gone: there is nothing to unlock.
         loop = self.loops.pop(instrument_id, None)
         if loop is not None:
+            self.metrics.released(loop.spec)
             log.error("lost ownership of %s", loop.spec.symbol)
+
+    def _sample(self) -> None:
+        for loop in self.loops.values():
+            self.metrics.queue_depth(loop.spec.symbol).set(len(loop.pending))
+            self.metrics.publish_backlog(loop.spec.symbol).set(len(loop.to_publish))
 
     async def _release_all(self) -> None:
         loops, self.loops = self.loops, {}
+        for loop in loops.values():
+            self.metrics.released(loop.spec)
         await asyncio.gather(*(loop.stop() for loop in loops.values()))
 
     async def stop(self) -> None:

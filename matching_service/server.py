@@ -17,7 +17,9 @@ from exchange_common import logs
 from exchange_common.changes import ChangeListener
 from exchange_common.config import MatchingSettings, load
 from exchange_common.db import OLTP_SETTINGS, create_pool
+from exchange_common.metrics import Registry, install
 from exchange_common.server import Service, run_until_signal, settle_heap
+from matching_service.metrics import MatchingMetrics
 from matching_service.node import MatchingNode
 from matching_service.servicer import MatchingServicer
 from matching_service.store import Store
@@ -28,6 +30,9 @@ log = logging.getLogger(__name__)
 async def serve() -> None:
     settings = load(MatchingSettings)
     logs.setup(settings.log_level, settings.log_format, "matching")
+    registry = Registry()
+    metrics = MatchingMetrics(registry)
+    install(metrics)
     pool = await create_pool(
         settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max,
         # A hung pod must not keep a transaction (and its row locks) open.
@@ -35,7 +40,8 @@ async def serve() -> None:
                          str(int(settings.owner_session_timeout * 1000))})
     # A Redis that hangs fails a publish (kept and retried) instead of holding it forever.
     redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=5)
-    node = MatchingNode(settings, Store(pool), redis)
+    metrics.watch_pool("matching", pool)
+    node = MatchingNode(settings, Store(pool), redis, metrics)
     # A halt, a new status or price band, a new instrument: applied at once, not at the
     # next poll.
     changes = ChangeListener(settings.database_url)
@@ -48,10 +54,13 @@ async def serve() -> None:
     await node.start()
     port = await service.start()
     await service.set_serving(True)
+    if settings.metrics_listen:
+        registry.serve(settings.metrics_listen)
     settle_heap()
     log.info("matching service listening on port %d, owning %s", port,
              sorted(loop.spec.symbol for loop in node.loops.values()) or "nothing yet")
-    await run_until_signal(service, [changes.stop, node.stop, redis.aclose, pool.close])
+    await run_until_signal(service, [changes.stop, node.stop, redis.aclose, pool.close,
+                                     registry.stop])
 
 
 def main() -> None:

@@ -128,6 +128,19 @@ class Store:
         )
         return Ownership(instrument_id, epoch)
 
+    async def instruments_without_owner(self) -> int:
+        """How many instruments no session holds the ownership lock of (the lock's key
+        is the instrument id: PostgreSQL shows a bigint key as two 32-bit halves)."""
+        return await self.pool.fetchval(
+            """SELECT count(*) FROM instruments i
+                WHERE NOT EXISTS (
+                    SELECT 1 FROM pg_locks l
+                     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                       AND l.database = (SELECT oid FROM pg_database
+                                          WHERE datname = current_database())
+                       AND l.classid::bigint = (i.instrument_id::bigint >> 32)
+                       AND l.objid::bigint = (i.instrument_id::bigint & 4294967295))""")
+
     async def still_owner(self, instrument_id: int, epoch: int) -> bool:
         current = await self.pool.fetchval(
             "SELECT owner_epoch FROM instrument_state WHERE instrument_id = $1", instrument_id)
