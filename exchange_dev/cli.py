@@ -117,6 +117,12 @@ def banner(stack: Stack, keys_source: str) -> str:
     lines = ["", "=" * 78, "  Exchange is running.  Ctrl-C to stop.", "=" * 78, ""]
     for label, addr, listen in rows:
         lines.append(f"  {label:<15} {addr:<22} (gRPC, listening on {listen})")
+    lines.append("")
+    lines.append("  Metrics (Prometheus):")
+    for label, name in (("order service", "order"), ("market data", "marketdata"),
+                        ("matching", "matching")):
+        lines.append(f"    {label:<13} {stack.metrics_url(name)}")
+    lines.append("    live view: .venv/bin/exchange top")
     pg_note = f"embedded, data in {stack.pg.data_dir}" if stack.pg else "external"
     redis_note = f"embedded, data in {stack.redis.data_dir}" if stack.redis else "external"
     lines += [
@@ -190,6 +196,9 @@ def build_stack(settings: DevSettings, tls: bool = False) -> tuple[Stack, str]:
         internal_token=settings.internal_token or None,
         page_token_key=settings.page_token_key or None,
         order_workers=settings.order_workers,
+        metrics_listen={"order": settings.order_metrics_listen,
+                        "matching": settings.matching_metrics_listen,
+                        "marketdata": settings.marketdata_metrics_listen},
     )
     return stack, source
 

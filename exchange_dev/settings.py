@@ -48,6 +48,12 @@ class DevSettings(BaseSettings):
     matching_listen: str = _service_default(MatchingSettings, "matching_listen")
     matching_advertise: str = ""
     marketdata_listen: str = _service_default(MarketDataSettings, "marketdata_listen")
+    # Where each service serves its Prometheus metrics (EXCHANGE_ORDER_METRICS_LISTEN,
+    # EXCHANGE_MATCHING_METRICS_LISTEN, EXCHANGE_MARKETDATA_METRICS_LISTEN);
+    # exchange top reads these.
+    order_metrics_listen: str = "127.0.0.1:9464"
+    matching_metrics_listen: str = "127.0.0.1:9465"
+    marketdata_metrics_listen: str = "127.0.0.1:9466"
     # Order-service processes on the order port (as the service reads it): a number, or
     # "auto" for one per core.
     order_workers: str = _service_default(OrderSettings, "order_workers")
@@ -67,7 +73,8 @@ class DevSettings(BaseSettings):
         return value
 
     @field_validator("order_listen", "matching_listen", "matching_advertise",
-                     "marketdata_listen")
+                     "marketdata_listen", "order_metrics_listen", "matching_metrics_listen",
+                     "marketdata_metrics_listen")
     @classmethod
     def _address(cls, value: str, info: ValidationInfo) -> str:
         if not value and info.field_name == "matching_advertise":

@@ -150,6 +150,7 @@ class Stack:
         internal_token: str | None = None,
         page_token_key: str | None = None,
         order_workers: str | None = None,
+        metrics_listen: Mapping[str, str] | None = None,
     ) -> None:
         if (database_url is None or redis_url is None) and data_dir is None:
             raise ValueError("data_dir is needed for the embedded servers")
@@ -201,6 +202,10 @@ class Stack:
             "marketdata": marketdata_listen or f"127.0.0.1:{free_port()}",
         }
         self.matching_advertise = matching_advertise or connect_address(self.listen["matching"])
+        # Where each service serves its Prometheus metrics (EXCHANGE_METRICS_LISTEN).
+        self.metrics_listen: dict[str, str] = {
+            name: (metrics_listen or {}).get(name) or f"127.0.0.1:{free_port()}"
+            for name in self.listen}
         self.specs: dict[str, ServiceSpec] = dict(_SPECS)
         # Matching processes added with add_matching: name -> advertise address.
         self.extra_matching: dict[str, str] = {}
@@ -223,6 +228,10 @@ class Stack:
     def marketdata_addr(self) -> str:
         return connect_address(self.listen["marketdata"])
 
+    def metrics_url(self, name: str) -> str:
+        """The Prometheus endpoint of service ``name``."""
+        return f"http://{connect_address(self.metrics_listen[name])}/metrics"
+
     def addr(self, name: str) -> str:
         if name in self.extra_matching:
             return self.extra_matching[name]
@@ -238,6 +247,7 @@ class Stack:
             raise ValueError(f"a service named {name!r} already exists")
         self.specs[name] = ServiceSpec(name, "order_service")
         self.listen[name] = f"127.0.0.1:{free_port()}"
+        self.metrics_listen[name] = f"127.0.0.1:{free_port()}"
         if env:
             self.service_extra_env.setdefault(name, {}).update(env)
         return self.addr(name)
@@ -254,6 +264,7 @@ class Stack:
             raise ValueError(f"a service named {name!r} already exists")
         self.specs[name] = ServiceSpec(name, "matching_service")
         self.listen[name] = listen or f"127.0.0.1:{free_port()}"
+        self.metrics_listen[name] = f"127.0.0.1:{free_port()}"
         self.extra_matching[name] = advertise or connect_address(self.listen[name])
         if env:
             self.service_extra_env.setdefault(name, {}).update(env)
@@ -380,6 +391,7 @@ class Stack:
             "PYTHONUNBUFFERED": "1",
         })
         env.update(self._tls_env(name))
+        env["EXCHANGE_METRICS_LISTEN"] = self.metrics_listen[name]
         if name in self.extra_matching:
             env["EXCHANGE_MATCHING_LISTEN"] = self.listen[name]
             env["EXCHANGE_MATCHING_ADVERTISE"] = self.extra_matching[name]

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import asyncpg
 import grpc
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.matching.v1 import matching_pb2 as mpb
@@ -138,3 +140,41 @@ async def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 20
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+# -- metrics -------------------------------------------------------------------------
+
+
+class Samples(dict):
+    """One scrape of a Prometheus endpoint: (sample name, labels) -> value."""
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sample ``name`` with exactly ``labels`` (0 when absent: a labelled counter
+        appears at its first increment)."""
+        return self.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def scrape(url: str) -> Samples:
+    def get() -> str:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.read().decode()
+    samples = Samples()
+    for family in text_string_to_metric_families(await asyncio.to_thread(get)):
+        for sample in family.samples:
+            samples[sample.name, tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+async def wait_for_metric(url: str, name: str, expected: float, timeout: float = 20.0,
+                          **labels: str) -> None:
+    """Until the scrape of ``url`` shows ``name`` with ``labels`` at ``expected`` (a gauge
+    is sampled once a second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = (await scrape(url)).value(name, **labels)
+        if seen == expected:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name}{labels} stayed at {seen}, not {expected}")
+        await asyncio.sleep(0.2)
+

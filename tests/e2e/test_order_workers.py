@@ -19,12 +19,22 @@ from pathlib import Path
 import asyncpg
 import grpc
 import pytest
-from e2e_helpers import established_on, gone, meta, own_channel, wait_for, worker_pids
+from e2e_helpers import (
+    established_on,
+    gone,
+    meta,
+    own_channel,
+    scrape,
+    wait_for,
+    wait_for_metric,
+    worker_pids,
+)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
+from exchange_common.config import CommonSettings
 from exchange_dev.stack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -95,6 +105,15 @@ async def test_connections_are_spread_over_both_workers_and_all_trade(stack: Sta
         for c in channels:
             await c.close()
     assert len(await orders_by_client_id(stack, "spread-")) == CONNECTIONS
+    # One scrape of worker 0's endpoint counts the orders of both workers (prometheus_client's
+    # multiprocess mode), and the sampled gauges of both (one pool each).
+    samples = await scrape(stack.metrics_url("order"))
+    assert samples.value("exchange_orders_accepted_total", instrument="BTC-USD") == CONNECTIONS
+    assert samples.value("exchange_grpc_server_handled_total", method="CreateOrder",
+                         code="OK") == CONNECTIONS
+    pool_max = CommonSettings.model_fields["db_pool_max"].default
+    await wait_for_metric(stack.metrics_url("order"), "exchange_db_pool_max_connections",
+                          2 * pool_max, pool="order")
 
 
 async def test_a_killed_worker_is_started_again_and_retries_place_each_order_once(

@@ -550,8 +550,9 @@ def test_otel_settings_reach_the_pods(render):
     assert env["OTEL_TRACES_EXPORTER"] == "otlp"
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability:4317"
     assert env["OTEL_EXPORTER_OTLP_HEADERS"] == "x-token=abc"
-    assert env["OTEL_METRICS_EXPORTER"] == "prometheus"
-    assert env["OTEL_EXPORTER_PROMETHEUS_PORT"] == "9464"
+    # Metrics are the services' own Prometheus endpoint, not an OpenTelemetry exporter.
+    assert env["OTEL_METRICS_EXPORTER"] == "none"
+    assert env["EXCHANGE_METRICS_LISTEN"] == "0.0.0.0:9464"
     attrs = dict(a.split("=", 1) for a in env["OTEL_RESOURCE_ATTRIBUTES"].split(","))
     assert attrs["deployment.environment"] == "prod"
     assert attrs["k8s.pod.name"] == f"{PREFIX}-order-0"

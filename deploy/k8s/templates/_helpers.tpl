@@ -143,12 +143,9 @@ OTEL_TRACES_SAMPLER_ARG: {{ $v.otel.tracesSamplerArg | quote }}
 OTEL_TRACES_EXPORTER: "none"
 {{- end }}
 {{- if $v.metrics.enabled }}
-OTEL_METRICS_EXPORTER: "prometheus"
-OTEL_EXPORTER_PROMETHEUS_HOST: "0.0.0.0"
-OTEL_EXPORTER_PROMETHEUS_PORT: {{ $v.metrics.port | quote }}
-{{- else }}
-OTEL_METRICS_EXPORTER: "none"
+EXCHANGE_METRICS_LISTEN: {{ printf "0.0.0.0:%d" ($v.metrics.port | int) | quote }}
 {{- end }}
+OTEL_METRICS_EXPORTER: "none"
 {{- range $k, $val := $v.otel.env }}
 {{ $k }}: {{ $val | quote }}
 {{- end }}
