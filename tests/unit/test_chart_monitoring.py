@@ -163,6 +163,13 @@ def test_every_alert_has_a_runbook_section(alerts):
     assert not stale, f"docs/runbooks.md has sections for alerts that do not exist: {stale}"
 
 
+def test_runbook_links_resolve():
+    text = RUNBOOKS.read_text()
+    anchors = heading_anchors(text)
+    broken = [a for a in re.findall(r"\]\(#([^)]+)\)", text) if a not in anchors]
+    assert not broken, f"links to no heading in docs/runbooks.md: {broken}"
+
+
 @pytest.mark.parametrize("alert", sorted(THRESHOLDS))
 def test_alert_thresholds(alerts, alert):
     severity, threshold, wait = THRESHOLDS[alert]
