@@ -109,7 +109,9 @@ def dashboard_exprs() -> list[Query]:
 
 
 def declared_metrics() -> dict[str, tuple[str, set[str]]]:
-    """Every metric family the three services declare: name -> (type, label names)."""
+    """Every metric family the three services declare: name -> (type, label names).
+    prometheus_client has no public accessor for a labelled metric's label names before
+    its first child, hence its attributes."""
     families: dict[str, tuple[str, set[str]]] = {}
     for cls in (OrderMetrics, MatchingMetrics, MarketDataMetrics):
         metrics = cls(Registry())
