@@ -20,6 +20,8 @@ PostgreSQL and Redis started once per session in a temporary directory
 - ``stack``: the three services as real processes on the test's database
   and Redis, on free ports, with the accounts ``alice`` and ``bob``
   (keys in ``TEST_KEYS``); see ``exchange_dev.stack.Stack``.
+- ``helm`` (session): ``helm(*args, check=True)`` runs helm (tests/helm_tool.py: which
+  binary, in a home of its own); the test is skipped when no helm can be had.
 
 Tests under ``tests/integration`` get the ``integration`` marker and those
 under ``tests/e2e`` the ``e2e`` marker automatically, as does any test that
@@ -40,6 +42,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 import redis
+from helm_tool import Helm, find_helm, runner
 
 from exchange_common import db
 from exchange_dev.embedded import EmbeddedPostgres, EmbeddedRedis, quote_ident
@@ -286,3 +289,11 @@ async def module_stack(request: pytest.FixtureRequest, pg_server: EmbeddedPostgr
             await admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
         finally:
             await admin.close()
+
+
+@pytest.fixture(scope="session")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    binary, why = find_helm()
+    if binary is None:
+        pytest.skip(f"no helm binary: {why}")
+    return runner(binary, tmp_path_factory.mktemp("helm-home"))

