@@ -37,6 +37,8 @@ class MatchingMetrics(metrics.CommonMetrics):
             registry, "exchange_journal_commit_failures",
             "Journal commits that failed (nothing acknowledged), by kind (database, fenced)",
             ("kind",)))
+        for kind in ("database", "fenced"):
+            self.commit_failures(kind)  # at 0 from the start: increase() sees the first one
         self.commands = Children(counter(
             registry, "exchange_matching_commands",
             "Commands executed, by instrument", ("instrument",)))
