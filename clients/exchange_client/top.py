@@ -109,7 +109,11 @@ def metrics_url(text: str) -> str:
     if "://" not in text:
         text = "http://" + text
     parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    try:
+        parts.port  # noqa: B018 - raises ValueError when the port is not a number
+    except ValueError:
+        parts = parts._replace(netloc="")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise argparse.ArgumentTypeError(f"{text!r} is not an http(s) URL or host:port")
     if parts.path in ("", "/"):
         parts = parts._replace(path="/metrics")
@@ -465,7 +469,7 @@ def latency_table(top: Top) -> RenderableType:
     for method in methods:
         calls = rate(intervals, LATENCY + "_count", method=method)
         ok = rate(intervals, LATENCY + "_count", method=method, outcome="OK")
-        errors = None if calls is None or ok is None else calls - ok
+        errors = None if calls is None or ok is None else max(0.0, calls - ok)
         p50, p95, p99 = percentiles(intervals, LATENCY, (0.5, 0.95, 0.99), method=method)
         table.add_row(method, per_second(calls), alarm(per_second(errors), bool(errors)),
                       seconds(p50), seconds(p95), seconds(p99))

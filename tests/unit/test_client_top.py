@@ -9,6 +9,7 @@ The live view on a terminal against the real services is tests/e2e/test_top.py.
 
 from __future__ import annotations
 
+import argparse
 import socket
 import subprocess
 import sys
@@ -251,6 +252,9 @@ def test_urls_from_options_environment_or_defaults() -> None:
                                                     "http://b:9465/metrics"]
     assert endpoint_urls("matching", ["http://c:1/metrics"], env) == ["http://c:1/metrics"]
     assert endpoint_urls("order", None, env) == [DEFAULT_URLS["order"]]
+    for bad in ("ftp://x:1", "x:port", "http://"):
+        with pytest.raises(argparse.ArgumentTypeError, match="is not an http"):
+            metrics_url(bad)
     with pytest.raises(ValueError, match="EXCHANGE_ORDER_METRICS_URL"):
         endpoint_urls("order", None, {"EXCHANGE_ORDER_METRICS_URL": "ftp://x:1"})
 
