@@ -11,7 +11,6 @@ Ctrl-C must end it with status 0. Every wait polls the screen against a deadline
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -41,17 +40,18 @@ RUN = 'status=$1 err=$2; shift 2; trap : INT; "$@" 2>"$err"; echo $? >"$status"'
 
 
 class Tmux:
-    """A tmux server of the test's own (``-L``) with one 160x50 session running ``args``."""
+    """A tmux server of the test's own (its socket in ``files``) with one 160x50 session
+    running ``args``."""
 
     def __init__(self, args: list[str], env: dict[str, str], files: Path) -> None:
-        self.socket = f"exchange-top-{os.getpid()}-{time.monotonic_ns()}"
+        self.socket = str(files / "tmux.sock")
         self.env = env
         self.status, self.stderr = files / "status", files / "stderr"
         self.tmux("new-session", "-d", "-s", "top", "-x", "160", "-y", "50", "--",
                   "sh", "-c", RUN, "sh", str(self.status), str(self.stderr), *args)
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["tmux", "-L", self.socket, "-f", "/dev/null", *args],
+        return subprocess.run(["tmux", "-S", self.socket, "-f", "/dev/null", *args],
                               env=self.env, capture_output=True, text=True, timeout=30)
 
     def tmux(self, *args: str) -> str:
