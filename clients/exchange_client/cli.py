@@ -13,6 +13,8 @@
     exchange instruments
     exchange book BTC-USD [--depth 10] [--watch [--trades N] [--duration SECONDS]]
     exchange trades BTC-USD [--limit N] [--follow [--duration SECONDS]]
+    exchange top [--order URL]... [--matching URL]... [--marketdata URL]...
+                 [--interval SECONDS] [--once]                     (top.py)
     exchange admin ... [--admin-key KEY] [--admin-addr HOST:PORT]   (admin_cli.py)
 
 Global options may also follow the command (``exchange order list --json``).
@@ -20,7 +22,7 @@ Output is rich tables for people, or JSON with ``--json`` (the proto3 JSON
 mapping of the API messages, field names as in the .proto; streaming
 commands print one JSON object per line).
 
-Exit status: 0 on success (and when a ``--watch``/``--follow`` view is left
+Exit status: 0 on success (and when a ``--watch``/``--follow`` view or ``top`` is left
 with Ctrl-C or ends after ``--duration``), 1 when a call fails or the input
 is wrong (one line on stderr: ``error: CODE (REASON) message``), 2 for a
 malformed command line. A call that could not connect because the server
@@ -64,6 +66,7 @@ from exchange_client.aio import (
 )
 from exchange_client.book import Level, LocalOrderBook
 from exchange_client.errors import ExchangeError
+from exchange_client.top import add_top_parser
 
 API_KEY_HELP = "order commands need one; pass --api-key KEY or set EXCHANGE_API_KEY"
 TRUE_WORDS = ("1", "true", "yes", "on")
@@ -753,10 +756,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --follow: stop after SECONDS")
     trades.set_defaults(handler=cmd_trades, needs_key=False)
     add_admin_parser(commands, common)
+    add_top_parser(commands, _seconds)
     return parser
 
 
 async def _run(args: argparse.Namespace, out: Output) -> None:
+    if getattr(args, "no_client", False):  # exchange top: HTTP scrapes, no gRPC
+        if out.json:
+            raise CliError("top draws a terminal view; it has no --json (read the /metrics "
+                           "endpoints themselves)")
+        down = await args.handler(args, out)
+        if down:
+            raise CliError(f"no answer from {', '.join(down)}")
+        return
     if getattr(args, "admin", False):
         credentials = channel_credentials(tls=args.tls, ca_file=args.ca_file,
                                           cert_file=args.cert_file, key_file=args.key_file)
@@ -774,7 +786,8 @@ async def _run(args: argparse.Namespace, out: Output) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = Output(args.json)
-    streaming = bool(getattr(args, "watch", False) or getattr(args, "follow", False))
+    streaming = bool(getattr(args, "watch", False) or getattr(args, "follow", False)
+                     or getattr(args, "streaming", False))
     try:
         if args.needs_key and not args.api_key:
             raise CliError(f"no API key: {API_KEY_HELP}")
