@@ -14,6 +14,10 @@ Once its callbacks have run, a listener says so: ``NOTIFY exchange_changes_appli
 '<transaction id>:<its backend pid>'``. ``wait_applied`` lets the one who made the
 change (the admin API) wait until every listening process has applied it, so that
 when a revocation or a halt is answered, the next call to any process is refused.
+
+Its session is also how a process notices PostgreSQL going away and coming back (it
+pings every few seconds): the outage is logged once when it begins (WARNING) and once
+when it ends (INFO), not at every attempt to reconnect.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ class ChangeListener:
         # and the waiters of wait_applied.
         self._applied: dict[int, set[int]] = {}
         self._waiters: list[tuple[int, set[int], asyncio.Future]] = []
+        # PostgreSQL is unreachable (logged when that begins, and when it ends).
+        self.down = False
 
     def on(self, table: str, callback: Callable[[], None]) -> None:
         """Call ``callback`` (synchronously, on the event loop) when ``table`` changes."""
@@ -107,8 +113,12 @@ class ChangeListener:
                     self.database_url, timeout=self.connect_timeout,
                     server_settings={"application_name": APPLICATION_NAME})
             except (TimeoutError, OSError, asyncpg.PostgresError) as err:
-                log.warning("change listener: cannot connect (%s); caches age out meanwhile",
-                            err)
+                if not self.down:
+                    self.down = True
+                    log.warning("PostgreSQL unreachable: the change listener cannot connect "
+                                "(%s); caches age out meanwhile", err)
+                else:
+                    log.debug("change listener: still cannot connect (%s)", err)
                 await asyncio.sleep(self.retry)
                 continue
             self._conn = conn
@@ -120,7 +130,12 @@ class ChangeListener:
                 # Anything may have changed while not listening.
                 self._all_changed()
                 self.live = True
-                log.info("listening for changes on %s", CHANNEL)
+                if self.down:
+                    self.down = False
+                    log.info("PostgreSQL reachable again: listening for changes on %s",
+                             CHANNEL)
+                else:
+                    log.info("listening for changes on %s", CHANNEL)
                 # The listener session needs no queries; ping now and then to notice a
                 # dead server (a TCP connection to a vanished host stays open).
                 while not self._lost.is_set():
@@ -130,7 +145,9 @@ class ChangeListener:
                         async with self._conn_lock:
                             await conn.fetchval("SELECT 1", timeout=5.0)
             except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
-                log.warning("change listener: connection lost (%s)", err)
+                self.down = True
+                log.warning("PostgreSQL unreachable: the change listener's connection was "
+                            "lost (%s); caches age out meanwhile", err)
             finally:
                 self.live = False
                 self.generation += 1

@@ -21,6 +21,8 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from exchange_common import tracing
+
 DOMAIN = "exchange"
 log = logging.getLogger(__name__)
 
@@ -148,15 +150,29 @@ def dependency_down(err: BaseException) -> bool:
 def as_exchange_error(err: Exception, where: str) -> ExchangeError:
     """``err`` as the error a caller is told (call it in an except block): itself
     if it is one, UNAVAILABLE for a database or cache outage, else INTERNAL
-    (logged with its traceback, which the caller never sees)."""
+    (logged with its traceback, which the caller never sees).
+
+    Every refusal a service answers passes here (a call's status, through
+    ``grpc_errors``; an error inside a stream's messages, the OrderEntry session's), so
+    this is where a refused order is logged: one DEBUG line with the code and reason,
+    never more (an outage is logged once, where it begins and ends, by what watches the
+    database or Redis, not once per order it refuses). When tracing, the reason goes on
+    the current span, the command's."""
     if isinstance(err, ExchangeError):
-        return err
-    if dependency_down(err):
-        log.warning("%s: dependency unavailable: %r", where, err)
-        return Unavailable("a backing service (database or cache) is unavailable; retry "
-                           "shortly", reason="DEPENDENCY_UNAVAILABLE")
-    log.exception("unexpected error in %s", where)
-    return ExchangeError("internal error", reason="INTERNAL")
+        error, cause = err, None
+    elif dependency_down(err):
+        error = Unavailable("a backing service (database or cache) is unavailable; retry "
+                            "shortly", reason="DEPENDENCY_UNAVAILABLE")
+        cause = err
+    else:
+        log.exception("unexpected error in %s", where)
+        error, cause = ExchangeError("internal error", reason="INTERNAL"), None
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("%s: refused with %s %s: %s%s", where, error.code.name, error.reason,
+                  error.message, f" ({cause!r})" if cause is not None else "")
+    if tracing.ENABLED:
+        tracing.refused(error.code.name, error.reason, error.message)
+    return error
 
 
 def _status_for(err: Exception, where: str) -> grpc.Status:

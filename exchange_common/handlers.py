@@ -24,20 +24,23 @@ RESOURCE_EXHAUSTED / RESPONSE_TOO_LARGE.
 
 Every call that ends is counted by method and status code in the process's
 metrics (``exchange_common.metrics``), once they are installed.
+
+``traced`` unary methods run in a server span (``exchange_common.tracing.server_span``)
+when tracing is on; with tracing off their handlers are exactly the untraced ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from typing import Any
 
 import grpc
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 
-from exchange_common import metrics
+from exchange_common import metrics, tracing
 from exchange_common.errors import InvalidArgument, ResourceExhausted
 
 log = logging.getLogger(__name__)
@@ -179,7 +182,7 @@ def _passthrough(data: bytes) -> bytes:
 
 def _handler(method: MethodDescriptor, behavior: Callable[..., Any],
              serializer: Callable[[Any], bytes] | None,
-             max_message_bytes: int) -> grpc.RpcMethodHandler:
+             max_message_bytes: int, traced: bool = False) -> grpc.RpcMethodHandler:
     request_class = message_factory.GetMessageClass(method.input_type)
     serialize = serializer or message_factory.GetMessageClass(
         method.output_type).SerializeToString
@@ -194,25 +197,35 @@ def _handler(method: MethodDescriptor, behavior: Callable[..., Any],
         return grpc.stream_unary_rpc_method_handler(
             _stream_unary(behavior, method.name), request_deserializer=deserialize,
             response_serializer=serialize)
+    handle = _unary_unary(behavior, method.name)
+    if traced and tracing.ENABLED:
+        handle = tracing.server_span(
+            handle, f"{method.containing_service.full_name}/{method.name}")
     return grpc.unary_unary_rpc_method_handler(
-        _unary_unary(behavior, method.name), request_deserializer=deserialize,
-        response_serializer=serialize)
+        handle, request_deserializer=deserialize, response_serializer=serialize)
 
 
 def method_handlers(
     service: ServiceDescriptor, servicer: object,
     response_serializers: Mapping[str, Callable[[Any], bytes]] | None = None,
     max_message_bytes: int = 4 * 1024 * 1024,
+    traced: Collection[str] = (),
 ) -> dict[str, grpc.RpcMethodHandler]:
     """The handler of every method of ``service``, calling the servicer's method of the
     same name (asyncio coroutines; async generators for streamed responses), with safe
-    deserializers."""
+    deserializers; the unary methods named in ``traced`` in a server span when tracing
+    is on."""
     serializers = dict(response_serializers or {})
-    unknown = set(serializers) - {m.name for m in service.methods}
+    names = {m.name for m in service.methods}
+    unknown = (set(serializers) | set(traced)) - names
     if unknown:
         raise ValueError(f"{service.full_name} has no method(s) {sorted(unknown)}")
+    streamed = {m.name for m in service.methods
+                if m.client_streaming or m.server_streaming} & set(traced)
+    if streamed:
+        raise ValueError(f"only unary methods are traced per call, not {sorted(streamed)}")
     return {m.name: _handler(m, getattr(servicer, m.name), serializers.get(m.name),
-                             max_message_bytes)
+                             max_message_bytes, m.name in traced)
             for m in service.methods}
 
 
@@ -220,10 +233,12 @@ def add_to_server(
     server: grpc.aio.Server, service: ServiceDescriptor, servicer: object,
     response_serializers: Mapping[str, Callable[[Any], bytes]] | None = None,
     max_message_bytes: int = 4 * 1024 * 1024,
+    traced: Collection[str] = (),
 ) -> None:
     """Register ``servicer`` as ``service`` on ``server`` (what the generated
     ``add_*Servicer_to_server`` does, with the handlers of ``method_handlers``)."""
-    handlers = method_handlers(service, servicer, response_serializers, max_message_bytes)
+    handlers = method_handlers(service, servicer, response_serializers, max_message_bytes,
+                               traced)
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(service.full_name, handlers),))
     server.add_registered_method_handlers(service.full_name, handlers)

@@ -1,4 +1,14 @@
-"""Logging set-up: JSON lines for machines, plain text for people."""
+"""Logging set-up: JSON lines for machines, plain text for people.
+
+A JSON line logged while a span is current (``exchange_common.tracing``: the order
+command, or the call, it is about) carries the span's ``trace_id`` and ``span_id`` in
+hex, as trace back ends show them, so that a line leads to its trace and back.
+
+What the services log: one line per significant event at INFO or WARNING (started,
+stopped, ownership gained or lost, a dependency unreachable and back, overload shedding
+begun and ended), and nothing per order above DEBUG; an order refused is one DEBUG line
+with its reason (``exchange_common.errors.as_exchange_error``).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +16,8 @@ import json
 import logging
 import sys
 import time
+
+from opentelemetry import trace
 
 
 class JsonFormatter(logging.Formatter):
@@ -17,6 +29,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            entry["trace_id"] = format(span.trace_id, "032x")
+            entry["span_id"] = format(span.span_id, "016x")
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
@@ -32,6 +48,31 @@ def setup(level: str = "INFO", fmt: str = "json", service: str = "") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    pool = logging.getLogger(ASYNCPG_POOL_LOGGER)
+    if not any(isinstance(f, PoolRetryFilter) for f in pool.filters):
+        pool.addFilter(PoolRetryFilter())
+
+
+ASYNCPG_POOL_LOGGER = "asyncpg.pool"
+_POOL_RETRY = "Failed to restore the pool connection floor"
+
+
+class PoolRetryFilter(logging.Filter):
+    """asyncpg logs every failed attempt to reopen a pool's connections, with a traceback,
+    at WARNING: one line every few seconds for as long as PostgreSQL is away. The outage
+    is logged once when it begins and once when it ends (``exchange_common.changes``), so
+    these become DEBUG lines without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (isinstance(record.msg, str) and record.msg.startswith(_POOL_RETRY)):
+            return True
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = f"{record.msg} ({record.exc_info[1]!r})"
+        record.exc_info = None
+        record.exc_text = None
+        record.levelno = logging.DEBUG
+        record.levelname = "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
 
 
 GRPC_SERVER_LOGGER = "grpc._cython.cygrpc"

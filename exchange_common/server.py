@@ -17,7 +17,7 @@ import asyncio
 import gc
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Any
 
 import grpc
@@ -25,7 +25,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from exchange_common import handlers, logs, tls
+from exchange_common import handlers, logs, tls, tracing
 from exchange_common.backlog import Backlog, server_ids
 from exchange_common.config import CommonSettings
 
@@ -132,12 +132,13 @@ class Service:
         self._names.append(full_name)
 
     def add_service(self, service: ServiceDescriptor, servicer: object, *,
-                    response_serializers: Mapping[str, Callable[[Any], bytes]] | None = None
-                    ) -> None:
-        """Serve ``servicer`` as ``service`` (see ``exchange_common.handlers``)."""
+                    response_serializers: Mapping[str, Callable[[Any], bytes]] | None = None,
+                    traced: Collection[str] = ()) -> None:
+        """Serve ``servicer`` as ``service`` (see ``exchange_common.handlers``); the
+        unary methods named in ``traced`` run in a server span when tracing is on."""
         self.add(lambda s, server: handlers.add_to_server(
-            server, service, s, response_serializers, self.settings.max_message_bytes),
-            servicer, service.full_name)
+            server, service, s, response_serializers, self.settings.max_message_bytes,
+            traced), servicer, service.full_name)
 
     async def start(self) -> int:
         reflection.enable_server_reflection(
@@ -186,7 +187,8 @@ async def run_until_signal(
     service: Service,
     cleanup: Iterable[Callable[[], Awaitable[object]]] = (),
 ) -> None:
-    """Wait for SIGTERM/SIGINT, then stop gracefully and run ``cleanup`` in order."""
+    """Wait for SIGTERM/SIGINT, then stop gracefully and run ``cleanup`` in order, then
+    flush the traces (``exchange_common.tracing``)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -201,6 +203,7 @@ async def run_until_signal(
             await fn()
         except Exception:  # noqa: BLE001
             log.exception("error during cleanup")
+    await tracing.shutdown()
     server_done.cancel()
     stop_wait.cancel()
     log.info("stopped")

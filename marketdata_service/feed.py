@@ -10,6 +10,11 @@ and its subscribers are sent fresh snapshots. If Redis is down the reader retrie
 and the last state keeps being served. The instrument list is reloaded when it changes (a
 change notification) and periodically, so an instrument added later is picked up, and a halt
 shows in ListInstruments.
+
+An outage (Redis, or PostgreSQL for the reloads and rebuilds) is logged once when it begins and
+once when it ends. When tracing, applying a read's entries of one instrument (and handing the
+changes to its subscribers) is one span ("apply"), in the trace of the first sampled entry's
+commit (each entry carries its commit's traceparent) and linked to the others'.
 """
 
 from __future__ import annotations
@@ -25,12 +30,15 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from exchange.matching.v1 import matching_pb2
+from exchange_common import tracing
 from exchange_common.streams import FIELD, STREAM_PREFIX, stream_key
 from marketdata_service.market import Entry, InstrumentMarket
 from marketdata_service.store import MarketStore
 from marketdata_service.trades import TradeRecord
 
 log = logging.getLogger(__name__)
+
+APPLY_SPAN = "apply"
 
 
 class Backoff:
@@ -94,6 +102,8 @@ class MarketFeed:
         # Called with the seconds from each batch's publication to its application (the
         # service's metrics).
         self.on_lag: Callable[[float], None] = lambda seconds: None
+        # Reloading the instrument list fails (logged when that begins and when it ends).
+        self.reload_failing = False
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -122,9 +132,14 @@ class MarketFeed:
             try:
                 await self.reload_instruments()
                 break
-            except Exception:  # noqa: BLE001 - any failure: keep trying, the service is not ready
+            except Exception as err:  # noqa: BLE001 - any failure: keep trying, not ready yet
                 delay = backoff.next()
-                log.exception("initial load from PostgreSQL failed; retrying in %.1fs", delay)
+                # Once: the end is the "loaded" line below.
+                if backoff.attempts == 1:
+                    log.warning("initial load from PostgreSQL failed (%r); retrying until it "
+                                "works", err, exc_info=True)
+                else:
+                    log.debug("initial load failed again: %r", err)
                 await asyncio.sleep(delay)
         log.info("market data loaded for %d instruments", len(self.markets))
         self.ready.set()
@@ -159,9 +174,15 @@ class MarketFeed:
             self.instruments_changed.clear()
             try:
                 await self.reload_instruments()
-            except Exception:  # noqa: BLE001
-                log.warning("reloading instruments failed; keeping the current list",
-                            exc_info=True)
+            except Exception as err:  # noqa: BLE001
+                if not self.reload_failing:
+                    self.reload_failing = True
+                    log.warning("reloading instruments failed (%r); keeping the current list",
+                                err)
+                continue
+            if self.reload_failing:
+                self.reload_failing = False
+                log.info("reloading instruments works again")
 
     async def _watchdog_loop(self) -> None:
         """A book behind the committed sequence that made no progress for a whole
@@ -232,8 +253,27 @@ class MarketFeed:
             for _, batch in parsed:
                 if batch is not None and batch.time_unix_nanos:
                     self.on_lag(max(0, now - batch.time_unix_nanos) / 1e9)
-            if market.apply(parsed):
+            gap = self._apply_traced(market, parsed) if tracing.ENABLED else market.apply(parsed)
+            if gap:
                 self.rebuild(market)
+
+    @staticmethod
+    def _apply_traced(market: InstrumentMarket, parsed: list[Entry]) -> bool:
+        """``market.apply(parsed)`` in its span (current meanwhile: a gap's log line
+        carries its ids)."""
+        batches = [batch for _, batch in parsed if batch is not None]
+        commits = (tracing.parse_traceparent(b.traceparent) for b in batches if b.traceparent)
+        attributes = {"exchange.instrument": market.spec.symbol, "exchange.batches": len(parsed)}
+        if batches:
+            attributes["exchange.sequence.first"] = batches[0].first_sequence
+            attributes["exchange.sequence.last"] = batches[-1].last_sequence
+        span = tracing.batch_span(APPLY_SPAN, commits, tracing.CONSUMER, attributes)
+        with tracing.current(span):
+            gap = market.apply(parsed)
+        if gap:
+            span.set_attribute("exchange.gap", True)
+        span.end()
+        return gap
 
     def rebuild(self, market: InstrumentMarket) -> None:
         """Rebuild ``market`` from PostgreSQL in the background; its stream is not read until
@@ -257,10 +297,14 @@ class MarketFeed:
                 try:
                     state = await self.store.initial_state(market.instrument_id,
                                                            self.recent_trades)
-                except Exception:  # noqa: BLE001
+                except Exception as err:  # noqa: BLE001
                     delay = backoff.next()
-                    log.warning("rebuilding %s from PostgreSQL failed; retrying in %.1fs",
-                                market.spec.symbol, delay, exc_info=True)
+                    # Once per outage: its end is the "rebuilt" line (market.py).
+                    if backoff.attempts == 1:
+                        log.warning("rebuilding %s from PostgreSQL failed (%r); retrying "
+                                    "until it works", market.spec.symbol, err)
+                    else:
+                        log.debug("rebuilding %s failed again: %r", market.spec.symbol, err)
                     continue
                 market.reset(state)
                 return

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import asyncpg
 import redis.asyncio as redis_asyncio
 
-from exchange_common import logs
+from exchange_common import logs, tracing
 from exchange_common.changes import ChangeListener
 from exchange_common.config import MarketDataSettings, load
 from exchange_common.db import create_pool
@@ -154,6 +154,7 @@ async def serve() -> None:
     index = settings.worker
     logs.setup(settings.log_level, settings.log_format,
                service=f"marketdata-{index}" if index else "marketdata")
+    tracing.setup("marketdata-service")
     try:
         app = await start(settings)
     except (OSError, asyncpg.PostgresError) as err:

@@ -15,6 +15,15 @@ had already applied the batch). While PostgreSQL is unreachable, commands
 are refused at once with UNAVAILABLE; the loop keeps trying to reload and
 resumes by itself. If the commit is fenced out, another pod owns the
 instrument now: callers get NOT_OWNER and the loop stops.
+
+When tracing (``exchange_common.tracing``), each command is a span ("match") from its
+arrival to the end of its matching, the queue wait included, a child of the order
+service's span the command names (its ``traceparent``). A batch's journal commit is one
+span, and so is each Redis publish: a commit (or publish) is one piece of work for all of
+its commands, so its span's parent is the first sampled command's span (that order's
+trace then holds the whole path) and it links to the others', rather than one span per
+command for the same commit. The published MarketDataBatch carries the commit span's
+context, so market data's span of applying it joins that trace.
 """
 
 from __future__ import annotations
@@ -27,10 +36,12 @@ from collections.abc import Callable
 from typing import cast
 
 import asyncpg
+from opentelemetry.trace import Span, SpanContext
 from redis.asyncio import Redis
 
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.matching.v1 import matching_pb2 as mpb
+from exchange_common import tracing
 from exchange_common.instruments import InstrumentSpec
 from exchange_common.streams import FIELD, entry_id, stream_key
 from matching_service.engine import (
@@ -56,6 +67,11 @@ log = logging.getLogger(__name__)
 BASIS_POINTS = 10_000
 
 Deliver = Callable[[mpb.Result], None]
+
+# Span names: a command's queue wait and match, a batch's commit, a Redis publish.
+MATCH_SPAN = "match"
+COMMIT_SPAN = "journal commit"
+PUBLISH_SPAN = "publish"
 
 ERROR_CODES = {
     ERR_ORDER_NOT_OPEN: mpb.ERROR_CODE_ORDER_NOT_OPEN,
@@ -114,16 +130,21 @@ class InstrumentLoop:
         # GetBook callers, answered between batches (when the book is the committed one).
         self.book_waiters: list[asyncio.Future] = []
         self.on_lost = on_lost
-        self.pending: deque[tuple[mpb.Command, Deliver]] = deque()
+        # Commands waiting for the next batch, with their span when tracing.
+        self.pending: deque[tuple[mpb.Command, Deliver, Span | None]] = deque()
         self.wake = asyncio.Event()
         self.available = True
         self.stopped = False
         # The status the instrument should have (instruments.status); the loop journals a
         # STATUS event at the start of its next batch when the book's differs.
         self.wanted_status = spec.status_number
-        # Committed batches to publish, with the loop time of their commit.
-        self.to_publish: deque[tuple[Changes, float]] = deque()
+        # Committed batches to publish, with the loop time of their commit and, when
+        # tracing, the commit span's context.
+        self.to_publish: deque[tuple[Changes, float, SpanContext | None]] = deque()
         self.publish_wake = asyncio.Event()
+        # Publishing fails (logged when that begins and ends), and the batches dropped since.
+        self.publish_failing = False
+        self.publish_dropped = 0
         self._tasks: list[asyncio.Task] = []
         # Figures for metrics and benchmarks.
         self.batches = 0
@@ -166,7 +187,8 @@ class InstrumentLoop:
             deliver(error_result(command.request_id, mpb.ERROR_CODE_UNAVAILABLE,
                                  "journal database unavailable"))
             return
-        self.pending.append((command, deliver))
+        self.pending.append((command, deliver,
+                             self._command_span(command) if tracing.ENABLED else None))
         self.wake.set()
 
     # -- the writer loop -------------------------------------------------------
@@ -196,12 +218,19 @@ class InstrumentLoop:
                 self.book.set_status(self.wanted_status, now)
                 log.info("%s: status %s at sequence %d", self.spec.symbol, self.spec.status,
                          self.book.sequence)
-            answers = [(deliver, self._apply(cmd, now)) for cmd, deliver in batch]
+            traced = tracing.ENABLED
+            if traced:
+                answers = self._apply_traced(batch, now)
+            else:
+                answers = [(deliver, self._apply(cmd, now)) for cmd, deliver, _ in batch]
             changes = self.book.drain_changes()
+            commit_span = self._commit_span(batch, changes) if traced else None
             self._commit_started = started = clock()
             try:
                 await self.store.commit(self.instrument_id, self.epoch, changes)
             except FencedOut as err:
+                if commit_span is not None:
+                    tracing.end(commit_span, err)
                 self.metrics.commit_failures("fenced").inc()
                 log.error("%s: %s; giving the instrument up", self.spec.symbol, err)
                 self._fail(answers, mpb.ERROR_CODE_NOT_OWNER, "instrument moved to another pod")
@@ -211,6 +240,8 @@ class InstrumentLoop:
                 self.on_lost(self.instrument_id)
                 return
             except DB_ERRORS as err:
+                if commit_span is not None:
+                    tracing.end(commit_span, err)
                 self.metrics.commit_failures("database").inc()
                 log.error("%s: commit failed (%s); nothing acknowledged, reloading",
                           self.spec.symbol, err)
@@ -219,13 +250,17 @@ class InstrumentLoop:
                     return
                 continue
             committed = clock()
+            commit_context = None
+            if commit_span is not None:
+                commit_span.end()
+                commit_context = commit_span.get_span_context()
             for deliver, result in answers:
                 deliver(result)
             self.batches += 1
             self.commands += n
             self.metrics.committed(self.spec.symbol, n, committed - started, changes)
             if changes.events:
-                self.to_publish.append((changes, committed))
+                self.to_publish.append((changes, committed, commit_context))
                 self.publish_wake.set()
                 self.events_since_snapshot += len(changes.events)
                 interval = self.snapshot_interval
@@ -239,6 +274,57 @@ class InstrumentLoop:
         self.book_waiters.append(fut)
         self.wake.set()
         return await fut
+
+    # -- spans (tracing only) ----------------------------------------------------
+
+    def _command_span(self, cmd: mpb.Command) -> Span:
+        """A command's span, from its arrival: a child of the order service's span that
+        sent it (its traceparent), or the root of a trace of its own."""
+        which = cmd.WhichOneof("command") or "command"
+        parent = tracing.parse_traceparent(cmd.traceparent) if cmd.traceparent else None
+        span = tracing.start(MATCH_SPAN, parent or tracing.NEW_TRACE, tracing.SERVER,
+                             {"exchange.instrument": self.spec.symbol,
+                              "exchange.command": which})
+        if span.is_recording():
+            if which == "new_order":
+                o = cmd.new_order
+                span.set_attributes(tracing.order_attributes(self.spec.symbol, o.side,
+                                                             o.type))
+            elif which in ("cancel_order", "amend_order"):
+                span.set_attribute("exchange.order_id",
+                                   str(getattr(cmd, which).order_id))
+        return span
+
+    def _apply_traced(self, batch: list[tuple[mpb.Command, Deliver, Span | None]],
+                      now: int) -> list[tuple[Deliver, mpb.Result]]:
+        """``_apply`` each command of ``batch``, ending its span once it is matched."""
+        answers = []
+        for cmd, deliver, span in batch:
+            result = self._apply(cmd, now)
+            answers.append((deliver, result))
+            if span is None:
+                continue
+            if span.is_recording():
+                if result.WhichOneof("result") == "error":
+                    span.set_attribute("exchange.error.code",
+                                       mpb.ErrorCode.Name(result.error.code))
+                else:
+                    span.set_attribute("exchange.order_id", str(result.order.order_id))
+                    span.set_attribute("exchange.fills", len(result.order.fills))
+            span.end()
+        return answers
+
+    def _commit_span(self, batch: list[tuple[mpb.Command, Deliver, Span | None]],
+                     changes: Changes) -> Span:
+        """The span of a batch's journal commit (see the module's docstring)."""
+        return tracing.batch_span(COMMIT_SPAN, (span for _, _, span in batch),
+                                  tracing.INTERNAL, {
+                                      "exchange.instrument": self.spec.symbol,
+                                      "exchange.batch.commands": len(batch),
+                                      "exchange.batch.events": len(changes.events),
+                                      "exchange.batch.trades": len(changes.trades),
+                                      "exchange.sequence.first": changes.first_sequence,
+                                      "exchange.sequence.last": changes.last_sequence})
 
     def _answer_book_waiters(self) -> None:
         if not self.available:
@@ -343,7 +429,10 @@ class InstrumentLoop:
 
     def _refuse_pending(self, code: mpb.ErrorCode, message: str) -> None:
         while self.pending:
-            cmd, deliver = self.pending.popleft()
+            cmd, deliver, span = self.pending.popleft()
+            if span is not None:
+                span.set_attribute("exchange.error.code", mpb.ErrorCode.Name(code))
+                span.end()
             deliver(error_result(cmd.request_id, code, message))
 
     async def _reload(self) -> bool:
@@ -366,7 +455,8 @@ class InstrumentLoop:
                          self.book.sequence)
                 return True
             except DB_ERRORS as err:
-                log.warning("%s: database still unavailable: %s", self.spec.symbol, err)
+                # The outage was logged when the commit failed; its end is the reload.
+                log.debug("%s: database still unavailable: %s", self.spec.symbol, err)
                 self._refuse_pending(mpb.ERROR_CODE_UNAVAILABLE, "journal database unavailable")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
@@ -390,14 +480,22 @@ class InstrumentLoop:
                 await self.publish_wake.wait()
                 continue
             batch = list(self.to_publish)
+            span = None
+            if tracing.ENABLED:
+                span = tracing.batch_span(PUBLISH_SPAN, (ctx for _, _, ctx in batch),
+                                          tracing.PRODUCER, {
+                                              "exchange.instrument": self.spec.symbol,
+                                              "exchange.batches": len(batch)})
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    for changes, _ in batch:
-                        pipe.xadd(key, {FIELD: self._md_batch(changes)},
+                    for changes, _, commit in batch:
+                        pipe.xadd(key, {FIELD: self._md_batch(changes, commit)},
                                   id=entry_id(changes.last_sequence),
                                   maxlen=self.stream_maxlen, approximate=True)
                     await pipe.execute(raise_on_error=False)
             except Exception as err:  # noqa: BLE001 - Redis away: keep the batches, retry
+                if span is not None:
+                    tracing.end(span, err)
                 if self.stopped:
                     return
                 self.metrics.publish_failures.inc()
@@ -406,19 +504,41 @@ class InstrumentLoop:
                     self.to_publish.popleft()
                     dropped += 1
                 self.metrics.publish_dropped.inc(dropped)
-                log.warning("%s: publishing to Redis failed (%s); %d batches waiting%s",
-                            self.spec.symbol, err, len(self.to_publish),
-                            f", {dropped} dropped" if dropped else "")
+                self._publish_failed(err, dropped)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
+            if span is not None:
+                span.end()
+            if self.publish_failing:
+                self.publish_failing = False
+                log.info("%s: publishing to Redis again; %d batches caught up%s",
+                         self.spec.symbol, len(batch),
+                         f", {self.publish_dropped} dropped meanwhile (market data "
+                         "resynchronizes from PostgreSQL)" if self.publish_dropped else "")
+                self.publish_dropped = 0
             delay = 0.05
             published = clock()
             for _ in batch:
-                _, committed = self.to_publish.popleft()
+                _, committed, _ = self.to_publish.popleft()
                 self.metrics.publish_lag.observe(published - committed)
 
-    def _md_batch(self, changes: Changes) -> bytes:
+    def _publish_failed(self, err: Exception, dropped: int) -> None:
+        """Log a publishing outage once when it begins, and the first batches it drops
+        (the end is logged when a publish succeeds again)."""
+        if not self.publish_failing:
+            self.publish_failing = True
+            log.warning("%s: publishing to Redis failed (%s); committed batches wait (at "
+                        "most %d) and are published when it answers", self.spec.symbol, err,
+                        self.publish_backlog)
+        if dropped:
+            if not self.publish_dropped:
+                log.warning("%s: more than %d batches wait for Redis: dropping the oldest "
+                            "(market data resynchronizes from PostgreSQL)", self.spec.symbol,
+                            self.publish_backlog)
+            self.publish_dropped += dropped
+
+    def _md_batch(self, changes: Changes, commit: SpanContext | None = None) -> bytes:
         msg = mpb.MarketDataBatch(
             instrument_id=self.instrument_id,
             first_sequence=changes.first_sequence,
@@ -431,5 +551,6 @@ class InstrumentLoop:
                                    taker_side=cast(cpb.Side, t.taker_side),
                                    time_unix_nanos=t.created_ns)
                     for t in changes.trades],
+            traceparent=tracing.traceparent(commit),
         )
         return msg.SerializeToString()

@@ -6,6 +6,9 @@ every ``EXCHANGE_OWNERSHIP_POLL`` seconds (at once when the instruments table ch
 those another pod holds, so a standby takes over when the owner dies. Taking ownership
 bumps the owner epoch that fences every journal write (see store.py). Owned instruments
 follow the instruments table: a new price band or status goes to their loop.
+
+Logged: every instrument owned, lost or released, and PostgreSQL unreachable for the
+ownership checks, once when that begins and once when they work again.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ class MatchingNode:
         self._stopping = False
         # Set when the instruments table changed (a notification): look again at once.
         self.changed = asyncio.Event()
+        # The ownership checks fail (logged when that begins and when it ends).
+        self.checks_failing = False
 
     def allowed(self, symbol: str) -> bool:
         spec = self.settings.matching_instruments.strip()
@@ -121,10 +126,20 @@ class MatchingNode:
             try:
                 await self.acquire()
             except Exception as err:  # noqa: BLE001 - database away; try again next round
-                log.warning("ownership check failed: %s", err)
+                if not self.checks_failing:
+                    self.checks_failing = True
+                    log.warning("ownership check failed (%s); trying again every %.1f s",
+                                err, interval)
+                else:
+                    log.debug("ownership check failed again: %s", err)
                 if self._lock_conn is not None and not self._lock_conn.is_closed():
                     continue
                 self._lock_conn = None
+                continue
+            if self.checks_failing:
+                self.checks_failing = False
+                log.info("ownership checks work again; owning %s",
+                         sorted(loop.spec.symbol for loop in self.loops.values()) or "nothing")
 
     def _lost(self, instrument_id: int) -> None:
         # Another pod bumped the epoch, which it can only do holding the lock, so this

@@ -13,7 +13,7 @@ import logging
 from redis.asyncio import Redis
 
 from exchange.matching.v1 import matching_pb2 as mpb
-from exchange_common import logs
+from exchange_common import logs, tracing
 from exchange_common.changes import ChangeListener
 from exchange_common.config import MatchingSettings, load
 from exchange_common.db import OLTP_SETTINGS, create_pool
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 async def serve() -> None:
     settings = load(MatchingSettings)
     logs.setup(settings.log_level, settings.log_format, "matching")
+    tracing.setup("matching-service")
     registry = Registry()
     metrics = MatchingMetrics(registry)
     install(metrics)

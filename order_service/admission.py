@@ -145,7 +145,7 @@ class Admission:
                                 "in flight (limit %d); refusing new orders with OVERLOADED",
                                 self.waiting, self.wait * 1000, self.in_flight, self.limit)
             elif began is not None and now - quiet_since > 1.0:
-                log.warning("no longer overloaded: %d orders refused", self.refused - began)
+                log.info("no longer overloaded: %d orders refused", self.refused - began)
                 began = None
 
     def admit(self, count: int = 1) -> int:

@@ -18,7 +18,8 @@ refused a little before its rate (by at most a lease per process per ``LEASE_TTL
 A refusal is remembered until the bucket would have a token again, so a flood of
 refused calls costs no Redis request either. If Redis cannot be reached, each
 process keeps the buckets in memory for a while (the limit then holds per
-process) rather than refusing everyone.
+process) rather than refusing everyone; that is logged once when it begins and once when
+Redis answers again, not at every retry.
 """
 
 from __future__ import annotations
@@ -129,6 +130,8 @@ class RateLimiter:
         # Lease requests waiting for the next pipeline: (key, rate, burst, want, lease).
         self._queue: list[tuple[str, int, int, int, _Lease]] = []
         self._redis_down_until = 0.0
+        # Redis is unreachable (logged when that begins, and when it ends).
+        self.redis_down = False
         self._local: dict[str, _LocalBucket] = {}
         # Figures (bench/ratelimit.py, tests).
         self.redis_requests = 0
@@ -248,9 +251,10 @@ class RateLimiter:
         try:
             replies = await self._evaluate(queue)
         except (RedisError, OSError) as err:
-            if time.monotonic() >= self._redis_down_until:
-                log.warning("rate limits: Redis unavailable (%s); counting per process for "
-                            "%.0f s", err, REDIS_RETRY)
+            if not self.redis_down:
+                self.redis_down = True
+                log.warning("Redis unreachable (%s): rate limits are counted per process "
+                            "until it answers again (asked every %.0f s)", err, REDIS_RETRY)
             self._redis_down_until = time.monotonic() + REDIS_RETRY
             for key, rate, burst, want, lease in queue:
                 self._leased(lease, want, *self._take_locally(key, rate, burst, want))
@@ -259,5 +263,8 @@ class RateLimiter:
             for *_, lease in queue:
                 self._leased(lease, 0, 0, 0.0)
             raise
+        if self.redis_down:
+            self.redis_down = False
+            log.info("Redis reachable again: rate limits are shared again")
         for (_, _, _, want, lease), (grant, wait_us) in zip(queue, replies, strict=True):
             self._leased(lease, want, int(grant), int(wait_us) / 1e6)

@@ -10,6 +10,11 @@ Creating orders has one path, for a unary call (one order) and an OrderEntry mes
 and sends them to matching with no task each; each order's answer is a future. Only an
 order that needs more than that (a retry of an order committed long ago, an owner to
 find again, a retry the pod recognised) gets a task of its own.
+
+When tracing, ``create`` is given each order's span (the server span of a unary call, or
+the OrderEntry command's), since one call places many orders; the look-up and the wait
+for matching are its children (store.py, routing.py). Cancels and amends run in their
+command's span as the current one.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from opentelemetry.trace import Span
 
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.matching.v1 import matching_pb2 as mpb
@@ -96,8 +103,10 @@ class Orders:
     # -- create -------------------------------------------------------------------------
 
     async def create(self, caller: Caller, requests: Sequence[opb.CreateOrderRequest],
-                     deadline: float) -> list[asyncio.Future[Answer]]:
-        """Start placing ``requests`` (in the order given); the future of each answer."""
+                     deadline: float, spans: Sequence[Span] | None = None
+                     ) -> list[asyncio.Future[Answer]]:
+        """Start placing ``requests`` (in the order given); the future of each answer.
+        ``spans``: when tracing, the span of each request."""
         loop = asyncio.get_running_loop()
         answers: list[asyncio.Future[Answer]] = [loop.create_future() for _ in requests]
         valid: list[tuple[int, InstrumentSpec, ValidOrder]] = []
@@ -113,9 +122,11 @@ class Orders:
         if not valid:
             return answers
         client_order_ids = [o.client_order_id for _, _, o in valid if o.client_order_id]
+        waiting = ([spans[i] for i, _, o in valid if o.client_order_id]
+                   if spans is not None else ())
         try:
             taken = (await self.store.client_ids.lookup_many(caller.account_id,
-                                                             client_order_ids)
+                                                             client_order_ids, waiting)
                      if client_order_ids else {})
         except Exception as err:  # noqa: BLE001 - every order waiting on it is answered
             for i, _, _ in valid:
@@ -127,6 +138,7 @@ class Orders:
                     await self.router.owner(instrument_id, refresh=True)
         for i, spec, order in valid:
             answer = answers[i]
+            span = spans[i] if spans is not None else None
             existing = taken.get(order.client_order_id) if order.client_order_id else None
             if existing is not None:
                 # A retry of an order committed before: answered from the database (the
@@ -136,22 +148,23 @@ class Orders:
             command = _new_order_command(spec, caller, order)
             address = self.router.cached_owner(spec.instrument_id)
             if address is None:
-                self._slow(answer, self._routed(caller.account_id, spec, command, deadline))
+                self._slow(answer, self._routed(caller.account_id, spec, command, deadline,
+                                                span))
                 continue
             try:
                 sent = self.router.send(spec.instrument_id, address, command, deadline,
-                                        idempotent=True)
+                                        idempotent=True, parent=span)
             except Exception as err:  # noqa: BLE001 - answered, never left waiting
                 answer.set_exception(err)
                 continue
             sent.add_done_callback(self._answered(answer, caller.account_id, spec, command,
-                                                  deadline))
+                                                  deadline, span))
             answer.add_done_callback(_cancel_with(sent))
         return answers
 
     def _answered(self, answer: asyncio.Future[Answer], account_id: int,
-                  spec: InstrumentSpec, command: mpb.Command,
-                  deadline: float) -> Callable[[asyncio.Future[mpb.Result]], None]:
+                  spec: InstrumentSpec, command: mpb.Command, deadline: float,
+                  span: Span | None) -> Callable[[asyncio.Future[mpb.Result]], None]:
         def done(sent: asyncio.Future[mpb.Result]) -> None:
             if answer.done():
                 return
@@ -164,7 +177,7 @@ class Orders:
                 # A broken stream or a moved owner: sent again (the client_order_id makes
                 # that safe) on the way that follows the owner.
                 self.rerouted()
-                self._slow(answer, self._routed(account_id, spec, command, deadline))
+                self._slow(answer, self._routed(account_id, spec, command, deadline, span))
                 return
             if err is not None:
                 answer.set_exception(err)
@@ -173,7 +186,7 @@ class Orders:
             if (result.WhichOneof("result") == "error"
                     and result.error.code == mpb.ERROR_CODE_NOT_OWNER):
                 self.rerouted()
-                self._slow(answer, self._routed(account_id, spec, command, deadline))
+                self._slow(answer, self._routed(account_id, spec, command, deadline, span))
                 return
             try:
                 created = self._created(spec, command, result)
@@ -208,10 +221,10 @@ class Orders:
         answer.add_done_callback(_cancel_with(task))
 
     async def _routed(self, account_id: int, spec: InstrumentSpec, command: mpb.Command,
-                      deadline: float) -> Answer:
+                      deadline: float, span: Span | None = None) -> Answer:
         """Send ``command`` to whoever owns the instrument, following owner changes."""
         result = await self.router.execute(spec.instrument_id, command, deadline,
-                                           idempotent=True)
+                                           idempotent=True, parent=span)
         created = self._created(spec, command, result)
         if created is None:
             return await self._committed(account_id, result.order.order_id)

@@ -8,11 +8,17 @@ correlated by request id.
 
 ``Router`` learns owners from PostgreSQL (``instrument_state.owner_address``),
 caches them, and refreshes when a pod answers NOT_OWNER.
+
+When tracing, each command sent is a CLIENT span (the wait for matching's answer, one per
+attempt when it is sent again) whose ``traceparent`` the command carries, so that the
+matching pod's span of the command is its child. A pod that cannot be reached is logged
+once when that begins and once when it answers again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import time
@@ -20,9 +26,11 @@ from collections import deque
 
 import asyncpg
 import grpc
+from opentelemetry.trace import Span
 
 from exchange.matching.v1 import matching_pb2 as mpb
 from exchange.matching.v1 import matching_pb2_grpc as mpb_grpc
+from exchange_common import tracing
 from exchange_common.config import OrderSettings
 from exchange_common.errors import DeadlineExceeded, Unavailable
 from exchange_common.server import channel_options
@@ -39,6 +47,8 @@ OWNER_CHECK_INTERVAL = 1.0
 WATCHDOG_TICK = 0.1
 # Owner look-ups are coalesced: at most one database read per instrument this often.
 OWNER_REFRESH_MIN = 0.25
+# The span of a command's wait for matching (the RPC its stream is).
+EXECUTE_SPAN = "exchange.matching.v1.MatchingService/Execute"
 
 
 class OwnerMoved(Exception):
@@ -69,6 +79,8 @@ class MatchingClient:
         self.ids = itertools.count(1)
         self.task: asyncio.Task | None = None
         self.closed = False
+        # The stream broke and no answer has come since (logged when that begins and ends).
+        self.broken = False
 
     def submit(self, command: mpb.Command) -> tuple[int, asyncio.Future]:
         """Queue ``command`` for the pod; returns its request id and the future of
@@ -132,6 +144,9 @@ class MatchingClient:
         """Deliver the stream's results; the error that ended it, if any."""
         try:
             async for response in call:
+                if self.broken:
+                    self.broken = False
+                    log.info("matching %s answers again", self.address)
                 for result in response.results:
                     self.sent.discard(result.request_id)
                     fut = self.pending.get(result.request_id)
@@ -149,8 +164,11 @@ class MatchingClient:
             log.error("matching %s refuses this order service (%s): check "
                       "EXCHANGE_INTERNAL_TOKEN or the EXCHANGE_INTERNAL_TLS_* certificates",
                       self.address, err.details())
-        else:
+        elif not self.broken:
             log.warning("stream to matching %s broke: %s", self.address, err)
+        else:
+            log.debug("stream to matching %s broke again: %s", self.address, err)
+        self.broken = True
 
     def _fail_pending(self) -> None:
         """The stream broke: commands written to it have an unknown outcome; those
@@ -203,13 +221,14 @@ class Router:
         return client
 
     async def execute(self, instrument_id: int, command: mpb.Command, deadline: float,
-                      idempotent: bool) -> mpb.Result:
+                      idempotent: bool, parent: Span | None = None) -> mpb.Result:
         """Send to the owner; follow ownership changes until ``deadline`` (monotonic).
 
         ``idempotent`` commands (new orders, which always carry a client_order_id)
         are sent again when the stream broke with them in flight, or when their pod
         went silent and another pod owns the instrument now (a paused owner keeps its
-        connections open, so silence is the only sign)."""
+        connections open, so silence is the only sign). ``parent``: the command's span
+        when tracing (None: the current span)."""
         refresh = False
         for attempt in range(NOT_OWNER_RETRIES):
             if time.monotonic() >= deadline:
@@ -221,7 +240,7 @@ class Router:
                 refresh = True
                 await _pause(NOT_OWNER_BACKOFF, deadline)
                 continue
-            fut = self.send(instrument_id, address, command, deadline, idempotent)
+            fut = self.send(instrument_id, address, command, deadline, idempotent, parent)
             try:
                 result = await fut
             except StreamBroken:
@@ -257,18 +276,26 @@ class Router:
         return None
 
     def send(self, instrument_id: int, address: str, command: mpb.Command, deadline: float,
-             idempotent: bool) -> asyncio.Future:
+             idempotent: bool, parent: Span | None = None) -> asyncio.Future:
         """Queue ``command`` for the pod at ``address``; the future of its result.
 
         The watchdog (one task, not a timer per command) fails the future at the
         deadline (DeadlineExceeded), or with OwnerMoved when an ``idempotent``
         command's pod went silent and another pod owns the instrument now; a broken
         stream fails it with StreamBroken or Unavailable (see MatchingClient). A
-        ``deadline`` already passed is refused (DEADLINE_TOO_SHORT): nothing is sent."""
+        ``deadline`` already passed is refused (DEADLINE_TOO_SHORT): nothing is sent.
+        ``parent``: the command's span when tracing (None: the current span)."""
         if time.monotonic() >= deadline:
             raise too_short()
         client = self.client(address)
+        if tracing.ENABLED:
+            span = tracing.child(EXECUTE_SPAN, parent, tracing.CLIENT, {
+                "rpc.system": "grpc", "server.address": address,
+                "exchange.instrument_id": instrument_id})
+            command.traceparent = tracing.traceparent(span)
         rid, fut = client.submit(command)
+        if tracing.ENABLED:
+            fut.add_done_callback(functools.partial(_matching_answered, span))
         self.waiting[fut] = (instrument_id, address, deadline, idempotent,
                              time.monotonic() + OWNER_CHECK_INTERVAL)
         if self.watchdog is None or self.watchdog.done():
@@ -309,6 +336,22 @@ class Router:
         if self.watchdog is not None:
             self.watchdog.cancel()
         await asyncio.gather(*(c.close() for c in self.clients.values()))
+
+
+def _matching_answered(span: Span, fut: asyncio.Future) -> None:
+    """End the span of a command's wait for matching: with the error code of matching's
+    answer, or ERROR when no answer came (deadline, broken stream, owner moved)."""
+    if fut.cancelled():
+        tracing.end(span, asyncio.CancelledError())
+        return
+    err = fut.exception()
+    if err is None and span.is_recording():
+        result = fut.result()
+        if result.WhichOneof("result") == "error":
+            span.set_attribute("exchange.error.code", mpb.ErrorCode.Name(result.error.code))
+        else:
+            span.set_attribute("exchange.order_id", str(result.order.order_id))
+    tracing.end(span, err)
 
 
 def too_short() -> DeadlineExceeded:

@@ -7,6 +7,9 @@ serves, so its caches never outlive a change.
 
 ``EXCHANGE_ORDER_WORKERS`` (default ``auto``: one per core) runs that many such processes
 on the same ports (``exchange_common/workers.py``); every one is a whole order service.
+
+Traces (``exchange_common.tracing``) are set up from the ``OTEL_*`` variables at start,
+before the servers are built, and flushed at stop.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import logging
 from redis.asyncio import Redis
 
 from exchange.order.v1 import order_pb2 as opb
-from exchange_common import logs
+from exchange_common import logs, tracing
 from exchange_common.backlog import Backlog
 from exchange_common.changes import ChangeListener
 from exchange_common.config import OrderSettings, load
@@ -36,7 +39,7 @@ from order_service.limits import RateLimiter
 from order_service.metrics import OrderMetrics
 from order_service.orders import Orders
 from order_service.routing import Router
-from order_service.servicer import OrderServicer
+from order_service.servicer import TRACED, OrderServicer
 from order_service.store import Store
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,7 @@ async def serve() -> None:
     settings = load(OrderSettings)
     logs.setup(settings.log_level, settings.log_format,
                f"order-{settings.worker}" if settings.worker else "order")
+    tracing.setup("order-service")
     InternalCaller.from_settings(settings).check()
     count = settings.order_worker_count
     registry = Registry(workers=count, worker=settings.worker)
@@ -75,7 +79,7 @@ async def serve() -> None:
     service.add_service(opb.DESCRIPTOR.services_by_name["OrderService"], OrderServicer(
         orders, auth, limiter, admission, metrics,
         max_streams_per_connection=settings.max_streams_per_connection,
-        max_commands_per_message=settings.max_commands_per_message))
+        max_commands_per_message=settings.max_commands_per_message), traced=TRACED)
     services = [service]
     if settings.admin_listen != "off":
         admin_store = AdminStore(pool, changes)

@@ -3,6 +3,11 @@
 Each call is authenticated (``x-api-key`` -> the account and its tier, auth.py) and
 charged to the account's rate limit (limits.py); the work is ``Orders``' (orders.py) and
 the OrderEntry session's (session.py).
+
+When tracing, each order command is a server span that continues the caller's
+``traceparent``: a unary CreateOrder, CancelOrder or AmendOrder is one (``TRACED``: the
+handler makes it, exchange_common.handlers), and so is every command of an OrderEntry
+message (session.py), in the trace of its stream's ``traceparent``.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import grpc
 
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
+from exchange_common import tracing
 from exchange_common.errors import grpc_errors
 from exchange_common.handlers import malformed_messages_in_stream
 from exchange_common.slots import StreamSlots
@@ -23,6 +29,9 @@ from order_service.limits import CANCELS, ORDERS, QUERIES, RateLimiter
 from order_service.metrics import OrderMetrics
 from order_service.orders import Orders
 from order_service.session import OrderEntrySession
+
+# The unary methods that run in a server span of their own when tracing.
+TRACED = ("CreateOrder", "CancelOrder", "AmendOrder")
 
 
 class OrderServicer(opb_grpc.OrderServiceServicer):
@@ -48,14 +57,22 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
                           context: grpc.aio.ServicerContext) -> opb.CreateOrderResponse:
         # Refused first when the process is behind: before any database or matching work.
         started = time.monotonic()
+        span = None
+        if tracing.ENABLED:
+            span = tracing.current_span()
+            span.set_attributes(tracing.order_attributes(request.instrument, request.side,
+                                                         request.type))
         if not self.admission.admit():
             self.metrics.refused()
+            if span is not None:
+                tracing.answered(span, "RESOURCE_EXHAUSTED", "OVERLOADED")
             await context.abort_with_status(REFUSAL)
         err: BaseException | None = None
         try:
             caller = await self._caller(context, ORDERS)
             (answer,) = await self.orders.create(
-                caller, [request], self.orders.deadline(context.time_remaining()))
+                caller, [request], self.orders.deadline(context.time_remaining()),
+                None if span is None else [span])
             try:
                 order, fills = await answer
             except asyncio.CancelledError:
@@ -67,6 +84,8 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
         finally:
             self.admission.done(started)
             self.metrics.created("CreateOrder", request.type, started, request.instrument, err)
+        if span is not None:
+            span.set_attribute("exchange.order_id", order.order_id)
         return opb.CreateOrderResponse(order=order, fills=fills)
 
     @grpc_errors
@@ -81,6 +100,8 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
             self.metrics.cancel_answered("CancelOrder", started, "", err)
             raise
         self.metrics.cancel_answered("CancelOrder", started, order.instrument, None)
+        if tracing.ENABLED:
+            _answered_order(order)
         return opb.CancelOrderResponse(order=order)
 
     @grpc_errors
@@ -89,6 +110,8 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
         caller = await self._caller(context, ORDERS)
         order, fills = await self.orders.amend(caller, request,
                                                self.orders.deadline(context.time_remaining()))
+        if tracing.ENABLED:
+            _answered_order(order)
         return opb.AmendOrderResponse(order=order, fills=fills)
 
     @grpc_errors
@@ -101,6 +124,8 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
                                         self.metrics, caller,
                                         max_commands=self.max_commands,
                                         matching_timeout=self.orders.matching_timeout)
+            if tracing.ENABLED:
+                session.trace_parent = tracing.from_metadata(context.invocation_metadata())
             async for response in session.responses(request_iterator):
                 yield response
 
@@ -119,3 +144,10 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
     async def ListFills(self, request: opb.ListFillsRequest,
                         context: grpc.aio.ServicerContext) -> opb.ListFillsResponse:
         return await self.orders.list_fills(await self._caller(context, QUERIES), request)
+
+
+def _answered_order(order: opb.Order) -> None:
+    """Put what the answer says about the order on the call's span."""
+    span = tracing.current_span()
+    span.set_attributes(tracing.order_attributes(order.instrument, order.side, order.type))
+    span.set_attribute("exchange.order_id", order.order_id)

@@ -12,6 +12,12 @@ commands past what was granted are answered RESOURCE_EXHAUSTED (RATE_LIMITED), a
 commands past ``max_commands_per_message`` INVALID_ARGUMENT (TOO_MANY_COMMANDS). A message
 that is not valid protobuf is answered with an event carrying MALFORMED_REQUEST; a bad
 command never ends the session.
+
+When tracing, every command is a server span ("OrderEntry create", ... ) from the moment
+its message is read to its answer, in the trace of the stream's ``traceparent`` metadata
+(``trace_parent``; each command starts a trace of its own when the stream has none). A
+refused command is answered with its span current, so that the refusal's reason lands on
+it and the DEBUG line of the refusal carries its ids.
 """
 
 from __future__ import annotations
@@ -20,7 +26,11 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
+from opentelemetry.context import Context
+from opentelemetry.trace import Span
+
 from exchange.order.v1 import order_pb2 as opb
+from exchange_common import tracing
 from exchange_common.errors import InvalidArgument, as_exchange_error, clip
 from exchange_common.handlers import MalformedRequest
 from exchange_common.sessions import AnswerPump
@@ -38,6 +48,9 @@ MAX_EVENTS_PER_MESSAGE = 1000
 # The method label of the session's commands in exchange_order_latency_seconds.
 SESSION = "OrderEntry"
 KINDS = {"create": ORDERS, "amend": ORDERS, "cancel": CANCELS}
+# A command's span: "exchange.order.v1.OrderService/OrderEntry create", ... (or "command"
+# when it names none).
+SPAN = f"{opb.DESCRIPTOR.services_by_name['OrderService'].full_name}/OrderEntry"
 
 
 def echoed(client_order_id: str) -> str:
@@ -70,6 +83,8 @@ class OrderEntrySession:
         self.matching_timeout = matching_timeout
         self.pump: AnswerPump[opb.OrderEntryEvent] = AnswerPump(
             MAX_EVENTS_PER_MESSAGE, weight=lambda event: 1 + len(event.fills))
+        # When tracing: the context of the stream's traceparent, the commands' parent.
+        self.trace_parent: Context | None = None
 
     def responses(self, requests) -> AsyncIterator[opb.OrderEntryResponse]:
         return self.pump.responses(requests, self.admit,
@@ -84,6 +99,7 @@ class OrderEntrySession:
             return
         commands = request.commands
         pump.expect(len(commands))
+        spans = [self._span(command) for command in commands] if tracing.ENABLED else None
         limit = self.max_commands
         kinds = [KINDS.get(command.WhichOneof("command") or "") for command in commands[:limit]]
         granted = {ORDERS: 0, CANCELS: 0}
@@ -94,101 +110,167 @@ class OrderEntrySession:
                 granted[bucket], waits[bucket] = await self.limiter.take(self.caller, bucket,
                                                                          wanted)
         creates: list[opb.CreateOrderRequest] = []
+        create_spans: list[Span] = []
         for i, command in enumerate(commands):
+            span = spans[i] if spans is not None else None
             if i >= limit:
-                pump.answer(error_event(client_order_id_of(command), InvalidArgument(
+                self._refuse(client_order_id_of(command), InvalidArgument(
                     f"at most {limit} commands in one message; this one has {len(commands)}",
-                    reason="TOO_MANY_COMMANDS", field="commands")))
+                    reason="TOO_MANY_COMMANDS", field="commands"), span)
                 continue
             kind = kinds[i]
             if kind is not None and not granted[kind]:
-                pump.answer(error_event(client_order_id_of(command),
-                                        self.limiter.refusal(kind, waits[kind])))
+                self._refuse(client_order_id_of(command),
+                             self.limiter.refusal(kind, waits[kind]), span)
                 continue
             if kind is not None:
                 granted[kind] -= 1
             which = command.WhichOneof("command")
             if which == "create":
                 if not command.create.client_order_id:
-                    pump.answer(error_event("", InvalidArgument(
+                    self._refuse("", InvalidArgument(
                         "client_order_id is required in an order-entry session (it "
                         "correlates the answer)", reason="CLIENT_ORDER_ID_REQUIRED",
-                        field="create.client_order_id")))
+                        field="create.client_order_id"), span)
                     continue
                 creates.append(command.create)
+                if span is not None:
+                    create_spans.append(span)
             elif which == "cancel":
-                pump.spawn(self._cancel(command.cancel))
+                pump.spawn(self._cancel(command.cancel, span))
             elif which == "amend":
-                pump.spawn(self._amend(command.amend))
+                pump.spawn(self._amend(command.amend, span))
             else:
-                pump.answer(error_event("", InvalidArgument(
+                self._refuse("", InvalidArgument(
                     "empty command: set create, cancel or amend", reason="COMMAND_REQUIRED",
-                    field="command")))
+                    field="command"), span)
         if creates:
-            pump.spawn(self._create(creates))
+            pump.spawn(self._create(creates, create_spans if spans is not None else None))
 
-    async def _create(self, creates: list[opb.CreateOrderRequest]) -> None:
+    def _span(self, command: opb.OrderEntryCommand) -> Span:
+        """The span of one command (tracing only), from now until it is answered."""
+        which = command.WhichOneof("command") or "command"
+        span = tracing.start(f"{SPAN} {which}", self.trace_parent, tracing.SERVER, {
+            "rpc.system": "grpc", "rpc.method": SESSION, "exchange.command": which})
+        if span.is_recording():
+            if which == "create":
+                create = command.create
+                span.set_attributes(tracing.order_attributes(create.instrument, create.side,
+                                                             create.type))
+            elif which in ("cancel", "amend"):
+                order_id = getattr(command, which).order_id
+                if order_id:
+                    span.set_attribute("exchange.order_id", order_id)
+        return span
+
+    def _refuse(self, client_order_id: str, err: BaseException, span: Span | None) -> None:
+        """Answer a command with ``err``: with its span current (the refusal's reason goes
+        on it), then ended."""
+        if span is None:
+            self.pump.answer(error_event(client_order_id, err))
+            return
+        with tracing.current(span):
+            event = error_event(client_order_id, err)
+        span.end()
+        self.pump.answer(event)
+
+    def _answer(self, event: opb.OrderEntryEvent, span: Span | None) -> None:
+        """Answer a command with the order after it."""
+        if span is not None:
+            if span.is_recording():
+                span.set_attribute("exchange.order_id", event.order.order_id)
+                tracing.answered(span, "OK")
+            span.end()
+        self.pump.answer(event)
+
+    async def _create(self, creates: list[opb.CreateOrderRequest],
+                      spans: list[Span] | None) -> None:
         # The new orders past what the process can carry now are refused (OVERLOADED).
         started = time.monotonic()
         admitted = self.admission.admit(len(creates))
         if admitted < len(creates):
             self.metrics.refused(len(creates) - admitted)
-        for create in creates[admitted:]:
-            self.pump.answer(error_event(create.client_order_id, self.admission.refusal()))
+        for i in range(admitted, len(creates)):
+            self._refuse(creates[i].client_order_id, self.admission.refusal(),
+                         spans[i] if spans is not None else None)
         creates = creates[:admitted]
+        if spans is not None:
+            spans = spans[:admitted]
         if not creates:
             return
         deadline = started + self.matching_timeout
         try:
-            answers = await self.orders.create(self.caller, creates, deadline)
+            answers = await self.orders.create(self.caller, creates, deadline, spans)
         except asyncio.CancelledError:
             self.admission.done(started, len(creates))
             raise
         except Exception as err:  # noqa: BLE001 - every create of the message is answered
             self.admission.done(started, len(creates))
-            for create in creates:
+            for i, create in enumerate(creates):
                 self.metrics.created(SESSION, create.type, started, create.instrument, err)
-                self.pump.answer(error_event(create.client_order_id, err))
+                self._refuse(create.client_order_id, err,
+                             spans[i] if spans is not None else None)
             return
-        for create, answer in zip(creates, answers, strict=True):
-            answer.add_done_callback(self._created(create, started))
+        for i, (create, answer) in enumerate(zip(creates, answers, strict=True)):
+            answer.add_done_callback(self._created(create, started,
+                                                   spans[i] if spans is not None else None))
 
-    def _created(self, create: opb.CreateOrderRequest, started: float):
+    def _created(self, create: opb.CreateOrderRequest, started: float, span: Span | None):
         client_order_id = create.client_order_id
 
         def done(answer: asyncio.Future[Answer]) -> None:
             self.admission.done(started)
             if answer.cancelled():
+                if span is not None:
+                    tracing.end(span, asyncio.CancelledError())
                 return  # the session ended
             err = answer.exception()
             self.metrics.created(SESSION, create.type, started, create.instrument, err)
             if err is not None:
-                self.pump.answer(error_event(client_order_id, err))
+                self._refuse(client_order_id, err, span)
                 return
             order, fills = answer.result()
-            self.pump.answer(opb.OrderEntryEvent(client_order_id=client_order_id,
-                                                 order=order, fills=fills))
+            self._answer(opb.OrderEntryEvent(client_order_id=client_order_id,
+                                             order=order, fills=fills), span)
         return done
 
-    async def _cancel(self, request: opb.CancelOrderRequest) -> None:
+    async def _cancel(self, request: opb.CancelOrderRequest, span: Span | None) -> None:
+        # With tracing, the command's span is current meanwhile (this is a task of its
+        # own): the look-up and the wait for matching are its children.
+        token = tracing.attach(span) if span is not None else None
         started = time.monotonic()
         try:
             order = await self.orders.cancel(self.caller, request,
                                               started + self.matching_timeout)
         except Exception as err:  # noqa: BLE001 - answered, never ends the session
             self.metrics.cancel_answered(SESSION, started, "", err)
-            self.pump.answer(error_event(request.client_order_id, err))
+            self._refuse(request.client_order_id, err, span)
             return
+        except asyncio.CancelledError as err:
+            if span is not None:
+                tracing.end(span, err)
+            raise
+        finally:
+            if token is not None:
+                tracing.detach(token)
         self.metrics.cancel_answered(SESSION, started, order.instrument, None)
-        self.pump.answer(opb.OrderEntryEvent(client_order_id=order.client_order_id,
-                                             order=order))
+        self._answer(opb.OrderEntryEvent(client_order_id=order.client_order_id,
+                                         order=order), span)
 
-    async def _amend(self, request: opb.AmendOrderRequest) -> None:
+    async def _amend(self, request: opb.AmendOrderRequest, span: Span | None) -> None:
+        token = tracing.attach(span) if span is not None else None
         try:
             order, fills = await self.orders.amend(self.caller, request,
                                                    time.monotonic() + self.matching_timeout)
         except Exception as err:  # noqa: BLE001 - answered, never ends the session
-            self.pump.answer(error_event(request.client_order_id, err))
+            self._refuse(request.client_order_id, err, span)
             return
-        self.pump.answer(opb.OrderEntryEvent(client_order_id=order.client_order_id,
-                                             order=order, fills=fills))
+        except asyncio.CancelledError as err:
+            if span is not None:
+                tracing.end(span, err)
+            raise
+        finally:
+            if token is not None:
+                tracing.detach(token)
+        self._answer(opb.OrderEntryEvent(client_order_id=order.client_order_id,
+                                         order=order, fills=fills), span)

@@ -7,17 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 
 import asyncpg
+from opentelemetry.trace import Span
 
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.order.v1 import order_pb2 as opb
+from exchange_common import tracing
 from exchange_common.changes import ChangeListener
 from exchange_common.db import OPEN_ORDERS_SQL
 from exchange_common.errors import Unavailable
 from exchange_common.instruments import InstrumentSpec, load_instruments
 
 MAKER, TAKER = cpb.LIQUIDITY_MAKER, cpb.LIQUIDITY_TAKER
+# The span of a command's wait for its client_order_id look-up.
+LOOKUP_SPAN = "client_order_id look-up"
 STATUS_FILTER_SQL: dict[int, str] = {
     opb.ORDER_STATUS_FILTER_UNSPECIFIED: "",
     opb.ORDER_STATUS_FILTER_OPEN: f"AND {OPEN_ORDERS_SQL}",
@@ -57,7 +62,10 @@ class ClientIdLookups:
     seconds: lookups made meanwhile wait and go together in the next one, so under
     load a query answers many orders (each costs PostgreSQL a few microseconds, the
     query itself a few hundred), and at low load a lookup waits for nothing but its
-    own query."""
+    own query.
+
+    When tracing, each caller's wait (for the query it joined, and the query) is a span
+    of its own, a child of the caller's command span."""
 
     def __init__(self, pool: asyncpg.Pool, min_interval: float = 0.0) -> None:
         self.pool = pool
@@ -75,14 +83,20 @@ class ClientIdLookups:
         if fut is None:
             self._schedule()
             fut = self.pending[key] = asyncio.get_running_loop().create_future()
+        if tracing.ENABLED:
+            tracing.span_until(fut, LOOKUP_SPAN, (None,))
         return fut
 
-    def lookup_many(self, account_id: int, client_order_ids: list[str]) -> asyncio.Future:
+    def lookup_many(self, account_id: int, client_order_ids: list[str],
+                    spans: Sequence[Span] = ()) -> asyncio.Future:
         """A future of {client_order_id: existing order row} for those of
-        ``client_order_ids`` that exist (one future for a whole session message)."""
+        ``client_order_ids`` that exist (one future for a whole session message).
+        ``spans``: when tracing, the spans of the commands that wait for it."""
         self._schedule()
         fut = asyncio.get_running_loop().create_future()
         self.groups.append((account_id, client_order_ids, fut))
+        if spans:
+            tracing.span_until(fut, LOOKUP_SPAN, spans)
         return fut
 
     def _schedule(self) -> None:

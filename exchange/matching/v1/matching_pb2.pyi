@@ -152,16 +152,18 @@ class AmendOrder(_message.Message):
     def __init__(self, instrument_id: _Optional[int] = ..., account_id: _Optional[int] = ..., order_id: _Optional[int] = ..., price: _Optional[int] = ..., quantity: _Optional[int] = ...) -> None: ...
 
 class Command(_message.Message):
-    __slots__ = ("request_id", "new_order", "cancel_order", "amend_order")
+    __slots__ = ("request_id", "new_order", "cancel_order", "amend_order", "traceparent")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     NEW_ORDER_FIELD_NUMBER: _ClassVar[int]
     CANCEL_ORDER_FIELD_NUMBER: _ClassVar[int]
     AMEND_ORDER_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     new_order: NewOrder
     cancel_order: CancelOrder
     amend_order: AmendOrder
-    def __init__(self, request_id: _Optional[int] = ..., new_order: _Optional[_Union[NewOrder, _Mapping]] = ..., cancel_order: _Optional[_Union[CancelOrder, _Mapping]] = ..., amend_order: _Optional[_Union[AmendOrder, _Mapping]] = ...) -> None: ...
+    traceparent: str
+    def __init__(self, request_id: _Optional[int] = ..., new_order: _Optional[_Union[NewOrder, _Mapping]] = ..., cancel_order: _Optional[_Union[CancelOrder, _Mapping]] = ..., amend_order: _Optional[_Union[AmendOrder, _Mapping]] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class ExecuteRequest(_message.Message):
     __slots__ = ("commands",)
@@ -272,7 +274,7 @@ class TradeEvent(_message.Message):
     def __init__(self, trade_id: _Optional[int] = ..., price: _Optional[int] = ..., quantity: _Optional[int] = ..., taker_side: _Optional[_Union[_common_pb2.Side, str]] = ..., time_unix_nanos: _Optional[int] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class MarketDataBatch(_message.Message):
-    __slots__ = ("instrument_id", "first_sequence", "last_sequence", "time_unix_nanos", "bids", "asks", "trades")
+    __slots__ = ("instrument_id", "first_sequence", "last_sequence", "time_unix_nanos", "bids", "asks", "trades", "traceparent")
     INSTRUMENT_ID_FIELD_NUMBER: _ClassVar[int]
     FIRST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -280,6 +282,7 @@ class MarketDataBatch(_message.Message):
     BIDS_FIELD_NUMBER: _ClassVar[int]
     ASKS_FIELD_NUMBER: _ClassVar[int]
     TRADES_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     instrument_id: int
     first_sequence: int
     last_sequence: int
@@ -287,4 +290,5 @@ class MarketDataBatch(_message.Message):
     bids: _containers.RepeatedCompositeFieldContainer[LevelUpdate]
     asks: _containers.RepeatedCompositeFieldContainer[LevelUpdate]
     trades: _containers.RepeatedCompositeFieldContainer[TradeEvent]
-    def __init__(self, instrument_id: _Optional[int] = ..., first_sequence: _Optional[int] = ..., last_sequence: _Optional[int] = ..., time_unix_nanos: _Optional[int] = ..., bids: _Optional[_Iterable[_Union[LevelUpdate, _Mapping]]] = ..., asks: _Optional[_Iterable[_Union[LevelUpdate, _Mapping]]] = ..., trades: _Optional[_Iterable[_Union[TradeEvent, _Mapping]]] = ...) -> None: ...
+    traceparent: str
+    def __init__(self, instrument_id: _Optional[int] = ..., first_sequence: _Optional[int] = ..., last_sequence: _Optional[int] = ..., time_unix_nanos: _Optional[int] = ..., bids: _Optional[_Iterable[_Union[LevelUpdate, _Mapping]]] = ..., asks: _Optional[_Iterable[_Union[LevelUpdate, _Mapping]]] = ..., trades: _Optional[_Iterable[_Union[TradeEvent, _Mapping]]] = ..., traceparent: _Optional[str] = ...) -> None: ...
