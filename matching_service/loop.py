@@ -277,9 +277,13 @@ class InstrumentLoop:
 
     # -- spans (tracing only) ----------------------------------------------------
 
-    def _command_span(self, cmd: mpb.Command) -> Span:
+    def _command_span(self, cmd: mpb.Command) -> Span | None:
         """A command's span, from its arrival: a child of the order service's span that
-        sent it (its traceparent), or the root of a trace of its own."""
+        sent it (its traceparent), or the root of a trace of its own. None when the order
+        service sampled the trace out (the traceparent's flags are 00): nothing below an
+        unsampled span is recorded, so not even a non-recording span is made for it."""
+        if cmd.traceparent.endswith("-00"):
+            return None
         which = cmd.WhichOneof("command") or "command"
         parent = tracing.parse_traceparent(cmd.traceparent) if cmd.traceparent else None
         span = tracing.start(MATCH_SPAN, parent or tracing.NEW_TRACE, tracing.SERVER,
