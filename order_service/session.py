@@ -23,8 +23,9 @@ it and the DEBUG line of the refusal carries its ids.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from opentelemetry.context import Context
 from opentelemetry.trace import Span
@@ -235,42 +236,43 @@ class OrderEntrySession:
         return done
 
     async def _cancel(self, request: opb.CancelOrderRequest, span: Span | None) -> None:
-        # With tracing, the command's span is current meanwhile (this is a task of its
-        # own): the look-up and the wait for matching are its children.
-        token = tracing.attach(span) if span is not None else None
         started = time.monotonic()
-        try:
-            order = await self.orders.cancel(self.caller, request,
-                                              started + self.matching_timeout)
-        except Exception as err:  # noqa: BLE001 - answered, never ends the session
-            self.metrics.cancel_answered(SESSION, started, "", err)
-            self._refuse(request.client_order_id, err, span)
-            return
-        except asyncio.CancelledError as err:
-            if span is not None:
-                tracing.end(span, err)
-            raise
-        finally:
-            if token is not None:
-                tracing.detach(token)
+        with _current(span):
+            try:
+                order = await self.orders.cancel(self.caller, request,
+                                                  started + self.matching_timeout)
+            except Exception as err:  # noqa: BLE001 - answered, never ends the session
+                self.metrics.cancel_answered(SESSION, started, "", err)
+                self._refuse(request.client_order_id, err, span)
+                return
         self.metrics.cancel_answered(SESSION, started, order.instrument, None)
         self._answer(opb.OrderEntryEvent(client_order_id=order.client_order_id,
                                          order=order), span)
 
     async def _amend(self, request: opb.AmendOrderRequest, span: Span | None) -> None:
-        token = tracing.attach(span) if span is not None else None
-        try:
-            order, fills = await self.orders.amend(self.caller, request,
-                                                   time.monotonic() + self.matching_timeout)
-        except Exception as err:  # noqa: BLE001 - answered, never ends the session
-            self._refuse(request.client_order_id, err, span)
-            return
-        except asyncio.CancelledError as err:
-            if span is not None:
-                tracing.end(span, err)
-            raise
-        finally:
-            if token is not None:
-                tracing.detach(token)
+        with _current(span):
+            try:
+                order, fills = await self.orders.amend(
+                    self.caller, request, time.monotonic() + self.matching_timeout)
+            except Exception as err:  # noqa: BLE001 - answered, never ends the session
+                self._refuse(request.client_order_id, err, span)
+                return
         self._answer(opb.OrderEntryEvent(client_order_id=order.client_order_id,
                                          order=order, fills=fills), span)
+
+
+@contextlib.contextmanager
+def _current(span: Span | None) -> Iterator[None]:
+    """With tracing, the command's span is current inside (a cancel or an amend runs in a
+    task of its own): the look-up and the wait for matching are its children. A task
+    cancelled meanwhile (the session ended) ends the span."""
+    token = tracing.attach(span) if span is not None else None
+    try:
+        yield
+    except asyncio.CancelledError as err:
+        if span is not None:
+            tracing.end(span, err)
+        raise
+    finally:
+        if token is not None:
+            tracing.detach(token)
