@@ -130,10 +130,10 @@ def hold_sql(ledger: bool, order: str = "b.account_id, b.asset_id") -> str:
     ids, $5 the asset each order would receive, one element per order in arrival order.
     Returns the ordinals (1-based) of the granted orders. ``order``: the order the
     balance rows are locked in."""
-    ledger_cte = """, hold_entries AS (
+    ledger_cte = f""", hold_entries AS (
     INSERT INTO ledger (account_id, asset_id, kind, available, held, ref)
-    SELECT account_id, asset_id, %d, -amount, amount, n FROM granted
-)""" % HOLD if ledger else ""
+    SELECT account_id, asset_id, {HOLD}, -amount, amount, n FROM granted
+)""" if ledger else ""
     return f"""
 WITH req AS (
     SELECT * FROM unnest($1::bigint[], $2::smallint[], $3::bigint[], $4::text[],
