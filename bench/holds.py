@@ -176,6 +176,7 @@ WITH input AS (
       FROM (SELECT account_id, asset_id, sum(amount) AS total FROM granted
              GROUP BY account_id, asset_id) g
      WHERE b.account_id = g.account_id AND b.asset_id = g.asset_id
+       AND (SELECT count(*) FROM locked) > 0  -- every lock taken before any change
 ), receiving AS (
     INSERT INTO balances (account_id, asset_id)
     SELECT DISTINCT account_id, receives FROM granted ORDER BY account_id, receives
