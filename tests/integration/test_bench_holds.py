@@ -16,7 +16,8 @@ async def test_holds_benchmark_keeps_the_money_right(pg_admin_url: str) -> None:
     # (price improvement, partial fills, expiries) and negative fees all happen.
     args = holds.parser().parse_args(
         ["--runs", "plain,money,ledger,hot", "--seconds", "0.5", "--accounts", "20",
-         "--hot", "4", "--poor-every", "5", "--maker-bps", "-2", "--taker-bps", "10"])
+         "--hot", "4", "--poor-every", "5", "--warmup", "0.2", "--maker-bps", "-2",
+         "--taker-bps", "10"])
     rows = {r["run"]: r for r in await holds.run(pg_admin_url, args)}
     assert rows["plain"]["refused"] == 0
     for name in ("money", "ledger", "hot"):
