@@ -641,9 +641,9 @@ async def run(server_url: str, args: argparse.Namespace) -> list[dict]:
     try:
         accounts, fee_account, deposits = await setup(url, args.accounts, args.poor_every)
         if args.warmup > 0:
-            # The first seconds on a new database cost PostgreSQL far more (autovacuum
-            # and analyze of the tables just filled; measured: +100 us per order for
-            # whichever run comes first): a run of "money" first, not reported.
+            # A run of "money" first, not reported: the tables get rows and statistics
+            # (on an empty orders table every look-up is planned as a scan), the caches
+            # and the server warm up.
             warm = argparse.Namespace(**{**vars(args), "seconds": args.warmup})
             await run_one(url, parts.port or 5432, "money", warm, accounts, fee_account,
                           deposits)
