@@ -22,14 +22,13 @@ import argparse
 import asyncio
 import random
 import time
-import uuid
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import psutil
 
 from bench.cpu import own_seconds, processes_seconds
-from bench.database import database_url
+from bench.database import database_url, scratch_database
 from bench.results import write_result
 from exchange_common import db
 from exchange_dev.accounts import ensure_account
@@ -102,12 +101,8 @@ async def run_batch_size(url: str, port: int, batch: int, orders: int, seed: int
 async def run(server_url: str, batches: list[int], orders: int, seed: int) -> list[dict]:
     """Run every batch size in a fresh database on the server of ``server_url``
     (dropped afterwards)."""
-    parts = urlsplit(server_url)
-    name = f"bench_commit_{uuid.uuid4().hex[:8]}"
-    url = urlunsplit(parts._replace(path="/" + name))
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
+    async with scratch_database(server_url, "bench_commit") as url:
+        port = urlsplit(server_url).port or 5432
         conn = await asyncpg.connect(url)
         await db.migrate(conn)
         await db.seed_instruments(conn)
@@ -116,13 +111,10 @@ async def run(server_url: str, batches: list[int], orders: int, seed: int) -> li
         await conn.close()
         out = []
         for batch in batches:
-            row = await run_batch_size(url, parts.port or 5432, batch, orders, seed)
+            row = await run_batch_size(url, port, batch, orders, seed)
             print("  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
             out.append(row)
         return out
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def main_async(args: argparse.Namespace) -> list[dict]:

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
 
 from exchange_dev.embedded import EmbeddedPostgres
 
@@ -26,3 +30,20 @@ def database_url(prefix: str, name: str = "postgres") -> Iterator[str]:
         yield server.ensure_database(name)
     finally:
         server.stop()
+
+
+@asynccontextmanager
+async def scratch_database(server_url: str, prefix: str) -> AsyncIterator[str]:
+    """A new, empty database ``<prefix>_<random>`` on the server of ``server_url`` for one
+    benchmark: its URL inside, dropped afterwards (connections still open are ended)."""
+    parts = urlsplit(server_url)
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield urlunsplit(parts._replace(path="/" + name))
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()

@@ -58,13 +58,13 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 
 from bench.commit import postgres_processes
 from bench.cpu import own_seconds, processes_seconds
-from bench.database import database_url
+from bench.database import database_url, scratch_database
 from bench.results import write_result
 from exchange_common import db
 from matching_service.engine import (
@@ -633,30 +633,23 @@ async def run_one(url: str, port: int, name: str, args: argparse.Namespace,
 
 
 async def run(server_url: str, args: argparse.Namespace) -> list[dict]:
-    parts = urlsplit(server_url)
-    name = f"bench_holds_{uuid.uuid4().hex[:8]}"
-    url = urlunsplit(parts._replace(path="/" + name))
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
+    async with scratch_database(server_url, "bench_holds") as url:
+        port = urlsplit(server_url).port or 5432
         accounts, fee_account, deposits = await setup(url, args.accounts, args.poor_every)
         if args.warmup > 0:
             # A run of "money" first, not reported: the tables get rows and statistics
             # (on an empty orders table every look-up is planned as a scan), the caches
             # and the server warm up.
             warm = argparse.Namespace(**{**vars(args), "seconds": args.warmup})
-            await run_one(url, parts.port or 5432, "money", warm, accounts, fee_account,
+            await run_one(url, port, "money", warm, accounts, fee_account,
                           deposits)
         out = []
         for run_name in args.runs:
-            row = await run_one(url, parts.port or 5432, run_name, args, accounts,
+            row = await run_one(url, port, run_name, args, accounts,
                                 fee_account, deposits)
             print("  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
             out.append(row)
         return out
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 RUNS = ("plain", "money", "ledger", "plain-pods", "pods", "hot", "unsorted")
