@@ -147,6 +147,18 @@ def dependency_down(err: BaseException) -> bool:
         err, (asyncpg.exceptions.DataError, asyncpg.exceptions.ClientConfigurationError))
 
 
+def told(err: BaseException) -> ExchangeError:
+    """The error a caller is told for ``err``, with no logging: itself if it is one,
+    UNAVAILABLE (DEPENDENCY_UNAVAILABLE) for a database or cache outage, else INTERNAL.
+    ``as_exchange_error`` answers with it; the metrics count answers by it."""
+    if isinstance(err, ExchangeError):
+        return err
+    if dependency_down(err):
+        return Unavailable("a backing service (database or cache) is unavailable; retry "
+                           "shortly", reason="DEPENDENCY_UNAVAILABLE")
+    return ExchangeError("internal error", reason="INTERNAL")
+
+
 def as_exchange_error(err: Exception, where: str) -> ExchangeError:
     """``err`` as the error a caller is told (call it in an except block): itself
     if it is one, UNAVAILABLE for a database or cache outage, else INTERNAL
@@ -158,15 +170,10 @@ def as_exchange_error(err: Exception, where: str) -> ExchangeError:
     never more (an outage is logged once, where it begins and ends, by what watches the
     database or Redis, not once per order it refuses). When tracing, the reason goes on
     the current span, the command's."""
-    if isinstance(err, ExchangeError):
-        error, cause = err, None
-    elif dependency_down(err):
-        error = Unavailable("a backing service (database or cache) is unavailable; retry "
-                            "shortly", reason="DEPENDENCY_UNAVAILABLE")
-        cause = err
-    else:
+    error = told(err)
+    cause = err if error is not err and dependency_down(err) else None
+    if error is not err and cause is None:
         log.exception("unexpected error in %s", where)
-        error, cause = ExchangeError("internal error", reason="INTERNAL"), None
     if log.isEnabledFor(logging.DEBUG):
         log.debug("%s: refused with %s %s: %s%s", where, error.code.name, error.reason,
                   error.message, f" ({cause!r})" if cause is not None else "")

@@ -13,7 +13,7 @@ import time
 
 from exchange.common.v1 import common_pb2 as cpb
 from exchange_common import metrics
-from exchange_common.errors import ExchangeError
+from exchange_common.errors import told
 from exchange_common.metrics import Children, Registry, counter, gauge, histogram
 
 TYPES = {value: name.removeprefix("ORDER_TYPE_")
@@ -89,16 +89,14 @@ class OrderMetrics(metrics.CommonMetrics):
 
 
 def outcome(err: BaseException) -> str:
-    if isinstance(err, ExchangeError):
-        return err.code.name
+    """The status code the caller was answered with (CANCELLED: it went away)."""
     if isinstance(err, asyncio.CancelledError):
         return "CANCELLED"
-    return "UNKNOWN"
+    return told(err).code.name
 
 
 def reason(err: BaseException) -> str:
-    if isinstance(err, ExchangeError):
-        return err.reason
+    """The ErrorInfo reason the caller was answered with (CANCELLED: it went away)."""
     if isinstance(err, asyncio.CancelledError):
-        return "CANCELLED"  # the caller went away
-    return "INTERNAL"
+        return "CANCELLED"
+    return told(err).reason
