@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 import pytest
 from e2e_helpers import EXCHANGE, cli_env, meta
+from top_screen import after, cells
 
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.order.v1 import order_pb2 as opb
@@ -82,10 +83,6 @@ class Tmux:
         self.run("kill-server")
 
 
-def cells(line: str) -> list[str]:
-    """A line of the screen cut at runs of two spaces or more."""
-    return [c.strip() for c in line.split("  ") if c.strip()]
-
 
 def instrument_row(screen: str) -> list[str] | None:
     """Instrument, accepted/s, cancelled/s, accepted, owner, epoch, queue, commands/s,
@@ -96,15 +93,6 @@ def instrument_row(screen: str) -> list[str] | None:
             return found
     return None
 
-
-def after(screen: str, name: str, n: int) -> list[str]:
-    """The ``n`` cells after the cell ``name`` (tables side by side share lines)."""
-    for line in screen.splitlines():
-        found = cells(line)
-        if name in found:
-            at = found.index(name) + 1
-            return found[at:at + n]
-    return []
 
 
 def order(client_order_id: str, price: str = "60000.00") -> opb.CreateOrderRequest:

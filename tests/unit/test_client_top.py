@@ -20,6 +20,7 @@ from pathlib import Path
 import prometheus_client
 import pytest
 from rich.console import Console
+from top_screen import after, cells
 
 from exchange.common.v1 import common_pb2 as cpb
 from exchange_client._prometheus import Scrape
@@ -115,10 +116,6 @@ def screen(top: Top, *, colour: bool = False) -> str:
     return captured.get()
 
 
-def cells(line: str) -> list[str]:
-    """A line of the screen cut at runs of two spaces or more."""
-    return [c.strip() for c in line.split("  ") if c.strip()]
-
 
 def row(text: str, first: str) -> list[str]:
     """The cells of the line whose first cell is ``first``."""
@@ -128,15 +125,6 @@ def row(text: str, first: str) -> list[str]:
             return found
     raise AssertionError(f"no line starting {first!r} in:\n{text}")
 
-
-def after(text: str, name: str, n: int) -> list[str]:
-    """The ``n`` cells after the cell ``name`` (tables side by side share lines)."""
-    for line in text.splitlines():
-        found = cells(line)
-        if name in found:
-            at = found.index(name) + 1
-            return found[at:at + n]
-    raise AssertionError(f"no {name!r} in:\n{text}")
 
 
 def fact(text: str, name: str) -> str:
