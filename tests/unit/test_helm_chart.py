@@ -888,6 +888,12 @@ def test_schema_rejects_unknown_keys(helm, setting):
     "healthPort=0",
     "internalTls.allowedClients[0]=two names",
     "internalAuth.existingSecretKey=",
+    # the monitoring objects (tests/unit/test_chart_monitoring.py)
+    "metrics.prometheusRule.runbookBaseUrl=https://docs.example/runbooks.md#top",
+    "metrics.prometheusRule.additionalRuleLabels.severity=page",
+    "metrics.prometheusRule.bogus=1",
+    "metrics.dashboard.namespace=Not_A_Namespace",
+    "metrics.dashboard.labels=null",
 ])
 def test_schema_rejects_bad_values(helm, setting):
     proc = helm("template", RELEASE, str(CHART), "--set", setting, check=False)
