@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 CHANNEL = "exchange_changes"
 APPLIED_CHANNEL = "exchange_changes_applied"
 # Every table a callback may be registered for.
-TABLES = ("api_keys", "accounts", "rate_tiers", "admin_keys", "instruments")
+TABLES = ("api_keys", "accounts", "rate_tiers", "admin_keys", "instruments",
+          "account_fees")
 # The listening session's name in pg_stat_activity.
 APPLICATION_NAME = "exchange-changes"
 # How old a cached entry may be while the listener is down.

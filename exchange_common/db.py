@@ -13,6 +13,7 @@ import asyncpg
 
 from exchange.common.v1 import common_pb2 as cpb
 from exchange_common.config import MigrateSettings, load
+from exchange_common.instruments import FEE_ACCOUNT
 from exchange_common.keys import ADMIN_KEY_KIND, check_given_admin_key, key_hash, prefix_of
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,40 @@ async def seed_instruments(conn: asyncpg.Connection) -> None:
         """INSERT INTO instrument_state (instrument_id)
            SELECT instrument_id FROM instruments ON CONFLICT DO NOTHING"""
     )
+    await ensure_assets(conn)
+
+
+# Decimal places of the assets named by instruments, when an instrument brings a new one:
+# what its instruments need (a lot a whole number of base units, a tick times a lot a
+# whole number of quote units), at least 8 for a base asset and 2 for a quote (BTC, ETH
+# 8, USD 6, as migration 0004 made them).
+ENSURE_ASSETS_SQL = """
+INSERT INTO assets (asset_id, symbol, decimals)
+SELECT (SELECT coalesce(max(asset_id), 0) FROM assets) + row_number() OVER (ORDER BY symbol),
+       symbol, decimals FROM (
+    SELECT symbol, max(need) AS decimals FROM (
+        SELECT base_asset AS symbol, greatest(8, scale(lot_size)) AS need FROM instruments
+        UNION ALL
+        SELECT quote_asset, greatest(CASE quote_asset WHEN 'USD' THEN 6 ELSE 2 END,
+                                     scale(tick_size) + scale(lot_size))
+          FROM instruments
+    ) needs
+     WHERE symbol NOT IN (SELECT symbol FROM assets)
+     GROUP BY symbol
+) a
+ON CONFLICT (symbol) DO NOTHING
+"""
+
+
+async def ensure_assets(conn: asyncpg.Connection) -> None:
+    """Make the assets the instruments name that ``assets`` lacks, and the fee
+    account's balance row of every asset (settlement credits it)."""
+    await conn.execute(ENSURE_ASSETS_SQL)
+    await conn.execute(
+        """INSERT INTO balances (account_id, asset_id)
+           SELECT a.account_id, s.asset_id FROM accounts a CROSS JOIN assets s
+            WHERE a.name = $1 ORDER BY 1, 2
+           ON CONFLICT DO NOTHING""", FEE_ACCOUNT)
 
 
 async def ensure_admin_key(conn: asyncpg.Connection, key: str, name: str = "bootstrap") -> str:

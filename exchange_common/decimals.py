@@ -100,3 +100,22 @@ def parse_decimal(text: str) -> Decimal:
     if _DECIMAL_RE.match(text) is None:
         raise DecimalFormatError(f"{text[:40]!r} is not a plain decimal number")
     return Decimal(text)
+
+
+def amount_str(units: int, decimals: int) -> str:
+    """An amount of an asset (``units`` of 10^-decimals, signed) as a decimal string with
+    exactly ``decimals`` places: 123456789, 8 -> "1.23456789"."""
+    sign, units = ("-", -units) if units < 0 else ("", units)
+    if decimals == 0:
+        return f"{sign}{units}"
+    whole, frac = divmod(units, 10**decimals)
+    return f"{sign}{whole}.{frac:0{decimals}d}"
+
+
+def parse_amount(text: str, decimals: int, *, signed: bool = False) -> int:
+    """A decimal string of an asset's amount in its smallest units (10^-decimals); a
+    leading '-' only when ``signed``. Raises DecimalFormatError or OffGridError (more
+    places than the asset has)."""
+    negative = signed and text.startswith("-")
+    units = parse_units(text[1:] if negative else text, Decimal(1).scaleb(-decimals))
+    return -units if negative else units

@@ -28,10 +28,49 @@ async def ensure_tier(conn: asyncpg.Connection, name: str, **limits: int) -> Non
         name, *(limits[c] for c in columns))
 
 
+# What the dev stack deposits for each of its accounts (the demo accounts, the tests',
+# the load generator's), in whole units of each asset: so much that the old load test
+# and the benchmarks never run out, and little enough that no balance outgrows 64 bits
+# (at most DEV_FUNDING_MAX_UNITS smallest units of an asset per account).
+DEV_FUNDING_BASE = 10**8
+DEV_FUNDING_QUOTE = 10**12
+DEV_FUNDING_MAX_UNITS = 10**18
+
+
+async def fund_account(conn: asyncpg.Connection, account_id: int) -> None:
+    """Deposit the dev funding of every asset into the account, once (a deposit per
+    asset with the idempotency key ``dev-funding:<account>:<asset>``; run again, it
+    moves nothing)."""
+    async with conn.transaction():
+        await conn.execute(
+            """WITH amounts AS (
+                   SELECT s.asset_id,
+                          least($3::numeric, (CASE WHEN EXISTS (
+                                    SELECT 1 FROM instruments i WHERE i.quote_asset = s.symbol)
+                                THEN $2::numeric ELSE $1::numeric END)
+                                * 10::numeric ^ s.decimals)::bigint AS amount
+                     FROM assets s
+               ), entries AS (
+                   INSERT INTO ledger (account_id, asset_id, kind, available,
+                                       idempotency_key, reference, actor)
+                   SELECT $4::bigint, asset_id, 'deposit', amount,
+                          'dev-funding:' || $4::bigint || ':' || asset_id, 'dev funding', 'dev'
+                     FROM amounts ORDER BY asset_id
+                   ON CONFLICT (idempotency_key) DO NOTHING
+                   RETURNING asset_id, available
+               )
+               INSERT INTO balances AS b (account_id, asset_id, available)
+               SELECT $4::bigint, asset_id, available FROM entries ORDER BY asset_id
+               ON CONFLICT (account_id, asset_id)
+                   DO UPDATE SET available = b.available + EXCLUDED.available""",
+            DEV_FUNDING_BASE, DEV_FUNDING_QUOTE, DEV_FUNDING_MAX_UNITS, account_id)
+
+
 async def ensure_account(conn: asyncpg.Connection, name: str, api_key: str | None = None,
                          tier: str | None = None) -> int:
     """Create the account if needed (in ``tier`` if given, which must exist; an existing
-    account moves to it); attach ``api_key`` to it if given. Returns its id."""
+    account moves to it); attach ``api_key`` to it if given. An account of the dev tier
+    gets the dev funding (``fund_account``). Returns its id."""
     account_id = await conn.fetchval(
         """INSERT INTO accounts (name, tier) VALUES ($1, coalesce($2, 'default'))
            ON CONFLICT (name) DO UPDATE SET tier = coalesce($2, accounts.tier)
@@ -45,6 +84,8 @@ async def ensure_account(conn: asyncpg.Connection, name: str, api_key: str | Non
                ON CONFLICT (key_sha256) DO NOTHING""",
             key_hash(api_key), account_id, prefix_of(api_key),
         )
+    if tier == DEV_TIER:
+        await fund_account(conn, account_id)
     return account_id
 
 

@@ -46,6 +46,7 @@ from exchange_common.instruments import InstrumentSpec
 from exchange_common.streams import FIELD, entry_id, stream_key
 from matching_service.engine import (
     ERR_DUPLICATE,
+    ERR_INSUFFICIENT_FUNDS,
     ERR_ORDER_NOT_OPEN,
     ERR_POST_ONLY_WOULD_TAKE,
     GTC,
@@ -60,7 +61,7 @@ from matching_service.engine import (
 )
 from matching_service.metrics import MatchingMetrics
 from matching_service.recovery import book_response, encode_snapshot
-from matching_service.store import FencedOut, Store
+from matching_service.store import FencedOut, Store, terms_of
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,14 @@ ERROR_CODES = {
     ERR_ORDER_NOT_OPEN: mpb.ERROR_CODE_ORDER_NOT_OPEN,
     ERR_DUPLICATE: mpb.ERROR_CODE_DUPLICATE_CLIENT_ORDER_ID,
     ERR_POST_ONLY_WOULD_TAKE: mpb.ERROR_CODE_POST_ONLY_WOULD_TAKE,
+    ERR_INSUFFICIENT_FUNDS: mpb.ERROR_CODE_INSUFFICIENT_FUNDS,
 }
+
+# A command whose hold was taken longer ago than this is refused (HOLD_EXPIRED): the
+# order service's sweeper releases holds older than twice this that no order took
+# (order_service/holds.py), so a hold is never swept while its command may still be
+# committed.
+HOLD_MAX_AGE_NS = 30 * 1_000_000_000
 
 # Errors that mean "the database did not take the commit" (or we cannot know).
 DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, ConnectionError,
@@ -99,10 +107,12 @@ def order_report(order: Order, fills=(), duplicate: bool = False) -> dict:
         "reason": order.reason,
         "create_time_unix_nanos": order.created_ns, "update_time_unix_nanos": order.updated_ns,
         "fills": [{"trade_id": f.trade_id, "price": f.price, "quantity": f.quantity,
-                   "liquidity": TAKER, "time_unix_nanos": f.created_ns} for f in fills],
+                   "liquidity": TAKER, "time_unix_nanos": f.created_ns, "fee": f.taker_fee}
+                  for f in fills],
         "duplicate": duplicate, "side": order.side, "type": order.order_type,
         "time_in_force": order.time_in_force, "price": order.price,
         "client_order_id": order.client_order_id, "post_only": order.post_only,
+        "held": order.held, "funds": order.funds,
     }
 
 
@@ -146,6 +156,8 @@ class InstrumentLoop:
         self.publish_failing = False
         self.publish_dropped = 0
         self._tasks: list[asyncio.Task] = []
+        # The order path's holds the batch's commands took over (accounts, hold keys).
+        self.holds_used: tuple[list[int], list[str]] = ([], [])
         # Figures for metrics and benchmarks.
         self.batches = 0
         self.commands = 0
@@ -224,6 +236,8 @@ class InstrumentLoop:
             else:
                 answers = [(deliver, self._apply(cmd, now)) for cmd, deliver, _ in batch]
             changes = self.book.drain_changes()
+            changes.holds_used, self.holds_used = self.holds_used, ([], [])
+            changes.reference_price = self._reference_price()
             commit_span = self._commit_span(batch, changes) if traced else None
             self._commit_started = started = clock()
             try:
@@ -385,8 +399,16 @@ class InstrumentLoop:
                         cmd.request_id, mpb.ERROR_CODE_OPEN_ORDER_LIMIT,
                         f"the account has {o.max_open_orders} resting orders in "
                         f"{self.spec.symbol}, as many as its tier allows")
+            if o.held and now - o.held_at_unix_nanos > HOLD_MAX_AGE_NS:
+                return error_result(cmd.request_id, mpb.ERROR_CODE_HOLD_EXPIRED,
+                                    "the order's hold is too old; send it again")
             out = self.book.new_order(o.account_id, o.side, o.type, o.time_in_force, o.price,
-                                      o.quantity, o.client_order_id, o.post_only, now)
+                                      o.quantity, o.client_order_id, o.post_only, now,
+                                      o.held, o.protection_price, o.funds, o.maker_fee_bps,
+                                      o.taker_fee_bps)
+            if o.held and out.order is not None and not out.error and not out.duplicate:
+                self.holds_used[0].append(o.account_id)
+                self.holds_used[1].append(o.client_order_id)
         elif which == "cancel_order":
             c = cmd.cancel_order
             out = self.book.cancel(c.account_id, c.order_id, now)
@@ -396,10 +418,26 @@ class InstrumentLoop:
                 refused = self._outside_band(cmd.request_id, a.price)
                 if refused is not None:
                     return refused
-            out = self.book.amend(a.account_id, a.order_id, a.price, a.quantity, now)
+            if a.extra_held and now - a.held_at_unix_nanos > HOLD_MAX_AGE_NS:
+                return error_result(cmd.request_id, mpb.ERROR_CODE_HOLD_EXPIRED,
+                                    "the amendment's hold is too old; send it again")
+            out = self.book.amend(a.account_id, a.order_id, a.price, a.quantity, now,
+                                  a.extra_held)
+            if a.extra_held and not out.error:
+                self.holds_used[0].append(a.account_id)
+                self.holds_used[1].append(a.hold_key)
         else:
             return error_result(cmd.request_id, mpb.ERROR_CODE_INVALID, "empty command")
         return self._result(cmd.request_id, out)
+
+    def _reference_price(self) -> int | None:
+        """What market buys' protection is computed from: the last trade's price, or
+        before any trade the best ask, then the best bid (None: an empty book)."""
+        book = self.book
+        if book.last_price is not None:
+            return book.last_price
+        ask = book.best_ask()
+        return ask if ask is not None else book.best_bid()
 
     def _outside_band(self, request_id: int, price: int) -> mpb.Result | None:
         """The refusal of a limit price outside the band around the last trade's price
@@ -452,7 +490,8 @@ class InstrumentLoop:
                     self.stopped = True
                     self.on_lost(self.instrument_id)
                     return False
-                self.book = await self.store.load_book(self.instrument_id)
+                self.book = await self.store.load_book(self.instrument_id,
+                                                       terms_of(self.spec))
                 self.events_since_snapshot = self.book.sequence - self.book.snapshot_sequence
                 self.available = True
                 log.info("%s: book reloaded at sequence %d", self.spec.symbol,

@@ -24,7 +24,7 @@ from exchange.matching.v1 import matching_pb2 as mpb
 from exchange_common.config import MatchingSettings
 from matching_service.loop import Deliver, InstrumentLoop, error_result
 from matching_service.metrics import MatchingMetrics
-from matching_service.store import Store
+from matching_service.store import Store, terms_of
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class MatchingNode:
                                                     self.settings.matching_advertise)
             if owned is None:
                 continue
-            book = await self.store.load_book(spec.instrument_id)
+            book = await self.store.load_book(spec.instrument_id, terms_of(spec))
             loop = InstrumentLoop(spec, book, self.store, self.redis, owned.epoch,
                                   batch_max=self.settings.matching_batch_max,
                                   stream_maxlen=self.settings.stream_maxlen,

@@ -128,7 +128,9 @@ def replay(book: OrderBook, events: Iterable[JournalEvent]) -> int:
                                      f"{book.sequence + 1}")
         if kind in (EV_ACCEPTED, EV_REJECTED):
             out = book.new_order(e.account_id, e.side, e.order_type, e.time_in_force, e.price,
-                                 e.quantity, e.client_order_id, e.post_only, e.created_ns)
+                                 e.quantity, e.client_order_id, e.post_only, e.created_ns,
+                                 e.held, e.hold_price, e.funds, e.maker_fee_bps,
+                                 e.taker_fee_bps)
             if out.order is None or out.order.order_id != e.order_id or out.duplicate:
                 raise ReplayMismatch(f"sequence {seq}: order {e.order_id} was not reproduced")
         elif kind == EV_CANCELLED:
@@ -142,7 +144,8 @@ def replay(book: OrderBook, events: Iterable[JournalEvent]) -> int:
                 raise ReplayMismatch(f"sequence {seq}: status {e.quantity} is no change")
         elif kind == EV_AMENDED:
             # The event holds the new price and total quantity: re-executed as is.
-            out = book.amend(e.account_id, e.order_id, e.price, e.quantity, e.created_ns)
+            out = book.amend(e.account_id, e.order_id, e.price, e.quantity, e.created_ns,
+                             e.held)
             if out.order is None or out.error:
                 raise ReplayMismatch(f"sequence {seq}: order {e.order_id} could not be "
                                      f"amended ({out.error or 'not open'})")

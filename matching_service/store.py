@@ -13,13 +13,22 @@ SQL is generated from their fields (matching_service/rows.py), with the instrume
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import asyncpg
 
 from exchange_common.ids import make_id
 from exchange_common.instruments import InstrumentSpec, load_instruments
-from matching_service.engine import TRADING, Changes, JournalEvent, OrderBook, OrderRow, Trade
+from matching_service.engine import (
+    TRADING,
+    Changes,
+    JournalEvent,
+    OrderBook,
+    OrderRow,
+    Terms,
+    Trade,
+)
 from matching_service.recovery import (
     ReplayMismatch,
     collector_paused,
@@ -27,6 +36,8 @@ from matching_service.recovery import (
     replay,
 )
 from matching_service.rows import Table
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,11 +65,34 @@ class Statements:
 
         updated = ", ".join(f"{c} = u.{c}" for c in orders.columns if c != "order_id")
         # $1 instrument, $2 owner epoch, $3 the batch's last sequence, $4 the one before
-        # its first; then the rows of the events, new orders, changed orders, trades.
+        # its first; then the rows of the events, new orders, changed orders, trades;
+        # then the money: $9-$12 the balance changes (account, asset, available, held;
+        # sorted), $13-$14 the holds taken over (account, hold key), $15 the reference
+        # price. The balance rows are locked in (account, asset) order before any is
+        # changed, so that two pods' commits cannot deadlock (docs/money.md).
         commit = f"""
 WITH fence AS (
-    UPDATE instrument_state SET last_sequence = $3, updated_at = now()
+    UPDATE instrument_state SET last_sequence = $3, updated_at = now(),
+                                reference_price = coalesce($15, reference_price)
      WHERE instrument_id = $1 AND owner_epoch = $2 AND last_sequence = $4
+    RETURNING 1
+), money_locked AS MATERIALIZED (
+    SELECT b.account_id FROM balances b
+     WHERE (b.account_id, b.asset_id) IN (SELECT * FROM unnest($9::bigint[], $10::smallint[]))
+       AND EXISTS (SELECT 1 FROM fence)
+     ORDER BY b.account_id, b.asset_id FOR UPDATE
+), settled AS (
+    UPDATE balances b SET available = b.available + d.available, held = b.held + d.held
+      FROM unnest($9::bigint[], $10::smallint[], $11::bigint[], $12::bigint[])
+               AS d(account_id, asset_id, available, held)
+     WHERE b.account_id = d.account_id AND b.asset_id = d.asset_id
+       AND (SELECT count(*) FROM money_locked) > 0
+    RETURNING 1
+), holds_used AS (
+    DELETE FROM order_holds h
+     USING unnest($13::bigint[], $14::text[]) AS k(account_id, hold_key)
+     WHERE h.account_id = k.account_id AND h.hold_key = k.hold_key
+       AND EXISTS (SELECT 1 FROM fence)
     RETURNING 1
 ), journal_rows AS (
     {insert(journal, 5)}
@@ -74,7 +108,8 @@ WITH fence AS (
     {insert(trades, 8)}
      WHERE EXISTS (SELECT 1 FROM fence)
 )
-SELECT count(*) FROM fence
+SELECT (SELECT count(*) FROM fence) AS fenced, (SELECT count(*) FROM settled) AS settled,
+       (SELECT count(*) FROM holds_used) AS holds_used
 """
         journal_after = f"""SELECT {journal.column_list()} FROM journal
      WHERE instrument_id = $1 AND sequence > $2 AND sequence <= $3 ORDER BY sequence"""
@@ -83,6 +118,15 @@ SELECT count(*) FROM fence
 
 # What a statement raises when a table it writes changed after the row types were read.
 SCHEMA_CHANGED = (asyncpg.DatatypeMismatchError, asyncpg.InvalidCachedStatementError)
+
+
+def terms_of(spec: InstrumentSpec) -> Terms | None:
+    """The engine's money terms of an instrument (None when its assets are unknown, or
+    a lot or a tick times a lot is not a whole number of their units)."""
+    if not spec.has_money:
+        return None
+    return Terms(spec.base_asset_id, spec.quote_asset_id, spec.lot_units,
+                 spec.tick_lot_units, spec.fee_account_id)
 
 
 class FencedOut(Exception):
@@ -146,9 +190,10 @@ class Store:
             "SELECT owner_epoch FROM instrument_state WHERE instrument_id = $1", instrument_id)
         return current == epoch
 
-    async def load_book(self, instrument_id: int) -> OrderBook:
+    async def load_book(self, instrument_id: int, terms: Terms | None = None) -> OrderBook:
         """The book as committed: the latest snapshot, then the journal after it
-        re-executed (see recovery.py). Raises ReplayMismatch if they disagree."""
+        re-executed (see recovery.py), keeping money on ``terms`` (None: a book without
+        money). Raises ReplayMismatch if they disagree."""
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
                                                                  readonly=True):
             last = await conn.fetchval(
@@ -166,7 +211,7 @@ class Store:
                     ORDER BY trade_id DESC LIMIT 1""", instrument_id, make_id(instrument_id, last))
         with collector_paused():
             _, orders, status = decode_snapshot(snap["data"]) if snap else (0, [], TRADING)
-            book = OrderBook(instrument_id, last_sequence=start)
+            book = OrderBook(instrument_id, last_sequence=start, terms=terms)
             book.snapshot_sequence = start
             book.status = status
             book.restore(orders)
@@ -191,13 +236,14 @@ class Store:
                            SELECT sequence FROM book_snapshots WHERE instrument_id = $1
                             ORDER BY sequence DESC LIMIT $2) newest)""", instrument_id, keep)
 
-    async def commit(self, instrument_id: int, epoch: int, changes: Changes) -> None:
+    async def commit(self, instrument_id: int, epoch: int, changes: Changes) -> int:
         """Write one batch atomically, fenced by epoch and sequence, in one statement
         (one round trip): every insert and update is a CTE that acts only when the fence
         matched, and one statement is atomic by itself. Raises FencedOut when it did
-        not: then nothing was written."""
-        if changes.last_sequence < changes.first_sequence:
-            return
+        not: then nothing was written. Returns how many of the order path's holds it took
+        over (``changes.holds_used``)."""
+        if changes.last_sequence < changes.first_sequence and not changes.money[0]:
+            return 0
         # A new order's id carries a sequence of the batch: a new row; the others are
         # resting orders that changed.
         first_id = make_id(instrument_id, changes.first_sequence)
@@ -207,14 +253,15 @@ class Store:
             for attempt in (1, 2):
                 sql = await self.statements(conn)
                 try:
-                    fenced = await conn.fetchval(
+                    done = await conn.fetchrow(
                         sql.commit, instrument_id, epoch, changes.last_sequence,
                         changes.first_sequence - 1,
                         sql.journal.rows(changes.events, instrument_id=instrument_id,
                                          owner_epoch=epoch),
                         sql.orders.rows(new, instrument_id=instrument_id),
                         sql.orders.rows(changed, instrument_id=instrument_id),
-                        sql.trades.rows(changes.trades, instrument_id=instrument_id))
+                        sql.trades.rows(changes.trades, instrument_id=instrument_id),
+                        *changes.money, *changes.holds_used, changes.reference_price)
                     break
                 except SCHEMA_CHANGED:
                     # A migration changed a table since the rows' shape was read (a
@@ -224,5 +271,12 @@ class Store:
                         raise
                     self._statements = None
                     await conn.reload_schema_state()
-        if not fenced:
+        if not done["fenced"]:
             raise FencedOut(f"instrument {instrument_id}: epoch {epoch} no longer owns it")
+        if done["settled"] != len(changes.money[0]):
+            # A balance row the batch changes does not exist: the order path makes the
+            # rows of both assets of every order it holds for, so this is a bug.
+            log.error("instrument %d: %d of %d balance rows settled at sequence %d",
+                      instrument_id, done["settled"], len(changes.money[0]),
+                      changes.last_sequence)
+        return done["holds_used"]

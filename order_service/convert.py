@@ -48,7 +48,14 @@ def order_from_report(spec: InstrumentSpec, report: mpb.OrderReport) -> opb.Orde
         state=report.state, post_only=report.post_only, reason=report.reason,
         create_time=ts_from_ns(report.create_time_unix_nanos),
         update_time=ts_from_ns(report.update_time_unix_nanos),
+        funds=spec.quote_str(report.funds) if report.funds else "",
+        held=_held(spec, report.side, report.held),
     )
+
+
+def _held(spec: InstrumentSpec, side: int, held: int) -> str:
+    """What an order holds, in its asset (quote for a buy, base for a sell)."""
+    return spec.quote_str(held) if side == cpb.SIDE_BUY else spec.base_str(held)
 
 
 def fills_from_report(spec: InstrumentSpec, order: opb.Order,
@@ -57,7 +64,8 @@ def fills_from_report(spec: InstrumentSpec, order: opb.Order,
                      client_order_id=order.client_order_id, instrument=spec.symbol,
                      side=order.side, price=spec.price_str(f.price),
                      quantity=spec.qty_str(f.quantity), liquidity=f.liquidity,
-                     time=ts_from_ns(f.time_unix_nanos))
+                     time=ts_from_ns(f.time_unix_nanos), fee=spec.quote_str(f.fee),
+                     fee_asset=spec.quote_asset)
             for f in report.fills]
 
 
@@ -75,6 +83,8 @@ def order_from_row(spec: InstrumentSpec, row) -> opb.Order:
         state=state, post_only=row["post_only"], reason=row["reason"],
         create_time=ts_from_datetime(row["created_at"]),
         update_time=ts_from_datetime(row["updated_at"]),
+        funds=spec.quote_str(row["funds"]) if row["funds"] else "",
+        held=_held(spec, row["side"], row["held"]),
     )
 
 
@@ -87,4 +97,5 @@ def fill_from_row(spec: InstrumentSpec, order: opb.Order | None, row) -> opb.Fil
     return opb.Fill(trade_id=str(row["trade_id"]), order_id=order_id,
                     client_order_id=client_order_id, instrument=spec.symbol, side=side,
                     price=spec.price_str(row["price"]), quantity=spec.qty_str(row["quantity"]),
-                    liquidity=row["liquidity"], time=ts_from_datetime(row["created_at"]))
+                    liquidity=row["liquidity"], time=ts_from_datetime(row["created_at"]),
+                    fee=spec.quote_str(row["fee"]), fee_asset=spec.quote_asset)

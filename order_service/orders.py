@@ -24,6 +24,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from opentelemetry.trace import Span
@@ -31,6 +32,7 @@ from opentelemetry.trace import Span
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.matching.v1 import matching_pb2 as mpb
 from exchange.order.v1 import order_pb2 as opb
+from exchange_common import tracing
 from exchange_common.errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -51,6 +53,17 @@ from order_service.convert import (
     order_from_report,
     order_from_row,
 )
+from order_service.holds import (
+    EXISTS,
+    GRANTED,
+    REFUSED,
+    Fees,
+    HoldRequest,
+    HoldResult,
+    Holds,
+    protection_bps,
+    unit,
+)
 from order_service.routing import Router
 from order_service.store import Store
 from order_service.validation import (
@@ -66,14 +79,20 @@ Answer = tuple[opb.Order, list[opb.Fill]]
 # RetryInfo of an order refused for the open-order cap: nothing frees a slot but the
 # account's own cancels and fills, so this is only a hint.
 OPEN_ORDER_RETRY = 1.0
+# RetryInfo of an order whose client_order_id has a hold on its way to matching.
+IN_FLIGHT_RETRY = 0.5
+# The span of a command's wait for its hold (and client_order_id look-up).
+HOLD_SPAN = "hold"
 # How much of a caller's deadline is kept for the answer to travel back.
 ANSWER_MARGIN = 0.05
 
 
 class Orders:
     def __init__(self, store: Store, router: Router, page_tokens: PageTokens,
-                 matching_timeout: float) -> None:
+                 matching_timeout: float, holds: Holds, fees: Fees) -> None:
         self.store = store
+        self.holds = holds
+        self.fees = fees
         self.router = router
         self.page_tokens = page_tokens
         self.matching_timeout = matching_timeout
@@ -121,13 +140,31 @@ class Orders:
                 answers[i].set_exception(err)
         if not valid:
             return answers
-        client_order_ids = [o.client_order_id for _, _, o in valid if o.client_order_id]
-        waiting = ([spans[i] for i, _, o in valid if o.client_order_id]
-                   if spans is not None else ())
+        # The funds of each order go on hold (with the client_order_id look-up: a retry
+        # of a committed order is answered from the database), in one statement for all
+        # the orders waiting (holds.py). Without a client_order_id the service assigns
+        # one, so that its own retries are safe; it is the hold's key too.
+        keyed = []
+        for i, spec, order in valid:
+            if not order.client_order_id:
+                order = replace(order, client_order_id=f"x-{uuid.uuid4().hex}")
+            try:
+                fees = await self.fees.of(caller.account_id, spec)
+            except Exception as err:  # noqa: BLE001 - answered, never left waiting
+                answers[i].set_exception(err)
+                continue
+            keyed.append((i, spec, order, fees))
+        valid = [(i, spec, order) for i, spec, order, _ in keyed]
+        if not valid:
+            return answers
+        requests = [hold_request(caller.account_id, spec, order, fees)
+                    for _, spec, order, fees in keyed]
         try:
-            taken = (await self.store.client_ids.lookup_many(caller.account_id,
-                                                             client_order_ids, waiting)
-                     if client_order_ids else {})
+            waiting = tracing.span_until if spans is not None else None
+            pending = self.holds.take(requests)
+            if waiting is not None and spans is not None:
+                waiting(pending, HOLD_SPAN, [spans[i] for i, _, _ in valid])
+            held = await pending
         except Exception as err:  # noqa: BLE001 - every order waiting on it is answered
             for i, _, _ in valid:
                 answers[i].set_exception(err)
@@ -136,16 +173,24 @@ class Orders:
             if self.router.cached_owner(instrument_id) is None:
                 with contextlib.suppress(Exception):  # the slow path finds it (or says why)
                     await self.router.owner(instrument_id, refresh=True)
-        for i, spec, order in valid:
+        for (i, spec, order, fees), hold in zip(keyed, held, strict=True):
             answer = answers[i]
             span = spans[i] if spans is not None else None
-            existing = taken.get(order.client_order_id) if order.client_order_id else None
-            if existing is not None:
+            if hold.status == EXISTS:
                 # A retry of an order committed before: answered from the database (the
                 # pod deduplicates only the recent ones).
-                self._slow(answer, self._existing(caller.account_id, existing, order, spec))
+                self._slow(answer, self._existing(caller.account_id, hold.order_id, order,
+                                                  spec))
                 continue
-            command = _new_order_command(spec, caller, order)
+            if hold.status == REFUSED:
+                answer.set_exception(insufficient_funds(spec, order.side, hold.need,
+                                                        hold.available))
+                continue
+            # PENDING: the key's hold is on its way to matching with an earlier command;
+            # this one goes after it with no hold, so matching answers it as a retry of
+            # that order once placed (a retry of a command that never arrives is refused
+            # as in flight until the sweeper frees the key).
+            command = _new_order_command(spec, caller, order, hold, fees)
             address = self.router.cached_owner(spec.instrument_id)
             if address is None:
                 self._slow(answer, self._routed(caller.account_id, spec, command, deadline,
@@ -188,6 +233,7 @@ class Orders:
                 self.rerouted()
                 self._slow(answer, self._routed(account_id, spec, command, deadline, span))
                 return
+            self._release_if_refused(command, result)
             try:
                 created = self._created(spec, command, result)
             except Exception as exc:  # noqa: BLE001 - the refusal is the answer
@@ -225,10 +271,26 @@ class Orders:
         """Send ``command`` to whoever owns the instrument, following owner changes."""
         result = await self.router.execute(spec.instrument_id, command, deadline,
                                            idempotent=True, parent=span)
+        self._release_if_refused(command, result)
         created = self._created(spec, command, result)
         if created is None:
             return await self._committed(account_id, result.order.order_id)
         return created
+
+    def _release_if_refused(self, command: mpb.Command, result: mpb.Result) -> None:
+        """Give back the hold of a command matching refused for certain (nothing of it
+        was committed). An unknown outcome (UNAVAILABLE: a commit that may have happened)
+        keeps the hold: the sweeper releases it if no order took it."""
+        if (result.WhichOneof("result") != "error"
+                or result.error.code in (mpb.ERROR_CODE_UNAVAILABLE, mpb.ERROR_CODE_NOT_OWNER)):
+            return
+        which = command.WhichOneof("command")
+        if which == "new_order" and command.new_order.held:
+            o = command.new_order
+            self.holds.release_soon([(o.account_id, o.client_order_id)])
+        elif which == "amend_order" and command.amend_order.extra_held:
+            a = command.amend_order
+            self.holds.release_soon([(a.account_id, a.hold_key)])
 
     @staticmethod
     def _created(spec: InstrumentSpec, command: mpb.Command, result: mpb.Result) -> Answer | None:
@@ -236,6 +298,12 @@ class Orders:
         pod recognised a retry (answered from the database: all its fills so far)."""
         if result.WhichOneof("result") == "error":
             err = result.error
+            if (err.code == mpb.ERROR_CODE_INSUFFICIENT_FUNDS
+                    and not command.new_order.held):
+                coid = command.new_order.client_order_id
+                raise Unavailable(f"an order with client_order_id {clip(coid)!r} is being "
+                                  "placed; retry to learn its outcome",
+                                  reason="ORDER_IN_FLIGHT", retry_after=IN_FLIGHT_RETRY)
             if err.code == mpb.ERROR_CODE_DUPLICATE_CLIENT_ORDER_ID:
                 coid = command.new_order.client_order_id
                 raise AlreadyExists(
@@ -249,12 +317,15 @@ class Orders:
         order = order_from_report(spec, report)
         return order, fills_from_report(spec, order, report)
 
-    async def _existing(self, account_id: int, row: Any, order: ValidOrder,
+    async def _existing(self, account_id: int, order_id: int, order: ValidOrder,
                         spec: InstrumentSpec) -> Answer:
+        row = await self.store.order(account_id, order_id)
+        assert row is not None, "the hold statement found it"
         same = (row["instrument_id"] == spec.instrument_id and row["side"] == order.side
                 and row["order_type"] == order.type
                 and row["time_in_force"] == order.time_in_force and row["price"] == order.price
-                and row["quantity"] == order.quantity and row["post_only"] == order.post_only)
+                and row["quantity"] == order.quantity and row["post_only"] == order.post_only
+                and row["funds"] == order.funds)
         if not same:
             raise AlreadyExists(
                 f"client_order_id {clip(order.client_order_id)!r} is already used by order "
@@ -292,9 +363,23 @@ class Orders:
         spec = await self.store.instrument_by_id(row["instrument_id"])
         assert spec is not None
         price, quantity = validate_amend(request, spec, row)
-        command = mpb.Command(amend_order=mpb.AmendOrder(
-            instrument_id=spec.instrument_id, account_id=account_id, order_id=order_id,
-            price=price, quantity=quantity))
+        amend = mpb.AmendOrder(instrument_id=spec.instrument_id, account_id=account_id,
+                               order_id=order_id, price=price, quantity=quantity)
+        extra = amend_extra_hold(spec, row, price, quantity)
+        if extra:
+            # The amended order needs more than it holds: the difference goes on hold
+            # first, like a new order's (matching releases what it turns out not to need).
+            key = f"amend:{order_id}:{uuid.uuid4().hex}"
+            asset, receives = ((spec.quote_asset_id, spec.base_asset_id)
+                               if row["side"] == cpb.SIDE_BUY
+                               else (spec.base_asset_id, spec.quote_asset_id))
+            (hold,) = await self.holds.take([HoldRequest(account_id, key, asset, extra,
+                                                         receives, spec.instrument_id)])
+            if hold.status != GRANTED:
+                raise insufficient_funds(spec, row["side"], hold.need, hold.available)
+            amend.extra_held, amend.hold_key = extra, key
+            amend.held_at_unix_nanos = hold.held_at_ns
+        command = mpb.Command(amend_order=amend)
         report = await self._change(account_id, order_id, command, deadline)
         order = order_from_report(spec, report)
         return order, fills_from_report(spec, order, report)
@@ -305,6 +390,7 @@ class Orders:
         it (read from the database only to say why a refused one was refused)."""
         result = await self.router.execute(instrument_of(order_id), command, deadline,
                                            idempotent=False)
+        self._release_if_refused(command, result)
         if result.WhichOneof("result") == "error":
             if result.error.code != mpb.ERROR_CODE_ORDER_NOT_OPEN:
                 raise matching_error(result.error)
@@ -421,13 +507,70 @@ def _cancel_with(other: asyncio.Future[Any]) -> Callable[[asyncio.Future[Any]], 
     return done
 
 
-def _new_order_command(spec: InstrumentSpec, caller: Caller, order: ValidOrder) -> mpb.Command:
-    # Without a client_order_id the service assigns one, so that its own retries are safe.
+def _new_order_command(spec: InstrumentSpec, caller: Caller, order: ValidOrder,
+                       hold: HoldResult, fees: tuple[int, int]) -> mpb.Command:
     return mpb.Command(new_order=mpb.NewOrder(
         instrument_id=spec.instrument_id, account_id=caller.account_id, side=order.side,
         type=order.type, time_in_force=order.time_in_force, price=order.price,
-        quantity=order.quantity, client_order_id=order.client_order_id or f"x-{uuid.uuid4().hex}",
-        post_only=order.post_only, max_open_orders=caller.tier.max_open_orders))
+        quantity=order.quantity, client_order_id=order.client_order_id,
+        post_only=order.post_only, max_open_orders=caller.tier.max_open_orders,
+        held=hold.need, held_at_unix_nanos=hold.held_at_ns,
+        protection_price=hold.protection, funds=order.funds, maker_fee_bps=fees[0],
+        taker_fee_bps=fees[1]))
+
+
+def hold_request(account_id: int, spec: InstrumentSpec, order: ValidOrder,
+                 fees: tuple[int, int]) -> HoldRequest:
+    """What ``order`` must put on hold (holds.py): a sell its base quantity, a buy its
+    quote (limit x quantity with the fee; a market buy its funds, or its quantity
+    priced by the statement at the protection price)."""
+    if not spec.has_money:
+        raise FailedPrecondition(f"{spec.symbol} names an asset the exchange does not know",
+                                 reason="INSTRUMENT_WITHOUT_ASSETS")
+    fee_bps = max(fees[0], fees[1], 0)
+    key = order.client_order_id
+    if order.side == cpb.SIDE_SELL:
+        return HoldRequest(account_id, key, spec.base_asset_id,
+                           order.quantity * spec.lot_units, spec.quote_asset_id,
+                           spec.instrument_id)
+    quote, base = spec.quote_asset_id, spec.base_asset_id
+    if order.funds:
+        return HoldRequest(account_id, key, quote, order.funds, base, spec.instrument_id)
+    if order.type == cpb.ORDER_TYPE_MARKET:
+        return HoldRequest(account_id, key, quote, 0, base, spec.instrument_id,
+                           market_lots=order.quantity, tick_lot_units=spec.tick_lot_units,
+                           band_bps=protection_bps(spec), fee_bps=fee_bps)
+    amount = order.quantity * unit(spec, order.price, fee_bps)
+    if amount > INT64_MAX:
+        raise InvalidArgument("the order's value is out of range", reason="NOTIONAL_TOO_LARGE",
+                              field="quantity")
+    return HoldRequest(account_id, key, quote, amount, base, spec.instrument_id)
+
+
+def amend_extra_hold(spec: InstrumentSpec, row: Any, price: int, quantity: int) -> int:
+    """How much more than it holds the order in ``row`` needs once amended to ``price``
+    and ``quantity`` (0: keep) (engine.money.Terms.need)."""
+    if not spec.has_money:
+        return 0
+    open_lots = (quantity or row["quantity"]) - row["filled"]
+    if row["side"] == cpb.SIDE_SELL:
+        need = open_lots * spec.lot_units
+    else:
+        fee_bps = max(row["maker_fee_bps"], row["taker_fee_bps"], 0)
+        need = open_lots * unit(spec, price or row["price"], fee_bps)
+    return max(0, need - row["held"])
+
+
+def insufficient_funds(spec: InstrumentSpec, side: int, need: int,
+                       available: int) -> FailedPrecondition:
+    if side == cpb.SIDE_BUY:
+        asset, text = spec.quote_asset, spec.quote_str
+    else:
+        asset, text = spec.base_asset, spec.base_str
+    return FailedPrecondition(
+        f"insufficient funds: the order needs {text(need)} {asset} on hold, "
+        f"{text(available)} {asset} is available", reason="INSUFFICIENT_FUNDS",
+        metadata={"asset": asset, "needed": text(need), "available": text(available)})
 
 
 def matching_error(err: mpb.CommandError) -> Exception:
@@ -447,6 +590,11 @@ def matching_error(err: mpb.CommandError) -> Exception:
     if err.code == mpb.ERROR_CODE_OPEN_ORDER_LIMIT:
         return ResourceExhausted(err.message, reason="OPEN_ORDER_LIMIT",
                                  retry_after=OPEN_ORDER_RETRY)
+    if err.code == mpb.ERROR_CODE_INSUFFICIENT_FUNDS:
+        return FailedPrecondition(err.message, reason="INSUFFICIENT_FUNDS")
+    if err.code == mpb.ERROR_CODE_HOLD_EXPIRED:
+        return Unavailable("the order's hold expired on its way to matching; nothing was "
+                           "placed, send it again", reason="HOLD_EXPIRED")
     if err.code == mpb.ERROR_CODE_POST_ONLY_WOULD_TAKE:
         return FailedPrecondition(err.message or "the new price would take liquidity",
                                   reason="POST_ONLY_WOULD_TAKE")

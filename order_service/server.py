@@ -35,6 +35,7 @@ from order_service.admin import AdminAuth, AdminServicer
 from order_service.admin_store import AdminStore
 from order_service.admission import Admission
 from order_service.auth import Authenticator
+from order_service.holds import Fees, Holds, Sweeper
 from order_service.limits import RateLimiter
 from order_service.metrics import OrderMetrics
 from order_service.orders import Orders
@@ -65,8 +66,10 @@ async def serve() -> None:
                          max_failed_per_minute=settings.max_failed_auth_per_minute)
     limiter = RateLimiter(redis, lease=settings.rate_limit_lease, enabled=settings.rate_limits)
     page_tokens = PageTokens.from_settings(settings)
+    holds = Holds(pool, settings.lookup_min_interval)
+    sweeper = Sweeper(pool, holds)
     orders = Orders(Store(pool, changes, settings.cache_ttl, settings.lookup_min_interval),
-                    router, page_tokens, settings.matching_timeout)
+                    router, page_tokens, settings.matching_timeout, holds, Fees(pool, changes))
     backlog = Backlog() if settings.overload_control else None
     service = Service(settings, settings.order_listen, reuse_port=count > 1, backlog=backlog)
     admission = Admission(backlog, max_wait=settings.overload_max_wait,
@@ -99,6 +102,7 @@ async def serve() -> None:
         log.info("%s listening on port %d%s", ", ".join(each.names), port,
                  f" (worker {settings.worker})" if settings.worker else "")
     admission.start()
+    sweeper.start()
     if settings.metrics_listen and not settings.worker:
         registry.serve(settings.metrics_listen)
     settle_heap()
@@ -121,7 +125,7 @@ async def serve() -> None:
         await ready_and_wait_to_serve()
     for each in services:
         await each.set_serving(True)
-    cleanup = [*(each.stop for each in services[1:]), admission.stop, router.close,
+    cleanup = [*(each.stop for each in services[1:]), admission.stop, sweeper.stop, router.close,
                changes.stop, redis.aclose, pool.close, registry.stop]
     if workers is not None:
         cleanup.insert(0, workers.stop)

@@ -33,11 +33,11 @@ STATUS_FILTER_SQL: dict[int, str] = {
 FILLS_SELECT = f"""
 SELECT f.*, o.client_order_id, o.side FROM (
     SELECT trade_id, instrument_id, price, quantity, created_at,
-           maker_order_id AS order_id, {MAKER} AS liquidity
+           maker_order_id AS order_id, {MAKER} AS liquidity, maker_fee AS fee
       FROM trades WHERE maker_account_id = $1
     UNION ALL
     SELECT trade_id, instrument_id, price, quantity, created_at,
-           taker_order_id AS order_id, {TAKER} AS liquidity
+           taker_order_id AS order_id, {TAKER} AS liquidity, taker_fee AS fee
       FROM trades WHERE taker_account_id = $1
 ) f JOIN orders o ON o.order_id = f.order_id
 WHERE ($2::integer IS NULL OR f.instrument_id = $2)
@@ -49,7 +49,8 @@ LIMIT $6
 
 ORDER_FILLS = f"""
 SELECT trade_id, price, quantity, created_at,
-       CASE WHEN maker_order_id = $1 THEN {MAKER} ELSE {TAKER} END AS liquidity
+       CASE WHEN maker_order_id = $1 THEN {MAKER} ELSE {TAKER} END AS liquidity,
+       CASE WHEN maker_order_id = $1 THEN maker_fee ELSE taker_fee END AS fee
   FROM trades WHERE maker_order_id = $1 OR taker_order_id = $1
  ORDER BY trade_id
 """

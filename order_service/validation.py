@@ -11,7 +11,13 @@ from decimal import Decimal
 
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.order.v1 import order_pb2 as opb
-from exchange_common.decimals import DecimalFormatError, OffGridError, format_decimal, parse_units
+from exchange_common.decimals import (
+    DecimalFormatError,
+    OffGridError,
+    format_decimal,
+    parse_amount,
+    parse_units,
+)
 from exchange_common.errors import FailedPrecondition, InvalidArgument, clip
 from exchange_common.instruments import InstrumentSpec
 
@@ -32,6 +38,7 @@ class ValidOrder:
     quantity: int  # lots
     client_order_id: str
     post_only: bool
+    funds: int = 0  # a market buy's budget, quote units; 0: none
 
 
 def check_client_order_id(value: str, field: str = "client_order_id") -> None:
@@ -103,7 +110,21 @@ def validate_new_order(req: opb.CreateOrderRequest, spec: InstrumentSpec) -> Val
     if req.client_order_id:
         check_client_order_id(req.client_order_id)
 
-    quantity = _quantity(req.quantity, spec)
+    funds = 0
+    if req.funds:
+        if req.type != MARKET or req.side != BUY:
+            raise InvalidArgument("funds apply to market buys only", reason="FUNDS_NOT_ALLOWED",
+                                  field="funds")
+        if tif == FOK:
+            raise InvalidArgument("a market buy with funds is IOC (it fills what the funds "
+                                  "pay for)", reason="TIME_IN_FORCE_INVALID",
+                                  field="time_in_force")
+        funds = _amount(req.funds, spec.quote_decimals, "funds")
+    if funds and not req.quantity:
+        # As much as the funds pay for, up to the instrument's largest order.
+        quantity = int(spec.max_quantity / spec.lot_size)
+    else:
+        quantity = _quantity(req.quantity, spec)
 
     if req.type == MARKET:
         if req.price:
@@ -115,7 +136,8 @@ def validate_new_order(req: opb.CreateOrderRequest, spec: InstrumentSpec) -> Val
         if req.post_only:
             raise InvalidArgument("post_only applies to limit orders only",
                                   reason="POST_ONLY_INVALID", field="post_only")
-        return ValidOrder(req.side, MARKET, tif or IOC, 0, quantity, req.client_order_id, False)
+        return ValidOrder(req.side, MARKET, tif or IOC, 0, quantity, req.client_order_id, False,
+                          funds)
 
     price = _units(req.price, spec.tick_size, "price", "PRICE")
     tif = tif or GTC
@@ -142,6 +164,23 @@ def validate_amend(req: opb.AmendOrderRequest, spec: InstrumentSpec, row) -> tup
             field="quantity")
     _check_notional(price or row["price"], quantity or row["quantity"], spec)
     return price, quantity
+
+
+def _amount(text: str, decimals: int, field: str) -> int:
+    """A positive amount of an asset with ``decimals`` places, in its smallest units."""
+    try:
+        units = parse_amount(text, decimals)
+    except DecimalFormatError:
+        raise InvalidArgument(f"{field} {clip(text)!r} is not a plain decimal number",
+                              reason="INVALID_DECIMAL", field=field) from None
+    except OffGridError:
+        raise InvalidArgument(f"{field} {clip(text)} has more than {decimals} decimal places",
+                              reason="AMOUNT_TOO_PRECISE", field=field) from None
+    if units <= 0 or units > INT64_MAX:
+        raise InvalidArgument(f"{field} must be greater than zero and at most "
+                              f"{INT64_MAX} smallest units", reason="AMOUNT_OUT_OF_RANGE",
+                              field=field)
+    return units
 
 
 def _quantity(text: str, spec: InstrumentSpec) -> int:

@@ -10,6 +10,8 @@ integer lots. One concept per module:
 * ``events`` - the records the engine hands out: ``JournalEvent`` (a ``journal`` row),
   ``Trade`` (a fill, and its ``trades`` row), ``Outcome`` (what one command did) and
   ``Changes`` (what a batch changed);
+* ``money``  - ``Terms`` (what an order holds, fees) and ``Settlement`` (a batch's
+  balance changes);
 * ``side``   - one side of a book: its price levels and their keys in price order;
 * ``book``   - ``OrderBook``: the commands (new order, cancel, amend, status), the
   matching, and the batch of changes.
@@ -29,7 +31,7 @@ import json
 from pathlib import Path
 from types import ModuleType
 
-from . import book, enums, events, order, side
+from . import book, enums, events, money, order, side
 from .book import NO_LIMIT, RECENT_CLOSED, RECENT_MAX, OrderBook
 from .enums import (
     BUY,
@@ -61,6 +63,7 @@ from .enums import (
 )
 from .events import (
     ERR_DUPLICATE,
+    ERR_INSUFFICIENT_FUNDS,
     ERR_INVALID,
     ERR_ORDER_NOT_OPEN,
     ERR_POST_ONLY_WOULD_TAKE,
@@ -70,6 +73,7 @@ from .events import (
     Outcome,
     Trade,
 )
+from .money import BASIS_POINTS, Settlement, Terms, fee
 from .order import Order, OrderRow
 from .side import (
     BUCKET_BITS,
@@ -84,7 +88,7 @@ from .side import (
 )
 
 # The engine's modules, in import order, and where their sources are.
-MODULES: tuple[ModuleType, ...] = (enums, order, events, side, book)
+MODULES: tuple[ModuleType, ...] = (enums, order, events, money, side, book)
 SOURCES = Path(__file__).resolve().parent
 # What setup.py compiled: module name -> SHA-256 of the source it was compiled from.
 BUILD_MANIFEST = SOURCES / "build-manifest.json"
@@ -117,13 +121,13 @@ def check_sources(modules: tuple[ModuleType, ...] = MODULES, sources: Path = SOU
 check_sources()
 
 __all__ = [
-    "BUCKET_BITS", "BUY", "CANCELLED", "CANCEL_ONLY", "COMPACT_MIN_EMPTY", "EMPTY",
-    "ERR_DUPLICATE", "ERR_INVALID", "ERR_ORDER_NOT_OPEN", "ERR_POST_ONLY_WOULD_TAKE",
-    "EV_ACCEPTED", "EV_AMENDED", "EV_CANCELLED", "EV_EXPIRED", "EV_REJECTED", "EV_STATUS",
-    "EV_TRADE", "EXPIRED", "FILLED", "FOK", "FRONT_MAX", "GTC", "HALTED", "IOC", "LIMIT",
-    "MAKER", "MARKET", "MODULES", "NEW", "NO_FILLS", "NO_LIMIT", "OPEN_STATES",
-    "PARTIALLY_FILLED", "RECENT_CLOSED", "RECENT_MAX", "REFILL", "REJECTED", "SELL",
-    "TAKER", "TRADING", "Changes", "JournalEvent", "Level", "Order", "OrderBook",
-    "OrderRow", "Outcome", "Side", "Trade", "build_of", "check_sources", "level_orders",
-    "level_quantity",
+    "BASIS_POINTS", "BUCKET_BITS", "BUY", "CANCELLED", "CANCEL_ONLY", "COMPACT_MIN_EMPTY",
+    "Changes", "EMPTY", "ERR_DUPLICATE", "ERR_INSUFFICIENT_FUNDS", "ERR_INVALID",
+    "ERR_ORDER_NOT_OPEN", "ERR_POST_ONLY_WOULD_TAKE", "EV_ACCEPTED", "EV_AMENDED",
+    "EV_CANCELLED", "EV_EXPIRED", "EV_REJECTED", "EV_STATUS", "EV_TRADE", "EXPIRED", "FILLED",
+    "FOK", "FRONT_MAX", "GTC", "HALTED", "IOC", "JournalEvent", "LIMIT", "Level", "MAKER",
+    "MARKET", "MODULES", "NEW", "NO_FILLS", "NO_LIMIT", "OPEN_STATES", "Order", "OrderBook",
+    "OrderRow", "Outcome", "PARTIALLY_FILLED", "RECENT_CLOSED", "RECENT_MAX", "REFILL",
+    "REJECTED", "SELL", "Settlement", "Side", "TAKER", "TRADING", "Terms", "Trade", "build_of",
+    "check_sources", "fee", "level_orders", "level_quantity",
 ]

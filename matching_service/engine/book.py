@@ -64,6 +64,7 @@ from .enums import (
 )
 from .events import (
     ERR_DUPLICATE,
+    ERR_INSUFFICIENT_FUNDS,
     ERR_INVALID,
     ERR_ORDER_NOT_OPEN,
     ERR_POST_ONLY_WOULD_TAKE,
@@ -73,6 +74,7 @@ from .events import (
     Outcome,
     Trade,
 )
+from .money import Settlement, Terms, fee
 from .order import Order
 from .side import EMPTY, Side, level_orders, level_quantity
 
@@ -88,8 +90,13 @@ NO_LIMIT: Final = 1 << 62
 class OrderBook:
     """Price-time-priority book of one instrument, with its journal sequence."""
 
-    def __init__(self, instrument_id: int, last_sequence: int = 0) -> None:
+    def __init__(self, instrument_id: int, last_sequence: int = 0,
+                 terms: Terms | None = None) -> None:
         self.instrument_id = instrument_id
+        # The instrument's money terms (engine.money); None: a book without money (every
+        # order is taken as funded), as the engine's own tests drive it.
+        self.terms = terms
+        self.settlement = Settlement()
         self.sequence = last_sequence
         self.bids = Side(-1)
         self.asks = Side(1)
@@ -122,7 +129,14 @@ class OrderBook:
 
     def new_order(self, account_id: int, side: int, order_type: int, time_in_force: int,
                   price: int, quantity: int, client_order_id: str = "",
-                  post_only: bool = False, now_ns: int = 0) -> Outcome:
+                  post_only: bool = False, now_ns: int = 0, held: int = 0,
+                  hold_price: int = 0, funds: int = 0, maker_fee_bps: int = 0,
+                  taker_fee_bps: int = 0) -> Outcome:
+        """A new order. With money terms, ``held`` is what the order path put on hold
+        for it; an order that needs more is refused (INSUFFICIENT_FUNDS, no event), and
+        what it holds beyond its need is released at once. ``hold_price`` is a market
+        buy's protection price: it pays no more than that (0: no reference price, so
+        it cannot trade); ``funds`` a market buy's budget instead."""
         if (side != BUY and side != SELL) or quantity <= 0:
             return Outcome(None, error=ERR_INVALID, error_message="malformed order")
         # ``other`` is the side this order takes from: the levels with key <= ``limit``
@@ -147,27 +161,49 @@ class OrderBook:
                                error_message="post_only applies to limit orders only")
             other = self.asks if side == BUY else self.bids
             limit = NO_LIMIT
+            if side == BUY and self.terms is not None and not funds:
+                limit = hold_price  # the protection price (0: nothing crosses)
         else:
             return Outcome(None, error=ERR_INVALID, error_message="malformed order")
+        if funds and (side != BUY or order_type != MARKET or time_in_force == FOK):
+            return Outcome(None, error=ERR_INVALID,
+                           error_message="funds apply to IOC market buys only")
 
         if client_order_id:
             key = (account_id, client_order_id)
             existing = self.open_client_ids.get(key) or self.closed_client_ids.get(key)
             if existing is not None:
                 if existing.same_request(side, order_type, time_in_force, price, quantity,
-                                         post_only):
+                                         post_only, funds):
                     return Outcome(existing, duplicate=True)
                 return Outcome(existing, error=ERR_DUPLICATE,
                                error_message=f"client_order_id {client_order_id!r} is already "
                                              f"used by order {existing.order_id}")
 
+        terms = self.terms
+        need = 0
+        if terms is not None:
+            if side == SELL:
+                hold_price = 0
+            elif order_type == LIMIT:
+                hold_price = price
+            elif funds:
+                hold_price = 0
+            need = terms.need(side == BUY, quantity, hold_price, funds, maker_fee_bps,
+                              taker_fee_bps)
+            if held < need:
+                return Outcome(None, error=ERR_INSUFFICIENT_FUNDS,
+                               error_message=f"the order needs {need} on hold, it brought "
+                                             f"{held}")
         seq = self.sequence = self.sequence + 1
         order_id = self.id_base | seq
         order = Order(order_id=order_id, account_id=account_id,
                       client_order_id=client_order_id, side=side, order_type=order_type,
                       time_in_force=time_in_force, post_only=post_only, price=price,
                       quantity=quantity, priority=order_id & SEQUENCE_MASK,
-                      last_sequence=seq, created_ns=now_ns, updated_ns=now_ns)
+                      last_sequence=seq, created_ns=now_ns, updated_ns=now_ns,
+                      held=held, hold_placed=held, hold_price=hold_price, funds=funds,
+                      maker_fee_bps=maker_fee_bps, taker_fee_bps=taker_fee_bps)
         order.changed_in = self.batch
         self.changed.append(order)
         crosses = other.best <= limit
@@ -177,9 +213,12 @@ class OrderBook:
             order.reason = "POST_ONLY_WOULD_TAKE"
             self._event(seq, EV_REJECTED, order, 0, price, quantity, now_ns)
             self._remember_closed(order)
+            self._release(order)
             return Outcome(order)
 
         self._event(seq, EV_ACCEPTED, order, 0, price, quantity, now_ns)
+        if held > need:  # what it brought beyond its need goes back at once
+            self._release(order, held - need)
 
         if time_in_force == FOK and not (crosses and other.fillable(limit, quantity)):
             self._expire(order, "FOK_NOT_FILLABLE", now_ns)
@@ -189,12 +228,16 @@ class OrderBook:
         if order.state == FILLED:
             if client_order_id:
                 self._remember_closed(order)
+            if order.held:
+                self._release(order)
         elif order_type == LIMIT and time_in_force == GTC:
             self._rest(order, self.bids if side == BUY else self.asks, -limit)
             if client_order_id:
                 self.open_client_ids[(account_id, client_order_id)] = order
         else:
-            self._expire(order, "NO_LIQUIDITY" if order_type == MARKET and not fills else
+            self._expire(order, "NO_REFERENCE_PRICE" if limit == 0 else
+                         "NO_LIQUIDITY" if order_type == MARKET and not fills else
+                         "FUNDS_EXHAUSTED" if funds and other.best <= limit else
                          "IOC_REMAINDER" if time_in_force == IOC else "MARKET_REMAINDER",
                          now_ns)
         return Outcome(order, fills)
@@ -213,10 +256,11 @@ class OrderBook:
         order.last_sequence = seq
         self._mark_changed(order)
         self._close_client_id(order)
+        self._release(order)
         return Outcome(order)
 
     def amend(self, account_id: int, order_id: int, price: int, quantity: int,
-              now_ns: int = 0) -> Outcome:
+              now_ns: int = 0, extra_held: int = 0) -> Outcome:
         """Change a resting order of ``account_id``: ``price`` 0 keeps the price,
         ``quantity`` 0 keeps the total quantity (the new total, including what has
         filled, so it must stay above ``filled``).
@@ -226,7 +270,12 @@ class OrderBook:
         with priority = this amendment's sequence, trading first as a taker if its new
         price crosses the book (a post-only order is refused instead, unchanged).
         Changing nothing succeeds with no event, so a retried amendment is harmless.
-        The AMENDED event (new price, new total) comes before the trades it causes."""
+        The AMENDED event (new price, new total) comes before the trades it causes.
+
+        With money terms, the order must then hold what its new open quantity needs at
+        its new price: ``extra_held``, a hold the order path took for the amendment, is
+        added to what it holds, an amendment whose need exceeds both is refused
+        (INSUFFICIENT_FUNDS), and what it holds beyond its need is released."""
         order = self.resting_order(order_id)
         if order is None or order.account_id != account_id:
             return Outcome(None, error=ERR_ORDER_NOT_OPEN, error_message="order is not open")
@@ -240,8 +289,20 @@ class OrderBook:
                            error_message=f"the new quantity {new_quantity} must be above the "
                                          f"{order.filled} lots already filled")
         old_price = order.price
+        terms = self.terms
         if new_price == old_price and new_quantity == order.quantity:
+            if extra_held and terms is not None:
+                order.held += extra_held
+                self._release(order, extra_held)
             return Outcome(order)
+        need = 0
+        if terms is not None:
+            need = terms.need(order.side == BUY, new_quantity - order.filled, new_price,
+                              order.funds, order.maker_fee_bps, order.taker_fee_bps)
+            if need > order.held + extra_held:
+                return Outcome(order, error=ERR_INSUFFICIENT_FUNDS,
+                               error_message=f"the amended order needs {need} on hold, it "
+                                             f"holds {order.held} and brought {extra_held}")
         if order.side == BUY:
             own, other, limit = self.bids, self.asks, new_price
         else:
@@ -250,12 +311,14 @@ class OrderBook:
         if new_price == old_price and new_quantity < order.quantity:
             # In place: same level, same priority.
             seq = self.sequence = self.sequence + 1
-            self._event(seq, EV_AMENDED, order, 0, new_price, new_quantity, now_ns)
+            self._event(seq, EV_AMENDED, order, 0, new_price, new_quantity, now_ns,
+                        extra_held)
             order.quantity = new_quantity
             order.updated_ns = now_ns
             order.last_sequence = seq
             self._mark_changed(order)
             own.touched[new_price] = own.get(new_price * own.sign)
+            self._rehold(order, extra_held, need)
             return Outcome(order)
 
         crosses = other.best <= limit
@@ -265,16 +328,22 @@ class OrderBook:
                                          f"at price {new_price}")
         self._unrest(order)
         seq = self.sequence = self.sequence + 1
-        self._event(seq, EV_AMENDED, order, 0, new_price, new_quantity, now_ns)
+        self._event(seq, EV_AMENDED, order, 0, new_price, new_quantity, now_ns, extra_held)
         order.price = new_price
         order.quantity = new_quantity
         order.priority = seq
         order.updated_ns = now_ns
         order.last_sequence = seq
         self._mark_changed(order)
+        if terms is not None:
+            if order.side == BUY:
+                order.hold_price = new_price
+            self._rehold(order, extra_held, need)
         fills = self._take(order, other, limit, now_ns) if crosses else NO_FILLS
         if order.state == FILLED:
             self._close_client_id(order)
+            if order.held:
+                self._release(order)
         else:
             self._rest(order, own, -limit)
         return Outcome(order, fills)
@@ -381,6 +450,7 @@ class OrderBook:
             trades=self.trades,
             bids=self.bids.drain_touched(),
             asks=self.asks.drain_touched(),
+            money=self.settlement.drain(),
         )
         self.events = []
         self.changed = []
@@ -392,14 +462,80 @@ class OrderBook:
     # -- internals -----------------------------------------------------------
 
     def _event(self, seq: int, kind: int, order: Order, other_order_id: int, price: int,
-               quantity: int, now_ns: int) -> None:
-        """A journal event about ``order``, carrying its command's fields."""
+               quantity: int, now_ns: int, held: int = 0) -> None:
+        """A journal event about ``order``, carrying its command's fields (an accepted
+        or rejected order's: its money too; an amendment's: ``held``, its extra hold)."""
+        if kind == EV_ACCEPTED or kind == EV_REJECTED:
+            self.events.append(JournalEvent(
+                sequence=seq, kind=kind, order_id=order.order_id,
+                other_order_id=other_order_id, price=price, quantity=quantity,
+                account_id=order.account_id, side=order.side, order_type=order.order_type,
+                time_in_force=order.time_in_force, post_only=order.post_only,
+                client_order_id=order.client_order_id, created_ns=now_ns,
+                held=order.hold_placed, hold_price=order.hold_price, funds=order.funds,
+                maker_fee_bps=order.maker_fee_bps, taker_fee_bps=order.taker_fee_bps))
+            return
         self.events.append(JournalEvent(
             sequence=seq, kind=kind, order_id=order.order_id, other_order_id=other_order_id,
             price=price, quantity=quantity, account_id=order.account_id, side=order.side,
             order_type=order.order_type, time_in_force=order.time_in_force,
             post_only=order.post_only, client_order_id=order.client_order_id,
-            created_ns=now_ns))
+            created_ns=now_ns, held=held))
+
+    def _rehold(self, order: Order, extra_held: int, need: int) -> None:
+        """An amended order takes ``extra_held`` (the amendment's hold) and then holds
+        exactly ``need``: the rest goes back."""
+        if self.terms is None:
+            return
+        order.held += extra_held
+        if order.held > need:
+            self._release(order, order.held - need)
+
+    def _release(self, order: Order, amount: int = -1) -> None:
+        """Give back ``amount`` of what ``order`` holds (all of it by default)."""
+        terms = self.terms
+        if terms is None:
+            return
+        if amount < 0:
+            amount = order.held
+        if not amount:
+            return
+        order.held -= amount
+        asset = terms.quote_asset if order.side == BUY else terms.base_asset
+        self.settlement.move(order.account_id, asset, amount, -amount)
+
+    def _settle(self, trade: Trade, maker: Order, taker: Order) -> None:
+        """One fill's money (engine.money): base from seller to buyer, the notional
+        from buyer to seller, each side's fee to the fee account; what the buyer's hold
+        held for these lots beyond what they cost goes back to its available."""
+        terms = self.terms
+        assert terms is not None
+        notional = trade.price * trade.quantity * terms.tick_lot_units
+        base = trade.quantity * terms.lot_units
+        maker_fee = fee(notional, maker.maker_fee_bps)
+        taker_fee = fee(notional, taker.taker_fee_bps)
+        trade.maker_fee = maker_fee
+        trade.taker_fee = taker_fee
+        if taker.side == BUY:
+            buyer, buyer_fee, seller, seller_fee = taker, taker_fee, maker, maker_fee
+        else:
+            buyer, buyer_fee, seller, seller_fee = maker, maker_fee, taker, taker_fee
+        if buyer.funds:
+            used = notional + buyer_fee
+        else:
+            used = trade.quantity * terms.unit(buyer.hold_price, buyer.maker_fee_bps,
+                                               buyer.taker_fee_bps)
+        released = used - notional - buyer_fee
+        trade.buyer_released = released
+        buyer.held -= used
+        seller.held -= base
+        move = self.settlement.move
+        quote = terms.quote_asset
+        move(buyer.account_id, quote, released, -used)
+        move(buyer.account_id, terms.base_asset, base, 0)
+        move(seller.account_id, terms.base_asset, 0, -base)
+        move(seller.account_id, quote, notional - seller_fee, 0)
+        move(terms.fee_account, quote, buyer_fee + seller_fee, 0)
 
     def _take(self, taker: Order, other: Side, limit: int, now_ns: int) -> list[Trade]:
         """Match ``taker`` against the levels of ``other`` with key <= ``limit``, best
@@ -415,6 +551,10 @@ class OrderBook:
         notional = taker.filled_notional
         fills: list[Trade] = []
         price = 0
+        terms = self.terms
+        # A budget (a market buy's funds) may stop the taker before its quantity does.
+        budget = terms is not None and taker.funds > 0
+        exhausted = False
         while True:
             level = other.front_levels[0]  # the best level
             # ``queue``: the level's list of orders, None when its order is alone
@@ -427,6 +567,15 @@ class OrderBook:
             while True:
                 open_qty = maker.quantity - maker.filled
                 fill = qty if qty < open_qty else open_qty
+                if budget:
+                    assert terms is not None
+                    affordable = terms.affordable(price, taker.held, taker.taker_fee_bps,
+                                                  fill)
+                    if affordable < fill:
+                        exhausted = True
+                        fill = affordable
+                        if not fill:
+                            break
                 qty -= fill
                 maker.filled += fill
                 seq += 1
@@ -446,7 +595,14 @@ class OrderBook:
                               taker_account_id=account, created_ns=now_ns)
                 fills.append(trade)
                 trades.append(trade)
-                if fill < open_qty:
+                if terms is not None:
+                    self._settle(trade, maker, taker)
+                if exhausted:
+                    if fill < open_qty:
+                        maker.state = PARTIALLY_FILLED
+                        touched[price] = level
+                        break
+                elif fill < open_qty:
                     maker.state = PARTIALLY_FILLED
                     touched[price] = level
                     break  # the taker is done
@@ -461,14 +617,15 @@ class OrderBook:
                     other.pop_best()
                     break
                 del queue[0]
-                if not qty:
+                if not qty or exhausted:
                     touched[price] = level
                     break
                 maker = queue[0]
-            if not qty or other.best > limit:
+            if not qty or exhausted or other.best > limit:
                 break
         self.sequence = seq
-        self.last_price = price
+        if fills:
+            self.last_price = fills[-1].price
         taker.filled = taker.quantity - qty
         taker.filled_notional = notional
         taker.last_sequence = seq
@@ -528,6 +685,7 @@ class OrderBook:
         order.last_sequence = seq
         if order.client_order_id:
             self._remember_closed(order)
+        self._release(order)
 
     def _close_client_id(self, order: Order) -> None:
         if order.client_order_id:

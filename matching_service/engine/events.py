@@ -12,7 +12,7 @@ built in the hot path, a compiled class costs a fraction of a tuple subclass.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, final
 
 from .order import Order, OrderRow
@@ -31,7 +31,9 @@ class JournalEvent:
     def __init__(self, sequence: int, kind: int, order_id: int = 0, other_order_id: int = 0,
                  price: int = 0, quantity: int = 0, account_id: int = 0, side: int = 0,
                  order_type: int = 0, time_in_force: int = 0, post_only: bool = False,
-                 client_order_id: str = "", created_ns: int = 0) -> None:
+                 client_order_id: str = "", created_ns: int = 0, held: int = 0,
+                 hold_price: int = 0, funds: int = 0, maker_fee_bps: int = 0,
+                 taker_fee_bps: int = 0) -> None:
         self.sequence = sequence
         self.kind = kind
         self.order_id = order_id
@@ -45,6 +47,13 @@ class JournalEvent:
         self.post_only = post_only
         self.client_order_id = client_order_id
         self.created_ns = created_ns
+        # An accepted or rejected order's money (its command's hold, hold price,
+        # budget and fees); an amendment's extra hold.
+        self.held = held
+        self.hold_price = hold_price
+        self.funds = funds
+        self.maker_fee_bps = maker_fee_bps
+        self.taker_fee_bps = taker_fee_bps
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return (f"JournalEvent(sequence={self.sequence}, kind={self.kind}, "
@@ -58,7 +67,8 @@ class Trade:
 
     def __init__(self, trade_id: int, sequence: int, price: int, quantity: int,
                  taker_side: int, maker_order_id: int, taker_order_id: int,
-                 maker_account_id: int, taker_account_id: int, created_ns: int) -> None:
+                 maker_account_id: int, taker_account_id: int, created_ns: int,
+                 maker_fee: int = 0, taker_fee: int = 0, buyer_released: int = 0) -> None:
         self.trade_id = trade_id
         self.sequence = sequence
         self.price = price
@@ -69,6 +79,11 @@ class Trade:
         self.maker_account_id = maker_account_id
         self.taker_account_id = taker_account_id
         self.created_ns = created_ns
+        # Fees in quote units (negative: a rebate), and what the buyer's hold gave back
+        # to available on this fill (engine.money).
+        self.maker_fee = maker_fee
+        self.taker_fee = taker_fee
+        self.buyer_released = buyer_released
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return (f"Trade(trade_id={self.trade_id}, price={self.price}, "
@@ -84,6 +99,7 @@ ERR_ORDER_NOT_OPEN: Final = "ORDER_NOT_OPEN"
 ERR_DUPLICATE: Final = "DUPLICATE_CLIENT_ORDER_ID"
 ERR_INVALID: Final = "INVALID"
 ERR_POST_ONLY_WOULD_TAKE: Final = "POST_ONLY_WOULD_TAKE"
+ERR_INSUFFICIENT_FUNDS: Final = "INSUFFICIENT_FUNDS"
 
 
 @final
@@ -118,3 +134,13 @@ class Changes:
     # the level is gone), by price.
     bids: list[tuple[int, int, int]]
     asks: list[tuple[int, int, int]]
+    # The balance changes of the batch, netted per (account, asset), in that order
+    # (engine.money.Settlement.drain); empty when the book keeps no money.
+    money: tuple[list[int], list[int], list[int], list[int]] = field(
+        default_factory=lambda: ([], [], [], []))
+    # The order path's holds the batch's commands took over (accounts, hold keys): the
+    # commit deletes them (their money now belongs to the orders). Set by the caller.
+    holds_used: tuple[list[int], list[str]] = field(default_factory=lambda: ([], []))
+    # The price market buys' protection is computed from after the batch (the last
+    # trade's, else the best ask, else the best bid; None: no price). Set by the caller.
+    reference_price: int | None = None

@@ -26,7 +26,9 @@ class OrderRow:
                  order_type: int, time_in_force: int, post_only: bool, price: int,
                  quantity: int, filled: int = 0, filled_notional: int = 0, state: int = NEW,
                  reason: str = "", priority: int = 0, last_sequence: int = 0,
-                 created_ns: int = 0, updated_ns: int = 0) -> None:
+                 created_ns: int = 0, updated_ns: int = 0, held: int = 0,
+                 hold_placed: int = 0, hold_price: int = 0, funds: int = 0,
+                 maker_fee_bps: int = 0, taker_fee_bps: int = 0) -> None:
         self.order_id = order_id
         self.account_id = account_id
         self.client_order_id = client_order_id
@@ -45,6 +47,14 @@ class OrderRow:
         self.last_sequence = last_sequence
         self.created_ns = created_ns
         self.updated_ns = updated_ns
+        # Money (engine.money): what it holds now and held when placed, the price a
+        # buy's hold per lot is computed at, a market buy's budget, its fees.
+        self.held = held
+        self.hold_placed = hold_placed
+        self.hold_price = hold_price
+        self.funds = funds
+        self.maker_fee_bps = maker_fee_bps
+        self.taker_fee_bps = taker_fee_bps
 
     def row(self) -> OrderRow:
         """A copy of the row as it is now (what a batch commits)."""
@@ -55,7 +65,9 @@ class OrderRow:
             quantity=self.quantity, filled=self.filled, filled_notional=self.filled_notional,
             state=self.state, reason=self.reason, priority=self.priority,
             last_sequence=self.last_sequence, created_ns=self.created_ns,
-            updated_ns=self.updated_ns)
+            updated_ns=self.updated_ns, held=self.held, hold_placed=self.hold_placed,
+            hold_price=self.hold_price, funds=self.funds, maker_fee_bps=self.maker_fee_bps,
+            taker_fee_bps=self.taker_fee_bps)
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return (f"{type(self).__name__}(id={self.order_id}, side={self.side}, "
@@ -74,8 +86,9 @@ class Order(OrderRow):
         return self.quantity - self.filled if self.state in OPEN_STATES else 0
 
     def same_request(self, side: int, order_type: int, time_in_force: int, price: int,
-                     quantity: int, post_only: bool) -> bool:
+                     quantity: int, post_only: bool, funds: int = 0) -> bool:
         """Whether a new order with these contents repeats this one (a retry)."""
         return (self.side == side and self.order_type == order_type
                 and self.time_in_force == time_in_force and self.price == price
-                and self.quantity == quantity and self.post_only == post_only)
+                and self.quantity == quantity and self.post_only == post_only
+                and self.funds == funds)

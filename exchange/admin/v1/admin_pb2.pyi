@@ -1,6 +1,7 @@
 import datetime
 
 from exchange.common.v1 import common_pb2 as _common_pb2
+from exchange.order.v1 import order_pb2 as _order_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -205,7 +206,7 @@ class ListRateTiersResponse(_message.Message):
     def __init__(self, tiers: _Optional[_Iterable[_Union[RateTier, _Mapping]]] = ...) -> None: ...
 
 class Instrument(_message.Message):
-    __slots__ = ("instrument_id", "symbol", "base_asset", "quote_asset", "tick_size", "lot_size", "min_quantity", "max_quantity", "min_notional", "price_band_bps", "status", "owner", "owner_epoch", "sequence")
+    __slots__ = ("instrument_id", "symbol", "base_asset", "quote_asset", "tick_size", "lot_size", "min_quantity", "max_quantity", "min_notional", "price_band_bps", "status", "owner", "owner_epoch", "sequence", "maker_fee_bps", "taker_fee_bps")
     INSTRUMENT_ID_FIELD_NUMBER: _ClassVar[int]
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     BASE_ASSET_FIELD_NUMBER: _ClassVar[int]
@@ -220,6 +221,8 @@ class Instrument(_message.Message):
     OWNER_FIELD_NUMBER: _ClassVar[int]
     OWNER_EPOCH_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    MAKER_FEE_BPS_FIELD_NUMBER: _ClassVar[int]
+    TAKER_FEE_BPS_FIELD_NUMBER: _ClassVar[int]
     instrument_id: int
     symbol: str
     base_asset: str
@@ -234,7 +237,9 @@ class Instrument(_message.Message):
     owner: str
     owner_epoch: int
     sequence: int
-    def __init__(self, instrument_id: _Optional[int] = ..., symbol: _Optional[str] = ..., base_asset: _Optional[str] = ..., quote_asset: _Optional[str] = ..., tick_size: _Optional[str] = ..., lot_size: _Optional[str] = ..., min_quantity: _Optional[str] = ..., max_quantity: _Optional[str] = ..., min_notional: _Optional[str] = ..., price_band_bps: _Optional[int] = ..., status: _Optional[_Union[_common_pb2.InstrumentStatus, str]] = ..., owner: _Optional[str] = ..., owner_epoch: _Optional[int] = ..., sequence: _Optional[int] = ...) -> None: ...
+    maker_fee_bps: int
+    taker_fee_bps: int
+    def __init__(self, instrument_id: _Optional[int] = ..., symbol: _Optional[str] = ..., base_asset: _Optional[str] = ..., quote_asset: _Optional[str] = ..., tick_size: _Optional[str] = ..., lot_size: _Optional[str] = ..., min_quantity: _Optional[str] = ..., max_quantity: _Optional[str] = ..., min_notional: _Optional[str] = ..., price_band_bps: _Optional[int] = ..., status: _Optional[_Union[_common_pb2.InstrumentStatus, str]] = ..., owner: _Optional[str] = ..., owner_epoch: _Optional[int] = ..., sequence: _Optional[int] = ..., maker_fee_bps: _Optional[int] = ..., taker_fee_bps: _Optional[int] = ...) -> None: ...
 
 class CreateInstrumentRequest(_message.Message):
     __slots__ = ("instrument",)
@@ -259,18 +264,22 @@ class ListInstrumentsResponse(_message.Message):
     def __init__(self, instruments: _Optional[_Iterable[_Union[Instrument, _Mapping]]] = ...) -> None: ...
 
 class UpdateInstrumentRequest(_message.Message):
-    __slots__ = ("symbol", "min_quantity", "max_quantity", "min_notional", "price_band_bps")
+    __slots__ = ("symbol", "min_quantity", "max_quantity", "min_notional", "price_band_bps", "maker_fee_bps", "taker_fee_bps")
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     MIN_QUANTITY_FIELD_NUMBER: _ClassVar[int]
     MAX_QUANTITY_FIELD_NUMBER: _ClassVar[int]
     MIN_NOTIONAL_FIELD_NUMBER: _ClassVar[int]
     PRICE_BAND_BPS_FIELD_NUMBER: _ClassVar[int]
+    MAKER_FEE_BPS_FIELD_NUMBER: _ClassVar[int]
+    TAKER_FEE_BPS_FIELD_NUMBER: _ClassVar[int]
     symbol: str
     min_quantity: str
     max_quantity: str
     min_notional: str
     price_band_bps: int
-    def __init__(self, symbol: _Optional[str] = ..., min_quantity: _Optional[str] = ..., max_quantity: _Optional[str] = ..., min_notional: _Optional[str] = ..., price_band_bps: _Optional[int] = ...) -> None: ...
+    maker_fee_bps: int
+    taker_fee_bps: int
+    def __init__(self, symbol: _Optional[str] = ..., min_quantity: _Optional[str] = ..., max_quantity: _Optional[str] = ..., min_notional: _Optional[str] = ..., price_band_bps: _Optional[int] = ..., maker_fee_bps: _Optional[int] = ..., taker_fee_bps: _Optional[int] = ...) -> None: ...
 
 class UpdateInstrumentResponse(_message.Message):
     __slots__ = ("instrument",)
@@ -381,3 +390,101 @@ class ListAuditEntriesResponse(_message.Message):
     entries: _containers.RepeatedCompositeFieldContainer[AuditEntry]
     next_page_token: str
     def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class Asset(_message.Message):
+    __slots__ = ("symbol", "decimals")
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    DECIMALS_FIELD_NUMBER: _ClassVar[int]
+    symbol: str
+    decimals: int
+    def __init__(self, symbol: _Optional[str] = ..., decimals: _Optional[int] = ...) -> None: ...
+
+class ListAssetsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListAssetsResponse(_message.Message):
+    __slots__ = ("assets",)
+    ASSETS_FIELD_NUMBER: _ClassVar[int]
+    assets: _containers.RepeatedCompositeFieldContainer[Asset]
+    def __init__(self, assets: _Optional[_Iterable[_Union[Asset, _Mapping]]] = ...) -> None: ...
+
+class TransferRequest(_message.Message):
+    __slots__ = ("account", "asset", "amount", "idempotency_key", "reference")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    ASSET_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    asset: str
+    amount: str
+    idempotency_key: str
+    reference: str
+    def __init__(self, account: _Optional[str] = ..., asset: _Optional[str] = ..., amount: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., reference: _Optional[str] = ...) -> None: ...
+
+class TransferResponse(_message.Message):
+    __slots__ = ("entry_id", "duplicate", "balance")
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    entry_id: str
+    duplicate: bool
+    balance: _order_pb2.Balance
+    def __init__(self, entry_id: _Optional[str] = ..., duplicate: _Optional[bool] = ..., balance: _Optional[_Union[_order_pb2.Balance, _Mapping]] = ...) -> None: ...
+
+class GetAccountBalancesRequest(_message.Message):
+    __slots__ = ("account",)
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    def __init__(self, account: _Optional[str] = ...) -> None: ...
+
+class GetAccountBalancesResponse(_message.Message):
+    __slots__ = ("balances",)
+    BALANCES_FIELD_NUMBER: _ClassVar[int]
+    balances: _containers.RepeatedCompositeFieldContainer[_order_pb2.Balance]
+    def __init__(self, balances: _Optional[_Iterable[_Union[_order_pb2.Balance, _Mapping]]] = ...) -> None: ...
+
+class SetAccountFeesRequest(_message.Message):
+    __slots__ = ("account", "instrument", "maker_fee_bps", "taker_fee_bps", "clear")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    INSTRUMENT_FIELD_NUMBER: _ClassVar[int]
+    MAKER_FEE_BPS_FIELD_NUMBER: _ClassVar[int]
+    TAKER_FEE_BPS_FIELD_NUMBER: _ClassVar[int]
+    CLEAR_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    instrument: str
+    maker_fee_bps: int
+    taker_fee_bps: int
+    clear: bool
+    def __init__(self, account: _Optional[str] = ..., instrument: _Optional[str] = ..., maker_fee_bps: _Optional[int] = ..., taker_fee_bps: _Optional[int] = ..., clear: _Optional[bool] = ...) -> None: ...
+
+class SetAccountFeesResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CheckBalancesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CheckBalancesResponse(_message.Message):
+    __slots__ = ("ok", "problems", "totals")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    TOTALS_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    totals: _containers.RepeatedCompositeFieldContainer[AssetTotal]
+    def __init__(self, ok: _Optional[bool] = ..., problems: _Optional[_Iterable[str]] = ..., totals: _Optional[_Iterable[_Union[AssetTotal, _Mapping]]] = ...) -> None: ...
+
+class AssetTotal(_message.Message):
+    __slots__ = ("asset", "balances", "transfers", "fees")
+    ASSET_FIELD_NUMBER: _ClassVar[int]
+    BALANCES_FIELD_NUMBER: _ClassVar[int]
+    TRANSFERS_FIELD_NUMBER: _ClassVar[int]
+    FEES_FIELD_NUMBER: _ClassVar[int]
+    asset: str
+    balances: str
+    transfers: str
+    fees: str
+    def __init__(self, asset: _Optional[str] = ..., balances: _Optional[str] = ..., transfers: _Optional[str] = ..., fees: _Optional[str] = ...) -> None: ...

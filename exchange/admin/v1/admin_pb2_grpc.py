@@ -124,6 +124,41 @@ class AdminServiceStub:
                 request_serializer=exchange_dot_admin_dot_v1_dot_admin__pb2.ListAuditEntriesRequest.SerializeToString,
                 response_deserializer=exchange_dot_admin_dot_v1_dot_admin__pb2.ListAuditEntriesResponse.FromString,
                 _registered_method=True)
+        self.Deposit = channel.unary_unary(
+                '/exchange.admin.v1.AdminService/Deposit',
+                request_serializer=exchange_dot_admin_dot_v1_dot_admin__pb2.TransferRequest.SerializeToString,
+                response_deserializer=exchange_dot_admin_dot_v1_dot_admin__pb2.TransferResponse.FromString,
+                _registered_method=True)
+        self.Withdraw = channel.unary_unary(
+                '/exchange.admin.v1.AdminService/Withdraw',
+                request_serializer=exchange_dot_admin_dot_v1_dot_admin__pb2.TransferRequest.SerializeToString,
+                response_deserializer=exchange_dot_admin_dot_v1_dot_admin__pb2.TransferResponse.FromString,
+                _registered_method=True)
+        self.Adjust = channel.unary_unary(
+                '/exchange.admin.v1.AdminService/Adjust',
+                request_serializer=exchange_dot_admin_dot_v1_dot_admin__pb2.TransferRequest.SerializeToString,
+                response_deserializer=exchange_dot_admin_dot_v1_dot_admin__pb2.TransferResponse.FromString,
+                _registered_method=True)
+        self.GetAccountBalances = channel.unary_unary(
+                '/exchange.admin.v1.AdminService/GetAccountBalances',
+                request_serializer=exchange_dot_admin_dot_v1_dot_admin__pb2.GetAccountBalancesRequest.SerializeToString,
+                response_deserializer=exchange_dot_admin_dot_v1_dot_admin__pb2.GetAccountBalancesResponse.FromString,
+                _registered_method=True)
+        self.ListAssets = channel.unary_unary(
+                '/exchange.admin.v1.AdminService/ListAssets',
+                request_serializer=exchange_dot_admin_dot_v1_dot_admin__pb2.ListAssetsRequest.SerializeToString,
+                response_deserializer=exchange_dot_admin_dot_v1_dot_admin__pb2.ListAssetsResponse.FromString,
+                _registered_method=True)
+        self.SetAccountFees = channel.unary_unary(
+                '/exchange.admin.v1.AdminService/SetAccountFees',
+                request_serializer=exchange_dot_admin_dot_v1_dot_admin__pb2.SetAccountFeesRequest.SerializeToString,
+                response_deserializer=exchange_dot_admin_dot_v1_dot_admin__pb2.SetAccountFeesResponse.FromString,
+                _registered_method=True)
+        self.CheckBalances = channel.unary_unary(
+                '/exchange.admin.v1.AdminService/CheckBalances',
+                request_serializer=exchange_dot_admin_dot_v1_dot_admin__pb2.CheckBalancesRequest.SerializeToString,
+                response_deserializer=exchange_dot_admin_dot_v1_dot_admin__pb2.CheckBalancesResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -250,6 +285,62 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Deposit(self, request, context):
+        """Money in and out of an account: a deposit credits available, a withdrawal
+        debits it (FAILED_PRECONDITION, INSUFFICIENT_FUNDS when it is short), an
+        adjustment does either (a signed amount). Each takes an idempotency key:
+        the same key again returns the first entry and moves nothing; the same key
+        with other contents is ALREADY_EXISTS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Withdraw(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Adjust(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAccountBalances(self, request, context):
+        """An account's balances (the trading API's GetBalances, for any account).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAssets(self, request, context):
+        """The assets and their decimal places.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetAccountFees(self, request, context):
+        """An account's fees on one instrument, overriding the instrument's (set
+        with UpdateInstrument); clear = true removes the override.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckBalances(self, request, context):
+        """Checks the money invariants at one committed point (see docs/money.md):
+        per asset, balances (the fee account's included) sum to deposits minus
+        withdrawals plus adjustments; nothing is negative; every account's held
+        amount is what its open orders and pending holds need; every balance
+        equals its ledger. ok = false lists what does not hold.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -342,6 +433,41 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListAuditEntries,
                     request_deserializer=exchange_dot_admin_dot_v1_dot_admin__pb2.ListAuditEntriesRequest.FromString,
                     response_serializer=exchange_dot_admin_dot_v1_dot_admin__pb2.ListAuditEntriesResponse.SerializeToString,
+            ),
+            'Deposit': grpc.unary_unary_rpc_method_handler(
+                    servicer.Deposit,
+                    request_deserializer=exchange_dot_admin_dot_v1_dot_admin__pb2.TransferRequest.FromString,
+                    response_serializer=exchange_dot_admin_dot_v1_dot_admin__pb2.TransferResponse.SerializeToString,
+            ),
+            'Withdraw': grpc.unary_unary_rpc_method_handler(
+                    servicer.Withdraw,
+                    request_deserializer=exchange_dot_admin_dot_v1_dot_admin__pb2.TransferRequest.FromString,
+                    response_serializer=exchange_dot_admin_dot_v1_dot_admin__pb2.TransferResponse.SerializeToString,
+            ),
+            'Adjust': grpc.unary_unary_rpc_method_handler(
+                    servicer.Adjust,
+                    request_deserializer=exchange_dot_admin_dot_v1_dot_admin__pb2.TransferRequest.FromString,
+                    response_serializer=exchange_dot_admin_dot_v1_dot_admin__pb2.TransferResponse.SerializeToString,
+            ),
+            'GetAccountBalances': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAccountBalances,
+                    request_deserializer=exchange_dot_admin_dot_v1_dot_admin__pb2.GetAccountBalancesRequest.FromString,
+                    response_serializer=exchange_dot_admin_dot_v1_dot_admin__pb2.GetAccountBalancesResponse.SerializeToString,
+            ),
+            'ListAssets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAssets,
+                    request_deserializer=exchange_dot_admin_dot_v1_dot_admin__pb2.ListAssetsRequest.FromString,
+                    response_serializer=exchange_dot_admin_dot_v1_dot_admin__pb2.ListAssetsResponse.SerializeToString,
+            ),
+            'SetAccountFees': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAccountFees,
+                    request_deserializer=exchange_dot_admin_dot_v1_dot_admin__pb2.SetAccountFeesRequest.FromString,
+                    response_serializer=exchange_dot_admin_dot_v1_dot_admin__pb2.SetAccountFeesResponse.SerializeToString,
+            ),
+            'CheckBalances': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckBalances,
+                    request_deserializer=exchange_dot_admin_dot_v1_dot_admin__pb2.CheckBalancesRequest.FromString,
+                    response_serializer=exchange_dot_admin_dot_v1_dot_admin__pb2.CheckBalancesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -830,6 +956,195 @@ class AdminService:
             '/exchange.admin.v1.AdminService/ListAuditEntries',
             exchange_dot_admin_dot_v1_dot_admin__pb2.ListAuditEntriesRequest.SerializeToString,
             exchange_dot_admin_dot_v1_dot_admin__pb2.ListAuditEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Deposit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.admin.v1.AdminService/Deposit',
+            exchange_dot_admin_dot_v1_dot_admin__pb2.TransferRequest.SerializeToString,
+            exchange_dot_admin_dot_v1_dot_admin__pb2.TransferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Withdraw(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.admin.v1.AdminService/Withdraw',
+            exchange_dot_admin_dot_v1_dot_admin__pb2.TransferRequest.SerializeToString,
+            exchange_dot_admin_dot_v1_dot_admin__pb2.TransferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Adjust(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.admin.v1.AdminService/Adjust',
+            exchange_dot_admin_dot_v1_dot_admin__pb2.TransferRequest.SerializeToString,
+            exchange_dot_admin_dot_v1_dot_admin__pb2.TransferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAccountBalances(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.admin.v1.AdminService/GetAccountBalances',
+            exchange_dot_admin_dot_v1_dot_admin__pb2.GetAccountBalancesRequest.SerializeToString,
+            exchange_dot_admin_dot_v1_dot_admin__pb2.GetAccountBalancesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAssets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.admin.v1.AdminService/ListAssets',
+            exchange_dot_admin_dot_v1_dot_admin__pb2.ListAssetsRequest.SerializeToString,
+            exchange_dot_admin_dot_v1_dot_admin__pb2.ListAssetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAccountFees(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.admin.v1.AdminService/SetAccountFees',
+            exchange_dot_admin_dot_v1_dot_admin__pb2.SetAccountFeesRequest.SerializeToString,
+            exchange_dot_admin_dot_v1_dot_admin__pb2.SetAccountFeesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckBalances(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.admin.v1.AdminService/CheckBalances',
+            exchange_dot_admin_dot_v1_dot_admin__pb2.CheckBalancesRequest.SerializeToString,
+            exchange_dot_admin_dot_v1_dot_admin__pb2.CheckBalancesResponse.FromString,
             options,
             channel_credentials,
             insecure,

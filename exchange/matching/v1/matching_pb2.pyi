@@ -21,6 +21,8 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_CODE_CANCEL_ONLY: _ClassVar[ErrorCode]
     ERROR_CODE_PRICE_OUTSIDE_BAND: _ClassVar[ErrorCode]
     ERROR_CODE_OPEN_ORDER_LIMIT: _ClassVar[ErrorCode]
+    ERROR_CODE_INSUFFICIENT_FUNDS: _ClassVar[ErrorCode]
+    ERROR_CODE_HOLD_EXPIRED: _ClassVar[ErrorCode]
 ERROR_CODE_UNSPECIFIED: ErrorCode
 ERROR_CODE_NOT_OWNER: ErrorCode
 ERROR_CODE_ORDER_NOT_OPEN: ErrorCode
@@ -32,6 +34,8 @@ ERROR_CODE_POST_ONLY_WOULD_TAKE: ErrorCode
 ERROR_CODE_CANCEL_ONLY: ErrorCode
 ERROR_CODE_PRICE_OUTSIDE_BAND: ErrorCode
 ERROR_CODE_OPEN_ORDER_LIMIT: ErrorCode
+ERROR_CODE_INSUFFICIENT_FUNDS: ErrorCode
+ERROR_CODE_HOLD_EXPIRED: ErrorCode
 
 class GetBookRequest(_message.Message):
     __slots__ = ("instrument_id",)
@@ -40,7 +44,7 @@ class GetBookRequest(_message.Message):
     def __init__(self, instrument_id: _Optional[int] = ...) -> None: ...
 
 class BookOrder(_message.Message):
-    __slots__ = ("order_id", "account_id", "client_order_id", "side", "type", "time_in_force", "post_only", "price", "quantity", "filled", "filled_notional", "state", "priority", "last_sequence", "create_time_unix_nanos", "update_time_unix_nanos")
+    __slots__ = ("order_id", "account_id", "client_order_id", "side", "type", "time_in_force", "post_only", "price", "quantity", "filled", "filled_notional", "state", "priority", "last_sequence", "create_time_unix_nanos", "update_time_unix_nanos", "held", "hold_placed", "hold_price", "funds", "maker_fee_bps", "taker_fee_bps")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +61,12 @@ class BookOrder(_message.Message):
     LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    HOLD_PLACED_FIELD_NUMBER: _ClassVar[int]
+    HOLD_PRICE_FIELD_NUMBER: _ClassVar[int]
+    FUNDS_FIELD_NUMBER: _ClassVar[int]
+    MAKER_FEE_BPS_FIELD_NUMBER: _ClassVar[int]
+    TAKER_FEE_BPS_FIELD_NUMBER: _ClassVar[int]
     order_id: int
     account_id: int
     client_order_id: str
@@ -73,7 +83,13 @@ class BookOrder(_message.Message):
     last_sequence: int
     create_time_unix_nanos: int
     update_time_unix_nanos: int
-    def __init__(self, order_id: _Optional[int] = ..., account_id: _Optional[int] = ..., client_order_id: _Optional[str] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., type: _Optional[_Union[_common_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_common_pb2.TimeInForce, str]] = ..., post_only: _Optional[bool] = ..., price: _Optional[int] = ..., quantity: _Optional[int] = ..., filled: _Optional[int] = ..., filled_notional: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.OrderState, str]] = ..., priority: _Optional[int] = ..., last_sequence: _Optional[int] = ..., create_time_unix_nanos: _Optional[int] = ..., update_time_unix_nanos: _Optional[int] = ...) -> None: ...
+    held: int
+    hold_placed: int
+    hold_price: int
+    funds: int
+    maker_fee_bps: int
+    taker_fee_bps: int
+    def __init__(self, order_id: _Optional[int] = ..., account_id: _Optional[int] = ..., client_order_id: _Optional[str] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., type: _Optional[_Union[_common_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_common_pb2.TimeInForce, str]] = ..., post_only: _Optional[bool] = ..., price: _Optional[int] = ..., quantity: _Optional[int] = ..., filled: _Optional[int] = ..., filled_notional: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.OrderState, str]] = ..., priority: _Optional[int] = ..., last_sequence: _Optional[int] = ..., create_time_unix_nanos: _Optional[int] = ..., update_time_unix_nanos: _Optional[int] = ..., held: _Optional[int] = ..., hold_placed: _Optional[int] = ..., hold_price: _Optional[int] = ..., funds: _Optional[int] = ..., maker_fee_bps: _Optional[int] = ..., taker_fee_bps: _Optional[int] = ...) -> None: ...
 
 class GetBookResponse(_message.Message):
     __slots__ = ("instrument_id", "sequence", "owner_epoch", "bids", "asks", "status")
@@ -104,7 +120,7 @@ class BookSnapshot(_message.Message):
     def __init__(self, instrument_id: _Optional[int] = ..., sequence: _Optional[int] = ..., orders: _Optional[_Iterable[_Union[BookOrder, _Mapping]]] = ..., status: _Optional[_Union[_common_pb2.InstrumentStatus, str]] = ...) -> None: ...
 
 class NewOrder(_message.Message):
-    __slots__ = ("instrument_id", "account_id", "side", "type", "time_in_force", "price", "quantity", "client_order_id", "post_only", "max_open_orders")
+    __slots__ = ("instrument_id", "account_id", "side", "type", "time_in_force", "price", "quantity", "client_order_id", "post_only", "max_open_orders", "held", "held_at_unix_nanos", "protection_price", "funds", "maker_fee_bps", "taker_fee_bps")
     INSTRUMENT_ID_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     SIDE_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +131,12 @@ class NewOrder(_message.Message):
     CLIENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     POST_ONLY_FIELD_NUMBER: _ClassVar[int]
     MAX_OPEN_ORDERS_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    HELD_AT_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    PROTECTION_PRICE_FIELD_NUMBER: _ClassVar[int]
+    FUNDS_FIELD_NUMBER: _ClassVar[int]
+    MAKER_FEE_BPS_FIELD_NUMBER: _ClassVar[int]
+    TAKER_FEE_BPS_FIELD_NUMBER: _ClassVar[int]
     instrument_id: int
     account_id: int
     side: _common_pb2.Side
@@ -125,7 +147,13 @@ class NewOrder(_message.Message):
     client_order_id: str
     post_only: bool
     max_open_orders: int
-    def __init__(self, instrument_id: _Optional[int] = ..., account_id: _Optional[int] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., type: _Optional[_Union[_common_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_common_pb2.TimeInForce, str]] = ..., price: _Optional[int] = ..., quantity: _Optional[int] = ..., client_order_id: _Optional[str] = ..., post_only: _Optional[bool] = ..., max_open_orders: _Optional[int] = ...) -> None: ...
+    held: int
+    held_at_unix_nanos: int
+    protection_price: int
+    funds: int
+    maker_fee_bps: int
+    taker_fee_bps: int
+    def __init__(self, instrument_id: _Optional[int] = ..., account_id: _Optional[int] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., type: _Optional[_Union[_common_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_common_pb2.TimeInForce, str]] = ..., price: _Optional[int] = ..., quantity: _Optional[int] = ..., client_order_id: _Optional[str] = ..., post_only: _Optional[bool] = ..., max_open_orders: _Optional[int] = ..., held: _Optional[int] = ..., held_at_unix_nanos: _Optional[int] = ..., protection_price: _Optional[int] = ..., funds: _Optional[int] = ..., maker_fee_bps: _Optional[int] = ..., taker_fee_bps: _Optional[int] = ...) -> None: ...
 
 class CancelOrder(_message.Message):
     __slots__ = ("instrument_id", "account_id", "order_id")
@@ -138,18 +166,24 @@ class CancelOrder(_message.Message):
     def __init__(self, instrument_id: _Optional[int] = ..., account_id: _Optional[int] = ..., order_id: _Optional[int] = ...) -> None: ...
 
 class AmendOrder(_message.Message):
-    __slots__ = ("instrument_id", "account_id", "order_id", "price", "quantity")
+    __slots__ = ("instrument_id", "account_id", "order_id", "price", "quantity", "extra_held", "hold_key", "held_at_unix_nanos")
     INSTRUMENT_ID_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     PRICE_FIELD_NUMBER: _ClassVar[int]
     QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_HELD_FIELD_NUMBER: _ClassVar[int]
+    HOLD_KEY_FIELD_NUMBER: _ClassVar[int]
+    HELD_AT_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
     instrument_id: int
     account_id: int
     order_id: int
     price: int
     quantity: int
-    def __init__(self, instrument_id: _Optional[int] = ..., account_id: _Optional[int] = ..., order_id: _Optional[int] = ..., price: _Optional[int] = ..., quantity: _Optional[int] = ...) -> None: ...
+    extra_held: int
+    hold_key: str
+    held_at_unix_nanos: int
+    def __init__(self, instrument_id: _Optional[int] = ..., account_id: _Optional[int] = ..., order_id: _Optional[int] = ..., price: _Optional[int] = ..., quantity: _Optional[int] = ..., extra_held: _Optional[int] = ..., hold_key: _Optional[str] = ..., held_at_unix_nanos: _Optional[int] = ...) -> None: ...
 
 class Command(_message.Message):
     __slots__ = ("request_id", "new_order", "cancel_order", "amend_order", "traceparent")
@@ -172,21 +206,23 @@ class ExecuteRequest(_message.Message):
     def __init__(self, commands: _Optional[_Iterable[_Union[Command, _Mapping]]] = ...) -> None: ...
 
 class FillReport(_message.Message):
-    __slots__ = ("trade_id", "price", "quantity", "liquidity", "time_unix_nanos")
+    __slots__ = ("trade_id", "price", "quantity", "liquidity", "time_unix_nanos", "fee")
     TRADE_ID_FIELD_NUMBER: _ClassVar[int]
     PRICE_FIELD_NUMBER: _ClassVar[int]
     QUANTITY_FIELD_NUMBER: _ClassVar[int]
     LIQUIDITY_FIELD_NUMBER: _ClassVar[int]
     TIME_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    FEE_FIELD_NUMBER: _ClassVar[int]
     trade_id: int
     price: int
     quantity: int
     liquidity: _common_pb2.Liquidity
     time_unix_nanos: int
-    def __init__(self, trade_id: _Optional[int] = ..., price: _Optional[int] = ..., quantity: _Optional[int] = ..., liquidity: _Optional[_Union[_common_pb2.Liquidity, str]] = ..., time_unix_nanos: _Optional[int] = ...) -> None: ...
+    fee: int
+    def __init__(self, trade_id: _Optional[int] = ..., price: _Optional[int] = ..., quantity: _Optional[int] = ..., liquidity: _Optional[_Union[_common_pb2.Liquidity, str]] = ..., time_unix_nanos: _Optional[int] = ..., fee: _Optional[int] = ...) -> None: ...
 
 class OrderReport(_message.Message):
-    __slots__ = ("order_id", "state", "quantity", "filled", "filled_notional", "reason", "create_time_unix_nanos", "update_time_unix_nanos", "fills", "duplicate", "side", "type", "time_in_force", "price", "client_order_id", "post_only")
+    __slots__ = ("order_id", "state", "quantity", "filled", "filled_notional", "reason", "create_time_unix_nanos", "update_time_unix_nanos", "fills", "duplicate", "side", "type", "time_in_force", "price", "client_order_id", "post_only", "held", "funds")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     QUANTITY_FIELD_NUMBER: _ClassVar[int]
@@ -203,6 +239,8 @@ class OrderReport(_message.Message):
     PRICE_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     POST_ONLY_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    FUNDS_FIELD_NUMBER: _ClassVar[int]
     order_id: int
     state: _common_pb2.OrderState
     quantity: int
@@ -219,7 +257,9 @@ class OrderReport(_message.Message):
     price: int
     client_order_id: str
     post_only: bool
-    def __init__(self, order_id: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.OrderState, str]] = ..., quantity: _Optional[int] = ..., filled: _Optional[int] = ..., filled_notional: _Optional[str] = ..., reason: _Optional[str] = ..., create_time_unix_nanos: _Optional[int] = ..., update_time_unix_nanos: _Optional[int] = ..., fills: _Optional[_Iterable[_Union[FillReport, _Mapping]]] = ..., duplicate: _Optional[bool] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., type: _Optional[_Union[_common_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_common_pb2.TimeInForce, str]] = ..., price: _Optional[int] = ..., client_order_id: _Optional[str] = ..., post_only: _Optional[bool] = ...) -> None: ...
+    held: int
+    funds: int
+    def __init__(self, order_id: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.OrderState, str]] = ..., quantity: _Optional[int] = ..., filled: _Optional[int] = ..., filled_notional: _Optional[str] = ..., reason: _Optional[str] = ..., create_time_unix_nanos: _Optional[int] = ..., update_time_unix_nanos: _Optional[int] = ..., fills: _Optional[_Iterable[_Union[FillReport, _Mapping]]] = ..., duplicate: _Optional[bool] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., type: _Optional[_Union[_common_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_common_pb2.TimeInForce, str]] = ..., price: _Optional[int] = ..., client_order_id: _Optional[str] = ..., post_only: _Optional[bool] = ..., held: _Optional[int] = ..., funds: _Optional[int] = ...) -> None: ...
 
 class CommandError(_message.Message):
     __slots__ = ("code", "message", "order_id")

@@ -17,12 +17,31 @@ class OrderStatusFilter(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ORDER_STATUS_FILTER_UNSPECIFIED: _ClassVar[OrderStatusFilter]
     ORDER_STATUS_FILTER_OPEN: _ClassVar[OrderStatusFilter]
     ORDER_STATUS_FILTER_CLOSED: _ClassVar[OrderStatusFilter]
+
+class LedgerEntryKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LEDGER_ENTRY_KIND_UNSPECIFIED: _ClassVar[LedgerEntryKind]
+    LEDGER_ENTRY_KIND_DEPOSIT: _ClassVar[LedgerEntryKind]
+    LEDGER_ENTRY_KIND_WITHDRAWAL: _ClassVar[LedgerEntryKind]
+    LEDGER_ENTRY_KIND_ADJUSTMENT: _ClassVar[LedgerEntryKind]
+    LEDGER_ENTRY_KIND_HOLD: _ClassVar[LedgerEntryKind]
+    LEDGER_ENTRY_KIND_RELEASE: _ClassVar[LedgerEntryKind]
+    LEDGER_ENTRY_KIND_TRADE: _ClassVar[LedgerEntryKind]
+    LEDGER_ENTRY_KIND_FEE: _ClassVar[LedgerEntryKind]
 ORDER_STATUS_FILTER_UNSPECIFIED: OrderStatusFilter
 ORDER_STATUS_FILTER_OPEN: OrderStatusFilter
 ORDER_STATUS_FILTER_CLOSED: OrderStatusFilter
+LEDGER_ENTRY_KIND_UNSPECIFIED: LedgerEntryKind
+LEDGER_ENTRY_KIND_DEPOSIT: LedgerEntryKind
+LEDGER_ENTRY_KIND_WITHDRAWAL: LedgerEntryKind
+LEDGER_ENTRY_KIND_ADJUSTMENT: LedgerEntryKind
+LEDGER_ENTRY_KIND_HOLD: LedgerEntryKind
+LEDGER_ENTRY_KIND_RELEASE: LedgerEntryKind
+LEDGER_ENTRY_KIND_TRADE: LedgerEntryKind
+LEDGER_ENTRY_KIND_FEE: LedgerEntryKind
 
 class Order(_message.Message):
-    __slots__ = ("order_id", "client_order_id", "instrument", "side", "type", "time_in_force", "price", "quantity", "filled_quantity", "remaining_quantity", "average_fill_price", "state", "post_only", "reason", "create_time", "update_time")
+    __slots__ = ("order_id", "client_order_id", "instrument", "side", "type", "time_in_force", "price", "quantity", "filled_quantity", "remaining_quantity", "average_fill_price", "state", "post_only", "reason", "create_time", "update_time", "funds", "held")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     INSTRUMENT_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +58,8 @@ class Order(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    FUNDS_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
     order_id: str
     client_order_id: str
     instrument: str
@@ -55,10 +76,12 @@ class Order(_message.Message):
     reason: str
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, order_id: _Optional[str] = ..., client_order_id: _Optional[str] = ..., instrument: _Optional[str] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., type: _Optional[_Union[_common_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_common_pb2.TimeInForce, str]] = ..., price: _Optional[str] = ..., quantity: _Optional[str] = ..., filled_quantity: _Optional[str] = ..., remaining_quantity: _Optional[str] = ..., average_fill_price: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.OrderState, str]] = ..., post_only: _Optional[bool] = ..., reason: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    funds: str
+    held: str
+    def __init__(self, order_id: _Optional[str] = ..., client_order_id: _Optional[str] = ..., instrument: _Optional[str] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., type: _Optional[_Union[_common_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_common_pb2.TimeInForce, str]] = ..., price: _Optional[str] = ..., quantity: _Optional[str] = ..., filled_quantity: _Optional[str] = ..., remaining_quantity: _Optional[str] = ..., average_fill_price: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.OrderState, str]] = ..., post_only: _Optional[bool] = ..., reason: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., funds: _Optional[str] = ..., held: _Optional[str] = ...) -> None: ...
 
 class Fill(_message.Message):
-    __slots__ = ("trade_id", "order_id", "client_order_id", "instrument", "side", "price", "quantity", "liquidity", "time")
+    __slots__ = ("trade_id", "order_id", "client_order_id", "instrument", "side", "price", "quantity", "liquidity", "time", "fee", "fee_asset")
     TRADE_ID_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +91,8 @@ class Fill(_message.Message):
     QUANTITY_FIELD_NUMBER: _ClassVar[int]
     LIQUIDITY_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
+    FEE_FIELD_NUMBER: _ClassVar[int]
+    FEE_ASSET_FIELD_NUMBER: _ClassVar[int]
     trade_id: str
     order_id: str
     client_order_id: str
@@ -77,10 +102,12 @@ class Fill(_message.Message):
     quantity: str
     liquidity: _common_pb2.Liquidity
     time: _timestamp_pb2.Timestamp
-    def __init__(self, trade_id: _Optional[str] = ..., order_id: _Optional[str] = ..., client_order_id: _Optional[str] = ..., instrument: _Optional[str] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., price: _Optional[str] = ..., quantity: _Optional[str] = ..., liquidity: _Optional[_Union[_common_pb2.Liquidity, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    fee: str
+    fee_asset: str
+    def __init__(self, trade_id: _Optional[str] = ..., order_id: _Optional[str] = ..., client_order_id: _Optional[str] = ..., instrument: _Optional[str] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., price: _Optional[str] = ..., quantity: _Optional[str] = ..., liquidity: _Optional[_Union[_common_pb2.Liquidity, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., fee: _Optional[str] = ..., fee_asset: _Optional[str] = ...) -> None: ...
 
 class CreateOrderRequest(_message.Message):
-    __slots__ = ("instrument", "side", "type", "time_in_force", "price", "quantity", "client_order_id", "post_only")
+    __slots__ = ("instrument", "side", "type", "time_in_force", "price", "quantity", "client_order_id", "post_only", "funds")
     INSTRUMENT_FIELD_NUMBER: _ClassVar[int]
     SIDE_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +116,7 @@ class CreateOrderRequest(_message.Message):
     QUANTITY_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     POST_ONLY_FIELD_NUMBER: _ClassVar[int]
+    FUNDS_FIELD_NUMBER: _ClassVar[int]
     instrument: str
     side: _common_pb2.Side
     type: _common_pb2.OrderType
@@ -97,7 +125,8 @@ class CreateOrderRequest(_message.Message):
     quantity: str
     client_order_id: str
     post_only: bool
-    def __init__(self, instrument: _Optional[str] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., type: _Optional[_Union[_common_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_common_pb2.TimeInForce, str]] = ..., price: _Optional[str] = ..., quantity: _Optional[str] = ..., client_order_id: _Optional[str] = ..., post_only: _Optional[bool] = ...) -> None: ...
+    funds: str
+    def __init__(self, instrument: _Optional[str] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., type: _Optional[_Union[_common_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_common_pb2.TimeInForce, str]] = ..., price: _Optional[str] = ..., quantity: _Optional[str] = ..., client_order_id: _Optional[str] = ..., post_only: _Optional[bool] = ..., funds: _Optional[str] = ...) -> None: ...
 
 class CreateOrderResponse(_message.Message):
     __slots__ = ("order", "fills")
@@ -230,3 +259,67 @@ class ListFillsResponse(_message.Message):
     fills: _containers.RepeatedCompositeFieldContainer[Fill]
     next_page_token: str
     def __init__(self, fills: _Optional[_Iterable[_Union[Fill, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class Balance(_message.Message):
+    __slots__ = ("asset", "available", "held", "total")
+    ASSET_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    asset: str
+    available: str
+    held: str
+    total: str
+    def __init__(self, asset: _Optional[str] = ..., available: _Optional[str] = ..., held: _Optional[str] = ..., total: _Optional[str] = ...) -> None: ...
+
+class GetBalancesRequest(_message.Message):
+    __slots__ = ("asset",)
+    ASSET_FIELD_NUMBER: _ClassVar[int]
+    asset: str
+    def __init__(self, asset: _Optional[str] = ...) -> None: ...
+
+class GetBalancesResponse(_message.Message):
+    __slots__ = ("balances",)
+    BALANCES_FIELD_NUMBER: _ClassVar[int]
+    balances: _containers.RepeatedCompositeFieldContainer[Balance]
+    def __init__(self, balances: _Optional[_Iterable[_Union[Balance, _Mapping]]] = ...) -> None: ...
+
+class LedgerEntry(_message.Message):
+    __slots__ = ("entry_id", "kind", "asset", "available", "held", "order_id", "trade_id", "reference", "time")
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ASSET_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    TRADE_ID_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    entry_id: str
+    kind: LedgerEntryKind
+    asset: str
+    available: str
+    held: str
+    order_id: str
+    trade_id: str
+    reference: str
+    time: _timestamp_pb2.Timestamp
+    def __init__(self, entry_id: _Optional[str] = ..., kind: _Optional[_Union[LedgerEntryKind, str]] = ..., asset: _Optional[str] = ..., available: _Optional[str] = ..., held: _Optional[str] = ..., order_id: _Optional[str] = ..., trade_id: _Optional[str] = ..., reference: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListLedgerEntriesRequest(_message.Message):
+    __slots__ = ("asset", "page_size", "page_token")
+    ASSET_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    asset: str
+    page_size: int
+    page_token: str
+    def __init__(self, asset: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListLedgerEntriesResponse(_message.Message):
+    __slots__ = ("entries", "next_page_token")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[LedgerEntry]
+    next_page_token: str
+    def __init__(self, entries: _Optional[_Iterable[_Union[LedgerEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -69,6 +69,16 @@ class OrderServiceStub:
                 request_serializer=exchange_dot_order_dot_v1_dot_order__pb2.OrderEntryRequest.SerializeToString,
                 response_deserializer=exchange_dot_order_dot_v1_dot_order__pb2.OrderEntryResponse.FromString,
                 _registered_method=True)
+        self.GetBalances = channel.unary_unary(
+                '/exchange.order.v1.OrderService/GetBalances',
+                request_serializer=exchange_dot_order_dot_v1_dot_order__pb2.GetBalancesRequest.SerializeToString,
+                response_deserializer=exchange_dot_order_dot_v1_dot_order__pb2.GetBalancesResponse.FromString,
+                _registered_method=True)
+        self.ListLedgerEntries = channel.unary_unary(
+                '/exchange.order.v1.OrderService/ListLedgerEntries',
+                request_serializer=exchange_dot_order_dot_v1_dot_order__pb2.ListLedgerEntriesRequest.SerializeToString,
+                response_deserializer=exchange_dot_order_dot_v1_dot_order__pb2.ListLedgerEntriesResponse.FromString,
+                _registered_method=True)
 
 
 class OrderServiceServicer:
@@ -129,6 +139,22 @@ class OrderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetBalances(self, request, context):
+        """The caller's balances: per asset, what is available and what open orders
+        hold.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLedgerEntries(self, request, context):
+        """Every change of the caller's balances with its cause (deposit, withdrawal,
+        adjustment, hold, release, trade, fee), newest first (AIP-158 paging).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -166,6 +192,16 @@ def add_OrderServiceServicer_to_server(servicer, server):
                     servicer.OrderEntry,
                     request_deserializer=exchange_dot_order_dot_v1_dot_order__pb2.OrderEntryRequest.FromString,
                     response_serializer=exchange_dot_order_dot_v1_dot_order__pb2.OrderEntryResponse.SerializeToString,
+            ),
+            'GetBalances': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBalances,
+                    request_deserializer=exchange_dot_order_dot_v1_dot_order__pb2.GetBalancesRequest.FromString,
+                    response_serializer=exchange_dot_order_dot_v1_dot_order__pb2.GetBalancesResponse.SerializeToString,
+            ),
+            'ListLedgerEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLedgerEntries,
+                    request_deserializer=exchange_dot_order_dot_v1_dot_order__pb2.ListLedgerEntriesRequest.FromString,
+                    response_serializer=exchange_dot_order_dot_v1_dot_order__pb2.ListLedgerEntriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -357,6 +393,60 @@ class OrderService:
             '/exchange.order.v1.OrderService/OrderEntry',
             exchange_dot_order_dot_v1_dot_order__pb2.OrderEntryRequest.SerializeToString,
             exchange_dot_order_dot_v1_dot_order__pb2.OrderEntryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBalances(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.order.v1.OrderService/GetBalances',
+            exchange_dot_order_dot_v1_dot_order__pb2.GetBalancesRequest.SerializeToString,
+            exchange_dot_order_dot_v1_dot_order__pb2.GetBalancesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLedgerEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.order.v1.OrderService/ListLedgerEntries',
+            exchange_dot_order_dot_v1_dot_order__pb2.ListLedgerEntriesRequest.SerializeToString,
+            exchange_dot_order_dot_v1_dot_order__pb2.ListLedgerEntriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,373 @@
+"""Pre-trade holds: the order path's side of the money (docs/money.md).
+
+Before an order is routed to matching, its funds go on hold: one conditional statement
+per batch of orders (``Holds``, coalesced like the client_order_id look-up it replaces)
+locks the batch's balance rows in (account, asset) order, grants each order whose
+running total for its account and asset fits what is available, moves what it grants
+from available to held, and records each hold in ``order_holds`` under (account,
+client_order_id). The same statement finds the orders that exist already (a retry,
+answered from the database) and the ones whose hold is still on its way to matching.
+PostgreSQL's row lock is the arbiter: two order services, or two matching pods, can never
+grant the same funds twice.
+
+The matching commit that places the order takes its hold over (deletes the row: the money
+is the order's now, ``orders.held``). When matching refuses a command for certain
+(halted, outside the band, a duplicate, ...), ``release`` gives its hold back at once;
+when the outcome is unknown (a timeout, a lost stream), the hold stays until the
+``Sweeper`` releases it: holds older than ``HOLD_TTL`` that no order took. Matching
+refuses a command whose hold is older than half that (loop.HOLD_MAX_AGE_NS), so a hold
+is never swept while its command may still be committed.
+
+What an order holds (``need``): a sell its quantity in base units; a buy its quantity x
+the most a lot can cost at its limit, fee included (engine.money.Terms.unit); a market
+buy its ``funds``, or else its quantity x the unit at the protection price: the
+instrument's reference price (the last trade's; instrument_state.reference_price) plus
+its price band (or ``DEFAULT_PROTECTION_BPS`` when it has none), rounded up to a tick.
+That price is computed in the statement, from the reference as of the latest commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from exchange_common.changes import ChangeListener
+from exchange_common.errors import Unavailable
+from exchange_common.instruments import InstrumentSpec
+
+log = logging.getLogger(__name__)
+
+BASIS_POINTS = 10_000
+INT64_MAX = (1 << 63) - 1
+# A market buy without funds pays at most this far above the reference price when its
+# instrument has no price band.
+DEFAULT_PROTECTION_BPS = 1000
+# Holds no order took are released after this long (seconds), by the sweeper.
+HOLD_TTL = 60.0
+SWEEP_INTERVAL = 10.0
+# The sweeper's advisory lock: one sweeper at a time across all order services.
+SWEEP_LOCK = 0x6578_686F_6C64  # "exhold"
+
+# What the statement says of each order (its ``status`` column).
+GRANTED, EXISTS, PENDING, REFUSED = 1, 2, 3, 4
+
+HOLD_SQL = f"""
+WITH input AS (
+    SELECT * FROM unnest($1::bigint[], $2::smallint[], $3::bigint[], $4::text[],
+                         $5::smallint[], $6::integer[], $7::bigint[], $8::bigint[],
+                         $9::bigint[], $10::bigint[])
+        WITH ORDINALITY AS r(account_id, asset_id, amount, hold_key, receives, instrument_id,
+                             market_lots, tick_lot_units, band_bps, fee_bps, n)
+), priced AS (
+    SELECT i.*, p.protection,
+           CASE WHEN i.market_lots = 0 THEN i.amount
+                WHEN p.protection IS NULL THEN 0
+                ELSE least({INT64_MAX}, i.market_lots * (p.protection * i.tick_lot_units
+                     + ceil(p.protection::numeric * i.tick_lot_units * i.fee_bps
+                            / {BASIS_POINTS})))
+           END::bigint AS need
+      FROM input i
+      LEFT JOIN LATERAL (
+          SELECT ceil(s.reference_price::numeric * ({BASIS_POINTS} + i.band_bps)
+                      / {BASIS_POINTS})::bigint AS protection
+            FROM instrument_state s
+           WHERE s.instrument_id = i.instrument_id AND i.market_lots > 0
+      ) p ON true
+), found AS MATERIALIZED (
+    SELECT i.n, o.order_id FROM input i
+      JOIN orders o ON o.account_id = i.account_id AND o.client_order_id = i.hold_key
+), pending AS MATERIALIZED (
+    -- a hold on its way to matching already has the key, or an earlier order of this
+    -- statement does
+    SELECT i.n FROM input i
+     WHERE NOT EXISTS (SELECT 1 FROM found f WHERE f.n = i.n)
+       AND (EXISTS (SELECT 1 FROM order_holds h
+                     WHERE h.account_id = i.account_id AND h.hold_key = i.hold_key)
+            OR EXISTS (SELECT 1 FROM input j WHERE j.account_id = i.account_id
+                                               AND j.hold_key = i.hold_key AND j.n < i.n))
+), req AS (
+    SELECT * FROM priced p
+     WHERE NOT EXISTS (SELECT 1 FROM found f WHERE f.n = p.n)
+       AND NOT EXISTS (SELECT 1 FROM pending q WHERE q.n = p.n)
+), locked AS MATERIALIZED (
+    SELECT b.account_id, b.asset_id, b.available FROM balances b
+     WHERE (b.account_id, b.asset_id) IN (SELECT account_id, asset_id FROM req)
+     ORDER BY b.account_id, b.asset_id FOR UPDATE
+), granted AS MATERIALIZED (
+    SELECT r.* FROM (
+        SELECT *, sum(need) OVER (PARTITION BY account_id, asset_id ORDER BY n) AS running
+          FROM req) r
+      JOIN locked l ON l.account_id = r.account_id AND l.asset_id = r.asset_id
+     WHERE r.running <= l.available
+), moved AS (
+    UPDATE balances b SET available = b.available - g.total, held = b.held + g.total
+      FROM (SELECT account_id, asset_id, sum(need) AS total FROM granted
+             GROUP BY account_id, asset_id) g
+     WHERE b.account_id = g.account_id AND b.asset_id = g.asset_id AND g.total > 0
+       AND (SELECT count(*) FROM locked) > 0  -- every lock taken before any change
+), receiving AS (
+    INSERT INTO balances (account_id, asset_id)
+    SELECT DISTINCT account_id, receives FROM granted ORDER BY account_id, receives
+    ON CONFLICT DO NOTHING
+), hold_rows AS (
+    INSERT INTO order_holds (account_id, hold_key, asset_id, amount)
+    SELECT account_id, hold_key, asset_id, need FROM granted WHERE need > 0
+)
+SELECT n, {GRANTED} AS status, need, protection, 0::bigint AS order_id,
+       0::bigint AS available FROM granted
+UNION ALL SELECT n, {EXISTS}, 0, NULL, order_id, 0 FROM found
+UNION ALL SELECT n, {PENDING}, 0, NULL, 0, 0 FROM pending
+UNION ALL
+SELECT r.n, {REFUSED}, r.need, r.protection, 0, coalesce(l.available, 0) FROM req r
+  LEFT JOIN locked l ON l.account_id = r.account_id AND l.asset_id = r.asset_id
+ WHERE NOT EXISTS (SELECT 1 FROM granted g WHERE g.n = r.n)
+"""
+
+# Give holds back: $1 accounts, $2 keys ($3: only those older than this many seconds).
+# Each hold deleted is credited back once (a release repeated finds no row), and both of
+# its movements are written to the ledger (a hold that never became an order).
+RELEASE_SQL = """
+WITH gone AS MATERIALIZED (
+    DELETE FROM order_holds h
+     USING unnest($1::bigint[], $2::text[]) AS k(account_id, hold_key)
+     WHERE h.account_id = k.account_id AND h.hold_key = k.hold_key
+    RETURNING h.account_id, h.asset_id, h.amount, h.hold_key, h.held_at
+), locked AS MATERIALIZED (
+    SELECT b.account_id FROM balances b
+     WHERE (b.account_id, b.asset_id) IN (SELECT account_id, asset_id FROM gone)
+     ORDER BY b.account_id, b.asset_id FOR UPDATE
+), credited AS (
+    UPDATE balances b SET available = b.available + g.total, held = b.held - g.total
+      FROM (SELECT account_id, asset_id, sum(amount) AS total FROM gone
+             GROUP BY account_id, asset_id) g
+     WHERE b.account_id = g.account_id AND b.asset_id = g.asset_id
+       AND (SELECT count(*) FROM locked) > 0
+), entries AS (
+    INSERT INTO ledger (account_id, asset_id, kind, available, held, reference, created_at)
+    SELECT account_id, asset_id, 'hold', -amount, amount, 'hold ' || hold_key, held_at
+      FROM gone
+    UNION ALL
+    SELECT account_id, asset_id, 'release', amount, -amount, 'hold ' || hold_key, now()
+      FROM gone
+)
+SELECT count(*) FROM gone
+"""
+
+SWEEP_KEYS_SQL = """
+SELECT account_id, hold_key FROM order_holds
+ WHERE held_at < now() - make_interval(secs => $1) ORDER BY held_at LIMIT 10000
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class HoldRequest:
+    """One order's hold: ``amount`` of ``asset_id`` (for a market buy without funds,
+    ``market_lots`` instead: the statement prices it), under (account, ``key``)."""
+
+    account_id: int
+    key: str
+    asset_id: int
+    amount: int
+    receives: int
+    instrument_id: int
+    market_lots: int = 0
+    tick_lot_units: int = 0
+    band_bps: int = 0
+    fee_bps: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HoldResult:
+    status: int  # GRANTED, EXISTS, PENDING or REFUSED
+    need: int = 0  # what it holds (GRANTED) or needed (REFUSED)
+    protection: int = 0  # a market buy's protection price (0: none)
+    order_id: int = 0  # EXISTS: the order that has the key
+    available: int = 0  # REFUSED: what was available
+    held_at_ns: int = 0
+
+
+def unit(spec: InstrumentSpec, price: int, fee_bps: int) -> int:
+    """What one lot of a buy holds at ``price`` (engine.money.Terms.unit)."""
+    notional = price * spec.tick_lot_units
+    return notional + (-(-notional * fee_bps // BASIS_POINTS) if fee_bps > 0 else 0)
+
+
+def protection_bps(spec: InstrumentSpec) -> int:
+    return spec.price_band_bps or DEFAULT_PROTECTION_BPS
+
+
+class Holds:
+    """Coalesces the holds of concurrent orders into one statement (``HOLD_SQL``): one
+    runs at a time, at most every ``min_interval`` seconds; requests made meanwhile go
+    together in the next."""
+
+    def __init__(self, pool: asyncpg.Pool, min_interval: float = 0.0) -> None:
+        self.pool = pool
+        self.min_interval = min_interval
+        self.started = float("-inf")
+        self.waiting: list[tuple[Sequence[HoldRequest], asyncio.Future]] = []
+        self.running = False
+
+    def take(self, requests: Sequence[HoldRequest]) -> asyncio.Future:
+        """A future of the list of HoldResult of ``requests``, in their order."""
+        if not self.running and not self.waiting:
+            loop = asyncio.get_running_loop()
+            loop.call_at(max(loop.time(), self.started + self.min_interval), self._flush)
+        fut = asyncio.get_running_loop().create_future()
+        self.waiting.append((requests, fut))
+        return fut
+
+    def _flush(self) -> None:
+        if self.running or not self.waiting:
+            return
+        batch, self.waiting = self.waiting, []
+        self.running = True
+        self.started = asyncio.get_running_loop().time()
+        asyncio.ensure_future(self._run(batch))
+
+    def _done(self) -> None:
+        self.running = False
+        if self.waiting:
+            loop = asyncio.get_running_loop()
+            loop.call_at(max(loop.time(), self.started + self.min_interval), self._flush)
+
+    async def _run(self, batch: list[tuple[Sequence[HoldRequest], asyncio.Future]]) -> None:
+        requests = [r for group, _ in batch for r in group]
+        held_at = time.time_ns()
+        try:
+            rows = await self._execute(requests)
+        except BaseException as err:  # every waiter gets it
+            self._done()
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(err if isinstance(err, Exception) else Unavailable(
+                        "the order service is stopping", reason="SHUTTING_DOWN"))
+            if not isinstance(err, Exception):
+                raise
+            return
+        self._done()
+        results = [HoldResult(GRANTED)] * len(requests)
+        for row in rows:
+            results[row["n"] - 1] = HoldResult(
+                row["status"], row["need"], row["protection"] or 0, row["order_id"],
+                row["available"], held_at)
+        start = 0
+        for group, fut in batch:
+            if not fut.done():
+                fut.set_result(results[start:start + len(group)])
+            start += len(group)
+
+    async def _execute(self, requests: list[HoldRequest]) -> list[asyncpg.Record]:
+        columns = ([r.account_id for r in requests], [r.asset_id for r in requests],
+                   [r.amount for r in requests], [r.key for r in requests],
+                   [r.receives for r in requests], [r.instrument_id for r in requests],
+                   [r.market_lots for r in requests], [r.tick_lot_units for r in requests],
+                   [r.band_bps for r in requests], [r.fee_bps for r in requests])
+        for attempt in (1, 2, 3):
+            try:
+                return await self.pool.fetch(HOLD_SQL, *columns)
+            except asyncpg.UniqueViolationError:
+                # Two order services held the same new client_order_id at once: this
+                # statement wrote nothing; run it again (the key is pending now).
+                if attempt == 3:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def release(self, keys: Sequence[tuple[int, str]]) -> int:
+        """Give back the holds of commands matching refused (or that were never sent):
+        (account, key) pairs. Returns how many holds were still there."""
+        if not keys:
+            return 0
+        return await self.pool.fetchval(RELEASE_SQL, [k[0] for k in keys],
+                                        [k[1] for k in keys])
+
+    def release_soon(self, keys: Sequence[tuple[int, str]]) -> None:
+        """``release`` in the background (a failure leaves the holds to the sweeper)."""
+        task = asyncio.ensure_future(self.release(keys))
+        task.add_done_callback(_log_release_failure)
+
+
+def _log_release_failure(task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("releasing holds failed (the sweeper will): %s", task.exception())
+
+
+class Fees:
+    """Each account's fee overrides (``account_fees``), cached per account and dropped
+    the moment the table changes."""
+
+    def __init__(self, pool: asyncpg.Pool, changes: ChangeListener) -> None:
+        self.pool = pool
+        self._by_account: dict[int, dict[int, tuple[int, int]]] = {}
+        changes.on("account_fees", self._changed)
+        changes.on("instruments", self._changed)
+
+    def _changed(self) -> None:
+        self._by_account = {}
+
+    async def of(self, account_id: int, spec: InstrumentSpec) -> tuple[int, int]:
+        """(maker bps, taker bps) of ``account_id`` on the instrument."""
+        overrides = self._by_account.get(account_id)
+        if overrides is None:
+            rows = await self.pool.fetch(
+                """SELECT instrument_id, maker_fee_bps, taker_fee_bps FROM account_fees
+                    WHERE account_id = $1""", account_id)
+            overrides = {r[0]: (r[1], r[2]) for r in rows}
+            if len(self._by_account) > 100_000:
+                self._by_account = {}
+            self._by_account[account_id] = overrides
+        return overrides.get(spec.instrument_id, (spec.maker_fee_bps, spec.taker_fee_bps))
+
+
+class Sweeper:
+    """Releases the holds no order took within ``ttl`` seconds (an order service that
+    crashed between the hold and the answer, a command whose fate was unknown): every
+    ``interval`` seconds, on one order service at a time (an advisory lock)."""
+
+    def __init__(self, pool: asyncpg.Pool, holds: Holds, ttl: float = HOLD_TTL,
+                 interval: float = SWEEP_INTERVAL) -> None:
+        self.pool, self.holds = pool, holds
+        self.ttl, self.interval = ttl, interval
+        self.task: asyncio.Task | None = None
+        self.released = 0
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name="hold-sweeper")
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            try:
+                await self.task
+            except asyncio.CancelledError:
+                pass
+
+    async def sweep(self) -> int:
+        """One sweep; how many holds it released (0 when another sweeper runs)."""
+        async with self.pool.acquire() as conn:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", SWEEP_LOCK):
+                return 0
+            try:
+                keys = [(r[0], r[1]) for r in await conn.fetch(SWEEP_KEYS_SQL, self.ttl)]
+                released = await conn.fetchval(
+                    RELEASE_SQL, [k[0] for k in keys], [k[1] for k in keys]) if keys else 0
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", SWEEP_LOCK)
+        if released:
+            log.info("released %d holds older than %.0f s that no order took", released,
+                     self.ttl)
+        self.released += released
+        return released
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.sweep()
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as err:
+                log.warning("sweeping holds failed: %s", err)
