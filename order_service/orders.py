@@ -157,11 +157,11 @@ class Orders:
         valid = [(i, spec, order) for i, spec, order, _ in keyed]
         if not valid:
             return answers
-        requests = [hold_request(caller.account_id, spec, order, fees)
+        to_hold = [hold_request(caller.account_id, spec, order, fees)
                     for _, spec, order, fees in keyed]
         try:
             waiting = tracing.span_until if spans is not None else None
-            pending = self.holds.take(requests)
+            pending = self.holds.take(to_hold)
             if waiting is not None and spans is not None:
                 waiting(pending, HOLD_SPAN, [spans[i] for i, _, _ in valid])
             held = await pending

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
 
 import asyncpg
-from opentelemetry.trace import Span
 
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.order.v1 import order_pb2 as opb
@@ -57,24 +55,23 @@ SELECT trade_id, price, quantity, created_at,
 
 
 class ClientIdLookups:
-    """Coalesces concurrent "is this client_order_id taken?" lookups into one query.
+    """Coalesces concurrent "which order has this client_order_id?" look-ups (GetOrder,
+    CancelOrder and AmendOrder by client_order_id) into one query.
 
     One query runs at a time, and queries start at most every ``min_interval``
     seconds: lookups made meanwhile wait and go together in the next one, so under
-    load a query answers many orders (each costs PostgreSQL a few microseconds, the
-    query itself a few hundred), and at low load a lookup waits for nothing but its
-    own query.
+    load a query answers many calls, and at low load a lookup waits for nothing but its
+    own query. (New orders look their client_order_ids up in the statement that takes
+    their holds: order_service/holds.py.)
 
     When tracing, each caller's wait (for the query it joined, and the query) is a span
-    of its own, a child of the caller's command span."""
+    of its own."""
 
     def __init__(self, pool: asyncpg.Pool, min_interval: float = 0.0) -> None:
         self.pool = pool
         self.min_interval = min_interval
         self.started = float("-inf")  # loop time the latest query started
         self.pending: dict[tuple[int, str], asyncio.Future] = {}
-        # lookup_many callers: (account, client order ids, future of the found rows)
-        self.groups: list[tuple[int, list[str], asyncio.Future]] = []
         self.running = False  # a query is in flight
 
     def lookup(self, account_id: int, client_order_id: str) -> asyncio.Future:
@@ -82,27 +79,12 @@ class ClientIdLookups:
         key = (account_id, client_order_id)
         fut = self.pending.get(key)
         if fut is None:
-            self._schedule()
+            if not self.running and not self.pending:
+                self._flush_soon()
             fut = self.pending[key] = asyncio.get_running_loop().create_future()
         if tracing.ENABLED:
             tracing.span_until(fut, LOOKUP_SPAN, (None,))
         return fut
-
-    def lookup_many(self, account_id: int, client_order_ids: list[str],
-                    spans: Sequence[Span] = ()) -> asyncio.Future:
-        """A future of {client_order_id: existing order row} for those of
-        ``client_order_ids`` that exist (one future for a whole session message).
-        ``spans``: when tracing, the spans of the commands that wait for it."""
-        self._schedule()
-        fut = asyncio.get_running_loop().create_future()
-        self.groups.append((account_id, client_order_ids, fut))
-        if spans:
-            tracing.span_until(fut, LOOKUP_SPAN, spans)
-        return fut
-
-    def _schedule(self) -> None:
-        if not self.running and not self.pending and not self.groups:
-            self._flush_soon()
 
     def _flush_soon(self) -> None:
         """Flush at the next turn of the loop, or once ``min_interval`` has passed since
@@ -111,36 +93,29 @@ class ClientIdLookups:
         loop.call_at(max(loop.time(), self.started + self.min_interval), self._flush)
 
     def _flush(self) -> None:
-        if self.running or not (self.pending or self.groups):
+        if self.running or not self.pending:
             return
         singles, self.pending = self.pending, {}
-        groups, self.groups = self.groups, []
         self.running = True
         self.started = asyncio.get_running_loop().time()
-        asyncio.ensure_future(self._run(singles, groups))
+        asyncio.ensure_future(self._run(singles))
 
     def _done(self) -> None:
         self.running = False
-        if self.pending or self.groups:
+        if self.pending:
             self._flush_soon()
 
-    async def _run(self, singles: dict[tuple[int, str], asyncio.Future],
-                   groups: list[tuple[int, list[str], asyncio.Future]]) -> None:
-        accounts = [k[0] for k in singles]
-        ids = [k[1] for k in singles]
-        for account_id, client_order_ids, _ in groups:
-            accounts += [account_id] * len(client_order_ids)
-            ids += client_order_ids
+    async def _run(self, singles: dict[tuple[int, str], asyncio.Future]) -> None:
         try:
             rows = await self.pool.fetch(
                 """SELECT o.* FROM orders o
                      JOIN unnest($1::bigint[], $2::text[]) AS k(account_id, client_order_id)
                        ON o.account_id = k.account_id AND o.client_order_id = k.client_order_id
                       AND o.client_order_id <> ''""",
-                accounts, ids)
+                [k[0] for k in singles], [k[1] for k in singles])
         except BaseException as err:  # every waiter gets it
             self._done()
-            for fut in [*singles.values(), *(g[2] for g in groups)]:
+            for fut in singles.values():
                 if not fut.done():
                     fut.set_exception(err if isinstance(err, Exception) else Unavailable(
                         "the order service is stopping", reason="SHUTTING_DOWN"))
@@ -152,10 +127,6 @@ class ClientIdLookups:
         for key, fut in singles.items():
             if not fut.done():
                 fut.set_result(found.get(key))
-        for account_id, client_order_ids, fut in groups:
-            if not fut.done():
-                fut.set_result({c: found[account_id, c] for c in client_order_ids
-                                if (account_id, c) in found})
 
 
 def _ignore_failure(fut: asyncio.Future) -> None:

@@ -124,3 +124,6 @@ ALTER TABLE instrument_state ADD COLUMN reference_price bigint;
 
 -- The fee account: an ordinary account, which trading fees are paid to.
 INSERT INTO accounts (name) VALUES ('exchange-fees') ON CONFLICT (name) DO NOTHING;
+
+-- An account's amendments that brought an extra hold (its ledger lists them).
+CREATE INDEX journal_amend_holds ON journal (account_id) WHERE kind = 6 AND held > 0;

@@ -51,7 +51,7 @@ from pathlib import Path
 import asyncpg
 import grpc
 import pytest
-from e2e_helpers import meta
+from e2e_helpers import meta, money_problems
 from journal_replay import Replay, replay_rows, sort_book
 
 from exchange.common.v1 import common_pb2 as cpb
@@ -774,6 +774,10 @@ async def test_sigkill_matching_under_load_loses_nothing_and_rebuilds_the_book(
                  for o in list(book_before.bids) + list(book_before.asks)]
             book, committed = await consistent_views(stack, conn, inst.instrument_id)
             problems = check_book_against_journal("quiescent restart", book, committed)
+            assert not problems, "\n".join(problems)
+            # The money after every kill -9 and recovery: each batch's settlement
+            # was committed with its journal rows, once.
+            problems = await money_problems(conn)
             assert not problems, "\n".join(problems)
             run.stats.append(
                 f"quiescent kill at sequence {last}: {len(md_before.bids)} bid and "

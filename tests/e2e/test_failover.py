@@ -44,7 +44,7 @@ import asyncpg
 import e2e_helpers
 import grpc
 import pytest
-from e2e_helpers import Checks, meta
+from e2e_helpers import Checks, meta, money_problems
 
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.matching.v1 import matching_pb2 as mpb
@@ -516,6 +516,9 @@ async def test_sigkill_owner_standby_takes_over(two_matching) -> None:
                               f"{SYMBOL[inst]}: A's journal rows reach {a_last}, past B's first "
                               f"row {b_first}")
                 await book_matches_pg(checks, conn, stack, b_addr, inst, "B")
+            # The money too: every commit of A moved it once, B's after the takeover.
+            for p in await money_problems(conn):
+                checks.expect(False, f"money after the takeover: {p}")
         finally:
             await conn.close()
         checks.done()
