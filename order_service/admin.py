@@ -17,8 +17,17 @@ import grpc
 from exchange.admin.v1 import admin_pb2 as apb
 from exchange.admin.v1 import admin_pb2_grpc as apb_grpc
 from exchange.common.v1 import common_pb2 as cpb
+from exchange.order.v1 import order_pb2 as opb
 from exchange_common.changes import ChangeListener
-from exchange_common.decimals import DecimalFormatError, decimals_of, format_decimal, parse_decimal
+from exchange_common.decimals import (
+    DecimalFormatError,
+    OffGridError,
+    amount_str,
+    decimals_of,
+    format_decimal,
+    parse_amount,
+    parse_decimal,
+)
 from exchange_common.errors import (
     InvalidArgument,
     NotFound,
@@ -31,7 +40,9 @@ from exchange_common.keys import MAX_KEY_LENGTH
 from exchange_common.paging import INT64_MAX, PageTokens, page_size
 from order_service.admin_store import INSTRUMENT_LIMITS, TIER_COLUMNS, Actor, AdminStore
 from order_service.auth import FailureBudget, peer_host
+from order_service.balances_check import check_balances
 from order_service.convert import ts_from_datetime
+from order_service.ledger import balance_message
 
 ADMIN_KEY_HEADER = "x-admin-key"
 SERVICE = apb.DESCRIPTOR.services_by_name["AdminService"]
@@ -45,6 +56,11 @@ MAX_LABEL = 128
 MAX_LIMIT = 1_000_000_000
 MAX_BAND_BPS = 10_000
 MAX_DECIMALS = 18
+MAX_FEE_BPS = 10_000
+MAX_IDEMPOTENCY_KEY = 128
+MAX_REFERENCE = 256
+# The most one transfer moves, in the asset's smallest units (a balance is a bigint).
+MAX_TRANSFER_UNITS = 10**18
 
 
 def _clip(text: str, limit: int = 40) -> str:
@@ -74,6 +90,28 @@ def _band(value: int, field: str = "price_band_bps") -> int:
     if not 0 <= value <= MAX_BAND_BPS:
         raise InvalidArgument(f"{field} must be 0-{MAX_BAND_BPS}", reason="PRICE_BAND_INVALID",
                               field=field)
+    return value
+
+
+def _fees(maker: int, taker: int, prefix: str = "") -> tuple[int, int]:
+    """Fees as the instruments' and account_fees' CHECK allows them: a taker fee of
+    0-10,000 bps, a maker fee from minus the taker fee (a rebate) to 10,000."""
+    if not 0 <= taker <= MAX_FEE_BPS:
+        raise InvalidArgument(f"{prefix}taker_fee_bps must be 0-{MAX_FEE_BPS}",
+                              reason="FEE_INVALID", field=f"{prefix}taker_fee_bps")
+    if not -taker <= maker <= MAX_FEE_BPS:
+        raise InvalidArgument(
+            f"{prefix}maker_fee_bps must be from -taker_fee_bps ({-taker}) to {MAX_FEE_BPS}",
+            reason="FEE_INVALID", field=f"{prefix}maker_fee_bps")
+    return maker, taker
+
+
+def _text(value: str, field: str, limit: int, required: bool = False) -> str:
+    if (required and not value) or len(value) > limit or not value.isascii() or (
+            value and not value.isprintable()):
+        raise InvalidArgument(
+            f"{field} must be {'1-' if required else 'at most '}{limit} printable ASCII "
+            "characters", reason=f"{field.upper()}_INVALID", field=field)
     return value
 
 
@@ -185,7 +223,12 @@ def instrument_message(row) -> apb.Instrument:
         min_notional=format_decimal(row["min_notional"]),
         price_band_bps=row["price_band_bps"], status=STATUS_BY_NAME[row["status"]],
         owner=row["owner_address"] or "", owner_epoch=row["owner_epoch"],
-        sequence=row["last_sequence"])
+        sequence=row["last_sequence"], maker_fee_bps=row["maker_fee_bps"],
+        taker_fee_bps=row["taker_fee_bps"])
+
+
+def balance_of(row) -> opb.Balance:
+    return balance_message(row["symbol"], row["decimals"], row["available"], row["held"])
 
 
 class AdminServicer(apb_grpc.AdminServiceServicer):
@@ -364,6 +407,12 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
                 changes[field] = _decimal(text, field)
         if request.HasField("price_band_bps"):
             changes["price_band_bps"] = _band(request.price_band_bps)
+        if request.HasField("maker_fee_bps") or request.HasField("taker_fee_bps"):
+            maker = (request.maker_fee_bps if request.HasField("maker_fee_bps")
+                     else current["maker_fee_bps"])
+            taker = (request.taker_fee_bps if request.HasField("taker_fee_bps")
+                     else current["taker_fee_bps"])
+            changes["maker_fee_bps"], changes["taker_fee_bps"] = _fees(maker, taker)
         _check_limits(current["lot_size"], changes.get("min_quantity", current["min_quantity"]),
                       changes.get("max_quantity", current["max_quantity"]))
         row = await self.store.update_instrument(actor, "UpdateInstrument", symbol, changes)
@@ -380,6 +429,95 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
         row = await self.store.update_instrument(actor, "SetInstrumentStatus", symbol,
                                                  {"status": status})
         return apb.SetInstrumentStatusResponse(instrument=instrument_message(row))
+
+    # -- money ----------------------------------------------------------------------
+
+    async def _transfer(self, request: apb.TransferRequest, context, action: str,
+                        kind: str) -> apb.TransferResponse:
+        actor = await self.auth.actor(context)
+        account = _checked(_ACCOUNT_NAME, request.account, "account", "account name")
+        symbol = _checked(_ASSET, request.asset, "asset", "asset")
+        key = _text(request.idempotency_key, "idempotency_key", MAX_IDEMPOTENCY_KEY,
+                    required=True)
+        reference = request.reference
+        if len(reference) > MAX_REFERENCE or not reference.isprintable():
+            raise InvalidArgument(f"reference must be at most {MAX_REFERENCE} printable "
+                                  "characters", reason="REFERENCE_INVALID", field="reference")
+        asset = await self.store.asset(symbol)
+        try:
+            amount = parse_amount(request.amount, asset["decimals"], signed=kind == "adjustment")
+        except OffGridError:
+            raise InvalidArgument(
+                f"amount {_clip(request.amount)!r} has more decimals than {symbol} "
+                f"({asset['decimals']})", reason="AMOUNT_OFF_GRID", field="amount") from None
+        except DecimalFormatError:
+            raise InvalidArgument(f"amount {_clip(request.amount)!r} is not a plain decimal "
+                                  "number", reason="INVALID_DECIMAL", field="amount") from None
+        if abs(amount) > MAX_TRANSFER_UNITS:
+            most = amount_str(MAX_TRANSFER_UNITS, asset["decimals"])
+            raise InvalidArgument(f"amount is above {most} {symbol}",
+                                  reason="AMOUNT_TOO_LARGE", field="amount")
+        if amount == 0 or (kind != "adjustment" and amount < 0):
+            raise InvalidArgument("amount must not be zero" if kind == "adjustment" else
+                                  "amount must be positive", reason="AMOUNT_INVALID",
+                                  field="amount")
+        entry, duplicate, after = await self.store.transfer(
+            actor, action, kind, account, asset, -amount if kind == "withdrawal" else amount,
+            key, reference)
+        return apb.TransferResponse(
+            entry_id=f"ledger:{entry['entry_id']}", duplicate=duplicate,
+            balance=balance_message(symbol, asset["decimals"], after["available"],
+                                    after["held"]))
+
+    @grpc_errors
+    async def Deposit(self, request, context):
+        return await self._transfer(request, context, "Deposit", "deposit")
+
+    @grpc_errors
+    async def Withdraw(self, request, context):
+        return await self._transfer(request, context, "Withdraw", "withdrawal")
+
+    @grpc_errors
+    async def Adjust(self, request, context):
+        return await self._transfer(request, context, "Adjust", "adjustment")
+
+    @grpc_errors
+    async def GetAccountBalances(self, request, context):
+        actor = await self.auth.actor(context)
+        account = _checked(_ACCOUNT_NAME, request.account, "account", "account name")
+        rows = await self.store.balances(account)
+        await self.store.audit_read(actor, "GetAccountBalances", f"balances:{account}")
+        return apb.GetAccountBalancesResponse(balances=[balance_of(r) for r in rows])
+
+    @grpc_errors
+    async def ListAssets(self, request, context):
+        actor = await self.auth.actor(context)
+        rows = await self.store.assets()
+        await self.store.audit_read(actor, "ListAssets", "assets")
+        return apb.ListAssetsResponse(assets=[apb.Asset(symbol=r["symbol"],
+                                                        decimals=r["decimals"]) for r in rows])
+
+    @grpc_errors
+    async def SetAccountFees(self, request, context):
+        actor = await self.auth.actor(context)
+        account = _checked(_ACCOUNT_NAME, request.account, "account", "account name")
+        symbol = _checked(_SYMBOL, request.instrument, "instrument", "symbol")
+        fees = None if request.clear else _fees(request.maker_fee_bps, request.taker_fee_bps)
+        await self.store.set_account_fees(actor, account, symbol, fees)
+        return apb.SetAccountFeesResponse()
+
+    @grpc_errors
+    async def CheckBalances(self, request, context):
+        actor = await self.auth.actor(context)
+        async with self.store.pool.acquire() as conn:
+            report = await check_balances(conn)
+        await self.store.audit_read(actor, "CheckBalances", "balances")
+        return apb.CheckBalancesResponse(
+            ok=report.ok, problems=report.problems,
+            totals=[apb.AssetTotal(asset=t.symbol, balances=amount_str(t.balances, t.decimals),
+                                   transfers=amount_str(t.transfers, t.decimals),
+                                   fees=amount_str(t.fees, t.decimals))
+                    for t in report.totals])
 
     # -- admin keys -----------------------------------------------------------------
 

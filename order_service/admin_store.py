@@ -17,7 +17,9 @@ from typing import Any
 
 import asyncpg
 
+from exchange_common import db
 from exchange_common.changes import ChangeListener
+from exchange_common.decimals import amount_str
 from exchange_common.errors import AlreadyExists, FailedPrecondition, NotFound
 from exchange_common.keys import ADMIN_KEY_KIND, API_KEY_KIND, key_hash, new_key
 
@@ -36,7 +38,10 @@ SELECT i.*, s.owner_address, coalesce(s.owner_epoch, 0) AS owner_epoch,
 """
 TIER_COLUMNS = ("orders_per_second", "orders_burst", "cancels_per_second", "cancels_burst",
                 "queries_per_second", "queries_burst", "max_open_orders")
-INSTRUMENT_LIMITS = ("min_quantity", "max_quantity", "min_notional", "price_band_bps")
+INSTRUMENT_LIMITS = ("min_quantity", "max_quantity", "min_notional", "price_band_bps",
+                     "maker_fee_bps", "taker_fee_bps")
+LEDGER_COLUMNS = ("entry_id, account_id, asset_id, kind, available, held, idempotency_key, "
+                  "reference, actor, created_at")
 # instruments.instrument_id is below this (ids carry it in their top bits).
 MAX_INSTRUMENT_ID = 524287
 
@@ -83,6 +88,14 @@ class AdminStore:
                 yield conn
             if self.changes is not None:
                 await self.changes.wait_applied(conn, txid)
+
+    @contextlib.asynccontextmanager
+    async def _money(self) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction for a write of tables nobody caches (balances, ledger): nothing
+        to wait for once committed."""
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                yield conn
 
     @staticmethod
     async def _audit(conn: asyncpg.Connection | asyncpg.Pool, actor: Actor, action: str,
@@ -292,6 +305,7 @@ class AdminStore:
             await conn.execute(
                 "INSERT INTO instrument_state (instrument_id) VALUES ($1) ON CONFLICT DO NOTHING",
                 instrument_id)
+            await db.ensure_assets(conn)  # its assets, if they are new
             row = await self.instrument(conn, values["symbol"])
             await self._audit(conn, actor, "CreateInstrument",
                               f"instrument:{values['symbol']}", None, _json(row))
@@ -314,6 +328,129 @@ class AdminStore:
             await self._audit(conn, actor, action, f"instrument:{symbol}", _json(before),
                               _json(after))
         return after
+
+    # -- money ----------------------------------------------------------------------
+
+    async def assets(self) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            "SELECT asset_id, symbol, decimals FROM assets ORDER BY symbol")
+
+    async def asset(self, symbol: str) -> asyncpg.Record:
+        row = await self.pool.fetchrow(
+            "SELECT asset_id, symbol, decimals FROM assets WHERE symbol = $1", symbol)
+        if row is None:
+            raise NotFound(f"no asset {symbol!r}", reason="ASSET_NOT_FOUND")
+        return row
+
+    async def _account_id(self, conn: asyncpg.Connection | asyncpg.Pool, name: str) -> int:
+        account_id = await conn.fetchval("SELECT account_id FROM accounts WHERE name = $1",
+                                         name)
+        if account_id is None:
+            raise NotFound(f"no account {name!r}", reason="ACCOUNT_NOT_FOUND")
+        return account_id
+
+    async def balances(self, account: str) -> list[asyncpg.Record]:
+        account_id = await self._account_id(self.pool, account)
+        return await self.pool.fetch(
+            """SELECT s.symbol, s.decimals, b.available, b.held
+                 FROM balances b JOIN assets s ON s.asset_id = b.asset_id
+                WHERE b.account_id = $1 ORDER BY s.symbol""", account_id)
+
+    async def transfer(self, actor: Actor, action: str, kind: str, account: str,
+                       asset: asyncpg.Record, amount: int, key: str,
+                       reference: str) -> tuple[asyncpg.Record, bool, asyncpg.Record]:
+        """Move ``amount`` (signed: the change of available) of ``asset`` in or out of
+        ``account`` as a ledger entry of ``kind`` under idempotency ``key``: the entry,
+        whether it was there already (nothing moved), and the balance after.
+
+        The balance row is made if missing and locked first, then the entry and the
+        change are written in the same transaction with the audit row. A key used
+        already returns its entry if it says the same, else ALREADY_EXISTS; a change that
+        would make available negative is FAILED_PRECONDITION (INSUFFICIENT_FUNDS)."""
+        symbol, decimals = asset["symbol"], asset["decimals"]
+        target = f"balance:{account}:{symbol}"
+        async with self._money() as conn:
+            account_id = await self._account_id(conn, account)
+            await conn.execute(
+                """INSERT INTO balances (account_id, asset_id) VALUES ($1, $2)
+                   ON CONFLICT DO NOTHING""", account_id, asset["asset_id"])
+            before = await conn.fetchrow(
+                """SELECT available, held FROM balances
+                    WHERE account_id = $1 AND asset_id = $2 FOR UPDATE""",
+                account_id, asset["asset_id"])
+            wanted = (account_id, asset["asset_id"], kind, amount, reference)
+            entry = await conn.fetchrow(
+                f"SELECT {LEDGER_COLUMNS} FROM ledger WHERE idempotency_key = $1", key)
+            if entry is None:
+                if before["available"] + amount < 0:
+                    raise FailedPrecondition(
+                        f"insufficient funds: {amount_str(-amount, decimals)} {symbol} "
+                        f"needed, {amount_str(before['available'], decimals)} {symbol} is "
+                        "available", reason="INSUFFICIENT_FUNDS",
+                        metadata={"asset": symbol, "needed": amount_str(-amount, decimals),
+                                  "available": amount_str(before["available"], decimals)})
+                entry = await conn.fetchrow(
+                    f"""INSERT INTO ledger (account_id, asset_id, kind, available,
+                                            idempotency_key, reference, actor)
+                        VALUES ($1, $2, $3, $4, $6, $5, $7)
+                        ON CONFLICT (idempotency_key) DO NOTHING
+                        RETURNING {LEDGER_COLUMNS}""",
+                    *wanted, key, actor.label)
+                if entry is not None:
+                    try:
+                        after = await conn.fetchrow(
+                            """UPDATE balances SET available = available + $3
+                                WHERE account_id = $1 AND asset_id = $2
+                               RETURNING available, held""",
+                            account_id, asset["asset_id"], amount)
+                    except asyncpg.NumericValueOutOfRangeError:
+                        raise FailedPrecondition(
+                            f"the {symbol} balance would exceed what a balance can hold",
+                            reason="BALANCE_OUT_OF_RANGE") from None
+                    await self._audit(conn, actor, action, target,
+                                      _json(before), _json({**dict(after),
+                                                            "entry_id": entry["entry_id"]}))
+                    return entry, False, after
+                # the same key, written meanwhile by a transfer of another balance
+                entry = await conn.fetchrow(
+                    f"SELECT {LEDGER_COLUMNS} FROM ledger WHERE idempotency_key = $1", key)
+            same = (entry["account_id"], entry["asset_id"], entry["kind"], entry["available"],
+                    entry["reference"]) == wanted
+            if not same:
+                raise AlreadyExists(
+                    f"idempotency key {key[:40]!r} was used by ledger entry "
+                    f"{entry['entry_id']} with other contents", reason="IDEMPOTENCY_KEY_REUSED",
+                    metadata={"entry_id": f"ledger:{entry['entry_id']}"})
+            await self._audit(conn, actor, action, target, None, None)
+            return entry, True, before
+
+    async def set_account_fees(self, actor: Actor, account: str, symbol: str,
+                               fees: tuple[int, int] | None) -> None:
+        """The account's fees on the instrument (None: remove the override)."""
+        async with self._write() as conn:
+            account_id = await self._account_id(conn, account)
+            instrument = await self.instrument(conn, symbol)
+            before = await conn.fetchrow(
+                """SELECT maker_fee_bps, taker_fee_bps FROM account_fees
+                    WHERE account_id = $1 AND instrument_id = $2 FOR UPDATE""",
+                account_id, instrument["instrument_id"])
+            if fees is None:
+                await conn.execute(
+                    "DELETE FROM account_fees WHERE account_id = $1 AND instrument_id = $2",
+                    account_id, instrument["instrument_id"])
+                after = None
+            else:
+                after = await conn.fetchrow(
+                    """INSERT INTO account_fees (account_id, instrument_id, maker_fee_bps,
+                                                 taker_fee_bps)
+                       VALUES ($1, $2, $3, $4)
+                       ON CONFLICT (account_id, instrument_id) DO UPDATE
+                          SET maker_fee_bps = EXCLUDED.maker_fee_bps,
+                              taker_fee_bps = EXCLUDED.taker_fee_bps, updated_at = now()
+                       RETURNING maker_fee_bps, taker_fee_bps""",
+                    account_id, instrument["instrument_id"], *fees)
+            await self._audit(conn, actor, "SetAccountFees", f"fees:{account}:{symbol}",
+                              _json(before), _json(after))
 
     # -- audit ----------------------------------------------------------------------
 

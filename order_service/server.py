@@ -36,6 +36,7 @@ from order_service.admin_store import AdminStore
 from order_service.admission import Admission
 from order_service.auth import Authenticator
 from order_service.holds import Fees, Holds, Sweeper
+from order_service.ledger import Ledger
 from order_service.limits import RateLimiter
 from order_service.metrics import OrderMetrics
 from order_service.orders import Orders
@@ -68,8 +69,9 @@ async def serve() -> None:
     page_tokens = PageTokens.from_settings(settings)
     holds = Holds(pool, settings.lookup_min_interval)
     sweeper = Sweeper(pool, holds)
-    orders = Orders(Store(pool, changes, settings.cache_ttl, settings.lookup_min_interval),
-                    router, page_tokens, settings.matching_timeout, holds, Fees(pool, changes))
+    store = Store(pool, changes, settings.cache_ttl, settings.lookup_min_interval)
+    orders = Orders(store, router, page_tokens, settings.matching_timeout, holds,
+                    Fees(pool, changes))
     backlog = Backlog() if settings.overload_control else None
     service = Service(settings, settings.order_listen, reuse_port=count > 1, backlog=backlog)
     admission = Admission(backlog, max_wait=settings.overload_max_wait,
@@ -80,7 +82,7 @@ async def serve() -> None:
     metrics.watch_pool("order", pool)
     metrics.watch_admission(admission)
     service.add_service(opb.DESCRIPTOR.services_by_name["OrderService"], OrderServicer(
-        orders, auth, limiter, admission, metrics,
+        orders, Ledger(store, page_tokens), auth, limiter, admission, metrics,
         max_streams_per_connection=settings.max_streams_per_connection,
         max_commands_per_message=settings.max_commands_per_message), traced=TRACED)
     services = [service]

@@ -25,6 +25,7 @@ from exchange_common.handlers import malformed_messages_in_stream
 from exchange_common.slots import StreamSlots
 from order_service.admission import REFUSAL, Admission
 from order_service.auth import Authenticator, Caller
+from order_service.ledger import Ledger
 from order_service.limits import CANCELS, ORDERS, QUERIES, RateLimiter
 from order_service.metrics import OrderMetrics
 from order_service.orders import Orders
@@ -35,10 +36,11 @@ TRACED = ("CreateOrder", "CancelOrder", "AmendOrder")
 
 
 class OrderServicer(opb_grpc.OrderServiceServicer):
-    def __init__(self, orders: Orders, auth: Authenticator, limiter: RateLimiter,
-                 admission: Admission, metrics: OrderMetrics, *,
+    def __init__(self, orders: Orders, ledger: Ledger, auth: Authenticator,
+                 limiter: RateLimiter, admission: Admission, metrics: OrderMetrics, *,
                  max_streams_per_connection: int, max_commands_per_message: int) -> None:
         self.orders = orders
+        self.ledger = ledger
         self.metrics = metrics
         self.admission = admission
         self.auth = auth
@@ -144,6 +146,17 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
     async def ListFills(self, request: opb.ListFillsRequest,
                         context: grpc.aio.ServicerContext) -> opb.ListFillsResponse:
         return await self.orders.list_fills(await self._caller(context, QUERIES), request)
+
+    @grpc_errors
+    async def GetBalances(self, request: opb.GetBalancesRequest,
+                          context: grpc.aio.ServicerContext) -> opb.GetBalancesResponse:
+        return await self.ledger.balances(await self._caller(context, QUERIES), request)
+
+    @grpc_errors
+    async def ListLedgerEntries(self, request: opb.ListLedgerEntriesRequest,
+                                context: grpc.aio.ServicerContext
+                                ) -> opb.ListLedgerEntriesResponse:
+        return await self.ledger.entries(await self._caller(context, QUERIES), request)
 
 
 def _answered_order(order: opb.Order) -> None:

@@ -1,4 +1,5 @@
-"""What the order service reads from PostgreSQL: instruments, orders, fills.
+"""What the order service reads from PostgreSQL: instruments, assets, orders, fills,
+balances.
 
 Instruments are cached, and the cache is dropped the moment the ``instruments``
 table changes (``ChangeListener``): a halt is refused by the next call."""
@@ -17,6 +18,7 @@ from exchange_common.changes import ChangeListener
 from exchange_common.db import OPEN_ORDERS_SQL
 from exchange_common.errors import Unavailable
 from exchange_common.instruments import InstrumentSpec, load_instruments
+from order_service import ledger
 
 MAKER, TAKER = cpb.LIQUIDITY_MAKER, cpb.LIQUIDITY_TAKER
 # The span of a command's wait for its client_order_id look-up.
@@ -143,6 +145,8 @@ class Store:
         self._by_symbol: dict[str, InstrumentSpec] = {}
         self._by_id: dict[int, InstrumentSpec] = {}
         self._instruments_at = float("-inf")
+        self._assets: dict[str, asyncpg.Record] | None = None
+        self._money: ledger.MoneyInstruments | None = None
         self._refreshing: asyncio.Future | None = None
         self.client_ids = ClientIdLookups(pool, lookup_min_interval)
         changes.on("instruments", self._instruments_changed)
@@ -155,6 +159,8 @@ class Store:
         self._by_symbol = {}
         self._by_id = {}
         self._instruments_at = float("-inf")
+        self._assets = None  # a new instrument may bring new assets
+        self._money = None
 
     def _stale(self) -> bool:
         return (time.monotonic() - self._instruments_at
@@ -169,6 +175,7 @@ class Store:
         self._by_symbol = {s.symbol: s for s in specs}
         self._by_id = {s.instrument_id: s for s in specs}
         self._instruments_at = time.monotonic()
+        self._money = None
 
     async def instrument(self, symbol: str) -> InstrumentSpec | None:
         if self._stale() or (symbol not in self._by_symbol
@@ -220,3 +227,34 @@ class Store:
                          limit: int) -> list[asyncpg.Record]:
         return await self.pool.fetch(FILLS_SELECT, account_id, instrument_id, order_id,
                                      before[0], before[1], limit)
+
+    # -- money ----------------------------------------------------------------------
+
+    async def assets(self) -> dict[str, asyncpg.Record]:
+        """symbol -> the asset's row (asset_id, symbol, decimals), cached until the
+        instruments change (a new instrument is what brings a new asset)."""
+        if self._assets is None or self._stale():
+            rows = await self.pool.fetch(
+                "SELECT asset_id, symbol, decimals FROM assets ORDER BY symbol")
+            self._assets = {r["symbol"]: r for r in rows}
+        return self._assets
+
+    async def money_instruments(self) -> ledger.MoneyInstruments:
+        """The instruments that move money, for the ledger's statements."""
+        if self._money is None or self._stale():
+            if self._stale() or not self._by_id:
+                await self._refresh_instruments()
+            self._money = ledger.MoneyInstruments.of(list(self._by_id.values()),
+                                                     await ledger.fee_account_id(self.pool))
+        return self._money
+
+    async def balances(self, account_id: int, asset_id: int | None) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            """SELECT b.asset_id, b.available, b.held FROM balances b
+                WHERE b.account_id = $1 AND ($2::smallint IS NULL OR b.asset_id = $2)
+                ORDER BY b.asset_id""", account_id, asset_id)
+
+    async def ledger_entries(self, account_id: int, asset_id: int | None,
+                             before: list[int], limit: int) -> list[asyncpg.Record]:
+        return await ledger.list_entries(self.pool, await self.money_instruments(),
+                                         account_id, asset_id, before, limit)

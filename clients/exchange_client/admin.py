@@ -20,6 +20,7 @@ import grpc
 from exchange.admin.v1 import admin_pb2 as apb
 from exchange.admin.v1 import admin_pb2_grpc as apb_grpc
 from exchange.common.v1 import common_pb2
+from exchange.order.v1 import order_pb2
 from exchange_client.aio import DEFAULT_CHANNEL_OPTIONS, DEFAULT_ORDER_ADDR, DEFAULT_TIMEOUT
 from exchange_client.errors import Unauthenticated, from_grpc_error
 
@@ -130,6 +131,49 @@ class AsyncAdminClient:
 
     async def revoke_api_key(self, prefix: str) -> apb.ApiKey:
         return (await self.call("RevokeApiKey", apb.RevokeApiKeyRequest(prefix=prefix))).key
+
+    # -- money ---------------------------------------------------------------------
+
+    async def _transfer(self, rpc: str, account: str, asset: str, amount: str,
+                        idempotency_key: str, reference: str) -> apb.TransferResponse:
+        return await self.call(rpc, apb.TransferRequest(
+            account=account, asset=asset, amount=amount, idempotency_key=idempotency_key,
+            reference=reference))
+
+    async def deposit(self, account: str, asset: str, amount: str, idempotency_key: str,
+                      reference: str = "") -> apb.TransferResponse:
+        """Credit ``amount`` (a decimal string) of ``asset``; the same key again moves
+        nothing and answers ``duplicate=True``."""
+        return await self._transfer("Deposit", account, asset, amount, idempotency_key,
+                                    reference)
+
+    async def withdraw(self, account: str, asset: str, amount: str, idempotency_key: str,
+                       reference: str = "") -> apb.TransferResponse:
+        return await self._transfer("Withdraw", account, asset, amount, idempotency_key,
+                                    reference)
+
+    async def adjust(self, account: str, asset: str, amount: str, idempotency_key: str,
+                     reference: str = "") -> apb.TransferResponse:
+        """``amount`` is signed ("-1.5" takes 1.5 away)."""
+        return await self._transfer("Adjust", account, asset, amount, idempotency_key,
+                                    reference)
+
+    async def get_account_balances(self, account: str) -> list[order_pb2.Balance]:
+        return list((await self.call("GetAccountBalances", apb.GetAccountBalancesRequest(
+            account=account))).balances)
+
+    async def list_assets(self) -> list[apb.Asset]:
+        return list((await self.call("ListAssets", apb.ListAssetsRequest())).assets)
+
+    async def set_account_fees(self, account: str, instrument: str, maker_fee_bps: int = 0,
+                               taker_fee_bps: int = 0, *, clear: bool = False) -> None:
+        """The account's fees on the instrument (``clear``: back to the instrument's)."""
+        await self.call("SetAccountFees", apb.SetAccountFeesRequest(
+            account=account, instrument=instrument, maker_fee_bps=maker_fee_bps,
+            taker_fee_bps=taker_fee_bps, clear=clear))
+
+    async def check_balances(self) -> apb.CheckBalancesResponse:
+        return await self.call("CheckBalances", apb.CheckBalancesRequest())
 
     # -- tiers, instruments, admin keys, audit ------------------------------------------
 

@@ -14,9 +14,16 @@
                                      [--price-band-bps N] [--id N] [--status S]
     exchange admin instrument update SYMBOL [--min-quantity Q] [--max-quantity Q]
                                      [--min-notional N] [--price-band-bps N]
+                                     [--maker-fee-bps N] [--taker-fee-bps N]
     exchange admin instrument status SYMBOL trading|cancel-only|halted
     exchange admin admin-key create NAME | list [--all] | revoke PREFIX
     exchange admin audit [--target PREFIX] [--limit N]
+    exchange admin deposit|withdraw|adjust ACCOUNT ASSET AMOUNT --key IDEMPOTENCY_KEY
+                                     [--reference TEXT]
+    exchange admin balances ACCOUNT
+    exchange admin assets
+    exchange admin fees ACCOUNT INSTRUMENT --maker-bps N --taker-bps N | --clear
+    exchange admin check-balances                       # exits 1 when a check fails
 
 The admin key comes from ``--admin-key`` or ``EXCHANGE_ADMIN_KEY``; the address from
 ``--admin-addr`` or ``EXCHANGE_ADMIN_ADDR`` (default: the order service's).
@@ -96,6 +103,15 @@ def instruments_table(instruments: Iterable[apb.Instrument]) -> Table:
                   ([i.instrument_id, i.symbol, _status(i.status), i.tick_size, i.lot_size,
                     i.min_quantity, i.max_quantity, i.min_notional, i.price_band_bps,
                     f"{i.owner or '-'} ({i.owner_epoch})", i.sequence] for i in instruments))
+
+
+def assets_table(assets: Iterable[apb.Asset]) -> Table:
+    return _table("Assets", ["asset", "decimals"], ([a.symbol, a.decimals] for a in assets))
+
+
+def totals_table(totals: Iterable[apb.AssetTotal]) -> Table:
+    return _table("Totals per asset", ["asset", "balances", "transfers in - out", "fees"],
+                  ([t.asset, t.balances, t.transfers, t.fees] for t in totals))
 
 
 def audit_table(entries: Iterable[apb.AuditEntry]) -> Table:
@@ -202,6 +218,10 @@ async def instrument_update(admin, args, out) -> None:
         max_quantity=args.max_quantity or "", min_notional=args.min_notional or "")
     if args.price_band_bps is not None:
         request.price_band_bps = args.price_band_bps
+    if args.maker_fee_bps is not None:
+        request.maker_fee_bps = args.maker_fee_bps
+    if args.taker_fee_bps is not None:
+        request.taker_fee_bps = args.taker_fee_bps
     instrument = await admin.update_instrument(request)
     _show(out, instrument, instruments_table([instrument]), "instrument")
 
@@ -235,6 +255,58 @@ async def admin_key_revoke(admin, args, out) -> None:
 async def audit(admin, args, out) -> None:
     entries = [e async for e in admin.iter_audit(args.target or "", args.limit)]
     _show(out, entries, audit_table(entries), "entries")
+
+
+async def transfer(admin, args, out) -> None:
+    from exchange_client.cli import balances_table, to_dict
+    made = await getattr(admin, args.transfer)(args.account, args.asset, args.amount, args.key,
+                                               args.reference or "")
+    if out.json:
+        out.print_json(to_dict(made))
+        return
+    what = f"{made.entry_id} (duplicate: nothing moved)" if made.duplicate else made.entry_id
+    out.print(balances_table([made.balance], title=f"{args.account} after {what}"))
+
+
+async def balances(admin, args, out) -> None:
+    from exchange_client.cli import balances_table
+    found = await admin.get_account_balances(args.account)
+    _show(out, found, balances_table(found, title=f"Balances of {args.account}"), "balances")
+
+
+async def assets(admin, args, out) -> None:
+    found = await admin.list_assets()
+    _show(out, found, assets_table(found), "assets")
+
+
+async def fees(admin, args, out) -> None:
+    if not args.clear and (args.maker_bps is None or args.taker_bps is None):
+        from exchange_client.cli import CliError
+        raise CliError("give --maker-bps and --taker-bps, or --clear")
+    await admin.set_account_fees(args.account, args.instrument, args.maker_bps or 0,
+                                 args.taker_bps or 0, clear=args.clear)
+    if out.json:
+        out.print_json({})
+    elif args.clear:
+        out.print(f"{args.account} pays the {args.instrument} fees again")
+    else:
+        out.print(f"{args.account} on {args.instrument}: maker {args.maker_bps} bps, "
+                  f"taker {args.taker_bps} bps")
+
+
+async def check_balances(admin, args, out) -> None:
+    from exchange_client.cli import CliError, to_dict
+    report = await admin.check_balances()
+    if out.json:
+        out.print_json(to_dict(report))
+    else:
+        out.print(totals_table(report.totals))
+        for problem in report.problems:
+            out.print(f"problem: {problem}")
+        if report.ok:
+            out.print("ok: every balance check holds")
+    if not report.ok:
+        raise CliError(f"{len(report.problems)} balance check(s) failed")
 
 
 # -- the parser --------------------------------------------------------------------------
@@ -319,6 +391,10 @@ def add_admin_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--max-quantity")
     p.add_argument("--min-notional")
     p.add_argument("--price-band-bps", type=_non_negative, help="0 removes the band")
+    p.add_argument("--maker-fee-bps", type=int, metavar="N",
+                   help="maker fee in basis points (negative: a rebate)")
+    p.add_argument("--taker-fee-bps", type=_non_negative, metavar="N",
+                   help="taker fee in basis points")
     p = verb(acts, "status", instrument_status, "trading, cancel-only or halted, at once")
     p.add_argument("symbol")
     p.add_argument("status", choices=list(STATUSES))
@@ -331,6 +407,27 @@ def add_admin_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         "--all", action="store_true", help="revoked keys too")
     verb(acts, "revoke", admin_key_revoke, "revoke an admin key").add_argument("prefix")
 
+    for name, text in (("deposit", "credit an account"), ("withdraw", "debit an account"),
+                       ("adjust", "correct an account (a signed amount)")):
+        p = verb(nouns, name, transfer, text)
+        p.add_argument("account")
+        p.add_argument("asset", help="e.g. USD")
+        p.add_argument("amount", help="decimal, e.g. 1000.50" + (
+            " (negative takes away; put -- before it)" if name == "adjust" else ""))
+        p.add_argument("--key", required=True, metavar="IDEMPOTENCY_KEY",
+                       help="unique per transfer: the same key again moves nothing")
+        p.add_argument("--reference", metavar="TEXT", help="kept with the entry")
+        p.set_defaults(transfer=name)
+    verb(nouns, "balances", balances, "an account's balances").add_argument("account")
+    verb(nouns, "assets", assets, "the assets and their decimal places")
+    p = verb(nouns, "fees", fees, "an account's fees on an instrument (overrides its own)")
+    p.add_argument("account")
+    p.add_argument("instrument")
+    p.add_argument("--maker-bps", type=int, metavar="N", help="negative: a rebate")
+    p.add_argument("--taker-bps", type=_non_negative, metavar="N")
+    p.add_argument("--clear", action="store_true", help="back to the instrument's fees")
+    verb(nouns, "check-balances", check_balances,
+         "check the money invariants (exits 1 when one fails)")
     p = verb(nouns, "audit", audit, "the audit log, newest first")
     p.add_argument("--target", help="only targets starting with this, e.g. account:bob")
     p.add_argument("--limit", type=_non_negative, default=50, help="default %(default)s")

@@ -232,6 +232,34 @@ class AsyncExchangeClient:
         ):
             yield fill
 
+    # -- money ----------------------------------------------------------------
+
+    async def get_balances(self, asset: str | None = None) -> list[order_pb2.Balance]:
+        """The caller's balances (of ``asset`` only, if given): available and held."""
+        _need_key(self.api_key)
+        response = await self._call(self._orders().GetBalances,
+                                    order_pb2.GetBalancesRequest(asset=asset or ""))
+        return list(response.balances)
+
+    async def list_ledger_entries(self, asset: str | None = None, *, page_size: int = 0,
+                                  page_token: str = "") -> order_pb2.ListLedgerEntriesResponse:
+        """One page of the caller's ledger entries, newest first."""
+        _need_key(self.api_key)
+        request = order_pb2.ListLedgerEntriesRequest(asset=asset or "", page_size=page_size,
+                                                     page_token=page_token or "")
+        return await self._call(self._orders().ListLedgerEntries, request)
+
+    async def iter_ledger_entries(self, asset: str | None = None, *, page_size: int = 0,
+                                  limit: int | None = None
+                                  ) -> AsyncIterator[order_pb2.LedgerEntry]:
+        """All the caller's ledger entries (at most ``limit``), following the pages."""
+        size = cv.page_size_for(page_size, limit)
+        async for entry in _pages(
+            lambda token: self.list_ledger_entries(asset, page_size=size, page_token=token),
+            "entries", limit,
+        ):
+            yield entry
+
     # -- market data --------------------------------------------------------
 
     async def list_instruments(self) -> list[marketdata_pb2.Instrument]:

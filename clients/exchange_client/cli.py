@@ -202,6 +202,32 @@ def fills_table(fills: Iterable[order_pb2.Fill], title: str = "Fills") -> Table:
     return table
 
 
+def balances_table(balances: Iterable[order_pb2.Balance], title: str = "Balances") -> Table:
+    table = Table(title=title, title_justify="left")
+    for name, justify in [("Asset", "left"), ("Available", "right"), ("Held", "right"),
+                          ("Total", "right")]:
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for b in balances:
+        table.add_row(b.asset, b.available, b.held, b.total)
+    return table
+
+
+def _entry_kind(value: int) -> str:
+    return order_pb2.LedgerEntryKind.Name(value).removeprefix("LEDGER_ENTRY_KIND_").lower()
+
+
+def ledger_table(entries: Iterable[order_pb2.LedgerEntry]) -> Table:
+    table = Table(title="Ledger, newest first", title_justify="left")
+    for name, justify in [("Time", "left"), ("Kind", "left"), ("Asset", "left"),
+                          ("Available", "right"), ("Held", "right"), ("Order ID", "left"),
+                          ("Trade ID", "left"), ("Reference", "left"), ("Entry", "left")]:
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for e in entries:
+        table.add_row(_ts(e.time), _entry_kind(e.kind), e.asset, e.available, e.held,
+                      e.order_id, e.trade_id, e.reference, e.entry_id)
+    return table
+
+
 def instruments_table(instruments: Iterable[marketdata_pb2.Instrument]) -> Table:
     table = Table(title="Instruments", title_justify="left")
     for name in ["Symbol", "Base", "Quote", "Tick size", "Lot size", "Min qty", "Max qty",
@@ -553,6 +579,23 @@ async def cmd_fills(client: AsyncExchangeClient, args: argparse.Namespace, out: 
         out.print(fills_table(fills))
 
 
+async def cmd_balances(client: AsyncExchangeClient, args: argparse.Namespace,
+                       out: Output) -> None:
+    balances = await client.get_balances(args.asset)
+    if out.json:
+        out.print_json({"balances": [to_dict(b) for b in balances]})
+    else:
+        out.print(balances_table(balances))
+
+
+async def cmd_ledger(client: AsyncExchangeClient, args: argparse.Namespace, out: Output) -> None:
+    entries = [e async for e in client.iter_ledger_entries(args.asset, limit=args.limit)]
+    if out.json:
+        out.print_json({"entries": [to_dict(e) for e in entries]})
+    else:
+        out.print(ledger_table(entries))
+
+
 async def cmd_instruments(client: AsyncExchangeClient, args: argparse.Namespace,
                           out: Output) -> None:
     instruments = await client.list_instruments()
@@ -729,6 +772,18 @@ def build_parser() -> argparse.ArgumentParser:
     fills.add_argument("--limit", type=_positive_int, default=100, metavar="N",
                        help="at most N fills (default %(default)s)")
     fills.set_defaults(handler=cmd_fills, needs_key=True)
+
+    balances = commands.add_parser("balances", parents=[common],
+                                   help="your balances: available and held, per asset")
+    balances.add_argument("asset", nargs="?", help="only this asset, e.g. USD")
+    balances.set_defaults(handler=cmd_balances, needs_key=True)
+
+    ledger = commands.add_parser("ledger", parents=[common],
+                                 help="every change of your balances, newest first")
+    ledger.add_argument("--asset", metavar="ASSET", help="only this asset, e.g. USD")
+    ledger.add_argument("--limit", type=_positive_int, default=100, metavar="N",
+                        help="at most N entries (default %(default)s)")
+    ledger.set_defaults(handler=cmd_ledger, needs_key=True)
 
     instruments = commands.add_parser("instruments", parents=[common],
                                       help="list the instruments and their rules")

@@ -179,6 +179,29 @@ class ExchangeClient:
             "fills", limit,
         )
 
+    # -- money ----------------------------------------------------------------
+
+    def get_balances(self, asset: str | None = None) -> list[order_pb2.Balance]:
+        _need_key(self.api_key)
+        response = self._call(self._orders().GetBalances,
+                              order_pb2.GetBalancesRequest(asset=asset or ""))
+        return list(response.balances)
+
+    def list_ledger_entries(self, asset: str | None = None, *, page_size: int = 0,
+                            page_token: str = "") -> order_pb2.ListLedgerEntriesResponse:
+        _need_key(self.api_key)
+        request = order_pb2.ListLedgerEntriesRequest(asset=asset or "", page_size=page_size,
+                                                     page_token=page_token or "")
+        return self._call(self._orders().ListLedgerEntries, request)
+
+    def iter_ledger_entries(self, asset: str | None = None, *, page_size: int = 0,
+                            limit: int | None = None) -> Iterator[order_pb2.LedgerEntry]:
+        size = cv.page_size_for(page_size, limit)
+        yield from _pages(
+            lambda token: self.list_ledger_entries(asset, page_size=size, page_token=token),
+            "entries", limit,
+        )
+
     # -- market data --------------------------------------------------------
 
     def list_instruments(self) -> list[marketdata_pb2.Instrument]:

@@ -113,6 +113,8 @@ async def test_keys_revoked_and_restored_bite_at_the_next_call_on_every_replica(
                                                                  label="desk 1"))
     secret, prefix = made.secret, made.key.prefix
     assert secret.startswith(prefix + "_") and prefix.startswith("ex_")
+    await ex.call("Deposit", apb.TransferRequest(account="carol", asset="USD", amount="1000",
+                                                 idempotency_key="carol-funding"))
     meta = (("x-api-key", secret),)
     a, b = ex.orders(), ex.orders(replica)
     for stub in (a, b):  # both processes now cache the key as good

@@ -27,6 +27,7 @@ async def test_an_operator_onboards_halts_and_revokes(stack: Stack) -> None:
     assert created["account"]["name"] == "gina" and created["account"]["tier"] == "default"
     made = await admin(stack, "key", "create", "gina", "--label", "laptop")
     secret, prefix = made["secret"], made["key"]["prefix"]
+    await admin(stack, "deposit", "gina", "USD", "1000", "--key", "gina-funding")
 
     placed = await order(stack, secret, "buy", "0.01", "--price", "60000")
     assert placed.returncode == 0, placed.stderr
@@ -49,11 +50,12 @@ async def test_an_operator_onboards_halts_and_revokes(stack: Stack) -> None:
     assert refused.returncode == 1
     assert "UNAUTHENTICATED (API_KEY_INVALID)" in refused.stderr
 
-    audit = await admin(stack, "audit", "--limit", "9")
+    audit = await admin(stack, "audit", "--limit", "10")
     # Reads are audited too (tier set reads the tier first, to keep what is not given).
     assert [e["action"] for e in audit["entries"]] == [
         "RevokeApiKey", "ListApiKeys", "SetInstrumentStatus", "SetInstrumentStatus",
-        "SetAccountTier", "SetRateTier", "ListRateTiers", "CreateApiKey", "CreateAccount"]
+        "SetAccountTier", "SetRateTier", "ListRateTiers", "Deposit", "CreateApiKey",
+        "CreateAccount"]
     again = await admin(stack, "audit", "--limit", "1")
     assert [e["action"] for e in again["entries"]] == ["ListAuditEntries"]
     # People get tables; the secret is printed once, when made.
