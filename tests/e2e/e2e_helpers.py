@@ -22,6 +22,7 @@ from exchange.common.v1 import common_pb2 as cpb
 from exchange.matching.v1 import matching_pb2 as mpb
 from exchange.matching.v1 import matching_pb2_grpc as mpb_grpc
 from exchange_dev.stack import Stack
+from order_service.balances_check import check_balances
 
 
 class Checks:
@@ -183,35 +184,6 @@ async def wait_for_metric(url: str, name: str, expected: float, timeout: float =
 # -- money ------------------------------------------------------------------------
 
 async def money_problems(conn: asyncpg.Connection) -> list[str]:
-    """What breaks the exchange's money invariants now (empty: none)."""
-    problems = []
-    for r in await conn.fetch(
-            """SELECT s.symbol, coalesce(b.total, 0) AS total, coalesce(l.total, 0) AS moved
-                 FROM assets s
-                 LEFT JOIN (SELECT asset_id, sum(available + held) AS total FROM balances
-                             GROUP BY 1) b USING (asset_id)
-                 LEFT JOIN (SELECT asset_id, sum(available) AS total FROM ledger
-                             WHERE kind IN ('deposit', 'withdrawal', 'adjustment')
-                             GROUP BY 1) l USING (asset_id)
-                WHERE coalesce(b.total, 0) <> coalesce(l.total, 0)"""):
-        problems.append(f"{r['symbol']}: balances sum to {r['total']}, transfers to "
-                        f"{r['moved']}")
-    for r in await conn.fetch(
-            """WITH need AS (
-                   SELECT o.account_id,
-                          CASE WHEN o.side = 1 THEN q.asset_id ELSE b.asset_id END AS asset_id,
-                          o.held
-                     FROM orders o JOIN instruments i USING (instrument_id)
-                     JOIN assets b ON b.symbol = i.base_asset
-                     JOIN assets q ON q.symbol = i.quote_asset
-                    WHERE o.state IN (1, 2)
-                   UNION ALL SELECT account_id, asset_id, amount FROM order_holds
-               )
-               SELECT x.account_id, x.asset_id, x.held, coalesce(n.total, 0) AS need
-                 FROM balances x
-                 LEFT JOIN (SELECT account_id, asset_id, sum(held) AS total FROM need
-                             GROUP BY 1, 2) n USING (account_id, asset_id)
-                WHERE x.held <> coalesce(n.total, 0) OR x.available < 0"""):
-        problems.append(f"account {r['account_id']} asset {r['asset_id']}: held "
-                        f"{r['held']}, its orders and holds need {r['need']}")
-    return problems
+    """What breaks the exchange's money invariants now (empty: none): what
+    ``exchange admin check-balances`` reports (order_service/balances_check.py)."""
+    return (await check_balances(conn)).problems

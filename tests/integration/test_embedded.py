@@ -20,6 +20,7 @@ import psutil
 import pytest
 import redis.asyncio as aioredis
 
+from exchange_common.instruments import FEE_ACCOUNT
 from exchange_dev import cli
 from exchange_dev.cli import load_dev_keys
 from exchange_dev.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
@@ -230,10 +231,13 @@ def test_servers_stop_when_their_parent_is_killed(server_dir: Path) -> None:
 # The shared fixtures
 # ---------------------------------------------------------------------------
 
+# The accounts of users: all but the fee account, which migration 0004 makes.
+USER_ACCOUNTS = f"SELECT count(*) FROM accounts WHERE name <> '{FEE_ACCOUNT}'"
+
 
 async def test_database_fixture_is_migrated_and_fresh(database_url: str, redis_url: str) -> None:
     assert await fetch_one(database_url, "SELECT count(*) FROM instruments") >= 2
-    assert await fetch_one(database_url, "SELECT count(*) FROM accounts") == 0
+    assert await fetch_one(database_url, USER_ACCOUNTS) == 0
     client = aioredis.Redis.from_url(redis_url)
     try:
         assert await client.dbsize() == 0
@@ -248,7 +252,7 @@ async def test_database_fixture_is_migrated_and_fresh(database_url: str, redis_u
 
 
 async def test_database_fixture_is_fresh_again(database_url: str, redis_url: str) -> None:
-    assert await fetch_one(database_url, "SELECT count(*) FROM accounts") == 0
+    assert await fetch_one(database_url, USER_ACCOUNTS) == 0
     client = aioredis.Redis.from_url(redis_url)
     try:
         assert await client.dbsize() == 0
