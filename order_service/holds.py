@@ -191,6 +191,15 @@ class HoldResult:
     held_at_ns: int = 0
 
 
+def hold_columns(requests: Sequence[HoldRequest]) -> tuple[list, ...]:
+    """``HOLD_SQL``'s ten parameters: one array per field of ``requests``."""
+    return ([r.account_id for r in requests], [r.asset_id for r in requests],
+            [r.amount for r in requests], [r.key for r in requests],
+            [r.receives for r in requests], [r.instrument_id for r in requests],
+            [r.market_lots for r in requests], [r.tick_lot_units for r in requests],
+            [r.band_bps for r in requests], [r.fee_bps for r in requests])
+
+
 def unit(spec: InstrumentSpec, price: int, fee_bps: int) -> int:
     """What one lot of a buy holds at ``price`` (engine.money.Terms.unit)."""
     notional = price * spec.tick_lot_units
@@ -263,11 +272,7 @@ class Holds:
             start += len(group)
 
     async def _execute(self, requests: list[HoldRequest]) -> list[asyncpg.Record]:
-        columns = ([r.account_id for r in requests], [r.asset_id for r in requests],
-                   [r.amount for r in requests], [r.key for r in requests],
-                   [r.receives for r in requests], [r.instrument_id for r in requests],
-                   [r.market_lots for r in requests], [r.tick_lot_units for r in requests],
-                   [r.band_bps for r in requests], [r.fee_bps for r in requests])
+        columns = hold_columns(requests)
         for attempt in (1, 2, 3):
             try:
                 return await self.pool.fetch(HOLD_SQL, *columns)

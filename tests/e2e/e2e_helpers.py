@@ -21,8 +21,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.matching.v1 import matching_pb2 as mpb
 from exchange.matching.v1 import matching_pb2_grpc as mpb_grpc
+from exchange_common.instruments import load_instruments
 from exchange_dev.stack import Stack
 from order_service.balances_check import check_balances
+from order_service.holds import GRANTED, HOLD_SQL, PENDING, hold_columns
+from order_service.orders import hold_request
+from order_service.validation import ValidOrder
 
 
 class Checks:
@@ -78,13 +82,35 @@ async def run_json(stack: Any, *args: str, key: str | None = None) -> Any:
 
 # -- matching, as an order service calls it ----------------------------------------------------
 
-def matching_new_order(account_id: int, client_order_id: str, price: int = 6_900_000,
-                       instrument_id: int = 1) -> mpb.Command:
-    """A buy limit of 0.01 BTC at ``price`` ticks, as an order service sends it to matching."""
-    return mpb.Command(request_id=1, new_order=mpb.NewOrder(
-        instrument_id=instrument_id, account_id=account_id, side=cpb.SIDE_BUY,
+async def matching_new_order(stack: Stack, account_id: int, client_order_id: str,
+                             price: int = 6_900_000, instrument_id: int = 1,
+                             side: int = cpb.SIDE_BUY, quantity: int = 100,
+                             request_id: int = 1) -> mpb.Command:
+    """A limit GTC order (by default a buy of 0.01 BTC at ``price`` ticks) as an order
+    service sends it to matching: with its funds put on hold first, by the order path's
+    own statement (order_service/holds.py)."""
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        spec = next(s for s in await load_instruments(conn) if s.instrument_id == instrument_id)
+        fees = (spec.maker_fee_bps, spec.taker_fee_bps)
+        order = ValidOrder(side, cpb.ORDER_TYPE_LIMIT, cpb.TIME_IN_FORCE_GTC,  # type: ignore[arg-type]
+                           price, quantity, client_order_id, False)
+        request = hold_request(account_id, spec, order, fees)
+        row = (await conn.fetch(HOLD_SQL, *hold_columns([request])))[0]
+        held = row["need"]
+        if row["status"] == PENDING:  # sent before: the same hold goes again
+            held = await conn.fetchval(
+                "SELECT amount FROM order_holds WHERE account_id = $1 AND hold_key = $2",
+                account_id, client_order_id)
+        else:
+            assert row["status"] == GRANTED, f"no hold for {client_order_id}: {dict(row)}"
+    finally:
+        await conn.close()
+    return mpb.Command(request_id=request_id, new_order=mpb.NewOrder(
+        instrument_id=instrument_id, account_id=account_id, side=side,  # type: ignore[arg-type]
         type=cpb.ORDER_TYPE_LIMIT, time_in_force=cpb.TIME_IN_FORCE_GTC, price=price,
-        quantity=100, client_order_id=client_order_id))
+        quantity=quantity, client_order_id=client_order_id, held=held,
+        held_at_unix_nanos=time.time_ns(), maker_fee_bps=fees[0], taker_fee_bps=fees[1]))
 
 
 async def orders_named(stack: Stack, prefix: str) -> int:

@@ -44,7 +44,7 @@ import asyncpg
 import e2e_helpers
 import grpc
 import pytest
-from e2e_helpers import Checks, meta, money_problems
+from e2e_helpers import Checks, matching_new_order, meta, money_problems
 
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.matching.v1 import matching_pb2 as mpb
@@ -299,14 +299,6 @@ async def execute_once(stack: Stack, addr: str, command: mpb.Command, timeout: f
         resp = await e2e_helpers.execute_once(ch, mpb.ExecuteRequest(commands=[command]),
                                               timeout=timeout)
     return resp.results[0]
-
-
-def new_order_command(account_id: int, instrument: int, side: int, price: int, quantity: int,
-                      coid: str, request_id: int = 1) -> mpb.Command:
-    return mpb.Command(request_id=request_id, new_order=mpb.NewOrder(
-        instrument_id=instrument, account_id=account_id, side=side,
-        type=cpb.ORDER_TYPE_LIMIT, time_in_force=cpb.TIME_IN_FORCE_GTC, price=price,
-        quantity=quantity, client_order_id=coid))
 
 
 async def idempotency_problems(conn: asyncpg.Connection, stack: Stack, ledger: Ledger,
@@ -565,8 +557,9 @@ async def test_paused_owner_is_fenced(two_matching) -> None:
                         price = 6_900_000 if inst == BTC else 345_000
                         direct.append(asyncio.create_task(execute_once(
                             stack, a_addr,
-                            new_order_command(stack.account_ids["alice"], inst, cpb.SIDE_BUY,
-                                              price, 100, f"direct-{i}", request_id=i + 1),
+                            await matching_new_order(stack, stack.account_ids["alice"],
+                                                     f"direct-{i}", price, inst,
+                                                     request_id=i + 1),
                             timeout=30)))
 
                     # B takes over: epoch bumps, owner_address changes.
@@ -616,9 +609,9 @@ async def test_paused_owner_is_fenced(two_matching) -> None:
                         # Still exercise the fencing: place orders on B directly.
                         for i in range(4):
                             inst = (BTC, ETH)[i % 2]
-                            res = await execute_once(stack, b_addr, new_order_command(
-                                stack.account_ids["bob"], inst, cpb.SIDE_SELL,
-                                7_100_000 if inst == BTC else 360_000, 100, f"on-b-{i}"), 5)
+                            res = await execute_once(stack, b_addr, await matching_new_order(
+                                stack, stack.account_ids["bob"], f"on-b-{i}",
+                                7_100_000 if inst == BTC else 360_000, inst, cpb.SIDE_SELL), 5)
                             checks.expect(res.WhichOneof("result") == "order",
                                           f"order placed directly on B failed: {res}")
                 finally:
@@ -655,10 +648,9 @@ async def test_paused_owner_is_fenced(two_matching) -> None:
                     deadline = time.monotonic() + 3
                     res = None
                     while time.monotonic() < deadline:
-                        res = await execute_once(stack, a_addr, new_order_command(
-                            stack.account_ids["alice"], inst, cpb.SIDE_BUY,
-                            6_800_000 if inst == BTC else 340_000, 100,
-                            f"after-resume-{inst}"), 3)
+                        res = await execute_once(stack, a_addr, await matching_new_order(
+                            stack, stack.account_ids["alice"], f"after-resume-{inst}",
+                            6_800_000 if inst == BTC else 340_000, inst), 3)
                         if (res.WhichOneof("result") == "error"
                                 and res.error.code == mpb.ERROR_CODE_NOT_OWNER):
                             break
@@ -779,9 +771,9 @@ async def test_instrument_split(two_matching) -> None:
                 except grpc.aio.AioRpcError as err:
                     checks.expect(err.code() == Code.NOT_FOUND,
                                   f"GetBook({SYMBOL[inst]}) on {other[0]}: {err.code().name}")
-                res = await execute_once(stack, other[1], new_order_command(
-                    stack.account_ids["bob"], inst, cpb.SIDE_BUY,
-                    6_800_000 if inst == BTC else 330_000, 100, f"wrong-pod-{inst}"), 5)
+                res = await execute_once(stack, other[1], await matching_new_order(
+                    stack, stack.account_ids["bob"], f"wrong-pod-{inst}",
+                    6_800_000 if inst == BTC else 330_000, inst), 5)
                 checks.expect(res.WhichOneof("result") == "error"
                               and res.error.code == mpb.ERROR_CODE_NOT_OWNER,
                               f"{other[0]} accepted a {SYMBOL[inst]} command: {res}")

@@ -84,7 +84,7 @@ async def test_matching_refuses_a_caller_without_the_token(stack: Stack, token: 
         call = stub.Execute(metadata=md, timeout=10)
         with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
             await call.write(mpb.ExecuteRequest(
-                commands=[matching_new_order(bob, prefix + "2")]))
+                commands=[await matching_new_order(stack, bob, prefix + "2")]))
             async for _ in call:
                 pytest.fail("the Execute stream answered an unauthenticated caller")
         assert await call.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INTERNAL)
@@ -107,7 +107,7 @@ async def test_matching_takes_commands_with_the_token(stack: Stack) -> None:
         stub = mpb_grpc.MatchingServiceStub(ch)
         resp = await execute_once(
             ch, mpb.ExecuteRequest(
-                commands=[matching_new_order(alice, "token-direct-1", 6_800_000)]))
+                commands=[await matching_new_order(stack, alice, "token-direct-1", 6_800_000)]))
         (result,) = resp.results
         assert result.WhichOneof("result") == "order", result
         book = await stub.GetBook(mpb.GetBookRequest(instrument_id=BTC), timeout=10)

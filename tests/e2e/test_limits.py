@@ -73,6 +73,10 @@ async def new_trader(stack: Stack, name: str, tier: apb.RateTier) -> tuple[str, 
                                   metadata=meta, timeout=5)
         made = await admin.CreateApiKey(apb.CreateApiKeyRequest(account=name),
                                         metadata=meta, timeout=5)
+        # Money for far more orders than any limit lets through: the limits refuse them.
+        await admin.Deposit(apb.TransferRequest(account=name, asset="USD", amount="100000000",
+                                                idempotency_key=f"{name}-funding"),
+                            metadata=meta, timeout=5)
     return (("x-api-key", made.secret),)
 
 

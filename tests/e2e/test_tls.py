@@ -227,7 +227,7 @@ async def test_matching_accepts_the_order_service_certificate(stack: Stack) -> N
     async with stack.matching_channel() as ch:
         resp = await execute_once(
             ch, mpb.ExecuteRequest(
-                commands=[matching_new_order(alice, "mtls-direct-1", 6_000_000)]))
+                commands=[await matching_new_order(stack, alice, "mtls-direct-1", 6_000_000)]))
         assert resp.results[0].WhichOneof("result") == "order"
     # By name, as the chart's order services do (EXCHANGE_INTERNAL_TLS_SERVER_NAME):
     # the matching certificate names "matching", not the address dialled.

@@ -52,7 +52,7 @@ STACK_ENV = {
 ORDER_SPAN = "exchange.order.v1.OrderService/CreateOrder"
 ENTRY_SPAN = "exchange.order.v1.OrderService/OrderEntry create"
 EXECUTE_SPAN = "exchange.matching.v1.MatchingService/Execute"
-LOOKUP_SPAN = "client_order_id look-up"
+HOLD_SPAN = "hold"
 SERVER, CLIENT = trace_pb2.Span.SPAN_KIND_SERVER, trace_pb2.Span.SPAN_KIND_CLIENT
 
 
@@ -153,18 +153,18 @@ async def test_one_order_is_one_trace_across_the_services(module_stack: Stack,
     order_id = answer.order.order_id
 
     by_name = await receiver.wait_for(trace_id, [
-        ORDER_SPAN, LOOKUP_SPAN, EXECUTE_SPAN, "match", "journal commit", "publish",
+        ORDER_SPAN, HOLD_SPAN, EXECUTE_SPAN, "match", "journal commit", "publish",
         "apply"])
 
-    # The order service: the call continues the test's span; the look-up and the wait for
-    # matching are its children.
+    # The order service: the call continues the test's span; the hold (with the
+    # client_order_id look-up) and the wait for matching are its children.
     server = only(by_name, ORDER_SPAN, "order-service")
     assert server.parent_span_id == parent_id and server.kind == SERVER
     assert {"exchange.instrument": SYMBOL, "exchange.side": "BUY",
             "exchange.order_type": "LIMIT", "exchange.order_id": order_id,
             "rpc.grpc.status_code": 0}.items() <= attributes(server).items()
-    lookup = only(by_name, LOOKUP_SPAN, "order-service")
-    assert lookup.parent_span_id == server.span_id
+    hold = only(by_name, HOLD_SPAN, "order-service")
+    assert hold.parent_span_id == server.span_id
     execute = only(by_name, EXECUTE_SPAN, "order-service")
     assert execute.parent_span_id == server.span_id and execute.kind == CLIENT
     assert attributes(execute)["exchange.order_id"] == order_id
