@@ -109,7 +109,13 @@ WITH fence AS (
      WHERE EXISTS (SELECT 1 FROM fence)
 )
 SELECT (SELECT count(*) FROM fence) AS fenced, (SELECT count(*) FROM settled) AS settled,
-       (SELECT count(*) FROM holds_used) AS holds_used
+       (SELECT CASE WHEN n = cardinality($13::bigint[]) OR NOT EXISTS (SELECT 1 FROM fence)
+                    THEN n
+                    -- a hold the batch takes over is gone (released after a refusal of
+                    -- another copy of the command, or swept): fail the whole statement,
+                    -- which undoes it all, rather than place an order without its money
+                    ELSE n / (n - n) END
+          FROM (SELECT count(*) AS n FROM holds_used) h) AS holds_used
 """
         journal_after = f"""SELECT {journal.column_list()} FROM journal
      WHERE instrument_id = $1 AND sequence > $2 AND sequence <= $3 ORDER BY sequence"""
@@ -263,6 +269,14 @@ class Store:
                         sql.trades.rows(changes.trades, instrument_id=instrument_id),
                         *changes.money, *changes.holds_used, changes.reference_price)
                     break
+                except asyncpg.DivisionByZeroError:
+                    # The statement's guard: a hold a command of the batch brought is no
+                    # longer there. Nothing was written; the loop answers the batch's
+                    # callers UNAVAILABLE and reloads the book.
+                    log.error("instrument %d: a hold the batch at sequence %d takes over is "
+                              "gone; nothing committed", instrument_id,
+                              changes.last_sequence)
+                    raise
                 except SCHEMA_CHANGED:
                     # A migration changed a table since the rows' shape was read (a
                     # column added while this pod runs): the statement wrote nothing;

@@ -29,6 +29,7 @@ That price is computed in the statement, from the reference as of the latest com
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from collections.abc import Sequence
@@ -82,12 +83,12 @@ WITH input AS (
     SELECT i.n, o.order_id FROM input i
       JOIN orders o ON o.account_id = i.account_id AND o.client_order_id = i.hold_key
 ), pending AS MATERIALIZED (
-    -- a hold on its way to matching already has the key, or an earlier order of this
-    -- statement does
-    SELECT i.n FROM input i
+    -- a hold on its way to matching already has the key (its amount and time: a retry
+    -- goes with it), or an earlier order of this statement does (amount 0)
+    SELECT i.n, coalesce(h.amount, 0) AS amount, h.held_at FROM input i
+      LEFT JOIN order_holds h ON h.account_id = i.account_id AND h.hold_key = i.hold_key
      WHERE NOT EXISTS (SELECT 1 FROM found f WHERE f.n = i.n)
-       AND (EXISTS (SELECT 1 FROM order_holds h
-                     WHERE h.account_id = i.account_id AND h.hold_key = i.hold_key)
+       AND (h.hold_key IS NOT NULL
             OR EXISTS (SELECT 1 FROM input j WHERE j.account_id = i.account_id
                                                AND j.hold_key = i.hold_key AND j.n < i.n))
 ), req AS (
@@ -105,27 +106,37 @@ WITH input AS (
       JOIN locked l ON l.account_id = r.account_id AND l.asset_id = r.asset_id
      WHERE r.running <= l.available
 ), moved AS (
+    -- The UPDATE checks the row again as it writes it (the newest version, whatever the
+    -- lock phase read): a group that no longer fits moves nothing and is refused.
     UPDATE balances b SET available = b.available - g.total, held = b.held + g.total
       FROM (SELECT account_id, asset_id, sum(need) AS total FROM granted
              GROUP BY account_id, asset_id) g
-     WHERE b.account_id = g.account_id AND b.asset_id = g.asset_id AND g.total > 0
+     WHERE b.account_id = g.account_id AND b.asset_id = g.asset_id
+       AND b.available >= g.total
        AND (SELECT count(*) FROM locked) > 0  -- every lock taken before any change
+    RETURNING b.account_id, b.asset_id
+), taken AS MATERIALIZED (
+    SELECT g.* FROM granted g
+     WHERE EXISTS (SELECT 1 FROM moved m
+                    WHERE m.account_id = g.account_id AND m.asset_id = g.asset_id)
 ), receiving AS (
     INSERT INTO balances (account_id, asset_id)
-    SELECT DISTINCT account_id, receives FROM granted ORDER BY account_id, receives
+    SELECT DISTINCT account_id, receives FROM taken ORDER BY account_id, receives
     ON CONFLICT DO NOTHING
 ), hold_rows AS (
     INSERT INTO order_holds (account_id, hold_key, asset_id, amount)
-    SELECT account_id, hold_key, asset_id, need FROM granted WHERE need > 0
+    SELECT account_id, hold_key, asset_id, need FROM taken WHERE need > 0
 )
 SELECT n, {GRANTED} AS status, need, protection, 0::bigint AS order_id,
-       0::bigint AS available FROM granted
-UNION ALL SELECT n, {EXISTS}, 0, NULL, order_id, 0 FROM found
-UNION ALL SELECT n, {PENDING}, 0, NULL, 0, 0 FROM pending
+       0::bigint AS available, NULL::timestamptz AS held_at FROM taken
+UNION ALL SELECT n, {EXISTS}, 0, NULL, order_id, 0, NULL FROM found
 UNION ALL
-SELECT r.n, {REFUSED}, r.need, r.protection, 0, coalesce(l.available, 0) FROM req r
+SELECT q.n, {PENDING}, q.amount, p.protection, 0, 0, q.held_at FROM pending q
+  JOIN priced p ON p.n = q.n
+UNION ALL
+SELECT r.n, {REFUSED}, r.need, r.protection, 0, coalesce(l.available, 0), NULL FROM req r
   LEFT JOIN locked l ON l.account_id = r.account_id AND l.asset_id = r.asset_id
- WHERE NOT EXISTS (SELECT 1 FROM granted g WHERE g.n = r.n)
+ WHERE NOT EXISTS (SELECT 1 FROM taken g WHERE g.n = r.n)
 """
 
 # Give holds back: $1 accounts, $2 keys ($3: only those older than this many seconds).
@@ -183,12 +194,28 @@ class HoldRequest:
 
 @dataclass(frozen=True, slots=True)
 class HoldResult:
+    """What the statement did for one order. PENDING: a hold with the same key is on
+    its way to matching (a retry, or a second command with the key in one statement):
+    the order goes with that hold (``need``; 0 for the second of one statement), and
+    matching answers it as a retry of the order the hold placed, or places it with that
+    hold if the first never arrived; the commit that places it checks that the hold is
+    still there (matching_service/store.py), so a hold is never used twice."""
+
     status: int  # GRANTED, EXISTS, PENDING or REFUSED
-    need: int = 0  # what it holds (GRANTED) or needed (REFUSED)
+    need: int = 0  # what it holds (GRANTED, PENDING) or needed (REFUSED)
     protection: int = 0  # a market buy's protection price (0: none)
     order_id: int = 0  # EXISTS: the order that has the key
     available: int = 0  # REFUSED: what was available
     held_at_ns: int = 0
+
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def ns_of(at: dt.datetime) -> int:
+    """A timestamptz as nanoseconds since the epoch (exactly: PostgreSQL keeps
+    microseconds)."""
+    return (at - EPOCH) // dt.timedelta(microseconds=1) * 1000
 
 
 def hold_columns(requests: Sequence[HoldRequest]) -> tuple[list, ...]:
@@ -262,9 +289,10 @@ class Holds:
         self._done()
         results = [HoldResult(GRANTED)] * len(requests)
         for row in rows:
+            at = row["held_at"]
             results[row["n"] - 1] = HoldResult(
                 row["status"], row["need"], row["protection"] or 0, row["order_id"],
-                row["available"], held_at)
+                row["available"], held_at if at is None else ns_of(at))
         start = 0
         for group, fut in batch:
             if not fut.done():

@@ -187,9 +187,8 @@ class Orders:
                                                         hold.available))
                 continue
             # PENDING: the key's hold is on its way to matching with an earlier command;
-            # this one goes after it with no hold, so matching answers it as a retry of
-            # that order once placed (a retry of a command that never arrives is refused
-            # as in flight until the sweeper frees the key).
+            # this one goes with that hold (holds.HoldResult), so matching answers it as a
+            # retry of that order once placed, or places it if the first never arrives.
             command = _new_order_command(spec, caller, order, hold, fees)
             address = self.router.cached_owner(spec.instrument_id)
             if address is None:
