@@ -85,7 +85,7 @@ WITH input AS (
 ), pending AS MATERIALIZED (
     -- a hold on its way to matching already has the key (its amount and time: a retry
     -- goes with it), or an earlier order of this statement does (amount 0)
-    SELECT i.n, coalesce(h.amount, 0) AS amount, h.held_at FROM input i
+    SELECT i.n, coalesce(h.amount, 0) AS amount, h.protection, h.held_at FROM input i
       LEFT JOIN order_holds h ON h.account_id = i.account_id AND h.hold_key = i.hold_key
      WHERE NOT EXISTS (SELECT 1 FROM found f WHERE f.n = i.n)
        AND (h.hold_key IS NOT NULL
@@ -124,15 +124,15 @@ WITH input AS (
     SELECT DISTINCT account_id, receives FROM taken ORDER BY account_id, receives
     ON CONFLICT DO NOTHING
 ), hold_rows AS (
-    INSERT INTO order_holds (account_id, hold_key, asset_id, amount)
-    SELECT account_id, hold_key, asset_id, need FROM taken WHERE need > 0
+    INSERT INTO order_holds (account_id, hold_key, asset_id, amount, protection)
+    SELECT account_id, hold_key, asset_id, need, coalesce(protection, 0) FROM taken
+     WHERE need > 0
 )
 SELECT n, {GRANTED} AS status, need, protection, 0::bigint AS order_id,
        0::bigint AS available, NULL::timestamptz AS held_at FROM taken
 UNION ALL SELECT n, {EXISTS}, 0, NULL, order_id, 0, NULL FROM found
 UNION ALL
-SELECT q.n, {PENDING}, q.amount, p.protection, 0, 0, q.held_at FROM pending q
-  JOIN priced p ON p.n = q.n
+SELECT n, {PENDING}, amount, protection, 0, 0, held_at FROM pending
 UNION ALL
 SELECT r.n, {REFUSED}, r.need, r.protection, 0, coalesce(l.available, 0), NULL FROM req r
   LEFT JOIN locked l ON l.account_id = r.account_id AND l.asset_id = r.asset_id

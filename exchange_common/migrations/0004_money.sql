@@ -67,6 +67,8 @@ CREATE TABLE order_holds (
     hold_key          text NOT NULL,
     asset_id          smallint NOT NULL,
     amount            bigint NOT NULL CHECK (amount > 0),
+    -- a market buy's protection price the amount was computed at (0: none)
+    protection        bigint NOT NULL DEFAULT 0,
     held_at           timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (account_id, hold_key)
 );
