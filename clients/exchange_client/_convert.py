@@ -100,8 +100,9 @@ def new_client_order_id() -> str:
 
 
 def create_order_request(
-    instrument: str, side_: Any, quantity: DecimalLike, *, price: DecimalLike | None,
+    instrument: str, side_: Any, quantity: DecimalLike | None, *, price: DecimalLike | None,
     type_: Any, time_in_force_: Any, client_order_id: str | None, post_only: bool,
+    funds: DecimalLike | None = None,
 ) -> order_pb2.CreateOrderRequest:
     kind = order_type(type_)
     if kind == common_pb2.ORDER_TYPE_LIMIT and price is None:
@@ -114,9 +115,10 @@ def create_order_request(
         type=kind,
         time_in_force=time_in_force(time_in_force_),
         price="" if price is None else decimal_string(price, "price"),
-        quantity=decimal_string(quantity, "quantity"),
+        quantity="" if quantity is None else decimal_string(quantity, "quantity"),
         client_order_id=new_client_order_id() if client_order_id is None else client_order_id,
         post_only=bool(post_only),
+        funds="" if funds is None else decimal_string(funds, "funds"),
     )
 
 

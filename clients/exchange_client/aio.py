@@ -156,13 +156,14 @@ class AsyncExchangeClient:
         self,
         instrument: str,
         side: str,
-        quantity: DecimalLike,
+        quantity: DecimalLike | None,
         *,
         price: DecimalLike | None = None,
         type: str = "limit",  # noqa: A002 - the API's own word
         time_in_force: str | None = None,
         client_order_id: str | None = None,
         post_only: bool = False,
+        funds: DecimalLike | None = None,
     ) -> order_pb2.CreateOrderResponse:
         """Place an order; returns the response (``.order`` and ``.fills``).
 
@@ -170,12 +171,15 @@ class AsyncExchangeClient:
         (no price); ``time_in_force`` "gtc"/"ioc"/"fok" or None for the
         server's default (GTC for limit, IOC for market). ``client_order_id``
         None means a random one is generated; retrying with the same id is
-        safe (the server returns the original order).
+        safe (the server returns the original order). ``funds``: a market
+        buy's budget in the quote asset, fees included (``quantity`` may then
+        be None: as much as the funds pay for).
         """
         _need_key(self.api_key)
         request = cv.create_order_request(
             instrument, side, quantity, price=price, type_=type,
             time_in_force_=time_in_force, client_order_id=client_order_id, post_only=post_only,
+            funds=funds,
         )
         return await self._call(self._orders().CreateOrder, request)
 

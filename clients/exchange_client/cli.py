@@ -6,6 +6,7 @@
 
     exchange order create BTC-USD buy 0.01 --price 70000 [--type limit|market]
                           [--tif gtc|ioc|fok] [--client-order-id X] [--post-only]
+    exchange order create BTC-USD buy --type market --funds 1000 [QUANTITY]
     exchange order cancel ORDER_ID | --client-order-id X
     exchange order get ORDER_ID | --client-order-id X
     exchange order list [--instrument X] [--status open|closed|all] [--limit N]
@@ -522,9 +523,12 @@ async def cmd_order_create(client: AsyncExchangeClient, args: argparse.Namespace
         raise CliError("a market order takes no --price")
     if kind == "limit" and args.price is None:
         raise CliError("a limit order needs --price")
+    if args.quantity is None and args.funds is None:
+        raise CliError("give a quantity (or --funds for a market buy)")
     response = await client.create_order(
         args.instrument, args.side, args.quantity, price=args.price, type=kind,
         time_in_force=args.tif, client_order_id=args.client_order_id, post_only=args.post_only,
+        funds=args.funds,
     )
     if out.json:
         out.print_json(to_dict(response))
@@ -737,7 +741,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("instrument", help="e.g. BTC-USD")
     create.add_argument("side", type=str.lower, choices=["buy", "sell"])
-    create.add_argument("quantity", help="decimal, e.g. 0.01")
+    create.add_argument("quantity", nargs="?", help="decimal, e.g. 0.01 (optional with --funds)")
     create.add_argument("--price", help="limit price, decimal, e.g. 70000.50")
     create.add_argument("--type", type=str.lower, choices=["limit", "market"],
                         help="limit (default when --price is given) or market")
@@ -748,6 +752,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: a random one)")
     create.add_argument("--post-only", action="store_true",
                         help="reject instead of taking liquidity")
+    create.add_argument("--funds", help="a market buy's budget in the quote asset, fees "
+                                        "included, decimal, e.g. 1000")
     create.set_defaults(handler=cmd_order_create, needs_key=True)
 
     for name, handler, text in [("cancel", cmd_order_cancel, "cancel an order"),

@@ -123,19 +123,21 @@ class ExchangeClient:
         self,
         instrument: str,
         side: str,
-        quantity: DecimalLike,
+        quantity: DecimalLike | None,
         *,
         price: DecimalLike | None = None,
         type: str = "limit",  # noqa: A002
         time_in_force: str | None = None,
         client_order_id: str | None = None,
         post_only: bool = False,
+        funds: DecimalLike | None = None,
     ) -> order_pb2.CreateOrderResponse:
         """See :meth:`AsyncExchangeClient.create_order`."""
         _need_key(self.api_key)
         request = cv.create_order_request(
             instrument, side, quantity, price=price, type_=type,
             time_in_force_=time_in_force, client_order_id=client_order_id, post_only=post_only,
+            funds=funds,
         )
         return self._call(self._orders().CreateOrder, request)
 
