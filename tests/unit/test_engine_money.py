@@ -225,6 +225,9 @@ CASES = [
     Case("market buy without a reference price: nothing trades, all back",
          [(SELL, 1000, 2)], market(BUY, 5, held=1_000), [], EXPIRED, 0,
          {(A, BASE): (-200, 200)}, reason="NO_REFERENCE_PRICE"),
+    Case("market FOK buy without a reference price: nothing trades, all back",
+         [(SELL, 1000, 2)], market(BUY, 1, FOK, held=1_000), [], EXPIRED, 0,
+         {(A, BASE): (-200, 200)}, reason="NO_REFERENCE_PRICE"),
     # funds 35,000: 2 at 999 cost 19,980 + 40; then 14,980 buys 1 at 1000 (10,020), not
     # 2 (20,040); 4,960 back
     Case("market buy with funds: whole lots while affordable, fees included",
@@ -242,6 +245,9 @@ CASES = [
          [(999, 2)], EXPIRED, 0,
          {(A, BASE): (-500, 300), (A, QUOTE): (19_960, 0), (B, BASE): (200, 0),
           (B, QUOTE): (-20_020, 0), (FEES, QUOTE): (60, 0)}, reason="FUNDS_EXHAUSTED"),
+    Case("market buy with funds that buy no lot at all: all back",
+         [(SELL, 999, 2)], market(BUY, 10, funds=10_009), [], EXPIRED, 0,
+         {(A, BASE): (-200, 200)}, reason="FUNDS_EXHAUSTED"),
     Case("market buy with funds filled before its budget: the rest back",
          [(SELL, 999, 2)], market(BUY, 1, funds=35_000), [(999, 1)], FILLED, 0,
          {(A, BASE): (-200, 100), (A, QUOTE): (9_980, 0), (B, BASE): (100, 0),
