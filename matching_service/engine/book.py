@@ -618,8 +618,8 @@ class OrderBook:
                     other.pop_best()
                     break
                 del queue[0]
+                touched[price] = level  # it lost an order (a budget may stop at the next)
                 if not qty or exhausted:
-                    touched[price] = level
                     break
                 maker = queue[0]
             if not qty or exhausted or other.best > limit:

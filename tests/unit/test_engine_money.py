@@ -556,9 +556,11 @@ def brute_affordable(terms: Terms, price: int, budget: int, bps: int, most: int)
 
 @settings(max_examples=500, deadline=None)
 @given(st.integers(1, 2_000), st.integers(1, 50), st.integers(0, 10**6),
-       st.one_of(st.integers(0, 50), st.integers(0, 10_000)), st.integers(0, 60))
+       st.one_of(st.integers(0, 50), st.integers(0, 10_000), st.integers(-9_999, -1)),
+       st.integers(0, 60))
 def test_affordable_is_the_most_the_budget_pays_for(price: int, tick_lot_units: int,
                                                    budget: int, bps: int, most: int) -> None:
+    """Taker rebates (negative bps) too, which the fee schedules do not allow today."""
     terms = Terms(BASE, QUOTE, 1, tick_lot_units, FEES)
     lots = terms.affordable(price, budget, bps, most)
     assert lots == brute_affordable(terms, price, budget, bps, most)
@@ -575,3 +577,17 @@ def test_affordable_at_a_fee_boundary() -> None:
     assert terms.affordable(5_000, 10_000, 1, 10) == 1
     assert terms.affordable(5_000, 5_000, 1, 10) == 0
     assert terms.affordable(5_000, 10**9, 1, 10) == 10
+
+
+def test_budget_that_stops_inside_a_level_publishes_the_level() -> None:
+    """A budget that fills the first order of a level and cannot pay for a lot of the
+    next: the level lost an order, and the batch says so (market data follows
+    ``Changes.asks``)."""
+    desk = Desk()
+    desk.new(A, SELL, LIMIT, GTC, 999, 2)
+    desk.new(A, SELL, LIMIT, GTC, 999, 2)
+    out = desk.new(B, BUY, MARKET, IOC, 0, 10, funds=20_020)  # 2 lots at 999 and fees
+    assert [(t.price, t.quantity) for t in out.fills] == [(999, 2)]
+    assert out.order is not None and out.order.reason == "FUNDS_EXHAUSTED"
+    assert desk.book.depth(SELL) == [(999, 2, 1)]
+    assert desk.last.asks == [(999, 2, 1)]
