@@ -221,7 +221,8 @@ class OrderBook:
             self._release(order, held - need)
 
         if time_in_force == FOK and not (crosses and other.fillable(limit, quantity)):
-            self._expire(order, "FOK_NOT_FILLABLE", now_ns)
+            self._expire(order, "NO_REFERENCE_PRICE" if limit == 0 else "FOK_NOT_FILLABLE",
+                         now_ns)
             return Outcome(order)
 
         fills = self._take(order, other, limit, now_ns) if crosses else NO_FILLS
@@ -236,8 +237,8 @@ class OrderBook:
                 self.open_client_ids[(account_id, client_order_id)] = order
         else:
             self._expire(order, "NO_REFERENCE_PRICE" if limit == 0 else
-                         "NO_LIQUIDITY" if order_type == MARKET and not fills else
                          "FUNDS_EXHAUSTED" if funds and other.best <= limit else
+                         "NO_LIQUIDITY" if order_type == MARKET and not fills else
                          "IOC_REMAINDER" if time_in_force == IOC else "MARKET_REMAINDER",
                          now_ns)
         return Outcome(order, fills)
@@ -617,8 +618,8 @@ class OrderBook:
                     other.pop_best()
                     break
                 del queue[0]
+                touched[price] = level  # it lost an order (a budget may stop at the next)
                 if not qty or exhausted:
-                    touched[price] = level
                     break
                 maker = queue[0]
             if not qty or exhausted or other.best > limit:
