@@ -120,13 +120,14 @@ class InstrumentSpec:
             status=row["status"],
             price_decimals=decimals_of(tick),
             quantity_decimals=decimals_of(lot),
-            base_asset_id=row["base_asset_id"] or 0,
-            quote_asset_id=row["quote_asset_id"] or 0,
-            base_decimals=row["base_decimals"] or 0,
-            quote_decimals=row["quote_decimals"] or 0,
-            maker_fee_bps=row["maker_fee_bps"],
-            taker_fee_bps=row["taker_fee_bps"],
-            fee_account_id=row["fee_account_id"] or 0,
+            # (rows read without the money columns, e.g. market data's, have none)
+            base_asset_id=row.get("base_asset_id") or 0,
+            quote_asset_id=row.get("quote_asset_id") or 0,
+            base_decimals=row.get("base_decimals") or 0,
+            quote_decimals=row.get("quote_decimals") or 0,
+            maker_fee_bps=row.get("maker_fee_bps") or 0,
+            taker_fee_bps=row.get("taker_fee_bps") or 0,
+            fee_account_id=row.get("fee_account_id") or 0,
         )
 
 

@@ -515,6 +515,11 @@ class OrderBook:
         base = trade.quantity * terms.lot_units
         maker_fee = fee(notional, maker.maker_fee_bps)
         taker_fee = fee(notional, taker.taker_fee_bps)
+        if maker_fee < 0 and -maker_fee > taker_fee:
+            # A rebate is paid out of its trade's taker fee, never more (a maker's rebate
+            # rate may exceed a taker's fee rate when either has an account override):
+            # the fee account never pays out more than it takes.
+            maker_fee = -taker_fee
         trade.maker_fee = maker_fee
         trade.taker_fee = taker_fee
         if taker.side == BUY:

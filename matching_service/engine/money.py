@@ -4,7 +4,9 @@ changes a batch makes (docs/money.md).
 Amounts are integers in an asset's smallest unit. A trade of ``q`` lots at ``p`` ticks
 moves ``q x lot_units`` of the base asset and ``p x q x tick_lot_units`` (the notional)
 of the quote: products, never a division. Only fees divide, and they round in the
-exchange's favour: a charge up, a rebate towards zero, each fill on its own.
+exchange's favour: a charge up, a rebate towards zero, each fill on its own; a maker's
+rebate is at most its trade's taker fee (book.OrderBook._settle), so the fee account
+never pays out more than a trade brings in.
 
 What an order holds, in the asset it pays with:
 

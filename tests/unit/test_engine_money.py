@@ -507,9 +507,10 @@ UNIT_TERMS = Terms(BASE, QUOTE, lot_units=1, tick_lot_units=1, fee_account=FEES)
     (12_345, 0, 0, 0, 0),
     (12_345, 10_000, 10_000, 12_345, 12_345),
     (12_345, -10_000, 10_000, -12_345, 12_345),
+    (20_000, -20, 5, -10, 10),
 ], ids=["exact", "just below a unit", "just above a unit", "rebate just below a unit",
         "rebate just above a unit", "exact rebate", "no fees", "largest fees",
-        "largest rebate"])
+        "largest rebate", "rebate capped at the taker fee"])
 def test_trade_fees(maker_side: int, price: int, maker_bps: int, taker_bps: int,
                     maker_fee: int, taker_fee: int) -> None:
     """One trade's fees, and where the money goes: the buyer pays the notional and its

@@ -42,6 +42,7 @@ class Orders:
                 for c in request.commands])
 
     CancelOrder = AmendOrder = GetOrder = ListOrders = ListFills = CreateOrder
+    GetBalances = ListLedgerEntries = CreateOrder
 
 
 class Matching:
