@@ -80,8 +80,11 @@ WITH input AS (
            WHERE s.instrument_id = i.instrument_id AND i.market_lots > 0
       ) p ON true
 ), found AS MATERIALIZED (
+    -- (client_order_id <> '': the unique index on it is partial; without the condition
+    -- the planner cannot use it and scans all orders)
     SELECT i.n, o.order_id FROM input i
       JOIN orders o ON o.account_id = i.account_id AND o.client_order_id = i.hold_key
+                   AND o.client_order_id <> ''
 ), pending AS MATERIALIZED (
     -- a hold on its way to matching already has the key (its amount and time: a retry
     -- goes with it), or an earlier order of this statement does (amount 0)
