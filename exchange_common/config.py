@@ -130,6 +130,12 @@ class OrderSettings(CommonSettings):
     # (seconds): under load, waiting look-ups go together and PostgreSQL spends less per
     # order; an idle service answers a lone look-up at once.
     lookup_min_interval: float = Field(default=0.005, ge=0, le=1)
+    # The statements that put new orders' funds on hold (order_service/holds.py) run one
+    # at a time and start at most this often (seconds): each writes and waits for a WAL
+    # flush, and its cost is mostly per statement, so under load fewer, bigger ones cost
+    # PostgreSQL less per order (bench/RESULTS.md, "Issue 13"); an idle service holds a
+    # lone order at once.
+    hold_min_interval: float = Field(default=0.01, ge=0, le=1)
     # The admin API (exchange.admin.v1.AdminService, x-admin-key): "" serves it on the
     # order port, an address on a port of its own (e.g. 127.0.0.1:50053, for a port that
     # only operators reach), "off" not at all.

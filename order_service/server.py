@@ -67,7 +67,7 @@ async def serve() -> None:
                          max_failed_per_minute=settings.max_failed_auth_per_minute)
     limiter = RateLimiter(redis, lease=settings.rate_limit_lease, enabled=settings.rate_limits)
     page_tokens = PageTokens.from_settings(settings)
-    holds = Holds(pool, settings.lookup_min_interval)
+    holds = Holds(pool, settings.hold_min_interval)
     sweeper = Sweeper(pool, holds)
     store = Store(pool, changes, settings.cache_ttl, settings.lookup_min_interval)
     orders = Orders(store, router, page_tokens, settings.matching_timeout, holds,
