@@ -123,13 +123,21 @@ WITH input AS (
      WHERE EXISTS (SELECT 1 FROM moved m
                     WHERE m.account_id = g.account_id AND m.asset_id = g.asset_id)
 ), receiving AS (
+    -- only the rows missing: an insert that meets an existing row waits for whoever is
+    -- changing it, a lock taken outside the sorted lock phase (a deadlock with another
+    -- hold statement was seen under load before this NOT EXISTS)
     INSERT INTO balances (account_id, asset_id)
-    SELECT DISTINCT account_id, receives FROM taken ORDER BY account_id, receives
+    SELECT DISTINCT t.account_id, t.receives FROM taken t
+     WHERE NOT EXISTS (SELECT 1 FROM balances b
+                        WHERE b.account_id = t.account_id AND b.asset_id = t.receives)
+     ORDER BY t.account_id, t.receives
     ON CONFLICT DO NOTHING
 ), hold_rows AS (
+    -- in key order too: two statements holding the same keys (a client retrying on
+    -- another order-service process) wait for each other in one order, never in a cycle
     INSERT INTO order_holds (account_id, hold_key, asset_id, amount, protection)
     SELECT account_id, hold_key, asset_id, need, coalesce(protection, 0) FROM taken
-     WHERE need > 0
+     WHERE need > 0 ORDER BY account_id, hold_key
 )
 SELECT n, {GRANTED} AS status, need, protection, 0::bigint AS order_id,
        0::bigint AS available, NULL::timestamptz AS held_at FROM taken
@@ -146,21 +154,26 @@ SELECT r.n, {REFUSED}, r.need, r.protection, 0, coalesce(l.available, 0), NULL F
 # Each hold deleted is credited back once (a release repeated finds no row), and both of
 # its movements are written to the ledger (a hold that never became an order).
 RELEASE_SQL = """
-WITH gone AS MATERIALIZED (
+WITH locked AS MATERIALIZED (
+    -- the balance rows first, in order, as every statement that changes balances does;
+    -- then the holds (the matching commit also locks balances before order_holds)
+    SELECT b.account_id FROM balances b
+     WHERE (b.account_id, b.asset_id) IN (
+               SELECT h.account_id, h.asset_id FROM order_holds h
+                 JOIN unnest($1::bigint[], $2::text[]) AS k(account_id, hold_key)
+                   ON h.account_id = k.account_id AND h.hold_key = k.hold_key)
+     ORDER BY b.account_id, b.asset_id FOR UPDATE
+), gone AS MATERIALIZED (
     DELETE FROM order_holds h
      USING unnest($1::bigint[], $2::text[]) AS k(account_id, hold_key)
      WHERE h.account_id = k.account_id AND h.hold_key = k.hold_key
+       AND (SELECT count(*) FROM locked) >= 0
     RETURNING h.account_id, h.asset_id, h.amount, h.hold_key, h.held_at
-), locked AS MATERIALIZED (
-    SELECT b.account_id FROM balances b
-     WHERE (b.account_id, b.asset_id) IN (SELECT account_id, asset_id FROM gone)
-     ORDER BY b.account_id, b.asset_id FOR UPDATE
 ), credited AS (
     UPDATE balances b SET available = b.available + g.total, held = b.held - g.total
       FROM (SELECT account_id, asset_id, sum(amount) AS total FROM gone
              GROUP BY account_id, asset_id) g
      WHERE b.account_id = g.account_id AND b.asset_id = g.asset_id
-       AND (SELECT count(*) FROM locked) > 0
 ), entries AS (
     INSERT INTO ledger (account_id, asset_id, kind, available, held, reference, created_at)
     SELECT account_id, asset_id, 'hold', -amount, amount, 'hold ' || hold_key, held_at
@@ -307,12 +320,13 @@ class Holds:
         for attempt in (1, 2, 3):
             try:
                 return await self.pool.fetch(HOLD_SQL, *columns)
-            except asyncpg.UniqueViolationError:
-                # Two order services held the same new client_order_id at once: this
-                # statement wrote nothing; run it again (the key is pending now).
-                if attempt == 3:
-                    raise
-        raise AssertionError("unreachable")
+            except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError) as err:
+                # Two order services held the same new client_order_id at once (or, had
+                # an ordering been missed, waited for each other): this statement wrote
+                # nothing; run it again (the key is pending now).
+                log.info("hold statement run again (attempt %d): %s", attempt, err)
+        raise Unavailable("the funds could not be put on hold; retry", reason="HOLD_CONFLICT",
+                          retry_after=0.05)
 
     async def release(self, keys: Sequence[tuple[int, str]]) -> int:
         """Give back the holds of commands matching refused (or that were never sent):
