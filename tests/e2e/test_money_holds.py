@@ -26,7 +26,7 @@ from exchange_common import db
 from exchange_common.errors import error_info
 from exchange_common.instruments import load_instruments
 from exchange_dev.stack import Stack
-from order_service.holds import HOLD_SQL, Holds, HoldRequest, Sweeper, hold_columns
+from order_service.holds import HOLD_SQL, HoldRequest, Holds, Sweeper, hold_columns
 
 pytestmark = pytest.mark.e2e
 
