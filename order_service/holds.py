@@ -40,6 +40,7 @@ import asyncpg
 from exchange_common.changes import ChangeListener
 from exchange_common.errors import Unavailable
 from exchange_common.instruments import InstrumentSpec
+from order_service.coalesce import Coalescer
 
 log = logging.getLogger(__name__)
 
@@ -253,67 +254,33 @@ def protection_bps(spec: InstrumentSpec) -> int:
     return spec.price_band_bps or DEFAULT_PROTECTION_BPS
 
 
-class Holds:
-    """Coalesces the holds of concurrent orders into one statement (``HOLD_SQL``): one
-    runs at a time, at most every ``min_interval`` seconds; requests made meanwhile go
-    together in the next."""
+class Holds(Coalescer[Sequence[HoldRequest], list[HoldResult]]):
+    """Coalesces the holds of concurrent orders into one statement (``HOLD_SQL``) at a
+    time (order_service/coalesce.py)."""
 
     def __init__(self, pool: asyncpg.Pool, min_interval: float = 0.0) -> None:
+        super().__init__(min_interval)
         self.pool = pool
-        self.min_interval = min_interval
-        self.started = float("-inf")
-        self.waiting: list[tuple[Sequence[HoldRequest], asyncio.Future]] = []
-        self.running = False
 
-    def take(self, requests: Sequence[HoldRequest]) -> asyncio.Future:
+    def take(self, requests: Sequence[HoldRequest]) -> asyncio.Future[list[HoldResult]]:
         """A future of the list of HoldResult of ``requests``, in their order."""
-        if not self.running and not self.waiting:
-            loop = asyncio.get_running_loop()
-            loop.call_at(max(loop.time(), self.started + self.min_interval), self._flush)
-        fut = asyncio.get_running_loop().create_future()
-        self.waiting.append((requests, fut))
-        return fut
+        return self.submit(requests)
 
-    def _flush(self) -> None:
-        if self.running or not self.waiting:
-            return
-        batch, self.waiting = self.waiting, []
-        self.running = True
-        self.started = asyncio.get_running_loop().time()
-        asyncio.ensure_future(self._run(batch))
-
-    def _done(self) -> None:
-        self.running = False
-        if self.waiting:
-            loop = asyncio.get_running_loop()
-            loop.call_at(max(loop.time(), self.started + self.min_interval), self._flush)
-
-    async def _run(self, batch: list[tuple[Sequence[HoldRequest], asyncio.Future]]) -> None:
-        requests = [r for group, _ in batch for r in group]
+    async def execute(self, groups: list[Sequence[HoldRequest]]) -> list[list[HoldResult]]:
+        requests = [r for group in groups for r in group]
         held_at = time.time_ns()
-        try:
-            rows = await self._execute(requests)
-        except BaseException as err:  # every waiter gets it
-            self._done()
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(err if isinstance(err, Exception) else Unavailable(
-                        "the order service is stopping", reason="SHUTTING_DOWN"))
-            if not isinstance(err, Exception):
-                raise
-            return
-        self._done()
+        rows = await self._execute(requests)
         results = [HoldResult(GRANTED)] * len(requests)
         for row in rows:
             at = row["held_at"]
             results[row["n"] - 1] = HoldResult(
                 row["status"], row["need"], row["protection"] or 0, row["order_id"],
                 row["available"], held_at if at is None else ns_of(at))
-        start = 0
-        for group, fut in batch:
-            if not fut.done():
-                fut.set_result(results[start:start + len(group)])
+        out, start = [], 0
+        for group in groups:
+            out.append(results[start:start + len(group)])
             start += len(group)
+        return out
 
     async def _execute(self, requests: list[HoldRequest]) -> list[asyncpg.Record]:
         columns = hold_columns(requests)

@@ -16,9 +16,9 @@ from exchange.order.v1 import order_pb2 as opb
 from exchange_common import tracing
 from exchange_common.changes import ChangeListener
 from exchange_common.db import OPEN_ORDERS_SQL
-from exchange_common.errors import Unavailable
 from exchange_common.instruments import InstrumentSpec, load_instruments
 from order_service import ledger
+from order_service.coalesce import Coalescer
 
 MAKER, TAKER = cpb.LIQUIDITY_MAKER, cpb.LIQUIDITY_TAKER
 # The span of a command's wait for its client_order_id look-up.
@@ -56,79 +56,35 @@ SELECT trade_id, price, quantity, created_at,
 """
 
 
-class ClientIdLookups:
+class ClientIdLookups(Coalescer[tuple[int, str], "asyncpg.Record | None"]):
     """Coalesces concurrent "which order has this client_order_id?" look-ups (GetOrder,
-    CancelOrder and AmendOrder by client_order_id) into one query.
-
-    One query runs at a time, and queries start at most every ``min_interval``
-    seconds: lookups made meanwhile wait and go together in the next one, so under
-    load a query answers many calls, and at low load a lookup waits for nothing but its
-    own query. (New orders look their client_order_ids up in the statement that takes
-    their holds: order_service/holds.py.)
+    CancelOrder and AmendOrder by client_order_id) into one query at a time
+    (order_service/coalesce.py). (New orders look their client_order_ids up in the
+    statement that takes their holds: order_service/holds.py.)
 
     When tracing, each caller's wait (for the query it joined, and the query) is a span
     of its own."""
 
     def __init__(self, pool: asyncpg.Pool, min_interval: float = 0.0) -> None:
+        super().__init__(min_interval)
         self.pool = pool
-        self.min_interval = min_interval
-        self.started = float("-inf")  # loop time the latest query started
-        self.pending: dict[tuple[int, str], asyncio.Future] = {}
-        self.running = False  # a query is in flight
 
     def lookup(self, account_id: int, client_order_id: str) -> asyncio.Future:
         """A future of the existing order row (or None)."""
-        key = (account_id, client_order_id)
-        fut = self.pending.get(key)
-        if fut is None:
-            if not self.running and not self.pending:
-                self._flush_soon()
-            fut = self.pending[key] = asyncio.get_running_loop().create_future()
+        fut = self.submit((account_id, client_order_id))
         if tracing.ENABLED:
             tracing.span_until(fut, LOOKUP_SPAN, (None,))
         return fut
 
-    def _flush_soon(self) -> None:
-        """Flush at the next turn of the loop, or once ``min_interval`` has passed since
-        the latest query started."""
-        loop = asyncio.get_running_loop()
-        loop.call_at(max(loop.time(), self.started + self.min_interval), self._flush)
-
-    def _flush(self) -> None:
-        if self.running or not self.pending:
-            return
-        singles, self.pending = self.pending, {}
-        self.running = True
-        self.started = asyncio.get_running_loop().time()
-        asyncio.ensure_future(self._run(singles))
-
-    def _done(self) -> None:
-        self.running = False
-        if self.pending:
-            self._flush_soon()
-
-    async def _run(self, singles: dict[tuple[int, str], asyncio.Future]) -> None:
-        try:
-            rows = await self.pool.fetch(
-                """SELECT o.* FROM orders o
-                     JOIN unnest($1::bigint[], $2::text[]) AS k(account_id, client_order_id)
-                       ON o.account_id = k.account_id AND o.client_order_id = k.client_order_id
-                      AND o.client_order_id <> ''""",
-                [k[0] for k in singles], [k[1] for k in singles])
-        except BaseException as err:  # every waiter gets it
-            self._done()
-            for fut in singles.values():
-                if not fut.done():
-                    fut.set_exception(err if isinstance(err, Exception) else Unavailable(
-                        "the order service is stopping", reason="SHUTTING_DOWN"))
-            if not isinstance(err, Exception):
-                raise
-            return
-        self._done()
+    async def execute(self, items: list[tuple[int, str]]) -> list[asyncpg.Record | None]:
+        rows = await self.pool.fetch(
+            """SELECT o.* FROM orders o
+                 JOIN unnest($1::bigint[], $2::text[]) AS k(account_id, client_order_id)
+                   ON o.account_id = k.account_id AND o.client_order_id = k.client_order_id
+                  AND o.client_order_id <> ''""",
+            [k[0] for k in items], [k[1] for k in items])
         found = {(r["account_id"], r["client_order_id"]): r for r in rows}
-        for key, fut in singles.items():
-            if not fut.done():
-                fut.set_result(found.get(key))
+        return [found.get(key) for key in items]
 
 
 def _ignore_failure(fut: asyncio.Future) -> None:
