@@ -158,7 +158,10 @@ def banner(stack: Stack, keys_source: str) -> str:
         f"    grpcurl -H 'x-api-key: {alice}' {grpcurl} -d '{body}' \\",
         f"      {stack.order_addr} exchange.order.v1.OrderService/CreateOrder",
         "",
-        "  Operate it (accounts, keys, instruments, the audit log):",
+        "  Every account here is funded (10^8 of each base asset, 10^12 of each quote):",
+        f"    EXCHANGE_API_KEY={alice} .venv/bin/exchange {cli}balances",
+        "",
+        "  Operate it (accounts, keys, instruments, deposits, check-balances, the audit log):",
         f"    EXCHANGE_ADMIN_KEY={stack.admin_key} .venv/bin/exchange {cli}admin "
         "instrument list",
         "",
