@@ -167,6 +167,8 @@ def order_table(order: order_pb2.Order) -> Table:
         ("average price", order.average_fill_price),
         ("state", _state(order.state)),
         ("post only", "yes" if order.post_only else "no"),
+        ("funds", order.funds),
+        ("held", order.held),
         ("reason", order.reason),
         ("created", _ts(order.create_time)),
         ("updated", _ts(order.update_time)),
