@@ -32,7 +32,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -261,6 +261,8 @@ class Holds(Coalescer[Sequence[HoldRequest], list[HoldResult]]):
     def __init__(self, pool: asyncpg.Pool, min_interval: float = 0.0) -> None:
         super().__init__(min_interval)
         self.pool = pool
+        # Told how many holds were given back, and why ("refused", "swept"): metrics.
+        self.released: Callable[[str, int], None] = lambda why, count: None
 
     def take(self, requests: Sequence[HoldRequest]) -> asyncio.Future[list[HoldResult]]:
         """A future of the list of HoldResult of ``requests``, in their order."""
@@ -300,8 +302,10 @@ class Holds(Coalescer[Sequence[HoldRequest], list[HoldResult]]):
         (account, key) pairs. Returns how many holds were still there."""
         if not keys:
             return 0
-        return await self.pool.fetchval(RELEASE_SQL, [k[0] for k in keys],
-                                        [k[1] for k in keys])
+        count: int = await self.pool.fetchval(RELEASE_SQL, [k[0] for k in keys],
+                                              [k[1] for k in keys])
+        self.released("refused", count)
+        return count
 
     def release_soon(self, keys: Sequence[tuple[int, str]]) -> None:
         """``release`` in the background (a failure leaves the holds to the sweeper)."""
@@ -378,6 +382,7 @@ class Sweeper:
         if released:
             log.info("released %d holds older than %.0f s that no order took", released,
                      self.ttl)
+            self.holds.released("swept", released)
         self.released += released
         return released
 

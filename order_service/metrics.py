@@ -38,6 +38,11 @@ class OrderMetrics(metrics.CommonMetrics):
         self.cancelled = Children(counter(
             registry, "exchange_orders_cancelled", "Orders cancelled at their owner's request",
             ("instrument",)))
+        self.holds_released = Children(counter(
+            registry, "exchange_holds_released",
+            "Holds of the order path that no order took, given back: after matching "
+            "refused the command (refused) or by the sweeper after the hold TTL (swept)",
+            ("why",)))
         self.overload_refused = counter(
             registry, "exchange_overload_refused",
             "New orders refused with OVERLOADED before any work (overload control)")

@@ -68,6 +68,7 @@ async def serve() -> None:
     limiter = RateLimiter(redis, lease=settings.rate_limit_lease, enabled=settings.rate_limits)
     page_tokens = PageTokens.from_settings(settings)
     holds = Holds(pool, settings.hold_min_interval)
+    holds.released = lambda why, count: metrics.holds_released(why).inc(count)
     sweeper = Sweeper(pool, holds)
     store = Store(pool, changes, settings.cache_ttl, settings.lookup_min_interval)
     orders = Orders(store, router, page_tokens, settings.matching_timeout, holds,

@@ -206,7 +206,6 @@ async def wait_for_metric(url: str, name: str, expected: float, timeout: float =
         await asyncio.sleep(0.2)
 
 
-
 # -- money ------------------------------------------------------------------------
 
 async def money_problems(conn: asyncpg.Connection) -> list[str]:

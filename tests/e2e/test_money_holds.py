@@ -15,7 +15,7 @@ import asyncio
 import asyncpg
 import grpc
 import pytest
-from e2e_helpers import meta, money_problems
+from e2e_helpers import meta, money_problems, wait_for_metric
 
 from exchange.admin.v1 import admin_pb2 as apb
 from exchange.admin.v1 import admin_pb2_grpc as apb_grpc
@@ -76,6 +76,8 @@ async def test_a_refused_order_gives_its_hold_back(stack: Stack) -> None:
         assert kinds == [("hold", -750_750_000, 750_750_000),
                          ("release", 750_750_000, -750_750_000)]
         assert await money_problems(conn) == []
+        await wait_for_metric(stack.metrics_url("order"), "exchange_holds_released_total", 1,
+                              why="refused")
     finally:
         await conn.close()
 
