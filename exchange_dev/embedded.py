@@ -156,11 +156,22 @@ def _stop_children_at_exit() -> None:
             pass
 
 
+# The ports free_port has handed out in this process: the kernel may hand the same free
+# port to two bind-to-0 calls in a row (seen: a stack's order and matching services both
+# told to listen on one port), so each is handed out once.
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now (the usual bind-to-0 trick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A TCP port that is free right now (the usual bind-to-0 trick), and not one this
+    process was given before."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
