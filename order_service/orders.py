@@ -150,15 +150,15 @@ class Orders:
                 order = replace(order, client_order_id=f"x-{uuid.uuid4().hex}")
             try:
                 fees = await self.fees.of(caller.account_id, spec)
-            except Exception as err:  # noqa: BLE001 - answered, never left waiting
+                needs = hold_request(caller.account_id, spec, order, fees)
+            except Exception as err:  # noqa: BLE001 - each order is answered on its own
                 answers[i].set_exception(err)
                 continue
-            keyed.append((i, spec, order, fees))
-        valid = [(i, spec, order) for i, spec, order, _ in keyed]
+            keyed.append((i, spec, order, fees, needs))
+        valid = [(i, spec, order) for i, spec, order, _, _ in keyed]
         if not valid:
             return answers
-        to_hold = [hold_request(caller.account_id, spec, order, fees)
-                    for _, spec, order, fees in keyed]
+        to_hold = [needs for *_, needs in keyed]
         try:
             waiting = tracing.span_until if spans is not None else None
             pending = self.holds.take(to_hold)
@@ -173,7 +173,7 @@ class Orders:
             if self.router.cached_owner(instrument_id) is None:
                 with contextlib.suppress(Exception):  # the slow path finds it (or says why)
                     await self.router.owner(instrument_id, refresh=True)
-        for (i, spec, order, fees), hold in zip(keyed, held, strict=True):
+        for (i, spec, order, fees, _), hold in zip(keyed, held, strict=True):
             answer = answers[i]
             span = spans[i] if spans is not None else None
             if hold.status == EXISTS:

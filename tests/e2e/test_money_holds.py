@@ -123,3 +123,25 @@ async def test_a_market_buy_with_no_reference_price_holds_nothing_and_expires(
         assert await money_problems(conn) == []
     finally:
         await conn.close()
+
+
+async def test_an_order_too_large_to_hold_is_refused_on_its_own(stack: Stack) -> None:
+    """In one OrderEntry message, an order whose hold would outgrow 64 bits is refused
+    (INVALID_ARGUMENT) and the order beside it is placed."""
+    huge = limit(cpb.SIDE_BUY, "1000000000000.00", "1000", "too-large")
+    fine = limit(cpb.SIDE_BUY, "60000.00", "0.0100", "beside-it")
+    events: dict[str, opb.OrderEntryEvent] = {}
+    async with grpc.aio.insecure_channel(stack.order_addr) as ch:
+        call = opb_grpc.OrderServiceStub(ch).OrderEntry(metadata=meta(stack, "alice"),
+                                                         timeout=10)
+        await call.write(opb.OrderEntryRequest(commands=[
+            opb.OrderEntryCommand(create=huge), opb.OrderEntryCommand(create=fine)]))
+        while len(events) < 2:
+            response = await call.read()
+            events.update((e.client_order_id, e) for e in response.events)
+        await call.done_writing()
+    refused = events["too-large"]
+    assert refused.WhichOneof("result") == "error"
+    assert refused.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert events["beside-it"].WhichOneof("result") == "order"
+    assert events["beside-it"].order.state == cpb.ORDER_STATE_NEW
