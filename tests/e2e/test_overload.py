@@ -100,6 +100,7 @@ async def test_the_default_limit_takes_the_same_burst(stack: Stack) -> None:
 
 # Matching carries about 5 orders per commit, 50 commits a second.
 SLOW_MATCHING = {"EXCHANGE_MATCHING_BATCH_MAX": "5", "EXCHANGE_COMMIT_MIN_INTERVAL": "0.02"}
+MATCHING_CARRIES = 5 * 50
 OFFER_SECONDS = 20.0
 DEADLINE = 5.0
 
@@ -160,6 +161,11 @@ async def test_three_times_the_carried_rate_is_placed_or_refused_and_answered_in
             await asyncio.gather(*(caller(k) for k in range(64)))
             carried = sum(1 for c, o in outcomes.items() if o == "ok") / 3.0
             assert carried > 0, outcomes
+            # Callers that wait for their answers measure the order path's latency as much
+            # as what it carries: in the full suite 64 of them measured 99/s against the
+            # 240/s matching places, and "three times" that did not overload it. So at
+            # least three times what the slowed matching carries.
+            carried = max(carried, MATCHING_CARRIES)
 
             # Three times that, open loop, for 20 s.
             rate = 3 * carried
