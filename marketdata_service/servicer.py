@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 
 from exchange.marketdata.v1 import marketdata_pb2 as md_pb2
+from exchange.marketdata.v1 import marketdata_pb2_grpc as md_pb2_grpc
 from exchange_common.errors import InvalidArgument, NotFound, Unavailable, clip, grpc_errors
 from exchange_common.paging import INT64_MAX, PageTokens, page_size
 from exchange_common.slots import StreamSlots
@@ -31,7 +32,7 @@ def _trades_filters(instrument_id: int) -> tuple:
     return ("trades", instrument_id)
 
 
-class MarketDataServicer:
+class MarketDataServicer(md_pb2_grpc.MarketDataServiceServicer):
     def __init__(self, feed: MarketFeed, *, queue_limit: int, page_tokens: PageTokens,
                  max_lag: float = float("inf"), max_subscribers: int = 10_000,
                  max_streams_per_connection: int = 100) -> None:

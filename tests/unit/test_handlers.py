@@ -42,7 +42,8 @@ class Orders:
                 for c in request.commands])
 
     CancelOrder = AmendOrder = GetOrder = ListOrders = ListFills = CreateOrder
-    GetBalances = ListLedgerEntries = CreateOrder
+    GetBalances = ListLedgerEntries = CancelAllOrders = CreateOrder
+    StreamOrderUpdates = OrderEntry
 
 
 class Matching:
@@ -72,8 +73,8 @@ class MarketData:
     async def ListInstruments(self, request, context):
         return mdpb.ListInstrumentsResponse()
 
-    GetOrderBook = ListTrades = ListInstruments
-    StreamOrderBook = StreamTrades
+    GetOrderBook = ListTrades = GetTicker = ListCandles = ListInstruments
+    StreamOrderBook = StreamTicker = StreamOrderBookL3 = StreamTrades
 
 
 def _serialize(response) -> bytes:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x65xchange/common/v1/common.proto\x12\x12\x65xchange.common.v1*9\n\x04Side\x12\x14\n\x10SIDE_UNSPECIFIED\x10\x00\x12\x0c\n\x08SIDE_BUY\x10\x01\x12\r\n\tSIDE_SELL\x10\x02*T\n\tOrderType\x12\x1a\n\x16ORDER_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10ORDER_TYPE_LIMIT\x10\x01\x12\x15\n\x11ORDER_TYPE_MARKET\x10\x02*q\n\x0bTimeInForce\x12\x1d\n\x19TIME_IN_FORCE_UNSPECIFIED\x10\x00\x12\x15\n\x11TIME_IN_FORCE_GTC\x10\x01\x12\x15\n\x11TIME_IN_FORCE_IOC\x10\x02\x12\x15\n\x11TIME_IN_FORCE_FOK\x10\x03*\xc6\x01\n\nOrderState\x12\x1b\n\x17ORDER_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0fORDER_STATE_NEW\x10\x01\x12 \n\x1cORDER_STATE_PARTIALLY_FILLED\x10\x02\x12\x16\n\x12ORDER_STATE_FILLED\x10\x03\x12\x19\n\x15ORDER_STATE_CANCELLED\x10\x04\x12\x17\n\x13ORDER_STATE_EXPIRED\x10\x05\x12\x18\n\x14ORDER_STATE_REJECTED\x10\x06*P\n\tLiquidity\x12\x19\n\x15LIQUIDITY_UNSPECIFIED\x10\x00\x12\x13\n\x0fLIQUIDITY_MAKER\x10\x01\x12\x13\n\x0fLIQUIDITY_TAKER\x10\x02*\x95\x01\n\x10InstrumentStatus\x12!\n\x1dINSTRUMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19INSTRUMENT_STATUS_TRADING\x10\x01\x12\x1c\n\x18INSTRUMENT_STATUS_HALTED\x10\x02\x12!\n\x1dINSTRUMENT_STATUS_CANCEL_ONLY\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x65xchange/common/v1/common.proto\x12\x12\x65xchange.common.v1*9\n\x04Side\x12\x14\n\x10SIDE_UNSPECIFIED\x10\x00\x12\x0c\n\x08SIDE_BUY\x10\x01\x12\r\n\tSIDE_SELL\x10\x02*T\n\tOrderType\x12\x1a\n\x16ORDER_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10ORDER_TYPE_LIMIT\x10\x01\x12\x15\n\x11ORDER_TYPE_MARKET\x10\x02*\xfd\x01\n\x13SelfTradePrevention\x12%\n!SELF_TRADE_PREVENTION_UNSPECIFIED\x10\x00\x12\x1e\n\x1aSELF_TRADE_PREVENTION_NONE\x10\x01\x12(\n$SELF_TRADE_PREVENTION_CANCEL_RESTING\x10\x02\x12)\n%SELF_TRADE_PREVENTION_CANCEL_INCOMING\x10\x03\x12%\n!SELF_TRADE_PREVENTION_CANCEL_BOTH\x10\x04\x12#\n\x1fSELF_TRADE_PREVENTION_DECREMENT\x10\x05*\x88\x01\n\x0bTimeInForce\x12\x1d\n\x19TIME_IN_FORCE_UNSPECIFIED\x10\x00\x12\x15\n\x11TIME_IN_FORCE_GTC\x10\x01\x12\x15\n\x11TIME_IN_FORCE_IOC\x10\x02\x12\x15\n\x11TIME_IN_FORCE_FOK\x10\x03\x12\x15\n\x11TIME_IN_FORCE_GTT\x10\x04*\xe3\x01\n\nOrderState\x12\x1b\n\x17ORDER_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0fORDER_STATE_NEW\x10\x01\x12 \n\x1cORDER_STATE_PARTIALLY_FILLED\x10\x02\x12\x16\n\x12ORDER_STATE_FILLED\x10\x03\x12\x19\n\x15ORDER_STATE_CANCELLED\x10\x04\x12\x17\n\x13ORDER_STATE_EXPIRED\x10\x05\x12\x18\n\x14ORDER_STATE_REJECTED\x10\x06\x12\x1b\n\x17ORDER_STATE_UNTRIGGERED\x10\x07*P\n\tLiquidity\x12\x19\n\x15LIQUIDITY_UNSPECIFIED\x10\x00\x12\x13\n\x0fLIQUIDITY_MAKER\x10\x01\x12\x13\n\x0fLIQUIDITY_TAKER\x10\x02*\x95\x01\n\x10InstrumentStatus\x12!\n\x1dINSTRUMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19INSTRUMENT_STATUS_TRADING\x10\x01\x12\x1c\n\x18INSTRUMENT_STATUS_HALTED\x10\x02\x12!\n\x1dINSTRUMENT_STATUS_CANCEL_ONLY\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,12 +35,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SIDE']._serialized_end=112
   _globals['_ORDERTYPE']._serialized_start=114
   _globals['_ORDERTYPE']._serialized_end=198
-  _globals['_TIMEINFORCE']._serialized_start=200
-  _globals['_TIMEINFORCE']._serialized_end=313
-  _globals['_ORDERSTATE']._serialized_start=316
-  _globals['_ORDERSTATE']._serialized_end=514
-  _globals['_LIQUIDITY']._serialized_start=516
-  _globals['_LIQUIDITY']._serialized_end=596
-  _globals['_INSTRUMENTSTATUS']._serialized_start=599
-  _globals['_INSTRUMENTSTATUS']._serialized_end=748
+  _globals['_SELFTRADEPREVENTION']._serialized_start=201
+  _globals['_SELFTRADEPREVENTION']._serialized_end=454
+  _globals['_TIMEINFORCE']._serialized_start=457
+  _globals['_TIMEINFORCE']._serialized_end=593
+  _globals['_ORDERSTATE']._serialized_start=596
+  _globals['_ORDERSTATE']._serialized_end=823
+  _globals['_LIQUIDITY']._serialized_start=825
+  _globals['_LIQUIDITY']._serialized_end=905
+  _globals['_INSTRUMENTSTATUS']._serialized_start=908
+  _globals['_INSTRUMENTSTATUS']._serialized_end=1057
 # @@protoc_insertion_point(module_scope)

@@ -26,15 +26,19 @@ from exchange.common.v1 import common_pb2 as exchange_dot_common_dot_v1_dot_comm
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'exchange/marketdata/v1/marketdata.proto\x12\x16\x65xchange.marketdata.v1\x1a\x1f\x65xchange/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x02\n\nInstrument\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x12\n\nbase_asset\x18\x02 \x01(\t\x12\x13\n\x0bquote_asset\x18\x03 \x01(\t\x12\x11\n\ttick_size\x18\x04 \x01(\t\x12\x10\n\x08lot_size\x18\x05 \x01(\t\x12\x14\n\x0cmin_quantity\x18\x06 \x01(\t\x12\x14\n\x0cmax_quantity\x18\x07 \x01(\t\x12\x14\n\x0cmin_notional\x18\x08 \x01(\t\x12\x16\n\x0eprice_decimals\x18\t \x01(\x05\x12\x19\n\x11quantity_decimals\x18\n \x01(\x05\x12\x38\n\x06status\x18\x0b \x01(\x0e\x32(.exchange.marketdata.v1.InstrumentStatus\x12\x16\n\x0eprice_band_bps\x18\x0c \x01(\x05\"\x18\n\x16ListInstrumentsRequest\"R\n\x17ListInstrumentsResponse\x12\x37\n\x0binstruments\x18\x01 \x03(\x0b\x32\".exchange.marketdata.v1.Instrument\"B\n\nPriceLevel\x12\r\n\x05price\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\x13\n\x0border_count\x18\x03 \x01(\x05\"8\n\x13GetOrderBookRequest\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12\r\n\x05\x64\x65pth\x18\x02 \x01(\x05\"\xca\x01\n\x14GetOrderBookResponse\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x30\n\x04\x62ids\x18\x03 \x03(\x0b\x32\".exchange.marketdata.v1.PriceLevel\x12\x30\n\x04\x61sks\x18\x04 \x03(\x0b\x32\".exchange.marketdata.v1.PriceLevel\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\",\n\x16StreamOrderBookRequest\x12\x12\n\ninstrument\x18\x01 \x01(\t\"\xb3\x01\n\x11OrderBookSnapshot\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x30\n\x04\x62ids\x18\x02 \x03(\x0b\x32\".exchange.marketdata.v1.PriceLevel\x12\x30\n\x04\x61sks\x18\x03 \x03(\x0b\x32\".exchange.marketdata.v1.PriceLevel\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc8\x01\n\x0eOrderBookDelta\x12\x16\n\x0e\x66irst_sequence\x18\x01 \x01(\x03\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x30\n\x04\x62ids\x18\x03 \x03(\x0b\x32\".exchange.marketdata.v1.PriceLevel\x12\x30\n\x04\x61sks\x18\x04 \x03(\x0b\x32\".exchange.marketdata.v1.PriceLevel\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xaf\x01\n\x17StreamOrderBookResponse\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12=\n\x08snapshot\x18\x02 \x01(\x0b\x32).exchange.marketdata.v1.OrderBookSnapshotH\x00\x12\x37\n\x05\x64\x65lta\x18\x03 \x01(\x0b\x32&.exchange.marketdata.v1.OrderBookDeltaH\x00\x42\x08\n\x06update\"\xb8\x01\n\x05Trade\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x12\n\ninstrument\x18\x02 \x01(\t\x12\r\n\x05price\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\t\x12,\n\ntaker_side\x18\x05 \x01(\x0e\x32\x18.exchange.common.v1.Side\x12(\n\x04time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x07 \x01(\x03\"N\n\x11ListTradesRequest\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\\\n\x12ListTradesResponse\x12-\n\x06trades\x18\x01 \x03(\x0b\x32\x1d.exchange.marketdata.v1.Trade\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x13StreamTradesRequest\x12\x12\n\ninstrument\x18\x01 \x01(\t\"E\n\x14StreamTradesResponse\x12-\n\x06trades\x18\x01 \x03(\x0b\x32\x1d.exchange.marketdata.v1.Trade*\x95\x01\n\x10InstrumentStatus\x12!\n\x1dINSTRUMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19INSTRUMENT_STATUS_TRADING\x10\x01\x12\x1c\n\x18INSTRUMENT_STATUS_HALTED\x10\x02\x12!\n\x1dINSTRUMENT_STATUS_CANCEL_ONLY\x10\x03\x32\xba\x04\n\x11MarketDataService\x12r\n\x0fListInstruments\x12..exchange.marketdata.v1.ListInstrumentsRequest\x1a/.exchange.marketdata.v1.ListInstrumentsResponse\x12i\n\x0cGetOrderBook\x12+.exchange.marketdata.v1.GetOrderBookRequest\x1a,.exchange.marketdata.v1.GetOrderBookResponse\x12t\n\x0fStreamOrderBook\x12..exchange.marketdata.v1.StreamOrderBookRequest\x1a/.exchange.marketdata.v1.StreamOrderBookResponse0\x01\x12\x63\n\nListTrades\x12).exchange.marketdata.v1.ListTradesRequest\x1a*.exchange.marketdata.v1.ListTradesResponse\x12k\n\x0cStreamTrades\x12+.exchange.marketdata.v1.StreamTradesRequest\x1a,.exchange.marketdata.v1.StreamTradesResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'exchange/marketdata/v1/marketdata.proto\x12\x16\x65xchange.marketdata.v1\x1a\x1f\x65xchange/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x02\n\nInstrument\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x12\n\nbase_asset\x18\x02 \x01(\t\x12\x13\n\x0bquote_asset\x18\x03 \x01(\t\x12\x11\n\ttick_size\x18\x04 \x01(\t\x12\x10\n\x08lot_size\x18\x05 \x01(\t\x12\x14\n\x0cmin_quantity\x18\x06 \x01(\t\x12\x14\n\x0cmax_quantity\x18\x07 \x01(\t\x12\x14\n\x0cmin_notional\x18\x08 \x01(\t\x12\x16\n\x0eprice_decimals\x18\t \x01(\x05\x12\x19\n\x11quantity_decimals\x18\n \x01(\x05\x12\x38\n\x06status\x18\x0b \x01(\x0e\x32(.exchange.marketdata.v1.InstrumentStatus\x12\x16\n\x0eprice_band_bps\x18\x0c \x01(\x05\"\x18\n\x16ListInstrumentsRequest\"R\n\x17ListInstrumentsResponse\x12\x37\n\x0binstruments\x18\x01 \x03(\x0b\x32\".exchange.marketdata.v1.Instrument\"B\n\nPriceLevel\x12\r\n\x05price\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\x13\n\x0border_count\x18\x03 \x01(\x05\"8\n\x13GetOrderBookRequest\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12\r\n\x05\x64\x65pth\x18\x02 \x01(\x05\"\xca\x01\n\x14GetOrderBookResponse\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x30\n\x04\x62ids\x18\x03 \x03(\x0b\x32\".exchange.marketdata.v1.PriceLevel\x12\x30\n\x04\x61sks\x18\x04 \x03(\x0b\x32\".exchange.marketdata.v1.PriceLevel\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"P\n\x16StreamOrderBookRequest\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12\r\n\x05\x64\x65pth\x18\x02 \x01(\x05\x12\x13\n\x0binterval_ms\x18\x03 \x01(\x05\"\xc5\x01\n\x11OrderBookSnapshot\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x30\n\x04\x62ids\x18\x02 \x03(\x0b\x32\".exchange.marketdata.v1.PriceLevel\x12\x30\n\x04\x61sks\x18\x03 \x03(\x0b\x32\".exchange.marketdata.v1.PriceLevel\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x63hecksum\x18\x05 \x01(\r\"\xda\x01\n\x0eOrderBookDelta\x12\x16\n\x0e\x66irst_sequence\x18\x01 \x01(\x03\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x30\n\x04\x62ids\x18\x03 \x03(\x0b\x32\".exchange.marketdata.v1.PriceLevel\x12\x30\n\x04\x61sks\x18\x04 \x03(\x0b\x32\".exchange.marketdata.v1.PriceLevel\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x63hecksum\x18\x06 \x01(\r\"G\n\tHeartbeat\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe7\x01\n\x17StreamOrderBookResponse\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12=\n\x08snapshot\x18\x02 \x01(\x0b\x32).exchange.marketdata.v1.OrderBookSnapshotH\x00\x12\x37\n\x05\x64\x65lta\x18\x03 \x01(\x0b\x32&.exchange.marketdata.v1.OrderBookDeltaH\x00\x12\x36\n\theartbeat\x18\x04 \x01(\x0b\x32!.exchange.marketdata.v1.HeartbeatH\x00\x42\x08\n\x06update\"\xb8\x01\n\x05Trade\x12\x10\n\x08trade_id\x18\x01 \x01(\t\x12\x12\n\ninstrument\x18\x02 \x01(\t\x12\r\n\x05price\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\t\x12,\n\ntaker_side\x18\x05 \x01(\x0e\x32\x18.exchange.common.v1.Side\x12(\n\x04time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x07 \x01(\x03\"N\n\x11ListTradesRequest\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\\\n\x12ListTradesResponse\x12-\n\x06trades\x18\x01 \x03(\x0b\x32\x1d.exchange.marketdata.v1.Trade\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x13StreamTradesRequest\x12\x12\n\ninstrument\x18\x01 \x01(\t\"E\n\x14StreamTradesResponse\x12-\n\x06trades\x18\x01 \x03(\x0b\x32\x1d.exchange.marketdata.v1.Trade\"\x8e\x03\n\x06Ticker\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12\x12\n\nlast_price\x18\x02 \x01(\t\x12\x15\n\rlast_quantity\x18\x03 \x01(\t\x12\x33\n\x0flast_trade_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x62\x65st_bid\x18\x05 \x01(\t\x12\x19\n\x11\x62\x65st_bid_quantity\x18\x06 \x01(\t\x12\x10\n\x08\x62\x65st_ask\x18\x07 \x01(\t\x12\x19\n\x11\x62\x65st_ask_quantity\x18\x08 \x01(\t\x12\x10\n\x08open_24h\x18\t \x01(\t\x12\x10\n\x08high_24h\x18\n \x01(\t\x12\x0f\n\x07low_24h\x18\x0b \x01(\t\x12\x12\n\nvolume_24h\x18\x0c \x01(\t\x12\x18\n\x10quote_volume_24h\x18\r \x01(\t\x12\x17\n\x0ftrade_count_24h\x18\x0e \x01(\x03\x12\x10\n\x08sequence\x18\x0f \x01(\x03\x12(\n\x04time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"&\n\x10GetTickerRequest\x12\x12\n\ninstrument\x18\x01 \x01(\t\"C\n\x11GetTickerResponse\x12.\n\x06ticker\x18\x01 \x01(\x0b\x32\x1e.exchange.marketdata.v1.Ticker\">\n\x13StreamTickerRequest\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12\x13\n\x0binterval_ms\x18\x02 \x01(\x05\"F\n\x14StreamTickerResponse\x12.\n\x06ticker\x18\x01 \x01(\x0b\x32\x1e.exchange.marketdata.v1.Ticker\"\xab\x01\n\x06\x43\x61ndle\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04open\x18\x02 \x01(\t\x12\x0c\n\x04high\x18\x03 \x01(\t\x12\x0b\n\x03low\x18\x04 \x01(\t\x12\r\n\x05\x63lose\x18\x05 \x01(\t\x12\x0e\n\x06volume\x18\x06 \x01(\t\x12\x14\n\x0cquote_volume\x18\x07 \x01(\t\x12\x13\n\x0btrade_count\x18\x08 \x01(\x03\"\xe7\x01\n\x12ListCandlesRequest\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12\x38\n\x08interval\x18\x02 \x01(\x0e\x32&.exchange.marketdata.v1.CandleInterval\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"_\n\x13ListCandlesResponse\x12/\n\x07\x63\x61ndles\x18\x01 \x03(\x0b\x32\x1e.exchange.marketdata.v1.Candle\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\".\n\x18StreamOrderBookL3Request\x12\x12\n\ninstrument\x18\x01 \x01(\t\"v\n\x07L3Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12&\n\x04side\x18\x02 \x01(\x0e\x32\x18.exchange.common.v1.Side\x12\r\n\x05price\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\t\x12\x10\n\x08priority\x18\x05 \x01(\x03\"n\n\x08L3Change\x12\x32\n\x04kind\x18\x01 \x01(\x0e\x32$.exchange.marketdata.v1.L3ChangeKind\x12.\n\x05order\x18\x02 \x01(\x0b\x32\x1f.exchange.marketdata.v1.L3Order\"\xaf\x01\n\x13OrderBookL3Snapshot\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12-\n\x04\x62ids\x18\x02 \x03(\x0b\x32\x1f.exchange.marketdata.v1.L3Order\x12-\n\x04\x61sks\x18\x03 \x03(\x0b\x32\x1f.exchange.marketdata.v1.L3Order\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x99\x01\n\x10OrderBookL3Delta\x12\x16\n\x0e\x66irst_sequence\x18\x01 \x01(\x03\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x31\n\x07\x63hanges\x18\x03 \x03(\x0b\x32 .exchange.marketdata.v1.L3Change\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xed\x01\n\x19StreamOrderBookL3Response\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12?\n\x08snapshot\x18\x02 \x01(\x0b\x32+.exchange.marketdata.v1.OrderBookL3SnapshotH\x00\x12\x39\n\x05\x64\x65lta\x18\x03 \x01(\x0b\x32(.exchange.marketdata.v1.OrderBookL3DeltaH\x00\x12\x36\n\theartbeat\x18\x04 \x01(\x0b\x32!.exchange.marketdata.v1.HeartbeatH\x00\x42\x08\n\x06update*\x95\x01\n\x10InstrumentStatus\x12!\n\x1dINSTRUMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19INSTRUMENT_STATUS_TRADING\x10\x01\x12\x1c\n\x18INSTRUMENT_STATUS_HALTED\x10\x02\x12!\n\x1dINSTRUMENT_STATUS_CANCEL_ONLY\x10\x03*\xd3\x01\n\x0e\x43\x61ndleInterval\x12\x1f\n\x1b\x43\x41NDLE_INTERVAL_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x43\x41NDLE_INTERVAL_ONE_MINUTE\x10\x01\x12 \n\x1c\x43\x41NDLE_INTERVAL_FIVE_MINUTES\x10\x02\x12#\n\x1f\x43\x41NDLE_INTERVAL_FIFTEEN_MINUTES\x10\x03\x12\x1c\n\x18\x43\x41NDLE_INTERVAL_ONE_HOUR\x10\x04\x12\x1b\n\x17\x43\x41NDLE_INTERVAL_ONE_DAY\x10\x05*|\n\x0cL3ChangeKind\x12\x1e\n\x1aL3_CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12L3_CHANGE_KIND_ADD\x10\x01\x12\x19\n\x15L3_CHANGE_KIND_CHANGE\x10\x02\x12\x19\n\x15L3_CHANGE_KIND_REMOVE\x10\x03\x32\xed\x07\n\x11MarketDataService\x12r\n\x0fListInstruments\x12..exchange.marketdata.v1.ListInstrumentsRequest\x1a/.exchange.marketdata.v1.ListInstrumentsResponse\x12i\n\x0cGetOrderBook\x12+.exchange.marketdata.v1.GetOrderBookRequest\x1a,.exchange.marketdata.v1.GetOrderBookResponse\x12t\n\x0fStreamOrderBook\x12..exchange.marketdata.v1.StreamOrderBookRequest\x1a/.exchange.marketdata.v1.StreamOrderBookResponse0\x01\x12\x63\n\nListTrades\x12).exchange.marketdata.v1.ListTradesRequest\x1a*.exchange.marketdata.v1.ListTradesResponse\x12k\n\x0cStreamTrades\x12+.exchange.marketdata.v1.StreamTradesRequest\x1a,.exchange.marketdata.v1.StreamTradesResponse0\x01\x12`\n\tGetTicker\x12(.exchange.marketdata.v1.GetTickerRequest\x1a).exchange.marketdata.v1.GetTickerResponse\x12k\n\x0cStreamTicker\x12+.exchange.marketdata.v1.StreamTickerRequest\x1a,.exchange.marketdata.v1.StreamTickerResponse0\x01\x12\x66\n\x0bListCandles\x12*.exchange.marketdata.v1.ListCandlesRequest\x1a+.exchange.marketdata.v1.ListCandlesResponse\x12z\n\x11StreamOrderBookL3\x12\x30.exchange.marketdata.v1.StreamOrderBookL3Request\x1a\x31.exchange.marketdata.v1.StreamOrderBookL3Response0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'exchange.marketdata.v1.marketdata_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INSTRUMENTSTATUS']._serialized_start=1967
-  _globals['_INSTRUMENTSTATUS']._serialized_end=2116
+  _globals['_INSTRUMENTSTATUS']._serialized_start=4173
+  _globals['_INSTRUMENTSTATUS']._serialized_end=4322
+  _globals['_CANDLEINTERVAL']._serialized_start=4325
+  _globals['_CANDLEINTERVAL']._serialized_end=4536
+  _globals['_L3CHANGEKIND']._serialized_start=4538
+  _globals['_L3CHANGEKIND']._serialized_end=4662
   _globals['_INSTRUMENT']._serialized_start=134
   _globals['_INSTRUMENT']._serialized_end=439
   _globals['_LISTINSTRUMENTSREQUEST']._serialized_start=441
@@ -48,23 +52,53 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETORDERBOOKRESPONSE']._serialized_start=678
   _globals['_GETORDERBOOKRESPONSE']._serialized_end=880
   _globals['_STREAMORDERBOOKREQUEST']._serialized_start=882
-  _globals['_STREAMORDERBOOKREQUEST']._serialized_end=926
-  _globals['_ORDERBOOKSNAPSHOT']._serialized_start=929
-  _globals['_ORDERBOOKSNAPSHOT']._serialized_end=1108
-  _globals['_ORDERBOOKDELTA']._serialized_start=1111
-  _globals['_ORDERBOOKDELTA']._serialized_end=1311
-  _globals['_STREAMORDERBOOKRESPONSE']._serialized_start=1314
-  _globals['_STREAMORDERBOOKRESPONSE']._serialized_end=1489
-  _globals['_TRADE']._serialized_start=1492
-  _globals['_TRADE']._serialized_end=1676
-  _globals['_LISTTRADESREQUEST']._serialized_start=1678
-  _globals['_LISTTRADESREQUEST']._serialized_end=1756
-  _globals['_LISTTRADESRESPONSE']._serialized_start=1758
-  _globals['_LISTTRADESRESPONSE']._serialized_end=1850
-  _globals['_STREAMTRADESREQUEST']._serialized_start=1852
-  _globals['_STREAMTRADESREQUEST']._serialized_end=1893
-  _globals['_STREAMTRADESRESPONSE']._serialized_start=1895
-  _globals['_STREAMTRADESRESPONSE']._serialized_end=1964
-  _globals['_MARKETDATASERVICE']._serialized_start=2119
-  _globals['_MARKETDATASERVICE']._serialized_end=2689
+  _globals['_STREAMORDERBOOKREQUEST']._serialized_end=962
+  _globals['_ORDERBOOKSNAPSHOT']._serialized_start=965
+  _globals['_ORDERBOOKSNAPSHOT']._serialized_end=1162
+  _globals['_ORDERBOOKDELTA']._serialized_start=1165
+  _globals['_ORDERBOOKDELTA']._serialized_end=1383
+  _globals['_HEARTBEAT']._serialized_start=1385
+  _globals['_HEARTBEAT']._serialized_end=1456
+  _globals['_STREAMORDERBOOKRESPONSE']._serialized_start=1459
+  _globals['_STREAMORDERBOOKRESPONSE']._serialized_end=1690
+  _globals['_TRADE']._serialized_start=1693
+  _globals['_TRADE']._serialized_end=1877
+  _globals['_LISTTRADESREQUEST']._serialized_start=1879
+  _globals['_LISTTRADESREQUEST']._serialized_end=1957
+  _globals['_LISTTRADESRESPONSE']._serialized_start=1959
+  _globals['_LISTTRADESRESPONSE']._serialized_end=2051
+  _globals['_STREAMTRADESREQUEST']._serialized_start=2053
+  _globals['_STREAMTRADESREQUEST']._serialized_end=2094
+  _globals['_STREAMTRADESRESPONSE']._serialized_start=2096
+  _globals['_STREAMTRADESRESPONSE']._serialized_end=2165
+  _globals['_TICKER']._serialized_start=2168
+  _globals['_TICKER']._serialized_end=2566
+  _globals['_GETTICKERREQUEST']._serialized_start=2568
+  _globals['_GETTICKERREQUEST']._serialized_end=2606
+  _globals['_GETTICKERRESPONSE']._serialized_start=2608
+  _globals['_GETTICKERRESPONSE']._serialized_end=2675
+  _globals['_STREAMTICKERREQUEST']._serialized_start=2677
+  _globals['_STREAMTICKERREQUEST']._serialized_end=2739
+  _globals['_STREAMTICKERRESPONSE']._serialized_start=2741
+  _globals['_STREAMTICKERRESPONSE']._serialized_end=2811
+  _globals['_CANDLE']._serialized_start=2814
+  _globals['_CANDLE']._serialized_end=2985
+  _globals['_LISTCANDLESREQUEST']._serialized_start=2988
+  _globals['_LISTCANDLESREQUEST']._serialized_end=3219
+  _globals['_LISTCANDLESRESPONSE']._serialized_start=3221
+  _globals['_LISTCANDLESRESPONSE']._serialized_end=3316
+  _globals['_STREAMORDERBOOKL3REQUEST']._serialized_start=3318
+  _globals['_STREAMORDERBOOKL3REQUEST']._serialized_end=3364
+  _globals['_L3ORDER']._serialized_start=3366
+  _globals['_L3ORDER']._serialized_end=3484
+  _globals['_L3CHANGE']._serialized_start=3486
+  _globals['_L3CHANGE']._serialized_end=3596
+  _globals['_ORDERBOOKL3SNAPSHOT']._serialized_start=3599
+  _globals['_ORDERBOOKL3SNAPSHOT']._serialized_end=3774
+  _globals['_ORDERBOOKL3DELTA']._serialized_start=3777
+  _globals['_ORDERBOOKL3DELTA']._serialized_end=3930
+  _globals['_STREAMORDERBOOKL3RESPONSE']._serialized_start=3933
+  _globals['_STREAMORDERBOOKL3RESPONSE']._serialized_end=4170
+  _globals['_MARKETDATASERVICE']._serialized_start=4665
+  _globals['_MARKETDATASERVICE']._serialized_end=5670
 # @@protoc_insertion_point(module_scope)

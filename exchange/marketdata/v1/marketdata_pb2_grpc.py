@@ -59,6 +59,26 @@ class MarketDataServiceStub:
                 request_serializer=exchange_dot_marketdata_dot_v1_dot_marketdata__pb2.StreamTradesRequest.SerializeToString,
                 response_deserializer=exchange_dot_marketdata_dot_v1_dot_marketdata__pb2.StreamTradesResponse.FromString,
                 _registered_method=True)
+        self.GetTicker = channel.unary_unary(
+                '/exchange.marketdata.v1.MarketDataService/GetTicker',
+                request_serializer=exchange_dot_marketdata_dot_v1_dot_marketdata__pb2.GetTickerRequest.SerializeToString,
+                response_deserializer=exchange_dot_marketdata_dot_v1_dot_marketdata__pb2.GetTickerResponse.FromString,
+                _registered_method=True)
+        self.StreamTicker = channel.unary_stream(
+                '/exchange.marketdata.v1.MarketDataService/StreamTicker',
+                request_serializer=exchange_dot_marketdata_dot_v1_dot_marketdata__pb2.StreamTickerRequest.SerializeToString,
+                response_deserializer=exchange_dot_marketdata_dot_v1_dot_marketdata__pb2.StreamTickerResponse.FromString,
+                _registered_method=True)
+        self.ListCandles = channel.unary_unary(
+                '/exchange.marketdata.v1.MarketDataService/ListCandles',
+                request_serializer=exchange_dot_marketdata_dot_v1_dot_marketdata__pb2.ListCandlesRequest.SerializeToString,
+                response_deserializer=exchange_dot_marketdata_dot_v1_dot_marketdata__pb2.ListCandlesResponse.FromString,
+                _registered_method=True)
+        self.StreamOrderBookL3 = channel.unary_stream(
+                '/exchange.marketdata.v1.MarketDataService/StreamOrderBookL3',
+                request_serializer=exchange_dot_marketdata_dot_v1_dot_marketdata__pb2.StreamOrderBookL3Request.SerializeToString,
+                response_deserializer=exchange_dot_marketdata_dot_v1_dot_marketdata__pb2.StreamOrderBookL3Response.FromString,
+                _registered_method=True)
 
 
 class MarketDataServiceServicer:
@@ -101,6 +121,39 @@ class MarketDataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTicker(self, request, context):
+        """Last price, best bid and ask, and the last 24 hours' open, high, low and
+        volume.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamTicker(self, request, context):
+        """The ticker, sent first and then on every change (at most every
+        interval_ms); a heartbeat (the same ticker) when nothing changes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCandles(self, request, context):
+        """OHLCV candles built from the trades, oldest first, for any range
+        (AIP-158 paging). Intervals without a trade have no candle.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamOrderBookL3(self, request, context):
+        """The order-by-order book (L3): a snapshot of every resting order in time
+        priority, then each order's arrival, change and removal, with order ids
+        and no account ids. Sequenced like StreamOrderBook.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MarketDataServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +181,26 @@ def add_MarketDataServiceServicer_to_server(servicer, server):
                     servicer.StreamTrades,
                     request_deserializer=exchange_dot_marketdata_dot_v1_dot_marketdata__pb2.StreamTradesRequest.FromString,
                     response_serializer=exchange_dot_marketdata_dot_v1_dot_marketdata__pb2.StreamTradesResponse.SerializeToString,
+            ),
+            'GetTicker': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTicker,
+                    request_deserializer=exchange_dot_marketdata_dot_v1_dot_marketdata__pb2.GetTickerRequest.FromString,
+                    response_serializer=exchange_dot_marketdata_dot_v1_dot_marketdata__pb2.GetTickerResponse.SerializeToString,
+            ),
+            'StreamTicker': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamTicker,
+                    request_deserializer=exchange_dot_marketdata_dot_v1_dot_marketdata__pb2.StreamTickerRequest.FromString,
+                    response_serializer=exchange_dot_marketdata_dot_v1_dot_marketdata__pb2.StreamTickerResponse.SerializeToString,
+            ),
+            'ListCandles': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCandles,
+                    request_deserializer=exchange_dot_marketdata_dot_v1_dot_marketdata__pb2.ListCandlesRequest.FromString,
+                    response_serializer=exchange_dot_marketdata_dot_v1_dot_marketdata__pb2.ListCandlesResponse.SerializeToString,
+            ),
+            'StreamOrderBookL3': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamOrderBookL3,
+                    request_deserializer=exchange_dot_marketdata_dot_v1_dot_marketdata__pb2.StreamOrderBookL3Request.FromString,
+                    response_serializer=exchange_dot_marketdata_dot_v1_dot_marketdata__pb2.StreamOrderBookL3Response.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -265,6 +338,114 @@ class MarketDataService:
             '/exchange.marketdata.v1.MarketDataService/StreamTrades',
             exchange_dot_marketdata_dot_v1_dot_marketdata__pb2.StreamTradesRequest.SerializeToString,
             exchange_dot_marketdata_dot_v1_dot_marketdata__pb2.StreamTradesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTicker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.marketdata.v1.MarketDataService/GetTicker',
+            exchange_dot_marketdata_dot_v1_dot_marketdata__pb2.GetTickerRequest.SerializeToString,
+            exchange_dot_marketdata_dot_v1_dot_marketdata__pb2.GetTickerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamTicker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/exchange.marketdata.v1.MarketDataService/StreamTicker',
+            exchange_dot_marketdata_dot_v1_dot_marketdata__pb2.StreamTickerRequest.SerializeToString,
+            exchange_dot_marketdata_dot_v1_dot_marketdata__pb2.StreamTickerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCandles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.marketdata.v1.MarketDataService/ListCandles',
+            exchange_dot_marketdata_dot_v1_dot_marketdata__pb2.ListCandlesRequest.SerializeToString,
+            exchange_dot_marketdata_dot_v1_dot_marketdata__pb2.ListCandlesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamOrderBookL3(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/exchange.marketdata.v1.MarketDataService/StreamOrderBookL3',
+            exchange_dot_marketdata_dot_v1_dot_marketdata__pb2.StreamOrderBookL3Request.SerializeToString,
+            exchange_dot_marketdata_dot_v1_dot_marketdata__pb2.StreamOrderBookL3Response.FromString,
             options,
             channel_credentials,
             insecure,

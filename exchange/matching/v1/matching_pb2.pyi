@@ -44,7 +44,7 @@ class GetBookRequest(_message.Message):
     def __init__(self, instrument_id: _Optional[int] = ...) -> None: ...
 
 class BookOrder(_message.Message):
-    __slots__ = ("order_id", "account_id", "client_order_id", "side", "type", "time_in_force", "post_only", "price", "quantity", "filled", "filled_notional", "state", "priority", "last_sequence", "create_time_unix_nanos", "update_time_unix_nanos", "held", "hold_placed", "hold_price", "funds", "maker_fee_bps", "taker_fee_bps")
+    __slots__ = ("order_id", "account_id", "client_order_id", "side", "type", "time_in_force", "post_only", "price", "quantity", "filled", "filled_notional", "state", "priority", "last_sequence", "create_time_unix_nanos", "update_time_unix_nanos", "held", "hold_placed", "hold_price", "funds", "maker_fee_bps", "taker_fee_bps", "stop_price", "expire_time_unix_nanos", "self_trade_prevention")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ORDER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +67,9 @@ class BookOrder(_message.Message):
     FUNDS_FIELD_NUMBER: _ClassVar[int]
     MAKER_FEE_BPS_FIELD_NUMBER: _ClassVar[int]
     TAKER_FEE_BPS_FIELD_NUMBER: _ClassVar[int]
+    STOP_PRICE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    SELF_TRADE_PREVENTION_FIELD_NUMBER: _ClassVar[int]
     order_id: int
     account_id: int
     client_order_id: str
@@ -89,7 +92,10 @@ class BookOrder(_message.Message):
     funds: int
     maker_fee_bps: int
     taker_fee_bps: int
-    def __init__(self, order_id: _Optional[int] = ..., account_id: _Optional[int] = ..., client_order_id: _Optional[str] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., type: _Optional[_Union[_common_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_common_pb2.TimeInForce, str]] = ..., post_only: _Optional[bool] = ..., price: _Optional[int] = ..., quantity: _Optional[int] = ..., filled: _Optional[int] = ..., filled_notional: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.OrderState, str]] = ..., priority: _Optional[int] = ..., last_sequence: _Optional[int] = ..., create_time_unix_nanos: _Optional[int] = ..., update_time_unix_nanos: _Optional[int] = ..., held: _Optional[int] = ..., hold_placed: _Optional[int] = ..., hold_price: _Optional[int] = ..., funds: _Optional[int] = ..., maker_fee_bps: _Optional[int] = ..., taker_fee_bps: _Optional[int] = ...) -> None: ...
+    stop_price: int
+    expire_time_unix_nanos: int
+    self_trade_prevention: _common_pb2.SelfTradePrevention
+    def __init__(self, order_id: _Optional[int] = ..., account_id: _Optional[int] = ..., client_order_id: _Optional[str] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., type: _Optional[_Union[_common_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_common_pb2.TimeInForce, str]] = ..., post_only: _Optional[bool] = ..., price: _Optional[int] = ..., quantity: _Optional[int] = ..., filled: _Optional[int] = ..., filled_notional: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.OrderState, str]] = ..., priority: _Optional[int] = ..., last_sequence: _Optional[int] = ..., create_time_unix_nanos: _Optional[int] = ..., update_time_unix_nanos: _Optional[int] = ..., held: _Optional[int] = ..., hold_placed: _Optional[int] = ..., hold_price: _Optional[int] = ..., funds: _Optional[int] = ..., maker_fee_bps: _Optional[int] = ..., taker_fee_bps: _Optional[int] = ..., stop_price: _Optional[int] = ..., expire_time_unix_nanos: _Optional[int] = ..., self_trade_prevention: _Optional[_Union[_common_pb2.SelfTradePrevention, str]] = ...) -> None: ...
 
 class GetBookResponse(_message.Message):
     __slots__ = ("instrument_id", "sequence", "owner_epoch", "bids", "asks", "status")
@@ -120,7 +126,7 @@ class BookSnapshot(_message.Message):
     def __init__(self, instrument_id: _Optional[int] = ..., sequence: _Optional[int] = ..., orders: _Optional[_Iterable[_Union[BookOrder, _Mapping]]] = ..., status: _Optional[_Union[_common_pb2.InstrumentStatus, str]] = ...) -> None: ...
 
 class NewOrder(_message.Message):
-    __slots__ = ("instrument_id", "account_id", "side", "type", "time_in_force", "price", "quantity", "client_order_id", "post_only", "max_open_orders", "held", "held_at_unix_nanos", "protection_price", "funds", "maker_fee_bps", "taker_fee_bps")
+    __slots__ = ("instrument_id", "account_id", "side", "type", "time_in_force", "price", "quantity", "client_order_id", "post_only", "max_open_orders", "held", "held_at_unix_nanos", "protection_price", "funds", "maker_fee_bps", "taker_fee_bps", "self_trade_prevention", "stop_price", "expire_time_unix_nanos")
     INSTRUMENT_ID_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     SIDE_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +143,9 @@ class NewOrder(_message.Message):
     FUNDS_FIELD_NUMBER: _ClassVar[int]
     MAKER_FEE_BPS_FIELD_NUMBER: _ClassVar[int]
     TAKER_FEE_BPS_FIELD_NUMBER: _ClassVar[int]
+    SELF_TRADE_PREVENTION_FIELD_NUMBER: _ClassVar[int]
+    STOP_PRICE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
     instrument_id: int
     account_id: int
     side: _common_pb2.Side
@@ -153,7 +162,10 @@ class NewOrder(_message.Message):
     funds: int
     maker_fee_bps: int
     taker_fee_bps: int
-    def __init__(self, instrument_id: _Optional[int] = ..., account_id: _Optional[int] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., type: _Optional[_Union[_common_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_common_pb2.TimeInForce, str]] = ..., price: _Optional[int] = ..., quantity: _Optional[int] = ..., client_order_id: _Optional[str] = ..., post_only: _Optional[bool] = ..., max_open_orders: _Optional[int] = ..., held: _Optional[int] = ..., held_at_unix_nanos: _Optional[int] = ..., protection_price: _Optional[int] = ..., funds: _Optional[int] = ..., maker_fee_bps: _Optional[int] = ..., taker_fee_bps: _Optional[int] = ...) -> None: ...
+    self_trade_prevention: _common_pb2.SelfTradePrevention
+    stop_price: int
+    expire_time_unix_nanos: int
+    def __init__(self, instrument_id: _Optional[int] = ..., account_id: _Optional[int] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., type: _Optional[_Union[_common_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_common_pb2.TimeInForce, str]] = ..., price: _Optional[int] = ..., quantity: _Optional[int] = ..., client_order_id: _Optional[str] = ..., post_only: _Optional[bool] = ..., max_open_orders: _Optional[int] = ..., held: _Optional[int] = ..., held_at_unix_nanos: _Optional[int] = ..., protection_price: _Optional[int] = ..., funds: _Optional[int] = ..., maker_fee_bps: _Optional[int] = ..., taker_fee_bps: _Optional[int] = ..., self_trade_prevention: _Optional[_Union[_common_pb2.SelfTradePrevention, str]] = ..., stop_price: _Optional[int] = ..., expire_time_unix_nanos: _Optional[int] = ...) -> None: ...
 
 class CancelOrder(_message.Message):
     __slots__ = ("instrument_id", "account_id", "order_id")
@@ -185,19 +197,31 @@ class AmendOrder(_message.Message):
     held_at_unix_nanos: int
     def __init__(self, instrument_id: _Optional[int] = ..., account_id: _Optional[int] = ..., order_id: _Optional[int] = ..., price: _Optional[int] = ..., quantity: _Optional[int] = ..., extra_held: _Optional[int] = ..., hold_key: _Optional[str] = ..., held_at_unix_nanos: _Optional[int] = ...) -> None: ...
 
+class CancelAll(_message.Message):
+    __slots__ = ("instrument_id", "account_id", "side")
+    INSTRUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    SIDE_FIELD_NUMBER: _ClassVar[int]
+    instrument_id: int
+    account_id: int
+    side: _common_pb2.Side
+    def __init__(self, instrument_id: _Optional[int] = ..., account_id: _Optional[int] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ...) -> None: ...
+
 class Command(_message.Message):
-    __slots__ = ("request_id", "new_order", "cancel_order", "amend_order", "traceparent")
+    __slots__ = ("request_id", "new_order", "cancel_order", "amend_order", "cancel_all", "traceparent")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     NEW_ORDER_FIELD_NUMBER: _ClassVar[int]
     CANCEL_ORDER_FIELD_NUMBER: _ClassVar[int]
     AMEND_ORDER_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_ALL_FIELD_NUMBER: _ClassVar[int]
     TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     new_order: NewOrder
     cancel_order: CancelOrder
     amend_order: AmendOrder
+    cancel_all: CancelAll
     traceparent: str
-    def __init__(self, request_id: _Optional[int] = ..., new_order: _Optional[_Union[NewOrder, _Mapping]] = ..., cancel_order: _Optional[_Union[CancelOrder, _Mapping]] = ..., amend_order: _Optional[_Union[AmendOrder, _Mapping]] = ..., traceparent: _Optional[str] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[int] = ..., new_order: _Optional[_Union[NewOrder, _Mapping]] = ..., cancel_order: _Optional[_Union[CancelOrder, _Mapping]] = ..., amend_order: _Optional[_Union[AmendOrder, _Mapping]] = ..., cancel_all: _Optional[_Union[CancelAll, _Mapping]] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class ExecuteRequest(_message.Message):
     __slots__ = ("commands",)
@@ -222,7 +246,7 @@ class FillReport(_message.Message):
     def __init__(self, trade_id: _Optional[int] = ..., price: _Optional[int] = ..., quantity: _Optional[int] = ..., liquidity: _Optional[_Union[_common_pb2.Liquidity, str]] = ..., time_unix_nanos: _Optional[int] = ..., fee: _Optional[int] = ...) -> None: ...
 
 class OrderReport(_message.Message):
-    __slots__ = ("order_id", "state", "quantity", "filled", "filled_notional", "reason", "create_time_unix_nanos", "update_time_unix_nanos", "fills", "duplicate", "side", "type", "time_in_force", "price", "client_order_id", "post_only", "held", "funds")
+    __slots__ = ("order_id", "state", "quantity", "filled", "filled_notional", "reason", "create_time_unix_nanos", "update_time_unix_nanos", "fills", "duplicate", "side", "type", "time_in_force", "price", "client_order_id", "post_only", "held", "funds", "stop_price", "expire_time_unix_nanos", "self_trade_prevention")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     QUANTITY_FIELD_NUMBER: _ClassVar[int]
@@ -241,6 +265,9 @@ class OrderReport(_message.Message):
     POST_ONLY_FIELD_NUMBER: _ClassVar[int]
     HELD_FIELD_NUMBER: _ClassVar[int]
     FUNDS_FIELD_NUMBER: _ClassVar[int]
+    STOP_PRICE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    SELF_TRADE_PREVENTION_FIELD_NUMBER: _ClassVar[int]
     order_id: int
     state: _common_pb2.OrderState
     quantity: int
@@ -259,7 +286,16 @@ class OrderReport(_message.Message):
     post_only: bool
     held: int
     funds: int
-    def __init__(self, order_id: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.OrderState, str]] = ..., quantity: _Optional[int] = ..., filled: _Optional[int] = ..., filled_notional: _Optional[str] = ..., reason: _Optional[str] = ..., create_time_unix_nanos: _Optional[int] = ..., update_time_unix_nanos: _Optional[int] = ..., fills: _Optional[_Iterable[_Union[FillReport, _Mapping]]] = ..., duplicate: _Optional[bool] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., type: _Optional[_Union[_common_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_common_pb2.TimeInForce, str]] = ..., price: _Optional[int] = ..., client_order_id: _Optional[str] = ..., post_only: _Optional[bool] = ..., held: _Optional[int] = ..., funds: _Optional[int] = ...) -> None: ...
+    stop_price: int
+    expire_time_unix_nanos: int
+    self_trade_prevention: _common_pb2.SelfTradePrevention
+    def __init__(self, order_id: _Optional[int] = ..., state: _Optional[_Union[_common_pb2.OrderState, str]] = ..., quantity: _Optional[int] = ..., filled: _Optional[int] = ..., filled_notional: _Optional[str] = ..., reason: _Optional[str] = ..., create_time_unix_nanos: _Optional[int] = ..., update_time_unix_nanos: _Optional[int] = ..., fills: _Optional[_Iterable[_Union[FillReport, _Mapping]]] = ..., duplicate: _Optional[bool] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., type: _Optional[_Union[_common_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_common_pb2.TimeInForce, str]] = ..., price: _Optional[int] = ..., client_order_id: _Optional[str] = ..., post_only: _Optional[bool] = ..., held: _Optional[int] = ..., funds: _Optional[int] = ..., stop_price: _Optional[int] = ..., expire_time_unix_nanos: _Optional[int] = ..., self_trade_prevention: _Optional[_Union[_common_pb2.SelfTradePrevention, str]] = ...) -> None: ...
+
+class CancelledOrders(_message.Message):
+    __slots__ = ("orders",)
+    ORDERS_FIELD_NUMBER: _ClassVar[int]
+    orders: _containers.RepeatedCompositeFieldContainer[OrderReport]
+    def __init__(self, orders: _Optional[_Iterable[_Union[OrderReport, _Mapping]]] = ...) -> None: ...
 
 class CommandError(_message.Message):
     __slots__ = ("code", "message", "order_id")
@@ -272,14 +308,16 @@ class CommandError(_message.Message):
     def __init__(self, code: _Optional[_Union[ErrorCode, str]] = ..., message: _Optional[str] = ..., order_id: _Optional[int] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("request_id", "order", "error")
+    __slots__ = ("request_id", "order", "error", "cancelled")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ORDER_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     order: OrderReport
     error: CommandError
-    def __init__(self, request_id: _Optional[int] = ..., order: _Optional[_Union[OrderReport, _Mapping]] = ..., error: _Optional[_Union[CommandError, _Mapping]] = ...) -> None: ...
+    cancelled: CancelledOrders
+    def __init__(self, request_id: _Optional[int] = ..., order: _Optional[_Union[OrderReport, _Mapping]] = ..., error: _Optional[_Union[CommandError, _Mapping]] = ..., cancelled: _Optional[_Union[CancelledOrders, _Mapping]] = ...) -> None: ...
 
 class ExecuteResponse(_message.Message):
     __slots__ = ("results",)
@@ -314,7 +352,7 @@ class TradeEvent(_message.Message):
     def __init__(self, trade_id: _Optional[int] = ..., price: _Optional[int] = ..., quantity: _Optional[int] = ..., taker_side: _Optional[_Union[_common_pb2.Side, str]] = ..., time_unix_nanos: _Optional[int] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class MarketDataBatch(_message.Message):
-    __slots__ = ("instrument_id", "first_sequence", "last_sequence", "time_unix_nanos", "bids", "asks", "trades", "traceparent")
+    __slots__ = ("instrument_id", "first_sequence", "last_sequence", "time_unix_nanos", "bids", "asks", "trades", "traceparent", "orders")
     INSTRUMENT_ID_FIELD_NUMBER: _ClassVar[int]
     FIRST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -323,6 +361,7 @@ class MarketDataBatch(_message.Message):
     ASKS_FIELD_NUMBER: _ClassVar[int]
     TRADES_FIELD_NUMBER: _ClassVar[int]
     TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
+    ORDERS_FIELD_NUMBER: _ClassVar[int]
     instrument_id: int
     first_sequence: int
     last_sequence: int
@@ -331,4 +370,19 @@ class MarketDataBatch(_message.Message):
     asks: _containers.RepeatedCompositeFieldContainer[LevelUpdate]
     trades: _containers.RepeatedCompositeFieldContainer[TradeEvent]
     traceparent: str
-    def __init__(self, instrument_id: _Optional[int] = ..., first_sequence: _Optional[int] = ..., last_sequence: _Optional[int] = ..., time_unix_nanos: _Optional[int] = ..., bids: _Optional[_Iterable[_Union[LevelUpdate, _Mapping]]] = ..., asks: _Optional[_Iterable[_Union[LevelUpdate, _Mapping]]] = ..., trades: _Optional[_Iterable[_Union[TradeEvent, _Mapping]]] = ..., traceparent: _Optional[str] = ...) -> None: ...
+    orders: _containers.RepeatedCompositeFieldContainer[OrderChange]
+    def __init__(self, instrument_id: _Optional[int] = ..., first_sequence: _Optional[int] = ..., last_sequence: _Optional[int] = ..., time_unix_nanos: _Optional[int] = ..., bids: _Optional[_Iterable[_Union[LevelUpdate, _Mapping]]] = ..., asks: _Optional[_Iterable[_Union[LevelUpdate, _Mapping]]] = ..., trades: _Optional[_Iterable[_Union[TradeEvent, _Mapping]]] = ..., traceparent: _Optional[str] = ..., orders: _Optional[_Iterable[_Union[OrderChange, _Mapping]]] = ...) -> None: ...
+
+class OrderChange(_message.Message):
+    __slots__ = ("order_id", "side", "price", "quantity", "priority")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    SIDE_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    order_id: int
+    side: _common_pb2.Side
+    price: int
+    quantity: int
+    priority: int
+    def __init__(self, order_id: _Optional[int] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., price: _Optional[int] = ..., quantity: _Optional[int] = ..., priority: _Optional[int] = ...) -> None: ...

@@ -44,6 +44,11 @@ class OrderServiceStub:
                 request_serializer=exchange_dot_order_dot_v1_dot_order__pb2.CancelOrderRequest.SerializeToString,
                 response_deserializer=exchange_dot_order_dot_v1_dot_order__pb2.CancelOrderResponse.FromString,
                 _registered_method=True)
+        self.CancelAllOrders = channel.unary_unary(
+                '/exchange.order.v1.OrderService/CancelAllOrders',
+                request_serializer=exchange_dot_order_dot_v1_dot_order__pb2.CancelAllOrdersRequest.SerializeToString,
+                response_deserializer=exchange_dot_order_dot_v1_dot_order__pb2.CancelAllOrdersResponse.FromString,
+                _registered_method=True)
         self.AmendOrder = channel.unary_unary(
                 '/exchange.order.v1.OrderService/AmendOrder',
                 request_serializer=exchange_dot_order_dot_v1_dot_order__pb2.AmendOrderRequest.SerializeToString,
@@ -79,6 +84,11 @@ class OrderServiceStub:
                 request_serializer=exchange_dot_order_dot_v1_dot_order__pb2.ListLedgerEntriesRequest.SerializeToString,
                 response_deserializer=exchange_dot_order_dot_v1_dot_order__pb2.ListLedgerEntriesResponse.FromString,
                 _registered_method=True)
+        self.StreamOrderUpdates = channel.unary_stream(
+                '/exchange.order.v1.OrderService/StreamOrderUpdates',
+                request_serializer=exchange_dot_order_dot_v1_dot_order__pb2.StreamOrderUpdatesRequest.SerializeToString,
+                response_deserializer=exchange_dot_order_dot_v1_dot_order__pb2.StreamOrderUpdatesResponse.FromString,
+                _registered_method=True)
 
 
 class OrderServiceServicer:
@@ -94,6 +104,16 @@ class OrderServiceServicer:
 
     def CancelOrder(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelAllOrders(self, request, context):
+        """Cancels the caller's open orders (resting and untriggered), optionally
+        only those of one instrument and/or one side; answers with the orders it
+        cancelled. Each instrument's cancels are one command of its journal. Safe
+        to retry: a retry cancels what is still open.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -155,6 +175,18 @@ class OrderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamOrderUpdates(self, request, context):
+        """Every state change and fill of the caller's orders, whoever caused it, in
+        the order they were committed, each with a per-account sequence number
+        (1, 2, 3, ... with no gap). With after_sequence the stream first replays
+        every update after it, then goes on live, with no gap and no duplicate;
+        without it, it starts with the next update. When nothing happens for a
+        while, a heartbeat carries the latest sequence.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -167,6 +199,11 @@ def add_OrderServiceServicer_to_server(servicer, server):
                     servicer.CancelOrder,
                     request_deserializer=exchange_dot_order_dot_v1_dot_order__pb2.CancelOrderRequest.FromString,
                     response_serializer=exchange_dot_order_dot_v1_dot_order__pb2.CancelOrderResponse.SerializeToString,
+            ),
+            'CancelAllOrders': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelAllOrders,
+                    request_deserializer=exchange_dot_order_dot_v1_dot_order__pb2.CancelAllOrdersRequest.FromString,
+                    response_serializer=exchange_dot_order_dot_v1_dot_order__pb2.CancelAllOrdersResponse.SerializeToString,
             ),
             'AmendOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.AmendOrder,
@@ -202,6 +239,11 @@ def add_OrderServiceServicer_to_server(servicer, server):
                     servicer.ListLedgerEntries,
                     request_deserializer=exchange_dot_order_dot_v1_dot_order__pb2.ListLedgerEntriesRequest.FromString,
                     response_serializer=exchange_dot_order_dot_v1_dot_order__pb2.ListLedgerEntriesResponse.SerializeToString,
+            ),
+            'StreamOrderUpdates': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamOrderUpdates,
+                    request_deserializer=exchange_dot_order_dot_v1_dot_order__pb2.StreamOrderUpdatesRequest.FromString,
+                    response_serializer=exchange_dot_order_dot_v1_dot_order__pb2.StreamOrderUpdatesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +300,33 @@ class OrderService:
             '/exchange.order.v1.OrderService/CancelOrder',
             exchange_dot_order_dot_v1_dot_order__pb2.CancelOrderRequest.SerializeToString,
             exchange_dot_order_dot_v1_dot_order__pb2.CancelOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelAllOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.order.v1.OrderService/CancelAllOrders',
+            exchange_dot_order_dot_v1_dot_order__pb2.CancelAllOrdersRequest.SerializeToString,
+            exchange_dot_order_dot_v1_dot_order__pb2.CancelAllOrdersResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -447,6 +516,33 @@ class OrderService:
             '/exchange.order.v1.OrderService/ListLedgerEntries',
             exchange_dot_order_dot_v1_dot_order__pb2.ListLedgerEntriesRequest.SerializeToString,
             exchange_dot_order_dot_v1_dot_order__pb2.ListLedgerEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamOrderUpdates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/exchange.order.v1.OrderService/StreamOrderUpdates',
+            exchange_dot_order_dot_v1_dot_order__pb2.StreamOrderUpdatesRequest.SerializeToString,
+            exchange_dot_order_dot_v1_dot_order__pb2.StreamOrderUpdatesResponse.FromString,
             options,
             channel_credentials,
             insecure,
