@@ -42,6 +42,7 @@ from redis.asyncio import Redis
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.matching.v1 import matching_pb2 as mpb
 from exchange_common import tracing
+from exchange_common.ids import sequence_of
 from exchange_common.instruments import InstrumentSpec
 from exchange_common.streams import FIELD, entry_id, stream_key
 from matching_service.engine import (
@@ -58,6 +59,14 @@ from matching_service.engine import (
     Order,
     OrderBook,
     Outcome,
+)
+from matching_service.engine.enums import (
+    CANCELLED,
+    EXPIRED,
+    FILLED,
+    NEW,
+    PARTIALLY_FILLED,
+    REJECTED,
 )
 from matching_service.metrics import MatchingMetrics
 from matching_service.recovery import book_response, encode_snapshot
@@ -595,5 +604,31 @@ class InstrumentLoop:
                                    time_unix_nanos=t.created_ns)
                     for t in changes.trades],
             traceparent=tracing.traceparent(commit),
+            orders=_order_changes(changes),
         )
         return msg.SerializeToString()
+
+
+# By name: an untriggered stop (its own state) is in neither.
+_RESTING = (NEW, PARTIALLY_FILLED)
+_CLOSED = (FILLED, CANCELLED, EXPIRED, REJECTED)
+
+
+def _order_changes(changes: Changes) -> list[mpb.OrderChange]:
+    """The batch's changed orders as the public L3 book sees them: a resting order with
+    its open quantity and priority; a closed one with quantity 0 if it existed before
+    the batch (and so may have rested). An order that arrived and closed within the
+    batch never showed, and an untriggered stop is not on the book: both are left out.
+    Market data ignores the removal of an order it does not hold (a stop that was
+    cancelled or triggered and filled at once)."""
+    first = changes.first_sequence
+    out = []
+    for o in changes.orders:
+        if o.state in _RESTING:
+            out.append(mpb.OrderChange(order_id=o.order_id, side=cast(cpb.Side, o.side),
+                                       price=o.price, quantity=o.quantity - o.filled,
+                                       priority=o.priority))
+        elif o.state in _CLOSED and sequence_of(o.order_id) < first:
+            out.append(mpb.OrderChange(order_id=o.order_id, side=cast(cpb.Side, o.side),
+                                       price=o.price, quantity=0, priority=o.priority))
+    return out
