@@ -236,6 +236,9 @@ class MarketDataSettings(CommonSettings):
     book_update_interval_per_subscriber: float = Field(default=0.0001, ge=0, le=1)
     # Recent trades kept in memory per instrument.
     recent_trades: int = Field(default=1000, ge=1)
+    # A market-data stream (book, L3) that sent nothing for this many seconds gets a
+    # Heartbeat with its current sequence; StreamTicker resends the ticker.
+    marketdata_heartbeat: float = Field(default=1.0, ge=0.05, le=60)
     # Processes serving market data on the same port (SO_REUSEPORT; see
     # exchange_common/workers.py). One is enough below a few hundred subscribers.
     marketdata_workers: int = Field(default=1, ge=1, le=64)

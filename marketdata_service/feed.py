@@ -78,7 +78,8 @@ class MarketFeed:
     def __init__(self, store: MarketStore, redis: Redis, *, recent_trades: int,
                  book_interval: float = 0.0, interval_per_subscriber: float = 0.0,
                  block_ms: int = 1000, read_count: int = 1000,
-                 reload_interval: float = 10.0, watchdog_interval: float = 2.0) -> None:
+                 reload_interval: float = 10.0, watchdog_interval: float = 2.0,
+                 heartbeat: float = 1.0) -> None:
         self.store = store
         self.redis = redis
         self.recent_trades = recent_trades
@@ -88,6 +89,8 @@ class MarketFeed:
         self.read_count = read_count
         self.reload_interval = reload_interval
         self.watchdog_interval = watchdog_interval
+        # A stream that sent nothing for this many seconds gets a heartbeat.
+        self.heartbeat = heartbeat
         self.markets: dict[int, InstrumentMarket] = {}
         self.by_symbol: dict[str, InstrumentMarket] = {}
         # Set once every instrument's initial state is loaded.
@@ -145,6 +148,7 @@ class MarketFeed:
         self.ready.set()
         self._spawn(self._reload_loop(), "marketdata-reload")
         self._spawn(self._watchdog_loop(), "marketdata-watchdog")
+        self._spawn(self._tick_loop(), "marketdata-heartbeats")
         await self._read_loop()
 
     # -- instruments ------------------------------------------------------------------------
@@ -202,6 +206,17 @@ class MarketFeed:
                                 market.spec.symbol, market.sequence, committed[iid])
                     self.rebuild(market)
                 seen[iid] = market.sequence
+
+    async def _tick_loop(self) -> None:
+        """Heartbeats (a stream idle for ``heartbeat`` seconds gets one within a quarter
+        more) and the tickers' 24-hour windows moving on."""
+        period = max(self.heartbeat / 4, 0.01)
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            wall = time.time_ns()
+            for market in self.markets.values():
+                market.tick(now, wall, self.heartbeat)
 
     def market(self, symbol: str) -> InstrumentMarket | None:
         return self.by_symbol.get(symbol)

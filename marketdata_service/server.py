@@ -98,7 +98,8 @@ async def start(settings: MarketDataSettings, *, block_ms: int = 1000,
                       book_interval=settings.book_update_interval,
                       interval_per_subscriber=settings.book_update_interval_per_subscriber,
                       block_ms=block_ms,
-                      reload_interval=reload_interval)
+                      reload_interval=reload_interval,
+                      heartbeat=settings.marketdata_heartbeat)
     feed.on_lag = metrics.apply_lag.observe
     metrics.watch(feed, settings.max_subscribers)
     metrics.watch_pool("marketdata", pool)
@@ -106,6 +107,7 @@ async def start(settings: MarketDataSettings, *, block_ms: int = 1000,
     page_tokens = PageTokens.from_settings(settings)
     servicer = MarketDataServicer(
         feed, queue_limit=settings.subscriber_queue, max_lag=settings.subscriber_max_lag,
+        heartbeat=settings.marketdata_heartbeat,
         page_tokens=page_tokens, max_subscribers=settings.max_subscribers,
         max_streams_per_connection=settings.max_streams_per_connection)
     service.add_service(SERVICE, servicer, response_serializers=RESPONSE_SERIALIZERS)
