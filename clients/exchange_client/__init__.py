@@ -13,7 +13,7 @@ from exchange_client.aio import (
     DEFAULT_TIMEOUT,
     AsyncExchangeClient,
 )
-from exchange_client.book import Level, LocalOrderBook, SequenceGap
+from exchange_client.book import ChecksumMismatch, Level, LocalL3Book, LocalOrderBook, SequenceGap
 from exchange_client.errors import (
     Aborted,
     AlreadyExists,
@@ -44,6 +44,7 @@ __all__ = [
     "AlreadyExists",
     "AsyncExchangeClient",
     "Cancelled",
+    "ChecksumMismatch",
     "DeadlineExceeded",
     "ExchangeClient",
     "ExchangeError",
@@ -52,6 +53,7 @@ __all__ = [
     "Internal",
     "InvalidArgument",
     "Level",
+    "LocalL3Book",
     "LocalOrderBook",
     "NotFound",
     "PermissionDenied",

@@ -10,10 +10,12 @@ the instrument's grid is the server's decision (INVALID_ARGUMENT).
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from decimal import Decimal, InvalidOperation
 from typing import Any, cast
 
+from google.protobuf import timestamp_pb2
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
 from exchange.common.v1 import common_pb2
@@ -160,3 +162,50 @@ def page_size_for(page_size: int, limit: int | None) -> int:
     if limit is not None and (page_size == 0 or page_size > limit):
         return max(1, min(limit, 1000))
     return page_size
+
+
+# -- candles --------------------------------------------------------------------------------
+
+TimeLike = datetime.datetime | timestamp_pb2.Timestamp
+
+CANDLE_INTERVALS = {
+    "1m": marketdata_pb2.CANDLE_INTERVAL_ONE_MINUTE,
+    "5m": marketdata_pb2.CANDLE_INTERVAL_FIVE_MINUTES,
+    "15m": marketdata_pb2.CANDLE_INTERVAL_FIFTEEN_MINUTES,
+    "1h": marketdata_pb2.CANDLE_INTERVAL_ONE_HOUR,
+    "1d": marketdata_pb2.CANDLE_INTERVAL_ONE_DAY,
+}
+
+
+def candle_interval(value: Any) -> marketdata_pb2.CandleInterval:
+    """ "1m", "5m", "15m", "1h", "1d", or the enum's name."""
+    if isinstance(value, str) and value.strip().lower() in CANDLE_INTERVALS:
+        return CANDLE_INTERVALS[value.strip().lower()]
+    return cast(marketdata_pb2.CandleInterval, _enum(value, marketdata_pb2.CandleInterval,
+                                                     "CANDLE_INTERVAL_", "interval"))
+
+
+def timestamp(value: TimeLike, name: str) -> timestamp_pb2.Timestamp:
+    """An aware datetime (or a Timestamp) as a Timestamp; a naive datetime is refused."""
+    if isinstance(value, timestamp_pb2.Timestamp):
+        return value
+    if not isinstance(value, datetime.datetime):
+        raise TypeError(f"{name} must be a datetime or a Timestamp")
+    if value.tzinfo is None:
+        raise ValueError(f"{name} must be timezone-aware (e.g. datetime.UTC)")
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value.astimezone(datetime.UTC))
+    return ts
+
+
+def list_candles_request(instrument: str, interval: Any, start: TimeLike | None,
+                         end: TimeLike | None, page_size: int, page_token: str
+                         ) -> marketdata_pb2.ListCandlesRequest:
+    request = marketdata_pb2.ListCandlesRequest(
+        instrument=instrument, interval=candle_interval(interval), page_size=page_size,
+        page_token=page_token or "")
+    if start is not None:
+        request.start_time.CopyFrom(timestamp(start, "start"))
+    if end is not None:
+        request.end_time.CopyFrom(timestamp(end, "end"))
+    return request

@@ -14,7 +14,7 @@ from exchange.order.v1 import order_pb2, order_pb2_grpc
 from exchange_client import _convert as cv
 from exchange_client._convert import DecimalLike
 from exchange_client._tls import channel_credentials
-from exchange_client.book import LocalOrderBook, SequenceGap
+from exchange_client.book import ChecksumMismatch, LocalL3Book, LocalOrderBook, SequenceGap
 from exchange_client.errors import Unauthenticated, from_grpc_error
 
 DEFAULT_ORDER_ADDR = "127.0.0.1:50051"
@@ -294,39 +294,45 @@ class AsyncExchangeClient:
         ):
             yield trade
 
-    async def stream_order_book(self, instrument: str, *, timeout: float | None = None
+    async def stream_order_book(self, instrument: str, *, depth: int = 0, interval_ms: int = 0,
+                                timeout: float | None = None
                                 ) -> AsyncGenerator[marketdata_pb2.StreamOrderBookResponse]:
-        """The raw StreamOrderBook messages: a snapshot, then deltas.
+        """The raw StreamOrderBook messages: a snapshot, then deltas (and heartbeats).
 
-        No deadline unless ``timeout`` is given. Close the iterator (or use
-        ``contextlib.aclosing``) to cancel the stream early.
+        ``depth`` levels per side (0: all), at most one message per ``interval_ms``
+        (0: as the server paces them). No deadline unless ``timeout`` is given. Close
+        the iterator (or use ``contextlib.aclosing``) to cancel the stream early.
         """
-        request = marketdata_pb2.StreamOrderBookRequest(instrument=instrument)
+        request = marketdata_pb2.StreamOrderBookRequest(instrument=instrument, depth=depth,
+                                                        interval_ms=interval_ms)
         async for message in self._stream(self._marketdata().StreamOrderBook, request, timeout):
             yield message
 
     async def watch_order_book(
         self, instrument: str, *, book: LocalOrderBook | None = None,
-        max_resubscribes: int | None = None,
+        max_resubscribes: int | None = None, depth: int = 0, interval_ms: int = 0,
     ) -> AsyncIterator[LocalOrderBook]:
         """A local book kept from StreamOrderBook; yields it after each update.
 
         Yields the same :class:`LocalOrderBook` object every time (copy what
-        you keep). On a sequence gap it resubscribes (after a short backoff
-        when gaps repeat) and the next snapshot replaces the book; more than
-        ``max_resubscribes`` gaps in a row (with no delta applied between
-        them) re-raise :class:`SequenceGap`.
-        Ends when the server ends the stream.
+        you keep). It verifies every message's checksum and sequence; on a
+        mismatch or a gap it resubscribes (after a short backoff when they
+        repeat; ``book.resubscribes`` counts them) and the next snapshot
+        replaces the book; more than ``max_resubscribes`` in a row (with no
+        delta applied between them) re-raise :class:`SequenceGap` or
+        :class:`ChecksumMismatch`. ``depth`` and ``interval_ms`` as in
+        :meth:`stream_order_book`. Ends when the server ends the stream.
         """
         book = book if book is not None else LocalOrderBook(instrument)
         failures = 0
         while True:
-            gap: SequenceGap | None = None
-            async with aclosing(self.stream_order_book(instrument)) as updates:
+            gap: SequenceGap | ChecksumMismatch | None = None
+            async with aclosing(self.stream_order_book(
+                    instrument, depth=depth, interval_ms=interval_ms)) as updates:
                 async for update in updates:
                     try:
                         book.apply(update)
-                    except SequenceGap as err:
+                    except (SequenceGap, ChecksumMismatch) as err:
                         gap = err
                         break
                     if update.WhichOneof("update") == "delta":
@@ -348,6 +354,83 @@ class AsyncExchangeClient:
         async for message in self._stream(self._marketdata().StreamTrades, request, timeout):
             for trade in message.trades:
                 yield trade
+
+    async def get_ticker(self, instrument: str) -> marketdata_pb2.Ticker:
+        """Last trade, best bid and ask, and the last 24 hours' figures."""
+        request = marketdata_pb2.GetTickerRequest(instrument=instrument)
+        return (await self._call(self._marketdata().GetTicker, request)).ticker
+
+    async def stream_ticker(self, instrument: str, *, interval_ms: int = 0,
+                            timeout: float | None = None) -> AsyncIterator[marketdata_pb2.Ticker]:
+        """The ticker, then on each change (at most every ``interval_ms``, 0: 1000), and
+        again unchanged when nothing changes for a while."""
+        request = marketdata_pb2.StreamTickerRequest(instrument=instrument,
+                                                     interval_ms=interval_ms)
+        async for message in self._stream(self._marketdata().StreamTicker, request, timeout):
+            yield message.ticker
+
+    async def list_candles(self, instrument: str, interval: str = "1m", *,
+                           start: cv.TimeLike | None = None, end: cv.TimeLike | None = None,
+                           page_size: int = 0, page_token: str = ""
+                           ) -> marketdata_pb2.ListCandlesResponse:
+        """One page of candles, oldest first: ``interval`` 1m, 5m, 15m, 1h or 1d; the
+        candles starting in [start, end) (aware datetimes or Timestamps; None: from the
+        first trade / up to now)."""
+        request = cv.list_candles_request(instrument, interval, start, end, page_size,
+                                          page_token)
+        return await self._call(self._marketdata().ListCandles, request)
+
+    async def iter_candles(self, instrument: str, interval: str = "1m", *,
+                           start: cv.TimeLike | None = None, end: cv.TimeLike | None = None,
+                           page_size: int = 0, limit: int | None = None
+                           ) -> AsyncIterator[marketdata_pb2.Candle]:
+        """Every candle of the range, oldest first (at most ``limit``), following the
+        pages."""
+        size = cv.page_size_for(page_size, limit)
+        async for candle in _pages(
+            lambda token: self.list_candles(instrument, interval, start=start, end=end,
+                                            page_size=size, page_token=token),
+            "candles", limit,
+        ):
+            yield candle
+
+    async def stream_order_book_l3(self, instrument: str, *, timeout: float | None = None
+                                   ) -> AsyncGenerator[marketdata_pb2.StreamOrderBookL3Response]:
+        """The raw StreamOrderBookL3 messages: a snapshot of every resting order, then
+        deltas (ADD, CHANGE, REMOVE) and heartbeats."""
+        request = marketdata_pb2.StreamOrderBookL3Request(instrument=instrument)
+        async for message in self._stream(self._marketdata().StreamOrderBookL3, request,
+                                          timeout):
+            yield message
+
+    async def watch_order_book_l3(
+        self, instrument: str, *, book: LocalL3Book | None = None,
+        max_resubscribes: int | None = None,
+    ) -> AsyncIterator[LocalL3Book]:
+        """A local L3 book kept from StreamOrderBookL3, yielded after each update; its
+        sequences are verified and a gap resubscribes, as :meth:`watch_order_book`."""
+        book = book if book is not None else LocalL3Book(instrument)
+        failures = 0
+        while True:
+            gap: SequenceGap | None = None
+            async with aclosing(self.stream_order_book_l3(instrument)) as updates:
+                async for update in updates:
+                    try:
+                        book.apply(update)
+                    except SequenceGap as err:
+                        gap = err
+                        break
+                    if update.WhichOneof("update") == "delta":
+                        failures = 0
+                    yield book
+            if gap is None:
+                return
+            failures += 1
+            book.resubscribes += 1
+            if max_resubscribes is not None and failures > max_resubscribes:
+                raise gap
+            if failures > 1:
+                await asyncio.sleep(min(0.05 * 2 ** (failures - 2), 2.0))
 
 
 async def _pages(fetch: Any, field: str, limit: int | None) -> AsyncIterator[Any]:

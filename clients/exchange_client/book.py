@@ -10,12 +10,21 @@ resubscribes and the next snapshot replaces the book. The server may also
 send a fresh snapshot at any time (to a subscriber that fell behind); it
 simply replaces the book.
 
+Integrity: each snapshot and delta carries ``checksum``, a CRC-32 of the top levels
+after the message (docs/marketdata.md); :meth:`LocalOrderBook.apply` recomputes it from
+the levels it holds and raises :class:`ChecksumMismatch` when they differ, and a
+heartbeat whose sequence is not the book's is a gap. Either way the watcher resubscribes.
+
+:class:`LocalL3Book` keeps the order-by-order book of StreamOrderBookL3 the same way
+(sequences checked; a change to an order it does not hold is a gap).
+
 Pure logic: no gRPC, no I/O.
 """
 
 from __future__ import annotations
 
 import heapq
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -47,15 +56,48 @@ class SequenceGap(Exception):
         super().__init__(text)
 
 
+class ChecksumMismatch(Exception):
+    """The book after a message does not have the checksum the server sent: resubscribe."""
+
+    def __init__(self, sequence: int, expected: int, actual: int) -> None:
+        self.sequence = sequence
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"checksum mismatch at sequence {sequence}: the server sent "
+                         f"{expected}, the local book has {actual}")
+
+
+#: Levels per side the checksum covers (fewer when the subscriber keeps fewer).
+CHECKSUM_LEVELS = 10
+
+
+def _digits(text: str) -> str:
+    return text.replace(".", "").lstrip("0")
+
+
+def book_checksum(bids: Iterable[tuple[str, str]], asks: Iterable[tuple[str, str]]) -> int:
+    """CRC-32 of the best 10 asks then the best 10 bids, each side best first, each level
+    its price then its quantity as the server wrote them, the point removed and the
+    leading zeros stripped (docs/marketdata.md)."""
+    text = "".join(_digits(p) + _digits(q) for p, q in asks)
+    text += "".join(_digits(p) + _digits(q) for p, q in bids)
+    return zlib.crc32(text.encode("ascii"))
+
+
 class LocalOrderBook:
     """Bids and asks by price, the sequence they reflect, and counters.
 
     ``sequence`` is None until the first snapshot. ``resubscribes`` counts
-    the gaps the watcher recovered from.
+    the gaps and checksum mismatches the watcher recovered from
+    (``checksum_mismatches`` the latter). ``verify`` (default on): check each
+    message's checksum.
     """
 
-    def __init__(self, instrument: str = "") -> None:
+    def __init__(self, instrument: str = "", *, verify: bool = True) -> None:
         self.instrument = instrument
+        self.verify = verify
+        self.checksum_mismatches = 0
+        self.heartbeats = 0
         self.sequence: int | None = None
         self.time: timestamp_pb2.Timestamp | None = None
         self._bids: dict[Decimal, Level] = {}
@@ -82,8 +124,28 @@ class LocalOrderBook:
         kind = update.WhichOneof("update")
         if kind == "snapshot":
             self.apply_snapshot(update.snapshot)
+            self._check(update.snapshot.checksum)
         elif kind == "delta":
             self.apply_delta(update.delta)
+            self._check(update.delta.checksum)
+        elif kind == "heartbeat":
+            self.heartbeats += 1
+            if update.heartbeat.sequence != self.sequence:
+                raise SequenceGap(self.sequence, update.heartbeat.sequence)
+
+    def checksum(self) -> int:
+        """The checksum of the levels held (what the server sends after each message)."""
+        return book_checksum(
+            ((f"{lv.price:f}", f"{lv.quantity:f}") for lv in self.bids(CHECKSUM_LEVELS)),
+            ((f"{lv.price:f}", f"{lv.quantity:f}") for lv in self.asks(CHECKSUM_LEVELS)))
+
+    def _check(self, expected: int) -> None:
+        if not self.verify:
+            return
+        actual = self.checksum()
+        if actual != expected:
+            self.checksum_mismatches += 1
+            raise ChecksumMismatch(self.sequence or 0, expected, actual)
 
     def apply_snapshot(self, snapshot: marketdata_pb2.OrderBookSnapshot) -> None:
         self.replace(snapshot.sequence, decode_levels(snapshot.bids),
@@ -195,3 +257,97 @@ def _merge(side: dict[Decimal, Level], levels: Iterable[Level]) -> None:
             side.pop(level.price, None)
         else:
             side[level.price] = level
+
+
+@dataclass(frozen=True, slots=True)
+class L3Order:
+    """One resting order as the public sees it."""
+
+    order_id: str
+    side: int  # exchange.common.v1.Side
+    price: Decimal
+    quantity: Decimal
+    priority: int
+
+
+class LocalL3Book:
+    """The order-by-order book kept from StreamOrderBookL3: orders by id, the sequence.
+
+    A delta that does not follow on, a heartbeat at another sequence, or a change to an
+    order the book does not hold raises :class:`SequenceGap` (resubscribe).
+    """
+
+    def __init__(self, instrument: str = "") -> None:
+        self.instrument = instrument
+        self.sequence: int | None = None
+        self.orders: dict[str, L3Order] = {}
+        self.snapshots = 0
+        self.deltas = 0
+        self.heartbeats = 0
+        self.resubscribes = 0
+
+    @property
+    def ready(self) -> bool:
+        return self.sequence is not None
+
+    def apply(self, update: marketdata_pb2.StreamOrderBookL3Response) -> None:
+        if update.instrument and not self.instrument:
+            self.instrument = update.instrument
+        kind = update.WhichOneof("update")
+        if kind == "snapshot":
+            snap = update.snapshot
+            self.orders = {o.order_id: _l3(o) for o in (*snap.bids, *snap.asks)}
+            self.sequence = snap.sequence
+            self.snapshots += 1
+        elif kind == "delta":
+            delta = update.delta
+            expected = None if self.sequence is None else self.sequence + 1
+            if expected is None or delta.first_sequence != expected:
+                raise SequenceGap(expected, delta.first_sequence)
+            orders = dict(self.orders)
+            for change in delta.changes:
+                order_id = change.order.order_id
+                if change.kind == marketdata_pb2.L3_CHANGE_KIND_ADD:
+                    orders[order_id] = _l3(change.order)
+                elif order_id not in orders:
+                    raise SequenceGap(expected, delta.first_sequence)
+                elif change.kind == marketdata_pb2.L3_CHANGE_KIND_CHANGE:
+                    orders[order_id] = _l3(change.order)
+                else:
+                    del orders[order_id]
+            self.orders = orders
+            self.sequence = delta.sequence
+            self.deltas += 1
+        elif kind == "heartbeat":
+            self.heartbeats += 1
+            if update.heartbeat.sequence != self.sequence:
+                raise SequenceGap(self.sequence, update.heartbeat.sequence)
+
+    def side(self, side: int) -> list[L3Order]:
+        """One side's orders: best price first, each price in time priority."""
+        best_first = side == 1
+        return sorted((o for o in self.orders.values() if o.side == side),
+                      key=lambda o: (-o.price if best_first else o.price, o.priority))
+
+    def bids(self) -> list[L3Order]:
+        return self.side(1)
+
+    def asks(self) -> list[L3Order]:
+        return self.side(2)
+
+    def levels(self, side: int) -> list[Level]:
+        """The aggregated (L2) levels of one side, best first."""
+        out: dict[Decimal, Level] = {}
+        for o in self.side(side):
+            lv = out.get(o.price)
+            out[o.price] = Level(o.price, o.quantity + (lv.quantity if lv else 0),
+                                 (lv.order_count if lv else 0) + 1)
+        return list(out.values())
+
+    def __repr__(self) -> str:
+        return (f"LocalL3Book({self.instrument!r}, sequence={self.sequence}, "
+                f"orders={len(self.orders)})")
+
+
+def _l3(o: marketdata_pb2.L3Order) -> L3Order:
+    return L3Order(o.order_id, o.side, Decimal(o.price), Decimal(o.quantity), o.priority)

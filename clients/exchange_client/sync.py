@@ -26,7 +26,7 @@ from exchange_client.aio import (
     DEFAULT_TIMEOUT,
     _need_key,
 )
-from exchange_client.book import LocalOrderBook, SequenceGap
+from exchange_client.book import ChecksumMismatch, LocalL3Book, LocalOrderBook, SequenceGap
 from exchange_client.errors import from_grpc_error
 
 
@@ -230,25 +230,28 @@ class ExchangeClient:
             "trades", limit,
         )
 
-    def stream_order_book(self, instrument: str, *, timeout: float | None = None
+    def stream_order_book(self, instrument: str, *, depth: int = 0, interval_ms: int = 0,
+                          timeout: float | None = None
                           ) -> Generator[marketdata_pb2.StreamOrderBookResponse]:
-        request = marketdata_pb2.StreamOrderBookRequest(instrument=instrument)
+        request = marketdata_pb2.StreamOrderBookRequest(instrument=instrument, depth=depth,
+                                                        interval_ms=interval_ms)
         yield from self._stream(self._marketdata().StreamOrderBook, request, timeout)
 
     def watch_order_book(
         self, instrument: str, *, book: LocalOrderBook | None = None,
-        max_resubscribes: int | None = None,
+        max_resubscribes: int | None = None, depth: int = 0, interval_ms: int = 0,
     ) -> Iterator[LocalOrderBook]:
         """See :meth:`AsyncExchangeClient.watch_order_book`."""
         book = book if book is not None else LocalOrderBook(instrument)
         failures = 0
         while True:
-            gap: SequenceGap | None = None
-            with closing(self.stream_order_book(instrument)) as updates:
+            gap: SequenceGap | ChecksumMismatch | None = None
+            with closing(self.stream_order_book(instrument, depth=depth,
+                                                interval_ms=interval_ms)) as updates:
                 for update in updates:
                     try:
                         book.apply(update)
-                    except SequenceGap as err:
+                    except (SequenceGap, ChecksumMismatch) as err:
                         gap = err
                         break
                     if update.WhichOneof("update") == "delta":
@@ -268,6 +271,67 @@ class ExchangeClient:
         request = marketdata_pb2.StreamTradesRequest(instrument=instrument)
         for message in self._stream(self._marketdata().StreamTrades, request, timeout):
             yield from message.trades
+
+    def get_ticker(self, instrument: str) -> marketdata_pb2.Ticker:
+        request = marketdata_pb2.GetTickerRequest(instrument=instrument)
+        return self._call(self._marketdata().GetTicker, request).ticker
+
+    def stream_ticker(self, instrument: str, *, interval_ms: int = 0,
+                      timeout: float | None = None) -> Iterator[marketdata_pb2.Ticker]:
+        request = marketdata_pb2.StreamTickerRequest(instrument=instrument,
+                                                     interval_ms=interval_ms)
+        for message in self._stream(self._marketdata().StreamTicker, request, timeout):
+            yield message.ticker
+
+    def list_candles(self, instrument: str, interval: str = "1m", *,
+                     start: cv.TimeLike | None = None, end: cv.TimeLike | None = None,
+                     page_size: int = 0, page_token: str = ""
+                     ) -> marketdata_pb2.ListCandlesResponse:
+        request = cv.list_candles_request(instrument, interval, start, end, page_size,
+                                          page_token)
+        return self._call(self._marketdata().ListCandles, request)
+
+    def iter_candles(self, instrument: str, interval: str = "1m", *,
+                     start: cv.TimeLike | None = None, end: cv.TimeLike | None = None,
+                     page_size: int = 0, limit: int | None = None
+                     ) -> Iterator[marketdata_pb2.Candle]:
+        size = cv.page_size_for(page_size, limit)
+        yield from _pages(
+            lambda token: self.list_candles(instrument, interval, start=start, end=end,
+                                            page_size=size, page_token=token),
+            "candles", limit,
+        )
+
+    def stream_order_book_l3(self, instrument: str, *, timeout: float | None = None
+                             ) -> Generator[marketdata_pb2.StreamOrderBookL3Response]:
+        request = marketdata_pb2.StreamOrderBookL3Request(instrument=instrument)
+        yield from self._stream(self._marketdata().StreamOrderBookL3, request, timeout)
+
+    def watch_order_book_l3(self, instrument: str, *, book: LocalL3Book | None = None,
+                            max_resubscribes: int | None = None) -> Iterator[LocalL3Book]:
+        """See :meth:`AsyncExchangeClient.watch_order_book_l3`."""
+        book = book if book is not None else LocalL3Book(instrument)
+        failures = 0
+        while True:
+            gap: SequenceGap | None = None
+            with closing(self.stream_order_book_l3(instrument)) as updates:
+                for update in updates:
+                    try:
+                        book.apply(update)
+                    except SequenceGap as err:
+                        gap = err
+                        break
+                    if update.WhichOneof("update") == "delta":
+                        failures = 0
+                    yield book
+            if gap is None:
+                return
+            failures += 1
+            book.resubscribes += 1
+            if max_resubscribes is not None and failures > max_resubscribes:
+                raise gap
+            if failures > 1:
+                time.sleep(min(0.05 * 2 ** (failures - 2), 2.0))
 
 
 def _pages(fetch: Any, field: str, limit: int | None) -> Iterator[Any]:
