@@ -13,6 +13,9 @@
     exchange fills [--instrument X] [--order-id Y] [--limit N]
     exchange instruments
     exchange book BTC-USD [--depth 10] [--watch [--trades N] [--duration SECONDS]]
+                          [--interval-ms N] [--l3]
+    exchange ticker BTC-USD [--watch]                              (md_cli.py)
+    exchange candles BTC-USD [--interval 1m] [--start ISO] [--end ISO] [--limit N]
     exchange trades BTC-USD [--limit N] [--follow [--duration SECONDS]]
     exchange top [--order URL]... [--matching URL]... [--marketdata URL]...
                  [--interval SECONDS] [--once]                     (top.py)
@@ -67,6 +70,7 @@ from exchange_client.aio import (
 )
 from exchange_client.book import Level, LocalOrderBook
 from exchange_client.errors import ExchangeError
+from exchange_client.md_cli import add_marketdata_parser, book_l3
 from exchange_client.top import add_top_parser
 
 API_KEY_HELP = "order commands need one; pass --api-key KEY or set EXCHANGE_API_KEY"
@@ -442,12 +446,15 @@ async def watch_book(client: AsyncExchangeClient, args: argparse.Namespace, out:
     depth = args.depth or 10
     state = WatchState(book=LocalOrderBook(args.instrument), depth=depth,
                        trades=deque(maxlen=args.trades))
+    # A --depth asks the stream for that view (checksummed); without it, the whole book.
+    stream_view = {"depth": args.depth or 0, "interval_ms": args.interval_ms}
 
     if out.json:
         out.json_lines()
 
         async def emit() -> None:
-            async for book in client.watch_order_book(args.instrument, book=state.book):
+            async for book in client.watch_order_book(args.instrument, book=state.book,
+                                                      **stream_view):
                 out.print_json(book_state_dict(book, depth))
 
         await _drive([asyncio.create_task(emit())], args.duration)
@@ -457,7 +464,8 @@ async def watch_book(client: AsyncExchangeClient, args: argparse.Namespace, out:
         state.add_trade(trade, newest=False)
 
     async def follow_book() -> None:
-        async for _ in client.watch_order_book(args.instrument, book=state.book):
+        async for _ in client.watch_order_book(args.instrument, book=state.book,
+                                               **stream_view):
             pass
 
     async def follow_trades() -> None:
@@ -612,6 +620,9 @@ async def cmd_instruments(client: AsyncExchangeClient, args: argparse.Namespace,
 
 
 async def cmd_book(client: AsyncExchangeClient, args: argparse.Namespace, out: Output) -> None:
+    if args.l3:
+        await book_l3(client, args, out)
+        return
     if args.watch:
         await watch_book(client, args, out)
         return
@@ -807,6 +818,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="with --watch: last trades shown (default %(default)s)")
     book.add_argument("--duration", type=_seconds, metavar="SECONDS",
                       help="with --watch: stop after SECONDS")
+    book.add_argument("--interval-ms", type=_non_negative_int, default=0, metavar="N",
+                      help="with --watch: at most one update per N ms (0: as the server "
+                           "paces them; else 10-60000)")
+    book.add_argument("--l3", action="store_true",
+                      help="the order-by-order book: every resting order in time priority")
     book.set_defaults(handler=cmd_book, needs_key=False)
 
     trades = commands.add_parser("trades", parents=[common], help="recent (or live) trades")
@@ -818,6 +834,7 @@ def build_parser() -> argparse.ArgumentParser:
     trades.add_argument("--duration", type=_seconds, metavar="SECONDS",
                         help="with --follow: stop after SECONDS")
     trades.set_defaults(handler=cmd_trades, needs_key=False)
+    add_marketdata_parser(commands, common, _seconds, _positive_int)
     add_admin_parser(commands, common)
     add_top_parser(commands, _seconds)
     return parser
