@@ -17,13 +17,15 @@ Levels = list[tuple[str, str, int]]
 
 
 def apply(book: LocalOrderBook, message: md_pb2.StreamOrderBookResponse) -> str:
-    """Apply one stream message to ``book`` and return its kind ("snapshot" or "delta").
+    """Apply one stream message to ``book`` and return its kind ("snapshot", "delta" or
+    "heartbeat").
 
-    A delta that does not follow on raises ``SequenceGap`` (the library's check); before
-    that, a delta must cover at least one sequence and a removed level's quantity must be
-    spelled "0"."""
+    A delta that does not follow on, or a heartbeat at another sequence, raises
+    ``SequenceGap``, and a checksum that does not match ``ChecksumMismatch`` (the
+    library's checks); before that, a delta must cover at least one sequence and a removed
+    level's quantity must be spelled "0"."""
     kind = message.WhichOneof("update")
-    assert kind in ("snapshot", "delta"), message
+    assert kind in ("snapshot", "delta", "heartbeat"), message
     if kind == "delta":
         delta = message.delta
         assert delta.sequence >= delta.first_sequence, (delta.first_sequence, delta.sequence)

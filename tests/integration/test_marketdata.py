@@ -138,7 +138,9 @@ async def serve(database_url: str, redis_url: str
 
     async def _start(**settings) -> Server:
         values = dict(database_url=database_url, redis_url=redis_url,
-                      marketdata_listen="127.0.0.1:0", shutdown_grace=1.0, log_format="text")
+                      marketdata_listen="127.0.0.1:0", shutdown_grace=1.0, log_format="text",
+                      # No heartbeat between the messages these tests wait for.
+                      marketdata_heartbeat=60.0)
         values.update(settings)
         app = await start(MarketDataSettings(**values), block_ms=100, reload_interval=0.2)
         await asyncio.wait_for(app.feed.ready.wait(), 10)

@@ -31,6 +31,7 @@ from google.protobuf import timestamp_pb2
 from exchange.common.v1 import common_pb2
 from exchange.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc
 from exchange.order.v1 import order_pb2, order_pb2_grpc
+from exchange_client.book import LocalOrderBook
 from exchange_common import errors as server_errors
 
 EXCHANGE = str(Path(sys.executable).parent / "exchange")
@@ -163,24 +164,32 @@ class MarketData(marketdata_pb2_grpc.MarketDataServiceServicer):
 
     def StreamOrderBook(self, request, context):
         self.state.record("StreamOrderBook", request, context)
-        yield marketdata_pb2.StreamOrderBookResponse(
+        # The checksum of the book after each message, as the exchange sends it.
+        replica = LocalOrderBook(verify=False)
+
+        def checked(msg):
+            replica.apply(msg)
+            getattr(msg, msg.WhichOneof("update")).checksum = replica.checksum()
+            return msg
+
+        yield checked(marketdata_pb2.StreamOrderBookResponse(
             instrument=request.instrument,
             snapshot=marketdata_pb2.OrderBookSnapshot(
                 sequence=100, time=_now(),
                 bids=[marketdata_pb2.PriceLevel(price="69999.50", quantity="1.2500",
                                                 order_count=2)],
                 asks=[marketdata_pb2.PriceLevel(price="70000.00", quantity="0.3000",
-                                                order_count=1)]))
+                                                order_count=1)])))
         seq = 100
         while context.is_active() and seq < 400:
             time.sleep(0.05)
             seq += 1
-            yield marketdata_pb2.StreamOrderBookResponse(
+            yield checked(marketdata_pb2.StreamOrderBookResponse(
                 instrument=request.instrument,
                 delta=marketdata_pb2.OrderBookDelta(
                     first_sequence=seq, sequence=seq, time=_now(),
                     bids=[marketdata_pb2.PriceLevel(price="69990.00", quantity=f"{seq}.0000",
-                                                    order_count=1)]))
+                                                    order_count=1)])))
 
     def StreamTrades(self, request, context):
         self.state.record("StreamTrades", request, context)
