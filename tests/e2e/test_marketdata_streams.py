@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -25,6 +26,7 @@ from typing import Any
 import grpc
 import pytest
 import redis.asyncio as redis_asyncio
+from e2e_helpers import run, run_json
 
 from exchange.marketdata.v1 import marketdata_pb2 as md_pb2
 from exchange.marketdata.v1 import marketdata_pb2_grpc as md_grpc
@@ -365,3 +367,28 @@ async def test_unknown_instrument_is_not_found(module_stack: Stack) -> None:
         with pytest.raises(Exception) as info:
             await c.get_ticker("NOPE-USD")
     assert getattr(info.value, "reason", None) == "INSTRUMENT_NOT_FOUND"
+
+
+async def test_the_command_line(module_stack: Stack) -> None:
+    stack = module_stack
+    async with client(stack) as alice, client(stack, "bob") as bob:
+        await trade_some(alice, bob, 2, 70000)
+        await bob.create_order(SYMBOL, "sell", "0.5", price="71000")
+        await alice.create_order(SYMBOL, "buy", "0.5", price="69000")
+        sequence = await settled(alice, stack)
+        trades = await all_trades(alice)
+    ticker = await run_json(stack, "ticker", SYMBOL)
+    assert ticker["sequence"] >= sequence and ticker["last_price"]
+    candles = await run_json(stack, "candles", SYMBOL, "--interval", "1h", "--limit", "5")
+    assert sum(int(c["trade_count"]) for c in candles["candles"]) == len(trades)
+    l3 = await run_json(stack, "book", SYMBOL, "--l3")
+    assert l3["sequence"] >= sequence and l3["bids"] and l3["asks"]
+    proc = await run(stack, "book", SYMBOL, "--depth", "3", "--interval-ms", "200", "--watch",
+                     "--duration", "1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    states = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert states and all(len(s["bids"]) <= 3 for s in states)
+    proc = await run(stack, "ticker", SYMBOL, "--watch", "--duration", "1")
+    assert proc.returncode == 0 and "last" in proc.stdout, proc.stderr
+    proc = await run(stack, "candles", SYMBOL, "--interval", "2m")
+    assert proc.returncode == 2  # not an interval: argparse refuses it
