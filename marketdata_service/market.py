@@ -35,7 +35,7 @@ from exchange.matching.v1 import matching_pb2
 from exchange_common.instruments import InstrumentSpec
 from exchange_common.streams import entry_id
 from marketdata_service.book import ApplyResult, L2Book
-from marketdata_service.fanout import Subscriber
+from marketdata_service.fanout import Subscriber, SubscriptionClosed
 from marketdata_service.l3 import L3Book, L3Change, L3Order
 from marketdata_service.store import InitialState
 from marketdata_service.ticker import TickerWindow
@@ -81,6 +81,8 @@ class InstrumentMarket:
         self.ticker_version = 0
         self.ticker_changed = asyncio.Event()
         self._ticker: tuple[int, bytes, md_pb2.Ticker] | None = None
+        # Set at shutdown: StreamTicker subscribers end (SubscriptionClosed).
+        self.closed = False
         self._best: tuple = (None, None)
         # Updates thrown away for subscribers that were behind (conflated).
         self.dropped = 0
@@ -214,11 +216,6 @@ class InstrumentMarket:
         """The default view's time between book messages now."""
         return self.default_view.current_interval()
 
-    def flush_book(self) -> None:
-        """Send every view's pending changes now."""
-        for view in self.views.values():
-            view.flush()
-
     def _publish_l3(self, first_sequence: int, changes: list[L3Change]) -> None:
         """One L3 delta for the entries just applied (even with no change: the sequences
         follow on)."""
@@ -309,6 +306,8 @@ class InstrumentMarket:
                      self.spec.symbol, sub.dropped)
 
     def close_subscribers(self) -> None:
+        self.closed = True
+        self.ticker_changed.set()  # StreamTicker subscribers see ``closed``
         for view in self.views.values():
             view.close()
         for sub in (*self.book_subscribers, *self.trade_subscribers, *self.l3_subscribers):
@@ -356,6 +355,8 @@ class InstrumentMarket:
         loop = asyncio.get_running_loop()
         quiet = max(idle, interval)
         while True:
+            if self.closed:
+                raise SubscriptionClosed
             version = self.ticker_version
             yield self.ticker()[1]
             sent = loop.time()

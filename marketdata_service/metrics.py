@@ -22,7 +22,7 @@ class MarketDataMetrics(metrics.CommonMetrics):
         super().__init__(registry, "marketdata")
         self.subscribers = Children(gauge(
             registry, "exchange_marketdata_subscribers",
-            "Stream subscriptions served, by kind (book, trades)", ("kind",)))
+            "Stream subscriptions served, by kind (book, trades, l3)", ("kind",)))
         self.subscriber_limit = gauge(
             registry, "exchange_marketdata_subscriber_limit",
             "Stream subscriptions one process serves at most (EXCHANGE_MAX_SUBSCRIBERS), "
@@ -59,13 +59,15 @@ class MarketDataMetrics(metrics.CommonMetrics):
             markets = list(feed.markets.values())
             self.subscribers("book").set(sum(len(m.book_subscribers) for m in markets))
             self.subscribers("trades").set(sum(len(m.trade_subscribers) for m in markets))
+            self.subscribers("l3").set(sum(len(m.l3_subscribers) for m in markets))
             grow(self.conflated, "conflated", sum(m.dropped for m in markets))
             grow(self.resyncs("book"), "book", sum(m.book_resyncs for m in markets))
             grow(self.resyncs("trades"), "trades", sum(m.trade_resyncs for m in markets))
             grow(self.rebuilds, "rebuilds", feed.rebuilds)
             now = time.monotonic()
             oldest = min((sub.oldest for m in markets
-                          for sub in (*m.book_subscribers, *m.trade_subscribers)
+                          for sub in (*m.book_subscribers, *m.trade_subscribers,
+                                      *m.l3_subscribers)
                           if sub.oldest is not None), default=now)
             self.subscriber_lag.set(now - oldest)
         self.registry.sample(sample)

@@ -146,8 +146,13 @@ class MarketDataServicer(md_pb2_grpc.MarketDataServiceServicer):
                 field="interval_ms", reason="INVALID_INTERVAL")
         market = self._market(request.instrument)
         with self.slots.hold(context):
-            async for message in market.ticker_updates(interval_ms / 1000, self.heartbeat):
-                yield message
+            try:
+                async for message in market.ticker_updates(interval_ms / 1000,
+                                                           self.heartbeat):
+                    yield message
+            except SubscriptionClosed:
+                raise Unavailable("the server is shutting down; resubscribe",
+                                  reason="SHUTTING_DOWN") from None
 
     @grpc_errors
     async def ListCandles(self, request: md_pb2.ListCandlesRequest,
