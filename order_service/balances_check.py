@@ -5,8 +5,8 @@
    equals what came in and went out: deposits - withdrawals + adjustments (``ledger``);
 2. no available or held amount is negative;
 3. per account and asset, ``held`` is what its open orders hold (``orders.held``, in the
-   quote asset for a buy, the base for a sell; untriggered stops hold theirs too) plus its holds on their way to matching
-   (``order_holds``);
+   quote asset for a buy, the base for a sell; untriggered stops hold theirs too) plus
+   its holds on their way to matching (``order_holds``);
 4. per account and asset, the balance equals its ledger (order_service/ledger.py: the
    stored entries and those derived from orders, amendments and trades) plus the holds
    on their way to matching, for available and held alike;
