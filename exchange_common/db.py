@@ -43,6 +43,12 @@ OLTP_SETTINGS = {"enable_seqscan": "off", "enable_hashjoin": "off", "enable_merg
 # migration 0001 is on this predicate).
 OPEN_ORDERS_SQL = (f"state IN ({cpb.ORDER_STATE_NEW}, "
                    f"{cpb.ORDER_STATE_PARTIALLY_FILLED})")
+# The orders an account has open: the resting ones and the stops waiting for their
+# trigger (UNTRIGGERED: off the book, cancellable, holding funds). The partial index
+# orders_account_open of migration 0008 is on this predicate.
+ACCOUNT_OPEN_ORDERS_SQL = (f"state IN ({cpb.ORDER_STATE_NEW}, "
+                           f"{cpb.ORDER_STATE_PARTIALLY_FILLED}, "
+                           f"{cpb.ORDER_STATE_UNTRIGGERED})")
 
 
 async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10, **kwargs) -> asyncpg.Pool:

@@ -56,7 +56,8 @@ WITH needed AS (
       FROM orders o JOIN instruments i ON i.instrument_id = o.instrument_id
       JOIN assets s ON s.symbol = CASE WHEN o.side = {cpb.SIDE_BUY} THEN i.quote_asset
                                        ELSE i.base_asset END
-     WHERE o.state IN ({cpb.ORDER_STATE_NEW}, {cpb.ORDER_STATE_PARTIALLY_FILLED})
+     WHERE o.state IN ({cpb.ORDER_STATE_NEW}, {cpb.ORDER_STATE_PARTIALLY_FILLED},
+                       {cpb.ORDER_STATE_UNTRIGGERED})
      GROUP BY 1, 2
     UNION ALL
     SELECT account_id, asset_id, sum(amount) FROM order_holds GROUP BY 1, 2
