@@ -90,9 +90,9 @@ def order_from_row(spec: InstrumentSpec, row) -> opb.Order:
         update_time=ts_from_datetime(row["updated_at"]),
         funds=spec.quote_str(row["funds"]) if row["funds"] else "",
         held=_held(spec, row["side"], row["held"]),
-        stop_price=spec.price_str(row.get("stop_price")) if row.get("stop_price") else "",
-        expire_time=ts_from_datetime(row.get("expire_at")) if row.get("expire_at") else None,
-        self_trade_prevention=row.get("self_trade_prevention", 0),
+        stop_price=spec.price_str(row["stop_price"]) if row["stop_price"] else "",
+        expire_time=ts_from_datetime(row["expire_at"]) if row["expire_at"] else None,
+        self_trade_prevention=row["self_trade_prevention"],
     )
 
 

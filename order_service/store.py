@@ -15,7 +15,7 @@ from exchange.common.v1 import common_pb2 as cpb
 from exchange.order.v1 import order_pb2 as opb
 from exchange_common import tracing
 from exchange_common.changes import ChangeListener
-from exchange_common.db import ACCOUNT_OPEN_ORDERS_SQL
+from exchange_common.db import OPEN_ORDERS_SQL
 from exchange_common.instruments import InstrumentSpec, load_instruments
 from order_service import ledger
 from order_service.coalesce import Coalescer
@@ -25,8 +25,8 @@ MAKER, TAKER = cpb.LIQUIDITY_MAKER, cpb.LIQUIDITY_TAKER
 LOOKUP_SPAN = "client_order_id look-up"
 STATUS_FILTER_SQL: dict[int, str] = {
     opb.ORDER_STATUS_FILTER_UNSPECIFIED: "",
-    opb.ORDER_STATUS_FILTER_OPEN: f"AND {ACCOUNT_OPEN_ORDERS_SQL}",
-    opb.ORDER_STATUS_FILTER_CLOSED: f"AND NOT {ACCOUNT_OPEN_ORDERS_SQL}",
+    opb.ORDER_STATUS_FILTER_OPEN: f"AND {OPEN_ORDERS_SQL}",
+    opb.ORDER_STATUS_FILTER_CLOSED: f"AND NOT {OPEN_ORDERS_SQL}",
 }
 
 # One row per fill: the account's side of each trade (a self-trade gives two).
@@ -184,7 +184,7 @@ class Store:
         ``instrument_id`` only if given (index orders_account_open, migration 0008)."""
         rows = await self.pool.fetch(
             f"""SELECT DISTINCT instrument_id FROM orders
-                 WHERE account_id = $1 AND {ACCOUNT_OPEN_ORDERS_SQL}
+                 WHERE account_id = $1 AND {OPEN_ORDERS_SQL}
                    AND ($2::integer IS NULL OR instrument_id = $2)
                    AND ($3::smallint = 0 OR side = $3)
                  ORDER BY instrument_id""", account_id, instrument_id, side)
@@ -195,7 +195,7 @@ class Store:
         rows = await self.pool.fetch(
             f"""SELECT order_id FROM orders
                  WHERE order_id = ANY($2::bigint[]) AND account_id = $1
-                   AND {ACCOUNT_OPEN_ORDERS_SQL} ORDER BY order_id""", account_id, order_ids)
+                   AND {OPEN_ORDERS_SQL} ORDER BY order_id""", account_id, order_ids)
         return [r["order_id"] for r in rows]
 
     async def list_fills(self, account_id: int, instrument_id: int | None,

@@ -20,6 +20,7 @@ from matching_service.engine import (
     LIMIT,
     MARKET,
     SELL,
+    STP_NONE,
     OrderBook,
 )
 
@@ -74,7 +75,8 @@ def run(commands):
         if cmd[0] == "new":
             _, acct, side, type_, tif, price, qty, post_only = cmd
             out = book.new_order(acct, side, type_, tif, price, qty, "",
-                                 post_only and type_ == LIMIT)
+                                 post_only and type_ == LIMIT, 0, 0, 0, 0, 0, 0,
+                                 STP_NONE)
             if out.order is not None:
                 placed.append(out.order)
         elif cmd[0] == "cancel":
@@ -111,7 +113,8 @@ def test_amend_events_and_priority(commands) -> None:
         if cmd[0] == "new":
             _, acct, side, type_, tif, price, qty, post_only = cmd
             out = book.new_order(acct, side, type_, tif, price, qty, "",
-                                 post_only and type_ == LIMIT)
+                                 post_only and type_ == LIMIT, 0, 0, 0, 0, 0, 0,
+                                 STP_NONE)
             if out.order is not None:
                 placed.append(out.order)
             continue
@@ -197,7 +200,8 @@ def test_price_time_priority(commands) -> None:
             out = book.amend(target.account_id, target.order_id, cmd[2], cmd[3])
         else:
             out = book.new_order(acct, side, type_, tif, price, qty, "",
-                                 post_only and type_ == LIMIT)
+                                 post_only and type_ == LIMIT, 0, 0, 0, 0, 0, 0,
+                                 STP_NONE)
             if out.order is None:
                 continue
             placed.append(out.order)
