@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -165,7 +166,13 @@ class Orders:
             pending = self.holds.take(to_hold)
             if waiting is not None and spans is not None:
                 waiting(pending, HOLD_SPAN, [spans[i] for i, _, _ in valid])
-            held = await pending
+            held = await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            # The caller went away (a session that dropped) while the funds went on hold:
+            # nothing will be sent, so what was granted goes back now, not when the
+            # sweeper finds it.
+            pending.add_done_callback(functools.partial(self._give_back, to_hold))
+            raise
         except Exception as err:  # noqa: BLE001 - every order waiting on it is answered
             for i, _, _ in valid:
                 answers[i].set_exception(err)
@@ -206,6 +213,16 @@ class Orders:
                                                   deadline, span))
             answer.add_done_callback(_cancel_with(sent))
         return answers
+
+    def _give_back(self, requests: Sequence[HoldRequest],
+                   pending: asyncio.Future[list[HoldResult]]) -> None:
+        """Release the holds granted to ``requests`` (whose orders were never sent)."""
+        if pending.cancelled() or pending.exception() is not None:
+            return
+        keys = [(r.account_id, r.key) for r, hold in zip(requests, pending.result(), strict=True)
+                if hold.status == GRANTED]
+        if keys:
+            self.holds.release_soon(keys)
 
     def _answered(self, answer: asyncio.Future[Answer], account_id: int,
                   spec: InstrumentSpec, command: mpb.Command, deadline: float,
