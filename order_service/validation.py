@@ -211,6 +211,11 @@ def validate_amend(req: opb.AmendOrderRequest, spec: InstrumentSpec, row) -> tup
     """(new price in ticks or 0, new total quantity in lots or 0) for an amend of the
     order in ``row``; whether it is still open is the matching engine's to say."""
     _check_trading(spec)
+    if row["state"] == cpb.ORDER_STATE_UNTRIGGERED:
+        raise FailedPrecondition(
+            f"order {row['order_id']} is a stop waiting for its trigger: cancel it and place "
+            "a new one (an untriggered stop cannot be amended)",
+            reason="STOP_NOT_AMENDABLE", metadata={"order_id": str(row["order_id"])})
     if not req.price and not req.quantity:
         raise InvalidArgument("give a new price and/or a new quantity", reason="AMEND_EMPTY",
                               field="price")

@@ -31,6 +31,7 @@ from order_service.validation import (
     MAX_CLIENT_ORDER_ID,
     MAX_GTT_SECONDS,
     check_client_order_id,
+    validate_amend,
     validate_new_order,
 )
 
@@ -278,3 +279,14 @@ def test_stop_market_buy_holds_at_its_stop_price_protection() -> None:
     stop_limit = validate_new_order(req(stop_price="69000"), money)
     assert (hold_request(7, money, stop_limit, (10, 20)).amount
             == stop_limit.quantity * unit(money, stop_limit.price, 20))
+
+
+def test_an_untriggered_stop_is_not_amended() -> None:
+    row = {"order_id": 5, "state": cpb.ORDER_STATE_UNTRIGGERED, "filled": 0, "price": 7000000,
+           "quantity": 100}
+    with pytest.raises(FailedPrecondition) as err:
+        validate_amend(opb.AmendOrderRequest(order_id="5", quantity="0.02"), BTC, row)
+    assert err.value.reason == "STOP_NOT_AMENDABLE"
+    resting = {**row, "state": cpb.ORDER_STATE_NEW}
+    assert validate_amend(opb.AmendOrderRequest(order_id="5", quantity="0.02"), BTC,
+                          resting) == (0, 200)
