@@ -9,6 +9,7 @@ book."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from decimal import Decimal
@@ -21,7 +22,9 @@ from trader_helpers import Traders, balances, eventually, held
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
-from exchange_client import AsyncExchangeClient
+from exchange_client import AsyncExchangeClient, ExchangeClient
+from exchange_client.errors import FailedPrecondition, InvalidArgument
+from exchange_client.session import create_command
 from exchange_common.errors import error_info, field_violations
 from exchange_dev.stack import Stack
 
@@ -342,3 +345,60 @@ async def test_bad_input_is_invalid_argument_with_field_violations(module_stack:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.CancelAllOrders(opb.CancelAllOrdersRequest(), timeout=30)
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+# -- the client library's sessions ------------------------------------------------------------
+
+
+async def test_async_session_commands(traders: Traders) -> None:
+    _, alice = await traders.new()
+    async with alice.order_entry() as session:
+        many = await session.send([create_command("BTC-USD", "buy", "0.01", price=str(p),
+                                                  client_order_id=f"as-{p}")
+                                   for p in range(25000, 25010)])
+        assert [e.order.client_order_id for e in many] == [f"as-{p}" for p in
+                                                            range(25000, 25010)]
+        # A cancel sent right behind its create waits for the create's answer.
+        created, cancelled = await asyncio.gather(
+            session.create("BTC-USD", "buy", "0.01", price="24000", client_order_id="as-x"),
+            session.cancel(client_order_id="as-x"))
+        assert created.order.state == cpb.ORDER_STATE_NEW
+        assert cancelled.state == cpb.ORDER_STATE_CANCELLED
+        amended = await session.amend(many[0].order.order_id, price="25000.5")
+        assert D(amended.order.price) == D("25000.5")
+        by_id = await session.cancel(many[1].order.order_id)
+        assert by_id.order_id == many[1].order.order_id
+        with pytest.raises(FailedPrecondition) as err:
+            await session.cancel(many[1].order.order_id)
+        assert err.value.reason == "ORDER_NOT_OPEN"
+        with pytest.raises(InvalidArgument) as bad:
+            await session.create("BTC-USD", "buy", "0.01", price="1.001",
+                                 client_order_id="as-bad")
+        assert bad.value.field_violations[0].field == "price"
+    assert len(await alice.cancel_all_orders()) == 9
+
+
+async def test_sync_session_commands(traders: Traders, module_stack: Stack) -> None:
+    _, alice = await traders.new()
+
+    def trade() -> list[str]:
+        with ExchangeClient(module_stack.order_addr, api_key=alice.api_key) as client:
+            with client.order_entry(cancel_on_disconnect=True) as session:
+                placed = session.send([create_command("BTC-USD", "sell", "0.01",
+                                                      price=str(p), client_order_id=f"ss-{p}")
+                                       for p in range(96000, 96005)])
+                session.amend(client_order_id="ss-96000", quantity="0.02")
+                session.cancel(client_order_id="ss-96001")
+                one = session.create("BTC-USD", "sell", "0.01", price="96010",
+                                     client_order_id="ss-one")
+                with pytest.raises(InvalidArgument):
+                    session.create("BTC-USD", "sell", "0", price="96010",
+                                   client_order_id="ss-bad")
+            # Left normally: a goodbye, so cancel_on_disconnect cancelled nothing.
+            return [e.order.order_id for e in placed] + [one.order.order_id]
+
+    ids = await asyncio.to_thread(trade)
+    open_orders = {o.order_id: o async for o in alice.iter_orders("BTC-USD", "open")}
+    assert set(open_orders) == set(ids) - {ids[1]}
+    assert D(open_orders[ids[0]].quantity) == D("0.02")
+    await alice.cancel_all_orders()
