@@ -23,7 +23,8 @@ from exchange.common.v1 import common_pb2 as cpb
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
 from exchange_client import AsyncExchangeClient, ExchangeClient
-from exchange_client.errors import FailedPrecondition, InvalidArgument
+from exchange_client.admin import AsyncAdminClient
+from exchange_client.errors import FailedPrecondition, InvalidArgument, Unavailable
 from exchange_client.session import create_command
 from exchange_common.errors import error_info, field_violations
 from exchange_dev.stack import Stack
@@ -402,3 +403,44 @@ async def test_sync_session_commands(traders: Traders, module_stack: Stack) -> N
     assert set(open_orders) == set(ids) - {ids[1]}
     assert D(open_orders[ids[0]].quantity) == D("0.02")
     await alice.cancel_all_orders()
+
+
+# -- a mass cancel that cannot reach everything -------------------------------------------------
+
+
+async def test_cancel_all_that_cannot_finish_says_which_instruments(stack: Stack) -> None:
+    """A halted instrument refuses its cancels (FAILED_PRECONDITION) while the others are
+    cancelled; an owning pod that does not answer makes the call UNAVAILABLE
+    (CANCEL_ALL_INCOMPLETE), the instruments not done named in the metadata, and a retry
+    once it answers cancels what is left."""
+    async with AsyncExchangeClient(stack.order_addr, stack.marketdata_addr,
+                                   api_key=stack.keys["alice"], timeout=5) as alice, \
+            AsyncAdminClient(stack.order_addr, stack.admin_key) as admin:
+        for instrument in ("BTC-USD", "ETH-USD", "BTC-USD", "ETH-USD"):
+            await alice.create_order(instrument, "buy", "0.01", price="1000")
+        await admin.set_instrument_status("ETH-USD", "halted")
+        with pytest.raises(FailedPrecondition) as halted:
+            await alice.cancel_all_orders()
+        assert halted.value.reason == "INSTRUMENT_HALTED"
+        assert halted.value.metadata["instruments"] == "ETH-USD"
+        assert [o.instrument async for o in alice.iter_orders(status="open")] == ["ETH-USD"] * 2
+        await admin.set_instrument_status("ETH-USD", "trading")
+
+        for instrument in ("BTC-USD", "BTC-USD"):
+            await alice.create_order(instrument, "buy", "0.01", price="1000")
+        stack.pause_service("matching")
+        try:
+            with pytest.raises(Unavailable) as away:
+                await alice.cancel_all_orders()
+        finally:
+            stack.resume_service("matching")
+        assert away.value.reason == "CANCEL_ALL_INCOMPLETE"
+        assert away.value.metadata["instruments"] == "BTC-USD,ETH-USD"
+        again = await alice.cancel_all_orders()  # safe: cancels whatever is still open
+        assert len(again) <= 4
+        assert [o async for o in alice.iter_orders(status="open")] == []
+
+        async def nothing_held() -> None:
+            assert await held(alice) == {}
+
+        await eventually(nothing_held, "alice's holds released")
