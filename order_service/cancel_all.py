@@ -33,6 +33,15 @@ from order_service.orders import Orders, matching_error
 from order_service.validation import check_cancel_allowed
 
 SIDES = (cpb.SIDE_UNSPECIFIED, cpb.SIDE_BUY, cpb.SIDE_SELL)
+# How much of the caller's deadline is kept to tell it which instruments were not done:
+# the wait for a pod that does not answer ends this long before the call's deadline (the
+# router notices a deadline within a watchdog tick, then the answer is built and sent).
+ANSWER_MARGIN = 0.5
+
+
+def answer_deadline(orders: Orders, remaining: float | None) -> float:
+    """The monotonic deadline of a mass cancel for a caller with ``remaining`` seconds."""
+    return orders.deadline(None if remaining is None else max(0.0, remaining - ANSWER_MARGIN))
 
 
 class CancelAllIncomplete(Unavailable):

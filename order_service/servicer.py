@@ -25,7 +25,7 @@ from exchange_common.handlers import malformed_messages_in_stream
 from exchange_common.slots import StreamSlots
 from order_service.admission import REFUSAL, Admission
 from order_service.auth import Authenticator, Caller
-from order_service.cancel_all import cancel_all
+from order_service.cancel_all import answer_deadline, cancel_all
 from order_service.ledger import Ledger
 from order_service.limits import CANCELS, ORDERS, QUERIES, RateLimiter
 from order_service.metrics import OrderMetrics
@@ -116,7 +116,7 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
             caller = await self._caller(context, CANCELS)
             orders = await cancel_all(self.orders, caller.account_id, request.instrument,
                                       request.side,
-                                      self.orders.deadline(context.time_remaining()))
+                                      answer_deadline(self.orders, context.time_remaining()))
         except BaseException as err:
             self.metrics.cancel_answered("CancelAllOrders", started, request.instrument, err)
             raise
