@@ -46,6 +46,9 @@ MAX_DEAD_MAN_SECONDS = 3600
 GOODBYE_TURNS = 5
 # Orders named in one notice response (a dead-man timer that cancels more sends several).
 MAX_ORDERS_PER_NOTICE = 1000
+# A long session remembers many orders: once it remembers this many (and then twice as
+# many as were still open at the last look), it forgets those no longer open.
+PRUNE_AT = 10_000
 
 # Work that must finish even though its session ended: the cancels of a session that
 # dropped, a dead-man timer's mass cancel.
@@ -80,6 +83,7 @@ class SessionGuard:
         self.cancel_on_disconnect = False
         self.goodbye = False
         self.placed: set[int] = set()
+        self.prune_at = PRUNE_AT
         self.in_flight: set[asyncio.Future[Answer]] = set()
         self.timer: asyncio.Task[None] | None = None
 
@@ -108,6 +112,17 @@ class SessionGuard:
         order = answer.result()[0]
         if order.state in OPEN_STATES:
             self.placed.add(int(order.order_id))
+            if len(self.placed) >= self.prune_at:
+                self.prune_at = 2 * len(self.placed)  # no second look meanwhile
+                _run_detached(self._prune())
+
+    async def _prune(self) -> None:
+        """Forget the remembered orders that are no longer open (filled, cancelled)."""
+        looked = set(self.placed)
+        still_open = set(await self.orders.store.open_among(self.caller.account_id,
+                                                             sorted(looked)))
+        self.placed = (self.placed - looked) | still_open
+        self.prune_at = max(PRUNE_AT, 2 * len(self.placed))
 
     async def watch(self, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         """``requests``, noting the goodbye when they end (see the module's docstring)."""
