@@ -6,10 +6,13 @@ the session ends without a goodbye, those still open are cancelled, each by id t
 matching, as a CancelOrder would (orders whose create was still on its way are waited
 for first). A goodbye is the client closing its side of the stream (a half-close):
 after it, however the call ends, nothing is cancelled. grpc.aio ends the request stream
-the same way when the client half-closes and when its connection drops (the read
-fails); in the second case the call itself is cancelled in the same turn of the event
-loop, so the half-close is taken as a goodbye only once a few turns have passed with
-the call still alive (``GOODBYE_TURNS``).
+the same way when the client half-closes and when its connection drops or it cancels the
+call (the read fails, and is reported as the end of the stream); in the second case the
+call itself is cancelled as well, soon after but not in any fixed number of turns of the
+event loop (seen later than five under load). So, with cancel_on_disconnect on, the end
+of the request stream is taken as a goodbye only once the call has stayed alive for
+``GOODBYE_GRACE`` seconds after it, and the session does not end before that: a session
+with the option ends up to that long after its half-close.
 
 Dead-man timer: ``dead_man_seconds`` (1-3600) arms it; unless options with a
 dead_man_seconds come again within that time, every open order of the account is
@@ -41,9 +44,10 @@ log = logging.getLogger(__name__)
 
 DEAD_MAN_NOTICE = "DEAD_MAN_TIMER"
 MAX_DEAD_MAN_SECONDS = 3600
-# Turns of the event loop after the end of the request stream before it counts as a
-# goodbye (a dropped connection cancels the call within the first one).
-GOODBYE_TURNS = 5
+# Seconds the call must stay alive after the end of the request stream for it to count
+# as a goodbye, with cancel_on_disconnect on (a dropped connection cancels the call soon
+# after it ends the stream).
+GOODBYE_GRACE = 1.0
 # Orders named in one notice response (a dead-man timer that cancels more sends several).
 MAX_ORDERS_PER_NOTICE = 1000
 # A long session remembers many orders: once it remembers this many (and then twice as
@@ -128,8 +132,10 @@ class SessionGuard:
         """``requests``, noting the goodbye when they end (see the module's docstring)."""
         async for request in requests:
             yield request
-        for _ in range(GOODBYE_TURNS):
-            await asyncio.sleep(0)
+        if self.cancel_on_disconnect:
+            # Not a timeout on anyone: the window in which a dropped connection's
+            # cancellation arrives (the session stays open meanwhile, see above).
+            await asyncio.sleep(GOODBYE_GRACE)
         self.goodbye = True
         self._stop_timer()
 
