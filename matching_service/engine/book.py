@@ -263,43 +263,57 @@ class OrderBook:
         self._event(seq, EV_ACCEPTED, order, 0, price, quantity, now_ns)
         if held > need:  # what it brought beyond its need goes back at once
             self._release(order, held - need)
-        fills = self._enter(order, other, limit, crosses, now_ns)
+        if time_in_force == FOK and not (crosses and self._fillable(order, other, limit)):
+            self._expire(order, "NO_REFERENCE_PRICE" if limit == 0 else "FOK_NOT_FILLABLE",
+                         now_ns)
+            fills: Sequence[Trade] = NO_FILLS
+        else:
+            fills = self._take(order, other, limit, now_ns) if crosses else NO_FILLS
+            self._after_take(order, other, limit, fills, now_ns)
         if fills and self.stops.orders:
             self._trigger_stops(fills, now_ns)
         return Outcome(order, fills)
 
     def _enter(self, order: Order, other: Side, limit: int, crosses: bool,
                now_ns: int) -> Sequence[Trade]:
-        """An accepted (or triggered) order takes what it may from ``other`` and then
-        rests (GTC, GTT) or expires (the rest); its fills."""
-        time_in_force = order.time_in_force
-        if time_in_force == FOK and not (crosses and self._fillable(order, other, limit)):
+        """A triggered stop takes what it may from ``other`` and then rests (GTC, GTT)
+        or expires (the rest); its fills. (``new_order`` does the same inline.)"""
+        if order.time_in_force == FOK and not (crosses and self._fillable(order, other, limit)):
             self._expire(order, "NO_REFERENCE_PRICE" if limit == 0 else "FOK_NOT_FILLABLE",
                          now_ns)
             return NO_FILLS
         fills = self._take(order, other, limit, now_ns) if crosses else NO_FILLS
+        self._after_take(order, other, limit, fills, now_ns)
+        return fills
+
+    def _after_take(self, order: Order, other: Side, limit: int, fills: Sequence[Trade],
+                    now_ns: int) -> None:
+        """After an order took what it could: filled, it is done (what it still holds
+        goes back); a GTC or GTT limit order rests; any other expires its remainder
+        (unless self-trade prevention already ended it)."""
         state = order.state
         if state == FILLED:
             if order.client_order_id:
                 self._close_client_id(order)
             if order.held:
                 self._release(order)
-        elif state == EXPIRED:  # self-trade prevention ended it (``_prevent``)
-            self._close_client_id(order)
-        elif order.order_type == LIMIT and (time_in_force == GTC or time_in_force == GTT):
+            return
+        time_in_force = order.time_in_force
+        if order.order_type == LIMIT and (time_in_force == GTC or time_in_force == GTT) \
+                and state != EXPIRED:
             self._rest(order, self.bids if order.side == BUY else self.asks, -limit)
             if order.client_order_id:
                 self.open_client_ids[(order.account_id, order.client_order_id)] = order
             if order.expire_ns and not order.stop_price:  # a stop's is kept from placement
                 self._schedule(order)
+        elif state == EXPIRED:  # self-trade prevention ended it (``_prevent``)
+            self._close_client_id(order)
         else:
-            funds = order.funds
             self._expire(order, "NO_REFERENCE_PRICE" if limit == 0 else
-                         "FUNDS_EXHAUSTED" if funds and other.best <= limit else
+                         "FUNDS_EXHAUSTED" if order.funds and other.best <= limit else
                          "NO_LIQUIDITY" if order.order_type == MARKET and not fills else
                          "IOC_REMAINDER" if time_in_force == IOC else "MARKET_REMAINDER",
                          now_ns)
-        return fills
 
     def _fillable(self, order: Order, other: Side, limit: int) -> bool:
         """Whether a FOK order can fill whole now. Under self-trade prevention it counts
