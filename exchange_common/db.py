@@ -44,7 +44,8 @@ OLTP_SETTINGS = {"enable_seqscan": "off", "enable_hashjoin": "off", "enable_merg
 RESTING_ORDERS_SQL = (f"state IN ({cpb.ORDER_STATE_NEW}, "
                       f"{cpb.ORDER_STATE_PARTIALLY_FILLED})")
 # The open orders: the resting ones and the stops waiting for their trigger (UNTRIGGERED:
-# off the book, cancellable, holding their funds).
+# off the book, cancellable, holding their funds). The partial index orders_account_open
+# of migration 0008 is on this predicate (an account's open orders: CancelAllOrders).
 OPEN_ORDERS_SQL = (f"state IN ({cpb.ORDER_STATE_NEW}, {cpb.ORDER_STATE_PARTIALLY_FILLED}, "
                    f"{cpb.ORDER_STATE_UNTRIGGERED})")
 
