@@ -11,7 +11,9 @@ between them are what transfers to other machines; absolute rates on a shared
 * ``--cancels F`` (default 0, the seed mix has none): that share of the commands
   instead cancels one of the 1,000 most recent limit orders (it may have filled
   already: then the cancel fails, the same way in both engines);
-* accounts drawn from 1,000 (the baseline has no accounts).
+* accounts drawn from 1,000 (the baseline has no accounts, so the project's orders
+  let self-trades print: self-trade prevention NONE, which costs the same comparison
+  per resting order met as any other mode).
 
 Depth D = D resting limit orders per side placed before the clock starts, so
 that all of them rest (``--prefill``):
@@ -144,7 +146,7 @@ class Project:
         self.batch = batch
         for side, price, qty, account in prefill:
             book.new_order(account, side + 1, engine.LIMIT, engine.GTC, price, qty, "", False,
-                           NOW_NS)
+                           NOW_NS, 0, 0, 0, 0, 0, engine.STP_NONE)
         book.drain_changes()
 
     def resting(self) -> int:
@@ -156,6 +158,7 @@ class Project:
         book = self.book
         new_order, cancel, drain = book.new_order, book.cancel, book.drain_changes
         lim, mkt, gtc, ioc = engine.LIMIT, engine.MARKET, engine.GTC, engine.IOC
+        stp = engine.STP_NONE
         batch = self.batch
         ids: list[int] = []  # command index -> order id (for cancels)
         track = any(command[0] == CANCEL for command in stream)
@@ -167,9 +170,11 @@ class Project:
             if latencies is not None:
                 t0 = clock()
             if kind == LIMIT:
-                out = new_order(account, side + 1, lim, gtc, price, qty, "", False, NOW_NS)
+                out = new_order(account, side + 1, lim, gtc, price, qty, "", False, NOW_NS,
+                                0, 0, 0, 0, 0, stp)
             elif kind == MARKET:
-                out = new_order(account, side + 1, mkt, ioc, 0, qty, "", False, NOW_NS)
+                out = new_order(account, side + 1, mkt, ioc, 0, qty, "", False, NOW_NS,
+                                0, 0, 0, 0, 0, stp)
             else:
                 out = cancel(account, ids[target], NOW_NS)
             if latencies is not None:
@@ -200,10 +205,10 @@ class Project:
                 out = book.cancel(account, ids.get(target, 0), NOW_NS)
             elif kind == LIMIT:
                 out = book.new_order(account, side + 1, engine.LIMIT, engine.GTC, price, qty,
-                                     "", False, NOW_NS)
+                                     "", False, NOW_NS, 0, 0, 0, 0, 0, engine.STP_NONE)
             else:
                 out = book.new_order(account, side + 1, engine.MARKET, engine.IOC, 0, qty, "",
-                                     False, NOW_NS)
+                                     False, NOW_NS, 0, 0, 0, 0, 0, engine.STP_NONE)
             if track:
                 if kind == LIMIT and out.order is not None:  # None: refused (never here)
                     ids[i] = out.order.order_id

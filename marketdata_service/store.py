@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from exchange_common.db import OPEN_ORDERS_SQL
+from exchange_common.db import RESTING_ORDERS_SQL
 from exchange_common.ids import SEQUENCE_BITS
 from exchange_common.instruments import InstrumentSpec, load_instruments
 from marketdata_service.candles import CandleRecord, bucket_start
@@ -94,7 +94,7 @@ class MarketStore:
             levels = await conn.fetch(
                 f"""SELECT side, price, sum(quantity - filled)::bigint AS lots,
                            count(*)::integer AS orders
-                    FROM orders WHERE instrument_id = $1 AND {OPEN_ORDERS_SQL}
+                    FROM orders WHERE instrument_id = $1 AND {RESTING_ORDERS_SQL}
                     GROUP BY side, price""",
                 instrument_id, timeout=self._timeout)
             rows = await conn.fetch(
@@ -103,7 +103,7 @@ class MarketStore:
                 instrument_id, recent_trades, timeout=self._timeout)
             orders = await conn.fetch(
                 f"""SELECT order_id, side, price, quantity - filled AS open, priority
-                    FROM orders WHERE instrument_id = $1 AND {OPEN_ORDERS_SQL}""",
+                    FROM orders WHERE instrument_id = $1 AND {RESTING_ORDERS_SQL}""",
                 instrument_id, timeout=self._timeout)
             now = await conn.fetchval("SELECT now()", timeout=self._timeout)
             first_minute = unix_nanos(now) // MINUTE_NANOS - WINDOW_MINUTES

@@ -12,7 +12,8 @@ from exchange.order.v1 import order_pb2 as opb
 from exchange_common.decimals import average_price
 from exchange_common.instruments import InstrumentSpec
 
-OPEN_STATES = (cpb.ORDER_STATE_NEW, cpb.ORDER_STATE_PARTIALLY_FILLED)
+OPEN_STATES = (cpb.ORDER_STATE_NEW, cpb.ORDER_STATE_PARTIALLY_FILLED,
+               cpb.ORDER_STATE_UNTRIGGERED)
 AVERAGE_PRICE_EXTRA_DIGITS = 4
 
 
@@ -50,6 +51,10 @@ def order_from_report(spec: InstrumentSpec, report: mpb.OrderReport) -> opb.Orde
         update_time=ts_from_ns(report.update_time_unix_nanos),
         funds=spec.quote_str(report.funds) if report.funds else "",
         held=_held(spec, report.side, report.held),
+        stop_price=spec.price_str(report.stop_price) if report.stop_price else "",
+        expire_time=(ts_from_ns(report.expire_time_unix_nanos)
+                     if report.expire_time_unix_nanos else None),
+        self_trade_prevention=report.self_trade_prevention,
     )
 
 
@@ -85,6 +90,9 @@ def order_from_row(spec: InstrumentSpec, row) -> opb.Order:
         update_time=ts_from_datetime(row["updated_at"]),
         funds=spec.quote_str(row["funds"]) if row["funds"] else "",
         held=_held(spec, row["side"], row["held"]),
+        stop_price=spec.price_str(row["stop_price"]) if row["stop_price"] else "",
+        expire_time=ts_from_datetime(row["expire_at"]) if row["expire_at"] else None,
+        self_trade_prevention=row["self_trade_prevention"],
     )
 
 

@@ -24,6 +24,10 @@ buy its ``funds``, or else its quantity x the unit at the protection price: the
 instrument's reference price (the last trade's; instrument_state.reference_price) plus
 its price band (or ``DEFAULT_PROTECTION_BPS`` when it has none), rounded up to a tick.
 That price is computed in the statement, from the reference as of the latest commit.
+A stop order holds what it will need once triggered: a stop-limit like its limit order,
+a stop market sell its base, a stop market buy its funds or else its quantity x the unit
+at the protection price of its stop price (``stop_protection``, computed here: the
+reference price plays no part).
 """
 
 from __future__ import annotations
@@ -252,6 +256,13 @@ def unit(spec: InstrumentSpec, price: int, fee_bps: int) -> int:
 
 def protection_bps(spec: InstrumentSpec) -> int:
     return spec.price_band_bps or DEFAULT_PROTECTION_BPS
+
+
+def stop_protection(spec: InstrumentSpec, stop_price: int) -> int:
+    """A stop market buy's protection price: the rule of a market buy (the price band,
+    or ``DEFAULT_PROTECTION_BPS``, above the reference, rounded up to a tick) applied to
+    its stop price, the price it becomes a market order at. Ticks."""
+    return -(-stop_price * (BASIS_POINTS + protection_bps(spec)) // BASIS_POINTS)
 
 
 class Holds(Coalescer[Sequence[HoldRequest], list[HoldResult]]):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -62,6 +63,7 @@ from order_service.holds import (
     HoldResult,
     Holds,
     protection_bps,
+    stop_protection,
     unit,
 )
 from order_service.routing import Router
@@ -164,7 +166,13 @@ class Orders:
             pending = self.holds.take(to_hold)
             if waiting is not None and spans is not None:
                 waiting(pending, HOLD_SPAN, [spans[i] for i, _, _ in valid])
-            held = await pending
+            held = await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            # The caller went away (a session that dropped) while the funds went on hold:
+            # nothing will be sent, so what was granted goes back now, not when the
+            # sweeper finds it.
+            pending.add_done_callback(functools.partial(self._give_back, to_hold))
+            raise
         except Exception as err:  # noqa: BLE001 - every order waiting on it is answered
             for i, _, _ in valid:
                 answers[i].set_exception(err)
@@ -205,6 +213,16 @@ class Orders:
                                                   deadline, span))
             answer.add_done_callback(_cancel_with(sent))
         return answers
+
+    def _give_back(self, requests: Sequence[HoldRequest],
+                   pending: asyncio.Future[list[HoldResult]]) -> None:
+        """Release the holds granted to ``requests`` (whose orders were never sent)."""
+        if pending.cancelled() or pending.exception() is not None:
+            return
+        keys = [(r.account_id, r.key) for r, hold in zip(requests, pending.result(), strict=True)
+                if hold.status == GRANTED]
+        if keys:
+            self.holds.release_soon(keys)
 
     def _answered(self, answer: asyncio.Future[Answer], account_id: int,
                   spec: InstrumentSpec, command: mpb.Command, deadline: float,
@@ -514,15 +532,26 @@ def _new_order_command(spec: InstrumentSpec, caller: Caller, order: ValidOrder,
         quantity=order.quantity, client_order_id=order.client_order_id,
         post_only=order.post_only, max_open_orders=caller.tier.max_open_orders,
         held=hold.need, held_at_unix_nanos=hold.held_at_ns,
-        protection_price=hold.protection, funds=order.funds, maker_fee_bps=fees[0],
-        taker_fee_bps=fees[1]))
+        protection_price=hold.protection or _stop_protection(spec, order), funds=order.funds,
+        maker_fee_bps=fees[0], taker_fee_bps=fees[1],
+        self_trade_prevention=order.self_trade_prevention, stop_price=order.stop_price,
+        expire_time_unix_nanos=order.expire_ns))
+
+
+def _stop_protection(spec: InstrumentSpec, order: ValidOrder) -> int:
+    """A stop market buy's protection price (holds.stop_protection); 0 for other orders."""
+    if (order.stop_price and order.type == cpb.ORDER_TYPE_MARKET
+            and order.side == cpb.SIDE_BUY and not order.funds):
+        return stop_protection(spec, order.stop_price)
+    return 0
 
 
 def hold_request(account_id: int, spec: InstrumentSpec, order: ValidOrder,
                  fees: tuple[int, int]) -> HoldRequest:
     """What ``order`` must put on hold (holds.py): a sell its base quantity, a buy its
     quote (limit x quantity with the fee; a market buy its funds, or its quantity
-    priced by the statement at the protection price)."""
+    priced by the statement at the protection price; a stop market buy its funds, or
+    its quantity at its stop price's protection price, priced here)."""
     if not spec.has_money:
         raise FailedPrecondition(f"{spec.symbol} names an asset the exchange does not know",
                                  reason="INSTRUMENT_WITHOUT_ASSETS")
@@ -535,6 +564,12 @@ def hold_request(account_id: int, spec: InstrumentSpec, order: ValidOrder,
     quote, base = spec.quote_asset_id, spec.base_asset_id
     if order.funds:
         return HoldRequest(account_id, key, quote, order.funds, base, spec.instrument_id)
+    if order.type == cpb.ORDER_TYPE_MARKET and order.stop_price:
+        amount = order.quantity * unit(spec, stop_protection(spec, order.stop_price), fee_bps)
+        if amount > INT64_MAX:
+            raise InvalidArgument("the order's value is out of range",
+                                  reason="NOTIONAL_TOO_LARGE", field="quantity")
+        return HoldRequest(account_id, key, quote, amount, base, spec.instrument_id)
     if order.type == cpb.ORDER_TYPE_MARKET:
         return HoldRequest(account_id, key, quote, 0, base, spec.instrument_id,
                            market_lots=order.quantity, tick_lot_units=spec.tick_lot_units,

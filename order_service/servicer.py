@@ -25,6 +25,7 @@ from exchange_common.handlers import malformed_messages_in_stream
 from exchange_common.slots import StreamSlots
 from order_service.admission import REFUSAL, Admission
 from order_service.auth import Authenticator, Caller
+from order_service.cancel_all import answer_deadline, cancel_all
 from order_service.ledger import Ledger
 from order_service.limits import CANCELS, ORDERS, QUERIES, RateLimiter
 from order_service.metrics import OrderMetrics
@@ -105,6 +106,22 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
         if tracing.ENABLED:
             _answered_order(order)
         return opb.CancelOrderResponse(order=order)
+
+    @grpc_errors
+    async def CancelAllOrders(self, request: opb.CancelAllOrdersRequest,
+                              context: grpc.aio.ServicerContext
+                              ) -> opb.CancelAllOrdersResponse:
+        started = time.monotonic()
+        try:
+            caller = await self._caller(context, CANCELS)
+            orders = await cancel_all(self.orders, caller.account_id, request.instrument,
+                                      request.side,
+                                      answer_deadline(self.orders, context.time_remaining()))
+        except BaseException as err:
+            self.metrics.cancel_answered("CancelAllOrders", started, request.instrument, err)
+            raise
+        self.metrics.cancel_answered("CancelAllOrders", started, request.instrument, None)
+        return opb.CancelAllOrdersResponse(orders=orders)
 
     @grpc_errors
     async def AmendOrder(self, request: opb.AmendOrderRequest,

@@ -40,6 +40,7 @@ from order_service.auth import Caller
 from order_service.limits import CANCELS, ORDERS, RateLimiter
 from order_service.metrics import OrderMetrics
 from order_service.orders import Answer, Orders
+from order_service.session_guard import SessionGuard
 from order_service.validation import MAX_CLIENT_ORDER_ID
 
 # Events (and fills) in one OrderEntry answer message: a few hundred KB at most, well
@@ -82,14 +83,34 @@ class OrderEntrySession:
         self.caller = caller
         self.max_commands = max_commands
         self.matching_timeout = matching_timeout
-        self.pump: AnswerPump[opb.OrderEntryEvent] = AnswerPump(
-            MAX_EVENTS_PER_MESSAGE, weight=lambda event: 1 + len(event.fills))
+        # The answers to commands (events), and the session's own responses (notices).
+        self.pump: AnswerPump[opb.OrderEntryEvent | opb.OrderEntryResponse] = AnswerPump(
+            MAX_EVENTS_PER_MESSAGE, weight=_weight)
         # When tracing: the context of the stream's traceparent, the commands' parent.
         self.trace_parent: Context | None = None
+        self.guard = SessionGuard(orders, caller, matching_timeout, self._notify)
 
-    def responses(self, requests) -> AsyncIterator[opb.OrderEntryResponse]:
-        return self.pump.responses(requests, self.admit,
-                                   lambda events: opb.OrderEntryResponse(events=events))
+    async def responses(self, requests) -> AsyncIterator[opb.OrderEntryResponse]:
+        try:
+            async for response in self.pump.responses(self.guard.watch(requests), self.admit,
+                                                      _message):
+                yield response
+        finally:
+            self.guard.ended()
+
+    def _notify(self, response: opb.OrderEntryResponse) -> None:
+        """Send a response of the session's own (SessionGuard's notices)."""
+        self.pump.expect(1)
+        self.pump.answer(response)
+
+    def _options(self, options: opb.SessionOptions) -> None:
+        """Apply the session options of a message (before its commands); bad ones are
+        answered with an error event and change nothing."""
+        try:
+            self.guard.apply(options)
+        except Exception as err:  # noqa: BLE001 - answered, never ends the session
+            self.pump.expect(1)
+            self.pump.answer(error_event("", err))
 
     async def admit(self, request: opb.OrderEntryRequest | MalformedRequest) -> None:
         """Start every command of one message; each is answered exactly once."""
@@ -98,6 +119,8 @@ class OrderEntrySession:
             pump.expect(1)
             pump.answer(opb.OrderEntryEvent(error=request.to_status_proto()))
             return
+        if request.HasField("options"):
+            self._options(request.options)
         commands = request.commands
         pump.expect(len(commands))
         spans = [self._span(command) for command in commands] if tracing.ENABLED else None
@@ -212,6 +235,7 @@ class OrderEntrySession:
                 self._refuse(create.client_order_id, err,
                              spans[i] if spans is not None else None)
             return
+        self.guard.placing(answers)
         for i, (create, answer) in enumerate(zip(creates, answers, strict=True)):
             answer.add_done_callback(self._created(create, started,
                                                    spans[i] if spans is not None else None))
@@ -259,6 +283,24 @@ class OrderEntrySession:
                 return
         self._answer(opb.OrderEntryEvent(client_order_id=order.client_order_id,
                                          order=order, fills=fills), span)
+
+
+def _weight(answer: opb.OrderEntryEvent | opb.OrderEntryResponse) -> int:
+    if isinstance(answer, opb.OrderEntryEvent):
+        return 1 + len(answer.fills)
+    return 1 + len(answer.events) + len(answer.cancelled)
+
+
+def _message(answers: list[opb.OrderEntryEvent | opb.OrderEntryResponse]
+             ) -> opb.OrderEntryResponse:
+    """One response of the answers that wait: the events, and the notices merged in."""
+    response = opb.OrderEntryResponse()
+    for answer in answers:
+        if isinstance(answer, opb.OrderEntryEvent):
+            response.events.append(answer)
+        else:
+            response.MergeFrom(answer)
+    return response
 
 
 @contextlib.contextmanager

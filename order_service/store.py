@@ -178,6 +178,26 @@ class Store:
                  ORDER BY order_id DESC LIMIT $4""",
             account_id, instrument_id, before_order_id, limit)
 
+    async def open_instruments(self, account_id: int, instrument_id: int | None,
+                               side: int) -> list[int]:
+        """The instruments where the account has open orders (of ``side``, 0: either),
+        ``instrument_id`` only if given (index orders_account_open, migration 0008)."""
+        rows = await self.pool.fetch(
+            f"""SELECT DISTINCT instrument_id FROM orders
+                 WHERE account_id = $1 AND {OPEN_ORDERS_SQL}
+                   AND ($2::integer IS NULL OR instrument_id = $2)
+                   AND ($3::smallint = 0 OR side = $3)
+                 ORDER BY instrument_id""", account_id, instrument_id, side)
+        return [r["instrument_id"] for r in rows]
+
+    async def open_among(self, account_id: int, order_ids: list[int]) -> list[int]:
+        """Which of ``order_ids`` (the account's) are still open."""
+        rows = await self.pool.fetch(
+            f"""SELECT order_id FROM orders
+                 WHERE order_id = ANY($2::bigint[]) AND account_id = $1
+                   AND {OPEN_ORDERS_SQL} ORDER BY order_id""", account_id, order_ids)
+        return [r["order_id"] for r in rows]
+
     async def list_fills(self, account_id: int, instrument_id: int | None,
                          order_id: int | None, before: tuple[int, int],
                          limit: int) -> list[asyncpg.Record]:

@@ -10,13 +10,13 @@ the instrument's grid is the server's decision (INVALID_ARGUMENT).
 
 from __future__ import annotations
 
-import datetime
+import datetime as dt
 import uuid
 from decimal import Decimal, InvalidOperation
 from typing import Any, cast
 
-from google.protobuf import timestamp_pb2
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from exchange.common.v1 import common_pb2
 from exchange.marketdata.v1 import marketdata_pb2
@@ -85,6 +85,43 @@ def time_in_force(value: Any) -> common_pb2.TimeInForce:
                 _enum(value, common_pb2.TimeInForce, "TIME_IN_FORCE_", "time_in_force"))
 
 
+def self_trade_prevention(value: Any) -> common_pb2.SelfTradePrevention:
+    """"cancel_resting", "none", "cancel_incoming", "cancel_both", "decrement" (or the
+    full name, or the number); None: the server's default (cancel resting)."""
+    if value is None:
+        return common_pb2.SELF_TRADE_PREVENTION_UNSPECIFIED
+    return cast(common_pb2.SelfTradePrevention, _enum(
+        value, common_pb2.SelfTradePrevention, "SELF_TRADE_PREVENTION_",
+        "self_trade_prevention"))
+
+
+TimeLike = dt.datetime | str
+
+
+def timestamp(value: TimeLike, name: str) -> Timestamp:
+    """A timezone-aware ``datetime`` or an ISO 8601 string with its offset
+    ("2026-12-05T10:00:00Z") as a Timestamp; a time without a zone is refused (which
+    zone was meant is a guess)."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"{name}: {value!r} is not an ISO 8601 time") from None
+    if not isinstance(value, dt.datetime):
+        raise TypeError(f"{name} must be a datetime or an ISO 8601 string")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name}: {value.isoformat()} has no time zone (add one, e.g. "
+                         "'Z' or +00:00)")
+    ts = Timestamp()
+    ts.FromDatetime(value.astimezone(dt.UTC))
+    return ts
+
+
+def gtt_if_expiring(time_in_force_: Any, expire_time: TimeLike | None) -> Any:
+    """The time in force to send: "gtt" when an expire_time comes without one."""
+    return "gtt" if time_in_force_ is None and expire_time is not None else time_in_force_
+
+
 def status_filter(value: Any) -> order_pb2.OrderStatusFilter:
     return cast(order_pb2.OrderStatusFilter, _enum(
         value, order_pb2.OrderStatusFilter, "ORDER_STATUS_FILTER_", "status",
@@ -104,7 +141,8 @@ def new_client_order_id() -> str:
 def create_order_request(
     instrument: str, side_: Any, quantity: DecimalLike | None, *, price: DecimalLike | None,
     type_: Any, time_in_force_: Any, client_order_id: str | None, post_only: bool,
-    funds: DecimalLike | None = None,
+    funds: DecimalLike | None = None, self_trade_prevention_: Any = None,
+    stop_price: DecimalLike | None = None, expire_time: TimeLike | None = None,
 ) -> order_pb2.CreateOrderRequest:
     kind = order_type(type_)
     if kind == common_pb2.ORDER_TYPE_LIMIT and price is None:
@@ -121,7 +159,28 @@ def create_order_request(
         client_order_id=new_client_order_id() if client_order_id is None else client_order_id,
         post_only=bool(post_only),
         funds="" if funds is None else decimal_string(funds, "funds"),
+        self_trade_prevention=self_trade_prevention(self_trade_prevention_),
+        stop_price="" if stop_price is None else decimal_string(stop_price, "stop_price"),
+        expire_time=None if expire_time is None else timestamp(expire_time, "expire_time"),
     )
+
+
+def amend_order_request(order_id: str | None, client_order_id: str | None,
+                        price: DecimalLike | None, quantity: DecimalLike | None
+                        ) -> order_pb2.AmendOrderRequest:
+    if price is None and quantity is None:
+        raise ValueError("give a new price and/or a new quantity")
+    return order_pb2.AmendOrderRequest(
+        **_one_id(order_id, client_order_id),
+        price="" if price is None else decimal_string(price, "price"),
+        quantity="" if quantity is None else decimal_string(quantity, "quantity"))
+
+
+def cancel_all_orders_request(instrument: str | None, side_: Any
+                              ) -> order_pb2.CancelAllOrdersRequest:
+    return order_pb2.CancelAllOrdersRequest(
+        instrument=instrument or "",
+        side=common_pb2.SIDE_UNSPECIFIED if side_ is None else side(side_))
 
 
 def cancel_order_request(order_id: str | None, client_order_id: str | None
@@ -166,8 +225,6 @@ def page_size_for(page_size: int, limit: int | None) -> int:
 
 # -- candles --------------------------------------------------------------------------------
 
-TimeLike = datetime.datetime | timestamp_pb2.Timestamp
-
 CANDLE_INTERVALS = {
     "1m": marketdata_pb2.CANDLE_INTERVAL_ONE_MINUTE,
     "5m": marketdata_pb2.CANDLE_INTERVAL_FIVE_MINUTES,
@@ -183,19 +240,6 @@ def candle_interval(value: Any) -> marketdata_pb2.CandleInterval:
         return CANDLE_INTERVALS[value.strip().lower()]
     return cast(marketdata_pb2.CandleInterval, _enum(value, marketdata_pb2.CandleInterval,
                                                      "CANDLE_INTERVAL_", "interval"))
-
-
-def timestamp(value: TimeLike, name: str) -> timestamp_pb2.Timestamp:
-    """An aware datetime (or a Timestamp) as a Timestamp; a naive datetime is refused."""
-    if isinstance(value, timestamp_pb2.Timestamp):
-        return value
-    if not isinstance(value, datetime.datetime):
-        raise TypeError(f"{name} must be a datetime or a Timestamp")
-    if value.tzinfo is None:
-        raise ValueError(f"{name} must be timezone-aware (e.g. datetime.UTC)")
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value.astimezone(datetime.UTC))
-    return ts
 
 
 def list_candles_request(instrument: str, interval: Any, start: TimeLike | None,

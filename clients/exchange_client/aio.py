@@ -12,10 +12,11 @@ import grpc
 from exchange.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc
 from exchange.order.v1 import order_pb2, order_pb2_grpc
 from exchange_client import _convert as cv
-from exchange_client._convert import DecimalLike
+from exchange_client._convert import DecimalLike, TimeLike
 from exchange_client._tls import channel_credentials
 from exchange_client.book import ChecksumMismatch, LocalL3Book, LocalOrderBook, SequenceGap
 from exchange_client.errors import Unauthenticated, from_grpc_error
+from exchange_client.session import AsyncOrderEntrySession
 
 DEFAULT_ORDER_ADDR = "127.0.0.1:50051"
 DEFAULT_MARKETDATA_ADDR = "127.0.0.1:50052"
@@ -164,6 +165,9 @@ class AsyncExchangeClient:
         client_order_id: str | None = None,
         post_only: bool = False,
         funds: DecimalLike | None = None,
+        self_trade_prevention: str | None = None,
+        stop_price: DecimalLike | None = None,
+        expire_time: TimeLike | None = None,
     ) -> order_pb2.CreateOrderResponse:
         """Place an order; returns the response (``.order`` and ``.fills``).
 
@@ -174,12 +178,20 @@ class AsyncExchangeClient:
         safe (the server returns the original order). ``funds``: a market
         buy's budget in the quote asset, fees included (``quantity`` may then
         be None: as much as the funds pay for).
+
+        ``self_trade_prevention``: "cancel_resting" (the server's default), "none",
+        "cancel_incoming", "cancel_both" or "decrement". ``stop_price`` makes a stop
+        (market) or stop-limit (limit) order. ``expire_time`` (an aware datetime or an
+        ISO 8601 string) makes a good-till-time limit order (``time_in_force`` "gtt",
+        implied when not given).
         """
         _need_key(self.api_key)
         request = cv.create_order_request(
             instrument, side, quantity, price=price, type_=type,
-            time_in_force_=time_in_force, client_order_id=client_order_id, post_only=post_only,
-            funds=funds,
+            time_in_force_=cv.gtt_if_expiring(time_in_force, expire_time),
+            client_order_id=client_order_id, post_only=post_only, funds=funds,
+            self_trade_prevention_=self_trade_prevention, stop_price=stop_price,
+            expire_time=expire_time,
         )
         return await self._call(self._orders().CreateOrder, request)
 
@@ -190,6 +202,36 @@ class AsyncExchangeClient:
         request = cv.cancel_order_request(order_id, client_order_id)
         response = await self._call(self._orders().CancelOrder, request)
         return response.order
+
+    async def cancel_all_orders(self, instrument: str | None = None, side: str | None = None
+                                ) -> list[order_pb2.Order]:
+        """Cancel every open order (resting or untriggered), optionally of one
+        ``instrument`` and/or ``side``; the orders cancelled. Safe to retry."""
+        _need_key(self.api_key)
+        request = cv.cancel_all_orders_request(instrument, side)
+        response = await self._call(self._orders().CancelAllOrders, request)
+        return list(response.orders)
+
+    async def amend_order(self, order_id: str | None = None, *,
+                          client_order_id: str | None = None,
+                          price: DecimalLike | None = None,
+                          quantity: DecimalLike | None = None
+                          ) -> order_pb2.AmendOrderResponse:
+        """Change a resting limit order's price and/or total quantity; the response
+        (``.order`` and ``.fills``)."""
+        _need_key(self.api_key)
+        request = cv.amend_order_request(order_id, client_order_id, price, quantity)
+        return await self._call(self._orders().AmendOrder, request)
+
+    def order_entry(self, *, cancel_on_disconnect: bool = False, dead_man_seconds: int = 0
+                    ) -> AsyncOrderEntrySession:
+        """An OrderEntry session: ``async with client.order_entry(...) as session:``
+        then ``await session.create(...)``, ``cancel``, ``amend``, ``send`` (many at
+        once), ``renew()`` (the dead-man timer), ``notices`` (exchange_client.session)."""
+        _need_key(self.api_key)
+        return AsyncOrderEntrySession(self._orders(), self._metadata(),
+                                      cancel_on_disconnect=cancel_on_disconnect,
+                                      dead_man_seconds=dead_man_seconds)
 
     async def get_order(self, order_id: str | None = None, *,
                         client_order_id: str | None = None) -> order_pb2.GetOrderResponse:
@@ -374,8 +416,8 @@ class AsyncExchangeClient:
                            page_size: int = 0, page_token: str = ""
                            ) -> marketdata_pb2.ListCandlesResponse:
         """One page of candles, oldest first: ``interval`` 1m, 5m, 15m, 1h or 1d; the
-        candles starting in [start, end) (aware datetimes or Timestamps; None: from the
-        first trade / up to now)."""
+        candles starting in [start, end) (aware datetimes or ISO 8601 strings with a
+        zone; None: from the first trade / up to now)."""
         request = cv.list_candles_request(instrument, interval, start, end, page_size,
                                           page_token)
         return await self._call(self._marketdata().ListCandles, request)

@@ -7,10 +7,14 @@
     exchange order create BTC-USD buy 0.01 --price 70000 [--type limit|market]
                           [--tif gtc|ioc|fok] [--client-order-id X] [--post-only]
     exchange order create BTC-USD buy --type market --funds 1000 [QUANTITY]
+    exchange order create ... [--stp MODE] [--stop-price P] [--tif gtt --expire-time ISO|+30m]
     exchange order cancel ORDER_ID | --client-order-id X
+    exchange order amend ORDER_ID | --client-order-id X [--price P] [--quantity Q]
+    exchange order cancel-all [--instrument X] [--side buy|sell]
     exchange order get ORDER_ID | --client-order-id X
     exchange order list [--instrument X] [--status open|closed|all] [--limit N]
     exchange fills [--instrument X] [--order-id Y] [--limit N]
+    exchange session [--cancel-on-disconnect] [--dead-man SECONDS]  < commands  (session_cli.py)
     exchange instruments
     exchange book BTC-USD [--depth 10] [--watch [--trades N] [--duration SECONDS]]
                           [--interval-ms N] [--l3]
@@ -71,6 +75,7 @@ from exchange_client.aio import (
 from exchange_client.book import Level, LocalOrderBook
 from exchange_client.errors import ExchangeError
 from exchange_client.md_cli import add_marketdata_parser, book_l3
+from exchange_client.session_cli import STP_MODES, add_session_parser, parse_time
 from exchange_client.top import add_top_parser
 
 API_KEY_HELP = "order commands need one; pass --api-key KEY or set EXCHANGE_API_KEY"
@@ -149,6 +154,14 @@ def _tif(value: int) -> str:
     return cv.short_name(common_pb2.TimeInForce, value, "TIME_IN_FORCE_")
 
 
+def _stp(value: int) -> str:
+    """The mode when it is not the default (the default is not shown)."""
+    if value in (common_pb2.SELF_TRADE_PREVENTION_UNSPECIFIED,
+                 common_pb2.SELF_TRADE_PREVENTION_CANCEL_RESTING):
+        return ""
+    return cv.short_name(common_pb2.SelfTradePrevention, value, "SELF_TRADE_PREVENTION_")
+
+
 def _liquidity(value: int) -> str:
     return cv.short_name(common_pb2.Liquidity, value, "LIQUIDITY_")
 
@@ -172,6 +185,9 @@ def order_table(order: order_pb2.Order) -> Table:
         ("state", _state(order.state)),
         ("post only", "yes" if order.post_only else "no"),
         ("funds", order.funds),
+        ("stop price", order.stop_price),
+        ("expires", _ts(order.expire_time) if order.HasField("expire_time") else ""),
+        ("self-trade prevention", _stp(order.self_trade_prevention)),
         ("held", order.held),
         ("reason", order.reason),
         ("created", _ts(order.create_time)),
@@ -538,7 +554,8 @@ async def cmd_order_create(client: AsyncExchangeClient, args: argparse.Namespace
     response = await client.create_order(
         args.instrument, args.side, args.quantity, price=args.price, type=kind,
         time_in_force=args.tif, client_order_id=args.client_order_id, post_only=args.post_only,
-        funds=args.funds,
+        funds=args.funds, self_trade_prevention=args.stp, stop_price=args.stop_price,
+        expire_time=None if args.expire_time is None else parse_time(args.expire_time),
     )
     if out.json:
         out.print_json(to_dict(response))
@@ -561,6 +578,31 @@ async def cmd_order_cancel(client: AsyncExchangeClient, args: argparse.Namespace
         out.print_json({"order": to_dict(order)})
     else:
         out.print(order_table(order))
+
+
+async def cmd_order_amend(client: AsyncExchangeClient, args: argparse.Namespace,
+                          out: Output) -> None:
+    if args.price is None and args.quantity is None:
+        raise CliError("give --price and/or --quantity")
+    response = await client.amend_order(**_one_id(args), price=args.price,
+                                         quantity=args.quantity)
+    if out.json:
+        out.print_json(to_dict(response))
+        return
+    out.print(order_table(response.order))
+    if response.fills:
+        out.print(fills_table(response.fills))
+
+
+async def cmd_order_cancel_all(client: AsyncExchangeClient, args: argparse.Namespace,
+                               out: Output) -> None:
+    orders = await client.cancel_all_orders(args.instrument, args.side)
+    if out.json:
+        out.print_json({"orders": [to_dict(o) for o in orders]})
+    else:
+        table = orders_table(orders)
+        table.title = f"Cancelled {len(orders)} order(s)"
+        out.print(table)
 
 
 async def cmd_order_get(client: AsyncExchangeClient, args: argparse.Namespace,
@@ -743,7 +785,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    order = commands.add_parser("order", help="create, cancel, get and list orders",
+    order = commands.add_parser("order", help="create, amend, cancel, get and list orders",
                                 parents=[common])
     order_commands = order.add_subparsers(dest="order_command", metavar="ACTION", required=True)
 
@@ -758,7 +800,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--price", help="limit price, decimal, e.g. 70000.50")
     create.add_argument("--type", type=str.lower, choices=["limit", "market"],
                         help="limit (default when --price is given) or market")
-    create.add_argument("--tif", type=str.lower, choices=["gtc", "ioc", "fok"],
+    create.add_argument("--tif", type=str.lower, choices=["gtc", "ioc", "fok", "gtt"],
                         help="time in force (default: gtc for limit, ioc for market)")
     create.add_argument("--client-order-id", metavar="ID",
                         help="idempotency key: retrying with it returns the original order "
@@ -767,6 +809,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="reject instead of taking liquidity")
     create.add_argument("--funds", help="a market buy's budget in the quote asset, fees "
                                         "included, decimal, e.g. 1000")
+    create.add_argument("--stp", type=lambda t: t.lower().replace("-", "_"), choices=STP_MODES,
+                        help="self-trade prevention (default: cancel_resting)")
+    create.add_argument("--stop-price", metavar="P",
+                        help="a stop (with --type market) or stop-limit order: it waits "
+                             "until a trade prints at or beyond P")
+    create.add_argument("--expire-time", metavar="ISO|+30m",
+                        help="good-till-time: expired at this time (implies --tif gtt)")
     create.set_defaults(handler=cmd_order_create, needs_key=True)
 
     for name, handler, text in [("cancel", cmd_order_cancel, "cancel an order"),
@@ -775,6 +824,21 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("order_id", nargs="?", metavar="ORDER_ID")
         sub.add_argument("--client-order-id", metavar="ID", help="instead of ORDER_ID")
         sub.set_defaults(handler=handler, needs_key=True)
+
+    amend = order_commands.add_parser(
+        "amend", parents=[common], help="change a resting order's price and/or quantity")
+    amend.add_argument("order_id", nargs="?", metavar="ORDER_ID")
+    amend.add_argument("--client-order-id", metavar="ID", help="instead of ORDER_ID")
+    amend.add_argument("--price", help="new limit price")
+    amend.add_argument("--quantity", help="new total quantity (filled included)")
+    amend.set_defaults(handler=cmd_order_amend, needs_key=True)
+
+    cancel_all = order_commands.add_parser(
+        "cancel-all", parents=[common], help="cancel all your open orders (or some)")
+    cancel_all.add_argument("--instrument", metavar="SYMBOL", help="only this instrument")
+    cancel_all.add_argument("--side", type=str.lower, choices=["buy", "sell"],
+                            help="only this side")
+    cancel_all.set_defaults(handler=cmd_order_cancel_all, needs_key=True)
 
     listing = order_commands.add_parser("list", parents=[common],
                                         help="list your orders, newest first")
@@ -803,6 +867,8 @@ def build_parser() -> argparse.ArgumentParser:
     ledger.add_argument("--limit", type=_positive_int, default=100, metavar="N",
                         help="at most N entries (default %(default)s)")
     ledger.set_defaults(handler=cmd_ledger, needs_key=True)
+
+    add_session_parser(commands, common)
 
     instruments = commands.add_parser("instruments", parents=[common],
                                       help="list the instruments and their rules")

@@ -209,14 +209,28 @@ def from_grpc_error(err: grpc.RpcError) -> ExchangeError:
         message = err.details() or ""
     except Exception:  # noqa: BLE001
         code, message = grpc.StatusCode.UNKNOWN, str(err)
+    status = _rich_status(err)
+    if status is not None and not message:
+        message = status.message
+    return _with_details(code, message, status, rpc_error=err)
+
+
+def from_status_proto(status: status_pb2.Status) -> ExchangeError:
+    """The typed exception of a ``google.rpc.Status`` (an OrderEntry event's error)."""
+    try:
+        code = next(c for c in grpc.StatusCode if c.value[0] == status.code)
+    except StopIteration:
+        code = grpc.StatusCode.UNKNOWN
+    return _with_details(code, status.message, status, rpc_error=None)
+
+
+def _with_details(code: grpc.StatusCode, message: str, status: status_pb2.Status | None,
+                  rpc_error: grpc.RpcError | None) -> ExchangeError:
     reason = domain = None
     metadata: dict[str, str] = {}
     violations: list[FieldViolation] = []
     details: list[Any] = []
-    status = _rich_status(err)
     if status is not None:
-        if not message:
-            message = status.message
         for packed in status.details:
             for cls in _KNOWN_DETAILS:
                 if packed.Is(cls.DESCRIPTOR):
@@ -236,5 +250,5 @@ def from_grpc_error(err: grpc.RpcError) -> ExchangeError:
                 )
     return from_grpc_status(
         code, message, reason=reason or None, domain=domain or None, metadata=metadata,
-        field_violations=violations, details=details, rpc_error=err,
+        field_violations=violations, details=details, rpc_error=rpc_error,
     )

@@ -17,7 +17,7 @@ import grpc
 from exchange.marketdata.v1 import marketdata_pb2, marketdata_pb2_grpc
 from exchange.order.v1 import order_pb2, order_pb2_grpc
 from exchange_client import _convert as cv
-from exchange_client._convert import DecimalLike
+from exchange_client._convert import DecimalLike, TimeLike
 from exchange_client._tls import channel_credentials
 from exchange_client.aio import (
     DEFAULT_CHANNEL_OPTIONS,
@@ -28,6 +28,7 @@ from exchange_client.aio import (
 )
 from exchange_client.book import ChecksumMismatch, LocalL3Book, LocalOrderBook, SequenceGap
 from exchange_client.errors import from_grpc_error
+from exchange_client.sync_session import OrderEntrySession
 
 
 class ExchangeClient:
@@ -131,13 +132,18 @@ class ExchangeClient:
         client_order_id: str | None = None,
         post_only: bool = False,
         funds: DecimalLike | None = None,
+        self_trade_prevention: str | None = None,
+        stop_price: DecimalLike | None = None,
+        expire_time: TimeLike | None = None,
     ) -> order_pb2.CreateOrderResponse:
         """See :meth:`AsyncExchangeClient.create_order`."""
         _need_key(self.api_key)
         request = cv.create_order_request(
             instrument, side, quantity, price=price, type_=type,
-            time_in_force_=time_in_force, client_order_id=client_order_id, post_only=post_only,
-            funds=funds,
+            time_in_force_=cv.gtt_if_expiring(time_in_force, expire_time),
+            client_order_id=client_order_id, post_only=post_only, funds=funds,
+            self_trade_prevention_=self_trade_prevention, stop_price=stop_price,
+            expire_time=expire_time,
         )
         return self._call(self._orders().CreateOrder, request)
 
@@ -146,6 +152,30 @@ class ExchangeClient:
         _need_key(self.api_key)
         request = cv.cancel_order_request(order_id, client_order_id)
         return self._call(self._orders().CancelOrder, request).order
+
+    def cancel_all_orders(self, instrument: str | None = None, side: str | None = None
+                          ) -> list[order_pb2.Order]:
+        """See :meth:`AsyncExchangeClient.cancel_all_orders`."""
+        _need_key(self.api_key)
+        request = cv.cancel_all_orders_request(instrument, side)
+        return list(self._call(self._orders().CancelAllOrders, request).orders)
+
+    def amend_order(self, order_id: str | None = None, *, client_order_id: str | None = None,
+                    price: DecimalLike | None = None, quantity: DecimalLike | None = None
+                    ) -> order_pb2.AmendOrderResponse:
+        """See :meth:`AsyncExchangeClient.amend_order`."""
+        _need_key(self.api_key)
+        request = cv.amend_order_request(order_id, client_order_id, price, quantity)
+        return self._call(self._orders().AmendOrder, request)
+
+    def order_entry(self, *, cancel_on_disconnect: bool = False, dead_man_seconds: int = 0
+                    ) -> OrderEntrySession:
+        """An OrderEntry session: ``with client.order_entry(...) as session:``
+        (exchange_client.sync_session)."""
+        _need_key(self.api_key)
+        return OrderEntrySession(self._orders(), self._metadata(),
+                                 cancel_on_disconnect=cancel_on_disconnect,
+                                 dead_man_seconds=dead_man_seconds)
 
     def get_order(self, order_id: str | None = None, *,
                   client_order_id: str | None = None) -> order_pb2.GetOrderResponse:

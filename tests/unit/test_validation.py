@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from exchange.common.v1 import common_pb2 as cpb
 from exchange.order.v1 import order_pb2 as opb
 from exchange_common.decimals import (
     DecimalFormatError,
@@ -18,14 +19,19 @@ from exchange_common.decimals import (
 )
 from exchange_common.errors import ExchangeError, FailedPrecondition, InvalidArgument, clip
 from exchange_common.instruments import InstrumentSpec
+from order_service.holds import stop_protection, unit
+from order_service.orders import hold_request
 from order_service.validation import (
     FOK,
     GTC,
+    GTT,
     IOC,
     LIMIT,
     MARKET,
     MAX_CLIENT_ORDER_ID,
+    MAX_GTT_SECONDS,
     check_client_order_id,
+    validate_amend,
     validate_new_order,
 )
 
@@ -189,3 +195,98 @@ def test_an_error_never_repeats_a_huge_value(field: str) -> None:
         validate_new_order(request, BTC)
     assert err.value.reason == "INVALID_DECIMAL"
     assert len(err.value.message) < 300 and "7" * 40 + "..." in err.value.message
+
+
+# -- issue 14: self-trade prevention, stops, good-till-time ---------------------------------
+
+NOW_NS = 1_800_000_000 * 1_000_000_000
+SECOND = 1_000_000_000
+
+
+MONEY = InstrumentSpec(**{**{f: getattr(BTC, f) for f in BTC.__slots__},
+                         "price_band_bps": 500, "base_decimals": 8, "quote_decimals": 6,
+                         "base_asset_id": 1, "quote_asset_id": 2, "fee_account_id": 3})
+
+
+def at(ns: int) -> dict:
+    return {"seconds": ns // SECOND, "nanos": ns % SECOND}
+
+
+def gtt(offset_ns: int, **kw) -> opb.CreateOrderRequest:
+    return req(time_in_force=GTT, expire_time=at(NOW_NS + offset_ns), **kw)
+
+
+def test_trader_orders_valid() -> None:
+    plain = validate_new_order(req(), BTC)
+    assert plain.self_trade_prevention == cpb.SELF_TRADE_PREVENTION_CANCEL_RESTING
+    assert (plain.stop_price, plain.expire_ns) == (0, 0)
+    for mode in cpb.SelfTradePrevention.values():
+        v = validate_new_order(req(self_trade_prevention=mode), BTC)
+        assert v.self_trade_prevention == (mode or cpb.SELF_TRADE_PREVENTION_CANCEL_RESTING)
+    stop_limit = validate_new_order(req(stop_price="70100.50"), BTC)
+    assert (stop_limit.type, stop_limit.stop_price, stop_limit.price) == (LIMIT, 7010050,
+                                                                         7000000)
+    stop = validate_new_order(req(type=MARKET, price="", stop_price="69000"), BTC)
+    assert (stop.type, stop.stop_price, stop.time_in_force) == (MARKET, 6900000, IOC)
+    stop_funds = validate_new_order(req(type=MARKET, price="", quantity="", funds="100",
+                                        stop_price="71000"), MONEY)
+    assert (stop_funds.funds, stop_funds.stop_price) == (100_000_000, 7100000)
+    timed = validate_new_order(gtt(SECOND + 1), BTC, NOW_NS)
+    assert (timed.time_in_force, timed.expire_ns) == (GTT, NOW_NS + SECOND + 1)
+    far = validate_new_order(gtt(MAX_GTT_SECONDS * SECOND), BTC, NOW_NS)
+    assert far.expire_ns == NOW_NS + MAX_GTT_SECONDS * SECOND
+    post = validate_new_order(gtt(SECOND, post_only=True), BTC, NOW_NS)
+    assert post.post_only
+
+
+@pytest.mark.parametrize("request_,field,reason", [
+    (req(self_trade_prevention=6), "self_trade_prevention", "SELF_TRADE_PREVENTION_INVALID"),
+    (req(self_trade_prevention=-1), "self_trade_prevention", "SELF_TRADE_PREVENTION_INVALID"),
+    (req(stop_price="70000.001"), "stop_price", "STOP_PRICE_OFF_TICK"),
+    (req(stop_price="0"), "stop_price", "STOP_PRICE_NOT_POSITIVE"),
+    (req(stop_price="-5"), "stop_price", "INVALID_DECIMAL"),
+    (req(stop_price="1e4"), "stop_price", "INVALID_DECIMAL"),
+    (req(time_in_force=GTT), "expire_time", "EXPIRE_TIME_REQUIRED"),
+    (req(expire_time=at(NOW_NS + SECOND)), "expire_time", "EXPIRE_TIME_NOT_ALLOWED"),
+    (req(time_in_force=IOC, expire_time=at(NOW_NS + SECOND)), "expire_time",
+     "EXPIRE_TIME_NOT_ALLOWED"),
+    (gtt(0), "expire_time", "EXPIRE_TIME_PAST"),
+    (gtt(-SECOND), "expire_time", "EXPIRE_TIME_PAST"),
+    (gtt(MAX_GTT_SECONDS * SECOND + 1), "expire_time", "EXPIRE_TIME_TOO_FAR"),
+    (gtt(SECOND, type=MARKET, price=""), "time_in_force", "TIME_IN_FORCE_INVALID"),
+    (req(time_in_force=GTT, expire_time={"seconds": NOW_NS // SECOND + 5, "nanos": -1}),
+     "expire_time", "EXPIRE_TIME_INVALID"),
+])
+def test_trader_orders_invalid(request_: opb.CreateOrderRequest, field: str,
+                               reason: str) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        validate_new_order(request_, BTC, NOW_NS)
+    assert (err.value.field, err.value.reason) == (field, reason)
+
+
+def test_stop_market_buy_holds_at_its_stop_price_protection() -> None:
+    """A stop market buy holds quantity x the unit at the price band above its stop
+    price (the market buy rule, from the stop price), and sends that protection price."""
+    money = MONEY
+    order = validate_new_order(req(type=MARKET, price="", stop_price="70000"), money)
+    protection = stop_protection(money, order.stop_price)
+    assert protection == 7350000  # 70000 + 5 %
+    hold = hold_request(7, money, order, (10, 20))
+    assert hold.market_lots == 0 and hold.asset_id == 2
+    assert hold.amount == order.quantity * unit(money, protection, 20)
+    sell = validate_new_order(req(side=2, type=MARKET, price="", stop_price="70000"), money)
+    assert hold_request(7, money, sell, (10, 20)).amount == sell.quantity * money.lot_units
+    stop_limit = validate_new_order(req(stop_price="69000"), money)
+    assert (hold_request(7, money, stop_limit, (10, 20)).amount
+            == stop_limit.quantity * unit(money, stop_limit.price, 20))
+
+
+def test_an_untriggered_stop_is_not_amended() -> None:
+    row = {"order_id": 5, "state": cpb.ORDER_STATE_UNTRIGGERED, "filled": 0, "price": 7000000,
+           "quantity": 100}
+    with pytest.raises(FailedPrecondition) as err:
+        validate_amend(opb.AmendOrderRequest(order_id="5", quantity="0.02"), BTC, row)
+    assert err.value.reason == "STOP_NOT_AMENDABLE"
+    resting = {**row, "state": cpb.ORDER_STATE_NEW}
+    assert validate_amend(opb.AmendOrderRequest(order_id="5", quantity="0.02"), BTC,
+                          resting) == (0, 200)
