@@ -28,6 +28,7 @@ import pytest
 import redis.asyncio as redis_asyncio
 from e2e_helpers import run, run_json
 
+from exchange.common.v1 import common_pb2 as cpb
 from exchange.marketdata.v1 import marketdata_pb2 as md_pb2
 from exchange.marketdata.v1 import marketdata_pb2_grpc as md_grpc
 from exchange.matching.v1 import matching_pb2 as mpb
@@ -215,6 +216,10 @@ async def test_l3_book_equals_matchings_book_order_by_order(module_stack: Stack)
                     metadata=(("x-api-key", stack.keys["alice"]),), timeout=10)
             gone = await bob.create_order(SYMBOL, "sell", "0.0100", price="70600")
             await bob.cancel_order(gone.order.order_id)
+            # A stop-limit far from the last price waits off the book: never in L2 or L3.
+            stop = await bob.create_order(SYMBOL, "sell", "0.0100", price="60000.00",
+                                          stop_price="60000.00")
+            assert stop.order.state == cpb.ORDER_STATE_UNTRIGGERED
             sequence = await settled(alice, stack)
 
             async with stack.matching_channel() as ch:
@@ -238,6 +243,9 @@ async def test_l3_book_equals_matchings_book_order_by_order(module_stack: Stack)
             assert local(fresh.bids()) == expected(book.bids)
             assert local(fresh.asks()) == expected(book.asks)
             assert partial.order.order_id in fresh.orders
+            assert stop.order.order_id not in fresh.orders
+            l2 = await alice.get_order_book(SYMBOL)
+            assert "60000.00" not in [lv.price for lv in l2.asks]
 
             # The follower that saw every change since its own snapshot.
             await until(lambda: asyncio.sleep(0, watcher.sequence == sequence),
@@ -245,6 +253,7 @@ async def test_l3_book_equals_matchings_book_order_by_order(module_stack: Stack)
             assert local(watcher.bids()) == expected(book.bids)
             assert local(watcher.asks()) == expected(book.asks)
             assert watcher.resubscribes == 0 and watcher.deltas > 0
+            assert stop.order.order_id not in watcher.orders
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
