@@ -231,9 +231,11 @@ async def test_a_page_token_from_one_worker_works_on_the_other(stack_without_tok
                 instrument="BTC-USD", side=cpb.SIDE_BUY, type=cpb.ORDER_TYPE_LIMIT,
                 price=f"{69_000 + i}.00", quantity="0.0100"), metadata=meta(stack, "alice"),
                 timeout=10)
+        # Alice trades with herself: allowed only without self-trade prevention.
         await orders.CreateOrder(opb.CreateOrderRequest(
             instrument="BTC-USD", side=cpb.SIDE_SELL, type=cpb.ORDER_TYPE_MARKET,
-            quantity="0.0300"), metadata=meta(stack, "alice"), timeout=10)
+            quantity="0.0300", self_trade_prevention=cpb.SELF_TRADE_PREVENTION_NONE),
+            metadata=meta(stack, "alice"), timeout=10)
     channels = [own_channel(stack.marketdata_addr) for _ in range(SUBSCRIBERS)]
     try:
         stubs = [md_grpc.MarketDataServiceStub(c) for c in channels]
