@@ -130,7 +130,8 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
             session = OrderEntrySession(self.orders, self.limiter, self.admission,
                                         self.metrics, caller,
                                         max_commands=self.max_commands,
-                                        matching_timeout=self.orders.matching_timeout)
+                                        matching_timeout=self.orders.matching_timeout,
+                                        updates=self.updates)
             if tracing.ENABLED:
                 session.trace_parent = tracing.from_metadata(context.invocation_metadata())
             async for response in session.responses(request_iterator):

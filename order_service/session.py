@@ -40,6 +40,8 @@ from order_service.auth import Caller
 from order_service.limits import CANCELS, ORDERS, RateLimiter
 from order_service.metrics import OrderMetrics
 from order_service.orders import Answer, Orders
+from order_service.session_updates import SessionUpdates
+from order_service.updates import UpdateFeed
 from order_service.validation import MAX_CLIENT_ORDER_ID
 
 # Events (and fills) in one OrderEntry answer message: a few hundred KB at most, well
@@ -74,7 +76,8 @@ def error_event(client_order_id: str, err: BaseException) -> opb.OrderEntryEvent
 class OrderEntrySession:
     def __init__(self, orders: Orders, limiter: RateLimiter, admission: Admission,
                  metrics: OrderMetrics, caller: Caller, *,
-                 max_commands: int, matching_timeout: float) -> None:
+                 max_commands: int, matching_timeout: float,
+                 updates: UpdateFeed | None = None) -> None:
         self.orders = orders
         self.limiter = limiter
         self.admission = admission
@@ -82,14 +85,21 @@ class OrderEntrySession:
         self.caller = caller
         self.max_commands = max_commands
         self.matching_timeout = matching_timeout
-        self.pump: AnswerPump[opb.OrderEntryEvent] = AnswerPump(
-            MAX_EVENTS_PER_MESSAGE, weight=lambda event: 1 + len(event.fills))
+        # The answers to commands (events), and the session's own responses (notices).
+        self.pump: AnswerPump[opb.OrderEntryEvent | opb.OrderEntryResponse] = AnswerPump(
+            MAX_EVENTS_PER_MESSAGE, weight=_weight)
         # When tracing: the context of the stream's traceparent, the commands' parent.
         self.trace_parent: Context | None = None
+        # SessionOptions.order_updates (session_updates.py).
+        self.updates = SessionUpdates(updates, caller.account_id, self.pump, self._notify)
 
     def responses(self, requests) -> AsyncIterator[opb.OrderEntryResponse]:
-        return self.pump.responses(requests, self.admit,
-                                   lambda events: opb.OrderEntryResponse(events=events))
+        return self.pump.responses(requests, self.admit, _message)
+
+    def _notify(self, response: opb.OrderEntryResponse) -> None:
+        """Send a response of the session's own (SessionGuard's notices)."""
+        self.pump.expect(1)
+        self.pump.answer(response)
 
     async def admit(self, request: opb.OrderEntryRequest | MalformedRequest) -> None:
         """Start every command of one message; each is answered exactly once."""
@@ -98,6 +108,8 @@ class OrderEntrySession:
             pump.expect(1)
             pump.answer(opb.OrderEntryEvent(error=request.to_status_proto()))
             return
+        if request.HasField("options"):
+            self.updates.apply(request.options)
         commands = request.commands
         pump.expect(len(commands))
         spans = [self._span(command) for command in commands] if tracing.ENABLED else None
@@ -259,6 +271,24 @@ class OrderEntrySession:
                 return
         self._answer(opb.OrderEntryEvent(client_order_id=order.client_order_id,
                                          order=order, fills=fills), span)
+
+
+def _weight(answer: opb.OrderEntryEvent | opb.OrderEntryResponse) -> int:
+    if isinstance(answer, opb.OrderEntryEvent):
+        return 1 + len(answer.fills)
+    return 1 + len(answer.events) + len(answer.cancelled) + len(answer.updates)
+
+
+def _message(answers: list[opb.OrderEntryEvent | opb.OrderEntryResponse]
+             ) -> opb.OrderEntryResponse:
+    """One response of the answers that wait: the events, and the notices merged in."""
+    response = opb.OrderEntryResponse()
+    for answer in answers:
+        if isinstance(answer, opb.OrderEntryEvent):
+            response.events.append(answer)
+        else:
+            response.MergeFrom(answer)
+    return response
 
 
 @contextlib.contextmanager

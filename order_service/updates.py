@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import asyncpg
 
@@ -112,7 +112,7 @@ class UpdateFeed:
                 continue
             try:
                 await conn.add_listener(CHANNEL, self._notified)
-                conn.add_termination_listener(lambda _c: lost.set())
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 self.live = True
                 self._wake_all()  # anything may have been committed while not listening
                 while not lost.is_set():
@@ -198,7 +198,7 @@ class UpdateFeed:
         return after
 
     async def follow(self, account_id: int, after: int | None
-                     ) -> AsyncIterator[opb.StreamOrderUpdatesResponse]:
+                     ) -> AsyncGenerator[opb.StreamOrderUpdatesResponse]:
         """The subscription: every update after ``after`` (None: from the next one) in
         sequence order, in messages of up to PAGE; a heartbeat first when there is
         nothing to replay, and after ``heartbeat`` seconds of silence."""

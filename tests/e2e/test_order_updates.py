@@ -224,3 +224,45 @@ async def test_after_sequence_rules_and_heartbeat(stack) -> None:
         assert update.order == created.order
         assert message.last_sequence == 1
         call.cancel()
+
+
+async def test_order_entry_session_carries_the_updates(stack) -> None:
+    """SessionOptions.order_updates: the session's responses carry the account's updates
+    (its own orders' and those another caller caused), as StreamOrderUpdates sends them;
+    a bad updates_after_sequence is an error event and the session goes on."""
+    async with grpc.aio.insecure_channel(stack.order_addr) as channel:
+        stub = opb_grpc.OrderServiceStub(channel)
+        session = stub.OrderEntry(metadata=meta(stack, "alice"), timeout=60)
+        await session.write(opb.OrderEntryRequest(options=opb.SessionOptions(
+            order_updates=True, updates_after_sequence=7)))
+        refused = await session.read()
+        assert refused.events[0].error.code == grpc.StatusCode.OUT_OF_RANGE.value[0]
+        await session.write(opb.OrderEntryRequest(
+            options=opb.SessionOptions(order_updates=True, updates_after_sequence=0),
+            commands=[opb.OrderEntryCommand(create=opb.CreateOrderRequest(
+                instrument="BTC-USD", side=cpb.SIDE_SELL, type=cpb.ORDER_TYPE_LIMIT,
+                price="70000.00", quantity="0.02", client_order_id="s1"))]))
+        # bob takes half of it, outside the session
+        await stub.CreateOrder(opb.CreateOrderRequest(
+            instrument="BTC-USD", side=cpb.SIDE_BUY, type=cpb.ORDER_TYPE_LIMIT,
+            price="70000.00", quantity="0.01", client_order_id="b1"),
+            metadata=meta(stack, "bob"), timeout=10)
+        updates: list[opb.OrderUpdate] = []
+        events: list[opb.OrderEntryEvent] = []
+        while len(updates) < 2 or not events:
+            response = await session.read()
+            updates.extend(response.updates)
+            events.extend(response.events)
+            if response.updates:
+                assert response.updates_last_sequence == response.updates[-1].sequence
+        assert [(u.sequence, u.kind) for u in updates] == [
+            (1, opb.ORDER_UPDATE_KIND_ACCEPTED), (2, opb.ORDER_UPDATE_KIND_FILL)]
+        assert updates[1].order.state == cpb.ORDER_STATE_PARTIALLY_FILLED
+        assert updates[1].fill.liquidity == cpb.LIQUIDITY_MAKER
+        assert events[0].order.order_id == updates[0].order.order_id
+        # The same as a stream from 0.
+        call = stub.StreamOrderUpdates(opb.StreamOrderUpdatesRequest(after_sequence=0),
+                                       metadata=meta(stack, "alice"), timeout=10)
+        assert list((await call.read()).updates) == updates
+        call.cancel()
+        await session.done_writing()
