@@ -16,6 +16,7 @@ from exchange_client._convert import DecimalLike
 from exchange_client._tls import channel_credentials
 from exchange_client.book import LocalOrderBook, SequenceGap
 from exchange_client.errors import Unauthenticated, Unavailable, from_grpc_error
+from exchange_client.updates import Resubscribe, UpdateCursor
 
 DEFAULT_ORDER_ADDR = "127.0.0.1:50051"
 DEFAULT_MARKETDATA_ADDR = "127.0.0.1:50052"
@@ -266,7 +267,7 @@ class AsyncExchangeClient:
 
     async def stream_order_updates(self, after: int | None = None, *,
                                    timeout: float | None = None
-                                   ) -> AsyncIterator[order_pb2.StreamOrderUpdatesResponse]:
+                                   ) -> AsyncGenerator[order_pb2.StreamOrderUpdatesResponse]:
         """The raw StreamOrderUpdates messages (updates, and heartbeats with the latest
         sequence), after sequence ``after`` (None: live only). No resuming: see
         :meth:`order_updates`."""
@@ -288,28 +289,18 @@ class AsyncExchangeClient:
         to ``max_backoff`` seconds while it keeps failing), so a gap or a duplicate
         never reaches you. Other errors are raised. Keep ``update.sequence`` to resume
         in a later process: ``order_updates(after=that)``."""
-        position = after
-        failures = 0
+        cursor = UpdateCursor(after)
         while True:
             try:
-                async for message in self.stream_order_updates(position):
-                    failures = 0
-                    for update in message.updates:
-                        if position is not None and update.sequence <= position:
-                            continue  # seen
-                        if position is not None and update.sequence != position + 1:
-                            raise _Resubscribe  # never expected: the server sends none
-                        position = update.sequence
-                        yield update
-                    if position is None:
-                        position = message.last_sequence
-                    elif message.last_sequence > position and not message.updates:
-                        raise _Resubscribe  # a heartbeat says something was missed
-            except (Unavailable, _Resubscribe):
+                async with aclosing(self.stream_order_updates(cursor.position)) as messages:
+                    async for message in messages:
+                        for update in cursor.take(message):
+                            yield update
+            except (Unavailable, Resubscribe):
                 pass
-            failures += 1
-            if failures > 1:
-                await asyncio.sleep(min(0.1 * 2 ** (failures - 2), max_backoff))
+            wait = cursor.backoff(max_backoff)
+            if wait:
+                await asyncio.sleep(wait)
 
     # -- market data --------------------------------------------------------
 
@@ -395,10 +386,6 @@ class AsyncExchangeClient:
         async for message in self._stream(self._marketdata().StreamTrades, request, timeout):
             for trade in message.trades:
                 yield trade
-
-
-class _Resubscribe(Exception):
-    """order_updates: subscribe again after the last sequence yielded."""
 
 
 async def _pages(fetch: Any, field: str, limit: int | None) -> AsyncIterator[Any]:

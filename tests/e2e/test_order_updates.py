@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -21,13 +22,14 @@ from pathlib import Path
 import asyncpg
 import grpc
 import pytest
-from e2e_helpers import meta
+from e2e_helpers import meta, run
 
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
 from exchange_client.aio import AsyncExchangeClient
 from exchange_client.errors import ExchangeError
+from exchange_client.sync import ExchangeClient
 from exchange_dev.stack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -266,3 +268,31 @@ async def test_order_entry_session_carries_the_updates(stack) -> None:
         assert list((await call.read()).updates) == updates
         call.cancel()
         await session.done_writing()
+
+
+async def test_cli_and_blocking_client_replay_the_updates(stack) -> None:
+    key = stack.keys["alice"]
+    async with AsyncExchangeClient(stack.order_addr, api_key=key) as client:
+        await client.create_order("BTC-USD", "buy", "0.01", price="69000", client_order_id="c1")
+        await client.cancel_order(client_order_id="c1")
+    proc = await run(stack, "order", "updates", "--after", "0", "--duration", "3", "--json",
+                     key=key)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [(u["sequence"], u["kind"], u["order"]["state"]) for u in lines] == [
+        (1, "ORDER_UPDATE_KIND_ACCEPTED", "ORDER_STATE_NEW"),
+        (2, "ORDER_UPDATE_KIND_CANCELLED", "ORDER_STATE_CANCELLED")]
+    proc = await run(stack, "order", "updates", "--after", "1", "--duration", "2", key=key)
+    assert proc.returncode == 0, proc.stderr
+    assert "cancelled" in proc.stdout and "accepted" not in proc.stdout
+
+    def blocking() -> list[int]:
+        with ExchangeClient(stack.order_addr, api_key=key) as sync:
+            updates = sync.order_updates(after=0)
+            got = [next(updates).sequence, next(updates).sequence]
+            updates.close()
+            return got
+
+    assert await asyncio.to_thread(blocking) == [1, 2]
+    proc = await run(stack, "order", "updates", "--after", "9", key=key)
+    assert proc.returncode == 1 and "OUT_OF_RANGE" in proc.stderr
