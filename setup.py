@@ -24,7 +24,7 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 ENGINE = Path("matching_service") / "engine"
-MODULES = ("enums", "order", "events", "money", "side", "book")
+MODULES = ("enums", "order", "events", "money", "side", "stops", "expiry", "book")
 GROUP = "matching_service.engine.compiled"
 
 

@@ -39,10 +39,14 @@ _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 OLTP_SETTINGS = {"enable_seqscan": "off", "enable_hashjoin": "off", "enable_mergejoin": "off",
                  "plan_cache_mode": "force_generic_plan"}
 
-# The resting orders, by name: NEW and PARTIALLY_FILLED (the partial index orders_open of
-# migration 0001 is on this predicate).
-OPEN_ORDERS_SQL = (f"state IN ({cpb.ORDER_STATE_NEW}, "
-                   f"{cpb.ORDER_STATE_PARTIALLY_FILLED})")
+# The resting orders (on the book), by name: NEW and PARTIALLY_FILLED (the partial index
+# orders_open of migration 0001 is on this predicate).
+RESTING_ORDERS_SQL = (f"state IN ({cpb.ORDER_STATE_NEW}, "
+                      f"{cpb.ORDER_STATE_PARTIALLY_FILLED})")
+# The open orders: the resting ones and the stops waiting for their trigger (UNTRIGGERED:
+# off the book, cancellable, holding their funds).
+OPEN_ORDERS_SQL = (f"state IN ({cpb.ORDER_STATE_NEW}, {cpb.ORDER_STATE_PARTIALLY_FILLED}, "
+                   f"{cpb.ORDER_STATE_UNTRIGGERED})")
 
 
 async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10, **kwargs) -> asyncpg.Pool:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from exchange_common.db import OPEN_ORDERS_SQL
+from exchange_common.db import RESTING_ORDERS_SQL
 from exchange_common.instruments import InstrumentSpec, load_instruments
 from marketdata_service.trades import TradeRecord
 
@@ -76,7 +76,7 @@ class MarketStore:
             levels = await conn.fetch(
                 f"""SELECT side, price, sum(quantity - filled)::bigint AS lots,
                            count(*)::integer AS orders
-                    FROM orders WHERE instrument_id = $1 AND {OPEN_ORDERS_SQL}
+                    FROM orders WHERE instrument_id = $1 AND {RESTING_ORDERS_SQL}
                     GROUP BY side, price""",
                 instrument_id, timeout=self._timeout)
             rows = await conn.fetch(

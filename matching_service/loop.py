@@ -16,6 +16,13 @@ are refused at once with UNAVAILABLE; the loop keeps trying to reload and
 resumes by itself. If the commit is fenced out, another pod owns the
 instrument now: callers get NOT_OWNER and the loop stops.
 
+Good-till-time orders expire by this loop's clock: at the start of every batch, before
+any of its commands, each order whose expiry is at or before the batch's time expires (a
+TIMED_OUT event, journaled like a command), and an idle loop wakes by itself at the next
+expiry. An order past its expiry therefore never trades, and it expires exactly once: a
+replay re-executes the journaled expiries, and after a restart or a failover the new
+owner's first batch expires whatever came due meanwhile.
+
 When tracing (``exchange_common.tracing``), each command is a span ("match") from its
 arrival to the end of its matching, the queue wait included, a child of the order
 service's span the command names (its ``traceparent``). A batch's journal commit is one
@@ -29,6 +36,7 @@ context, so market data's span of applying it joins that trace.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -50,6 +58,7 @@ from matching_service.engine import (
     ERR_ORDER_NOT_OPEN,
     ERR_POST_ONLY_WOULD_TAKE,
     GTC,
+    GTT,
     HALTED,
     LIMIT,
     TAKER,
@@ -86,6 +95,9 @@ ERROR_CODES = {
 # (order_service/holds.py), so a hold is never swept while its command may still be
 # committed.
 HOLD_MAX_AGE_NS = 30 * 1_000_000_000
+# An idle loop waits at most this long (seconds) for the next good-till-time expiry
+# before it looks at the clock again.
+EXPIRY_WAIT_MAX = 60.0
 
 # Errors that mean "the database did not take the commit" (or we cannot know).
 DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, ConnectionError,
@@ -112,7 +124,9 @@ def order_report(order: Order, fills=(), duplicate: bool = False) -> dict:
         "duplicate": duplicate, "side": order.side, "type": order.order_type,
         "time_in_force": order.time_in_force, "price": order.price,
         "client_order_id": order.client_order_id, "post_only": order.post_only,
-        "held": order.held, "funds": order.funds,
+        "held": order.held, "funds": order.funds, "stop_price": order.stop_price,
+        "expire_time_unix_nanos": order.expire_ns,
+        "self_trade_prevention": order.self_trade_prevention,
     }
 
 
@@ -212,11 +226,18 @@ class InstrumentLoop:
             if self.book_waiters:
                 self._answer_book_waiters()
             status_change = self.wanted_status != self.book.status and self.available
-            if not pending and not status_change:
+            expiry = self.book.next_expiry() if self.available else 0
+            due = 0 < expiry <= time.time_ns()
+            if not pending and not status_change and not due:
                 if self.stopped:
                     break
                 self.wake.clear()
-                await self.wake.wait()
+                if expiry:  # wake by itself when the next good-till-time order expires
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.wake.wait(), min(
+                            (expiry - time.time_ns()) / 1e9, EXPIRY_WAIT_MAX))
+                else:
+                    await self.wake.wait()
                 continue
             # Under load, let the batch fill up a little: fewer, bigger commits.
             wait = self._commit_started + self.commit_min_interval - clock()
@@ -230,6 +251,10 @@ class InstrumentLoop:
                 self.book.set_status(self.wanted_status, now)
                 log.info("%s: status %s at sequence %d", self.spec.symbol, self.spec.status,
                          self.book.sequence)
+            if expiry and expiry <= now:
+                # Good-till-time orders due by the batch's time expire before any of its
+                # commands (a TIMED_OUT event each): an order past its expiry never trades.
+                self.book.expire_due(now)
             traced = tracing.ENABLED
             if traced:
                 answers = self._apply_traced(batch, now)
@@ -382,7 +407,8 @@ class InstrumentLoop:
     def _apply(self, cmd: mpb.Command, now: int) -> mpb.Result:
         which = cmd.WhichOneof("command")
         status = self.book.status
-        if status != TRADING and (status == HALTED or which != "cancel_order"):
+        if status != TRADING and (status == HALTED or (which != "cancel_order"
+                                                      and which != "cancel_all")):
             if status == HALTED:
                 return error_result(cmd.request_id, mpb.ERROR_CODE_HALTED,
                                     f"trading in {self.spec.symbol} is halted")
@@ -394,25 +420,36 @@ class InstrumentLoop:
                 refused = self._outside_band(cmd.request_id, o.price)
                 if refused is not None:
                     return refused
-                if (o.max_open_orders and o.time_in_force in (GTC, 0)
-                        and self.book.open_orders(o.account_id) >= o.max_open_orders):
-                    return error_result(
-                        cmd.request_id, mpb.ERROR_CODE_OPEN_ORDER_LIMIT,
-                        f"the account has {o.max_open_orders} resting orders in "
-                        f"{self.spec.symbol}, as many as its tier allows")
+            # Orders that may stay open (resting, or stops waiting) count against the cap.
+            if (o.max_open_orders and (o.stop_price or o.type == LIMIT and o.time_in_force
+                                       in (GTC, GTT, 0))
+                    and self.book.open_orders(o.account_id) >= o.max_open_orders):
+                return error_result(
+                    cmd.request_id, mpb.ERROR_CODE_OPEN_ORDER_LIMIT,
+                    f"the account has {o.max_open_orders} open orders in "
+                    f"{self.spec.symbol}, as many as its tier allows")
             if o.held and now - o.held_at_unix_nanos > HOLD_MAX_AGE_NS:
                 return error_result(cmd.request_id, mpb.ERROR_CODE_HOLD_EXPIRED,
                                     "the order's hold is too old; send it again")
+            # PostgreSQL keeps microseconds: an expiry is rounded up to one, which the
+            # batch times (whole microseconds) reach exactly when they reach the expiry.
+            expire = -(-o.expire_time_unix_nanos // 1000) * 1000
             out = self.book.new_order(o.account_id, o.side, o.type, o.time_in_force, o.price,
                                       o.quantity, o.client_order_id, o.post_only, now,
                                       o.held, o.protection_price, o.funds, o.maker_fee_bps,
-                                      o.taker_fee_bps)
+                                      o.taker_fee_bps, o.self_trade_prevention, o.stop_price,
+                                      expire)
             if o.held and out.order is not None and not out.error and not out.duplicate:
                 self.holds_used[0].append(o.account_id)
                 self.holds_used[1].append(o.client_order_id)
         elif which == "cancel_order":
             c = cmd.cancel_order
             out = self.book.cancel(c.account_id, c.order_id, now)
+        elif which == "cancel_all":
+            everything = cmd.cancel_all
+            cancelled = self.book.cancel_all(everything.account_id, everything.side, now)
+            return mpb.Result(request_id=cmd.request_id, cancelled=mpb.CancelledOrders(
+                orders=[order_report(o) for o in cancelled]))
         elif which == "amend_order":
             a = cmd.amend_order
             if a.price:

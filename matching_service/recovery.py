@@ -1,10 +1,11 @@
 """Book snapshots and journal replay: how a book is rebuilt after a crash.
 
-Recovery = the latest snapshot (the resting orders after some sequence S)
-+ the journal events after S. Replay re-executes the commands the journal
-recorded (accepted and rejected orders, cancels, amendments) on the engine,
-which is deterministic, and checks that every event it produces (trades,
-expiries) is exactly the one in the journal. A mismatch stops recovery loudly
+Recovery = the latest snapshot (the open orders after some sequence S: resting,
+and untriggered stops) + the journal events after S. Replay re-executes the
+commands the journal recorded (accepted and rejected orders, cancels, amendments,
+statuses, good-till-time expiries) on the engine, which is deterministic, and
+checks that every event it produces (trades, expiries, stop triggers, self-trade
+preventions) is exactly the one in the journal. A mismatch stops recovery loudly
 rather than producing a book that differs from the one that was acknowledged.
 """
 
@@ -25,6 +26,7 @@ from matching_service.engine import (
     EV_CANCELLED,
     EV_REJECTED,
     EV_STATUS,
+    EV_TIMED_OUT,
     TRADING,
     JournalEvent,
     Order,
@@ -43,7 +45,8 @@ class ReplayMismatch(Exception):
 # come back with these values). The proto holds the notional as a decimal string (it
 # outgrows 64 bits).
 PROTO_NAMES = {"order_type": "type", "created_ns": "create_time_unix_nanos",
-               "updated_ns": "update_time_unix_nanos"}
+               "updated_ns": "update_time_unix_nanos",
+               "expire_ns": "expire_time_unix_nanos"}
 NOT_IN_SNAPSHOTS: dict[str, Any] = {"reason": ""}
 AS_TEXT = ("filled_notional",)
 SNAPSHOT_FIELDS = tuple(f for f in fields(OrderRow) if f not in NOT_IN_SNAPSHOTS)
@@ -73,24 +76,30 @@ def from_book_order(b: mpb.BookOrder) -> Order:
 
 
 def book_response(book: OrderBook, epoch: int) -> mpb.GetBookResponse:
+    """The book as GetBook answers it: the resting orders as bids and asks, the
+    untriggered stops apart (``stops``)."""
     resting = book.resting()
     return mpb.GetBookResponse(
         instrument_id=book.instrument_id, sequence=book.sequence, owner_epoch=epoch,
         bids=[to_book_order(o) for o in resting if o.side == BUY],
         asks=[to_book_order(o) for o in resting if o.side != BUY],
         status=cast(cpb.InstrumentStatus, book.status),
+        stops=[to_book_order(o) for o in book.untriggered()],
     )
 
 
 def encode_snapshot(book: OrderBook) -> bytes:
+    """The open orders: the resting ones, then the untriggered stops (their state
+    tells them apart when restored)."""
+    orders = [to_book_order(o) for o in book.resting()]
+    orders += [to_book_order(o) for o in book.untriggered()]
     snap = mpb.BookSnapshot(instrument_id=book.instrument_id, sequence=book.sequence,
-                            orders=[to_book_order(o) for o in book.resting()],
-                            status=cast(cpb.InstrumentStatus, book.status))
+                            orders=orders, status=cast(cpb.InstrumentStatus, book.status))
     return snap.SerializeToString()
 
 
 def decode_snapshot(data: bytes) -> tuple[int, list[Order], int]:
-    """(sequence, resting orders, instrument status) of a snapshot."""
+    """(sequence, open orders, instrument status) of a snapshot."""
     snap = mpb.BookSnapshot.FromString(data)
     return snap.sequence, [from_book_order(b) for b in snap.orders], snap.status or TRADING
 
@@ -111,6 +120,10 @@ def collector_paused() -> Iterator[None]:
 
 
 _EVENT_VALUES = attrgetter(*fields(JournalEvent))
+# The journal kinds that are commands (re-executed); the others (trades, expiries of
+# takers, stop triggers, self-trade preventions) are what the commands derive.
+COMMANDS = frozenset((EV_ACCEPTED, EV_REJECTED, EV_CANCELLED, EV_STATUS, EV_AMENDED,
+                      EV_TIMED_OUT))
 
 
 def replay(book: OrderBook, events: Iterable[JournalEvent]) -> int:
@@ -122,7 +135,7 @@ def replay(book: OrderBook, events: Iterable[JournalEvent]) -> int:
     for e in events:
         journal.append(e)
         seq, kind = e.sequence, e.kind
-        if kind in (EV_ACCEPTED, EV_REJECTED, EV_CANCELLED, EV_STATUS, EV_AMENDED):
+        if kind in COMMANDS:
             if seq != book.sequence + 1:
                 raise ReplayMismatch(f"sequence {seq}: expected a command at "
                                      f"{book.sequence + 1}")
@@ -130,7 +143,8 @@ def replay(book: OrderBook, events: Iterable[JournalEvent]) -> int:
             out = book.new_order(e.account_id, e.side, e.order_type, e.time_in_force, e.price,
                                  e.quantity, e.client_order_id, e.post_only, e.created_ns,
                                  e.held, e.hold_price, e.funds, e.maker_fee_bps,
-                                 e.taker_fee_bps)
+                                 e.taker_fee_bps, e.self_trade_prevention, e.stop_price,
+                                 e.expire_ns)
             if out.order is None or out.order.order_id != e.order_id or out.duplicate:
                 raise ReplayMismatch(f"sequence {seq}: order {e.order_id} was not reproduced")
         elif kind == EV_CANCELLED:
@@ -138,6 +152,11 @@ def replay(book: OrderBook, events: Iterable[JournalEvent]) -> int:
             if out.order is None:
                 raise ReplayMismatch(f"sequence {seq}: order {e.order_id} was not open to "
                                      f"cancel")
+        elif kind == EV_TIMED_OUT:
+            out = book.time_out(e.order_id, e.created_ns)
+            if out.order is None or out.error:
+                raise ReplayMismatch(f"sequence {seq}: order {e.order_id} was not open to "
+                                     f"expire")
         elif kind == EV_STATUS:
             book.set_status(e.quantity, e.created_ns)
             if book.sequence != seq:

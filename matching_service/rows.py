@@ -4,7 +4,8 @@ A record (``OrderRow``, ``Trade``, ``JournalEvent``) is a class whose constructo
 parameters are its fields, in order (with literal defaults, if any: compiled classes
 give their signature from them); each field is the column of the same name, except that
 a field ``x_ns`` (integer nanoseconds since the epoch) is the ``timestamptz`` column
-``x_at``. The columns and their types are the table's own (read from the catalog by
+``x_at`` (a nullable one holds NULL for 0: "none", e.g. an order's ``expire_at``). The
+columns and their types are the table's own (read from the catalog by
 ``Table.load``): they are written once, in the migrations.
 """
 
@@ -44,10 +45,17 @@ def ts(ns: int) -> dt.datetime:
     return EPOCH + dt.timedelta(microseconds=ns // 1000)
 
 
+def ts_or_null(ns: int) -> dt.datetime | None:
+    """``ts`` for a nullable column: 0 (none) is NULL."""
+    return ts(ns) if ns else None
+
+
 @functools.lru_cache(maxsize=64)
-def ns_of(value: dt.datetime) -> int:
-    """A timestamptz to nanoseconds since the epoch (cached: the rows of a batch share a
-    few times)."""
+def ns_of(value: dt.datetime | None) -> int:
+    """A timestamptz to nanoseconds since the epoch, NULL to 0 (cached: the rows of a
+    batch share a few times)."""
+    if value is None:
+        return 0
     delta = value - EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
@@ -71,6 +79,8 @@ class Table:
     # Every column of the table, in the table's order, and those a row sets.
     table_columns: tuple[str, ...]
     written: tuple[str, ...]
+    # The record's time columns that may be NULL (0 in the record).
+    nullable: frozenset[str] = frozenset()
 
     @classmethod
     async def load(cls, conn: asyncpg.Connection, name: str, record: type,
@@ -78,17 +88,20 @@ class Table:
         """The table ``name`` for ``record``, whose other columns are ``added`` by the
         caller, with its columns from the catalog. Raises LookupError if a field or an
         added column is not in the table."""
-        table_columns = tuple(r[0] for r in await conn.fetch(
-            """SELECT attname FROM pg_attribute
+        catalog = await conn.fetch(
+            """SELECT attname, attnotnull FROM pg_attribute
                 WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped
-                ORDER BY attnum""", name))
+                ORDER BY attnum""", name)
+        table_columns = tuple(r[0] for r in catalog)
         names = fields(record)
         columns = tuple(column(f) for f in names)
         missing = sorted(set(columns + added) - set(table_columns))
         if missing:
             raise LookupError(f"table {name} has no column {missing} ({record.__name__})")
         written = tuple(c for c in table_columns if c in columns or c in added)
-        return cls(name, record, names, columns, table_columns, written)
+        times = {column(f) for f in names if f.endswith(TIME_SUFFIX)}
+        nullable = frozenset(r[0] for r in catalog if r[0] in times and not r[1])
+        return cls(name, record, names, columns, table_columns, written, nullable)
 
     def column_list(self, prefix: str = "", columns: Iterable[str] | None = None) -> str:
         """``a, b, c`` (each with ``prefix``, e.g. "t."), the record's columns by
@@ -104,7 +117,10 @@ class Table:
         by_column.update((name, repeat(value, n)) for name, value in added.items())
         for f, c in zip(self.fields, self.columns, strict=True):
             values = map(attrgetter(f), records)
-            by_column[c] = map(ts, values) if f.endswith(TIME_SUFFIX) else values
+            if f.endswith(TIME_SUFFIX):
+                by_column[c] = map(ts_or_null if c in self.nullable else ts, values)
+            else:
+                by_column[c] = values
         return list(zip(*(by_column[c] for c in self.table_columns), strict=True))
 
     def from_rows(self, rows: Iterable[Sequence[Any]]) -> list[Any]:

@@ -255,14 +255,22 @@ class Store:
             start = snap["sequence"] if snap else 0
             sql = await self.statements(conn)
             rows = await conn.fetch(sql.journal_after, instrument_id, start, last)
+            # The last trade's price at the snapshot (whether a stop placed after it was
+            # accepted depends on it), and at the end.
             last_price = await conn.fetchval(
                 """SELECT price FROM trades WHERE instrument_id = $1 AND trade_id <= $2
                     ORDER BY trade_id DESC LIMIT 1""", instrument_id, make_id(instrument_id, last))
+            snapshot_price = None if not start else last_price if start == last else \
+                await conn.fetchval(
+                    """SELECT price FROM trades WHERE instrument_id = $1 AND trade_id <= $2
+                        ORDER BY trade_id DESC LIMIT 1""", instrument_id,
+                    make_id(instrument_id, start))
         with collector_paused():
             _, orders, status = decode_snapshot(snap["data"]) if snap else (0, [], TRADING)
             book = OrderBook(instrument_id, last_sequence=start, terms=terms)
             book.snapshot_sequence = start
             book.status = status
+            book.last_price = snapshot_price
             book.restore(orders)
             replay(book, sql.journal.from_rows(rows))
         book.last_price = last_price

@@ -5,8 +5,8 @@
    equals what came in and went out: deposits - withdrawals + adjustments (``ledger``);
 2. no available or held amount is negative;
 3. per account and asset, ``held`` is what its open orders hold (``orders.held``, in the
-   quote asset for a buy, the base for a sell) plus its holds on their way to matching
-   (``order_holds``);
+   quote asset for a buy, the base for a sell; untriggered stops hold theirs too) plus
+   its holds on their way to matching (``order_holds``);
 4. per account and asset, the balance equals its ledger (order_service/ledger.py: the
    stored entries and those derived from orders, amendments and trades) plus the holds
    on their way to matching, for available and held alike;
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from exchange.common.v1 import common_pb2 as cpb
+from exchange_common.db import OPEN_ORDERS_SQL
 from exchange_common.decimals import amount_str
 from exchange_common.instruments import load_instruments
 from order_service import ledger
@@ -56,7 +57,7 @@ WITH needed AS (
       FROM orders o JOIN instruments i ON i.instrument_id = o.instrument_id
       JOIN assets s ON s.symbol = CASE WHEN o.side = {cpb.SIDE_BUY} THEN i.quote_asset
                                        ELSE i.base_asset END
-     WHERE o.state IN ({cpb.ORDER_STATE_NEW}, {cpb.ORDER_STATE_PARTIALLY_FILLED})
+     WHERE {OPEN_ORDERS_SQL}
      GROUP BY 1, 2
     UNION ALL
     SELECT account_id, asset_id, sum(amount) FROM order_holds GROUP BY 1, 2

@@ -12,7 +12,8 @@ from exchange.order.v1 import order_pb2 as opb
 from exchange_common.decimals import average_price
 from exchange_common.instruments import InstrumentSpec
 
-OPEN_STATES = (cpb.ORDER_STATE_NEW, cpb.ORDER_STATE_PARTIALLY_FILLED)
+OPEN_STATES = (cpb.ORDER_STATE_NEW, cpb.ORDER_STATE_PARTIALLY_FILLED,
+               cpb.ORDER_STATE_UNTRIGGERED)
 AVERAGE_PRICE_EXTRA_DIGITS = 4
 
 

@@ -13,8 +13,11 @@ integer lots. One concept per module:
 * ``money``  - ``Terms`` (what an order holds, fees) and ``Settlement`` (a batch's
   balance changes);
 * ``side``   - one side of a book: its price levels and their keys in price order;
-* ``book``   - ``OrderBook``: the commands (new order, cancel, amend, status), the
-  matching, and the batch of changes.
+* ``stops``  - the stop book: untriggered stop and stop-limit orders by trigger;
+* ``expiry`` - when each good-till-time order expires;
+* ``book``   - ``OrderBook``: the commands (new order, cancel, mass cancel, amend,
+  expiry, status), the matching, self-trade prevention, stop triggers, and the batch
+  of changes.
 
 One source, one build: ``make venv`` (``pip install -e .``; setup.py) compiles these
 modules with mypyc, and Python imports each compiled module in place of the .py beside
@@ -31,7 +34,7 @@ import json
 from pathlib import Path
 from types import ModuleType
 
-from . import book, enums, events, money, order, side
+from . import book, enums, events, expiry, money, order, side, stops
 from .book import NO_LIMIT, RECENT_CLOSED, RECENT_MAX, OrderBook
 from .enums import (
     BUY,
@@ -42,12 +45,16 @@ from .enums import (
     EV_CANCELLED,
     EV_EXPIRED,
     EV_REJECTED,
+    EV_SELF_TRADE,
     EV_STATUS,
+    EV_TIMED_OUT,
     EV_TRADE,
+    EV_TRIGGERED,
     EXPIRED,
     FILLED,
     FOK,
     GTC,
+    GTT,
     HALTED,
     IOC,
     LIMIT,
@@ -57,9 +64,17 @@ from .enums import (
     OPEN_STATES,
     PARTIALLY_FILLED,
     REJECTED,
+    RESTING_STATES,
     SELL,
+    STP_CANCEL_BOTH,
+    STP_CANCEL_INCOMING,
+    STP_CANCEL_RESTING,
+    STP_DECREMENT,
+    STP_NONE,
+    STP_UNSPECIFIED,
     TAKER,
     TRADING,
+    UNTRIGGERED,
 )
 from .events import (
     ERR_DUPLICATE,
@@ -88,7 +103,7 @@ from .side import (
 )
 
 # The engine's modules, in import order, and where their sources are.
-MODULES: tuple[ModuleType, ...] = (enums, order, events, money, side, book)
+MODULES: tuple[ModuleType, ...] = (enums, order, events, money, side, stops, expiry, book)
 SOURCES = Path(__file__).resolve().parent
 # What setup.py compiled: module name -> SHA-256 of the source it was compiled from.
 BUILD_MANIFEST = SOURCES / "build-manifest.json"
@@ -124,10 +139,12 @@ __all__ = [
     "BASIS_POINTS", "BUCKET_BITS", "BUY", "CANCELLED", "CANCEL_ONLY", "COMPACT_MIN_EMPTY",
     "Changes", "EMPTY", "ERR_DUPLICATE", "ERR_INSUFFICIENT_FUNDS", "ERR_INVALID",
     "ERR_ORDER_NOT_OPEN", "ERR_POST_ONLY_WOULD_TAKE", "EV_ACCEPTED", "EV_AMENDED",
-    "EV_CANCELLED", "EV_EXPIRED", "EV_REJECTED", "EV_STATUS", "EV_TRADE", "EXPIRED", "FILLED",
-    "FOK", "FRONT_MAX", "GTC", "HALTED", "IOC", "JournalEvent", "LIMIT", "Level", "MAKER",
-    "MARKET", "MODULES", "NEW", "NO_FILLS", "NO_LIMIT", "OPEN_STATES", "Order", "OrderBook",
-    "OrderRow", "Outcome", "PARTIALLY_FILLED", "RECENT_CLOSED", "RECENT_MAX", "REFILL",
-    "REJECTED", "SELL", "Settlement", "Side", "TAKER", "TRADING", "Terms", "Trade", "build_of",
-    "check_sources", "fee", "level_orders", "level_quantity",
+    "EV_CANCELLED", "EV_EXPIRED", "EV_REJECTED", "EV_SELF_TRADE", "EV_STATUS", "EV_TIMED_OUT",
+    "EV_TRADE", "EV_TRIGGERED", "EXPIRED", "FILLED", "FOK", "FRONT_MAX", "GTC", "GTT", "HALTED",
+    "IOC", "JournalEvent", "LIMIT", "Level", "MAKER", "MARKET", "MODULES", "NEW", "NO_FILLS",
+    "NO_LIMIT", "OPEN_STATES", "Order", "OrderBook", "OrderRow", "Outcome", "PARTIALLY_FILLED",
+    "RECENT_CLOSED", "RECENT_MAX", "REFILL", "REJECTED", "RESTING_STATES", "SELL",
+    "STP_CANCEL_BOTH", "STP_CANCEL_INCOMING", "STP_CANCEL_RESTING", "STP_DECREMENT",
+    "STP_NONE", "STP_UNSPECIFIED", "Settlement", "Side", "TAKER", "TRADING", "Terms", "Trade",
+    "UNTRIGGERED", "build_of", "check_sources", "fee", "level_orders", "level_quantity",
 ]

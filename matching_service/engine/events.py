@@ -33,7 +33,8 @@ class JournalEvent:
                  order_type: int = 0, time_in_force: int = 0, post_only: bool = False,
                  client_order_id: str = "", created_ns: int = 0, held: int = 0,
                  hold_price: int = 0, funds: int = 0, maker_fee_bps: int = 0,
-                 taker_fee_bps: int = 0) -> None:
+                 taker_fee_bps: int = 0, stop_price: int = 0, expire_ns: int = 0,
+                 self_trade_prevention: int = 0) -> None:
         self.sequence = sequence
         self.kind = kind
         self.order_id = order_id
@@ -54,6 +55,10 @@ class JournalEvent:
         self.funds = funds
         self.maker_fee_bps = maker_fee_bps
         self.taker_fee_bps = taker_fee_bps
+        # An accepted or rejected order's stop price, expiry and self-trade prevention.
+        self.stop_price = stop_price
+        self.expire_ns = expire_ns
+        self.self_trade_prevention = self_trade_prevention
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return (f"JournalEvent(sequence={self.sequence}, kind={self.kind}, "

@@ -28,7 +28,8 @@ class OrderRow:
                  reason: str = "", priority: int = 0, last_sequence: int = 0,
                  created_ns: int = 0, updated_ns: int = 0, held: int = 0,
                  hold_placed: int = 0, hold_price: int = 0, funds: int = 0,
-                 maker_fee_bps: int = 0, taker_fee_bps: int = 0) -> None:
+                 maker_fee_bps: int = 0, taker_fee_bps: int = 0, stop_price: int = 0,
+                 expire_ns: int = 0, self_trade_prevention: int = 0) -> None:
         self.order_id = order_id
         self.account_id = account_id
         self.client_order_id = client_order_id
@@ -55,6 +56,11 @@ class OrderRow:
         self.funds = funds
         self.maker_fee_bps = maker_fee_bps
         self.taker_fee_bps = taker_fee_bps
+        # A stop's trigger price (0: not a stop), a good-till-time order's expiry (0:
+        # none), its self-trade prevention mode (engine.enums.STP_*).
+        self.stop_price = stop_price
+        self.expire_ns = expire_ns
+        self.self_trade_prevention = self_trade_prevention
 
     def row(self) -> OrderRow:
         """A copy of the row as it is now (what a batch commits)."""
@@ -67,7 +73,8 @@ class OrderRow:
             last_sequence=self.last_sequence, created_ns=self.created_ns,
             updated_ns=self.updated_ns, held=self.held, hold_placed=self.hold_placed,
             hold_price=self.hold_price, funds=self.funds, maker_fee_bps=self.maker_fee_bps,
-            taker_fee_bps=self.taker_fee_bps)
+            taker_fee_bps=self.taker_fee_bps, stop_price=self.stop_price,
+            expire_ns=self.expire_ns, self_trade_prevention=self.self_trade_prevention)
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return (f"{type(self).__name__}(id={self.order_id}, side={self.side}, "
@@ -86,9 +93,11 @@ class Order(OrderRow):
         return self.quantity - self.filled if self.state in OPEN_STATES else 0
 
     def same_request(self, side: int, order_type: int, time_in_force: int, price: int,
-                     quantity: int, post_only: bool, funds: int = 0) -> bool:
+                     quantity: int, post_only: bool, funds: int = 0, stop_price: int = 0,
+                     expire_ns: int = 0) -> bool:
         """Whether a new order with these contents repeats this one (a retry)."""
         return (self.side == side and self.order_type == order_type
                 and self.time_in_force == time_in_force and self.price == price
                 and self.quantity == quantity and self.post_only == post_only
-                and self.funds == funds)
+                and self.funds == funds and self.stop_price == stop_price
+                and self.expire_ns == expire_ns)

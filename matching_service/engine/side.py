@@ -325,6 +325,25 @@ class Side:
                 return True
         return False
 
+    def fillable_for(self, limit: int, need: int, account_id: int, stop_at_own: bool
+                     ) -> bool:
+        """Whether the orders in the levels with key <= ``limit`` not of ``account_id``
+        hold ``need`` lots; with ``stop_at_own``, only those before the first order of
+        ``account_id`` in priority order (for FOK under self-trade prevention)."""
+        total = 0
+        for key, level in zip(self.keys_in_order(), self.levels_in_order(), strict=True):
+            if key > limit:
+                return False
+            for order in level_orders(level):
+                if order.account_id == account_id:
+                    if stop_at_own:
+                        return False
+                    continue
+                total += order.quantity - order.filled
+                if total >= need:
+                    return True
+        return False
+
     def drain_touched(self) -> list[tuple[int, int, int]]:
         """(price, quantity, order count) of each touched level, by price; 0, 0 if gone."""
         touched = self.touched

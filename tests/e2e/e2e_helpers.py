@@ -85,8 +85,12 @@ async def run_json(stack: Any, *args: str, key: str | None = None) -> Any:
 async def matching_new_order(stack: Stack, account_id: int, client_order_id: str,
                              price: int = 6_900_000, instrument_id: int = 1,
                              side: int = cpb.SIDE_BUY, quantity: int = 100,
-                             request_id: int = 1) -> mpb.Command:
-    """A limit GTC order (by default a buy of 0.01 BTC at ``price`` ticks) as an order
+                             request_id: int = 1, *,
+                             time_in_force: int = cpb.TIME_IN_FORCE_GTC,
+                             stop_price: int = 0, expire_ns: int = 0,
+                             self_trade_prevention: int = 0) -> mpb.Command:
+    """A limit order (by default a GTC buy of 0.01 BTC at ``price`` ticks; a stop-limit
+    with ``stop_price``, good till ``expire_ns`` with TIME_IN_FORCE_GTT) as an order
     service sends it to matching: with its funds put on hold first, by the order path's
     own statement (order_service/holds.py)."""
     conn = await asyncpg.connect(stack.database_url)
@@ -108,9 +112,11 @@ async def matching_new_order(stack: Stack, account_id: int, client_order_id: str
         await conn.close()
     return mpb.Command(request_id=request_id, new_order=mpb.NewOrder(
         instrument_id=instrument_id, account_id=account_id, side=side,  # type: ignore[arg-type]
-        type=cpb.ORDER_TYPE_LIMIT, time_in_force=cpb.TIME_IN_FORCE_GTC, price=price,
-        quantity=quantity, client_order_id=client_order_id, held=held,
-        held_at_unix_nanos=time.time_ns(), maker_fee_bps=fees[0], taker_fee_bps=fees[1]))
+        type=cpb.ORDER_TYPE_LIMIT, time_in_force=time_in_force,  # type: ignore[arg-type]
+        price=price, quantity=quantity, client_order_id=client_order_id, held=held,
+        held_at_unix_nanos=time.time_ns(), maker_fee_bps=fees[0], taker_fee_bps=fees[1],
+        stop_price=stop_price, expire_time_unix_nanos=expire_ns,
+        self_trade_prevention=self_trade_prevention))  # type: ignore[arg-type]
 
 
 async def orders_named(stack: Stack, prefix: str) -> int:

@@ -5,7 +5,8 @@ it reads the ``journal`` rows of one instrument in sequence order from
 PostgreSQL and follows each order through its events:
 
 * ACCEPTED (1): a new order, with side/type/time in force/price/quantity/
-  account/client_order_id from the row; its priority is this event's sequence;
+  account/client_order_id/stop price from the row; its priority is this event's
+  sequence; a stop (stop price > 0) waits untriggered, off the book;
 * TRADE (2): ``order_id`` is the taker, ``other_order_id`` the maker,
   ``quantity`` the fill: both lose that much open quantity;
 * CANCELLED (3) / EXPIRED (4): the quantity given is removed (it must be all
@@ -15,13 +16,20 @@ PostgreSQL and follows each order through its events:
   a new price or a larger total sends it to the back (priority = this sequence);
 * STATUS (7): the instrument's status became ``quantity`` (1 trading, 2 halted,
   3 cancel-only); while it is not trading no order is accepted or amended, and
-  while halted nothing is cancelled either.
+  while halted nothing is cancelled either (a good-till-time expiry is not a
+  trader's command: it may happen in any status);
+* TRIGGERED (8): an untriggered stop fires and becomes the taker (priority = this
+  sequence);
+* SELF_TRADE (9): self-trade prevention removes ``quantity`` from the order: all
+  it has open closes it (the taker of the moment expires, a resting order is
+  cancelled), less lowers its total quantity;
+* TIMED_OUT (10): a good-till-time order expires; the quantity given is removed.
 
-An order rests if it is a LIMIT GTC order with open quantity left after all of
-its events. While reading, the replay checks that the journal is consistent
-(sequences 1..N without gaps, ids derived from the creating event's sequence,
-fills never larger than what is open, trades against resting makers at the
-maker's price) and that the ``trades`` table holds exactly the journal's
+An order rests if it is a LIMIT GTC or GTT order, triggered if it is a stop, with
+open quantity left after all of its events. While reading, the replay checks that
+the journal is consistent (sequences 1..N without gaps, ids derived from the
+creating event's sequence, fills never larger than what is open, trades against
+resting makers at the maker's price) and that the ``trades`` table holds exactly the journal's
 trades (trade_id = instrument_id << 44 | sequence, same sequence, price,
 quantity, maker and taker). Anything wrong goes to ``Replay.problems``.
 """
@@ -36,13 +44,15 @@ SEQUENCE_BITS = 44
 SEQUENCE_MASK = (1 << SEQUENCE_BITS) - 1
 
 ACCEPTED, TRADE, CANCELLED, EXPIRED, REJECTED, AMENDED, STATUS = 1, 2, 3, 4, 5, 6, 7
+TRIGGERED, SELF_TRADE, TIMED_OUT = 8, 9, 10
 TRADING, HALTED, CANCEL_ONLY = 1, 2, 3
 BUY, SELL = 1, 2
 LIMIT, MARKET = 1, 2
-GTC = 1
+GTC, GTT = 1, 4
 
 KIND_NAMES = {ACCEPTED: "ACCEPTED", TRADE: "TRADE", CANCELLED: "CANCELLED",
-              EXPIRED: "EXPIRED", REJECTED: "REJECTED", AMENDED: "AMENDED", STATUS: "STATUS"}
+              EXPIRED: "EXPIRED", REJECTED: "REJECTED", AMENDED: "AMENDED", STATUS: "STATUS",
+              TRIGGERED: "TRIGGERED", SELF_TRADE: "SELF_TRADE", TIMED_OUT: "TIMED_OUT"}
 
 
 def make_id(instrument_id: int, sequence: int) -> int:
@@ -68,11 +78,18 @@ class ReplayOrder:
     cancelled: bool = False
     expired: bool = False
     last_sequence: int = 0
+    stop_price: int = 0
+    triggered: bool = False
+
+    @property
+    def untriggered(self) -> bool:
+        return (self.stop_price > 0 and not self.triggered and not self.rejected
+                and self.open > 0)
 
     @property
     def rests(self) -> bool:
-        return (not self.rejected and self.type == LIMIT and self.tif == GTC
-                and self.open > 0)
+        return (not self.rejected and self.type == LIMIT and self.tif in (GTC, GTT)
+                and self.open > 0 and not self.untriggered)
 
     @property
     def state(self) -> int:
@@ -85,7 +102,9 @@ class ReplayOrder:
             return 5
         if self.filled == self.quantity:
             return 3
-        if self.type == LIMIT and self.tif == GTC:
+        if self.untriggered:
+            return 7
+        if self.type == LIMIT and self.tif in (GTC, GTT):
             return 2 if self.filled else 1
         return -1  # a non-resting order that is neither filled nor expired: incomplete
 
@@ -99,6 +118,10 @@ class ReplayTrade:
     price: int
     quantity: int
 
+
+# The journal's columns the replay reads.
+JOURNAL_COLUMNS = ("sequence, kind, order_id, other_order_id, price, quantity, account_id, side, "
+                   "order_type, time_in_force, post_only, client_order_id, stop_price")
 
 # (order_id, price, open quantity, priority)
 BookEntry = tuple[int, int, int, int]
@@ -140,6 +163,7 @@ def replay_rows(instrument_id: int, rows, trade_rows=None,
     problems = r.problems
     expected = 1
     status = TRADING
+    taker = 0  # the order of the command (or trigger) being matched
     for row in rows:
         seq = row["sequence"]
         if upto is not None and seq > upto:
@@ -159,7 +183,8 @@ def replay_rows(instrument_id: int, rows, trade_rows=None,
                 problems.append(f"{where}: status {qty} after {status}")
             status = qty
             continue
-        if status != TRADING and (status == HALTED or kind in (ACCEPTED, REJECTED, AMENDED)):
+        if status != TRADING and ((status == HALTED and kind != TIMED_OUT)
+                                  or kind in (ACCEPTED, REJECTED, AMENDED)):
             problems.append(f"{where}: accepted while the status was {status}")
         if kind in (ACCEPTED, REJECTED):
             if oid != make_id(instrument_id, seq):
@@ -173,7 +198,8 @@ def replay_rows(instrument_id: int, rows, trade_rows=None,
                 type=row["order_type"], tif=row["time_in_force"], post_only=row["post_only"],
                 price=row["price"], quantity=qty, priority=seq,
                 open=qty if kind == ACCEPTED else 0, rejected=kind == REJECTED,
-                last_sequence=seq)
+                last_sequence=seq, stop_price=_get(row, "stop_price"))
+            taker = oid
             if o.side not in (BUY, SELL) or o.type not in (LIMIT, MARKET) or qty <= 0:
                 problems.append(f"{where}: malformed order {o}")
             orders[oid] = o
@@ -206,21 +232,53 @@ def replay_rows(instrument_id: int, rows, trade_rows=None,
                 o.last_sequence = seq
             r.trades.append(ReplayTrade(make_id(instrument_id, seq), seq, taker.order_id,
                                         maker.order_id, price, qty))
-        elif kind in (CANCELLED, EXPIRED):
+        elif kind in (CANCELLED, EXPIRED, TIMED_OUT):
             o = orders.get(oid)
             if o is None:
                 problems.append(f"{where}: unknown order {oid}")
                 continue
             if qty != o.open:
                 problems.append(f"{where}: removes {qty} but {o.open} is open")
-            if kind == CANCELLED and not o.rests:
-                problems.append(f"{where}: cancelled order {oid} was not resting")
+            if kind != EXPIRED and not (o.rests or o.untriggered):
+                problems.append(f"{where}: order {oid} was not open")
+            if kind == TIMED_OUT and o.tif != GTT:
+                problems.append(f"{where}: order {oid} is not good-till-time")
             o.open -= qty
             o.last_sequence = seq
             if kind == CANCELLED:
                 o.cancelled = True
             else:
                 o.expired = True
+        elif kind == TRIGGERED:
+            o = orders.get(oid)
+            if o is None or not o.untriggered:
+                problems.append(f"{where}: order {oid} is not an untriggered stop")
+                continue
+            price = row["price"]
+            if not (price >= o.stop_price if o.side == BUY else price <= o.stop_price):
+                problems.append(f"{where}: a trade at {price} does not reach stop price "
+                                f"{o.stop_price}")
+            o.triggered = True
+            o.priority = seq
+            o.last_sequence = seq
+            taker = oid
+        elif kind == SELF_TRADE:
+            o = orders.get(oid)
+            other = orders.get(row["other_order_id"])
+            if o is None or other is None or o.account_id != other.account_id:
+                problems.append(f"{where}: not two orders of one account")
+                continue
+            if qty <= 0 or qty > o.open:
+                problems.append(f"{where}: removes {qty} of {o.open} open")
+            o.open -= qty
+            o.last_sequence = seq
+            if o.open == 0:
+                if oid == taker:
+                    o.expired = True
+                else:
+                    o.cancelled = True
+            else:
+                o.quantity -= qty
         elif kind == AMENDED:
             # price = the new price, quantity = the new total; a new price or a larger
             # total moves the order to the back (priority = this sequence).
@@ -236,6 +294,7 @@ def replay_rows(instrument_id: int, rows, trade_rows=None,
             o.open = qty - o.filled
             o.quantity = qty
             o.last_sequence = seq
+            taker = oid
         else:
             problems.append(f"{where}: unknown event kind")
 
@@ -245,12 +304,20 @@ def replay_rows(instrument_id: int, rows, trade_rows=None,
     for o in orders.values():
         if o.open < 0:
             problems.append(f"order {o.order_id}: open quantity {o.open} < 0")
-        if not o.rests and o.open > 0 and not o.rejected:
+        if not o.rests and o.open > 0 and not o.rejected and not o.untriggered:
             problems.append(f"order {o.order_id} (type {o.type}, tif {o.tif}) left with "
                             f"{o.open} open after its events (never expired)")
     if trade_rows is not None:
         _check_trades(r, trade_rows, upto)
     return r
+
+
+def _get(row, column: str) -> int:
+    """A column the caller may not have selected (0 then)."""
+    try:
+        return row[column]
+    except (KeyError, IndexError):
+        return 0
 
 
 def _check_trades(r: Replay, trade_rows, upto: int | None) -> None:
@@ -286,8 +353,7 @@ def _check_trades(r: Replay, trade_rows, upto: int | None) -> None:
 async def fetch_rows(conn: asyncpg.Connection, instrument_id: int):
     """The journal and trades rows of an instrument (use one transaction for both)."""
     journal = await conn.fetch(
-        """SELECT sequence, kind, order_id, other_order_id, price, quantity, account_id,
-                  side, order_type, time_in_force, post_only, client_order_id
+        f"""SELECT {JOURNAL_COLUMNS}
            FROM journal WHERE instrument_id = $1 ORDER BY sequence""", instrument_id)
     trades = await conn.fetch(
         """SELECT trade_id, sequence, price, quantity, maker_order_id, taker_order_id

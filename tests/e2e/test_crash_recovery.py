@@ -31,6 +31,11 @@ sequence, records ``GetOrderBook``, kills and restarts matching, and checks that
 market data's ``GetOrderBook`` and the L2 aggregation of ``GetBook`` still show exactly
 that book.
 
+``test_sigkill_keeps_stops_expiries_and_a_mass_cancel``: issue 14's orders across a kill
+-9 (trader_orders.py): untriggered stops, a good-till-time order that comes due while
+matching is dead (expired exactly once by the restarted pod's first batch), a mass
+cancel; after the restart the stops fire on a trade, and the book equals the journal.
+
 ``EXCHANGE_CRASH_SEED`` changes the seed (default below); the kill points and order
 streams follow from it.
 """
@@ -51,8 +56,9 @@ from pathlib import Path
 import asyncpg
 import grpc
 import pytest
-from e2e_helpers import meta, money_problems
-from journal_replay import Replay, replay_rows, sort_book
+import trader_orders
+from e2e_helpers import Checks, meta, money_problems
+from journal_replay import JOURNAL_COLUMNS, Replay, replay_rows, sort_book
 
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.marketdata.v1 import marketdata_pb2 as mdpb
@@ -381,8 +387,7 @@ async def read_committed(conn: asyncpg.Connection, instrument_id: int) -> Commit
         last = await conn.fetchval(
             "SELECT last_sequence FROM instrument_state WHERE instrument_id = $1", instrument_id)
         journal = await conn.fetch(
-            """SELECT sequence, kind, order_id, other_order_id, price, quantity, account_id,
-                      side, order_type, time_in_force, post_only, client_order_id
+            f"""SELECT {JOURNAL_COLUMNS}
                FROM journal WHERE instrument_id = $1 ORDER BY sequence""", instrument_id)
         trades = await conn.fetch(
             """SELECT trade_id, sequence, price, quantity, maker_order_id, taker_order_id
@@ -688,9 +693,7 @@ async def test_sigkill_matching_under_load_loses_nothing_and_rebuilds_the_book(
             # The rebuilt book, exactly as the journal gives it (up to its own sequence).
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 journal = await conn.fetch(
-                    """SELECT sequence, kind, order_id, other_order_id, price, quantity,
-                              account_id, side, order_type, time_in_force, post_only,
-                              client_order_id
+                    f"""SELECT {JOURNAL_COLUMNS}
                        FROM journal WHERE instrument_id = $1 ORDER BY sequence""",
                     inst.instrument_id)
             replayed = replay_rows(inst.instrument_id, journal, upto=rebuilt.sequence)
@@ -787,3 +790,30 @@ async def test_sigkill_matching_under_load_loses_nothing_and_rebuilds_the_book(
             await conn.close()
     total = time.monotonic() - started
     print("\n" + report(run) + f"\ntotal {total:.1f}s, {len(run.acks)} acknowledgements")
+
+
+async def test_sigkill_keeps_stops_expiries_and_a_mass_cancel(crash_stack: Stack) -> None:
+    stack = crash_stack
+    checks = Checks()
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        async with asyncio.timeout(90):
+            placed = await trader_orders.place(stack)
+            await trader_orders.before_kill(conn, placed)
+            stack.kill_service("matching")
+            await trader_orders.wait_until_expired(placed)
+            await stack.start_service("matching")
+            await trader_orders.check_after(checks, stack, conn, placed)
+            # and once more: the expiry is not repeated, the book rebuilds the same
+            before = await trader_orders.get_book(stack, None)
+            stack.kill_service("matching")
+            await stack.start_service("matching")
+            after = await trader_orders.get_book(stack, None)
+            checks.expect((list(after.bids), list(after.asks), list(after.stops))
+                          == (list(before.bids), list(before.asks), list(before.stops)),
+                          "the book after the second restart differs")
+            await trader_orders.expiries_exactly_once(checks, conn, placed)
+            await trader_orders.book_equals_replay(checks, stack, conn, None)
+    finally:
+        await conn.close()
+    checks.done()

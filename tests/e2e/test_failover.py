@@ -20,6 +20,10 @@ PostgreSQL advisory lock plus an owner epoch that fences every journal write.
   PostgreSQL.
 - ``test_instrument_split``: A may own only BTC-USD, B only ETH-USD: each owns
   its own and the order service routes each instrument to its owner.
+- ``test_standby_takes_over_stops_expiries_and_a_mass_cancel``: issue 14's orders
+  (trader_orders.py) placed on A, A SIGKILLed: B's first batch expires the
+  good-till-time order that came due meanwhile, exactly once; B keeps the stops,
+  one fires on a trade through B; the book equals the journal; money is clean.
 - ``test_order_entry_session_through_failover``: creates stream through one
   OrderEntry session while A is SIGKILLed; each is answered once (the order, in
   PostgreSQL, or a retryable error) and the session goes on through B.
@@ -44,6 +48,7 @@ import asyncpg
 import e2e_helpers
 import grpc
 import pytest
+import trader_orders
 from e2e_helpers import Checks, matching_new_order, meta, money_problems
 
 from exchange.common.v1 import common_pb2 as cpb
@@ -857,6 +862,32 @@ async def test_order_entry_session_through_failover(two_matching) -> None:
             print(f"session through failover: {len(sent)} creates, "
                   f"{sum(1 for g in answers.values() if g[0].HasField('order'))} placed, "
                   f"{sum(1 for g in answers.values() if g[0].HasField('error'))} errors")
+        finally:
+            await conn.close()
+        checks.done()
+
+
+# ---------------------------------------------------------------------------
+# 5. Stops, good-till-time orders and a mass cancel through a SIGKILL of the owner
+# ---------------------------------------------------------------------------
+
+
+async def test_standby_takes_over_stops_expiries_and_a_mass_cancel(two_matching) -> None:
+    async with asyncio.timeout(60):
+        checks = Checks()
+        stack = await two_matching()
+        a_addr, b_addr = stack.addr("matching"), stack.addr("matching-b")
+        conn = await pg(stack)
+        try:
+            await wait_owners(conn, {BTC: a_addr, ETH: a_addr}, 5)
+            placed = await trader_orders.place(stack, a_addr)
+            await trader_orders.before_kill(conn, placed)
+            stack.kill_service("matching")
+            await trader_orders.wait_until_expired(placed)
+            await wait_owners(conn, {BTC: b_addr}, FAILOVER_LIMIT + OWNER_SESSION_TIMEOUT)
+            await trader_orders.check_after(checks, stack, conn, placed, b_addr)
+            for p in await journal_problems(conn, BTC):
+                checks.expect(False, p)
         finally:
             await conn.close()
         checks.done()

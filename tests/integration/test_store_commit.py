@@ -19,6 +19,7 @@ from matching_service.engine import (
     NEW,
     PARTIALLY_FILLED,
     SELL,
+    STP_NONE,
     JournalEvent,
     OrderBook,
     OrderRow,
@@ -116,7 +117,8 @@ async def test_a_column_added_while_the_pod_runs_takes_its_default(database_url)
         await store.commit(1, 1, book.drain_changes())
         for table in ("journal", "orders", "trades"):
             await conn.execute(f"ALTER TABLE {table} ADD COLUMN later int NOT NULL DEFAULT 7")
-        book.new_order(account, BUY, LIMIT, GTC, 100, 2, "second", False, 2_000_000)
+        book.new_order(account, BUY, LIMIT, GTC, 100, 2, "second", False, 2_000_000,
+                       self_trade_prevention=STP_NONE)  # it trades with the first
         changes = book.drain_changes()
         assert changes.trades and len(changes.orders) == 2  # a new row and a changed one
         await store.commit(1, 1, changes)

@@ -39,6 +39,7 @@ from matching_service.engine import (
     PARTIALLY_FILLED,
     REJECTED,
     SELL,
+    STP_NONE,
     Changes,
     Order,
     OrderBook,
@@ -72,7 +73,7 @@ class Desk:
     def new(self, account: int, side: int, type_: int, tif: int, price: int, qty: int,
             held: int | None = None, hold_price: int = 0, funds: int = 0,
             post_only: bool = False, maker_bps: int = MAKER_BPS,
-            taker_bps: int = TAKER_BPS) -> Outcome:
+            taker_bps: int = TAKER_BPS, stp: int = 0) -> Outcome:
         """A new order holding ``held`` (None: exactly its need)."""
         if held is None:
             held = need(self.terms, side, qty, price if type_ == LIMIT else hold_price,
@@ -81,7 +82,8 @@ class Desk:
         assert self.ledger.hold(account, asset, held)
         self.now += 1
         out = self.book.new_order(account, side, type_, tif, price, qty, "", post_only,
-                                  self.now, held, hold_price, funds, maker_bps, taker_bps)
+                                  self.now, held, hold_price, funds, maker_bps, taker_bps,
+                                  stp)
         if out.error:
             self.ledger.unhold(account, asset, held)
         self.commit()
@@ -157,6 +159,7 @@ class Case:
     reason: str = ""
     cancel: bool = False  # then B cancels its order
     account: int = B  # who places ``order``
+    stp: int = 0  # its self-trade prevention
 
 
 CASES = [
@@ -271,9 +274,9 @@ CASES = [
          sell(1000, 3, IOC), [(1001, 2)], EXPIRED, 0,
          {(A, BASE): (200, 0), (A, QUOTE): (-20_041, 0), (B, BASE): (-200, 0),
           (B, QUOTE): (19_979, 0), (FEES, QUOTE): (62, 0)}, reason="IOC_REMAINDER"),
-    Case("self-trade: base and notional net out, the fees remain", [(SELL, 1000, 2)],
-         buy(1000, 2), [(1000, 2)], FILLED, 0,
-         {(A, QUOTE): (-60, 0), (FEES, QUOTE): (60, 0)}, account=A),
+    Case("self-trade allowed (NONE): base and notional net out, the fees remain",
+         [(SELL, 1000, 2)], buy(1000, 2), [(1000, 2)], FILLED, 0,
+         {(A, QUOTE): (-60, 0), (FEES, QUOTE): (60, 0)}, account=A, stp=STP_NONE),
 ]
 
 
@@ -285,7 +288,7 @@ def test_holds_and_releases(case: Case) -> None:
         assert out.error == "" and out.order is not None and out.order.state == NEW
     c = case.order
     out = desk.new(case.account, c.side, c.type_, c.tif, c.price, c.qty, c.held,
-                   c.hold_price, c.funds, c.post_only)
+                   c.hold_price, c.funds, c.post_only, stp=case.stp)
     assert out.error == "" and out.order is not None
     fees = sum(t.maker_fee + t.taker_fee for t in out.fills)
     if case.cancel:

@@ -1,11 +1,14 @@
 """Property tests of the engine's money on random command streams (new limit, market
-and budget orders, cancels, amendments, in batches), against a Python ledger that takes
+and budget orders, under every self-trade prevention mode, some of them stops or
+good-till-time orders; cancels, mass cancels, amendments, the clock moving so that GTT
+orders expire; in batches), against a Python ledger that takes
 the order path's holds and applies each batch's ``Changes.money`` (money_ledger):
 
 * every batch moves, per asset, exactly nothing in all (the fee account included);
 * from funded balances no ``available`` or ``held`` ever goes negative;
-* after every batch each account holds, per asset, exactly what its resting orders
-  hold, and every resting order holds exactly what its open lots need;
+* after every batch each account holds, per asset, exactly what its open orders (resting,
+  and stops waiting for their trigger) hold, and every one holds exactly what its open
+  lots need;
 * each fill's fees are its maker's and taker's bps of the notional, rounded in the
   exchange's favour, never above ``ceil(notional x max bps / 10,000)``;
 * a budget is never overspent;
@@ -26,6 +29,7 @@ from matching_service.engine import (
     BUY,
     FOK,
     GTC,
+    GTT,
     IOC,
     LIMIT,
     MARKET,
@@ -75,7 +79,7 @@ def worlds(draw: st.DrawFn) -> World:
 
 
 KINDS = [(LIMIT, GTC)] * 5 + [(LIMIT, IOC), (LIMIT, FOK), (MARKET, IOC), (MARKET, FOK),
-                              ("funds", IOC)]
+                              ("funds", IOC), (LIMIT, GTT)]
 new_order = st.tuples(
     st.just("new"),
     st.sampled_from(ACCOUNTS),
@@ -86,6 +90,9 @@ new_order = st.tuples(
     st.integers(0, 4).map(lambda n: n == 0),  # post only (limit GTC only)
     st.one_of(st.just(0), st.just(0), st.integers(1, 500)),  # held beyond the need
     st.one_of(st.just(0), st.integers(1, 4_000)),  # funds / tick_lot_units; market: 0 no price
+    st.integers(0, 5),  # self-trade prevention (0: the default)
+    st.one_of(st.just(0), st.just(0), st.just(0), st.integers(96, 104)),  # stop price
+    st.integers(1, 20),  # a GTT's lifetime in clock ticks
 )
 cancel = st.tuples(st.just("cancel"), st.integers(0, 200))
 amend = st.tuples(
@@ -98,13 +105,19 @@ amend = st.tuples(
 drain = st.tuples(st.just("drain"))
 # Mostly new orders (one_of would count a strategy given twice once): a book deep
 # enough to trade against.
-command = st.integers(0, 9).flatmap(
-    lambda n: new_order if n < 6 else cancel if n == 6 else amend if n < 9 else drain)
+cancel_all = st.tuples(st.just("cancel_all"), st.sampled_from(ACCOUNTS),
+                       st.sampled_from([0, BUY, SELL]))
+clock = st.tuples(st.just("time"), st.integers(1, 10))
+command = st.integers(0, 11).flatmap(
+    lambda n: new_order if n < 6 else cancel if n == 6 else amend if n < 9 else drain
+    if n == 9 else cancel_all if n == 10 else clock)
 streams = st.lists(command, min_size=20, max_size=120)
 
 
-def pick(book: OrderBook, n: int) -> Order | None:
+def pick(book: OrderBook, n: int, stops: bool = False) -> Order | None:
     orders = book.orders
+    if stops:
+        orders.update((o.order_id, o) for o in book.untriggered())
     if not orders:
         return None
     ids = sorted(orders)
@@ -131,21 +144,25 @@ class Run:
         self.now = 0
 
     def command(self, cmd: tuple) -> None:
-        self.now += 1
+        self.now += cmd[1] if cmd[0] == "time" else 1
+        self.book.expire_due(self.now)  # as the matching loop, at a batch's start
         if cmd[0] == "new":
             self.new(*cmd[1:])
         elif cmd[0] == "cancel":
-            target = pick(self.book, cmd[1])
+            target = pick(self.book, cmd[1], stops=True)
             if target is not None:
                 out = self.book.cancel(target.account_id, target.order_id, self.now)
                 assert out.error == ""
         elif cmd[0] == "amend":
             self.amend(*cmd[1:])
-        else:
+        elif cmd[0] == "cancel_all":
+            self.book.cancel_all(cmd[1], cmd[2], self.now)
+        elif cmd[0] == "drain":
             self.commit()
 
     def new(self, account: int, side: int, kind: tuple, price: int, qty: int,
-            post_only: bool, excess: int, amount: int) -> None:
+            post_only: bool, excess: int, amount: int, stp: int, stop: int,
+            life: int) -> None:
         terms, (maker_bps, taker_bps) = self.terms, self.world.fees[account]
         type_, tif = kind
         funds = hold_price = 0
@@ -156,14 +173,15 @@ class Run:
         elif type_ == MARKET:
             hold_price = price if amount else 0
             price = 0
-        post_only = post_only and type_ == LIMIT and tif == GTC
+        post_only = post_only and type_ == LIMIT and tif in (GTC, GTT)
         held = need(terms, side, qty, price or hold_price, funds, maker_bps,
                     taker_bps) + excess
         asset = pays_with(terms, side)
         if not self.ledger.hold(account, asset, held):
             return  # the order path refuses it: insufficient funds
         out = self.book.new_order(account, side, type_, tif, price, qty, "", post_only,
-                                  self.now, held, hold_price, funds, maker_bps, taker_bps)
+                                  self.now, held, hold_price, funds, maker_bps, taker_bps,
+                                  stp, stop, self.now + life if tif == GTT else 0)
         assert out.error == "" and out.order is not None, out.error_message
         if funds:
             self.budget[out.order.order_id] = funds
@@ -222,12 +240,13 @@ class Run:
     def check_holds(self) -> None:
         terms = self.terms
         resting: dict[tuple[int, int], int] = {}
-        for o in self.book.resting():
+        for o in self.book.resting() + self.book.untriggered():
             maker_bps, taker_bps = self.world.fees[o.account_id]
-            if o.side == BUY:
+            if o.side == BUY and o.order_type == LIMIT:
                 assert o.hold_price == o.price
-            assert o.held == need(terms, o.side, o.remaining, o.price, 0, maker_bps,
-                                  taker_bps)
+            if not o.funds:
+                assert o.held == need(terms, o.side, o.remaining, o.hold_price, 0,
+                                      maker_bps, taker_bps)
             key = (o.account_id, pays_with(terms, o.side))
             resting[key] = resting.get(key, 0) + o.held
         held = {k: v for k, v in self.ledger.held.items() if v}
@@ -269,6 +288,7 @@ def test_replay_rebuilds_the_money(world: World, commands: list[tuple]) -> None:
     names = fields(OrderRow)
 
     def rows(book: OrderBook) -> list[tuple]:
-        return [tuple(getattr(o, f) for f in names) for o in book.resting()]
+        return [tuple(getattr(o, f) for f in names)
+                for o in book.resting() + book.untriggered()]
 
     assert rows(copy) == rows(r.book)

@@ -164,3 +164,34 @@ def test_a_snapshot_keeps_every_field_of_the_resting_orders() -> None:
         return tuple(getattr(o, f) for f in fields(OrderRow))
 
     assert [row(o) for o in decoded] == [row(o) for o in resting]
+
+
+def test_a_snapshot_keeps_the_stops_expiries_and_self_trade_prevention() -> None:
+    """Issue 14's fields come back from a snapshot, the untriggered stops with them, and
+    GetBook lists the stops apart from the book."""
+    from matching_service.engine import GTT, STP_DECREMENT, UNTRIGGERED
+    from matching_service.recovery import book_response
+
+    book = OrderBook(2)
+    book.new_order(1, SELL, LIMIT, GTC, 100, 1, now_ns=1)
+    book.new_order(2, BUY, LIMIT, IOC, 100, 1, now_ns=2)  # last price 100
+    gtt = book.new_order(1, BUY, LIMIT, GTT, 99, 3, "g", now_ns=3,
+                         self_trade_prevention=STP_DECREMENT, expire_ns=10**18).order
+    stop = book.new_order(2, SELL, LIMIT, GTT, 95, 2, "s", now_ns=4, stop_price=96,
+                          expire_ns=10**18 + 1).order
+    assert gtt is not None and stop is not None and stop.state == UNTRIGGERED
+    _, decoded, _ = decode_snapshot(encode_snapshot(book))
+
+    def row(o):
+        return tuple(getattr(o, f) for f in fields(OrderRow))
+
+    assert [row(o) for o in decoded] == [row(gtt), row(stop)]
+    copy = OrderBook(2, last_sequence=book.sequence)
+    copy.restore(decoded)
+    assert copy.untriggered()[0].order_id == stop.order_id
+    assert copy.next_expiry() == 10**18 and copy.open_by_account == book.open_by_account
+    response = book_response(book, 1)
+    assert [o.order_id for o in response.bids] == [gtt.order_id] and not response.asks
+    assert [(o.order_id, o.stop_price, o.expire_time_unix_nanos, o.state)
+            for o in response.stops] == [(stop.order_id, 96, 10**18 + 1, UNTRIGGERED)]
+    assert response.bids[0].self_trade_prevention == STP_DECREMENT

@@ -98,20 +98,22 @@ class BookOrder(_message.Message):
     def __init__(self, order_id: _Optional[int] = ..., account_id: _Optional[int] = ..., client_order_id: _Optional[str] = ..., side: _Optional[_Union[_common_pb2.Side, str]] = ..., type: _Optional[_Union[_common_pb2.OrderType, str]] = ..., time_in_force: _Optional[_Union[_common_pb2.TimeInForce, str]] = ..., post_only: _Optional[bool] = ..., price: _Optional[int] = ..., quantity: _Optional[int] = ..., filled: _Optional[int] = ..., filled_notional: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.OrderState, str]] = ..., priority: _Optional[int] = ..., last_sequence: _Optional[int] = ..., create_time_unix_nanos: _Optional[int] = ..., update_time_unix_nanos: _Optional[int] = ..., held: _Optional[int] = ..., hold_placed: _Optional[int] = ..., hold_price: _Optional[int] = ..., funds: _Optional[int] = ..., maker_fee_bps: _Optional[int] = ..., taker_fee_bps: _Optional[int] = ..., stop_price: _Optional[int] = ..., expire_time_unix_nanos: _Optional[int] = ..., self_trade_prevention: _Optional[_Union[_common_pb2.SelfTradePrevention, str]] = ...) -> None: ...
 
 class GetBookResponse(_message.Message):
-    __slots__ = ("instrument_id", "sequence", "owner_epoch", "bids", "asks", "status")
+    __slots__ = ("instrument_id", "sequence", "owner_epoch", "bids", "asks", "status", "stops")
     INSTRUMENT_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     OWNER_EPOCH_FIELD_NUMBER: _ClassVar[int]
     BIDS_FIELD_NUMBER: _ClassVar[int]
     ASKS_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    STOPS_FIELD_NUMBER: _ClassVar[int]
     instrument_id: int
     sequence: int
     owner_epoch: int
     bids: _containers.RepeatedCompositeFieldContainer[BookOrder]
     asks: _containers.RepeatedCompositeFieldContainer[BookOrder]
     status: _common_pb2.InstrumentStatus
-    def __init__(self, instrument_id: _Optional[int] = ..., sequence: _Optional[int] = ..., owner_epoch: _Optional[int] = ..., bids: _Optional[_Iterable[_Union[BookOrder, _Mapping]]] = ..., asks: _Optional[_Iterable[_Union[BookOrder, _Mapping]]] = ..., status: _Optional[_Union[_common_pb2.InstrumentStatus, str]] = ...) -> None: ...
+    stops: _containers.RepeatedCompositeFieldContainer[BookOrder]
+    def __init__(self, instrument_id: _Optional[int] = ..., sequence: _Optional[int] = ..., owner_epoch: _Optional[int] = ..., bids: _Optional[_Iterable[_Union[BookOrder, _Mapping]]] = ..., asks: _Optional[_Iterable[_Union[BookOrder, _Mapping]]] = ..., status: _Optional[_Union[_common_pb2.InstrumentStatus, str]] = ..., stops: _Optional[_Iterable[_Union[BookOrder, _Mapping]]] = ...) -> None: ...
 
 class BookSnapshot(_message.Message):
     __slots__ = ("instrument_id", "sequence", "orders", "status")
