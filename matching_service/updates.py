@@ -35,27 +35,23 @@ from matching_service.engine import (
     EV_CANCELLED,
     EV_EXPIRED,
     EV_REJECTED,
+    EV_SELF_TRADE,
+    EV_TIMED_OUT,
     EV_TRADE,
+    EV_TRIGGERED,
     EXPIRED,
     FILLED,
     LIMIT,
     NEW,
     PARTIALLY_FILLED,
     REJECTED,
+    UNTRIGGERED,
     Changes,
     JournalEvent,
     OrderRow,
     Terms,
 )
 
-# The engine's kinds of issue 14 (engine/enums.py), by the numbers agreed for them: a
-# stop's trigger fired, self-trade prevention removed open quantity, a good-till-time
-# order expired. Until the engine defines them no event carries them.
-EV_TRIGGERED = 8
-EV_SELF_TRADE = 9
-EV_TIMED_OUT = 10
-# exchange.common.v1.OrderState UNTRIGGERED: a stop waiting off the book.
-UNTRIGGERED = 7
 TERMINAL = (FILLED, CANCELLED, EXPIRED, REJECTED)
 GOOD_TILL_TIME = "GOOD_TILL_TIME"
 # The kinds that concern one order (a trade concerns two; a status change none).
@@ -206,7 +202,7 @@ def build(changes: Changes, terms: Terms | None = None,
         if kind == EV_ACCEPTED or kind == EV_REJECTED:
             row = rows[oid]
             state = (REJECTED if kind == EV_REJECTED
-                     else UNTRIGGERED if getattr(row, "stop_price", 0) else NEW)
+                     else UNTRIGGERED if row.stop_price else NEW)
             update = OrderUpdateRow(row.account_id, 0, e.sequence, kind, oid, state, e.price,
                                     e.quantity, 0, 0, "", row.funds, e.created_ns)
         else:

@@ -22,10 +22,14 @@ from matching_service.engine import (
     EV_CANCELLED,
     EV_EXPIRED,
     EV_REJECTED,
+    EV_SELF_TRADE,
+    EV_TIMED_OUT,
     EV_TRADE,
+    EV_TRIGGERED,
     EXPIRED,
     FILLED,
     GTC,
+    GTT,
     IOC,
     LIMIT,
     MARKET,
@@ -33,6 +37,12 @@ from matching_service.engine import (
     PARTIALLY_FILLED,
     REJECTED,
     SELL,
+    STP_CANCEL_BOTH,
+    STP_CANCEL_INCOMING,
+    STP_CANCEL_RESTING,
+    STP_DECREMENT,
+    STP_NONE,
+    UNTRIGGERED,
     Changes,
     OrderBook,
     Terms,
@@ -56,18 +66,22 @@ class Desk:
         self.now = 1_000
 
     def new(self, label: str, account: int, side: int, quantity: int, price: int = 0,
-            tif: int = GTC, post_only: bool = False) -> None:
+            tif: int = GTC, post_only: bool = False, stp: int = STP_NONE, stop: int = 0,
+            expire: int = 0) -> None:
         type_ = LIMIT if price else MARKET
         hold_price = price if side == BUY and price else PROTECTION if side == BUY else 0
         held = TERMS.need(side == BUY, quantity, hold_price, 0, MAKER_BPS, TAKER_BPS)
         out = self.book.new_order(account, side, type_, tif if price else IOC, price, quantity,
                                   label, post_only, self.now, held, hold_price, 0, MAKER_BPS,
-                                  TAKER_BPS)
+                                  TAKER_BPS, stp, stop, expire)
         assert out.order is not None and not out.error, out.error_message
         self.ids[label] = out.order.order_id
 
+    def expire(self, now: int) -> None:
+        self.book.expire_due(now)
+
     def cancel(self, label: str) -> None:
-        order = self.book.resting_order(self.ids[label])
+        order = self.book.resting_order(self.ids[label]) or self.book.stops.get(self.ids[label])
         assert order is not None
         assert not self.book.cancel(order.account_id, order.order_id, self.now).error
 
@@ -157,6 +171,52 @@ CASES: list[tuple[str, list[tuple], list[tuple], list[tuple[Any, ...]]]] = [
      [(A, 1, EV_ACCEPTED, "t", NEW, 2, 0),
       (A, 2, EV_TRADE, "m", FILLED, 2, 2),
       (A, 3, EV_TRADE, "t", FILLED, 2, 2)]),
+    ("self-trade prevention cancels the resting order, the incoming one rests",
+     [("new", "m", A, SELL, 2, 1000)],
+     [("new", "t", A, BUY, 3, 1000, GTC, False, STP_CANCEL_RESTING)],
+     [(A, 1, EV_ACCEPTED, "t", NEW, 3, 0),
+      (A, 2, EV_SELF_TRADE, "m", CANCELLED, 2, 0)]),
+    ("cancel incoming: the incoming order expires, the resting one stays",
+     [("new", "m", A, SELL, 2, 1000)],
+     [("new", "t", A, BUY, 3, 1000, GTC, False, STP_CANCEL_INCOMING)],
+     [(A, 1, EV_ACCEPTED, "t", NEW, 3, 0),
+      (A, 2, EV_SELF_TRADE, "t", EXPIRED, 3, 0)]),
+    ("cancel both", [("new", "m", A, SELL, 2, 1000)],
+     [("new", "t", A, BUY, 3, 1000, GTC, False, STP_CANCEL_BOTH)],
+     [(A, 1, EV_ACCEPTED, "t", NEW, 3, 0),
+      (A, 2, EV_SELF_TRADE, "m", CANCELLED, 2, 0),
+      (A, 3, EV_SELF_TRADE, "t", EXPIRED, 3, 0)]),
+    ("decrement: the bigger one goes on reduced, after a fill with another account",
+     [("new", "m", A, SELL, 5, 1000), ("new", "o", B, SELL, 4, 1001)],
+     [("new", "t", A, BUY, 7, 1001, GTC, False, STP_DECREMENT)],
+     [(A, 1, EV_ACCEPTED, "t", NEW, 7, 0),
+      (A, 2, EV_SELF_TRADE, "m", CANCELLED, 5, 0),
+      (A, 3, EV_SELF_TRADE, "t", NEW, 2, 0),
+      (B, 1, EV_TRADE, "o", PARTIALLY_FILLED, 4, 2),
+      (A, 4, EV_TRADE, "t", FILLED, 2, 2)]),
+    ("decrement a resting order traded earlier in the batch",
+     [("new", "m", A, SELL, 6, 1000)],
+     [("new", "x", B, BUY, 1, 1000),
+      ("new", "t", A, BUY, 2, 1000, GTC, False, STP_DECREMENT)],
+     [(B, 1, EV_ACCEPTED, "x", NEW, 1, 0),
+      (A, 1, EV_TRADE, "m", PARTIALLY_FILLED, 6, 1),
+      (B, 2, EV_TRADE, "x", FILLED, 1, 1),
+      (A, 2, EV_ACCEPTED, "t", NEW, 2, 0),
+      (A, 3, EV_SELF_TRADE, "m", PARTIALLY_FILLED, 4, 1),
+      (A, 4, EV_SELF_TRADE, "t", EXPIRED, 2, 0)]),
+    ("a stop fired by another's trade", [("new", "m", A, SELL, 3, 1001)],
+     [("new", "s", B, BUY, 1, 1002, GTC, False, STP_NONE, 1001),
+      ("new", "x", 30, BUY, 1, 1001)],
+     [(B, 1, EV_ACCEPTED, "s", UNTRIGGERED, 1, 0),
+      (30, 1, EV_ACCEPTED, "x", NEW, 1, 0),
+      (A, 1, EV_TRADE, "m", PARTIALLY_FILLED, 3, 1),
+      (30, 2, EV_TRADE, "x", FILLED, 1, 1),
+      (B, 2, EV_TRIGGERED, "s", NEW, 1, 0),
+      (A, 2, EV_TRADE, "m", PARTIALLY_FILLED, 3, 2),
+      (B, 3, EV_TRADE, "s", FILLED, 1, 1)]),
+    ("good-till-time expiry", [("new", "g", A, BUY, 2, 1000, GTT, False, STP_NONE, 0, 5_000)],
+     [("expire", 10_000)],
+     [(A, 1, EV_TIMED_OUT, "g", EXPIRED, 2, 0)]),
 ]
 
 
@@ -193,6 +253,19 @@ def test_updates_of_a_batch(name, setup, commands, expected) -> None:
                       for a in {u.account_id for u in updates}}
 
 
+def test_reasons_of_the_new_kinds() -> None:
+    desk = Desk()
+    desk.new("g", A, BUY, 2, 1000, GTT, expire=5_000)
+    desk.new("m", A, SELL, 2, 1001)
+    desk.batch()
+    desk.expire(10_000)
+    desk.new("t", A, BUY, 2, 1001, stp=STP_CANCEL_RESTING)
+    _, updates = desk.batch()
+    assert [(u.kind, u.reason) for u in updates] == [
+        (EV_TIMED_OUT, "GOOD_TILL_TIME"), (EV_ACCEPTED, ""),
+        (EV_SELF_TRADE, "SELF_TRADE_PREVENTED")]
+
+
 def test_a_status_change_gives_no_update() -> None:
     desk = Desk()
     desk.book.set_status(2, 1)
@@ -202,7 +275,10 @@ def test_a_status_change_gives_no_update() -> None:
 
 commands = st.lists(st.one_of(
     st.tuples(st.just("new"), st.sampled_from((A, B)), st.sampled_from((BUY, SELL)),
-              st.integers(1, 6), st.sampled_from((0, 998, 999, 1000, 1001, 1002))),
+              st.integers(1, 6), st.sampled_from((0, 998, 999, 1000, 1001, 1002)),
+              st.sampled_from((STP_NONE, STP_CANCEL_RESTING, STP_CANCEL_INCOMING,
+                               STP_CANCEL_BOTH, STP_DECREMENT)),
+              st.sampled_from((0, 0, 0, 999, 1001))),
     st.tuples(st.just("cancel"), st.integers(0, 40)),
     st.tuples(st.just("amend"), st.integers(0, 40), st.sampled_from((0, 999, 1001)),
               st.integers(0, 8)),
@@ -234,14 +310,19 @@ def play(script: list[tuple], batch_size: int) -> list[tuple[Any, ...]]:
 
     for i, command in enumerate(script):
         if command[0] == "new":
-            _, account, side, quantity, price = command
+            _, account, side, quantity, price, stp, stop = command
             label = f"o{i}"
-            desk.new(label, account, side, quantity, price)
+            last = desk.book.last_price
+            if stop and (last is not None and (last >= stop if side == BUY else last <= stop)):
+                stop = 0  # it would trigger at once (STOP_WOULD_TRIGGER)
+            desk.new(label, account, side, quantity, price, stp=stp, stop=stop)
             labels.append(label)
         elif labels:
             label = labels[command[1] % len(labels)]
             order = desk.book.resting_order(desk.ids[label])
-            if order is not None and command[0] == "cancel":
+            if command[0] == "cancel" and desk.book.stops.get(desk.ids[label]) is not None:
+                desk.cancel(label)
+            elif order is not None and command[0] == "cancel":
                 desk.cancel(label)
             elif order is not None:
                 _, _, price, quantity = command
@@ -269,7 +350,7 @@ def test_every_order_event_has_its_update(script) -> None:
     labels: list[str] = []
     for i, command in enumerate(script):
         if command[0] == "new":
-            desk.new(f"o{i}", *command[1:])
+            desk.new(f"o{i}", *command[1:5], stp=command[5])
             labels.append(f"o{i}")
     changes, updates = desk.batch()
     trades = sum(1 for e in changes.events if e.kind == EV_TRADE)
