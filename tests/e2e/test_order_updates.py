@@ -138,10 +138,15 @@ async def test_resumes_across_kill_and_restart_exactly_once(two_matching) -> Non
         bob = AsyncExchangeClient(stack.order_addr, api_key=stack.keys["bob"])
         try:
             await trade_round(alice, bob, "r1")
-            await followers[0].until(await latest(conn, alice_id))
+            first = await latest(conn, alice_id)
+            await followers[0].until(first)
 
-            stack.kill_service("matching")  # BTC-USD's owner: the standby takes it over
-            await trade_round(alice, bob, "r2")
+            # BTC-USD's owner is killed in the middle of a round (once its first order
+            # is committed): the standby takes it over, the round's orders retry.
+            second = asyncio.create_task(trade_round(alice, bob, "r2"))
+            await followers[0].until(first + 1)
+            stack.kill_service("matching")
+            await second
 
             await stack.stop_service("order")
             await stack.start_service("order")
