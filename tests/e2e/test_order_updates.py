@@ -301,3 +301,27 @@ async def test_cli_and_blocking_client_replay_the_updates(stack) -> None:
     assert await asyncio.to_thread(blocking) == [1, 2]
     proc = await run(stack, "order", "updates", "--after", "9", key=key)
     assert proc.returncode == 1 and "OUT_OF_RANGE" in proc.stderr
+
+
+async def test_a_lost_listening_connection_loses_no_update(stack) -> None:
+    """The order service's listening connection is terminated (its notifications are
+    lost meanwhile): the updates committed then still arrive, in order."""
+    conn = await asyncpg.connect(stack.database_url)
+    follower = Follower(stack, "alice")
+    try:
+        async with AsyncExchangeClient(stack.order_addr, api_key=stack.keys["alice"]) as alice:
+            await alice.create_order("BTC-USD", "buy", "0.01", price="69000",
+                                     client_order_id="l1")
+            await follower.until(1)
+            killed = await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'exchange-order-updates'")
+            assert killed == 1
+            for i in range(3):
+                await alice.create_order("BTC-USD", "buy", "0.01", price="69000",
+                                         client_order_id=f"l{i + 2}")
+            await follower.until(4)
+        assert [u.sequence for u in follower.updates] == [1, 2, 3, 4]
+    finally:
+        await follower.close()
+        await conn.close()
