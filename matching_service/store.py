@@ -82,14 +82,17 @@ class Statements:
         # price. The balance rows are locked in (account, asset) order before any is
         # changed, so that two pods' commits cannot deadlock (docs/money.md).
         # Then the order updates (matching_service/updates.py): $16-$17 the accounts
-        # (sorted) and how many updates each, $18 the rows numbered per account from 1:
-        # each account's counter row is locked (made when missing) in account order
-        # after the balances, advanced by its count, and the rows numbered from where it
-        # was; one notification per commit (chunks of at most UPDATES_PER_NOTIFY
-        # accounts: a payload must stay under 8,000 bytes) says each account's latest.
+        # (sorted) and how many updates each, $18 the rows numbered per account from 1,
+        # $19 each row's account's place in $16: each account's counter row is locked
+        # (made when missing) in account order after the balances, advanced by its
+        # count, and the rows numbered from where it was (by position in arrays, not a
+        # join: the pool plans joins as nested loops). One notification per commit
+        # (chunks of at most UPDATES_PER_NOTIFY accounts: a payload must stay under
+        # 8,000 bytes) says each account's latest.
         update_columns = updates.column_list(columns=updates.written)
-        update_values = ", ".join("s.last_sequence - k.n + r.sequence" if c == "sequence"
-                                  else f"r.{c}" for c in updates.written)
+        update_values = ", ".join(
+            "b.lasts[p.i] - ($17::bigint[])[p.i] + r.sequence" if c == "sequence"
+            else f"r.{c}" for c in updates.written)
         commit = f"""
 WITH fence AS (
     UPDATE instrument_state SET last_sequence = $3, updated_at = now(),
@@ -134,13 +137,15 @@ WITH fence AS (
      ORDER BY k.account_id
     ON CONFLICT (account_id) DO UPDATE SET last_sequence = s.last_sequence + EXCLUDED.last_sequence
     RETURNING s.account_id, s.last_sequence
+), bases AS (
+    SELECT array_agg(c.last_sequence ORDER BY c.account_id) AS lasts FROM counters c
 ), update_rows AS (
     INSERT INTO order_updates ({update_columns})
     SELECT {update_values}
-      FROM unnest($18::order_updates[]) AS r
-      JOIN counters s ON s.account_id = r.account_id
-      JOIN unnest($16::bigint[], $17::bigint[]) AS k(account_id, n)
-        ON k.account_id = r.account_id
+      FROM unnest($18::order_updates[]) WITH ORDINALITY AS r
+     CROSS JOIN LATERAL (SELECT ($19::integer[])[r.ordinality] AS i) p
+     CROSS JOIN bases b
+     WHERE b.lasts IS NOT NULL
 ), notified AS (
     SELECT pg_notify('{UPDATES_CHANNEL}',
                      string_agg(c.account_id || ':' || c.last_sequence, ','))
@@ -316,7 +321,7 @@ class Store:
                     "SELECT order_id, price, quantity FROM orders WHERE order_id = ANY($1)",
                     amended)}
             updates = build(changes, terms, before)
-            update_accounts, update_counts = accounts(updates)
+            update_accounts, update_counts, update_places = accounts(updates)
             for attempt in (1, 2):
                 sql = await self.statements(conn)
                 try:
@@ -330,7 +335,8 @@ class Store:
                         sql.trades.rows(changes.trades, instrument_id=instrument_id),
                         *changes.money, *changes.holds_used, changes.reference_price,
                         update_accounts, update_counts,
-                        sql.updates.rows(updates, instrument_id=instrument_id))
+                        sql.updates.rows(updates, instrument_id=instrument_id),
+                        update_places)
                     break
                 except asyncpg.DivisionByZeroError:
                     # The statement's guard: a hold a command of the batch brought is no

@@ -261,12 +261,14 @@ def _held(terms: Terms, row: OrderRow, update: OrderUpdateRow) -> int:
     return lots * terms.unit(hold_price, row.maker_fee_bps, row.taker_fee_bps)
 
 
-def accounts(updates: Sequence[OrderUpdateRow]) -> tuple[list[int], list[int]]:
-    """(accounts, how many updates each) of a batch, in account order: the commit
-    advances their sequences in that order (after the balances: the lock order)."""
+def accounts(updates: Sequence[OrderUpdateRow]
+             ) -> tuple[list[int], list[int], list[int]]:
+    """(accounts, how many updates each) of a batch, in account order (the commit
+    advances their sequences in that order, after the balances: the lock order), and
+    each update's account's place in that list (from 1)."""
     counts: dict[int, int] = {}
     for u in updates:
         counts[u.account_id] = u.sequence
     keys = sorted(counts)
-    return keys, [counts[k] for k in keys]
-
+    place = {k: i for i, k in enumerate(keys, 1)}
+    return keys, [counts[k] for k in keys], [place[u.account_id] for u in updates]

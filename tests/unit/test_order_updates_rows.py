@@ -248,9 +248,12 @@ def test_updates_of_a_batch(name, setup, commands, expected) -> None:
         assert (u.state, u.price, u.quantity, u.filled, u.filled_notional, u.reason,
                 u.held) == (row.state, row.price, row.quantity, row.filled,
                             row.filled_notional, row.reason, row.held)
-    counts = dict(zip(*accounts(updates), strict=True))
-    assert counts == {a: max(u.sequence for u in updates if u.account_id == a)
-                      for a in {u.account_id for u in updates}}
+    keys, numbers, places = accounts(updates)
+    assert keys == sorted(keys)
+    assert dict(zip(keys, numbers, strict=True)) == {
+        a: max(u.sequence for u in updates if u.account_id == a)
+        for a in {u.account_id for u in updates}}
+    assert [keys[p - 1] for p in places] == [u.account_id for u in updates]
 
 
 def test_reasons_of_the_new_kinds() -> None:
