@@ -66,8 +66,7 @@ class Statements:
                                    added=("instrument_id", "owner_epoch"))
         orders = await Table.load(conn, "orders", OrderRow, added=("instrument_id",))
         trades = await Table.load(conn, "trades", Trade, added=("instrument_id",))
-        updates = await Table.load(conn, "order_updates", OrderUpdateRow,
-                                   added=("instrument_id",))
+        updates = await Table.load(conn, "order_updates", OrderUpdateRow)
 
         def insert(table: Table, n: int) -> str:
             return (f"INSERT INTO {table.name} ({table.column_list(columns=table.written)})"
@@ -335,7 +334,7 @@ class Store:
                         sql.trades.rows(changes.trades, instrument_id=instrument_id),
                         *changes.money, *changes.holds_used, changes.reference_price,
                         update_accounts, update_counts,
-                        sql.updates.rows(updates, instrument_id=instrument_id),
+                        sql.updates.rows(updates),
                         update_places)
                     break
                 except asyncpg.DivisionByZeroError:

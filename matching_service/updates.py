@@ -60,19 +60,18 @@ ORDER_KINDS = (EV_ACCEPTED, EV_CANCELLED, EV_EXPIRED, EV_REJECTED, EV_AMENDED,
 
 
 class OrderUpdateRow:
-    """One row of ``order_updates`` (less ``instrument_id``, which the store adds):
-    ``sequence`` the row's place among its account's updates in the batch (the commit
-    adds the account's sequence before it); ``kind`` the journal event's kind and
-    ``journal_sequence`` its sequence; the order's state, price, total quantity, filled
-    lots, filled notional, reason and hold right after the event."""
+    """One row of ``order_updates``: ``sequence`` the row's place among its account's
+    updates in the batch (the commit adds the account's sequence before it);
+    ``journal_sequence`` the event's sequence (the order id carries the instrument); the
+    and ``kind``; the order's state, price, total quantity, filled lots, filled notional,
+    reason and hold right after the event (its time is the journal event's)."""
 
     __slots__ = ("account_id", "sequence", "journal_sequence", "kind", "order_id", "state",
-                 "price", "quantity", "filled", "filled_notional", "reason", "held",
-                 "created_ns")
+                 "price", "quantity", "filled", "filled_notional", "reason", "held")
 
     def __init__(self, account_id: int, sequence: int, journal_sequence: int, kind: int,
                  order_id: int, state: int, price: int, quantity: int, filled: int,
-                 filled_notional: int, reason: str, held: int, created_ns: int) -> None:
+                 filled_notional: int, reason: str, held: int) -> None:
         self.account_id = account_id
         self.sequence = sequence
         self.journal_sequence = journal_sequence
@@ -85,7 +84,6 @@ class OrderUpdateRow:
         self.filled_notional = filled_notional
         self.reason = reason
         self.held = held
-        self.created_ns = created_ns
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return (f"OrderUpdateRow(account={self.account_id}, seq={self.sequence}, "
@@ -171,12 +169,12 @@ def build(changes: Changes, terms: Terms | None = None,
             price, quantity = before[oid]
         return OrderUpdateRow(row.account_id, 0, 0, 0, oid,
                               PARTIALLY_FILLED if filled else NEW, price, quantity, filled,
-                              row.filled_notional - value.get(oid, 0), "", 0, 0)
+                              row.filled_notional - value.get(oid, 0), "", 0)
 
     for e in events:
         kind = e.kind
         if kind == EV_TRADE:
-            q, p, seq, now = e.quantity, e.price, e.sequence, e.created_ns
+            q, p, seq = e.quantity, e.price, e.sequence
             for oid in (e.other_order_id, e.order_id):
                 prev = last.get(oid)
                 if prev is None:
@@ -188,7 +186,7 @@ def build(changes: Changes, terms: Terms | None = None,
                 update = last[oid] = OrderUpdateRow(
                     account, number, seq, EV_TRADE, oid,
                     FILLED if filled >= quantity else PARTIALLY_FILLED, prev.price, quantity,
-                    filled, prev.filled_notional + p * q, prev.reason, prev.held, now)
+                    filled, prev.filled_notional + p * q, prev.reason, prev.held)
                 append(update)
                 if oid == e.order_id and terms is not None and rows[oid].funds:
                     budgets = True
@@ -204,15 +202,14 @@ def build(changes: Changes, terms: Terms | None = None,
             state = (REJECTED if kind == EV_REJECTED
                      else UNTRIGGERED if row.stop_price else NEW)
             update = OrderUpdateRow(row.account_id, 0, e.sequence, kind, oid, state, e.price,
-                                    e.quantity, 0, 0, "", row.funds, e.created_ns)
+                                    e.quantity, 0, 0, "", row.funds)
         else:
             prev = last.get(oid)
             if prev is None:
                 prev = start(oid)
             update = OrderUpdateRow(prev.account_id, 0, e.sequence, kind, oid, prev.state,
                                     prev.price, prev.quantity, prev.filled,
-                                    prev.filled_notional, prev.reason, prev.held,
-                                    e.created_ns)
+                                    prev.filled_notional, prev.reason, prev.held)
             if kind == EV_AMENDED:
                 update.price, update.quantity = e.price, e.quantity
             elif kind == EV_TRIGGERED:

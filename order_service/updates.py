@@ -48,17 +48,22 @@ PAGE = 1000
 HEARTBEAT = 5.0
 EV_TRADE = 2  # journal.kind of a trade
 
+# The rows after a position, with the event's time (journal), the order's unchanging
+# columns (orders) and a fill's (trades); the order id carries the instrument.
 UPDATES_SELECT = f"""
-SELECT u.sequence, u.kind, u.instrument_id, u.state, u.price, u.quantity, u.filled,
-       u.filled_notional, u.reason, u.held, u.created_at, o,
+SELECT u.sequence, u.kind, (u.order_id >> {SEQUENCE_BITS})::integer AS instrument_id,
+       u.state, u.price, u.quantity, u.filled, u.filled_notional, u.reason, u.held,
+       j.created_at, o,
        t.trade_id, t.price AS trade_price, t.quantity AS trade_quantity,
        CASE WHEN t.maker_order_id = u.order_id THEN {cpb.LIQUIDITY_MAKER}
             ELSE {cpb.LIQUIDITY_TAKER} END AS liquidity,
        CASE WHEN t.maker_order_id = u.order_id THEN t.maker_fee ELSE t.taker_fee END AS fee
   FROM order_updates u
   JOIN orders o ON o.order_id = u.order_id
+  JOIN journal j ON j.instrument_id = (u.order_id >> {SEQUENCE_BITS})::integer
+                AND j.sequence = u.journal_sequence
   LEFT JOIN trades t ON u.kind = {EV_TRADE}
-                    AND t.trade_id = (u.instrument_id::bigint << {SEQUENCE_BITS})
+                    AND t.trade_id = (u.order_id >> {SEQUENCE_BITS} << {SEQUENCE_BITS})
                                      | u.journal_sequence
  WHERE u.account_id = $1 AND u.sequence > $2
  ORDER BY u.sequence

@@ -4,15 +4,15 @@
 -- event does. OrderService.StreamOrderUpdates reads them after a client's position.
 --
 -- A row holds what changes (the order right after the event: its state, price,
--- quantity, what has filled, its reason and hold) and where it comes from (the journal
--- event: instrument, sequence, kind, by the journal's numbers). What never changes
--- (side, type, client_order_id, ...) is read from `orders`, and a fill's price,
--- quantity and fee from `trades` (trade id = instrument << 44 | journal_sequence),
--- when the rows are read, not written twice.
+-- quantity, what has filled, its reason and hold) and which journal event it comes from
+-- (the order id carries the instrument: order_id >> 44; journal_sequence the event's
+-- sequence, kind its kind). Everything else is read when the rows are read, not written
+-- twice: the event's time from `journal`, what never changes of the order (side, type,
+-- client_order_id, ...) from `orders`, a fill's price, quantity and fee from `trades`
+-- (trade id = instrument << 44 | journal_sequence).
 CREATE TABLE order_updates (
     account_id        bigint NOT NULL,
     sequence          bigint NOT NULL,
-    instrument_id     integer NOT NULL,
     journal_sequence  bigint NOT NULL,
     kind              smallint NOT NULL,      -- journal.kind of the event
     order_id          bigint NOT NULL,
@@ -23,7 +23,6 @@ CREATE TABLE order_updates (
     filled_notional   numeric NOT NULL,
     reason            text NOT NULL DEFAULT '',
     held              bigint NOT NULL DEFAULT 0,
-    created_at        timestamptz NOT NULL,
     PRIMARY KEY (account_id, sequence)
 );
 

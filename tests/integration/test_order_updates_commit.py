@@ -73,13 +73,13 @@ async def test_two_instruments_commit_concurrently_for_one_account(database_url)
                 "SELECT last_sequence FROM account_update_sequences WHERE account_id = $1",
                 account) == expected[account]
         # Both instruments' updates interleave in each account's numbering.
-        per = await conn.fetch("SELECT account_id, count(DISTINCT instrument_id) AS n "
+        per = await conn.fetch("SELECT account_id, count(DISTINCT order_id >> 44) AS n "
                                "FROM order_updates GROUP BY account_id")
         assert {r["n"] for r in per} == {2}
         # Each update is the event it says, of the order it names.
         bad = await conn.fetchval(
             """SELECT count(*) FROM order_updates u
-                LEFT JOIN journal j ON j.instrument_id = u.instrument_id
+                LEFT JOIN journal j ON j.instrument_id = (u.order_id >> 44)::integer
                                    AND j.sequence = u.journal_sequence AND j.kind = u.kind
                                    AND u.order_id IN (j.order_id, j.other_order_id)
                 WHERE j.sequence IS NULL""")
