@@ -53,7 +53,8 @@ def postgres_processes(port: int) -> list[psutil.Process]:
 
 async def run_batch_size(url: str, port: int, batch: int, orders: int, seed: int) -> dict:
     conn = await asyncpg.connect(url)
-    await conn.execute("TRUNCATE journal, orders, trades, book_snapshots")  # own database
+    await conn.execute("TRUNCATE journal, orders, trades, book_snapshots, order_updates, "
+                       "account_update_sequences")  # own database
     await conn.execute("UPDATE instrument_state SET owner_epoch = 1, last_sequence = 0 "
                        "WHERE instrument_id = $1", INSTRUMENT)
     accounts = [r["account_id"] for r in await conn.fetch(

@@ -125,6 +125,11 @@ class ResourceExhausted(ExchangeError):
     default_reason = "RESOURCE_EXHAUSTED"
 
 
+class OutOfRange(ExchangeError):
+    code = grpc.StatusCode.OUT_OF_RANGE
+    default_reason = "OUT_OF_RANGE"
+
+
 class Unavailable(ExchangeError):
     code = grpc.StatusCode.UNAVAILABLE
     default_reason = "UNAVAILABLE"

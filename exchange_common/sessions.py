@@ -34,6 +34,8 @@ class AnswerPump(Generic[Answer]):
         self.outstanding = 0  # commands read and not answered yet
         self.reading = True
         self.tasks: set[asyncio.Task[Any]] = set()
+        # Set whenever answers are taken for a message (``written``).
+        self._taken = asyncio.Event()
 
     def expect(self, commands: int) -> None:
         """``commands`` more commands were read: each will be answered."""
@@ -50,8 +52,15 @@ class AnswerPump(Generic[Answer]):
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
+    async def written(self) -> None:
+        """Until answers are next taken for a message (for a producer that waits while
+        too many of its answers wait, rather than queue more)."""
+        self._taken.clear()
+        await self._taken.wait()
+
     def take(self) -> list[Answer]:
         """The answers for the next message: those waiting, up to ``max_weight``."""
+        self._taken.set()
         out, weight = self.out, self.weight
         if weight is None:
             count = min(len(out), self.max_weight)

@@ -275,7 +275,8 @@ class InstrumentLoop:
             commit_span = self._commit_span(batch, changes) if traced else None
             self._commit_started = started = clock()
             try:
-                await self.store.commit(self.instrument_id, self.epoch, changes)
+                await self.store.commit(self.instrument_id, self.epoch, changes,
+                                        self.book.terms)
             except FencedOut as err:
                 if commit_span is not None:
                     tracing.end(commit_span, err)

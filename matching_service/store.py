@@ -36,8 +36,16 @@ from matching_service.recovery import (
     replay,
 )
 from matching_service.rows import Table
+from matching_service.updates import OrderUpdateRow, accounts, build, needs_before
 
 log = logging.getLogger(__name__)
+
+# The channel the commit notifies each account's latest update sequence on
+# ('<account>:<sequence>,...'; order_service/updates.py listens), and how many accounts
+# one notification names at most (each at most 40 characters: under PostgreSQL's 8,000
+# bytes per payload).
+UPDATES_CHANNEL = "exchange_order_updates"
+UPDATES_PER_NOTIFY = 150
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,7 @@ class Statements:
     journal: Table
     orders: Table
     trades: Table
+    updates: Table
     commit: str
     journal_after: str
 
@@ -57,6 +66,7 @@ class Statements:
                                    added=("instrument_id", "owner_epoch"))
         orders = await Table.load(conn, "orders", OrderRow, added=("instrument_id",))
         trades = await Table.load(conn, "trades", Trade, added=("instrument_id",))
+        updates = await Table.load(conn, "order_updates", OrderUpdateRow)
 
         def insert(table: Table, n: int) -> str:
             return (f"INSERT INTO {table.name} ({table.column_list(columns=table.written)})"
@@ -70,6 +80,18 @@ class Statements:
         # sorted), $13-$14 the holds taken over (account, hold key), $15 the reference
         # price. The balance rows are locked in (account, asset) order before any is
         # changed, so that two pods' commits cannot deadlock (docs/money.md).
+        # Then the order updates (matching_service/updates.py): $16-$17 the accounts
+        # (sorted) and how many updates each, $18 the rows numbered per account from 1,
+        # $19 each row's account's place in $16: each account's counter row is locked
+        # (made when missing) in account order after the balances, advanced by its
+        # count, and the rows numbered from where it was (by position in arrays, not a
+        # join: the pool plans joins as nested loops). One notification per commit
+        # (chunks of at most UPDATES_PER_NOTIFY accounts: a payload must stay under
+        # 8,000 bytes) says each account's latest.
+        update_columns = updates.column_list(columns=updates.written)
+        update_values = ", ".join(
+            "b.lasts[p.i] - ($17::bigint[])[p.i] + r.sequence" if c == "sequence"
+            else f"r.{c}" for c in updates.written)
         commit = f"""
 WITH fence AS (
     UPDATE instrument_state SET last_sequence = $3, updated_at = now(),
@@ -107,8 +129,33 @@ WITH fence AS (
 ), trade_rows AS (
     {insert(trades, 8)}
      WHERE EXISTS (SELECT 1 FROM fence)
+), counters AS (
+    INSERT INTO account_update_sequences AS s (account_id, last_sequence)
+    SELECT k.account_id, k.n FROM unnest($16::bigint[], $17::bigint[]) AS k(account_id, n)
+     WHERE EXISTS (SELECT 1 FROM fence) AND (SELECT count(*) FROM money_locked) >= 0
+     ORDER BY k.account_id
+    ON CONFLICT (account_id) DO UPDATE SET last_sequence = s.last_sequence + EXCLUDED.last_sequence
+    RETURNING s.account_id, s.last_sequence
+), bases AS (
+    SELECT array_agg(c.last_sequence ORDER BY c.account_id) AS lasts FROM counters c
+), update_rows AS (
+    INSERT INTO order_updates ({update_columns})
+    SELECT {update_values}
+      FROM unnest($18::order_updates[]) WITH ORDINALITY AS r
+     CROSS JOIN LATERAL (SELECT ($19::integer[])[r.ordinality] AS i) p
+     CROSS JOIN bases b
+     WHERE b.lasts IS NOT NULL
+), notified AS (
+    SELECT pg_notify('{UPDATES_CHANNEL}',
+                     string_agg(c.account_id || ':' || c.last_sequence, ','))
+      FROM (SELECT account_id, last_sequence,
+                   (row_number() OVER (ORDER BY account_id) - 1) / {UPDATES_PER_NOTIFY}
+                       AS chunk
+              FROM counters) c
+     GROUP BY c.chunk
 )
 SELECT (SELECT count(*) FROM fence) AS fenced, (SELECT count(*) FROM settled) AS settled,
+       (SELECT count(*) FROM notified) AS notified,
        (SELECT CASE WHEN n = cardinality($13::bigint[]) OR NOT EXISTS (SELECT 1 FROM fence)
                     THEN n
                     -- a hold the batch takes over is gone (released after a refusal of
@@ -119,7 +166,7 @@ SELECT (SELECT count(*) FROM fence) AS fenced, (SELECT count(*) FROM settled) AS
 """
         journal_after = f"""SELECT {journal.column_list()} FROM journal
      WHERE instrument_id = $1 AND sequence > $2 AND sequence <= $3 ORDER BY sequence"""
-        return cls(journal, orders, trades, commit, journal_after)
+        return cls(journal, orders, trades, updates, commit, journal_after)
 
 
 # What a statement raises when a table it writes changed after the row types were read.
@@ -250,12 +297,14 @@ class Store:
                            SELECT sequence FROM book_snapshots WHERE instrument_id = $1
                             ORDER BY sequence DESC LIMIT $2) newest)""", instrument_id, keep)
 
-    async def commit(self, instrument_id: int, epoch: int, changes: Changes) -> int:
+    async def commit(self, instrument_id: int, epoch: int, changes: Changes,
+                     terms: Terms | None = None) -> int:
         """Write one batch atomically, fenced by epoch and sequence, in one statement
         (one round trip): every insert and update is a CTE that acts only when the fence
         matched, and one statement is atomic by itself. Raises FencedOut when it did
         not: then nothing was written. Returns how many of the order path's holds it took
-        over (``changes.holds_used``)."""
+        over (``changes.holds_used``). ``terms``: the book's money terms (what an order
+        holds after each of its updates follows from them: updates.py)."""
         if changes.last_sequence < changes.first_sequence and not changes.money[0]:
             return 0
         # A new order's id carries a sequence of the batch: a new row; the others are
@@ -264,6 +313,14 @@ class Store:
         new = [o for o in changes.orders if o.order_id >= first_id]
         changed = [o for o in changes.orders if o.order_id < first_id]
         async with self.pool.acquire() as conn:
+            before = None
+            amended = needs_before(instrument_id, changes)
+            if amended:
+                before = {r["order_id"]: (r["price"], r["quantity"]) for r in await conn.fetch(
+                    "SELECT order_id, price, quantity FROM orders WHERE order_id = ANY($1)",
+                    amended)}
+            updates = build(changes, terms, before)
+            update_accounts, update_counts, update_places = accounts(updates)
             for attempt in (1, 2):
                 sql = await self.statements(conn)
                 try:
@@ -275,7 +332,10 @@ class Store:
                         sql.orders.rows(new, instrument_id=instrument_id),
                         sql.orders.rows(changed, instrument_id=instrument_id),
                         sql.trades.rows(changes.trades, instrument_id=instrument_id),
-                        *changes.money, *changes.holds_used, changes.reference_price)
+                        *changes.money, *changes.holds_used, changes.reference_price,
+                        update_accounts, update_counts,
+                        sql.updates.rows(updates),
+                        update_places)
                     break
                 except asyncpg.DivisionByZeroError:
                     # The statement's guard: a hold a command of the batch brought is no

@@ -107,3 +107,37 @@ def fill_from_row(spec: InstrumentSpec, order: opb.Order | None, row) -> opb.Fil
                     price=spec.price_str(row["price"]), quantity=spec.qty_str(row["quantity"]),
                     liquidity=row["liquidity"], time=ts_from_datetime(row["created_at"]),
                     fee=spec.quote_str(row["fee"]), fee_asset=spec.quote_asset)
+
+
+# journal.kind (matching_service/engine/enums.py) -> the public kind of an order update.
+UPDATE_KINDS = {
+    1: opb.ORDER_UPDATE_KIND_ACCEPTED,  # EV_ACCEPTED
+    2: opb.ORDER_UPDATE_KIND_FILL,  # EV_TRADE
+    3: opb.ORDER_UPDATE_KIND_CANCELLED,  # EV_CANCELLED
+    4: opb.ORDER_UPDATE_KIND_EXPIRED,  # EV_EXPIRED
+    5: opb.ORDER_UPDATE_KIND_REJECTED,  # EV_REJECTED
+    6: opb.ORDER_UPDATE_KIND_AMENDED,  # EV_AMENDED
+    8: opb.ORDER_UPDATE_KIND_TRIGGERED,  # EV_TRIGGERED
+    9: opb.ORDER_UPDATE_KIND_SELF_TRADE_PREVENTED,  # EV_SELF_TRADE
+    10: opb.ORDER_UPDATE_KIND_EXPIRED,  # EV_TIMED_OUT
+}
+
+
+def update_from_row(spec: InstrumentSpec, row) -> opb.OrderUpdate:
+    """An order update from a row of order_service/updates.py's UPDATES_SELECT: the
+    order's unchanging columns from ``orders`` (``o``), what the update changed from
+    ``order_updates``, a fill's from ``trades``."""
+    order_row = dict(row["o"])
+    for name in ("state", "price", "quantity", "filled", "filled_notional", "reason", "held"):
+        order_row[name] = row[name]
+    order_row["updated_at"] = row["created_at"]
+    order = order_from_row(spec, order_row)
+    update = opb.OrderUpdate(sequence=row["sequence"],
+                             kind=UPDATE_KINDS.get(row["kind"], opb.ORDER_UPDATE_KIND_UNSPECIFIED),
+                             order=order, time=ts_from_datetime(row["created_at"]))
+    if row["trade_id"] is not None:
+        update.fill.CopyFrom(fill_from_row(spec, order, {
+            "trade_id": row["trade_id"], "price": row["trade_price"],
+            "quantity": row["trade_quantity"], "liquidity": row["liquidity"],
+            "created_at": row["created_at"], "fee": row["fee"]}))
+    return update

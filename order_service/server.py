@@ -43,6 +43,7 @@ from order_service.orders import Orders
 from order_service.routing import Router
 from order_service.servicer import TRACED, OrderServicer
 from order_service.store import Store
+from order_service.updates import UpdateFeed
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +81,15 @@ async def serve() -> None:
                           max_in_flight=settings.overload_max_in_flight,
                           enabled=settings.overload_control)
     orders.rerouted = admission.forget
+    updates = UpdateFeed(settings.database_url, store)
+    updates.start()
     metrics.watch_pool("order", pool)
     metrics.watch_admission(admission)
     service.add_service(opb.DESCRIPTOR.services_by_name["OrderService"], OrderServicer(
         orders, Ledger(store, page_tokens), auth, limiter, admission, metrics,
         max_streams_per_connection=settings.max_streams_per_connection,
-        max_commands_per_message=settings.max_commands_per_message), traced=TRACED)
+        max_commands_per_message=settings.max_commands_per_message, updates=updates),
+        traced=TRACED)
     services = [service]
     if settings.admin_listen != "off":
         admin_store = AdminStore(pool, changes)
@@ -129,7 +133,7 @@ async def serve() -> None:
     for each in services:
         await each.set_serving(True)
     cleanup = [*(each.stop for each in services[1:]), admission.stop, sweeper.stop, router.close,
-               changes.stop, redis.aclose, pool.close, registry.stop]
+               updates.stop, changes.stop, redis.aclose, pool.close, registry.stop]
     if workers is not None:
         cleanup.insert(0, workers.stop)
     try:

@@ -20,7 +20,7 @@ import grpc
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
 from exchange_common import tracing
-from exchange_common.errors import grpc_errors
+from exchange_common.errors import Unavailable, grpc_errors
 from exchange_common.handlers import malformed_messages_in_stream
 from exchange_common.slots import StreamSlots
 from order_service.admission import REFUSAL, Admission
@@ -31,6 +31,7 @@ from order_service.limits import CANCELS, ORDERS, QUERIES, RateLimiter
 from order_service.metrics import OrderMetrics
 from order_service.orders import Orders
 from order_service.session import OrderEntrySession
+from order_service.updates import UpdateFeed
 
 # The unary methods that run in a server span of their own when tracing.
 TRACED = ("CreateOrder", "CancelOrder", "AmendOrder")
@@ -39,7 +40,8 @@ TRACED = ("CreateOrder", "CancelOrder", "AmendOrder")
 class OrderServicer(opb_grpc.OrderServiceServicer):
     def __init__(self, orders: Orders, ledger: Ledger, auth: Authenticator,
                  limiter: RateLimiter, admission: Admission, metrics: OrderMetrics, *,
-                 max_streams_per_connection: int, max_commands_per_message: int) -> None:
+                 max_streams_per_connection: int, max_commands_per_message: int,
+                 updates: UpdateFeed | None = None) -> None:
         self.orders = orders
         self.ledger = ledger
         self.metrics = metrics
@@ -48,6 +50,9 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
         self.limiter = limiter
         self.max_commands = max_commands_per_message
         self.sessions = StreamSlots(max_streams_per_connection, what="OrderEntry sessions")
+        self.updates = updates
+        self.update_streams = StreamSlots(max_streams_per_connection,
+                                          what="order update streams")
 
     async def _caller(self, context: grpc.aio.ServicerContext, kind: str) -> Caller:
         """The authenticated caller, charged one call of ``kind`` (its rate limit)."""
@@ -142,10 +147,23 @@ class OrderServicer(opb_grpc.OrderServiceServicer):
             session = OrderEntrySession(self.orders, self.limiter, self.admission,
                                         self.metrics, caller,
                                         max_commands=self.max_commands,
-                                        matching_timeout=self.orders.matching_timeout)
+                                        matching_timeout=self.orders.matching_timeout,
+                                        updates=self.updates)
             if tracing.ENABLED:
                 session.trace_parent = tracing.from_metadata(context.invocation_metadata())
             async for response in session.responses(request_iterator):
+                yield response
+
+    @grpc_errors
+    async def StreamOrderUpdates(self, request: opb.StreamOrderUpdatesRequest,
+                                 context: grpc.aio.ServicerContext):
+        """The caller's order updates (updates.py)."""
+        caller = await self._caller(context, QUERIES)
+        if self.updates is None:
+            raise Unavailable("order updates are not served here", reason="NOT_SERVED")
+        after = request.after_sequence if request.HasField("after_sequence") else None
+        with self.update_streams.hold(context):
+            async for response in self.updates.follow(caller.account_id, after):
                 yield response
 
     @grpc_errors

@@ -41,6 +41,8 @@ from order_service.limits import CANCELS, ORDERS, RateLimiter
 from order_service.metrics import OrderMetrics
 from order_service.orders import Answer, Orders
 from order_service.session_guard import SessionGuard
+from order_service.session_updates import SessionUpdates
+from order_service.updates import UpdateFeed
 from order_service.validation import MAX_CLIENT_ORDER_ID
 
 # Events (and fills) in one OrderEntry answer message: a few hundred KB at most, well
@@ -75,7 +77,8 @@ def error_event(client_order_id: str, err: BaseException) -> opb.OrderEntryEvent
 class OrderEntrySession:
     def __init__(self, orders: Orders, limiter: RateLimiter, admission: Admission,
                  metrics: OrderMetrics, caller: Caller, *,
-                 max_commands: int, matching_timeout: float) -> None:
+                 max_commands: int, matching_timeout: float,
+                 updates: UpdateFeed | None = None) -> None:
         self.orders = orders
         self.limiter = limiter
         self.admission = admission
@@ -89,6 +92,8 @@ class OrderEntrySession:
         # When tracing: the context of the stream's traceparent, the commands' parent.
         self.trace_parent: Context | None = None
         self.guard = SessionGuard(orders, caller, matching_timeout, self._notify)
+        # SessionOptions.order_updates (session_updates.py).
+        self.updates = SessionUpdates(updates, caller.account_id, self.pump, self._notify)
 
     async def responses(self, requests) -> AsyncIterator[opb.OrderEntryResponse]:
         try:
@@ -104,13 +109,17 @@ class OrderEntrySession:
         self.pump.answer(response)
 
     def _options(self, options: opb.SessionOptions) -> None:
-        """Apply the session options of a message (before its commands); bad ones are
-        answered with an error event and change nothing."""
+        """Apply the session options of a message (before its commands): the guard's
+        (cancel-on-disconnect, the dead-man timer) first; bad ones are answered with an
+        error event and change nothing, not even the order updates, which are applied
+        only after them (SessionUpdates answers its own errors)."""
         try:
             self.guard.apply(options)
         except Exception as err:  # noqa: BLE001 - answered, never ends the session
             self.pump.expect(1)
             self.pump.answer(error_event("", err))
+            return
+        self.updates.apply(options)
 
     async def admit(self, request: opb.OrderEntryRequest | MalformedRequest) -> None:
         """Start every command of one message; each is answered exactly once."""
@@ -288,7 +297,7 @@ class OrderEntrySession:
 def _weight(answer: opb.OrderEntryEvent | opb.OrderEntryResponse) -> int:
     if isinstance(answer, opb.OrderEntryEvent):
         return 1 + len(answer.fills)
-    return 1 + len(answer.events) + len(answer.cancelled)
+    return 1 + len(answer.events) + len(answer.cancelled) + len(answer.updates)
 
 
 def _message(answers: list[opb.OrderEntryEvent | opb.OrderEntryResponse]

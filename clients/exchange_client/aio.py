@@ -15,8 +15,9 @@ from exchange_client import _convert as cv
 from exchange_client._convert import DecimalLike, TimeLike
 from exchange_client._tls import channel_credentials
 from exchange_client.book import ChecksumMismatch, LocalL3Book, LocalOrderBook, SequenceGap
-from exchange_client.errors import Unauthenticated, from_grpc_error
+from exchange_client.errors import Unauthenticated, Unavailable, from_grpc_error
 from exchange_client.session import AsyncOrderEntrySession
+from exchange_client.updates import Resubscribe, UpdateCursor
 
 DEFAULT_ORDER_ADDR = "127.0.0.1:50051"
 DEFAULT_MARKETDATA_ADDR = "127.0.0.1:50052"
@@ -305,6 +306,43 @@ class AsyncExchangeClient:
             "entries", limit,
         ):
             yield entry
+
+    async def stream_order_updates(self, after: int | None = None, *,
+                                   timeout: float | None = None
+                                   ) -> AsyncGenerator[order_pb2.StreamOrderUpdatesResponse]:
+        """The raw StreamOrderUpdates messages (updates, and heartbeats with the latest
+        sequence), after sequence ``after`` (None: live only). No resuming: see
+        :meth:`order_updates`."""
+        _need_key(self.api_key)
+        request = order_pb2.StreamOrderUpdatesRequest()
+        if after is not None:
+            request.after_sequence = after
+        async for message in self._stream(self._orders().StreamOrderUpdates, request, timeout):
+            yield message
+
+    async def order_updates(self, after: int | None = None, *,
+                            max_backoff: float = 2.0) -> AsyncIterator[order_pb2.OrderUpdate]:
+        """Every update of the caller's orders after sequence ``after`` (0: from the
+        first; None: from the next one), in sequence order, each exactly once, for as
+        long as you iterate.
+
+        When the stream breaks (``Unavailable``: a restart, a lost connection) or ends,
+        it subscribes again after the last sequence it yielded (after a backoff growing
+        to ``max_backoff`` seconds while it keeps failing), so a gap or a duplicate
+        never reaches you. Other errors are raised. Keep ``update.sequence`` to resume
+        in a later process: ``order_updates(after=that)``."""
+        cursor = UpdateCursor(after)
+        while True:
+            try:
+                async with aclosing(self.stream_order_updates(cursor.position)) as messages:
+                    async for message in messages:
+                        for update in cursor.take(message):
+                            yield update
+            except (Unavailable, Resubscribe):
+                pass
+            wait = cursor.backoff(max_backoff)
+            if wait:
+                await asyncio.sleep(wait)
 
     # -- market data --------------------------------------------------------
 

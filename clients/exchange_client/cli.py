@@ -13,6 +13,7 @@
     exchange order cancel-all [--instrument X] [--side buy|sell]
     exchange order get ORDER_ID | --client-order-id X
     exchange order list [--instrument X] [--status open|closed|all] [--limit N]
+    exchange order updates [--after N] [--duration SECONDS]
     exchange fills [--instrument X] [--order-id Y] [--limit N]
     exchange session [--cancel-on-disconnect] [--dead-man SECONDS]  < commands  (session_cli.py)
     exchange instruments
@@ -626,6 +627,41 @@ async def cmd_order_list(client: AsyncExchangeClient, args: argparse.Namespace,
         out.print(orders_table(orders))
 
 
+def _update_kind(value: int) -> str:
+    return cv.short_name(order_pb2.OrderUpdateKind, value, "ORDER_UPDATE_KIND_")
+
+
+def update_line(update: order_pb2.OrderUpdate) -> Text:
+    """One order update as a line: sequence, time, kind, the order after it, a fill."""
+    o = update.order
+    line = Text(f"{update.sequence:>8}  {_ts(update.time, time_only=True)}  "
+                f"{_update_kind(update.kind):<20} {o.instrument:<9} ")
+    line.append_text(_side(o.side))
+    line.append(f" {o.order_id}  {_state(o.state)} {o.filled_quantity}/{o.quantity}")
+    if o.price:
+        line.append(f" @ {o.price}")
+    if update.HasField("fill"):
+        f = update.fill
+        line.append(f"  fill {f.quantity} @ {f.price} {_liquidity(f.liquidity)} "
+                    f"fee {f.fee} {f.fee_asset}")
+    return line
+
+
+async def cmd_order_updates(client: AsyncExchangeClient, args: argparse.Namespace,
+                            out: Output) -> None:
+    if out.json:
+        out.json_lines()
+
+    async def follow() -> None:
+        async for update in client.order_updates(args.after):
+            if out.json:
+                out.print_json(to_dict(update))
+            else:
+                out.print(update_line(update))
+
+    await _drive([asyncio.create_task(follow())], args.duration)
+
+
 async def cmd_fills(client: AsyncExchangeClient, args: argparse.Namespace, out: Output) -> None:
     fills = [f async for f in client.iter_fills(args.instrument, args.order_id,
                                                  limit=args.limit)]
@@ -848,6 +884,17 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=_positive_int, default=100, metavar="N",
                          help="at most N orders (default %(default)s)")
     listing.set_defaults(handler=cmd_order_list, needs_key=True)
+
+    updates = order_commands.add_parser(
+        "updates", parents=[common], help="follow your orders' updates as they happen",
+        description="Every state change and fill of your orders, each with its sequence "
+                    "number, live (Ctrl-C exits); resumes by itself after a disconnect. "
+                    "--after N replays every update after sequence N first (0: all).")
+    updates.add_argument("--after", type=_non_negative_int, metavar="N",
+                         help="replay the updates after sequence N first")
+    updates.add_argument("--duration", type=_seconds, metavar="SECONDS",
+                         help="stop after SECONDS")
+    updates.set_defaults(handler=cmd_order_updates, needs_key=True, streaming=True)
 
     fills = commands.add_parser("fills", parents=[common], help="list your fills, newest first")
     fills.add_argument("--instrument", metavar="SYMBOL")

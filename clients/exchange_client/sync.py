@@ -27,8 +27,9 @@ from exchange_client.aio import (
     _need_key,
 )
 from exchange_client.book import ChecksumMismatch, LocalL3Book, LocalOrderBook, SequenceGap
-from exchange_client.errors import from_grpc_error
+from exchange_client.errors import Unavailable, from_grpc_error
 from exchange_client.sync_session import OrderEntrySession
+from exchange_client.updates import Resubscribe, UpdateCursor
 
 
 class ExchangeClient:
@@ -233,6 +234,30 @@ class ExchangeClient:
             lambda token: self.list_ledger_entries(asset, page_size=size, page_token=token),
             "entries", limit,
         )
+
+    def stream_order_updates(self, after: int | None = None, *, timeout: float | None = None
+                             ) -> Generator[order_pb2.StreamOrderUpdatesResponse]:
+        _need_key(self.api_key)
+        request = order_pb2.StreamOrderUpdatesRequest()
+        if after is not None:
+            request.after_sequence = after
+        yield from self._stream(self._orders().StreamOrderUpdates, request, timeout)
+
+    def order_updates(self, after: int | None = None, *, max_backoff: float = 2.0
+                      ) -> Iterator[order_pb2.OrderUpdate]:
+        """Every update of the caller's orders after ``after``, each once, resuming by
+        itself (see AsyncExchangeClient.order_updates)."""
+        cursor = UpdateCursor(after)
+        while True:
+            try:
+                with closing(self.stream_order_updates(cursor.position)) as messages:
+                    for message in messages:
+                        yield from cursor.take(message)
+            except (Unavailable, Resubscribe):
+                pass
+            wait = cursor.backoff(max_backoff)
+            if wait:
+                time.sleep(wait)
 
     # -- market data --------------------------------------------------------
 
