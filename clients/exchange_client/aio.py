@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from typing import Any
 
@@ -14,7 +14,14 @@ from exchange.order.v1 import order_pb2, order_pb2_grpc
 from exchange_client import _convert as cv
 from exchange_client._convert import DecimalLike, TimeLike
 from exchange_client._tls import channel_credentials
-from exchange_client.book import ChecksumMismatch, LocalL3Book, LocalOrderBook, SequenceGap
+from exchange_client.book import (
+    ChecksumMismatch,
+    Followed,
+    LocalL3Book,
+    LocalOrderBook,
+    SequenceGap,
+    resubscribe_delay,
+)
 from exchange_client.errors import Unauthenticated, Unavailable, from_grpc_error
 from exchange_client.session import AsyncOrderEntrySession
 from exchange_client.updates import Resubscribe, UpdateCursor
@@ -404,11 +411,21 @@ class AsyncExchangeClient:
         :meth:`stream_order_book`. Ends when the server ends the stream.
         """
         book = book if book is not None else LocalOrderBook(instrument)
+        async for kept in self._follow(
+                book, lambda: self.stream_order_book(instrument, depth=depth,
+                                                     interval_ms=interval_ms),
+                max_resubscribes):
+            yield kept
+
+    @staticmethod
+    async def _follow(book: Followed, stream: Callable[[], AsyncGenerator[Any]],
+                      max_resubscribes: int | None) -> AsyncIterator[Followed]:
+        """Apply ``stream()``'s messages to ``book``, yielding it after each; on a gap
+        or a checksum mismatch subscribe again (``resubscribe_delay``)."""
         failures = 0
         while True:
             gap: SequenceGap | ChecksumMismatch | None = None
-            async with aclosing(self.stream_order_book(
-                    instrument, depth=depth, interval_ms=interval_ms)) as updates:
+            async with aclosing(stream()) as updates:
                 async for update in updates:
                     try:
                         book.apply(update)
@@ -421,11 +438,9 @@ class AsyncExchangeClient:
             if gap is None:
                 return
             failures += 1
-            book.resubscribes += 1
-            if max_resubscribes is not None and failures > max_resubscribes:
-                raise gap
-            if failures > 1:
-                await asyncio.sleep(min(0.05 * 2 ** (failures - 2), 2.0))
+            delay = resubscribe_delay(book, failures, gap, max_resubscribes)
+            if delay:
+                await asyncio.sleep(delay)
 
     async def stream_trades(self, instrument: str, *, timeout: float | None = None
                             ) -> AsyncIterator[marketdata_pb2.Trade]:
@@ -490,27 +505,9 @@ class AsyncExchangeClient:
         """A local L3 book kept from StreamOrderBookL3, yielded after each update; its
         sequences are verified and a gap resubscribes, as :meth:`watch_order_book`."""
         book = book if book is not None else LocalL3Book(instrument)
-        failures = 0
-        while True:
-            gap: SequenceGap | None = None
-            async with aclosing(self.stream_order_book_l3(instrument)) as updates:
-                async for update in updates:
-                    try:
-                        book.apply(update)
-                    except SequenceGap as err:
-                        gap = err
-                        break
-                    if update.WhichOneof("update") == "delta":
-                        failures = 0
-                    yield book
-            if gap is None:
-                return
-            failures += 1
-            book.resubscribes += 1
-            if max_resubscribes is not None and failures > max_resubscribes:
-                raise gap
-            if failures > 1:
-                await asyncio.sleep(min(0.05 * 2 ** (failures - 2), 2.0))
+        async for kept in self._follow(book, lambda: self.stream_order_book_l3(instrument),
+                                       max_resubscribes):
+            yield kept
 
 
 async def _pages(fetch: Any, field: str, limit: int | None) -> AsyncIterator[Any]:

@@ -28,6 +28,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TypeVar
 
 from google.protobuf import timestamp_pb2
 
@@ -351,3 +352,20 @@ class LocalL3Book:
 
 def _l3(o: marketdata_pb2.L3Order) -> L3Order:
     return L3Order(o.order_id, o.side, Decimal(o.price), Decimal(o.quantity), o.priority)
+
+
+# The books a follower keeps (``watch_order_book``, ``watch_order_book_l3``).
+Followed = TypeVar("Followed", LocalOrderBook, LocalL3Book)
+
+
+def resubscribe_delay(book: LocalOrderBook | LocalL3Book, failures: int,
+                      gap: SequenceGap | ChecksumMismatch, max_resubscribes: int | None
+                      ) -> float:
+    """A follower (``watch_order_book``, ``watch_order_book_l3``) lost the thread for the
+    ``failures``-th time in a row: count the resubscription on ``book``, re-raise ``gap``
+    past ``max_resubscribes``, else the seconds to wait before subscribing again (none the
+    first time, then 0.1, 0.2, ... up to 2 s)."""
+    book.resubscribes += 1
+    if max_resubscribes is not None and failures > max_resubscribes:
+        raise gap
+    return min(0.05 * 2 ** (failures - 2), 2.0) if failures > 1 else 0.0

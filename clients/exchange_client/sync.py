@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import closing
 from typing import Any
 
@@ -26,7 +26,14 @@ from exchange_client.aio import (
     DEFAULT_TIMEOUT,
     _need_key,
 )
-from exchange_client.book import ChecksumMismatch, LocalL3Book, LocalOrderBook, SequenceGap
+from exchange_client.book import (
+    ChecksumMismatch,
+    Followed,
+    LocalL3Book,
+    LocalOrderBook,
+    SequenceGap,
+    resubscribe_delay,
+)
 from exchange_client.errors import Unavailable, from_grpc_error
 from exchange_client.sync_session import OrderEntrySession
 from exchange_client.updates import Resubscribe, UpdateCursor
@@ -298,28 +305,8 @@ class ExchangeClient:
     ) -> Iterator[LocalOrderBook]:
         """See :meth:`AsyncExchangeClient.watch_order_book`."""
         book = book if book is not None else LocalOrderBook(instrument)
-        failures = 0
-        while True:
-            gap: SequenceGap | ChecksumMismatch | None = None
-            with closing(self.stream_order_book(instrument, depth=depth,
-                                                interval_ms=interval_ms)) as updates:
-                for update in updates:
-                    try:
-                        book.apply(update)
-                    except (SequenceGap, ChecksumMismatch) as err:
-                        gap = err
-                        break
-                    if update.WhichOneof("update") == "delta":
-                        failures = 0  # the stream follows on again
-                    yield book
-            if gap is None:
-                return
-            failures += 1
-            book.resubscribes += 1
-            if max_resubscribes is not None and failures > max_resubscribes:
-                raise gap
-            if failures > 1:
-                time.sleep(min(0.05 * 2 ** (failures - 2), 2.0))
+        yield from _follow(book, lambda: self.stream_order_book(
+            instrument, depth=depth, interval_ms=interval_ms), max_resubscribes)
 
     def stream_trades(self, instrument: str, *, timeout: float | None = None
                       ) -> Iterator[marketdata_pb2.Trade]:
@@ -366,27 +353,33 @@ class ExchangeClient:
                             max_resubscribes: int | None = None) -> Iterator[LocalL3Book]:
         """See :meth:`AsyncExchangeClient.watch_order_book_l3`."""
         book = book if book is not None else LocalL3Book(instrument)
-        failures = 0
-        while True:
-            gap: SequenceGap | None = None
-            with closing(self.stream_order_book_l3(instrument)) as updates:
-                for update in updates:
-                    try:
-                        book.apply(update)
-                    except SequenceGap as err:
-                        gap = err
-                        break
-                    if update.WhichOneof("update") == "delta":
-                        failures = 0
-                    yield book
-            if gap is None:
-                return
-            failures += 1
-            book.resubscribes += 1
-            if max_resubscribes is not None and failures > max_resubscribes:
-                raise gap
-            if failures > 1:
-                time.sleep(min(0.05 * 2 ** (failures - 2), 2.0))
+        yield from _follow(book, lambda: self.stream_order_book_l3(instrument),
+                           max_resubscribes)
+
+
+
+def _follow(book: Followed, stream: Callable[[], Generator[Any]],
+            max_resubscribes: int | None) -> Iterator[Followed]:
+    """See :meth:`AsyncExchangeClient._follow`."""
+    failures = 0
+    while True:
+        gap: SequenceGap | ChecksumMismatch | None = None
+        with closing(stream()) as updates:
+            for update in updates:
+                try:
+                    book.apply(update)
+                except (SequenceGap, ChecksumMismatch) as err:
+                    gap = err
+                    break
+                if update.WhichOneof("update") == "delta":
+                    failures = 0  # the stream follows on again
+                yield book
+        if gap is None:
+            return
+        failures += 1
+        delay = resubscribe_delay(book, failures, gap, max_resubscribes)
+        if delay:
+            time.sleep(delay)
 
 
 def _pages(fetch: Any, field: str, limit: int | None) -> Iterator[Any]:
