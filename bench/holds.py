@@ -277,7 +277,7 @@ class Pod:
                 m[0] += available
                 m[1] += held
         t0 = time.perf_counter()
-        taken = await self.store.commit(self.instrument_id, 1, changes)
+        taken = (await self.store.commit(self.instrument_id, 1, changes)).holds_used
         self.stats.commit_ms.append((time.perf_counter() - t0) * 1000)
         assert taken == len(used[0]), "the commit takes over every hold of the batch"
         if changes.reference_price is not None:

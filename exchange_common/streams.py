@@ -16,6 +16,13 @@ from __future__ import annotations
 STREAM_PREFIX = "exchange:md:"
 FIELD = b"b"
 
+# The Redis channel on which a matching pod, after each commit that made order updates,
+# publishes each account's latest update sequence ('<account>:<sequence>,...', in the
+# same pipeline as the batch's stream entry); order services wake their subscribers of
+# those accounts (order_service/updates.py). Only a wake-up: the updates themselves are
+# read from PostgreSQL, so a message lost with Redis delays an update, never loses it.
+ORDER_UPDATES_CHANNEL = "exchange:order-updates"
+
 
 def stream_key(instrument_id: int) -> str:
     return f"{STREAM_PREFIX}{instrument_id}"

@@ -6,8 +6,9 @@ commands arriving meanwhile join the batch. The
 whole batch is matched, then its events, order changes and trades are
 committed in one transaction (group commit); only after that commit are the
 callers answered, in order. The batch is then handed to a publisher task
-that adds it to the instrument's Redis stream, so Redis never slows matching
-and nothing acknowledged depends on it.
+that adds it to the instrument's Redis stream (and publishes the accounts'
+latest order updates, the order services' wake-up), so Redis never slows
+matching and nothing acknowledged depends on it.
 
 If the commit fails, nobody is acknowledged: every caller of the batch gets
 UNAVAILABLE, and the book is reloaded from PostgreSQL (the in-memory book
@@ -52,7 +53,7 @@ from exchange.matching.v1 import matching_pb2 as mpb
 from exchange_common import tracing
 from exchange_common.ids import sequence_of
 from exchange_common.instruments import InstrumentSpec
-from exchange_common.streams import FIELD, entry_id, stream_key
+from exchange_common.streams import FIELD, ORDER_UPDATES_CHANNEL, entry_id, stream_key
 from matching_service.engine import (
     ERR_DUPLICATE,
     ERR_INSUFFICIENT_FUNDS,
@@ -171,9 +172,10 @@ class InstrumentLoop:
         # The status the instrument should have (instruments.status); the loop journals a
         # STATUS event at the start of its next batch when the book's differs.
         self.wanted_status = spec.status_number
-        # Committed batches to publish, with the loop time of their commit and, when
-        # tracing, the commit span's context.
-        self.to_publish: deque[tuple[Changes, float, SpanContext | None]] = deque()
+        # Committed batches to publish, with the loop time of their commit, when tracing
+        # the commit span's context, and the accounts' latest order updates (published
+        # on ORDER_UPDATES_CHANNEL in the same pipeline: order services wake on it).
+        self.to_publish: deque[tuple[Changes, float, SpanContext | None, str]] = deque()
         self.publish_wake = asyncio.Event()
         # Publishing fails (logged when that begins and ends), and the batches dropped since.
         self.publish_failing = False
@@ -275,8 +277,8 @@ class InstrumentLoop:
             commit_span = self._commit_span(batch, changes) if traced else None
             self._commit_started = started = clock()
             try:
-                await self.store.commit(self.instrument_id, self.epoch, changes,
-                                        self.book.terms)
+                done = await self.store.commit(self.instrument_id, self.epoch, changes,
+                                               self.book.terms)
             except FencedOut as err:
                 if commit_span is not None:
                     tracing.end(commit_span, err)
@@ -309,7 +311,8 @@ class InstrumentLoop:
             self.commands += n
             self.metrics.committed(self.spec.symbol, n, committed - started, changes)
             if changes.events:
-                self.to_publish.append((changes, committed, commit_context))
+                self.to_publish.append((changes, committed, commit_context,
+                                        done.latest_updates))
                 self.publish_wake.set()
                 self.events_since_snapshot += len(changes.events)
                 interval = self.snapshot_interval
@@ -572,16 +575,18 @@ class InstrumentLoop:
             batch = list(self.to_publish)
             span = None
             if tracing.ENABLED:
-                span = tracing.batch_span(PUBLISH_SPAN, (ctx for _, _, ctx in batch),
+                span = tracing.batch_span(PUBLISH_SPAN, (ctx for _, _, ctx, _ in batch),
                                           tracing.PRODUCER, {
                                               "exchange.instrument": self.spec.symbol,
                                               "exchange.batches": len(batch)})
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    for changes, _, commit in batch:
+                    for changes, _, commit, latest_updates in batch:
                         pipe.xadd(key, {FIELD: self._md_batch(changes, commit)},
                                   id=entry_id(changes.last_sequence),
                                   maxlen=self.stream_maxlen, approximate=True)
+                        if latest_updates:
+                            pipe.publish(ORDER_UPDATES_CHANNEL, latest_updates)
                     await pipe.execute(raise_on_error=False)
             except Exception as err:  # noqa: BLE001 - Redis away: keep the batches, retry
                 if span is not None:
@@ -610,7 +615,7 @@ class InstrumentLoop:
             delay = 0.05
             published = clock()
             for _ in batch:
-                _, committed, _ = self.to_publish.popleft()
+                _, committed, _, _ = self.to_publish.popleft()
                 self.metrics.publish_lag.observe(published - committed)
 
     def _publish_failed(self, err: Exception, dropped: int) -> None:

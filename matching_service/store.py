@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import asyncpg
 
@@ -40,12 +41,15 @@ from matching_service.updates import OrderUpdateRow, accounts, build, needs_befo
 
 log = logging.getLogger(__name__)
 
-# The channel the commit notifies each account's latest update sequence on
-# ('<account>:<sequence>,...'; order_service/updates.py listens), and how many accounts
-# one notification names at most (each at most 40 characters: under PostgreSQL's 8,000
-# bytes per payload).
-UPDATES_CHANNEL = "exchange_order_updates"
-UPDATES_PER_NOTIFY = 150
+
+class Committed(NamedTuple):
+    """What a commit did: how many of the order path's holds it took over, and each
+    account's latest order-update sequence after it ('<account>:<sequence>,...', the
+    message the loop publishes on exchange_common.streams.ORDER_UPDATES_CHANNEL; '' when
+    the batch made no update)."""
+
+    holds_used: int
+    latest_updates: str
 
 
 @dataclass(frozen=True)
@@ -85,9 +89,10 @@ class Statements:
         # $19 each row's account's place in $16: each account's counter row is locked
         # (made when missing) in account order after the balances, advanced by its
         # count, and the rows numbered from where it was (by position in arrays, not a
-        # join: the pool plans joins as nested loops). One notification per commit
-        # (chunks of at most UPDATES_PER_NOTIFY accounts: a payload must stay under
-        # 8,000 bytes) says each account's latest.
+        # join: the pool plans joins as nested loops). The statement answers each
+        # account's latest (``latest``), which the loop publishes to Redis: not a
+        # pg_notify, which would take a database-wide lock at every commit and so
+        # serialize the commits of all instruments and pods.
         update_columns = updates.column_list(columns=updates.written)
         update_values = ", ".join(
             "b.lasts[p.i] - ($17::bigint[])[p.i] + r.sequence" if c == "sequence"
@@ -145,17 +150,10 @@ WITH fence AS (
      CROSS JOIN LATERAL (SELECT ($19::integer[])[r.ordinality] AS i) p
      CROSS JOIN bases b
      WHERE b.lasts IS NOT NULL
-), notified AS (
-    SELECT pg_notify('{UPDATES_CHANNEL}',
-                     string_agg(c.account_id || ':' || c.last_sequence, ','))
-      FROM (SELECT account_id, last_sequence,
-                   (row_number() OVER (ORDER BY account_id) - 1) / {UPDATES_PER_NOTIFY}
-                       AS chunk
-              FROM counters) c
-     GROUP BY c.chunk
 )
 SELECT (SELECT count(*) FROM fence) AS fenced, (SELECT count(*) FROM settled) AS settled,
-       (SELECT count(*) FROM notified) AS notified,
+       (SELECT string_agg(c.account_id || ':' || c.last_sequence, ',') FROM counters c)
+           AS latest,
        (SELECT CASE WHEN n = cardinality($13::bigint[]) OR NOT EXISTS (SELECT 1 FROM fence)
                     THEN n
                     -- a hold the batch takes over is gone (released after a refusal of
@@ -298,15 +296,16 @@ class Store:
                             ORDER BY sequence DESC LIMIT $2) newest)""", instrument_id, keep)
 
     async def commit(self, instrument_id: int, epoch: int, changes: Changes,
-                     terms: Terms | None = None) -> int:
+                     terms: Terms | None = None) -> Committed:
         """Write one batch atomically, fenced by epoch and sequence, in one statement
         (one round trip): every insert and update is a CTE that acts only when the fence
         matched, and one statement is atomic by itself. Raises FencedOut when it did
         not: then nothing was written. Returns how many of the order path's holds it took
-        over (``changes.holds_used``). ``terms``: the book's money terms (what an order
+        over (``changes.holds_used``) and each account's latest order update
+        (``Committed``). ``terms``: the book's money terms (what an order
         holds after each of its updates follows from them: updates.py)."""
         if changes.last_sequence < changes.first_sequence and not changes.money[0]:
-            return 0
+            return Committed(0, "")
         # A new order's id carries a sequence of the batch: a new row; the others are
         # resting orders that changed.
         first_id = make_id(instrument_id, changes.first_sequence)
@@ -361,4 +360,4 @@ class Store:
             log.error("instrument %d: %d of %d balance rows settled at sequence %d",
                       instrument_id, done["settled"], len(changes.money[0]),
                       changes.last_sequence)
-        return done["holds_used"]
+        return Committed(done["holds_used"], done["latest"] or "")

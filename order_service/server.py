@@ -81,7 +81,7 @@ async def serve() -> None:
                           max_in_flight=settings.overload_max_in_flight,
                           enabled=settings.overload_control)
     orders.rerouted = admission.forget
-    updates = UpdateFeed(settings.database_url, store)
+    updates = UpdateFeed(settings.redis_url, store)
     updates.start()
     metrics.watch_pool("order", pool)
     metrics.watch_admission(admission)

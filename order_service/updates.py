@@ -2,20 +2,21 @@
 OrderEntry session's ``order_updates`` option).
 
 The matching commit numbers each account's updates 1, 2, 3, ... in the statement that
-journals their events, and notifies each account's new latest sequence
-(matching_service/store.py). Here PostgreSQL is the only source of updates: a
+journals their events (matching_service/store.py), and the matching pod then publishes
+each account's new latest sequence on Redis (``ORDER_UPDATES_CHANNEL``,
+exchange_common/streams.py). Here PostgreSQL is the only source of updates: a
 subscriber holds a position (the last sequence it sent) and reads the rows after it,
 in pages of at most ``PAGE``, in sequence order; it sends only a run that follows its
 position without a gap, so it can never skip or repeat one. Notifications only say when
 to read:
 
-* ``UpdateFeed`` (one per process) keeps one connection listening on
-  ``exchange_order_updates`` and wakes the subscribers of the accounts a notification
-  names; when that connection is lost and comes back, it wakes every subscriber, since
-  notifications may have been missed meanwhile;
+* ``UpdateFeed`` (one per process) keeps one Redis connection subscribed to that
+  channel and wakes the subscribers of the accounts a message names; when that
+  connection is lost and comes back, it wakes every subscriber, since messages may have
+  been missed meanwhile (Redis pub/sub keeps nothing for an absent subscriber);
 * a subscriber with nothing to send for ``heartbeat`` seconds reads PostgreSQL anyway,
   and when there is still nothing, sends a heartbeat with the account's latest sequence
-  (its position): a lost notification delays an update by at most that, never loses it.
+  (its position): a lost message delays an update by at most that, never loses it.
 
 A subscriber's queue is the position and a flag: however far behind it is, it holds no
 backlog in memory, and a slow one costs the others nothing (it reads its pages when it
@@ -29,18 +30,19 @@ import contextlib
 import logging
 from collections.abc import AsyncGenerator
 
-import asyncpg
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.order.v1 import order_pb2 as opb
 from exchange_common.errors import InvalidArgument, OutOfRange
 from exchange_common.ids import SEQUENCE_BITS
+from exchange_common.streams import ORDER_UPDATES_CHANNEL
 from order_service.convert import update_from_row
 from order_service.store import Store
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "exchange_order_updates"  # matching_service.store.UPDATES_CHANNEL
 # Updates in one read (and one response message).
 PAGE = 1000
 # Seconds without anything to send before a subscriber reads anyway and, finding
@@ -83,11 +85,11 @@ class _Waiter:
 
 
 class UpdateFeed:
-    """The process's listening connection and the subscribers it wakes."""
+    """The process's Redis subscription and the subscribers it wakes."""
 
-    def __init__(self, database_url: str, store: Store, *, heartbeat: float = HEARTBEAT,
+    def __init__(self, redis_url: str, store: Store, *, heartbeat: float = HEARTBEAT,
                  retry: float = 1.0) -> None:
-        self.database_url = database_url
+        self.redis_url = redis_url
         self.store = store
         self.heartbeat = heartbeat
         self.retry = retry
@@ -106,40 +108,34 @@ class UpdateFeed:
 
     async def _run(self) -> None:
         while True:
-            lost = asyncio.Event()
+            redis = Redis.from_url(self.redis_url, socket_connect_timeout=2.0,
+                                   health_check_interval=self.heartbeat)
+            pubsub = redis.pubsub(ignore_subscribe_messages=True)
             try:
-                conn = await asyncpg.connect(
-                    self.database_url, timeout=5.0,
-                    server_settings={"application_name": "exchange-order-updates"})
-            except (TimeoutError, OSError, asyncpg.PostgresError) as err:
-                log.debug("order updates: cannot listen (%s)", err)
-                await asyncio.sleep(self.retry)
-                continue
-            try:
-                await conn.add_listener(CHANNEL, self._notified)
-                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                await pubsub.subscribe(ORDER_UPDATES_CHANNEL)
                 self.live = True
-                self._wake_all()  # anything may have been committed while not listening
-                while not lost.is_set():
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(lost.wait(), 5.0)
-                    if not lost.is_set():
-                        await conn.fetchval("SELECT 1", timeout=5.0)
-            except (TimeoutError, OSError, asyncpg.PostgresError,
-                    asyncpg.InterfaceError) as err:
-                log.warning("order updates: the listening connection was lost (%s); "
+                self._wake_all()  # anything may have been committed while not subscribed
+                while True:
+                    message = await pubsub.get_message(timeout=self.heartbeat)
+                    if message is not None and message["type"] == "message":
+                        self._notified(message["data"])
+            except (RedisError, OSError) as err:
+                log.warning("order updates: the Redis subscription was lost (%s); "
                             "subscribers read PostgreSQL every %.0f s meanwhile", err,
                             self.heartbeat)
             finally:
                 self.live = False
                 with contextlib.suppress(Exception):
-                    await conn.close()
+                    await pubsub.aclose()
+                    await redis.aclose()
             await asyncio.sleep(self.retry)
 
-    def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+    def _notified(self, payload: bytes) -> None:
+        """Wake the subscribers of the accounts ``payload`` names, if it is news to
+        them ('<account>:<latest sequence>,...')."""
         waiters = self.waiters
-        for item in payload.split(","):
-            account, _, sequence = item.partition(":")
+        for item in payload.split(b","):
+            account, _, sequence = item.partition(b":")
             if not (account.isdigit() and sequence.isdigit()):
                 continue
             subscribed = waiters.get(int(account))

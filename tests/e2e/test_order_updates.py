@@ -23,6 +23,7 @@ import asyncpg
 import grpc
 import pytest
 from e2e_helpers import meta, run
+from redis.asyncio import Redis
 
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.order.v1 import order_pb2 as opb
@@ -30,6 +31,7 @@ from exchange.order.v1 import order_pb2_grpc as opb_grpc
 from exchange_client.aio import AsyncExchangeClient
 from exchange_client.errors import ExchangeError
 from exchange_client.sync import ExchangeClient
+from exchange_common.streams import ORDER_UPDATES_CHANNEL
 from exchange_dev.stack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -318,20 +320,26 @@ async def test_cli_and_blocking_client_replay_the_updates(stack) -> None:
     assert proc.returncode == 1 and "OUT_OF_RANGE" in proc.stderr
 
 
-async def test_a_lost_listening_connection_loses_no_update(stack) -> None:
-    """The order service's listening connection is terminated (its notifications are
-    lost meanwhile): the updates committed then still arrive, in order."""
-    conn = await asyncpg.connect(stack.database_url)
+async def test_a_lost_subscription_loses_no_update(stack) -> None:
+    """The order service's Redis subscription (its wake-up) is killed, and the wake-ups
+    published meanwhile are lost: the updates committed then still arrive, in order."""
+    redis = Redis.from_url(stack.redis_url)
+    wake_ups = redis.pubsub(ignore_subscribe_messages=True)
+    await wake_ups.subscribe(ORDER_UPDATES_CHANNEL)
     follower = Follower(stack, "alice")
     try:
         async with AsyncExchangeClient(stack.order_addr, api_key=stack.keys["alice"]) as alice:
             await alice.create_order("BTC-USD", "buy", "0.01", price="69000",
                                      client_order_id="l1")
             await follower.until(1)
-            killed = await conn.fetchval(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE application_name = 'exchange-order-updates'")
-            assert killed == 1
+            # The matching pod published the wake-up: alice's account at sequence 1.
+            account = stack.account_ids["alice"]
+            message = None
+            async with asyncio.timeout(30):
+                while message is None:
+                    message = await wake_ups.get_message(timeout=1)
+            assert f"{account}:1".encode() in message["data"].split(b",")
+            assert await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub") >= 1
             for i in range(3):
                 await alice.create_order("BTC-USD", "buy", "0.01", price="69000",
                                          client_order_id=f"l{i + 2}")
@@ -339,4 +347,5 @@ async def test_a_lost_listening_connection_loses_no_update(stack) -> None:
         assert [u.sequence for u in follower.updates] == [1, 2, 3, 4]
     finally:
         await follower.close()
-        await conn.close()
+        await wake_ups.aclose()
+        await redis.aclose()
