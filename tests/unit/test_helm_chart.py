@@ -195,8 +195,8 @@ def _values_file(tmp_path: Path, values: dict[str, Any]) -> Path:
 
 
 def _template(helm, tmp_path: Path, values: dict[str, Any], *extra: str,
-              chart: Path = CHART) -> Rendered:
-    proc = helm("template", RELEASE, str(chart), "--namespace", NAMESPACE,
+              chart: Path = CHART, release: str = RELEASE) -> Rendered:
+    proc = helm("template", release, str(chart), "--namespace", NAMESPACE,
                 "-f", str(_values_file(tmp_path, values)), *extra)
     docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
     return Rendered(docs)
@@ -252,6 +252,80 @@ def test_every_object_is_labelled_and_named(render, name):
 def test_renders_on_the_oldest_supported_kubernetes(helm, tmp_path):
     r = _template(helm, tmp_path, VALUE_SETS["monitoring"], "--kube-version", "1.27.0")
     assert r.all("StatefulSet")
+
+
+# The longest release name helm accepts (53), without the chart's name in it, so that the
+# full name is "<release>-exchange" cut short.
+LONG_RELEASE = "trading-production-eu-west-1-primary-cluster-tenant-a"
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # RFC 1123 label
+DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z])?$|^[a-z]([-a-z0-9]*[a-z0-9])?$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # IANA_SVC_NAME
+# The controller-revision-hash label a StatefulSet's pods get: "<name>-<hash>", the hash
+# (an FNV-32a of the revision, rendered by rand.SafeEncodeString) at most 10 characters.
+REVISION_HASH_LEN = 10
+
+
+def _check_labels(labels: dict[str, Any] | None, where: str) -> None:
+    for key, value in (labels or {}).items():
+        assert len(str(value)) <= 63 and LABEL_VALUE.match(str(value)), (where, key, value)
+
+
+@pytest.mark.parametrize("name", ["default", "groups", "monitoring", "tls", "admin"])
+def test_a_53_character_release_name_fits_every_name_and_label(helm, tmp_path, name):
+    """What the API server enforced with a 35+ character release name: object names in
+    63 characters, label values in 63 (with the labels the StatefulSet controller adds to
+    its pods), Service names as DNS-1035 labels, port names in 15. Names stay distinct
+    per kind and every reference to a chart object finds it."""
+    assert len(LONG_RELEASE) == 53
+    r = _template(helm, tmp_path, VALUE_SETS[name], release=LONG_RELEASE)
+    names: dict[str, set[str]] = {}
+    for d in r.docs:
+        meta = d["metadata"]
+        where = f"{d['kind']}/{meta['name']}"
+        assert len(meta["name"]) <= 63 and DNS_LABEL.match(meta["name"]), where
+        assert meta["name"] not in names.setdefault(d["kind"], set()), f"duplicate {where}"
+        names[d["kind"]].add(meta["name"])
+        _check_labels(meta.get("labels"), where)
+        assert meta["labels"]["app.kubernetes.io/instance"] == LONG_RELEASE, where
+        spec = d.get("spec", {})
+        _check_labels(_selector(d), f"{where} selector")
+        if "template" in spec:
+            _check_labels(spec["template"]["metadata"].get("labels"), f"{where} pods")
+            for c in spec["template"]["spec"]["containers"]:
+                for port in c.get("ports", []):
+                    assert len(port["name"]) <= 15 and PORT_NAME.match(port["name"]), (
+                        where, port)
+        if d["kind"] == "Service":
+            assert DNS_1035.match(meta["name"]), where
+            for port in spec["ports"]:
+                assert len(port["name"]) <= 15 and PORT_NAME.match(port["name"]), (
+                    where, port)
+        if d["kind"] == "StatefulSet":
+            sts = meta["name"]
+            assert len(f"{sts}-{'h' * REVISION_HASH_LEN}") <= 63, f"{where}: revision hash"
+            # statefulset.kubernetes.io/pod-name and the pod's hostname: "<name>-<ordinal>"
+            last_pod = f"{sts}-{spec['replicas'] - 1}"
+            assert len(last_pod) <= 63 and DNS_LABEL.match(last_pod), last_pod
+            assert r.get("Service", spec["serviceName"])["spec"]["clusterIP"] == "None"
+    # Every ConfigMap and chart Secret a pod refers to is one the chart renders.
+    own = {(d["kind"], d["metadata"]["name"]) for d in r.docs}
+    for where, spec in r.pod_specs():
+        refs = [("ConfigMap", v["configMap"]["name"]) for v in spec.get("volumes", [])
+                if "configMap" in v]
+        for c in spec["containers"]:
+            refs += [("ConfigMap", s["configMapRef"]["name"]) for s in c.get("envFrom", [])]
+            refs += [("Secret", e["valueFrom"]["secretKeyRef"]["name"])
+                     for e in c.get("env", [])
+                     if "secretKeyRef" in e.get("valueFrom", {})
+                     and e["valueFrom"]["secretKeyRef"]["name"].startswith("trading-")]
+        for ref in refs:
+            assert ref in own, (where, ref)
+    # The names are cut, not the components' suffixes.
+    assert {d["metadata"]["name"].rsplit("-", 1)[-1] for d in r.all("Deployment")} == {
+        "order", "marketdata"}
+    (sts,) = r.all("StatefulSet")
+    assert sts["metadata"]["name"].endswith("-matching")
 
 
 # --- selectors ----------------------------------------------------------------------------

@@ -12,8 +12,8 @@ one of order, matching, marketdata, migrate (or absent for release-wide objects)
 
 {{/*
 "<release>-<chart>", or the release name alone when it already contains the
-chart name. Truncated to 52 characters so that "-<component>-headless" and the
-StatefulSet pods' controller-revision-hash label still fit in 63.
+chart name, truncated to 52 characters. Object names are built from it with
+"exchange.suffixedName", which shortens it further so that the suffix fits.
 */}}
 {{- define "exchange.fullname" -}}
 {{- if .Values.fullnameOverride -}}
@@ -28,14 +28,29 @@ StatefulSet pods' controller-revision-hash label still fit in 63.
 {{- end -}}
 {{- end -}}
 
-{{/* "<fullname>-<component>": the name of a component's objects. */}}
-{{- define "exchange.componentName" -}}
-{{- printf "%s-%s" (include "exchange.fullname" .context) .component -}}
+{{/*
+"<fullname>-<suffix>" in at most `max` characters (default 63, a DNS label): the
+full name is cut, never the suffix, so names stay distinct per component for any
+release name. Takes (dict "context" $ "suffix" "metrics" ["max" 52]).
+*/}}
+{{- define "exchange.suffixedName" -}}
+{{- $max := int (default 63 .max) -}}
+{{- $keep := int (sub $max (add1 (len .suffix))) -}}
+{{- printf "%s-%s" (include "exchange.fullname" .context | trunc $keep | trimSuffix "-") .suffix -}}
 {{- end -}}
 
-{{/* The name of the matching pods' headless Service. */}}
+{{/*
+"<fullname>-<component>": the name of a component's objects. The matching
+StatefulSet's name has at most 52 characters: its pods carry the label
+controller-revision-hash = "<name>-<10-character hash>", which must fit in 63.
+*/}}
+{{- define "exchange.componentName" -}}
+{{- include "exchange.suffixedName" (dict "context" .context "suffix" .component "max" (ternary 52 63 (eq .component "matching"))) -}}
+{{- end -}}
+
+{{/* The name of the matching pods' headless Service (a DNS-1035 label, 63 characters). */}}
 {{- define "exchange.matchingHeadless" -}}
-{{- printf "%s-headless" (include "exchange.componentName" (dict "context" . "component" "matching")) -}}
+{{- include "exchange.suffixedName" (dict "context" . "suffix" "matching-headless") -}}
 {{- end -}}
 
 {{- define "exchange.chart" -}}
@@ -87,7 +102,7 @@ app.kubernetes.io/part-of: exchange
 
 {{/* The Secret the chart creates for the URLs given in values. */}}
 {{- define "exchange.urlSecretName" -}}
-{{- printf "%s-connections" (include "exchange.fullname" .) -}}
+{{- include "exchange.suffixedName" (dict "context" . "suffix" "connections") -}}
 {{- end -}}
 
 {{/*

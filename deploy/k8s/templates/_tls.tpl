@@ -55,7 +55,7 @@ All take (dict "context" $ "component" "order").
 
 {{/* The Secret holding the internal token. */}}
 {{- define "exchange.pageTokenSecretName" -}}
-{{- default (printf "%s-page-tokens" (include "exchange.fullname" .)) .Values.pageTokens.existingSecret -}}
+{{- default (include "exchange.suffixedName" (dict "context" . "suffix" "page-tokens")) .Values.pageTokens.existingSecret -}}
 {{- end -}}
 
 {{/* Container env of the public services: the page token key from its Secret. */}}
@@ -69,7 +69,7 @@ All take (dict "context" $ "component" "order").
 {{- end -}}
 
 {{- define "exchange.internalTokenSecretName" -}}
-{{- default (printf "%s-internal-auth" (include "exchange.fullname" .)) .Values.internalAuth.existingSecret -}}
+{{- default (include "exchange.suffixedName" (dict "context" . "suffix" "internal-auth")) .Values.internalAuth.existingSecret -}}
 {{- end -}}
 
 {{/* Fails rendering when a TLS setting lacks its Secret. */}}
