@@ -1007,3 +1007,73 @@ def test_dockerfile_runs_the_chart_uid_without_root():
     assert users and users[-1] == f"USER {uid}:{uid}"
     assert not any(ln.startswith("ENTRYPOINT") for ln in lines), "the command picks the service"
     assert f"--uid {uid}" in text
+
+
+def _dockerignore_regex(pattern: str) -> re.Pattern[str]:
+    """A .dockerignore pattern as Docker's patternmatcher reads it: `**` any number of
+    directories, `*` and `?` within one path element."""
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(f"^{out}$")
+
+
+def _dockerignored(path: str, patterns: list[str]) -> bool:
+    """Whether the build context leaves `path` out: the last pattern that matches the
+    path or one of its parent directories decides ("!" keeps it)."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    ignored = False
+    for raw in patterns:
+        keep = raw.startswith("!")
+        regex = _dockerignore_regex(raw.lstrip("!").strip("/"))
+        if any(regex.match(c) for c in candidates):
+            ignored = not keep
+    return ignored
+
+
+def test_dockerignore_matcher_reads_patterns_as_docker_does():
+    assert _dockerignored("setup.py", ["*", "!pyproject.toml"])
+    assert not _dockerignored("setup.py", ["*", "!setup.py"])
+    assert not _dockerignored("exchange/v1/a.py", ["*", "!exchange/"])
+    assert _dockerignored("exchange/v1/__pycache__/a.pyc", ["*", "!exchange/", "**/__pycache__"])
+    assert _dockerignored("exchange/a.pyc", ["*", "!exchange/", "**/*.pyc"])
+    assert _dockerignored("x.egg-info/PKG-INFO", ["**/*.egg-info"])
+
+
+def test_dockerignore_sends_every_file_the_dockerfile_copies():
+    """BuildKit, podman and buildah apply deploy/Dockerfile.dockerignore; a COPY of an
+    ignored source fails there (the legacy builder did not read it)."""
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    patterns = [ln.strip() for ln in
+                (ROOT / "deploy" / "Dockerfile.dockerignore").read_text().splitlines()
+                if ln.strip() and not ln.strip().startswith("#")]
+    sources: list[str] = []
+    for line in dockerfile.splitlines():
+        words = line.split()
+        if not words or words[0] != "COPY" or any(w.startswith("--from") for w in words):
+            continue
+        args = [w for w in words[1:] if not w.startswith("--")]
+        sources += args[:-1]  # the last one is the destination
+    assert {"pyproject.toml", "setup.py", "README.md", "exchange"} <= set(sources)
+    for source in sources:
+        path = ROOT / source
+        assert path.exists(), f"COPY {source}: not in the repository"
+        assert not _dockerignored(source, patterns), f"COPY {source}: ignored"
+        if path.is_dir():
+            files = [f for f in path.rglob("*") if f.is_file()
+                     and "__pycache__" not in f.parts and f.suffix not in (".pyc", ".so")
+                     and not any(part.endswith(".egg-info") for part in f.parts)]
+            assert files, source
+            for f in files:
+                rel = f.relative_to(ROOT).as_posix()
+                assert not _dockerignored(rel, patterns), f"COPY {source}: {rel} ignored"
