@@ -853,6 +853,115 @@ def test_autoscaling_replaces_replicas(render):
     assert not render("default").all("HorizontalPodAutoscaler")
 
 
+class _FakeApiServer:
+    """Just enough of a Kubernetes API server for `helm template --dry-run=server`: API
+    discovery for the kinds the chart renders, the objects in `objects` (keyed by their
+    path), 404 for anything else. Records every request."""
+
+    KINDS = {
+        "v1": ["ServiceAccount", "Secret", "ConfigMap", "Service"],
+        "apps/v1": ["Deployment", "StatefulSet"],
+        "autoscaling/v2": ["HorizontalPodAutoscaler"],
+        "policy/v1": ["PodDisruptionBudget"],
+        "networking.k8s.io/v1": ["NetworkPolicy"],
+        "batch/v1": ["Job"],
+        "monitoring.coreos.com/v1": ["ServiceMonitor", "PrometheusRule"],
+    }
+
+    def __init__(self, objects: dict[str, dict[str, Any]]) -> None:
+        self.objects = objects
+        self.requests: list[tuple[str, str]] = []
+
+    def _answer(self, method: str, path: str) -> tuple[int, dict[str, Any]]:
+        self.requests.append((method, path))
+        path = path.split("?")[0]
+        if method != "GET":
+            return 405, {"kind": "Status", "code": 405}
+        if path == "/version":
+            return 200, {"major": "1", "minor": "36", "gitVersion": "v1.36.0"}
+        if path == "/api":
+            return 200, {"kind": "APIVersions", "versions": ["v1"]}
+        if path == "/apis":
+            return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+                {"name": gv.split("/")[0],
+                 "versions": [{"groupVersion": gv, "version": gv.split("/")[1]}],
+                 "preferredVersion": {"groupVersion": gv, "version": gv.split("/")[1]}}
+                for gv in self.KINDS if "/" in gv]}
+        gv = "v1" if path == "/api/v1" else path.removeprefix("/apis/")
+        if gv in self.KINDS:
+            return 200, {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
+                         "resources": [{"name": k.lower() + "s", "singularName": k.lower(),
+                                        "namespaced": True, "kind": k,
+                                        "verbs": ["get", "list"]} for k in self.KINDS[gv]]}
+        if path in self.objects:
+            return 200, self.objects[path]
+        return 404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                     "reason": "NotFound", "code": 404}
+
+    def __enter__(self) -> str:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _reply(self) -> None:
+                code, body = fake._answer(self.command, self.path)
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _reply
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.server.server_port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_turning_autoscaling_on_keeps_the_running_replica_count(helm, tmp_path):
+    """With the autoscaler on, an upgrade renders the replicas the Deployment has now:
+    leaving the field out of a release that had it resets it to 1 (three-way merge and
+    server-side apply alike) until the autoscaler syncs. Rendered against a fake API server
+    holding an order Deployment at 7 replicas (helm's lookup reads it) and no market-data
+    Deployment (as on install: the field is left to the autoscaler)."""
+    live = {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": f"{PREFIX}-order", "namespace": NAMESPACE,
+                         "labels": {"app.kubernetes.io/managed-by": "Helm"},
+                         "annotations": {"meta.helm.sh/release-name": RELEASE,
+                                         "meta.helm.sh/release-namespace": NAMESPACE}},
+            "spec": {"replicas": 7}}
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\n"
+                          "users: []\n")
+    values = {"order": {"autoscaling": {"enabled": True}},
+              "marketdata": {"autoscaling": {"enabled": True}}}
+    fake = _FakeApiServer({
+        f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{PREFIX}-order": live})
+    with fake as url:
+        r = _template(helm, tmp_path, values, "--dry-run=server", "--kube-apiserver", url,
+                      "--kubeconfig", str(kubeconfig), "--disable-openapi-validation")
+    assert ("GET", f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{PREFIX}-order") in (
+        fake.requests)
+    assert {m for m, _ in fake.requests} == {"GET"}  # it only read
+    assert r.workload("order")["spec"]["replicas"] == 7
+    assert "replicas" not in r.workload("marketdata")["spec"]
+    assert r.get("HorizontalPodAutoscaler", f"{PREFIX}-order")
+    # Offline (helm template, GitOps tools): nothing to look up, the field is left out.
+    offline = _template(helm, tmp_path, values)
+    assert "replicas" not in offline.workload("order")["spec"]
+    assert "replicas" not in offline.workload("marketdata")["spec"]
+
+
 # --- migration hook -----------------------------------------------------------------------
 
 

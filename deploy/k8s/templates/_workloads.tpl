@@ -20,6 +20,18 @@ metadata:
 spec:
   {{- if not $v.autoscaling.enabled }}
   replicas: {{ $v.replicas }}
+  {{- else }}
+  {{- /*
+  The HorizontalPodAutoscaler sets the replicas. Leaving the field out of a release that
+  had it would reset it (a three-way merge deletes it, a server-side apply drops the
+  field it owned): both give the default, 1, until the autoscaler next syncs. So an
+  upgrade renders the count the Deployment has now; an install (nothing to look up,
+  as with `helm template`) leaves it to the autoscaler.
+  */}}
+  {{- $live := lookup "apps/v1" "Deployment" $ctx.Release.Namespace (include "exchange.componentName" $c) }}
+  {{- if and $live (hasKey ($live.spec | default dict) "replicas") }}
+  replicas: {{ $live.spec.replicas }}
+  {{- end }}
   {{- end }}
   revisionHistoryLimit: 5
   selector:
