@@ -820,6 +820,57 @@ def test_pods_are_hardened(render, name):
             assert {m["mountPath"] for m in c["volumeMounts"]} >= {"/tmp"}, where
 
 
+def _matching_anti_affinity(r: Rendered) -> dict[str, Any] | None:
+    return r.workload("matching")["spec"]["template"]["spec"].get("affinity", {}).get(
+        "podAntiAffinity")
+
+
+def test_matching_pods_prefer_separate_nodes(render, helm, tmp_path):
+    """An owner and its standby on one node fail together: by default the scheduler is
+    asked to keep this release's matching pods on different nodes (a preference, so that
+    a cluster with fewer nodes than pods still runs them all)."""
+    r = render("groups")
+    pods = r.workload("matching")["spec"]["template"]["metadata"]["labels"]
+    (pref,) = _matching_anti_affinity(r)["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert pref["weight"] == 100
+    term = pref["podAffinityTerm"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    selector = term["labelSelector"]["matchLabels"]
+    assert selector.items() <= pods.items()
+    assert selector["app.kubernetes.io/component"] == "matching"
+    assert selector["app.kubernetes.io/instance"] == RELEASE
+    for component in ("order", "marketdata"):  # stateless: the scheduler's spreading will do
+        assert "affinity" not in r.workload(component)["spec"]["template"]["spec"]
+
+    hard = _template(helm, tmp_path, {"matching": {"podAntiAffinity": {
+        "type": "hard", "topologyKey": "topology.kubernetes.io/zone"}}})
+    (req,) = _matching_anti_affinity(hard)["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert req == {**term, "topologyKey": "topology.kubernetes.io/zone"}
+    off = _template(helm, tmp_path, {"matching": {"podAntiAffinity": {"type": ""}}})
+    assert "affinity" not in off.workload("matching")["spec"]["template"]["spec"]
+    # An affinity of one's own keeps its podAntiAffinity; other parts merge with ours.
+    own_anti = {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"team": "x"}}, "topologyKey": "rack"}]}
+    node = {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["matching"]}]}]}}
+    own = _template(helm, tmp_path, {"matching": {"affinity": {"podAntiAffinity": own_anti}}})
+    assert _matching_anti_affinity(own) == own_anti
+    merged = _template(helm, tmp_path, {"matching": {"affinity": {"nodeAffinity": node}}})
+    aff = merged.workload("matching")["spec"]["template"]["spec"]["affinity"]
+    assert aff["nodeAffinity"] == node
+    assert aff["podAntiAffinity"] == _matching_anti_affinity(r)
+    for bad in ("matching.podAntiAffinity.type=always", "matching.podAntiAffinity.weight=0",
+                "matching.podAntiAffinity.topologyKey=", "matching.podAntiAffinity.bogus=1"):
+        assert helm("template", RELEASE, str(CHART), "--set", bad, check=False).returncode, bad
+
+
+def test_pod_management_policy_is_documented_as_fixed_at_install():
+    text = (CHART / "values.yaml").read_text()
+    block = text[text.index("\nmatching:\n"):text.index("podManagementPolicy: OrderedReady")]
+    comment = block[block.rindex("# -- "):]
+    assert "cannot" in comment and "change" in comment, comment
+
+
 def test_workloads_roll_on_config_change_and_stop_gracefully(helm, tmp_path, render):
     base = render("default")
     changed = _template(helm, tmp_path, {"config": {"logLevel": "DEBUG"}})

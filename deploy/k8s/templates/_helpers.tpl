@@ -223,8 +223,10 @@ lifecycle:
 {{- end -}}
 
 {{/*
-Pod-level scheduling and security settings a component shares.
-Takes (dict "context" $ "values" .Values.order).
+Pod-level scheduling and security settings a component shares. A component whose
+values have `podAntiAffinity` (matching) gets that anti-affinity among its own pods,
+unless its `affinity` has a podAntiAffinity of its own.
+Takes (dict "context" $ "values" .Values.order "component" "order").
 */}}
 {{- define "exchange.podSpecCommon" -}}
 {{- $ctx := .context -}}
@@ -249,7 +251,17 @@ nodeSelector:
 tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with $v.affinity }}
+{{- $affinity := deepCopy ($v.affinity | default dict) -}}
+{{- $anti := $v.podAntiAffinity | default dict -}}
+{{- if and $anti.type (not (hasKey $affinity "podAntiAffinity")) -}}
+{{- $term := dict "labelSelector" (dict "matchLabels" (include "exchange.selectorLabels" (dict "context" $ctx "component" .component) | fromYaml)) "topologyKey" $anti.topologyKey -}}
+{{- if eq $anti.type "hard" -}}
+{{- $_ := set $affinity "podAntiAffinity" (dict "requiredDuringSchedulingIgnoredDuringExecution" (list $term)) -}}
+{{- else -}}
+{{- $_ := set $affinity "podAntiAffinity" (dict "preferredDuringSchedulingIgnoredDuringExecution" (list (dict "weight" (int $anti.weight) "podAffinityTerm" $term))) -}}
+{{- end -}}
+{{- end }}
+{{- with $affinity }}
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}

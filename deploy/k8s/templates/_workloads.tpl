@@ -52,7 +52,7 @@ spec:
       annotations:
         {{- include "exchange.podAnnotations" (dict "context" $ctx "values" $v "config" $config) | nindent 8 }}
     spec:
-      {{- include "exchange.podSpecCommon" (dict "context" $ctx "values" $v) | nindent 6 }}
+      {{- include "exchange.podSpecCommon" (dict "context" $ctx "values" $v "component" .component) | nindent 6 }}
       terminationGracePeriodSeconds: {{ $v.terminationGracePeriodSeconds }}
       containers:
         - name: {{ .service }}
