@@ -1035,6 +1035,77 @@ def test_migration_job_is_a_pre_install_and_pre_upgrade_hook(render):
     assert "serviceAccountName" not in job["spec"]["template"]["spec"]
 
 
+# --- helm test ----------------------------------------------------------------------------
+
+
+def _health_server(statuses: list[str]) -> tuple[Any, list[str]]:
+    """gRPC servers answering the overall health with each of `statuses`; their addresses."""
+    from concurrent import futures
+
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    servers, targets = [], []
+    for status in statuses:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        servicer = health.HealthServicer()
+        servicer.set("", health_pb2.HealthCheckResponse.ServingStatus.Value(status))
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        servers.append(server)
+        targets.append(f"127.0.0.1:{port}")
+    return servers, targets
+
+
+def test_helm_test_pod_checks_the_public_services_health(render, helm, tmp_path):
+    r = render("default")
+    (pod,) = r.all("Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    spec = pod["spec"]
+    assert spec["restartPolicy"] == "Never"
+    # PodSecurity "restricted", as for the services' pods.
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert spec["automountServiceAccountToken"] is False
+    (c,) = spec["containers"]
+    sc = c["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert c["image"] == r.container("order")["image"]
+    # It asks each public Service, by its DNS name and gRPC port.
+    python, flag, script, *targets = c["command"]
+    assert (python, flag) == ("python", "-c")
+    expected = []
+    for component in ("order", "marketdata"):
+        svc = r.get("Service", f"{PREFIX}-{component}")
+        (port,) = svc["spec"]["ports"]
+        expected.append(f"{PREFIX}-{component}.{NAMESPACE}.svc.cluster.local:{port['port']}")
+    assert targets == expected
+    # The script itself, with the image's packages (grpcio-health-checking): it passes when
+    # both answer SERVING and fails when one does not.
+    import sys
+
+    servers, local = _health_server(["SERVING", "SERVING", "NOT_SERVING"])
+    try:
+        ok = subprocess.run([sys.executable, "-c", script, *local[:2]], capture_output=True,
+                            text=True, timeout=60, check=False)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        assert ok.stdout.split() == [local[0], "SERVING", local[1], "SERVING"]
+        bad = subprocess.run([sys.executable, "-c", script, local[0], local[2]],
+                             capture_output=True, text=True, timeout=60, check=False)
+        assert bad.returncode == 1, bad.stdout + bad.stderr
+        assert f"{local[2]} NOT_SERVING" in bad.stdout
+    finally:
+        for server in servers:
+            server.stop(None)
+    # Not rendered when the public ports speak TLS only, nor when switched off.
+    assert not render("tls").all("Pod")
+    assert not _template(helm, tmp_path, {"tests": {"enabled": False}}).all("Pod")
+    labelled = _template(helm, tmp_path, {"tests": {"podLabels": {"gateway-client": "yes"}}})
+    assert labelled.all("Pod")[0]["metadata"]["labels"]["gateway-client"] == "yes"
+
+
 # --- monitoring and network policy --------------------------------------------------------
 
 
