@@ -92,7 +92,11 @@ class Placement:
     def may_take(self, me: str, instrument_id: int, symbol: str) -> bool:
         """Whether pod ``me`` may try to take the instrument (if nobody holds it)."""
         here = self.instruments.get(instrument_id)
-        if here is not None and here.handover_to and here.handover_to != me:
+        if here is not None and here.handover_to:
+            if here.handover_to == me:
+                # Handed to this pod (even if its home changed meanwhile: it then hands
+                # it on, rather than leave it without an owner until the hand-over ends).
+                return True
             target = self.pods.get(here.handover_to)
             if target is not None and target.live:
                 return False
