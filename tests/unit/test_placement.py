@@ -34,10 +34,11 @@ M0_RESERVED = pod("m0", "BTC-USD", live=False, reserved=True)
     # The home pod is live: only it takes; a holder hands over to it (failback).
     ((M0, M1, SB), {}, {"m0"}, "m0"),
     # The home pod died: anyone takes at once (failover); nobody to hand over to.
-    ((M0_DEAD, M1, SB), {}, {"m0", "m1", "sb"}, None),
+    ((M0_DEAD, M1, SB), {}, {"m1", "sb"}, None),
     # Stopped with a restart grace: kept for its next incarnation; not handed to it
     # while it is away.
-    ((M0_RESERVED, M1, SB), {}, {"m0"}, None),
+    # (m0's next incarnation, once live, is its home: the first case.)
+    ((M0_RESERVED, M1, SB), {}, set(), None),
     # Moved to sb by an admin: sb is its home while live, before m0.
     ((M0, M1, SB), {"assigned": "sb"}, {"sb"}, "sb"),
     # ... and when sb is dead, m0's home setting applies again.
@@ -53,7 +54,8 @@ M0_RESERVED = pod("m0", "BTC-USD", live=False, reserved=True)
 def test_rules(pods: tuple[Pod, ...], kwargs: dict, takers: set[str],
                hand_over: str | None) -> None:
     where = placement(*pods, **kwargs)
-    may = {p.name for p in pods if where.may_take(p.name, BTC, "BTC-USD")}
+    # (only live pods take anything)
+    may = {p.name for p in pods if p.live and where.may_take(p.name, BTC, "BTC-USD")}
     assert may == takers
     for p in pods:
         expected = hand_over if hand_over != p.name else None
