@@ -16,7 +16,7 @@
                                      [--min-notional N] [--price-band-bps N]
                                      [--maker-fee-bps N] [--taker-fee-bps N]
     exchange admin instrument status SYMBOL trading|cancel-only|halted
-    exchange admin instrument move SYMBOL --to POD [--timeout SECONDS]
+    exchange admin instrument move SYMBOL --to POD [--wait SECONDS]
     exchange admin pods                                 # the matching pods, what each owns
     exchange admin admin-key create NAME | list [--all] | revoke PREFIX
     exchange admin audit [--target PREFIX] [--limit N]
@@ -242,7 +242,7 @@ async def instrument_status(admin, args, out) -> None:
 
 
 async def instrument_move(admin, args, out) -> None:
-    moved = await admin.move_instrument(args.symbol, args.to, args.timeout)
+    moved = await admin.move_instrument(args.symbol, args.to, args.wait)
     if out.json:
         _show(out, moved, instruments_table([moved.instrument]), "move")
         return
@@ -428,7 +428,7 @@ def add_admin_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("symbol")
     p.add_argument("--to", required=True, metavar="POD",
                    help="the matching pod's name (exchange admin pods lists them)")
-    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+    p.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
                    help="how long to wait for the pod to own it (default 10)")
     verb(nouns, "pods", pods, "the matching pods: live or not, homes, what each owns")
 
