@@ -54,6 +54,7 @@ from test_failover import (
     journal_problems,
     load_client,
     pg,
+    pg_resting,
     stop_tasks,
     summarize,
     units,
@@ -347,7 +348,9 @@ async def steady_client(stub: opb_grpc.OrderServiceStub, stack: Stack, who: str,
         req = opb.CreateOrderRequest(
             instrument="BTC-USD", side=(cpb.SIDE_BUY, cpb.SIDE_SELL)[side],
             type=cpb.ORDER_TYPE_LIMIT, time_in_force=cpb.TIME_IN_FORCE_GTC,
-            price=f"{70_000 - 5 + 10 * side + (n % 7)}.00", quantity="0.0010",
+            # buys 69,997-70,003 and sells 70,003-69,997: a book, and some trades
+            price=f"{70_000 - 3 + (n % 7) if side == 0 else 70_000 + 3 - (n % 7)}.00",
+            quantity="0.0010",
             client_order_id=f"{prefix}-{n}")
         coid = req.client_order_id
         ledger.owner[coid] = who
@@ -422,10 +425,17 @@ async def test_move_under_load(pods) -> None:
                                       metadata=meta(stack, ledger.owner[coid]), timeout=5)
             checks.expect(got.order.client_order_id == coid, f"GetOrder of {coid}: {got}")
         await book_matches_pg(checks, conn, stack, stack.matching_addr, BTC, "matching-0")
+        # ... and PostgreSQL's resting orders equal the journal's replay
         replay = await replay_journal(conn, BTC)
         last = await conn.fetchval(
             "SELECT last_sequence FROM instrument_state WHERE instrument_id = $1", BTC)
-        checks.expect(replay.sequence == last, f"replay ends at {replay.sequence}, not {last}")
+        checks.expect(not replay.problems, f"journal replay: {replay.problems[:5]}")
+        checks.expect(replay.last_sequence == last,
+                      f"replay ends at {replay.last_sequence}, not {last}")
+        resting = await pg_resting(conn, BTC)
+        checks.expect(replay.book() == resting,
+                      "journal replay's book differs from PostgreSQL's resting orders")
+        checks.expect(len(replay.trades) > 0, "no trade during the moves")
     finally:
         await channel.close()
         await conn.close()
