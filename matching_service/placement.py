@@ -12,8 +12,8 @@ at every ownership round (node.py):
 
 - take: a pod takes an instrument nobody holds unless a hand-over to another live pod is
   pending, or the instrument has a home that is another pod. With no home (the home pod
-  died, and no reservation), any allowed pod takes it at once: crash failover is as fast
-  as before.
+  died, and no reservation), a standby (a live pod with no home) takes it at once, or
+  any allowed pod when there is no standby: crash failover is as fast as before.
 - hand over: a pod that owns an instrument whose home is another *live* pod hands it over
   (failback, or an admin move): it marks the hand-over (``handover_to``, for a limited
   time: only that pod may take it meanwhile), drains the instrument's loop (the batch in
@@ -101,7 +101,13 @@ class Placement:
             if target is not None and target.live:
                 return False
         home = self.home(instrument_id, symbol)
-        return home is None or home.name == me
+        if home is not None:
+            return home.name == me
+        # No home: a standby (a live pod without a home) takes it; the other pods only
+        # when no standby may (they are sized for their own instruments).
+        standbys = [p for p in self.pods.values()
+                    if p.live and not p.home.strip() and p.may_take(symbol)]
+        return not standbys or me in {p.name for p in standbys}
 
     def hand_over_to(self, me: str, instrument_id: int, symbol: str) -> str | None:
         """For an instrument pod ``me`` owns: the live pod it should go to, if any."""

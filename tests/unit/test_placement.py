@@ -33,8 +33,12 @@ M0_RESERVED = pod("m0", "BTC-USD", live=False, reserved=True)
 @pytest.mark.parametrize(("pods", "kwargs", "takers", "hand_over"), [
     # The home pod is live: only it takes; a holder hands over to it (failback).
     ((M0, M1, SB), {}, {"m0"}, "m0"),
-    # The home pod died: anyone takes at once (failover); nobody to hand over to.
-    ((M0_DEAD, M1, SB), {}, {"m1", "sb"}, None),
+    # The home pod died: the standby takes it at once (failover); nobody to hand over to.
+    ((M0_DEAD, M1, SB), {}, {"sb"}, None),
+    # ... any pod, when there is no standby.
+    ((M0_DEAD, M1, pod("sb", "", live=False)), {}, {"m1"}, None),
+    # ... or no standby allowed to own it.
+    ((M0_DEAD, M1, pod("sb", "", may_own="ETH-USD")), {}, {"m1"}, None),
     # Stopped with a restart grace: kept for its next incarnation; not handed to it
     # while it is away.
     # (m0's next incarnation, once live, is its home: the first case.)
@@ -49,13 +53,14 @@ M0_RESERVED = pod("m0", "BTC-USD", live=False, reserved=True)
     # ... unless m1 died meanwhile: then the usual rules.
     ((M0, pod("m1", "ETH-USD", live=False), SB), {"handover": "m1"}, {"m0"}, "m0"),
     # A home pod not allowed to own the instrument is no home.
-    ((pod("m0", "BTC-USD", may_own="ETH-USD"), M1, SB), {}, {"m0", "m1", "sb"}, None),
+    ((pod("m0", "BTC-USD", may_own="ETH-USD"), M1, SB), {}, {"sb"}, None),
 ])
 def test_rules(pods: tuple[Pod, ...], kwargs: dict, takers: set[str],
                hand_over: str | None) -> None:
     where = placement(*pods, **kwargs)
-    # (only live pods take anything)
-    may = {p.name for p in pods if p.live and where.may_take(p.name, BTC, "BTC-USD")}
+    # (only live pods take anything, and only what they may own)
+    may = {p.name for p in pods
+           if p.live and p.may_take("BTC-USD") and where.may_take(p.name, BTC, "BTC-USD")}
     assert may == takers
     for p in pods:
         expected = hand_over if hand_over != p.name else None
