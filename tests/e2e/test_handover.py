@@ -33,6 +33,7 @@ instrument. See matching_service/placement.py for the rules.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -85,6 +86,17 @@ COMMON = {"EXCHANGE_OWNER_SESSION_TIMEOUT": "3", "EXCHANGE_OWNERSHIP_POLL": "0.5
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
              grpc.StatusCode.RESOURCE_EXHAUSTED}
 Code = grpc.StatusCode
+
+
+def limited(seconds: float) -> Callable:
+    """Fail a test body that runs longer than ``seconds`` instead of hanging."""
+    def wrap(test: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+        @functools.wraps(test)
+        async def run(*args: object, **kwargs: object) -> None:
+            async with asyncio.timeout(seconds):
+                await test(*args, **kwargs)
+        return run
+    return wrap
 
 
 @pytest.fixture
@@ -209,6 +221,7 @@ async def money_and_orders_clean(checks: Checks, conn: asyncpg.Connection, stack
 # ---------------------------------------------------------------------------
 
 
+@limited(180)
 async def test_rollout_with_restart_grace(pods) -> None:
     stack = await pods(group_pods(30))
     checks = Checks()
@@ -240,6 +253,7 @@ async def test_rollout_with_restart_grace(pods) -> None:
     checks.done()
 
 
+@limited(180)
 async def test_rollout_without_restart_grace(pods) -> None:
     stack = await pods(group_pods(0))
     checks = Checks()
@@ -278,6 +292,7 @@ async def test_rollout_without_restart_grace(pods) -> None:
 # ---------------------------------------------------------------------------
 
 
+@limited(120)
 async def test_crash_failover_then_failback(pods) -> None:
     stack = await pods({
         "matching-0": {"EXCHANGE_MATCHING_HOME": "BTC-USD,AAA-USD,CCC-USD"},
@@ -378,6 +393,7 @@ def outcome(code: str, reason: str, order_id: str, sent: float) -> Outcome:
     return Outcome(code, reason, order_id, sent, time.monotonic())
 
 
+@limited(120)
 async def test_move_under_load(pods) -> None:
     stack = await pods({"matching-0": {"EXCHANGE_MATCHING_HOME": "*"}, "matching-3": {}})
     checks = Checks()
@@ -442,6 +458,7 @@ async def test_move_under_load(pods) -> None:
     checks.done()
 
 
+@limited(90)
 async def test_move_refusals_and_cli(pods) -> None:
     stack = await pods({"matching-0": {"EXCHANGE_MATCHING_HOME": "*"},
                         "matching-3": {},
