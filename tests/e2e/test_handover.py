@@ -206,6 +206,12 @@ async def light_load(stack: Stack, ledger: Ledger, stop: asyncio.Event, seconds:
 
 async def money_and_orders_clean(checks: Checks, conn: asyncpg.Connection, stack: Stack,
                                  ledger: Ledger) -> None:
+    # every order answered once: acknowledged, after retryable refusals only
+    codes = {a.code for attempts in ledger.attempts.values() for a in attempts}
+    checks.expect(codes <= {"OK"} | {c.name for c in RETRYABLE},
+                  f"refusals that are not retryable: {codes}")
+    unanswered = [coid for coid in ledger.attempts if coid not in ledger.first_ok]
+    checks.expect(not unanswered, f"never acknowledged: {unanswered[:10]}")
     tick_lot = await units(conn)
     for problem in await idempotency_problems(conn, stack, ledger, tick_lot):
         checks.expect(False, problem)
