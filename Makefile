@@ -20,8 +20,22 @@ $(STAMP): pyproject.toml setup.py $(wildcard matching_service/engine/*.py)
 	touch $(STAMP)
 
 # make run TLS=1: TLS on the public ports and mutual TLS between services (dev certificates).
+# A topology, wired as the Helm chart wires it (exchange-dev --help; README "make run"):
+#   SHARDS=N        matching pods matching-0..N-1, pod K owning instrument group K (every
+#                   instrument dealt round-robin in id order; dev instruments added when
+#                   there are fewer than N)
+#   STANDBYS=M      standby matching pods that take over the group of a pod that dies
+#   GROUPS='A;B,C'  the groups instead of the deal (';' between groups, ',' within one)
+#   ORDER_WORKERS=N order-service processes on the order port (default auto: one per core)
+#   MD_WORKERS=N    market-data processes on the market-data port (default 1)
+# e.g. make run SHARDS=3 STANDBYS=1 ORDER_WORKERS=2 MD_WORKERS=2. A dead matching pod is
+# restarted (a standby holds its instruments meanwhile). Without them: as always, one
+# matching process owning every instrument.
+RUN_ARGS = $(if $(SHARDS),--shards $(SHARDS)) $(if $(STANDBYS),--standbys $(STANDBYS)) \
+	$(if $(GROUPS),--groups '$(GROUPS)') $(if $(ORDER_WORKERS),--order-workers $(ORDER_WORKERS)) \
+	$(if $(MD_WORKERS),--md-workers $(MD_WORKERS)) $(if $(filter 1 yes true on,$(TLS)),--tls)
 run: $(STAMP)
-	$(VENV)/bin/exchange-dev $(if $(filter 1 yes true on,$(TLS)),--tls)
+	$(VENV)/bin/exchange-dev$(if $(strip $(RUN_ARGS)), $(strip $(RUN_ARGS)))
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
