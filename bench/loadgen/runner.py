@@ -342,6 +342,35 @@ def figures(spec: RunSpec, results: list[dict], probe: CpuProbe, samples: dict[f
         out["loadgen_cpu_per_op_us"] = w["loadgen_cpu_per_op_us"]
     if spec.ramp:
         out["ramp"] = ramp_steps(spec, per_second_enc, ok_bins, err_seconds, cpu_windows)
+    out["instruments"] = per_instrument(spec, results, cpu_windows)
+    return out
+
+
+def per_instrument(spec: RunSpec, results: list[dict], cpu_windows: list[dict]) -> list[dict]:
+    """Per instrument of ``spec.markets``: creates sent, answered OK, failed, their
+    latency (from the scheduled send time, as the aggregate's) and, for a constant
+    run, the acknowledged orders/s over the steady window."""
+    out = []
+    window = cpu_windows[0] if cpu_windows and not spec.ramp else None
+    for m, market in enumerate(spec.markets):
+        encoded = [r["inst_hist"][m] for r in results if m < len(r.get("inst_hist", []))]
+        bins: dict[int, int] = {}
+        for r in results:
+            if m < len(r.get("inst_ok_bins", [])):
+                for k, v in r["inst_ok_bins"][m].items():
+                    bins[int(k)] = bins.get(int(k), 0) + v
+        row: dict[str, Any] = {
+            "symbol": market.symbol,
+            "sent": sum(r["inst_sent"][m] for r in results if m < len(r.get("inst_sent", []))),
+            "ok": sum(bins.values()),
+            "errors": sum(r["inst_errors"][m] for r in results
+                          if m < len(r.get("inst_errors", []))),
+            "latency_ms": percentiles_ms(_merge(encoded, 2)),
+        }
+        if window is not None and window["to_s"] > window["from_s"]:
+            row["rate_achieved"] = round(_bins_sum(bins, window["from_s"], window["to_s"])
+                                         / (window["to_s"] - window["from_s"]), 1)
+        out.append(row)
     return out
 
 
