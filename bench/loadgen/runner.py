@@ -340,6 +340,14 @@ def figures(spec: RunSpec, results: list[dict], probe: CpuProbe, samples: dict[f
                                      / (w["to_s"] - w["from_s"]), 1)
         out["server_cpu_per_op_us"] = w["server_cpu_per_op_us"]
         out["loadgen_cpu_per_op_us"] = w["loadgen_cpu_per_op_us"]
+    if not spec.ramp:
+        # Creates scheduled in the steady window (from the warm-up on), as the CPU.
+        out["creates"]["steady_latency_ms"] = percentiles_ms(_merge(
+            [e for s, es in per_second_enc.items() if s >= spec.warmup for e in es], 2))
+        out["creates"]["steady_sent"] = sum(v for s, v in sent_seconds.items()
+                                            if int(s) >= spec.warmup)
+        out["creates"]["steady_errors"] = sum(v for s, v in err_seconds.items()
+                                              if int(s) >= spec.warmup)
     if spec.ramp:
         out["ramp"] = ramp_steps(spec, per_second_enc, ok_bins, err_seconds, cpu_windows)
     out["instruments"] = per_instrument(spec, results, cpu_windows)
