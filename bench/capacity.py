@@ -213,6 +213,7 @@ def confirmation(run: dict, rate: float, args: argparse.Namespace) -> dict:
     return {"rate": rate, "pass": ok, "why": why, "achieved": achieved,
             "p50": lat["p50"], "p99": lat["p99"], "p99_9": lat["p99_9"],
             "errors": creates.get("steady_errors"), "error_codes": run["errors"],
+            "error_examples": run.get("error_examples", {}),
             "cpu": cpu_per_order(run["cpu"][0]) if run["cpu"] else None,
             "instruments": run.get("instruments"),
             "orders_per_instrument": d.get("orders_per_instrument"),
@@ -237,6 +238,7 @@ async def measure(args: argparse.Namespace, n: int, k: int) -> dict:
     out["ramp"] = {"start": args.ramp_start, "step": args.ramp_step,
                    "step_seconds": args.step_seconds, "steps": steps, "candidate": best,
                    "errors": ramp_run["errors"],
+                   "error_examples": ramp_run.get("error_examples", {}),
                    # Every step held up to --ramp-max: the capacity is at least that.
                    "max_reached": best is not None and best == segments[-1].rate}
     log.info("%s: ramp candidate %s orders/s", name, best)
