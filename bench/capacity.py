@@ -403,7 +403,7 @@ def orders_table(figures: dict) -> str:
             f"{_f(cap['p99'], '{:.1f}')} | {_f(cpu.get('total_us'))} | "
             + " | ".join(_f(svc.get(k)) for k in SERVICES)
             + f" | {_f(cpu.get('loadgen_us'))} | {_f(cpu.get('other_cores'), '{:.2f}')} |")
-    pods = [c for c in figures["configs"] if c.get("capacity") and c["pods"] > 1]
+    pods = [c for c in figures["configs"] if c.get("capacity") and c["instruments"] > 1]
     if pods:
         lines += ["", "Per matching pod (us per order of all instruments) and per "
                   "instrument (acknowledged orders/s) at that rate:", ""]
@@ -415,7 +415,7 @@ def orders_table(figures: dict) -> str:
             per_inst = ", ".join(f"{i['symbol']} {_f(i.get('rate_achieved'))}"
                                  f" ({(cap.get('owner_pod') or {}).get(i['symbol'], '?')})"
                                  for i in cap.get("instruments") or [])
-            lines.append(f"- {c['name']}: pods {per_pod}; instruments {per_inst}")
+            lines.append(f"- {c['name']}: matching pods {per_pod}; instruments {per_inst}")
     return "\n".join(lines)
 
 
