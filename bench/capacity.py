@@ -81,6 +81,8 @@ DEFAULT_INSTANCE = "AWS c7i.xlarge (4 vCPU), on-demand, us-east-1"
 DEFAULT_PRICE_PER_HOUR = "0.1785"  # USD
 DEFAULT_INSTANCE_VCPUS = 4
 HOURS_PER_MONTH = 730
+# Cores used by processes outside the benchmark above which a run is flagged as not quiet.
+QUIET_CORES = 0.1
 
 
 def _csv(text: str) -> list[str]:
@@ -403,6 +405,12 @@ def orders_table(figures: dict) -> str:
             f"{_f(cap['p99'], '{:.1f}')} | {_f(cpu.get('total_us'))} | "
             + " | ".join(_f(svc.get(k)) for k in SERVICES)
             + f" | {_f(cpu.get('loadgen_us'))} | {_f(cpu.get('other_cores'), '{:.2f}')} |")
+    busy = [f"{c['name']} ({c['capacity']['cpu']['other_cores']:.2f})"
+            for c in figures["configs"] if c.get("capacity") and c["capacity"].get("cpu")
+            and (c["capacity"]["cpu"].get("other_cores") or 0) > QUIET_CORES]
+    if busy:
+        lines += ["", f"**Not a quiet machine**: other processes used more than {QUIET_CORES} "
+                  "of a core during " + ", ".join(busy) + "; measure again."]
     pods = [c for c in figures["configs"] if c.get("capacity") and c["instruments"] > 1]
     if pods:
         lines += ["", "Per matching pod (us per order of all instruments) and per "
@@ -444,6 +452,12 @@ def fanout_table(figures: dict) -> str:
                 f"{_f(r['server_cores'], '{:.2f}')} | {clients:.2f} | "
                 f"{_f(r['other_cores'], '{:.2f}')} | {'yes' if r['pass'] else 'no: ' + r['why']} |")
     lines.append("")
+    busy = [f"{w['md_workers']} worker(s) x {r['subscribers']} ({r['other_cores']:.2f})"
+            for w in figures["workers"] for r in w["runs"]
+            if (r.get("other_cores") or 0) > QUIET_CORES]
+    if busy:
+        lines += [f"**Not a quiet machine**: other processes used more than {QUIET_CORES} of a "
+                  "core during " + ", ".join(busy) + "; measure again.", ""]
     lines += [f"- {w['md_workers']} market-data worker(s): "
               f"{'>= ' if w.get('all_held') else ''}{_f(w['served'], '{}')} subscribers "
               "within the bound" + (" (every count tried held: try higher counts)"

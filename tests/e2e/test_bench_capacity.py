@@ -93,5 +93,5 @@ def test_capacity_fanout_smoke(tmp_path: Path) -> None:
     (r,) = w["runs"]
     assert r["subscribers"] == 3 and r["deltas_per_s"] > 0
     assert r["marketdata_cores"] > 0 and r["marketdata_us_per_message"] > 0
-    assert r["order_errors"] in ({}, 0, None) or not r["order_errors"]
+    assert not r["order_errors"], r["order_errors"]
     assert "| 2 | 3 |" in next(tmp_path.glob("*.md")).read_text()

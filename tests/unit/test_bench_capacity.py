@@ -129,3 +129,34 @@ def test_report_writes_between_the_markers(tmp_path):
     doc.write_text("no markers")
     with pytest.raises(SystemExit):
         capacity.main(["report", str(result), "--into", str(doc)])
+
+
+def test_fanout_counts_are_judged_and_tabled():
+    def row(n, p99, gaps=0, snaps=0):
+        return {"lag_ms": {"p50_ms": 1.0, "p99_ms": p99}, "sequence_gaps": gaps,
+                "snapshots_to_normal_subscribers": snaps, "streams_ended_early": 0,
+                "subscribers": n}
+
+    assert capacity.fanout_pass(row(10, 50.0), 100) == (True, "ok")
+    assert not capacity.fanout_pass(row(10, 150.0), 100)[0]
+    assert capacity.fanout_pass(row(10, 50.0, gaps=1), 100) == (False, "1 sequence gaps")
+    assert not capacity.fanout_pass(row(10, None), 100)[0]
+
+    def run(n, ok):
+        return {"subscribers": n, "pass": ok, "why": "ok" if ok else "lag P99 150 ms > 100 ms",
+                "lag_ms": {"p50_ms": 2.0, "p99_ms": 50.0 if ok else 150.0},
+                "deltas_per_s": 1000.0 * n, "marketdata_cores": 0.5,
+                "marketdata_us_per_message": 25.0, "server_cores": 1.0,
+                "client_cores": {"load client": 0.2, "subscriber clients": 0.3},
+                "other_cores": 0.01}
+
+    figures = {"settings": {"lag_bound_ms": 100.0, "rate": 2000.0, "duration": 20.0},
+               "workers": [
+                   {"md_workers": 1, "served": 500, "all_held": False,
+                    "runs": [run(500, True), run(1000, False)]},
+                   {"md_workers": 2, "served": 1000, "all_held": True,
+                    "runs": [run(500, True), run(1000, True)]}]}
+    table = capacity.fanout_table(figures)
+    assert "| 1 | 1000 | 2.0 / 150.0 | 1000000 | 0.50 | 25.0 | 1.00 | 0.50 | 0.01 | no: " in table
+    assert "- 1 market-data worker(s): 500 subscribers within the bound" in table
+    assert "- 2 market-data worker(s): >= 1000 subscribers" in table
