@@ -27,6 +27,7 @@ aggregate figures and, under ``instruments``, each instrument's. With
 ``--matching-pods K`` the exchange started here runs K matching processes, the
 instruments dealt over them in turn (EXCHANGE_MATCHING_INSTRUMENTS, _HOME and
 _NAME=matching-<i> per process); every pod's CPU is counted, each on its own.
+(``deep-book`` prefills BTC-USD only.)
 
 Modes: ``unary`` (a CreateOrder call per order, as many in flight as the
 schedule makes), ``stream`` (``--sessions`` OrderEntry sessions, ``--batch``
