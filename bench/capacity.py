@@ -4,8 +4,7 @@ Three commands::
 
     python -m bench.capacity orders --configs 1x1,2x1,4x1,2x2,4x2,4x4
     python -m bench.capacity fanout --md-workers 1,2 --subscribers 250,500,1000,2000,4000
-    python -m bench.capacity report bench/results/capacity-orders-*.json \\
-        bench/results/capacity-fanout-*.json [--into bench/RESULTS.md]
+    python -m bench.capacity report [FILES] [--into bench/RESULTS.md]
 
 ``orders``: for each configuration ``NxK`` (N instruments, from BTC-USD, ETH-USD,
 CAP3-USD, CAP4-USD, over K matching pods; ``bench.loadgen --instruments N
@@ -34,7 +33,8 @@ load at ``--rate``), until the delivery lag's P99 passes ``--lag-bound-ms`` (or 
 subscriber saw a gap, a snapshot after its first, or its stream end): the subscribers
 served within the bound, and market data's CPU per delivered message at each count.
 
-``report``: the markdown tables of result files of both (capacity, CPU per order per
+``report``: the markdown tables of result files of both (default: the newest of each in
+``bench/results/``) (capacity, CPU per order per
 service, the cost of 2,000 / 10,000 / 50,000 orders/s at a stated utilisation and price,
 the subscribers served); ``--into FILE`` puts them between the markers
 ``<!-- capacity:begin -->`` and ``<!-- capacity:end -->`` of FILE.
@@ -549,9 +549,22 @@ def cost_table(figures: dict, *, rates: list[int], utilisation: float, node_vcpu
     return "\n".join(lines)
 
 
+def latest(directory: Path = RESULTS) -> list[str]:
+    """The newest result of ``orders`` and of ``fanout`` in ``directory`` (those there are)."""
+    out = []
+    for kind in ("capacity-orders", "capacity-fanout"):
+        found = sorted(directory.glob(f"{kind}-*.json"))
+        if found:
+            out.append(str(found[-1]))
+    return out
+
+
 def report_main(args: argparse.Namespace) -> int:
     parts = []
-    for name in args.files:
+    files = args.files or latest()
+    if not files:
+        raise SystemExit(f"no result files given, and no capacity results in {RESULTS}")
+    for name in files:
         data = json.loads(Path(name).read_text())
         figures = data["figures"]
         head = f"`{data['command']}` ({Path(name).name}, {data['date']}, " \
@@ -639,7 +652,9 @@ def parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="markdown tables (capacity, cost, subscribers) of "
                        "result files")
-    r.add_argument("files", nargs="+")
+    r.add_argument("files", nargs="*",
+                   help="result files of orders and/or fanout (default: the newest of each "
+                        "in bench/results/)")
     r.add_argument("--into", help="replace the text between the capacity markers of this file")
     r.add_argument("--rates", default="2000,10000,50000")
     r.add_argument("--utilisation", type=float, default=0.5,
