@@ -160,3 +160,11 @@ def test_fanout_counts_are_judged_and_tabled():
     assert "| 1 | 1000 | 2.0 / 150.0 | 1000000 | 0.50 | 25.0 | 1.00 | 0.50 | 0.01 | no: " in table
     assert "- 1 market-data worker(s): 500 subscribers within the bound" in table
     assert "- 2 market-data worker(s): >= 1000 subscribers" in table
+
+
+def test_report_takes_the_newest_results(tmp_path):
+    for name in ("capacity-orders-20260101T000000Z.json", "capacity-orders-20260102T000000Z.json",
+                 "capacity-fanout-20260101T000000Z.json", "loadgen-seed-20270101T000000Z.json"):
+        (tmp_path / name).write_text("{}")
+    assert [p.rsplit("/", 1)[1] for p in capacity.latest(tmp_path)] == [
+        "capacity-orders-20260102T000000Z.json", "capacity-fanout-20260101T000000Z.json"]
