@@ -2,7 +2,8 @@
 
 What a durable queue in the order's acknowledgement path would cost, measured on one
 machine: batches of seed-mix orders (``bench.commit``'s mix; each order is the
-``matching.v1.NewOrder`` command a queue in front of matching would carry) appended
+``matching.v1.NewOrder`` command a queue in front of matching would carry, padded to the
+size of a journal row, ``--message-bytes``) appended
 to a JetStream stream (file storage, one replica, publish with acknowledgement, the
 batch's messages published asynchronously and their acks awaited together), against
 the same batches committed by the matching pod's ``Store`` (the fenced group commit,
@@ -81,14 +82,25 @@ TIFS = {GTC: common_pb2.TIME_IN_FORCE_GTC, IOC: common_pb2.TIME_IN_FORCE_IOC}
 
 PERCENTILES = (("p50", 50.0), ("p99", 99.0))
 
+# The seed mix's journal rows as PostgreSQL stores them: pg_column_size(journal.*) averages
+# 170 bytes for every kind of event (accepted, trade, cancelled, expired), about two events
+# per order.
+JOURNAL_ROW_BYTES = 170
 
-def command_bytes(number: int, order: tuple[int, int, int, int, int, int]) -> bytes:
-    """The NewOrder command of a placed seed order, serialized."""
+
+def command_bytes(number: int, order: tuple[int, int, int, int, int, int], now: int,
+                  pad_to: int) -> bytes:
+    """The NewOrder command of a placed seed order as an order service sends it (a
+    client_order_id of UUID length, the hold it took, fees), serialized; padded with
+    zero bytes to ``pad_to`` bytes when shorter."""
     account, side, kind, tif, price, lots = order
-    return matching_pb2.NewOrder(
+    data = matching_pb2.NewOrder(
         instrument_id=INSTRUMENT, account_id=account,
         side=SIDES.get(side, common_pb2.SIDE_SELL), type=TYPES[kind], time_in_force=TIFS[tif],
-        price=price, quantity=lots, client_order_id=f"c{number}").SerializeToString()
+        price=price, quantity=lots, client_order_id=f"bench-{number:030x}",
+        held=price * lots or 7_200_000 * lots, held_at_unix_nanos=now,
+        maker_fee_bps=10, taker_fee_bps=20).SerializeToString()
+    return data + bytes(pad_to - len(data)) if len(data) < pad_to else data
 
 
 @dataclass
@@ -102,8 +114,8 @@ class Batch:
 class Seed:
     """Batches of the seed mix, placed on a book as the matching loop would."""
 
-    def __init__(self, accounts: list[int], seed: int) -> None:
-        self.accounts, self.rng = accounts, random.Random(seed)
+    def __init__(self, accounts: list[int], seed: int, pad_to: int = 0) -> None:
+        self.accounts, self.rng, self.pad_to = accounts, random.Random(seed), pad_to
         self.book, self.done = OrderBook(INSTRUMENT), 0
 
     def batch(self, size: int) -> Batch:
@@ -111,7 +123,7 @@ class Seed:
         payloads = []
         for _ in range(size):
             order = place_seed_order(self.book, self.rng, self.accounts, self.done, now)
-            payloads.append(command_bytes(self.done, order))
+            payloads.append(command_bytes(self.done, order, now, self.pad_to))
             self.done += 1
         return Batch(payloads, self.book.drain_changes())
 
@@ -219,7 +231,7 @@ async def private_nats(binary: str | None, sync: str) -> AsyncIterator[tuple[str
     config = directory / "nats.conf"
     config.write_text(f'listen: "127.0.0.1:{port}"\n'
                       f'jetstream {{ store_dir: "{directory / "js"}", '
-                      f'sync_interval: {sync} }}\n')
+                      f'sync_interval: "{sync}" }}\n')
     try:
         check = subprocess.run([binary, "-c", str(config), "-t"], capture_output=True,
                                text=True, timeout=30)
@@ -340,7 +352,8 @@ async def run(args: argparse.Namespace, pg_server_url: str) -> dict[str, Any] | 
                     for target in ("postgres", "fsync"):
                         if target not in args.targets:
                             continue
-                        seed = Seed(await reset_instrument(url), args.seed)
+                        seed = Seed(await reset_instrument(url), args.seed,
+                                    args.message_bytes)
                         if target == "postgres":
                             append = postgres_appender(Store(pool))
                             procs = postgres_processes(pg_port)
@@ -374,7 +387,8 @@ async def run(args: argparse.Namespace, pg_server_url: str) -> dict[str, Any] | 
                                 for target in ("nats", "nats+postgres"):
                                     if target not in args.targets:
                                         continue
-                                    seed = Seed(await reset_instrument(url), args.seed)
+                                    seed = Seed(await reset_instrument(url), args.seed,
+                                                args.message_bytes)
                                     if target == "nats":
                                         append, procs = nats_append, nats_procs
                                     else:
@@ -435,6 +449,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--nats-url", default=os.environ.get("NATS_URL", DEFAULT_NATS_URL))
     p.add_argument("--nats-server", default=None,
                    help="the nats-server binary for the private servers")
+    p.add_argument("--message-bytes", type=int, default=JOURNAL_ROW_BYTES,
+                   help="pad every message to at least this many bytes (default "
+                        f"{JOURNAL_ROW_BYTES}: a journal row; 0: the NewOrder command as it "
+                        "is, 71-79 bytes)")
     p.add_argument("--seed", type=int, default=1)
     return p
 
@@ -455,6 +473,7 @@ def main() -> None:
         "queue-compare", figures,
         f"python -m bench.queue_compare --batch {','.join(map(str, args.batch))} "
         f"--messages {args.messages} --sync {','.join(args.sync)} "
+        f"--message-bytes {args.message_bytes} "
         f"--targets {','.join(args.targets)}")
     print(f"written to {path}")
 
