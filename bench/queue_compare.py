@@ -405,7 +405,26 @@ async def run(args: argparse.Namespace, pg_server_url: str) -> dict[str, Any] | 
     finally:
         await nc.close()
         shutil.rmtree(work, ignore_errors=True)
-    return {"nats": servers, "skipped": skipped, "runs": rows}
+    return {"nats": servers, "skipped": skipped, "runs": rows, "added": added(rows)}
+
+
+def added(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What a queue in front adds to an order, per sync setting and batch size: the
+    ``nats+postgres`` latency percentiles minus the ``postgres`` ones."""
+    alone = {r["batch"]: r for r in rows if r["target"] == "postgres"}
+    out = []
+    for r in rows:
+        base = alone.get(r["batch"])
+        if not r["target"].startswith("nats+postgres") or base is None:
+            continue
+        diff = {k: round(r["message_ms"][k] - base["message_ms"][k], 3)
+                for k in ("p50", "p99")
+                if r["message_ms"][k] is not None and base["message_ms"][k] is not None}
+        out.append({"sync": r["sync"], "batch": r["batch"], "added_ms": diff})
+        shown = ", ".join(f"{v:+} ms {k.upper()}" for k, v in diff.items())
+        print(f"  a queue in front (sync {r['sync']}), batch {r['batch']}: {shown} per order",
+              flush=True)
+    return out
 
 
 @asynccontextmanager

@@ -42,3 +42,5 @@ async def test_smoke_run_has_its_figures(pg_admin_url):
         assert r["payload_bytes_mean"] > 0
         assert 0 < r["message_ms"]["p50"] <= r["message_ms"]["p99"]
         assert r["message_ms"]["p99"] <= r["batch_ms"]["max"]
+    assert [(a["sync"], a["batch"], sorted(a["added_ms"])) for a in figures["added"]] == [
+        ("default", 1, ["p50", "p99"]), ("default", 10, ["p50", "p99"])]
