@@ -4,32 +4,20 @@ kubelet would run the containers; checked here on real renders, without docker."
 from __future__ import annotations
 
 import argparse
-import importlib.machinery
-import importlib.util
 import stat
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from helm_tool import find_helm
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "deploy" / "tools"))
 
-
-def load_script() -> ModuleType:
-    path = ROOT / "deploy" / "tools" / "image-check"
-    loader = importlib.machinery.SourceFileLoader("image_check", str(path))
-    spec = importlib.util.spec_from_loader("image_check", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["image_check"] = module  # (its dataclasses look their module up)
-    loader.exec_module(module)
-    return module
-
-
-ic = load_script()
+from image_check import chart  # noqa: E402
+from image_check import check as ic  # noqa: E402
+from image_check.shell import CheckFailed  # noqa: E402
 
 
 @pytest.fixture
@@ -62,7 +50,7 @@ def test_matching_runs_hardened_with_its_entrypoint_env_and_volumes(check: Any) 
     assert tmpfs == [f"/tmp:rw,exec,nosuid,nodev,mode=1777,size={64 * 2**20}"]
     assert flag_values(args, "--memory") == [str(2 * 2**30)]
     # command replaces the entrypoint; the rest of it and args follow the image
-    i = args.index(ic.IMAGE)
+    i = args.index(chart.IMAGE)
     assert args[i - 2:i] == ["--entrypoint", "/bin/sh"]
     assert args[i + 1] == "-c" and args[i + 2].rstrip().endswith("exec matching-service")
     # $(POD_NAME) expanded, as the kubelet does
@@ -115,12 +103,12 @@ def test_a_weaker_security_context_fails_the_check(check: Any, value: str,
                                                    lacks: str) -> None:
     key, _, setting = value.partition("=")
     pods = check.pods(helm_binary(), {key: setting})
-    with pytest.raises(ic.CheckFailed, match=lacks):
+    with pytest.raises(CheckFailed, match=lacks):
         pods["order"].docker_args("10001:10001")
 
 
 def test_quantities() -> None:
-    assert ic.quantity("250m") == 0.25
-    assert ic.quantity("64Mi") == 64 * 2**20
-    assert ic.quantity("2Gi") == 2 * 2**30
-    assert ic.quantity(1) == 1.0
+    assert chart.quantity("250m") == 0.25
+    assert chart.quantity("64Mi") == 64 * 2**20
+    assert chart.quantity("2Gi") == 2 * 2**30
+    assert chart.quantity(1) == 1.0
