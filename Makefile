@@ -6,7 +6,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test test-unit test-integration fuzz lint protos check-protos bench helm-lint clean venv
+.PHONY: run test test-unit test-integration fuzz lint protos check-protos bench helm-lint image-check \
+	clean venv
 
 # The project with the extras make run (dev), make test (test) and make bench (bench) need.
 venv: $(STAMP)
@@ -72,6 +73,12 @@ helm-lint: $(STAMP)
 	test -x deploy/.tools/bin/helm || deploy/tools/install-helm.sh
 	HELM=deploy/.tools/bin/helm $(PY) -m pytest -q tests/unit/test_helm_chart.py \
 		tests/unit/test_chart_monitoring.py
+
+# Builds deploy/Dockerfile here (podman, on an mmdebstrap base) and runs the migrate Job and
+# the three services from it as the chart does, on PostgreSQL and Redis at 127.0.0.1 (root;
+# deploy/k8s/README.md, "Checking the image here").
+image-check: $(STAMP)
+	$(PY) deploy/tools/image-check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
