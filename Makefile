@@ -6,7 +6,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test test-unit test-integration fuzz lint protos check-protos bench helm-lint clean venv
+.PHONY: run test test-unit test-integration fuzz lint protos check-protos bench helm-lint image-check \
+	clean venv
 
 # The project with the extras make run (dev), make test (test) and make bench (bench) need.
 venv: $(STAMP)
@@ -20,8 +21,22 @@ $(STAMP): pyproject.toml setup.py $(wildcard matching_service/engine/*.py)
 	touch $(STAMP)
 
 # make run TLS=1: TLS on the public ports and mutual TLS between services (dev certificates).
+# A topology, wired as the Helm chart wires it (exchange-dev --help; README "make run"):
+#   SHARDS=N        matching pods matching-0..N-1, pod K owning instrument group K (every
+#                   instrument dealt round-robin in id order; dev instruments added when
+#                   there are fewer than N)
+#   STANDBYS=M      standby matching pods that take over the group of a pod that dies
+#   GROUPS='A;B,C'  the groups instead of the deal (';' between groups, ',' within one)
+#   ORDER_WORKERS=N order-service processes on the order port (default auto: one per core)
+#   MD_WORKERS=N    market-data processes on the market-data port (default 1)
+# e.g. make run SHARDS=3 STANDBYS=1 ORDER_WORKERS=2 MD_WORKERS=2. A dead matching pod is
+# restarted (a standby holds its instruments meanwhile). Without them: as always, one
+# matching process owning every instrument.
+RUN_ARGS = $(if $(SHARDS),--shards $(SHARDS)) $(if $(STANDBYS),--standbys $(STANDBYS)) \
+	$(if $(GROUPS),--groups '$(GROUPS)') $(if $(ORDER_WORKERS),--order-workers $(ORDER_WORKERS)) \
+	$(if $(MD_WORKERS),--md-workers $(MD_WORKERS)) $(if $(filter 1 yes true on,$(TLS)),--tls)
 run: $(STAMP)
-	$(VENV)/bin/exchange-dev $(if $(filter 1 yes true on,$(TLS)),--tls)
+	$(VENV)/bin/exchange-dev$(if $(strip $(RUN_ARGS)), $(strip $(RUN_ARGS)))
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -58,6 +73,12 @@ helm-lint: $(STAMP)
 	test -x deploy/.tools/bin/helm || deploy/tools/install-helm.sh
 	HELM=deploy/.tools/bin/helm $(PY) -m pytest -q tests/unit/test_helm_chart.py \
 		tests/unit/test_chart_monitoring.py
+
+# Builds deploy/Dockerfile here (podman, on an mmdebstrap base) and runs the migrate Job and
+# the three services from it as the chart does, on PostgreSQL and Redis at 127.0.0.1 (root;
+# deploy/k8s/README.md, "Checking the image here").
+image-check: $(STAMP)
+	$(PY) deploy/tools/image-check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -37,7 +37,10 @@ BENCHMARKS = {
     "fanout": "market-data fan-out to many subscribers during the seed scenario",
     "recovery": "recovery time of a matching pod",
     "failover": "failover time to a standby matching pod",
+    "queue_compare": "a NATS JetStream append (a queue in front) against the group commit",
     "jsclient": "the seed scenario, unary, from @grpc/grpc-js (Node.js): an independent client",
+    "capacity": "orders/s at P99 <= 100 ms per instruments x matching pods, subscribers per "
+                "market-data worker count, CPU per order and the cost table (issue 15)",
 }
 
 # The quick set. Options of the other benchmarks are passed only when their

@@ -51,7 +51,9 @@ def postgres_processes(port: int) -> list[psutil.Process]:
     return []
 
 
-async def run_batch_size(url: str, port: int, batch: int, orders: int, seed: int) -> dict:
+async def reset_instrument(url: str) -> list[int]:
+    """Empty the scratch database's order tables, make ``INSTRUMENT`` owned at epoch 1
+    from sequence 0, checkpoint; returns the accounts to trade from."""
     conn = await asyncpg.connect(url)
     await conn.execute("TRUNCATE journal, orders, trades, book_snapshots, order_updates, "
                        "account_update_sequences")  # own database
@@ -61,6 +63,27 @@ async def run_batch_size(url: str, port: int, batch: int, orders: int, seed: int
         "SELECT account_id FROM accounts ORDER BY account_id LIMIT $1", ACCOUNTS)]
     await conn.execute("CHECKPOINT")
     await conn.close()
+    return accounts
+
+
+def place_seed_order(book: OrderBook, rng: random.Random, accounts: list[int], number: int,
+                     now: int) -> tuple[int, int, int, int, int, int]:
+    """Place order ``number`` of the seed mix on ``book``; returns what it was:
+    (account, side, type, time in force, price, lots)."""
+    side = rng.choice((BUY, SELL))
+    lots = rng.randint(100, 5000)  # 0.01-0.5 BTC at a lot of 0.0001
+    if rng.random() < 0.7:
+        price = rng.randint(6_800_000, 7_200_000)  # cents, 68,000-72,000
+        account = rng.choice(accounts)  # (drawn in this order since the first runs)
+        book.new_order(account, side, LIMIT, GTC, price, lots, f"c{number}", False, now)
+        return account, side, LIMIT, GTC, price, lots
+    account = rng.choice(accounts)
+    book.new_order(account, side, MARKET, IOC, 0, lots, f"c{number}", False, now)
+    return account, side, MARKET, IOC, 0, lots
+
+
+async def run_batch_size(url: str, port: int, batch: int, orders: int, seed: int) -> dict:
+    accounts = await reset_instrument(url)
     pool = await db.create_pool(url, min_size=1, max_size=1)
     store, book, rng = Store(pool), OrderBook(INSTRUMENT), random.Random(seed)
     await pool.fetchval("SELECT 1")  # warm the connection
@@ -69,15 +92,7 @@ async def run_batch_size(url: str, port: int, batch: int, orders: int, seed: int
     while done < orders:
         now = time.time_ns() // 1000 * 1000
         for _ in range(min(batch, orders - done)):
-            side = rng.choice((BUY, SELL))
-            lots = rng.randint(100, 5000)  # 0.01-0.5 BTC at a lot of 0.0001
-            if rng.random() < 0.7:
-                price = rng.randint(6_800_000, 7_200_000)  # cents, 68,000-72,000
-                book.new_order(rng.choice(accounts), side, LIMIT, GTC, price, lots,
-                               f"c{done}", False, now)
-            else:
-                book.new_order(rng.choice(accounts), side, MARKET, IOC, 0, lots, f"c{done}",
-                               False, now)
+            place_seed_order(book, rng, accounts, done, now)
             done += 1
         await store.commit(INSTRUMENT, 1, book.drain_changes())
     wall = time.perf_counter() - t0
@@ -99,17 +114,22 @@ async def run_batch_size(url: str, port: int, batch: int, orders: int, seed: int
     }
 
 
+async def prepare_database(url: str) -> None:
+    """Migrate the scratch database of ``url``, seed its instruments and accounts."""
+    conn = await asyncpg.connect(url)
+    await db.migrate(conn)
+    await db.seed_instruments(conn)
+    for i in range(ACCOUNTS):
+        await ensure_account(conn, f"bench-commit-{i}")
+    await conn.close()
+
+
 async def run(server_url: str, batches: list[int], orders: int, seed: int) -> list[dict]:
     """Run every batch size in a fresh database on the server of ``server_url``
     (dropped afterwards)."""
     async with scratch_database(server_url, "bench_commit") as url:
         port = urlsplit(server_url).port or 5432
-        conn = await asyncpg.connect(url)
-        await db.migrate(conn)
-        await db.seed_instruments(conn)
-        for i in range(ACCOUNTS):
-            await ensure_account(conn, f"bench-commit-{i}")
-        await conn.close()
+        await prepare_database(url)
         out = []
         for batch in batches:
             row = await run_batch_size(url, port, batch, orders, seed)

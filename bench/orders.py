@@ -40,6 +40,21 @@ class Market:
 
 BTC_USD = Market("BTC-USD", PRICE_DECIMALS, QTY_DECIMALS)
 ETH_USD = Market("ETH-USD", 2, 3)
+# The instruments a multi-instrument load spreads over, in order (``--instruments N``
+# takes the first N): the two that every exchange seeds (exchange_common.db), then two that
+# the benchmark's own exchange creates at set-up with BTC-USD's terms (bench.loadgen.targets
+# ``BENCH_INSTRUMENTS``; ``make run`` never has them).
+CAP3_USD = Market("CAP3-USD", PRICE_DECIMALS, QTY_DECIMALS)
+CAP4_USD = Market("CAP4-USD", PRICE_DECIMALS, QTY_DECIMALS)
+BENCH_MARKETS = (BTC_USD, ETH_USD, CAP3_USD, CAP4_USD)
+
+
+def rescale(units: int, from_decimals: int, to_decimals: int) -> int:
+    """``units`` of 10**-from_decimals in units of 10**-to_decimals, rounded down (an
+    integer on the coarser grid; never below 1 for a positive input)."""
+    if to_decimals >= from_decimals:
+        return units * 10 ** (to_decimals - from_decimals)
+    return max(1, units // 10 ** (from_decimals - to_decimals)) if units > 0 else 0
 
 
 def decimal_str(units: int, decimals: int) -> str:
@@ -107,17 +122,29 @@ class OrderMaker:
             return self.rng.randint(m.mid + 1, m.mid + m.half_width)
         return self.rng.randint(m.mid - m.half_width, m.mid + m.half_width)
 
-    def create(self, client_order_id: str) -> opb.CreateOrderRequest:
+    def create(self, client_order_id: str,
+               market: Market = BTC_USD) -> opb.CreateOrderRequest:
+        """The next order of the mix on ``market``: the mix's prices (cents) and
+        quantities (BTC-USD lots) put on that instrument's grid (``rescale``), so
+        every instrument gets the seed scenario in its own ticks and lots."""
         rng, m = self.rng, self.mix
         side = cpb.SIDE_BUY if rng.random() < 0.5 else cpb.SIDE_SELL
-        qty = qty_str(rng.randint(m.qty_min, m.qty_max))
+        lots = rng.randint(m.qty_min, m.qty_max)
+        if market == BTC_USD:
+            qty = qty_str(lots)
+        else:
+            qty = decimal_str(rescale(lots, QTY_DECIMALS, market.qty_decimals),
+                              market.qty_decimals)
         if rng.random() < m.limit_fraction:
+            cents = self.price(side)
+            price = (price_str(cents) if market == BTC_USD else decimal_str(
+                rescale(cents, PRICE_DECIMALS, market.price_decimals), market.price_decimals))
             return opb.CreateOrderRequest(
-                instrument=INSTRUMENT, side=side, type=cpb.ORDER_TYPE_LIMIT,
-                time_in_force=cpb.TIME_IN_FORCE_GTC, price=price_str(self.price(side)),
+                instrument=market.symbol, side=side, type=cpb.ORDER_TYPE_LIMIT,
+                time_in_force=cpb.TIME_IN_FORCE_GTC, price=price,
                 quantity=qty, client_order_id=client_order_id)
         return opb.CreateOrderRequest(
-            instrument=INSTRUMENT, side=side, type=cpb.ORDER_TYPE_MARKET,
+            instrument=market.symbol, side=side, type=cpb.ORDER_TYPE_MARKET,
             time_in_force=cpb.TIME_IN_FORCE_IOC, quantity=qty, client_order_id=client_order_id)
 
 

@@ -6,15 +6,17 @@ naming the variable (``config.load``). An empty variable counts as not set.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from exchange_common.config import MarketDataSettings, MatchingSettings, OrderSettings
 from exchange_dev.accounts import parse_dev_keys
+from exchange_dev.topology import MAX_SHARDS, MAX_STANDBYS, parse_groups
 
 
-def _service_default(settings: type[BaseSettings], name: str) -> str:
+def _service_default(settings: type[BaseSettings], name: str) -> Any:
     """The default of a service's own setting, so that ``make run`` listens where the
     service would."""
     return settings.model_fields[name].default
@@ -57,6 +59,19 @@ class DevSettings(BaseSettings):
     # Order-service processes on the order port (as the service reads it): a number, or
     # "auto" for one per core.
     order_workers: str = _service_default(OrderSettings, "order_workers")
+    # Market-data processes on the market-data port (as the service reads it).
+    marketdata_workers: int = Field(
+        default=_service_default(MarketDataSettings, "marketdata_workers"), ge=1, le=64)
+    # The matching topology (exchange_dev.topology; also --shards, --standbys, --groups,
+    # make run SHARDS=... STANDBYS=... GROUPS=...): matching pods that each own a group
+    # of instruments, and standbys. Unset: one matching process owning every instrument.
+    dev_shards: int | None = Field(default=None, ge=1, le=MAX_SHARDS)
+    dev_standbys: int | None = Field(default=None, ge=0, le=MAX_STANDBYS)
+    # Groups split by ';', instruments by ',': "BTC-USD;ETH-USD,SOL-USD".
+    dev_groups: str = ""
+    # Seconds before a dead matching pod of a topology is started again (doubled while
+    # it keeps dying within a minute, at most 30 s).
+    dev_restart_backoff: float = Field(default=1.0, gt=0, le=30)
     # The services' shared secret and page-token key; empty: random for each run.
     internal_token: str = Field(default="", repr=False)
     page_token_key: str = Field(default="", repr=False)
@@ -83,6 +98,13 @@ class DevSettings(BaseSettings):
         if not host or not port.isdigit() or int(port) > 65535:
             raise ValueError(f"expected host:port, got {value!r}")
         return value
+
+    @field_validator("dev_groups")
+    @classmethod
+    def _groups(cls, value: str) -> str:
+        if value.strip():
+            parse_groups(value)  # a ValueError names what is wrong
+        return value.strip()
 
     @field_validator("order_workers")
     @classmethod

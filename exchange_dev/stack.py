@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -122,6 +122,10 @@ class Stack:
     ``EXCHANGE_MATCHING_INSTRUMENTS``. ``start()`` starts them right after
     ``matching``, in the order they were added; ``stop()`` stops them with
     it. ``pause_service`` / ``resume_service`` send SIGSTOP / SIGCONT.
+    ``on_prepare`` (a coroutine function of the connection) runs in
+    ``prepare_database`` after the instruments are seeded and before the
+    accounts are made (funded in every asset there is then); it may still
+    declare matching processes (``make run SHARDS=...``: exchange_dev.matching_pods).
     """
 
     def __init__(
@@ -213,6 +217,7 @@ class Stack:
         self.log_paths: dict[str, Path] = {}
         self._logs: dict[str, IO[bytes]] = {}
         self._stopping = False
+        self.on_prepare: Callable[[asyncpg.Connection], Awaitable[None]] | None = None
 
     # -- addresses ---------------------------------------------------------
 
@@ -254,17 +259,19 @@ class Stack:
 
     def add_matching(self, name: str, *, listen: str | None = None,
                      advertise: str | None = None,
-                     env: Mapping[str, str] | None = None) -> str:
+                     env: Mapping[str, str] | None = None,
+                     metrics_listen: str | None = None) -> str:
         """Declare another matching process ``name`` (e.g. ``"matching-b"``): its
-        own listen address (a free port when None) and advertise address, and
-        ``env`` for it alone (e.g. ``EXCHANGE_MATCHING_INSTRUMENTS``). Call it
-        before ``start()`` (which then starts it after ``matching``), or start it
-        later with ``start_service(name)``. Returns the address it advertises."""
+        own listen address (a free port when None), advertise address and metrics
+        address (a free port when None), and ``env`` for it alone (e.g.
+        ``EXCHANGE_MATCHING_INSTRUMENTS``). Call it before ``start()`` (which then
+        starts it after ``matching``), or start it later with
+        ``start_service(name)``. Returns the address it advertises."""
         if name in self.specs:
             raise ValueError(f"a service named {name!r} already exists")
         self.specs[name] = ServiceSpec(name, "matching_service")
         self.listen[name] = listen or f"127.0.0.1:{free_port()}"
-        self.metrics_listen[name] = f"127.0.0.1:{free_port()}"
+        self.metrics_listen[name] = metrics_listen or f"127.0.0.1:{free_port()}"
         self.extra_matching[name] = advertise or connect_address(self.listen[name])
         if env:
             self.service_extra_env.setdefault(name, {}).update(env)
@@ -368,6 +375,8 @@ class Stack:
         try:
             await db.migrate(conn)
             await db.seed_instruments(conn)
+            if self.on_prepare is not None:
+                await self.on_prepare(conn)
             await ensure_tier(conn, DEV_TIER, **DEV_TIER_LIMITS)
             for name, key in self.keys.items():
                 self.account_ids[name] = await ensure_account(conn, name, key, DEV_TIER)

@@ -25,7 +25,8 @@ PostgreSQL and Redis started once per session in a temporary directory
 
 Tests under ``tests/integration`` get the ``integration`` marker and those
 under ``tests/e2e`` the ``e2e`` marker automatically, as does any test that
-uses these fixtures.
+uses these fixtures. Tests under ``tests/image`` get the ``image`` marker and are
+skipped unless ``EXCHANGE_IMAGE_CHECK=1`` (they build and run the container image).
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ _INTEGRATION_FIXTURES = {"database_url", "redis_url", "pg_server", "redis_server
                          "module_database_url", "module_redis_url"}
 
 
+IMAGE_SKIP_REASON = ("builds the container image and runs it (root, podman, dockerd, "
+                     "minutes): set EXCHANGE_IMAGE_CHECK=1 to run it")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     root = Path(__file__).parent
     for item in items:
@@ -70,6 +75,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         except ValueError:
             parts = ()
         fixtures = set(getattr(item, "fixturenames", ()))
+        if parts and parts[0] == "image":
+            item.add_marker(pytest.mark.image)
+            if os.environ.get("EXCHANGE_IMAGE_CHECK") != "1":
+                item.add_marker(pytest.mark.skip(reason=IMAGE_SKIP_REASON))
         if (parts and parts[0] == "e2e") or fixtures & {"stack", "module_stack"}:
             item.add_marker(pytest.mark.e2e)
         elif (parts and parts[0] == "integration") or fixtures & _INTEGRATION_FIXTURES:

@@ -17,6 +17,17 @@ Presets (``--duration``, ``--rate``, ``--mode``, ``--batch`` override them)::
     python -m bench.loadgen --preset ramp --mode unary --p99-bound-ms 100
     python -m bench.loadgen --preset cancel-heavy --mode stream
     python -m bench.loadgen --preset deep-book --depth 50000
+    python -m bench.loadgen --preset ramp --instruments 4 --matching-pods 2
+
+Instruments: ``--instruments N`` spreads the orders over the first N of BTC-USD,
+ETH-USD, CAP3-USD, CAP4-USD in turn (each order the seed mix on its instrument's
+own tick and lot grid; the exchange started here creates CAP3-USD and CAP4-USD
+at set-up), or name them: ``--instruments BTC-USD,ETH-USD``. The result has the
+aggregate figures and, under ``instruments``, each instrument's. With
+``--matching-pods K`` the exchange started here runs K matching processes, the
+instruments dealt over them in turn (EXCHANGE_MATCHING_INSTRUMENTS, _HOME and
+_NAME=matching-<i> per process); every pod's CPU is counted, each on its own.
+(``deep-book`` prefills BTC-USD only.)
 
 Modes: ``unary`` (a CreateOrder call per order, as many in flight as the
 schedule makes), ``stream`` (``--sessions`` OrderEntry sessions, ``--batch``
@@ -50,7 +61,7 @@ from bench.loadgen.spec import (
     constant,
     ramp_segments,
 )
-from bench.loadgen.targets import EchoTarget, ExchangeTarget
+from bench.loadgen.targets import EchoTarget, ExchangeTarget, markets_of, pod_groups
 from bench.orders import MIXES
 from bench.results import RESULTS, environment, write_result
 from exchange_common.workers import worker_count
@@ -108,6 +119,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--order-workers", default="auto",
                    help="order-service processes of the exchange started here "
                         "(EXCHANGE_ORDER_WORKERS: a number, or auto, as make run; default auto)")
+    p.add_argument("--instruments", default="1",
+                   help="a count N (the first N of BTC-USD, ETH-USD, CAP3-USD, CAP4-USD) or "
+                        "symbols, comma-separated: the orders go to each in turn (default 1)")
+    p.add_argument("--matching-pods", type=int, default=1,
+                   help="matching processes of the exchange started here, the instruments "
+                        "dealt over them (default 1)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--keep", action="store_true",
@@ -153,8 +170,15 @@ def plan(args: argparse.Namespace) -> tuple[list[tuple[str, str, int]], dict]:
                                             is not None else mix.cancel_fraction),
                       cancel_delay_ms=(args.cancel_delay_ms if args.cancel_delay_ms
                                        is not None else mix.cancel_delay_ms))
+    markets = markets_of(str(args.instruments))
+    if args.order_addr is None:
+        pod_groups([m.symbol for m in markets], args.matching_pods)  # refuses a bad count
+    elif args.matching_pods != 1:
+        raise SystemExit("--matching-pods: only for the exchange started here")
     settings = {
         "preset": preset.name, "description": preset.description,
+        "instruments": [m.symbol for m in markets], "markets": markets,
+        "matching_pods": None if args.order_addr else args.matching_pods,
         "duration": args.duration or preset.duration, "rate": args.rate or preset.rate,
         "mix": mix, "ramp": preset.ramp,
         "depth": args.depth if args.depth is not None else preset.depth,
@@ -186,7 +210,8 @@ def make_spec(args, settings: dict, target: str, mode: str, batch: int, addr: st
         channels=args.channels, addr=addr, keys=keys, mix=settings["mix"],
         tag=f"lg{secrets.token_hex(3)}r{index}", seed=args.seed + index,
         linger_ms=args.linger_ms, max_inflight=args.max_inflight, timeout=args.timeout,
-        ramp=settings["ramp"], p99_bound_ms=args.p99_bound_ms)
+        ramp=settings["ramp"], p99_bound_ms=args.p99_bound_ms,
+        markets=list(settings["markets"]))
 
 
 def new_target(args, target_name: str) -> EchoTarget | ExchangeTarget:
@@ -194,7 +219,9 @@ def new_target(args, target_name: str) -> EchoTarget | ExchangeTarget:
         return EchoTarget()
     return ExchangeTarget(accounts=args.accounts, order_addr=args.order_addr,
                           api_keys=_keys(args.api_keys), keep=args.keep,
-                          order_workers=args.order_workers)
+                          order_workers=args.order_workers,
+                          markets=markets_of(str(args.instruments)),
+                          matching_pods=args.matching_pods)
 
 
 async def settle(target, seconds: float = 30.0, idle_cores: float = 0.15) -> None:
@@ -296,7 +323,7 @@ async def main_async(args: argparse.Namespace) -> int:
     name = args.name or f"loadgen-{settings['preset']}"
     when = dt.datetime.now(dt.UTC)
     figures = json.loads(json.dumps({
-        "settings": {k: v for k, v in settings.items() if k != "segments"},
+        "settings": {k: v for k, v in settings.items() if k not in ("segments", "markets")},
         "segments": settings.get("segments"),
         **extra, "runs": runs, "ratios_to_echo": ratio, "plot": None,
     }, default=_jsonable))

@@ -69,6 +69,24 @@ def summary(runs: list[dict], ratios: list[dict]) -> str:
         parts.append("CPU in cores (CPU seconds per second) over the steady window:")
         parts.append(_table(["run", "window s", "ops", *names], cpu_rows))
 
+    inst_rows = []
+    for r in runs:
+        if len(r.get("instruments") or []) < 2:
+            continue
+        owner = (r.get("durability") or {}).get("owner_pod", {})
+        stored = (r.get("durability") or {}).get("orders_per_instrument", {})
+        for i in r["instruments"]:
+            lat = i["latency_ms"]
+            inst_rows.append([r["label"], i["symbol"], owner.get(i["symbol"], "-"),
+                              str(i["sent"]), str(i["ok"]), str(i["errors"]),
+                              _f(i.get("rate_achieved"), "{:.0f}"),
+                              _f(lat["p50"], "{:.2f}"), _f(lat["p99"], "{:.2f}"),
+                              str(stored.get(i["symbol"], "-"))])
+    if inst_rows:
+        parts.append("Per instrument (creates; latency from the scheduled send time):")
+        parts.append(_table(["run", "instrument", "matching pod", "sent", "ok", "errors",
+                             "achieved/s", "P50 ms", "P99 ms", "in PostgreSQL"], inst_rows))
+
     for r in runs:
         if r["errors"]:
             parts.append(f"errors of {r['label']}: " + ", ".join(

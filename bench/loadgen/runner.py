@@ -340,8 +340,45 @@ def figures(spec: RunSpec, results: list[dict], probe: CpuProbe, samples: dict[f
                                      / (w["to_s"] - w["from_s"]), 1)
         out["server_cpu_per_op_us"] = w["server_cpu_per_op_us"]
         out["loadgen_cpu_per_op_us"] = w["loadgen_cpu_per_op_us"]
+    if not spec.ramp:
+        # Creates scheduled in the steady window (from the warm-up on), as the CPU.
+        out["creates"]["steady_latency_ms"] = percentiles_ms(_merge(
+            [e for s, es in per_second_enc.items() if s >= spec.warmup for e in es], 2))
+        out["creates"]["steady_sent"] = sum(v for s, v in sent_seconds.items()
+                                            if int(s) >= spec.warmup)
+        out["creates"]["steady_errors"] = sum(v for s, v in err_seconds.items()
+                                              if int(s) >= spec.warmup)
     if spec.ramp:
         out["ramp"] = ramp_steps(spec, per_second_enc, ok_bins, err_seconds, cpu_windows)
+    out["instruments"] = per_instrument(spec, results, cpu_windows)
+    return out
+
+
+def per_instrument(spec: RunSpec, results: list[dict], cpu_windows: list[dict]) -> list[dict]:
+    """Per instrument of ``spec.markets``: creates sent, answered OK, failed, their
+    latency (from the scheduled send time, as the aggregate's) and, for a constant
+    run, the acknowledged orders/s over the steady window."""
+    out = []
+    window = cpu_windows[0] if cpu_windows and not spec.ramp else None
+    for m, market in enumerate(spec.markets):
+        encoded = [r["inst_hist"][m] for r in results if m < len(r.get("inst_hist", []))]
+        bins: dict[int, int] = {}
+        for r in results:
+            if m < len(r.get("inst_ok_bins", [])):
+                for k, v in r["inst_ok_bins"][m].items():
+                    bins[int(k)] = bins.get(int(k), 0) + v
+        row: dict[str, Any] = {
+            "symbol": market.symbol,
+            "sent": sum(r["inst_sent"][m] for r in results if m < len(r.get("inst_sent", []))),
+            "ok": sum(bins.values()),
+            "errors": sum(r["inst_errors"][m] for r in results
+                          if m < len(r.get("inst_errors", []))),
+            "latency_ms": percentiles_ms(_merge(encoded, 2)),
+        }
+        if window is not None and window["to_s"] > window["from_s"]:
+            row["rate_achieved"] = round(_bins_sum(bins, window["from_s"], window["to_s"])
+                                         / (window["to_s"] - window["from_s"]), 1)
+        out.append(row)
     return out
 
 

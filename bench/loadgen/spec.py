@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
-from bench.orders import Mix
+from bench.orders import BTC_USD, Market, Mix
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,9 @@ class RunSpec:
     ramp: bool = False
     p99_bound_ms: float = 100.0
     extra: dict = field(default_factory=dict)
+    # The instruments the orders are spread over, in turn (order i goes to
+    # markets[i % len(markets)] of its worker): the seed mix on each one's grid.
+    markets: list[Market] = field(default_factory=lambda: [BTC_USD])
 
     @property
     def duration(self) -> float:
@@ -129,6 +132,7 @@ class RunSpec:
         d = dict(d)
         d["segments"] = [Segment(**s) for s in d["segments"]]
         d["mix"] = Mix(**d["mix"])
+        d["markets"] = [Market(**m) for m in d.get("markets") or [asdict(BTC_USD)]]
         return RunSpec(**d)
 
 

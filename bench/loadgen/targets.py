@@ -23,14 +23,88 @@ from grpc_health.v1 import health_pb2
 
 from bench.cpu import Group
 from bench.loadgen.worker import CODE_NAMES
-from bench.orders import resting_order
+from bench.orders import BENCH_MARKETS, BTC_USD, Market, resting_order
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
+from exchange_common import db
 from exchange_dev.embedded import free_port
 from exchange_dev.stack import Stack, health_check
 
 log = logging.getLogger("bench.loadgen")
+
+# The instruments the benchmark's own exchange creates at set-up (on top of what every
+# exchange seeds, exchange_common.db.DEFAULT_INSTRUMENTS), so that a load can spread over
+# four instruments: BTC-USD's terms (tick 0.01, lot 0.0001, quantity 0.0001-1000, min
+# notional 1) under other symbols. ``make run`` and the tests' stacks never have them.
+BENCH_INSTRUMENTS = [
+    (3, "CAP3-USD", "CAP3", "USD", "0.01", "0.0001", "0.0001", "1000", "1"),
+    (4, "CAP4-USD", "CAP4", "USD", "0.01", "0.0001", "0.0001", "1000", "1"),
+]
+
+
+def markets_of(spec: str) -> list[Market]:
+    """``--instruments``: a count N (the first N of ``BENCH_MARKETS``) or symbols
+    (comma-separated, each one of ``BENCH_MARKETS``)."""
+    spec = spec.strip()
+    if spec.isdigit():
+        n = int(spec)
+        if not 1 <= n <= len(BENCH_MARKETS):
+            raise SystemExit(f"--instruments: 1 to {len(BENCH_MARKETS)} "
+                             f"({', '.join(m.symbol for m in BENCH_MARKETS)})")
+        return list(BENCH_MARKETS[:n])
+    known = {m.symbol: m for m in BENCH_MARKETS}
+    out = []
+    for symbol in (p.strip() for p in spec.split(",") if p.strip()):
+        if symbol not in known:
+            raise SystemExit(f"--instruments: unknown instrument {symbol!r} "
+                             f"(known: {', '.join(known)})")
+        out.append(known[symbol])
+    if not out or len({m.symbol for m in out}) != len(out):
+        raise SystemExit("--instruments: a count, or distinct symbols")
+    return out
+
+
+def pod_groups(symbols: list[str], pods: int) -> list[list[str]]:
+    """The instruments of each of ``pods`` matching pods: dealt in turn (pod i gets
+    symbols i, i + pods, ...); every pod gets at least one."""
+    if not 1 <= pods <= len(symbols):
+        raise SystemExit(f"--matching-pods: 1 to the number of instruments ({len(symbols)})")
+    return [symbols[i::pods] for i in range(pods)]
+
+
+def pod_name(i: int) -> str:
+    """The Stack's name of matching pod ``i`` (the first is the Stack's own "matching")."""
+    return "matching" if i == 0 else f"matching-{i}"
+
+
+class BenchStack(Stack):
+    """The Stack with the benchmark's extra instruments created before the services
+    start (so that every matching pod sees them, and the accounts are funded in
+    their assets)."""
+
+    async def prepare_database(self) -> None:
+        assert self.database_url is not None
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            await db.migrate(conn)
+            await db.seed_instruments(conn)
+            for row in BENCH_INSTRUMENTS:
+                iid, symbol, base, quote, tick, lot, min_q, max_q, min_n = row
+                await conn.execute(
+                    """INSERT INTO instruments (instrument_id, symbol, base_asset, quote_asset,
+                           tick_size, lot_size, min_quantity, max_quantity, min_notional)
+                       VALUES ($1, $2, $3, $4, $5::numeric, $6::numeric, $7::numeric,
+                               $8::numeric, $9::numeric)
+                       ON CONFLICT DO NOTHING""",
+                    iid, symbol, base, quote, tick, lot, min_q, max_q, min_n)
+            await conn.execute(
+                """INSERT INTO instrument_state (instrument_id)
+                   SELECT instrument_id FROM instruments ON CONFLICT DO NOTHING""")
+            await db.ensure_assets(conn)
+        finally:
+            await conn.close()
+        await super().prepare_database()
 
 
 class ExchangeTarget:
@@ -41,7 +115,8 @@ class ExchangeTarget:
     def __init__(self, *, accounts: int = 50, order_addr: str | None = None,
                  api_keys: list[str] | None = None, keep: bool = False,
                  service_env: dict[str, dict[str, str]] | None = None,
-                 order_workers: str = "auto") -> None:
+                 order_workers: str = "auto", markets: list[Market] | None = None,
+                 matching_pods: int = 1) -> None:
         self.own = order_addr is None
         self.addr = order_addr or ""
         self.keys = list(api_keys or [])
@@ -49,6 +124,10 @@ class ExchangeTarget:
         self.keep = keep
         self.service_env = service_env or {}
         self.order_workers = order_workers
+        self.markets = list(markets or [BTC_USD])
+        self.symbols = [m.symbol for m in self.markets]
+        # The instruments of each matching pod (pod i: pod_name(i)).
+        self.groups = pod_groups(self.symbols, matching_pods)
         self.stack: Stack | None = None
         self.data_dir: Path | None = None
 
@@ -59,14 +138,31 @@ class ExchangeTarget:
             return
         self.data_dir = Path(tempfile.mkdtemp(prefix="bench-loadgen-"))
         keys = {f"bench-{i:03d}": secrets.token_urlsafe(18) for i in range(self.accounts)}
-        self.stack = Stack(data_dir=self.data_dir, keys=keys, log_dir=self.data_dir / "logs",
-                           service_env=self.service_env, order_workers=self.order_workers)
+        service_env = {k: dict(v) for k, v in self.service_env.items()}
+        pods = [self.pod_env(i) for i in range(len(self.groups))]
+        service_env["matching"] = {**pods[0], **service_env.get("matching", {})}
+        self.stack = BenchStack(data_dir=self.data_dir, keys=keys,
+                                log_dir=self.data_dir / "logs", service_env=service_env,
+                                order_workers=self.order_workers)
+        for i in range(1, len(self.groups)):
+            self.stack.add_matching(pod_name(i), env={
+                **self.service_env.get("matching", {}), **pods[i]})
         t = time.monotonic()
         await self.stack.start()
         self.addr = self.stack.order_addr
         self.keys = list(keys.values())
-        log.info("exchange started in %.1f s (order service %s, %d accounts, logs in %s)",
-                 time.monotonic() - t, self.addr, len(keys), self.data_dir / "logs")
+        log.info("exchange started in %.1f s (order service %s, %d accounts, matching pods "
+                 "%s, logs in %s)", time.monotonic() - t, self.addr, len(keys),
+                 "; ".join(f"{pod_name(i)}: {','.join(g)}" for i, g in enumerate(self.groups)),
+                 self.data_dir / "logs")
+
+    def pod_env(self, i: int) -> dict[str, str]:
+        """Matching pod ``i``'s settings: it may own, and is the home of, its group only
+        (EXCHANGE_MATCHING_HOME and EXCHANGE_MATCHING_NAME are ignored by a matching
+        service that predates them)."""
+        group = ",".join(self.groups[i])
+        return {"EXCHANGE_MATCHING_INSTRUMENTS": group, "EXCHANGE_MATCHING_HOME": group,
+                "EXCHANGE_MATCHING_NAME": pod_name(i)}
 
     async def stop(self) -> None:
         if self.stack is not None:
@@ -79,6 +175,7 @@ class ExchangeTarget:
         if self.stack is None:
             return []
         # With their workers (EXCHANGE_ORDER_WORKERS, EXCHANGE_MARKETDATA_WORKERS).
+        # Every matching pod is a group of its own ("matching", "matching-1", ...).
         groups = [Group(name, [proc.pid], children=True)
                   for name, proc in self.stack.processes.items()]
         if self.stack.pg is not None and self.stack.pg.pid:
@@ -102,12 +199,27 @@ class ExchangeTarget:
             rows = await conn.fetch(
                 "SELECT client_order_id FROM orders WHERE client_order_id LIKE $1",
                 tag + "-%")
+            per_instrument = await conn.fetch(
+                """SELECT i.symbol, count(*) AS orders FROM orders o
+                     JOIN instruments i USING (instrument_id)
+                    WHERE o.client_order_id LIKE $1 GROUP BY i.symbol""", tag + "-%")
+            owners = await conn.fetch(
+                """SELECT i.symbol, s.owner_address FROM instrument_state s
+                     JOIN instruments i USING (instrument_id) WHERE i.symbol = ANY($1)""",
+                self.symbols)
         finally:
             await conn.close()
         found = {r["client_order_id"] for r in rows}
         missing = acked - found
+        by_addr = {self.stack.addr(pod_name(i)): pod_name(i) for i in range(len(self.groups))}
         return {"checked": True, "acknowledged": len(acked), "in_postgres": len(acked & found),
-                "missing": len(missing), "missing_examples": sorted(missing)[:5]}
+                "missing": len(missing), "missing_examples": sorted(missing)[:5],
+                # Orders of the run in PostgreSQL per instrument, and the matching pod
+                # that owns each instrument (its advertise address) when the run ended.
+                "orders_per_instrument": {r["symbol"]: r["orders"] for r in per_instrument},
+                "owner_pod": {r["symbol"]: by_addr.get(r["owner_address"],
+                                                       r["owner_address"]) for r in owners},
+                "pod_instruments": {pod_name(i): g for i, g in enumerate(self.groups)}}
 
     async def prefill(self, depth: int, seed: int = 7, batch: int = 500,
                       window: int = 8) -> dict:

@@ -110,7 +110,7 @@ class Session:
                     if event.HasField("error"):
                         w.failed(kind, ts, now, CODE_NAMES.get(event.error.code,
                                                                str(event.error.code)),
-                                 event.error.message)
+                                 event.error.message, idx)
                     else:
                         w.succeeded(kind, ts, now, idx, event.order, self)
             code = None
@@ -124,8 +124,8 @@ class Session:
         # The session ended with commands unanswered: they failed with its code.
         now = time.monotonic()
         lost, self.pending = self.pending, {}
-        for kind, ts, _ in lost.values():
-            w.failed(kind, ts, now, code or "STREAM_ENDED", detail)
+        for kind, ts, idx in lost.values():
+            w.failed(kind, ts, now, code or "STREAM_ENDED", detail, idx)
         w.session_failures += 1
         if not self.closed and self.restarts < 20:
             self.restarts += 1
@@ -201,13 +201,29 @@ class Worker:
         self.aborted = False
         self.finished = False  # after the drain: outcomes no longer count
         self.metas = [(("x-api-key", k),) for k in spec.keys]
+        # Per instrument (index into spec.markets): creates sent, their latency,
+        # those answered OK (by completion bin) and those that failed.
+        n = max(1, len(spec.markets))
+        self.inst_sent = [0] * n
+        self.inst_hist = [new_hist(2) for _ in range(n)]
+        self.inst_ok_bins: list[collections.Counter[int]] = [collections.Counter()
+                                                             for _ in range(n)]
+        self.inst_errors = [0] * n
 
     # -- outcomes ------------------------------------------------------------
 
-    def _record(self, kind: int, ts: float, now: float, ok: bool) -> None:
+    def _record(self, kind: int, ts: float, now: float, ok: bool,
+                idx: int | None = None) -> None:
         if self.finished:
             return  # counted as NO_ANSWER already
         us = max(1, int((now - ts) * 1e6))
+        if kind == CREATE and idx is not None:
+            m = idx % len(self.inst_hist)
+            self.inst_hist[m].record(us)
+            if ok:
+                self.inst_ok_bins[m][int((now - self.t0) / BIN)] += 1
+            else:
+                self.inst_errors[m] += 1
         self.hist[kind].record(us)
         self.interval.record(us)
         if kind == CREATE:
@@ -225,7 +241,8 @@ class Worker:
             if kind == CREATE:
                 self.ok_bins[b] += 1
 
-    def failed(self, kind: int, ts: float, now: float, code: str, detail: str = "") -> None:
+    def failed(self, kind: int, ts: float, now: float, code: str, detail: str = "",
+               idx: int | None = None) -> None:
         if self.finished:
             return
         if detail and len(self.error_examples) < 20:
@@ -237,13 +254,13 @@ class Worker:
             return
         self.errors[("cancel " if kind == CANCEL else "") + code] += 1
         self.err_seconds[int(ts - self.t0)] += 1
-        self._record(kind, ts, now, False)
+        self._record(kind, ts, now, False, idx)
 
     def succeeded(self, kind: int, ts: float, now: float, idx: int, order: opb.Order,
                   session: Session | None, meta=None) -> None:
         if self.finished:
             return
-        self._record(kind, ts, now, True)
+        self._record(kind, ts, now, True, idx)
         if kind == CANCEL:
             self.states["cancel->" + STATE_NAMES.get(order.state, str(order.state))] += 1
             return
@@ -266,7 +283,9 @@ class Worker:
     def issue_create(self, ts: float, idx: int) -> None:
         self.issued[CREATE] += 1
         coid = self.coid(idx)
-        request = self.maker.create(coid)
+        markets = self.spec.markets
+        self.inst_sent[idx % len(markets)] += 1
+        request = self.maker.create(coid, markets[idx % len(markets)])
         if self.spec.mode == "unary":
             meta = self.metas[self.rng.randrange(len(self.metas))]
             stub = self.stubs[idx % len(self.stubs)]
@@ -296,7 +315,8 @@ class Worker:
             try:
                 response = await method(request, metadata=meta, timeout=self.spec.timeout)
             except grpc.aio.AioRpcError as err:
-                self.failed(kind, ts, time.monotonic(), err.code().name, err.details() or "")
+                self.failed(kind, ts, time.monotonic(), err.code().name, err.details() or "",
+                            idx)
                 return
         self.succeeded(kind, ts, time.monotonic(), idx, response.order, None, meta)
 
@@ -386,8 +406,8 @@ class Worker:
         for s in self.sessions:
             s.closed = True
             lost, s.pending = s.pending, {}
-            for kind, ts, _ in lost.values():
-                self.failed(kind, ts, now, "NO_ANSWER")
+            for kind, ts, i in lost.values():
+                self.failed(kind, ts, now, "NO_ANSWER", "", i)
         await asyncio.gather(*(s.close() for s in self.sessions))
         unanswered = self.inflight()  # unary calls still open after the drain
         if unanswered > 0:
@@ -423,6 +443,10 @@ class Worker:
             "unmatched": self.unmatched, "session_failures": self.session_failures,
             "late_issues": self.late_issues, "max_issue_lag": self.max_issue_lag,
             "aborted": self.aborted, "cpu_seconds": cpu,
+            "inst_sent": self.inst_sent,
+            "inst_hist": [h.encode() for h in self.inst_hist],
+            "inst_ok_bins": [dict(c) for c in self.inst_ok_bins],
+            "inst_errors": self.inst_errors,
         }
 
 
