@@ -43,7 +43,7 @@ import asyncpg
 import e2e_helpers
 import grpc
 import pytest
-from e2e_helpers import Checks, meta, money_problems
+from e2e_helpers import Checks, matching_new_order, meta, money_problems
 from journal_replay import replay_journal
 from test_failover import (
     BTC,
@@ -51,6 +51,8 @@ from test_failover import (
     Ledger,
     Outcome,
     book_matches_pg,
+    execute_once,
+    get_book,
     idempotency_problems,
     journal_problems,
     load_client,
@@ -64,6 +66,7 @@ from test_failover import (
 from exchange.admin.v1 import admin_pb2 as apb
 from exchange.admin.v1 import admin_pb2_grpc as apb_grpc
 from exchange.common.v1 import common_pb2 as cpb
+from exchange.matching.v1 import matching_pb2 as mpb
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
 from exchange_common.errors import error_info
@@ -497,6 +500,16 @@ async def test_move_refusals_and_cli(pods) -> None:
         assert proc.returncode == 0, proc.stderr
         moved = json.loads(proc.stdout)["move"]
         assert moved["instrument"]["owner_pod"] == "matching-eth", moved
+        # the old owner does not believe it owns it any more: NOT_FOUND, and commands
+        # sent to it straight are refused NOT_OWNER
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await get_book(stack, stack.matching_addr, ETH)
+        assert err.value.code() == Code.NOT_FOUND
+        command = await matching_new_order(stack, stack.account_ids["alice"],
+                                           "straight-to-the-old-owner", price=350_000,
+                                           instrument_id=ETH)
+        result = await execute_once(stack, stack.matching_addr, command, timeout=5)
+        assert result.error.code == mpb.ERROR_CODE_NOT_OWNER, result
         proc = await e2e_helpers.run(stack, "admin", "pods", *admin)
         assert proc.returncode == 0, proc.stderr
         listed = {p["name"]: p for p in json.loads(proc.stdout)["pods"]}
