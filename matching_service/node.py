@@ -60,6 +60,9 @@ class MatchingNode:
         self._stopping = False
         # Set when the instruments table changed (a notification): look again at once.
         self.changed = asyncio.Event()
+        # Instruments whose lock this pod still holds without owning them (an unlock
+        # failed): unlocked again every round, so that their new owner can take them.
+        self._unreleased: set[int] = set()
         # The ownership checks fail (logged when that begins and when it ends).
         self.checks_failing = False
 
@@ -99,10 +102,13 @@ class MatchingNode:
                 await conn.close()
                 raise
             self._lock_conn = conn
+            self._unreleased.clear()  # a new session holds no lock
             log.info("registered as matching pod %s (home: %s)", self.name,
                      settings.matching_home or "none, a standby")
         else:
             await self._lock_conn.execute("SELECT 1")  # heartbeat: keeps the locks alive
+        if self._unreleased:
+            await self._release(list(self._unreleased))
         placement = await self.store.placement()
         for spec in await self.store.instruments():
             iid = spec.instrument_id
@@ -131,7 +137,7 @@ class MatchingNode:
             book = await self.store.load_book(spec.instrument_id, terms_of(spec))
         except BaseException:
             # Not owning it after all: let another pod (or the next round) take it.
-            await self.store.release(self._lock_conn, [spec.instrument_id])
+            await self._release([spec.instrument_id])
             raise
         loop = InstrumentLoop(spec, book, self.store, self.redis, owned.epoch,
                               batch_max=settings.matching_batch_max,
@@ -158,8 +164,16 @@ class MatchingNode:
         self.loops.pop(loop.instrument_id, None)
         self.metrics.released(loop.spec)
         await loop.stop()
-        await self.store.release(self._lock_conn, [loop.instrument_id])
+        await self._release([loop.instrument_id])
         log.info("handed %s over to %s at sequence %d", symbol, target, loop.book.sequence)
+
+    async def _release(self, instrument_ids: list[int]) -> None:
+        """Unlock instruments this pod does not own (any more); one that fails is
+        unlocked again at the next round (until then nobody else can take it)."""
+        assert self._lock_conn is not None
+        self._unreleased.update(instrument_ids)
+        await self.store.release(self._lock_conn, instrument_ids)
+        self._unreleased.difference_update(instrument_ids)
 
     async def _connect_owner_session(self) -> asyncpg.Connection:
         """The session that holds this pod's instrument locks. PostgreSQL ends it
