@@ -35,7 +35,11 @@ CHANNEL = "exchange_changes"
 APPLIED_CHANNEL = "exchange_changes_applied"
 # Every table a callback may be registered for.
 TABLES = ("api_keys", "accounts", "rate_tiers", "admin_keys", "instruments",
-          "account_fees")
+          "account_fees", "matching_pods")
+# Sent by the matching pods (not a trigger) when one registers, hands an instrument over
+# or releases instruments: the others look at the placement at once
+# (matching_service/placement.py).
+PODS_TABLE = "matching_pods"
 # The listening session's name in pg_stat_activity.
 APPLICATION_NAME = "exchange-changes"
 # How old a cached entry may be while the listener is down.

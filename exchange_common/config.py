@@ -214,11 +214,60 @@ class MatchingSettings(CommonSettings):
     # Unacknowledged market-data batches kept while Redis is down; beyond
     # this, market data resynchronizes from PostgreSQL instead.
     publish_backlog: int = Field(default=100_000, ge=1)
+    # This pod's name among the matching pods (the chart: the pod name, e.g.
+    # "exchange-matching-2"): the name an admin moves instruments to, and the one its
+    # next incarnation comes back with. Empty: the first DNS label of the advertise
+    # address's host, or the whole advertise address when its host is an IP address or
+    # "localhost" (so that processes on one machine get different names).
+    matching_name: str = ""
+    # Instruments this pod owns by preference ("*", comma-separated symbols, or "": none,
+    # a standby); within matching_instruments. While the pod is live, other pods leave
+    # them to it, and one that holds them hands them over (failback). An admin move
+    # (exchange admin instrument move) overrides it. See matching_service/placement.py.
+    matching_home: str = ""
+    # Seconds a clean stop (SIGTERM) keeps this pod's home instruments for its next
+    # incarnation (the same name): standbys do not take them meanwhile, so a rolling
+    # restart moves each instrument once. 0: released at once (a standby takes over).
+    matching_restart_grace: float = Field(default=0.0, ge=0, le=600)
 
     @model_validator(mode="after")
     def _internal_auth(self) -> MatchingSettings:
         self.require_internal_auth()
         return self
+
+    @model_validator(mode="after")
+    def _home(self) -> MatchingSettings:
+        home = spec_symbols(self.matching_home)
+        allowed = spec_symbols(self.matching_instruments)
+        if allowed is not None and (home is None or not home <= allowed):
+            raise ValueError("EXCHANGE_MATCHING_HOME must be within "
+                             "EXCHANGE_MATCHING_INSTRUMENTS (the instruments the pod may own)")
+        return self
+
+    @property
+    def pod_name(self) -> str:
+        """EXCHANGE_MATCHING_NAME, or the name derived from the advertise address."""
+        if self.matching_name.strip():
+            return self.matching_name.strip()
+        host = self.matching_advertise.rpartition(":")[0].strip("[]") or \
+            self.matching_advertise
+        if host == "localhost" or host.replace(".", "").isdigit() or ":" in host:
+            return self.matching_advertise
+        return host.split(".")[0]
+
+
+def spec_symbols(spec: str) -> frozenset[str] | None:
+    """The symbols of an instrument list setting ("*": None, meaning all)."""
+    spec = spec.strip()
+    if spec == "*":
+        return None
+    return frozenset(s.strip() for s in spec.split(",") if s.strip())
+
+
+def spec_includes(spec: str, symbol: str) -> bool:
+    """Whether an instrument list setting ("*" or comma-separated symbols) names ``symbol``."""
+    symbols = spec_symbols(spec)
+    return symbols is None or symbol in symbols
 
 
 class MarketDataSettings(CommonSettings):

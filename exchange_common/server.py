@@ -186,9 +186,11 @@ class Service:
 async def run_until_signal(
     service: Service,
     cleanup: Iterable[Callable[[], Awaitable[object]]] = (),
+    drain: Iterable[Callable[[], Awaitable[object]]] = (),
 ) -> None:
-    """Wait for SIGTERM/SIGINT, then stop gracefully and run ``cleanup`` in order, then
-    flush the traces (``exchange_common.tracing``)."""
+    """Wait for SIGTERM/SIGINT, then run ``drain`` in order (health is NOT_SERVING, the
+    server still answers), stop gracefully and run ``cleanup`` in order, then flush the
+    traces (``exchange_common.tracing``)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -197,6 +199,13 @@ async def run_until_signal(
     stop_wait = asyncio.ensure_future(stop.wait())
     await asyncio.wait([server_done, stop_wait], return_when=asyncio.FIRST_COMPLETED)
     log.info("shutting down")
+    if drain:
+        await service.set_serving(False)
+    for fn in drain:
+        try:
+            await fn()
+        except Exception:  # noqa: BLE001
+            log.exception("error while draining")
     await service.stop()
     for fn in cleanup:
         try:

@@ -51,6 +51,7 @@ from redis.asyncio import Redis
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.matching.v1 import matching_pb2 as mpb
 from exchange_common import tracing
+from exchange_common.errors import NotFound
 from exchange_common.ids import sequence_of
 from exchange_common.instruments import InstrumentSpec
 from exchange_common.streams import FIELD, ORDER_UPDATES_CHANNEL, entry_id, stream_key
@@ -140,6 +141,11 @@ def order_report(order: Order, fills=(), duplicate: bool = False) -> dict:
     }
 
 
+def _not_owner_now(instrument_id: int) -> NotFound:
+    return NotFound(f"this matching pod no longer owns instrument {instrument_id}",
+                    reason="NOT_OWNER")
+
+
 class InstrumentLoop:
     def __init__(self, spec: InstrumentSpec, book: OrderBook, store: Store, redis: Redis,
                  epoch: int, *, batch_max: int, stream_maxlen: int, snapshot_interval: int,
@@ -205,6 +211,10 @@ class InstrumentLoop:
                 await asyncio.wait_for(task, timeout=5)
             except (TimeoutError, asyncio.CancelledError):
                 task.cancel()
+        waiters, self.book_waiters = self.book_waiters, []
+        for fut in waiters:  # the loop ended without answering them (fenced, reloading)
+            if not fut.done():
+                fut.set_exception(_not_owner_now(self.instrument_id))
 
     def update_spec(self, spec: InstrumentSpec) -> None:
         """New limits (the price band) apply to the next command; a new status is
@@ -321,7 +331,10 @@ class InstrumentLoop:
 
     async def get_book(self) -> mpb.GetBookResponse:
         """The committed book: answered by the loop between batches, where the book
-        in memory is exactly what PostgreSQL holds."""
+        in memory is exactly what PostgreSQL holds. NOT_FOUND once the loop stops (the
+        instrument is being handed over, or the pod stops)."""
+        if self.stopped:
+            raise _not_owner_now(self.instrument_id)
         fut = asyncio.get_running_loop().create_future()
         self.book_waiters.append(fut)
         self.wake.set()

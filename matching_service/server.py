@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from exchange.matching.v1 import matching_pb2 as mpb
 from exchange_common import logs, tracing
-from exchange_common.changes import ChangeListener
+from exchange_common.changes import PODS_TABLE, ChangeListener
 from exchange_common.config import MatchingSettings, load
 from exchange_common.db import OLTP_SETTINGS, create_pool
 from exchange_common.metrics import Registry, install
@@ -47,21 +47,29 @@ async def serve() -> None:
     # next poll.
     changes = ChangeListener(settings.database_url)
     changes.on("instruments", node.changed.set)
+    # Another pod registered, handed an instrument over or released some: look again.
+    changes.on(PODS_TABLE, node.changed.set)
     changes.start()
     # Internal: only authenticated order services get past health and reflection.
     service = Service(settings, settings.matching_listen, internal=True)
     service.add_service(mpb.DESCRIPTOR.services_by_name["MatchingService"],
                         MatchingServicer(node))
-    await node.start()
+    # Listening before owning: once this pod is registered, other pods may hand it
+    # instruments, and the order services must reach it at once (a command that arrives
+    # before it owns anything is refused NOT_OWNER and retried).
     port = await service.start()
+    await node.start()
     await service.set_serving(True)
     if settings.metrics_listen:
         registry.serve(settings.metrics_listen)
     settle_heap()
     log.info("matching service listening on port %d, owning %s", port,
              sorted(loop.spec.symbol for loop in node.loops.values()) or "nothing yet")
-    await run_until_signal(service, [changes.stop, node.stop, redis.aclose, pool.close,
-                                     registry.stop])
+    # The instruments are handed over or released before the server stops, so that the
+    # commands refused meanwhile reach the order services (which retry them on the new
+    # owner) over the streams still open.
+    await run_until_signal(service, [changes.stop, redis.aclose, pool.close, registry.stop],
+                           drain=[node.stop])
 
 
 def main() -> None:

@@ -14,11 +14,14 @@ SQL is generated from their fields (matching_service/rows.py), with the instrume
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import asyncpg
 
+from exchange_common.changes import CHANNEL as CHANGES_CHANNEL
+from exchange_common.changes import PODS_TABLE
 from exchange_common.ids import make_id
 from exchange_common.instruments import InstrumentSpec, load_instruments
 from matching_service.engine import (
@@ -30,6 +33,7 @@ from matching_service.engine import (
     Terms,
     Trade,
 )
+from matching_service.placement import HANDOVER_TIMEOUT, InstrumentPlacement, Placement, Pod
 from matching_service.recovery import (
     ReplayMismatch,
     collector_paused,
@@ -180,6 +184,10 @@ def terms_of(spec: InstrumentSpec) -> Terms | None:
                  spec.tick_lot_units, spec.fee_account_id)
 
 
+class PodNameTaken(Exception):
+    """Another live matching pod registered the same name."""
+
+
 class FencedOut(Exception):
     """Another pod owns the instrument now (or our sequence is stale)."""
 
@@ -205,23 +213,119 @@ class Store:
         return await load_instruments(self.pool)
 
     async def take_ownership(self, lock_conn: asyncpg.Connection, instrument_id: int,
-                             address: str) -> Ownership | None:
+                             address: str, name: str) -> Ownership | None:
         """Try the instrument's advisory lock on ``lock_conn`` (held for as long as
         that session lives); on success bump the owner epoch, which fences out
-        every earlier owner."""
+        every earlier owner, record the owner (address, pod name; ownership_history)
+        and end a pending hand-over."""
         got = await lock_conn.fetchval("SELECT pg_try_advisory_lock($1::bigint)", instrument_id)
         if not got:
             return None
         epoch = await lock_conn.fetchval(
-            """INSERT INTO instrument_state (instrument_id, owner_address, owner_epoch)
-               VALUES ($1, $2, 1)
-               ON CONFLICT (instrument_id) DO UPDATE
-                   SET owner_epoch = instrument_state.owner_epoch + 1,
-                       owner_address = EXCLUDED.owner_address, updated_at = now()
-               RETURNING owner_epoch""",
-            instrument_id, address,
+            """WITH taken AS (
+                   INSERT INTO instrument_state (instrument_id, owner_address, owner_epoch,
+                                                 owner_name)
+                   VALUES ($1, $2, 1, $3)
+                   ON CONFLICT (instrument_id) DO UPDATE
+                       SET owner_epoch = instrument_state.owner_epoch + 1,
+                           owner_address = EXCLUDED.owner_address,
+                           owner_name = EXCLUDED.owner_name, updated_at = now(),
+                           handover_to = NULL, handover_until = NULL
+                   RETURNING owner_epoch
+               ), history AS (
+                   INSERT INTO ownership_history (instrument_id, owner_epoch, owner_name,
+                                                  owner_address)
+                   SELECT $1, owner_epoch, $3, $2 FROM taken
+               )
+               SELECT owner_epoch FROM taken""",
+            instrument_id, address, name,
         )
         return Ownership(instrument_id, epoch)
+
+    # -- placement: the pod registry, hand-overs (placement.py) -----------------
+
+    async def register_pod(self, lock_conn: asyncpg.Connection, name: str, address: str,
+                           home: str, may_own: str) -> None:
+        """Register this pod under ``name`` on its owner session (``lock_conn``), which
+        makes it live while that session lives; ends a reservation it left. Raises
+        PodNameTaken when another live session holds the name."""
+        async with lock_conn.transaction():
+            # One registration of a name at a time (a key space apart from the
+            # instruments' locks, which have one bigint key).
+            await lock_conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('matching_pods'), hashtext($1))", name)
+            other = await lock_conn.fetchval(
+                """SELECT backend_pid FROM live_matching_pods
+                    WHERE name = $1 AND backend_pid <> pg_backend_pid()""", name)
+            if other is not None:
+                raise PodNameTaken(f"another live matching pod is named {name!r} "
+                                   "(EXCHANGE_MATCHING_NAME must differ per pod)")
+            await lock_conn.execute(
+                """INSERT INTO matching_pods AS p (name, address, home, may_own, backend_pid,
+                                                   backend_start)
+                   SELECT $1, $2, $3, $4, pid, backend_start FROM pg_stat_activity
+                    WHERE pid = pg_backend_pid()
+                   ON CONFLICT (name) DO UPDATE
+                       SET address = EXCLUDED.address, home = EXCLUDED.home,
+                           may_own = EXCLUDED.may_own, backend_pid = EXCLUDED.backend_pid,
+                           backend_start = EXCLUDED.backend_start, started_at = now(),
+                           reserved_until = NULL""",
+                name, address, home, may_own)
+            await lock_conn.execute("SELECT pg_notify($1, $2)", CHANGES_CHANNEL, PODS_TABLE)
+
+    async def placement(self) -> Placement:
+        """The pods and the instruments' ownership columns, as they are now."""
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
+                                                                 readonly=True):
+            pods = await conn.fetch(
+                """SELECT p.name, p.address, p.home, p.may_own, a.pid IS NOT NULL AS live,
+                          a.pid IS NULL AND coalesce(p.reserved_until > now(), false)
+                              AS reserved
+                     FROM matching_pods p
+                     LEFT JOIN pg_stat_activity a
+                       ON a.pid = p.backend_pid AND a.backend_start = p.backend_start""")
+            rows = await conn.fetch(
+                """SELECT i.instrument_id, i.symbol, s.owner_name,
+                          coalesce(s.owner_epoch, 0) AS owner_epoch, s.assigned_to,
+                          CASE WHEN s.handover_until > now() THEN s.handover_to END
+                              AS handover_to
+                     FROM instruments i
+                     LEFT JOIN instrument_state s ON s.instrument_id = i.instrument_id""")
+        return Placement({r["name"]: Pod(**dict(r)) for r in pods},
+                         {r["instrument_id"]: InstrumentPlacement(**dict(r)) for r in rows})
+
+    async def begin_handover(self, lock_conn: asyncpg.Connection, instrument_id: int,
+                             epoch: int, to: str) -> bool:
+        """Mark the instrument as being handed over to pod ``to`` (only it may take the
+        instrument for HANDOVER_TIMEOUT). False when this owner was fenced out already."""
+        done = await lock_conn.fetchval(
+            """UPDATE instrument_state
+                  SET handover_to = $3, handover_until = now() + make_interval(secs => $4)
+                WHERE instrument_id = $1 AND owner_epoch = $2 RETURNING 1""",
+            instrument_id, epoch, to, HANDOVER_TIMEOUT)
+        return done is not None
+
+    async def release(self, lock_conn: asyncpg.Connection,
+                      instrument_ids: Iterable[int] | None = None) -> None:
+        """Unlock instruments (None: all) on the owner session, then wake the other pods
+        (a notification on the changes channel), so that the one to take them does at once."""
+        if instrument_ids is None:
+            await lock_conn.execute("SELECT pg_advisory_unlock_all()")
+        else:
+            for instrument_id in instrument_ids:
+                await lock_conn.execute("SELECT pg_advisory_unlock($1::bigint)", instrument_id)
+        await lock_conn.execute("SELECT pg_notify($1, $2)", CHANGES_CHANNEL, PODS_TABLE)
+
+    async def deregister(self, lock_conn: asyncpg.Connection, name: str,
+                         grace: float) -> None:
+        """A clean stop: this pod is not live from now on; with ``grace`` > 0 its home
+        instruments are kept for its next incarnation for that many seconds."""
+        await lock_conn.execute(
+            """UPDATE matching_pods
+                  SET backend_pid = NULL, backend_start = NULL,
+                      reserved_until = CASE WHEN $2 > 0
+                                            THEN now() + make_interval(secs => $2) END
+                WHERE name = $1""", name, grace)
 
     async def instruments_without_owner(self) -> int:
         """How many instruments no session holds the ownership lock of (the lock's key

@@ -29,6 +29,7 @@ from exchange_common.decimals import (
     parse_decimal,
 )
 from exchange_common.errors import (
+    DeadlineExceeded,
     InvalidArgument,
     NotFound,
     ResourceExhausted,
@@ -51,6 +52,11 @@ _ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9._@-]{1,64}\Z")
 _TIER_NAME = re.compile(r"^[a-z0-9_-]{1,32}\Z")
 _SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9-]{0,31}\Z")
 _ASSET = re.compile(r"^[A-Z0-9]{1,16}\Z")
+# A matching pod's name (EXCHANGE_MATCHING_NAME): a pod name, or host:port in development.
+_POD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:\[\]-]{0,252}\Z")
+# MoveInstrument's wait for the target (milliseconds): the default and the most.
+MOVE_TIMEOUT_MS = 10_000
+MAX_MOVE_TIMEOUT_MS = 120_000
 _KEY_PREFIX = re.compile(r"^(ex|exa)_[0-9a-f]{1,8}\Z")
 MAX_LABEL = 128
 MAX_LIMIT = 1_000_000_000
@@ -224,7 +230,16 @@ def instrument_message(row) -> apb.Instrument:
         price_band_bps=row["price_band_bps"], status=STATUS_BY_NAME[row["status"]],
         owner=row["owner_address"] or "", owner_epoch=row["owner_epoch"],
         sequence=row["last_sequence"], maker_fee_bps=row["maker_fee_bps"],
-        taker_fee_bps=row["taker_fee_bps"])
+        taker_fee_bps=row["taker_fee_bps"], owner_pod=row["owner_name"] or "",
+        assigned_to=row["assigned_to"] or "")
+
+
+def matching_pod_message(row) -> apb.MatchingPod:
+    out = apb.MatchingPod(name=row["name"], address=row["address"], home=row["home"],
+                          may_own=row["may_own"], live=row["live"], owned=row["owned"])
+    _ts(row["reserved_until"], out.reserved_until)
+    _ts(row["started_at"], out.start_time)
+    return out
 
 
 def balance_of(row) -> opb.Balance:
@@ -429,6 +444,38 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
         row = await self.store.update_instrument(actor, "SetInstrumentStatus", symbol,
                                                  {"status": status})
         return apb.SetInstrumentStatusResponse(instrument=instrument_message(row))
+
+    @grpc_errors
+    async def MoveInstrument(self, request, context):
+        actor = await self.auth.actor(context)
+        symbol = _checked(_SYMBOL, request.symbol, "symbol", "symbol")
+        to = _checked(_POD_NAME, request.to, "to", "matching pod name")
+        timeout_ms = request.timeout_ms or MOVE_TIMEOUT_MS
+        if timeout_ms > MAX_MOVE_TIMEOUT_MS:
+            raise InvalidArgument(f"timeout_ms must be at most {MAX_MOVE_TIMEOUT_MS}",
+                                  reason="TIMEOUT_INVALID", field="timeout_ms")
+        before, after = await self.store.assign_instrument(actor, symbol, to)
+        previous = before["owner_name"] or ""
+        if previous == to:
+            moved = after  # there already: nothing moves
+        else:
+            moved = await self.store.wait_owned(symbol, to, before["owner_epoch"],
+                                                timeout_ms / 1000)
+            if moved is None:
+                raise DeadlineExceeded(
+                    f"{symbol} is not owned by {to} after {timeout_ms} ms; it stays assigned "
+                    "to it and moves when that pod can take it",
+                    reason="MOVE_NOT_DONE")
+        return apb.MoveInstrumentResponse(instrument=instrument_message(moved),
+                                          previous_owner=previous,
+                                          previous_epoch=before["owner_epoch"])
+
+    @grpc_errors
+    async def ListMatchingPods(self, request, context):
+        actor = await self.auth.actor(context)
+        pods = [matching_pod_message(r) for r in await self.store.matching_pods()]
+        await self.store.audit_read(actor, "ListMatchingPods", "matching_pods")
+        return apb.ListMatchingPodsResponse(pods=pods)
 
     # -- money ----------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ migration 0003 send the change notification in the same transaction.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -18,7 +19,9 @@ from typing import Any
 import asyncpg
 
 from exchange_common import db
-from exchange_common.changes import ChangeListener
+from exchange_common.changes import CHANNEL as CHANGES_CHANNEL
+from exchange_common.changes import PODS_TABLE, ChangeListener
+from exchange_common.config import spec_includes
 from exchange_common.decimals import amount_str
 from exchange_common.errors import AlreadyExists, FailedPrecondition, NotFound
 from exchange_common.keys import ADMIN_KEY_KIND, API_KEY_KIND, key_hash, new_key
@@ -33,9 +36,22 @@ ADMIN_KEY_COLUMNS = "key_id, prefix, name, created_by, created_at, revoked_at"
 ADMIN_KEY_SELECT = f"SELECT {ADMIN_KEY_COLUMNS} FROM admin_keys"
 INSTRUMENT_SELECT = """
 SELECT i.*, s.owner_address, coalesce(s.owner_epoch, 0) AS owner_epoch,
-       coalesce(s.last_sequence, 0) AS last_sequence
+       coalesce(s.last_sequence, 0) AS last_sequence, s.owner_name, s.assigned_to
   FROM instruments i LEFT JOIN instrument_state s ON s.instrument_id = i.instrument_id
 """
+# The matching pods (migration 0009): live while their owner session is connected.
+MATCHING_PODS_SELECT = """
+SELECT p.name, p.address, p.home, p.may_own, p.started_at, a.pid IS NOT NULL AS live,
+       CASE WHEN a.pid IS NULL AND p.reserved_until > now() THEN p.reserved_until END
+           AS reserved_until,
+       CASE WHEN a.pid IS NULL THEN ARRAY[]::text[] ELSE ARRAY(
+           SELECT i.symbol FROM instrument_state s JOIN instruments i USING (instrument_id)
+            WHERE s.owner_name = p.name ORDER BY i.symbol) END AS owned
+  FROM matching_pods p
+  LEFT JOIN pg_stat_activity a ON a.pid = p.backend_pid AND a.backend_start = p.backend_start
+"""
+# How often MoveInstrument looks whether the target owns the instrument yet (seconds).
+MOVE_POLL = 0.02
 TIER_COLUMNS = ("orders_per_second", "orders_burst", "cancels_per_second", "cancels_burst",
                 "queries_per_second", "queries_burst", "max_open_orders")
 INSTRUMENT_LIMITS = ("min_quantity", "max_quantity", "min_notional", "price_band_bps",
@@ -328,6 +344,58 @@ class AdminStore:
             await self._audit(conn, actor, action, f"instrument:{symbol}", _json(before),
                               _json(after))
         return after
+
+    # -- matching pods --------------------------------------------------------------
+
+    async def matching_pods(self) -> list[asyncpg.Record]:
+        return await self.pool.fetch(f"{MATCHING_PODS_SELECT} ORDER BY p.name")
+
+    async def assign_instrument(self, actor: Actor, symbol: str,
+                                to: str) -> tuple[asyncpg.Record, asyncpg.Record]:
+        """Assign an instrument to matching pod ``to`` (live, allowed to own it) and
+        wake the pods (the owner hands it over: matching_service/placement.py).
+        Returns the instrument before and after."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            before = await self.instrument(conn, symbol)
+            await conn.execute(
+                """INSERT INTO instrument_state (instrument_id) VALUES ($1)
+                   ON CONFLICT DO NOTHING""", before["instrument_id"])
+            await conn.execute("SELECT 1 FROM instrument_state WHERE instrument_id = $1 "
+                               "FOR UPDATE", before["instrument_id"])
+            pod = await conn.fetchrow(f"{MATCHING_PODS_SELECT} WHERE p.name = $1", to)
+            if pod is None:
+                raise FailedPrecondition(f"no matching pod named {to!r} ever registered",
+                                         reason="MATCHING_POD_UNKNOWN")
+            if not pod["live"]:
+                raise FailedPrecondition(f"matching pod {to!r} is not running",
+                                         reason="MATCHING_POD_NOT_LIVE")
+            if not spec_includes(pod["may_own"], symbol):
+                raise FailedPrecondition(
+                    f"matching pod {to!r} may not own {symbol} (its "
+                    f"EXCHANGE_MATCHING_INSTRUMENTS is {pod['may_own']!r})",
+                    reason="MATCHING_POD_MAY_NOT_OWN")
+            await conn.execute(
+                "UPDATE instrument_state SET assigned_to = $2 WHERE instrument_id = $1",
+                before["instrument_id"], to)
+            await conn.execute("SELECT pg_notify($1, $2)", CHANGES_CHANNEL, PODS_TABLE)
+            after = await self.instrument(conn, symbol)
+            await self._audit(conn, actor, "MoveInstrument", f"instrument:{symbol}",
+                              _json(before), _json(after))
+        return before, after
+
+    async def wait_owned(self, symbol: str, to: str, above_epoch: int,
+                         timeout: float) -> asyncpg.Record | None:
+        """The instrument once pod ``to`` took it with an epoch above ``above_epoch`` (or
+        owns it already, when it did before); None after ``timeout`` seconds."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        async with self.pool.acquire() as conn:
+            while True:
+                row = await self.instrument(conn, symbol)
+                if row["owner_name"] == to and row["owner_epoch"] > above_epoch:
+                    return row
+                if asyncio.get_running_loop().time() >= deadline:
+                    return None
+                await asyncio.sleep(MOVE_POLL)
 
     # -- money ----------------------------------------------------------------------
 

@@ -70,14 +70,16 @@ class AsyncAdminClient:
             self._stub = apb_grpc.AdminServiceStub(self._channel)
         return self._stub
 
-    async def call(self, rpc: str, request: Any) -> Any:
-        """``AdminService.<rpc>(request)`` with the admin key; the response message."""
+    async def call(self, rpc: str, request: Any, timeout: float | None = None) -> Any:
+        """``AdminService.<rpc>(request)`` with the admin key; the response message.
+        ``timeout``: the call's deadline in seconds (default: the client's)."""
         if not self.admin_key:
             raise Unauthenticated("no admin key: admin calls need one (admin_key=... / "
                                   "EXCHANGE_ADMIN_KEY)", reason=ADMIN_KEY_MISSING)
         try:
             return await getattr(self._admin(), rpc)(
-                request, timeout=self.timeout, metadata=(("x-admin-key", self.admin_key),))
+                request, timeout=timeout or self.timeout,
+                metadata=(("x-admin-key", self.admin_key),))
         except grpc.RpcError as err:
             raise from_grpc_error(err) from err
 
@@ -200,6 +202,19 @@ class AsyncAdminClient:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}")
         return (await self.call("SetInstrumentStatus", apb.SetInstrumentStatusRequest(
             symbol=symbol, status=STATUSES[status]))).instrument
+
+    async def move_instrument(self, symbol: str, to: str,
+                              timeout: float = 10.0) -> apb.MoveInstrumentResponse:
+        """Move an instrument to matching pod ``to`` (its EXCHANGE_MATCHING_NAME); answers
+        once that pod owns it (the response has the previous owner and epoch), waiting at
+        most ``timeout`` seconds (then DeadlineExceeded; the assignment stays)."""
+        return await self.call("MoveInstrument", apb.MoveInstrumentRequest(
+            symbol=symbol, to=to, timeout_ms=round(timeout * 1000)), timeout=timeout + 5)
+
+    async def list_matching_pods(self) -> list[apb.MatchingPod]:
+        """The matching pods that ever registered: live or not, homes, what each owns."""
+        return list((await self.call("ListMatchingPods",
+                                     apb.ListMatchingPodsRequest())).pods)
 
     async def create_admin_key(self, name: str) -> apb.CreateAdminKeyResponse:
         return await self.call("CreateAdminKey", apb.CreateAdminKeyRequest(name=name))

@@ -16,6 +16,8 @@
                                      [--min-notional N] [--price-band-bps N]
                                      [--maker-fee-bps N] [--taker-fee-bps N]
     exchange admin instrument status SYMBOL trading|cancel-only|halted
+    exchange admin instrument move SYMBOL --to POD [--wait SECONDS]
+    exchange admin pods                                 # the matching pods, what each owns
     exchange admin admin-key create NAME | list [--all] | revoke PREFIX
     exchange admin audit [--target PREFIX] [--limit N]
     exchange admin deposit|withdraw|adjust ACCOUNT ASSET AMOUNT --key IDEMPOTENCY_KEY
@@ -102,7 +104,15 @@ def instruments_table(instruments: Iterable[apb.Instrument]) -> Table:
                                   "sequence"],
                   ([i.instrument_id, i.symbol, _status(i.status), i.tick_size, i.lot_size,
                     i.min_quantity, i.max_quantity, i.min_notional, i.price_band_bps,
-                    f"{i.owner or '-'} ({i.owner_epoch})", i.sequence] for i in instruments))
+                    f"{i.owner_pod or i.owner or '-'} ({i.owner_epoch})", i.sequence]
+                   for i in instruments))
+
+
+def matching_pods_table(pods: Iterable[apb.MatchingPod]) -> Table:
+    return _table("Matching pods", ["name", "address", "live", "home", "may own", "owns",
+                                    "reserved until"],
+                  ([p.name, p.address, "yes" if p.live else "no", p.home or "-", p.may_own,
+                    ", ".join(p.owned) or "-", _when(p.reserved_until)] for p in pods))
 
 
 def assets_table(assets: Iterable[apb.Asset]) -> Table:
@@ -229,6 +239,21 @@ async def instrument_update(admin, args, out) -> None:
 async def instrument_status(admin, args, out) -> None:
     instrument = await admin.set_instrument_status(args.symbol, args.status)
     _show(out, instrument, instruments_table([instrument]), "instrument")
+
+
+async def instrument_move(admin, args, out) -> None:
+    moved = await admin.move_instrument(args.symbol, args.to, args.wait)
+    if out.json:
+        _show(out, moved, instruments_table([moved.instrument]), "move")
+        return
+    i = moved.instrument
+    out.print(f"{i.symbol}: {moved.previous_owner or 'nobody'} (epoch {moved.previous_epoch})"
+              f" -> {i.owner_pod} (epoch {i.owner_epoch})")
+
+
+async def pods(admin, args, out) -> None:
+    found = await admin.list_matching_pods()
+    _show(out, found, matching_pods_table(found), "pods")
 
 
 async def admin_key_create(admin, args, out) -> None:
@@ -398,6 +423,14 @@ def add_admin_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     p = verb(acts, "status", instrument_status, "trading, cancel-only or halted, at once")
     p.add_argument("symbol")
     p.add_argument("status", choices=list(STATUSES))
+    p = verb(acts, "move", instrument_move,
+             "hand an instrument over to another matching pod, live (it stays there)")
+    p.add_argument("symbol")
+    p.add_argument("--to", required=True, metavar="POD",
+                   help="the matching pod's name (exchange admin pods lists them)")
+    p.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
+                   help="how long to wait for the pod to own it (default 10)")
+    verb(nouns, "pods", pods, "the matching pods: live or not, homes, what each owns")
 
     admin_keys = nouns.add_parser("admin-key", parents=[common], help="admin keys")
     acts = admin_keys.add_subparsers(dest="admin_verb", metavar="ACTION", required=True)

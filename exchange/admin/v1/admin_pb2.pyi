@@ -206,7 +206,7 @@ class ListRateTiersResponse(_message.Message):
     def __init__(self, tiers: _Optional[_Iterable[_Union[RateTier, _Mapping]]] = ...) -> None: ...
 
 class Instrument(_message.Message):
-    __slots__ = ("instrument_id", "symbol", "base_asset", "quote_asset", "tick_size", "lot_size", "min_quantity", "max_quantity", "min_notional", "price_band_bps", "status", "owner", "owner_epoch", "sequence", "maker_fee_bps", "taker_fee_bps")
+    __slots__ = ("instrument_id", "symbol", "base_asset", "quote_asset", "tick_size", "lot_size", "min_quantity", "max_quantity", "min_notional", "price_band_bps", "status", "owner", "owner_epoch", "sequence", "maker_fee_bps", "taker_fee_bps", "owner_pod", "assigned_to")
     INSTRUMENT_ID_FIELD_NUMBER: _ClassVar[int]
     SYMBOL_FIELD_NUMBER: _ClassVar[int]
     BASE_ASSET_FIELD_NUMBER: _ClassVar[int]
@@ -223,6 +223,8 @@ class Instrument(_message.Message):
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     MAKER_FEE_BPS_FIELD_NUMBER: _ClassVar[int]
     TAKER_FEE_BPS_FIELD_NUMBER: _ClassVar[int]
+    OWNER_POD_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNED_TO_FIELD_NUMBER: _ClassVar[int]
     instrument_id: int
     symbol: str
     base_asset: str
@@ -239,7 +241,9 @@ class Instrument(_message.Message):
     sequence: int
     maker_fee_bps: int
     taker_fee_bps: int
-    def __init__(self, instrument_id: _Optional[int] = ..., symbol: _Optional[str] = ..., base_asset: _Optional[str] = ..., quote_asset: _Optional[str] = ..., tick_size: _Optional[str] = ..., lot_size: _Optional[str] = ..., min_quantity: _Optional[str] = ..., max_quantity: _Optional[str] = ..., min_notional: _Optional[str] = ..., price_band_bps: _Optional[int] = ..., status: _Optional[_Union[_common_pb2.InstrumentStatus, str]] = ..., owner: _Optional[str] = ..., owner_epoch: _Optional[int] = ..., sequence: _Optional[int] = ..., maker_fee_bps: _Optional[int] = ..., taker_fee_bps: _Optional[int] = ...) -> None: ...
+    owner_pod: str
+    assigned_to: str
+    def __init__(self, instrument_id: _Optional[int] = ..., symbol: _Optional[str] = ..., base_asset: _Optional[str] = ..., quote_asset: _Optional[str] = ..., tick_size: _Optional[str] = ..., lot_size: _Optional[str] = ..., min_quantity: _Optional[str] = ..., max_quantity: _Optional[str] = ..., min_notional: _Optional[str] = ..., price_band_bps: _Optional[int] = ..., status: _Optional[_Union[_common_pb2.InstrumentStatus, str]] = ..., owner: _Optional[str] = ..., owner_epoch: _Optional[int] = ..., sequence: _Optional[int] = ..., maker_fee_bps: _Optional[int] = ..., taker_fee_bps: _Optional[int] = ..., owner_pod: _Optional[str] = ..., assigned_to: _Optional[str] = ...) -> None: ...
 
 class CreateInstrumentRequest(_message.Message):
     __slots__ = ("instrument",)
@@ -300,6 +304,56 @@ class SetInstrumentStatusResponse(_message.Message):
     INSTRUMENT_FIELD_NUMBER: _ClassVar[int]
     instrument: Instrument
     def __init__(self, instrument: _Optional[_Union[Instrument, _Mapping]] = ...) -> None: ...
+
+class MoveInstrumentRequest(_message.Message):
+    __slots__ = ("symbol", "to", "timeout_ms")
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    symbol: str
+    to: str
+    timeout_ms: int
+    def __init__(self, symbol: _Optional[str] = ..., to: _Optional[str] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class MoveInstrumentResponse(_message.Message):
+    __slots__ = ("instrument", "previous_owner", "previous_epoch")
+    INSTRUMENT_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_OWNER_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    instrument: Instrument
+    previous_owner: str
+    previous_epoch: int
+    def __init__(self, instrument: _Optional[_Union[Instrument, _Mapping]] = ..., previous_owner: _Optional[str] = ..., previous_epoch: _Optional[int] = ...) -> None: ...
+
+class MatchingPod(_message.Message):
+    __slots__ = ("name", "address", "home", "may_own", "live", "reserved_until", "owned", "start_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    HOME_FIELD_NUMBER: _ClassVar[int]
+    MAY_OWN_FIELD_NUMBER: _ClassVar[int]
+    LIVE_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    OWNED_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    address: str
+    home: str
+    may_own: str
+    live: bool
+    reserved_until: _timestamp_pb2.Timestamp
+    owned: _containers.RepeatedScalarFieldContainer[str]
+    start_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., home: _Optional[str] = ..., may_own: _Optional[str] = ..., live: _Optional[bool] = ..., reserved_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., owned: _Optional[_Iterable[str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListMatchingPodsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListMatchingPodsResponse(_message.Message):
+    __slots__ = ("pods",)
+    PODS_FIELD_NUMBER: _ClassVar[int]
+    pods: _containers.RepeatedCompositeFieldContainer[MatchingPod]
+    def __init__(self, pods: _Optional[_Iterable[_Union[MatchingPod, _Mapping]]] = ...) -> None: ...
 
 class AdminKey(_message.Message):
     __slots__ = ("prefix", "name", "created_by", "create_time", "revoke_time")

@@ -104,6 +104,16 @@ class AdminServiceStub:
                 request_serializer=exchange_dot_admin_dot_v1_dot_admin__pb2.SetInstrumentStatusRequest.SerializeToString,
                 response_deserializer=exchange_dot_admin_dot_v1_dot_admin__pb2.SetInstrumentStatusResponse.FromString,
                 _registered_method=True)
+        self.MoveInstrument = channel.unary_unary(
+                '/exchange.admin.v1.AdminService/MoveInstrument',
+                request_serializer=exchange_dot_admin_dot_v1_dot_admin__pb2.MoveInstrumentRequest.SerializeToString,
+                response_deserializer=exchange_dot_admin_dot_v1_dot_admin__pb2.MoveInstrumentResponse.FromString,
+                _registered_method=True)
+        self.ListMatchingPods = channel.unary_unary(
+                '/exchange.admin.v1.AdminService/ListMatchingPods',
+                request_serializer=exchange_dot_admin_dot_v1_dot_admin__pb2.ListMatchingPodsRequest.SerializeToString,
+                response_deserializer=exchange_dot_admin_dot_v1_dot_admin__pb2.ListMatchingPodsResponse.FromString,
+                _registered_method=True)
         self.CreateAdminKey = channel.unary_unary(
                 '/exchange.admin.v1.AdminService/CreateAdminKey',
                 request_serializer=exchange_dot_admin_dot_v1_dot_admin__pb2.CreateAdminKeyRequest.SerializeToString,
@@ -255,6 +265,26 @@ class AdminServiceServicer:
     def SetInstrumentStatus(self, request, context):
         """Trading, cancel-only or halted: refused by the next call on every order
         service, and journaled and enforced by the owning matching pod.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MoveInstrument(self, request, context):
+        """Moves an instrument to another matching pod (by name), neither restarting: the
+        owner finishes the batch in progress, refuses the rest NOT_OWNER (the order
+        services place them on the new owner) and releases it; the target takes it with a
+        new epoch and the same book. The assignment is kept (failback and restarts bring
+        the instrument back to this pod while it is live). Answers once the target owns it.
+        Unknown instrument: NOT_FOUND; unknown or stopped pod, or one not allowed to own
+        it: FAILED_PRECONDITION; not taken in time: DEADLINE_EXCEEDED (the assignment stays).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMatchingPods(self, request, context):
+        """The matching pods that ever registered: live or not, their homes, what they own.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -413,6 +443,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.SetInstrumentStatus,
                     request_deserializer=exchange_dot_admin_dot_v1_dot_admin__pb2.SetInstrumentStatusRequest.FromString,
                     response_serializer=exchange_dot_admin_dot_v1_dot_admin__pb2.SetInstrumentStatusResponse.SerializeToString,
+            ),
+            'MoveInstrument': grpc.unary_unary_rpc_method_handler(
+                    servicer.MoveInstrument,
+                    request_deserializer=exchange_dot_admin_dot_v1_dot_admin__pb2.MoveInstrumentRequest.FromString,
+                    response_serializer=exchange_dot_admin_dot_v1_dot_admin__pb2.MoveInstrumentResponse.SerializeToString,
+            ),
+            'ListMatchingPods': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMatchingPods,
+                    request_deserializer=exchange_dot_admin_dot_v1_dot_admin__pb2.ListMatchingPodsRequest.FromString,
+                    response_serializer=exchange_dot_admin_dot_v1_dot_admin__pb2.ListMatchingPodsResponse.SerializeToString,
             ),
             'CreateAdminKey': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateAdminKey,
@@ -848,6 +888,60 @@ class AdminService:
             '/exchange.admin.v1.AdminService/SetInstrumentStatus',
             exchange_dot_admin_dot_v1_dot_admin__pb2.SetInstrumentStatusRequest.SerializeToString,
             exchange_dot_admin_dot_v1_dot_admin__pb2.SetInstrumentStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MoveInstrument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.admin.v1.AdminService/MoveInstrument',
+            exchange_dot_admin_dot_v1_dot_admin__pb2.MoveInstrumentRequest.SerializeToString,
+            exchange_dot_admin_dot_v1_dot_admin__pb2.MoveInstrumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMatchingPods(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exchange.admin.v1.AdminService/ListMatchingPods',
+            exchange_dot_admin_dot_v1_dot_admin__pb2.ListMatchingPodsRequest.SerializeToString,
+            exchange_dot_admin_dot_v1_dot_admin__pb2.ListMatchingPodsResponse.FromString,
             options,
             channel_credentials,
             insecure,
