@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from exchange_common import db, instrument_file
 from exchange_common.config import (
     CommonSettings,
     MarketDataSettings,
@@ -52,6 +53,13 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "instrumentGroups": [["BTC-USD"], ["ETH-USD", "SOL-USD"], ["XRP-USD"]],
             "standbys": 2,
         },
+        # SOL-USD made by the migrate Job; XRP-USD made with the admin API.
+        "instruments": [
+            {"symbol": "SOL-USD", "base": "SOL", "quote": "USD", "tickSize": "0.001",
+             "lotSize": "0.01", "minQuantity": "0.01", "maxQuantity": "100000",
+             "minNotional": "1", "priceBandBps": 1000, "makerFeeBps": -1, "takerFeeBps": 5},
+            {"symbol": "XRP-USD"},
+        ],
     },
     "existing-secret": {
         "postgresql": {"existingSecret": "pg-creds", "existingSecretKey": "uri"},
@@ -442,29 +450,39 @@ def test_metrics_port_and_service(render):
 
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
 @pytest.mark.parametrize("component", sorted(SERVICES))
-def test_environment_satisfies_the_settings_class(render, name, component, monkeypatch):
+def test_environment_satisfies_the_settings_class(render, name, component, monkeypatch,
+                                                  tmp_path):
     """Every EXCHANGE_* variable the chart sets is a field of the service's settings
-    class, the required ones are set, and the class accepts the values."""
-    env = render(name).environment(component)
+    class, the required ones are set, and the class accepts the values. A matching pod's
+    environment includes what its entrypoint exports: for its first pod (a group's) and
+    its last (a standby)."""
+    r = render(name)
+    envs = [r.environment(component)]
+    if component == "matching":
+        replicas = r.workload("matching")["spec"]["replicas"]
+        envs = [{**envs[0], **{f"EXCHANGE_MATCHING_{k.upper()}": v for k, v in
+                               _run_entrypoint(r, tmp_path, ordinal).items()}}
+                for ordinal in (0, replicas - 1)]
     settings_cls = SERVICES[component][2]
     fields = {f"EXCHANGE_{f.upper()}" for f in settings_cls.model_fields}
-    exchange_vars = {k for k in env if k.startswith("EXCHANGE_")}
-    assert exchange_vars <= fields, exchange_vars - fields
-    required = {f"EXCHANGE_{n.upper()}" for n, f in settings_cls.model_fields.items()
-                if f.is_required()}
-    assert required <= exchange_vars
-    assert {"EXCHANGE_DATABASE_URL", "EXCHANGE_REDIS_URL"} <= exchange_vars
+    for env in envs:
+        exchange_vars = {k for k in env if k.startswith("EXCHANGE_")}
+        assert exchange_vars <= fields, exchange_vars - fields
+        required = {f"EXCHANGE_{n.upper()}" for n, f in settings_cls.model_fields.items()
+                    if f.is_required()}
+        assert required <= exchange_vars
+        assert {"EXCHANGE_DATABASE_URL", "EXCHANGE_REDIS_URL"} <= exchange_vars
 
-    for k in list(os.environ):
-        if k.startswith("EXCHANGE_"):
-            monkeypatch.delenv(k)
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    settings = settings_cls()
-    assert isinstance(settings, CommonSettings)
-    listen = getattr(settings, f"{component}_listen")
-    assert listen == f"0.0.0.0:{SERVICES[component][3]}"
-    assert env["OTEL_SERVICE_NAME"] == SERVICES[component][1]
+        for k in list(os.environ):
+            if k.startswith("EXCHANGE_"):
+                monkeypatch.delenv(k)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        settings = settings_cls()
+        assert isinstance(settings, CommonSettings)
+        listen = getattr(settings, f"{component}_listen")
+        assert listen == f"0.0.0.0:{SERVICES[component][3]}"
+        assert env["OTEL_SERVICE_NAME"] == SERVICES[component][1]
 
 
 def test_order_workers_follow_the_pods_cpu(helm, tmp_path):
@@ -736,9 +754,9 @@ def test_matching_replicas_are_groups_plus_standbys(render, name, groups, standb
     assert sts["spec"]["podManagementPolicy"] == "OrderedReady"
 
 
-def _run_entrypoint(r: Rendered, tmp_path: Path, ordinal: int) -> str:
+def _run_entrypoint(r: Rendered, tmp_path: Path, ordinal: int) -> dict[str, str]:
     """Run the matching container's entrypoint as pod <ordinal> would, with a
-    stand-in matching-service that prints the instruments it was given."""
+    stand-in matching-service that prints the ownership variables it was given."""
     c = r.container("matching")
     script = c["args"][0]
     instruments = r.get("ConfigMap", f"{PREFIX}-matching-instruments")["data"]
@@ -752,29 +770,137 @@ def _run_entrypoint(r: Rendered, tmp_path: Path, ordinal: int) -> str:
     bindir = tmp_path / "bin"
     bindir.mkdir(exist_ok=True)
     fake = bindir / "matching-service"
-    fake.write_text('#!/bin/sh\nprintf "%s" "$EXCHANGE_MATCHING_INSTRUMENTS"\n')
+    fake.write_text("#!/bin/sh\nenv | grep '^EXCHANGE_MATCHING_'\n")
     fake.chmod(0o755)
     proc = subprocess.run(
         ["/bin/sh", "-c", script], capture_output=True, text=True, check=True, timeout=10,
         env={"PATH": f"{bindir}:/usr/bin:/bin",
              "POD_NAME": f"{PREFIX}-matching-{ordinal}",
              "MATCHING_INSTRUMENTS_DIR": str(files)})
-    return proc.stdout
+    exported = dict(line.split("=", 1) for line in proc.stdout.splitlines())
+    return {k.removeprefix("EXCHANGE_MATCHING_").lower(): v for k, v in exported.items()}
 
 
-def test_matching_pod_ordinal_decides_its_instruments(render, tmp_path):
+def test_matching_pod_ordinal_decides_its_instruments_and_home(render, tmp_path):
+    """Pod N may own group N and it is its home (ownership returns to it); standbys
+    may own every group's instruments and have no home. Each is named by its pod."""
     r = render("groups")
     replicas = r.workload("matching")["spec"]["replicas"]
     got = [_run_entrypoint(r, tmp_path, n) for n in range(replicas)]
     every = "BTC-USD,ETH-USD,SOL-USD,XRP-USD"
-    assert got == ["BTC-USD", "ETH-USD,SOL-USD", "XRP-USD", every, every]
+    assert [g["instruments"] for g in got] == [
+        "BTC-USD", "ETH-USD,SOL-USD", "XRP-USD", every, every]
+    assert [g["home"] for g in got] == ["BTC-USD", "ETH-USD,SOL-USD", "XRP-USD", "", ""]
+    assert [g["name"] for g in got] == [f"{PREFIX}-matching-{n}" for n in range(replicas)]
     # A pod beyond the rendered replicas (scaled by hand) is a standby too.
-    assert _run_entrypoint(r, tmp_path, 12) == every
+    assert _run_entrypoint(r, tmp_path, 12) == {
+        "instruments": every, "home": "", "name": f"{PREFIX}-matching-12"}
 
 
 def test_matching_without_groups_owns_everything(render, tmp_path):
     r = render("default")
-    assert [_run_entrypoint(r, tmp_path, n) for n in range(2)] == ["*", "*"]
+    got = [_run_entrypoint(r, tmp_path, n) for n in range(2)]
+    assert got == [{"instruments": "*", "home": "*", "name": f"{PREFIX}-matching-0"},
+                   {"instruments": "*", "home": "", "name": f"{PREFIX}-matching-1"}]
+
+
+def test_ownership_settings_reach_the_matching_pods(render, helm, tmp_path):
+    env = render("default").environment("matching")
+    assert env["EXCHANGE_MATCHING_RESTART_GRACE"] == "30"
+    assert env["EXCHANGE_OWNERSHIP_POLL"] == "0.5"
+    assert env["EXCHANGE_OWNER_SESSION_TIMEOUT"] == "10"
+    other = _template(helm, tmp_path, {"matching": {"ownership": {
+        "restartGraceSeconds": 0, "pollSeconds": 0.25, "sessionTimeoutSeconds": 20}}})
+    env = other.environment("matching")
+    assert (env["EXCHANGE_MATCHING_RESTART_GRACE"], env["EXCHANGE_OWNERSHIP_POLL"],
+            env["EXCHANGE_OWNER_SESSION_TIMEOUT"]) == ("0", "0.25", "20")
+    for component in ("order", "marketdata"):
+        assert not {k for k in other.environment(component) if "OWNER" in k}
+
+
+def test_connection_age_reaches_the_public_services(render, helm, tmp_path):
+    """Clients are moved to new connections (so to new replicas) every 300 s by default;
+    no stream is cut by it (no grace limit). Matching pods are dialled by owner: none."""
+    r = render("default")
+    for component in ("order", "marketdata"):
+        env = r.environment(component)
+        assert env["EXCHANGE_GRPC_MAX_CONNECTION_AGE"] == "300", component
+        assert env["EXCHANGE_GRPC_MAX_CONNECTION_AGE_GRACE"] == "0", component
+    assert "EXCHANGE_GRPC_MAX_CONNECTION_AGE" not in r.environment("matching")
+    other = _template(helm, tmp_path, {
+        "order": {"config": {"maxConnectionAgeSeconds": 0}},
+        "marketdata": {"config": {"maxConnectionAgeSeconds": 1800,
+                                  "maxConnectionAgeGraceSeconds": 600}}})
+    assert other.environment("order")["EXCHANGE_GRPC_MAX_CONNECTION_AGE"] == "0"
+    md = other.environment("marketdata")
+    assert (md["EXCHANGE_GRPC_MAX_CONNECTION_AGE"],
+            md["EXCHANGE_GRPC_MAX_CONNECTION_AGE_GRACE"]) == ("1800", "600")
+
+
+def _migrate_job(r: Rendered) -> dict[str, Any]:
+    return r.get("Job", f"{PREFIX}-migrate")
+
+
+def test_instruments_are_created_by_the_migrate_job(render):
+    """`instruments` reaches exchange-migrate --instruments as a file that the real parser
+    takes, from a ConfigMap that exists before the Job (a hook of lower weight)."""
+    r = render("groups")
+    job = _migrate_job(r)
+    (c,) = job["spec"]["template"]["spec"]["containers"]
+    args = c["args"]
+    path = args[args.index("--instruments") + 1]
+    mount = next(m for m in c["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in job["spec"]["template"]["spec"]["volumes"]
+                 if v["name"] == mount["name"]]
+    cm = r.get("ConfigMap", volume["configMap"]["name"])
+    assert cm["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert (int(cm["metadata"]["annotations"]["helm.sh/hook-weight"])
+            < int(job["metadata"]["annotations"]["helm.sh/hook-weight"]))
+    text = cm["data"][path.rsplit("/", 1)[1]]
+    parsed = instrument_file.parse(text)
+    assert [i.symbol for i in parsed.new] == ["SOL-USD"]
+    sol = parsed.new[0]
+    assert (str(sol.tick_size), str(sol.lot_size), sol.price_band_bps, sol.maker_fee_bps,
+            sol.taker_fee_bps) == ("0.001", "0.01", 1000, -1, 5)
+    assert parsed.existing == ["XRP-USD"]
+    # Without instruments: no file, no option, no ConfigMap.
+    d = render("default")
+    (c,) = _migrate_job(d)["spec"]["template"]["spec"]["containers"]
+    assert "--instruments" not in c.get("args", [])
+    assert not [m for m in d.all("ConfigMap") if "instruments" in m["metadata"]["name"]
+                and "matching" not in m["metadata"]["name"]]
+
+
+def test_the_chart_knows_the_seeded_instruments():
+    """The template's list of what exchange-migrate seeds is the seed's."""
+    text = (CHART / "templates" / "matching" / "_matching.tpl").read_text()
+    block = text[text.index('define "exchange.seededInstruments"'):]
+    listed = block.split("-}}", 1)[1].split("{{", 1)[0].split()
+    assert listed == [row[1] for row in db.DEFAULT_INSTRUMENTS]
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"matching": {"instrumentGroups": [["BTC-USD"], ["ETH-USD", "SOL-USD"]]}},
+     "matching.instrumentGroups: SOL-USD (group 1) is not an instrument the chart creates"),
+    ({"matching": {"instrumentGroups": [["BTC-USD", "DOGE-USD"]]},
+      "instruments": [{"symbol": "SOL-USD"}]},
+     "DOGE-USD (group 0) is not an instrument the chart creates"),
+    ({"instruments": [{"symbol": "SOL-USD"}], "migrations": {"enabled": False}},
+     "instruments: the migration Job creates them, and migrations.enabled is false"),
+])
+def test_an_instrument_nobody_creates_is_refused(helm, tmp_path, values, message):
+    proc = helm("template", RELEASE, str(CHART), "-f", str(_values_file(tmp_path, values)),
+                check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr
+
+
+def test_groups_without_the_migrate_job_are_not_checked(helm, tmp_path):
+    """Without the Job the chart creates nothing; whoever migrates makes the instruments."""
+    r = _template(helm, tmp_path, {"matching": {"instrumentGroups": [["SOL-USD"]]},
+                                   "migrations": {"enabled": False}})
+    assert r.get("ConfigMap", f"{PREFIX}-matching-instruments")["data"]["group-0"] == "SOL-USD"
 
 
 def test_instrument_in_two_groups_is_refused(helm, tmp_path):
@@ -1193,6 +1319,15 @@ def test_schema_rejects_unknown_keys(helm, setting):
     "healthPort=0",
     "internalTls.allowedClients[0]=two names",
     "internalAuth.existingSecretKey=",
+    "matching.ownership.pollSeconds=0",
+    "matching.ownership.restartGraceSeconds=601",
+    "matching.ownership.sessionTimeoutSeconds=0.5",
+    "matching.ownership.bogus=1",
+    "order.config.maxConnectionAgeSeconds=-1",
+    "marketdata.config.maxConnectionAgeGraceSeconds=-1",
+    "instruments[0].symbol=sol-usd",
+    "instruments[0].symbol=SOL-USD,instruments[0].base=SOL",  # rules: all or none
+    "instruments[0].symbol=X,instruments[0].bogus=1",
     # the monitoring objects (tests/unit/test_chart_monitoring.py)
     "metrics.prometheusRule.runbookBaseUrl=https://docs.example/runbooks.md#top",
     "metrics.prometheusRule.additionalRuleLabels.severity=page",
