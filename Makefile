@@ -57,7 +57,7 @@ bench: $(STAMP)
 helm-lint: $(STAMP)
 	test -x deploy/.tools/bin/helm || deploy/tools/install-helm.sh
 	HELM=deploy/.tools/bin/helm $(PY) -m pytest -q tests/unit/test_helm_chart.py \
-		tests/unit/test_chart_monitoring.py
+		tests/unit/test_chart_monitoring.py tests/unit/test_chart_kubernetes.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

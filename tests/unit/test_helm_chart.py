@@ -274,9 +274,59 @@ PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # IANA_SV
 REVISION_HASH_LEN = 10
 
 
+# A label or annotation key: [DNS-1123 subdomain prefix (253) "/"] name (63).
+QUALIFIED_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _check_key(key: str, where: str) -> None:
+    prefix, _, name = key.rpartition("/")
+    assert len(name) <= 63 and QUALIFIED_NAME.match(name), (where, key)
+    if prefix:
+        assert len(prefix) <= 253 and DNS_SUBDOMAIN.match(prefix), (where, key)
+
+
 def _check_labels(labels: dict[str, Any] | None, where: str) -> None:
     for key, value in (labels or {}).items():
+        _check_key(key, where)
         assert len(str(value)) <= 63 and LABEL_VALUE.match(str(value)), (where, key, value)
+
+
+def check_names_labels_ports(d: dict[str, Any], r: Rendered) -> None:
+    """What the API server enforces on an object's names, labels and port names (and the
+    StatefulSet controller on the pods it makes), which no OpenAPI schema says: names of
+    63 characters in DNS-1123 labels (DNS-1035 for Services), label values of 63, port
+    names of 15 (IANA service names), the pods' names and revision-hash labels."""
+    meta = d["metadata"]
+    where = f"{d['kind']}/{meta['name']}"
+    assert len(meta["name"]) <= 63 and DNS_LABEL.match(meta["name"]), where
+    _check_labels(meta.get("labels"), where)
+    for key in meta.get("annotations") or {}:
+        _check_key(key, f"{where} annotations")
+    spec = d.get("spec", {})
+    _check_labels(_selector(d), f"{where} selector")
+    if "template" in spec:
+        _check_labels(spec["template"]["metadata"].get("labels"), f"{where} pods")
+        for key in spec["template"]["metadata"].get("annotations") or {}:
+            _check_key(key, f"{where} pod annotations")
+        for c in spec["template"]["spec"]["containers"]:
+            for port in c.get("ports", []):
+                assert len(port["name"]) <= 15 and PORT_NAME.match(port["name"]), (
+                    where, port)
+    if d["kind"] == "Service":
+        assert DNS_1035.match(meta["name"]), where
+        for port in spec["ports"]:
+            assert len(port["name"]) <= 15 and PORT_NAME.match(port["name"]), (where, port)
+            target = port.get("targetPort")
+            if isinstance(target, str):
+                assert len(target) <= 15 and PORT_NAME.match(target), (where, port)
+    if d["kind"] == "StatefulSet":
+        sts = meta["name"]
+        assert len(f"{sts}-{'h' * REVISION_HASH_LEN}") <= 63, f"{where}: revision hash"
+        # statefulset.kubernetes.io/pod-name and the pod's hostname: "<name>-<ordinal>"
+        last_pod = f"{sts}-{spec['replicas'] - 1}"
+        assert len(last_pod) <= 63 and DNS_LABEL.match(last_pod), last_pod
+        assert r.get("Service", spec["serviceName"])["spec"]["clusterIP"] == "None"
 
 
 @pytest.mark.parametrize("name", ["default", "groups", "monitoring", "tls", "admin"])
@@ -291,31 +341,10 @@ def test_a_53_character_release_name_fits_every_name_and_label(helm, tmp_path, n
     for d in r.docs:
         meta = d["metadata"]
         where = f"{d['kind']}/{meta['name']}"
-        assert len(meta["name"]) <= 63 and DNS_LABEL.match(meta["name"]), where
         assert meta["name"] not in names.setdefault(d["kind"], set()), f"duplicate {where}"
         names[d["kind"]].add(meta["name"])
-        _check_labels(meta.get("labels"), where)
         assert meta["labels"]["app.kubernetes.io/instance"] == LONG_RELEASE, where
-        spec = d.get("spec", {})
-        _check_labels(_selector(d), f"{where} selector")
-        if "template" in spec:
-            _check_labels(spec["template"]["metadata"].get("labels"), f"{where} pods")
-            for c in spec["template"]["spec"]["containers"]:
-                for port in c.get("ports", []):
-                    assert len(port["name"]) <= 15 and PORT_NAME.match(port["name"]), (
-                        where, port)
-        if d["kind"] == "Service":
-            assert DNS_1035.match(meta["name"]), where
-            for port in spec["ports"]:
-                assert len(port["name"]) <= 15 and PORT_NAME.match(port["name"]), (
-                    where, port)
-        if d["kind"] == "StatefulSet":
-            sts = meta["name"]
-            assert len(f"{sts}-{'h' * REVISION_HASH_LEN}") <= 63, f"{where}: revision hash"
-            # statefulset.kubernetes.io/pod-name and the pod's hostname: "<name>-<ordinal>"
-            last_pod = f"{sts}-{spec['replicas'] - 1}"
-            assert len(last_pod) <= 63 and DNS_LABEL.match(last_pod), last_pod
-            assert r.get("Service", spec["serviceName"])["spec"]["clusterIP"] == "None"
+        check_names_labels_ports(d, r)
     # Every ConfigMap and chart Secret a pod refers to is one the chart renders.
     own = {(d["kind"], d["metadata"]["name"]) for d in r.docs}
     for where, spec in r.pod_specs():
