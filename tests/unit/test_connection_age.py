@@ -80,6 +80,20 @@ def test_no_age_option_unless_set() -> None:
     assert ("grpc.max_connection_age_grace_ms", 30_000) in server_options(_settings(300, 30))
 
 
+def test_settings_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("EXCHANGE_DATABASE_URL", "postgresql://x")
+    monkeypatch.setenv("EXCHANGE_REDIS_URL", "redis://x")
+    assert CommonSettings().grpc_max_connection_age == 0
+    monkeypatch.setenv("EXCHANGE_GRPC_MAX_CONNECTION_AGE", "300")
+    monkeypatch.setenv("EXCHANGE_GRPC_MAX_CONNECTION_AGE_GRACE", "0.5")
+    options = dict(server_options(CommonSettings()))
+    assert options["grpc.max_connection_age_ms"] == 300_000
+    assert options["grpc.max_connection_age_grace_ms"] == 500
+    monkeypatch.setenv("EXCHANGE_GRPC_MAX_CONNECTION_AGE", "-1")
+    with pytest.raises(ValueError, match="grpc_max_connection_age"):
+        CommonSettings()
+
+
 async def test_a_connection_older_than_the_age_is_replaced() -> None:
     server, port = await _server(_settings(AGE))
     try:
