@@ -6,11 +6,11 @@ namespace enforcing Pod Security `restricted` would take it:
   (kubernetes-validate, which ships the schemas: no cluster, no network); the
   prometheus-operator kinds are CRDs it has no schema for, and get the other checks;
 - what the server checks beyond the schema (test_helm_chart.check_names_labels_ports):
-  names and label values within 63 characters, label and annotation keys, port names
-  within 15, the StatefulSet's pod names and revision-hash label;
+  names and label values within 63 characters, label and annotation keys, ConfigMap keys
+  and sizes, port names within 15, the StatefulSet's pod names and revision-hash label;
 - the Pod Security `restricted` profile on every pod the chart runs (tests/pod_security.py).
 
-The checker itself is checked: each rule finds a pod that breaks it.
+The checkers themselves are checked: each finds an object that breaks its rule.
 """
 
 from __future__ import annotations
@@ -165,3 +165,44 @@ def test_the_pod_security_checker_reads_apparmor_annotations():
     key = "container.apparmor.security.beta.kubernetes.io/c"
     assert violations(spec, {key: "runtime/default"}) == []
     assert violations(spec, {key: "unconfined"}) == [f"AppArmor: annotation {key}=unconfined"]
+
+
+def _label(d: dict[str, Any]) -> None:
+    d["metadata"]["labels"]["team"] = "x" * 64
+
+
+def _label_key(d: dict[str, Any]) -> None:
+    d["metadata"]["labels"]["Example.com/team"] = "x"
+
+
+def _pod_label(d: dict[str, Any]) -> None:
+    d["spec"]["template"]["metadata"]["labels"]["team"] = "-x"
+
+
+def _port_name(d: dict[str, Any]) -> None:
+    d["spec"]["template"]["spec"]["containers"][0]["ports"][0]["name"] = "grpc-public-order"
+
+
+def _name(d: dict[str, Any]) -> None:
+    d["metadata"]["name"] = "Order"
+
+
+@pytest.mark.parametrize("change", [_label, _label_key, _pod_label, _port_name, _name])
+def test_the_name_checks_find_what_the_server_refused(rendered, change):
+    r = rendered("default", RELEASE)
+    d = copy.deepcopy(r.workload("order"))
+    check_names_labels_ports(d, r)
+    change(d)
+    with pytest.raises(AssertionError):
+        check_names_labels_ports(d, r)
+
+
+@pytest.mark.parametrize(("key", "value"), [("a/b", "x"), ("big", "x" * (1024 * 1024))])
+def test_the_config_map_checks_find_what_the_server_refused(rendered, key, value):
+    r = rendered("default", RELEASE)
+    (cm, *_) = r.all("ConfigMap")
+    cm = copy.deepcopy(cm)
+    check_names_labels_ports(cm, r)
+    cm["data"][key] = value
+    with pytest.raises(AssertionError):
+        check_names_labels_ports(cm, r)

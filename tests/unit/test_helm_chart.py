@@ -274,6 +274,8 @@ PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # IANA_SV
 REVISION_HASH_LEN = 10
 
 
+# A ConfigMap or Secret key.
+CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 # A label or annotation key: [DNS-1123 subdomain prefix (253) "/"] name (63).
 QUALIFIED_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -313,6 +315,14 @@ def check_names_labels_ports(d: dict[str, Any], r: Rendered) -> None:
             for port in c.get("ports", []):
                 assert len(port["name"]) <= 15 and PORT_NAME.match(port["name"]), (
                     where, port)
+    assert sum(len(k) + len(str(v)) for k, v in (meta.get("annotations") or {}).items()
+               ) <= 256 * 1024, f"{where}: annotations over 256 KiB"
+    if d["kind"] in ("ConfigMap", "Secret"):
+        data = {**d.get("data", {}), **d.get("stringData", {}), **d.get("binaryData", {})}
+        for key in data:
+            assert len(key) <= 253 and CONFIG_KEY.match(key), (where, key)
+        assert sum(len(k) + len(str(v).encode()) for k, v in data.items()) <= 1024 * 1024, (
+            f"{where}: data over 1 MiB")
     if d["kind"] == "Service":
         assert DNS_1035.match(meta["name"]), where
         for port in spec["ports"]:
