@@ -880,7 +880,7 @@ def _migrate_job(r: Rendered) -> dict[str, Any]:
     return r.get("Job", f"{PREFIX}-migrate")
 
 
-def test_instruments_are_created_by_the_migrate_job(render):
+def test_instruments_are_created_by_the_migrate_job(render, helm, tmp_path):
     """`instruments` reaches exchange-migrate --instruments as a file that the real parser
     takes, from a ConfigMap that exists before the Job (a hook of lower weight)."""
     r = render("groups")
@@ -909,6 +909,14 @@ def test_instruments_are_created_by_the_migrate_job(render):
     assert "--instruments" not in c.get("args", [])
     assert not [m for m in d.all("ConfigMap") if "instruments" in m["metadata"]["name"]
                 and "matching" not in m["metadata"]["name"]]
+    # With the bootstrap admin key too: both files, both options.
+    both = _template(helm, tmp_path, {**VALUE_SETS["groups"],
+                                      "migrations": {"bootstrapAdminKeySecret": "adm"}})
+    (c,) = _migrate_job(both)["spec"]["template"]["spec"]["containers"]
+    assert c["args"] == ["--bootstrap-admin-key-file", "/etc/exchange/bootstrap/admin-key",
+                         "--instruments", "/etc/exchange/instruments/instruments.json"]
+    assert {m["name"] for m in c["volumeMounts"]} == {"tmp", "bootstrap-admin-key",
+                                                      "instruments"}
 
 
 def test_the_chart_knows_the_seeded_instruments():
