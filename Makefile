@@ -72,7 +72,7 @@ bench: $(STAMP)
 helm-lint: $(STAMP)
 	test -x deploy/.tools/bin/helm || deploy/tools/install-helm.sh
 	HELM=deploy/.tools/bin/helm $(PY) -m pytest -q tests/unit/test_helm_chart.py \
-		tests/unit/test_chart_monitoring.py
+		tests/unit/test_chart_monitoring.py tests/unit/test_chart_kubernetes.py
 
 # Builds deploy/Dockerfile here (podman, on an mmdebstrap base) and runs the migrate Job and
 # the three services from it as the chart does, on PostgreSQL and Redis at 127.0.0.1 (root;

@@ -45,6 +45,17 @@ class CommonSettings(BaseSettings):
     # value and 32 bytes per header, pseudo-headers included); more is RESOURCE_EXHAUSTED.
     # gRPC's own default refuses at random from 8 KiB and always from 16 KiB.
     max_metadata_bytes: int = Field(default=16 * 1024, ge=8 * 1024)
+    # Seconds after which a server sends a client's connection GOAWAY, so that the client
+    # makes its next calls on a new connection, which may reach another replica (clients
+    # keep their connections for ever otherwise, and replicas added later get only new
+    # clients). 0: never (the default; the chart sets it for the order and market-data
+    # services). gRPC spreads it by +-10% so that connections do not all go at once.
+    grpc_max_connection_age: float = Field(default=0.0, ge=0, le=86_400)
+    # Seconds the calls still open on a connection at its age get to finish before the
+    # connection is closed under them. 0: no limit, a stream runs to its end (an
+    # OrderEntry session with cancel-on-disconnect, or a market-data subscription, is
+    # never cut by the age).
+    grpc_max_connection_age_grace: float = Field(default=0.0, ge=0, le=86_400)
 
     # TLS on the public port (order service, market data): PEM files. Both empty: plaintext.
     tls_cert_file: str = ""

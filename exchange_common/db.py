@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import re
 from decimal import Decimal
@@ -12,7 +13,9 @@ from importlib.resources import files
 import asyncpg
 
 from exchange.common.v1 import common_pb2 as cpb
+from exchange_common import instrument_file
 from exchange_common.config import MigrateSettings, load
+from exchange_common.instrument_file import InstrumentFile, InstrumentFileError, NewInstrument
 from exchange_common.instruments import FEE_ACCOUNT
 from exchange_common.keys import ADMIN_KEY_KIND, check_given_admin_key, key_hash, prefix_of
 
@@ -164,6 +167,52 @@ async def ensure_assets(conn: asyncpg.Connection) -> None:
            ON CONFLICT DO NOTHING""", FEE_ACCOUNT)
 
 
+# An instrument of an instruments file (exchange_common/instrument_file.py): its id, then
+# the fields of NewInstrument.
+_NEW_INSTRUMENT_SQL = (
+    f"INSERT INTO instruments (instrument_id, {', '.join(NewInstrument._fields)}) VALUES "
+    f"($1, {', '.join(f'${i + 2}' for i in range(len(NewInstrument._fields)))})")
+# instruments_instrument_id_check (migration 0001): ids 1-524287.
+MAX_INSTRUMENT_ID = 524_287
+
+
+async def create_instruments(conn: asyncpg.Connection, wanted: InstrumentFile) -> list[str]:
+    """Create the instruments of ``wanted.new`` whose symbol does not exist, in one
+    transaction; leave the others as they are. InstrumentFileError (and nothing created)
+    when a symbol of ``wanted.existing`` does not exist. Returns the symbols created."""
+    created: list[str] = []
+    async with conn.transaction():
+        # One creator at a time (this, the admin API): the next free id is read and used
+        # atomically.
+        await conn.execute("LOCK TABLE instruments IN SHARE ROW EXCLUSIVE MODE")
+        have = {r["symbol"] for r in await conn.fetch("SELECT symbol FROM instruments")}
+        absent = [s for s in wanted.existing if s not in have]
+        if absent:
+            raise InstrumentFileError(
+                f"{', '.join(absent)}: named without rules, and no such instrument exists "
+                "(give its rules in the file, or create it with the admin API first)")
+        for spec in wanted.new:
+            if spec.symbol in have:
+                continue
+            instrument_id = await conn.fetchval(
+                "SELECT coalesce(max(instrument_id), 0) + 1 FROM instruments")
+            if instrument_id > MAX_INSTRUMENT_ID:
+                raise InstrumentFileError("no instrument id left")
+            await conn.execute(_NEW_INSTRUMENT_SQL, instrument_id, *spec)
+            await conn.execute("INSERT INTO instrument_state (instrument_id) VALUES ($1) "
+                               "ON CONFLICT DO NOTHING", instrument_id)
+            after = {k: str(v) for k, v in spec._asdict().items()}
+            await conn.execute(
+                """INSERT INTO admin_audit (actor, action, target, after)
+                   VALUES ($1, 'CreateInstrument', $2, $3::jsonb)""",
+                "exchange-migrate", f"instrument:{spec.symbol}",
+                json.dumps({"instrument_id": instrument_id, **after}, sort_keys=True))
+            created.append(spec.symbol)
+        if created:
+            await ensure_assets(conn)  # their assets, if new
+    return created
+
+
 async def ensure_admin_key(conn: asyncpg.Connection, key: str, name: str = "bootstrap") -> str:
     """Make ``key`` an admin key named ``name`` unless it is one already (a revoked one
     stays revoked). Returns its prefix."""
@@ -175,11 +224,21 @@ async def ensure_admin_key(conn: asyncpg.Connection, key: str, name: str = "boot
     return prefix
 
 
-async def _migrate_cli(url: str, admin_key: str | None) -> None:
+async def _migrate_cli(url: str, admin_key: str | None,
+                       instruments: InstrumentFile | None) -> None:
     conn = await asyncpg.connect(url)
     try:
         names = await migrate(conn)
         await seed_instruments(conn)
+        if instruments is not None:
+            try:
+                created = await create_instruments(conn, instruments)
+            except InstrumentFileError as err:
+                raise SystemExit(f"exchange-migrate: --instruments: {err}") from None
+            kept = [s.symbol for s in instruments.new if s.symbol not in created]
+            print("instruments created: " + (", ".join(created) or "none")
+                  + (f"; existing, left as they are: {', '.join(kept + instruments.existing)}"
+                     if kept or instruments.existing else ""))
         if admin_key:
             prefix = await ensure_admin_key(conn, admin_key)
             print(f"admin key {prefix} (bootstrap) is in place")
@@ -189,13 +248,17 @@ async def _migrate_cli(url: str, admin_key: str | None) -> None:
 
 
 def migrate_main() -> None:
-    """`exchange-migrate`: apply migrations, seed the default instruments and, when given,
-    make the first admin key (EXCHANGE_BOOTSTRAP_ADMIN_KEY, or --bootstrap-admin-key-file:
-    the chart's migrate Job takes it from a Secret)."""
+    """`exchange-migrate`: apply migrations, seed the default instruments, create the
+    instruments of --instruments that are missing (the chart's `instruments`) and, when
+    given, make the first admin key (EXCHANGE_BOOTSTRAP_ADMIN_KEY, or
+    --bootstrap-admin-key-file: the chart's migrate Job takes it from a Secret)."""
     parser = argparse.ArgumentParser(description=migrate_main.__doc__)
     parser.add_argument("--database-url", help="PostgreSQL URL (env EXCHANGE_DATABASE_URL)")
     parser.add_argument("--bootstrap-admin-key-file", metavar="PATH",
                         help="a file holding an admin key to create (if not there yet)")
+    parser.add_argument("--instruments", metavar="PATH",
+                        help="a JSON file of instruments to create when missing (existing "
+                             "ones are never changed; see exchange_common/instrument_file.py)")
     args = parser.parse_args()
     settings = load(MigrateSettings)
     url = args.database_url or settings.database_url
@@ -208,4 +271,11 @@ def migrate_main() -> None:
                 admin_key = check_given_admin_key(f.read().strip())
         except (OSError, ValueError) as err:
             parser.error(f"{args.bootstrap_admin_key_file}: {err}")
-    asyncio.run(_migrate_cli(url, admin_key or None))
+    instruments = None
+    if args.instruments:
+        try:
+            with open(args.instruments) as f:
+                instruments = instrument_file.parse(f.read())
+        except (OSError, InstrumentFileError) as err:
+            parser.error(f"--instruments {args.instruments}: {err}")
+    asyncio.run(_migrate_cli(url, admin_key or None, instruments))

@@ -53,7 +53,22 @@ def server_options(settings: CommonSettings,
         ("grpc.server.max_pending_requests", settings.grpc_max_pending_calls),
         ("grpc.server.max_pending_requests_hard_limit", 3 * settings.grpc_max_pending_calls),
         *size_options(settings),
+        *connection_age_options(settings),
     ]
+
+
+def connection_age_options(settings: CommonSettings) -> list[tuple[str, int]]:
+    """GOAWAY to a connection older than ``grpc_max_connection_age`` (none when 0); the
+    calls open on it then get ``grpc_max_connection_age_grace`` (0: gRPC's default, no
+    limit)."""
+    if not settings.grpc_max_connection_age:
+        return []
+    options = [("grpc.max_connection_age_ms",
+                max(1, round(settings.grpc_max_connection_age * 1000)))]
+    if settings.grpc_max_connection_age_grace:
+        options.append(("grpc.max_connection_age_grace_ms",
+                        max(1, round(settings.grpc_max_connection_age_grace * 1000))))
+    return options
 
 
 def size_options(settings: CommonSettings) -> list[tuple[str, int]]:

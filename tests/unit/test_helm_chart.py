@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from exchange_common import db, instrument_file
 from exchange_common.config import (
     CommonSettings,
     MarketDataSettings,
@@ -52,6 +53,13 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "instrumentGroups": [["BTC-USD"], ["ETH-USD", "SOL-USD"], ["XRP-USD"]],
             "standbys": 2,
         },
+        # SOL-USD made by the migrate Job; XRP-USD made with the admin API.
+        "instruments": [
+            {"symbol": "SOL-USD", "base": "SOL", "quote": "USD", "tickSize": "0.001",
+             "lotSize": "0.01", "minQuantity": "0.01", "maxQuantity": "100000",
+             "minNotional": "1", "priceBandBps": 1000, "makerFeeBps": -1, "takerFeeBps": 5},
+            {"symbol": "XRP-USD"},
+        ],
     },
     "existing-secret": {
         "postgresql": {"existingSecret": "pg-creds", "existingSecretKey": "uri"},
@@ -266,9 +274,69 @@ PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # IANA_SV
 REVISION_HASH_LEN = 10
 
 
+# A ConfigMap or Secret key.
+CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+# A label or annotation key: [DNS-1123 subdomain prefix (253) "/"] name (63).
+QUALIFIED_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _check_key(key: str, where: str) -> None:
+    prefix, _, name = key.rpartition("/")
+    assert len(name) <= 63 and QUALIFIED_NAME.match(name), (where, key)
+    if prefix:
+        assert len(prefix) <= 253 and DNS_SUBDOMAIN.match(prefix), (where, key)
+
+
 def _check_labels(labels: dict[str, Any] | None, where: str) -> None:
     for key, value in (labels or {}).items():
+        _check_key(key, where)
         assert len(str(value)) <= 63 and LABEL_VALUE.match(str(value)), (where, key, value)
+
+
+def check_names_labels_ports(d: dict[str, Any], r: Rendered) -> None:
+    """What the API server enforces on an object's names, labels and port names (and the
+    StatefulSet controller on the pods it makes), which no OpenAPI schema says: names of
+    63 characters in DNS-1123 labels (DNS-1035 for Services), label values of 63, port
+    names of 15 (IANA service names), the pods' names and revision-hash labels."""
+    meta = d["metadata"]
+    where = f"{d['kind']}/{meta['name']}"
+    assert len(meta["name"]) <= 63 and DNS_LABEL.match(meta["name"]), where
+    _check_labels(meta.get("labels"), where)
+    for key in meta.get("annotations") or {}:
+        _check_key(key, f"{where} annotations")
+    spec = d.get("spec", {})
+    _check_labels(_selector(d), f"{where} selector")
+    if "template" in spec:
+        _check_labels(spec["template"]["metadata"].get("labels"), f"{where} pods")
+        for key in spec["template"]["metadata"].get("annotations") or {}:
+            _check_key(key, f"{where} pod annotations")
+        for c in spec["template"]["spec"]["containers"]:
+            for port in c.get("ports", []):
+                assert len(port["name"]) <= 15 and PORT_NAME.match(port["name"]), (
+                    where, port)
+    assert sum(len(k) + len(str(v)) for k, v in (meta.get("annotations") or {}).items()
+               ) <= 256 * 1024, f"{where}: annotations over 256 KiB"
+    if d["kind"] in ("ConfigMap", "Secret"):
+        data = {**d.get("data", {}), **d.get("stringData", {}), **d.get("binaryData", {})}
+        for key in data:
+            assert len(key) <= 253 and CONFIG_KEY.match(key), (where, key)
+        assert sum(len(k) + len(str(v).encode()) for k, v in data.items()) <= 1024 * 1024, (
+            f"{where}: data over 1 MiB")
+    if d["kind"] == "Service":
+        assert DNS_1035.match(meta["name"]), where
+        for port in spec["ports"]:
+            assert len(port["name"]) <= 15 and PORT_NAME.match(port["name"]), (where, port)
+            target = port.get("targetPort")
+            if isinstance(target, str):
+                assert len(target) <= 15 and PORT_NAME.match(target), (where, port)
+    if d["kind"] == "StatefulSet":
+        sts = meta["name"]
+        assert len(f"{sts}-{'h' * REVISION_HASH_LEN}") <= 63, f"{where}: revision hash"
+        # statefulset.kubernetes.io/pod-name and the pod's hostname: "<name>-<ordinal>"
+        last_pod = f"{sts}-{spec['replicas'] - 1}"
+        assert len(last_pod) <= 63 and DNS_LABEL.match(last_pod), last_pod
+        assert r.get("Service", spec["serviceName"])["spec"]["clusterIP"] == "None"
 
 
 @pytest.mark.parametrize("name", ["default", "groups", "monitoring", "tls", "admin"])
@@ -283,31 +351,10 @@ def test_a_53_character_release_name_fits_every_name_and_label(helm, tmp_path, n
     for d in r.docs:
         meta = d["metadata"]
         where = f"{d['kind']}/{meta['name']}"
-        assert len(meta["name"]) <= 63 and DNS_LABEL.match(meta["name"]), where
         assert meta["name"] not in names.setdefault(d["kind"], set()), f"duplicate {where}"
         names[d["kind"]].add(meta["name"])
-        _check_labels(meta.get("labels"), where)
         assert meta["labels"]["app.kubernetes.io/instance"] == LONG_RELEASE, where
-        spec = d.get("spec", {})
-        _check_labels(_selector(d), f"{where} selector")
-        if "template" in spec:
-            _check_labels(spec["template"]["metadata"].get("labels"), f"{where} pods")
-            for c in spec["template"]["spec"]["containers"]:
-                for port in c.get("ports", []):
-                    assert len(port["name"]) <= 15 and PORT_NAME.match(port["name"]), (
-                        where, port)
-        if d["kind"] == "Service":
-            assert DNS_1035.match(meta["name"]), where
-            for port in spec["ports"]:
-                assert len(port["name"]) <= 15 and PORT_NAME.match(port["name"]), (
-                    where, port)
-        if d["kind"] == "StatefulSet":
-            sts = meta["name"]
-            assert len(f"{sts}-{'h' * REVISION_HASH_LEN}") <= 63, f"{where}: revision hash"
-            # statefulset.kubernetes.io/pod-name and the pod's hostname: "<name>-<ordinal>"
-            last_pod = f"{sts}-{spec['replicas'] - 1}"
-            assert len(last_pod) <= 63 and DNS_LABEL.match(last_pod), last_pod
-            assert r.get("Service", spec["serviceName"])["spec"]["clusterIP"] == "None"
+        check_names_labels_ports(d, r)
     # Every ConfigMap and chart Secret a pod refers to is one the chart renders.
     own = {(d["kind"], d["metadata"]["name"]) for d in r.docs}
     for where, spec in r.pod_specs():
@@ -442,29 +489,39 @@ def test_metrics_port_and_service(render):
 
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
 @pytest.mark.parametrize("component", sorted(SERVICES))
-def test_environment_satisfies_the_settings_class(render, name, component, monkeypatch):
+def test_environment_satisfies_the_settings_class(render, name, component, monkeypatch,
+                                                  tmp_path):
     """Every EXCHANGE_* variable the chart sets is a field of the service's settings
-    class, the required ones are set, and the class accepts the values."""
-    env = render(name).environment(component)
+    class, the required ones are set, and the class accepts the values. A matching pod's
+    environment includes what its entrypoint exports: for its first pod (a group's) and
+    its last (a standby)."""
+    r = render(name)
+    envs = [r.environment(component)]
+    if component == "matching":
+        replicas = r.workload("matching")["spec"]["replicas"]
+        envs = [{**envs[0], **{f"EXCHANGE_MATCHING_{k.upper()}": v for k, v in
+                               _run_entrypoint(r, tmp_path, ordinal).items()}}
+                for ordinal in (0, replicas - 1)]
     settings_cls = SERVICES[component][2]
     fields = {f"EXCHANGE_{f.upper()}" for f in settings_cls.model_fields}
-    exchange_vars = {k for k in env if k.startswith("EXCHANGE_")}
-    assert exchange_vars <= fields, exchange_vars - fields
-    required = {f"EXCHANGE_{n.upper()}" for n, f in settings_cls.model_fields.items()
-                if f.is_required()}
-    assert required <= exchange_vars
-    assert {"EXCHANGE_DATABASE_URL", "EXCHANGE_REDIS_URL"} <= exchange_vars
+    for env in envs:
+        exchange_vars = {k for k in env if k.startswith("EXCHANGE_")}
+        assert exchange_vars <= fields, exchange_vars - fields
+        required = {f"EXCHANGE_{n.upper()}" for n, f in settings_cls.model_fields.items()
+                    if f.is_required()}
+        assert required <= exchange_vars
+        assert {"EXCHANGE_DATABASE_URL", "EXCHANGE_REDIS_URL"} <= exchange_vars
 
-    for k in list(os.environ):
-        if k.startswith("EXCHANGE_"):
-            monkeypatch.delenv(k)
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    settings = settings_cls()
-    assert isinstance(settings, CommonSettings)
-    listen = getattr(settings, f"{component}_listen")
-    assert listen == f"0.0.0.0:{SERVICES[component][3]}"
-    assert env["OTEL_SERVICE_NAME"] == SERVICES[component][1]
+        for k in list(os.environ):
+            if k.startswith("EXCHANGE_"):
+                monkeypatch.delenv(k)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        settings = settings_cls()
+        assert isinstance(settings, CommonSettings)
+        listen = getattr(settings, f"{component}_listen")
+        assert listen == f"0.0.0.0:{SERVICES[component][3]}"
+        assert env["OTEL_SERVICE_NAME"] == SERVICES[component][1]
 
 
 def test_order_workers_follow_the_pods_cpu(helm, tmp_path):
@@ -736,9 +793,9 @@ def test_matching_replicas_are_groups_plus_standbys(render, name, groups, standb
     assert sts["spec"]["podManagementPolicy"] == "OrderedReady"
 
 
-def _run_entrypoint(r: Rendered, tmp_path: Path, ordinal: int) -> str:
+def _run_entrypoint(r: Rendered, tmp_path: Path, ordinal: int) -> dict[str, str]:
     """Run the matching container's entrypoint as pod <ordinal> would, with a
-    stand-in matching-service that prints the instruments it was given."""
+    stand-in matching-service that prints the ownership variables it was given."""
     c = r.container("matching")
     script = c["args"][0]
     instruments = r.get("ConfigMap", f"{PREFIX}-matching-instruments")["data"]
@@ -752,29 +809,145 @@ def _run_entrypoint(r: Rendered, tmp_path: Path, ordinal: int) -> str:
     bindir = tmp_path / "bin"
     bindir.mkdir(exist_ok=True)
     fake = bindir / "matching-service"
-    fake.write_text('#!/bin/sh\nprintf "%s" "$EXCHANGE_MATCHING_INSTRUMENTS"\n')
+    fake.write_text("#!/bin/sh\nenv | grep '^EXCHANGE_MATCHING_'\n")
     fake.chmod(0o755)
     proc = subprocess.run(
         ["/bin/sh", "-c", script], capture_output=True, text=True, check=True, timeout=10,
         env={"PATH": f"{bindir}:/usr/bin:/bin",
              "POD_NAME": f"{PREFIX}-matching-{ordinal}",
              "MATCHING_INSTRUMENTS_DIR": str(files)})
-    return proc.stdout
+    exported = dict(line.split("=", 1) for line in proc.stdout.splitlines())
+    return {k.removeprefix("EXCHANGE_MATCHING_").lower(): v for k, v in exported.items()}
 
 
-def test_matching_pod_ordinal_decides_its_instruments(render, tmp_path):
+def test_matching_pod_ordinal_decides_its_instruments_and_home(render, tmp_path):
+    """Pod N may own group N and it is its home (ownership returns to it); standbys
+    may own every group's instruments and have no home. Each is named by its pod."""
     r = render("groups")
     replicas = r.workload("matching")["spec"]["replicas"]
     got = [_run_entrypoint(r, tmp_path, n) for n in range(replicas)]
     every = "BTC-USD,ETH-USD,SOL-USD,XRP-USD"
-    assert got == ["BTC-USD", "ETH-USD,SOL-USD", "XRP-USD", every, every]
+    assert [g["instruments"] for g in got] == [
+        "BTC-USD", "ETH-USD,SOL-USD", "XRP-USD", every, every]
+    assert [g["home"] for g in got] == ["BTC-USD", "ETH-USD,SOL-USD", "XRP-USD", "", ""]
+    assert [g["name"] for g in got] == [f"{PREFIX}-matching-{n}" for n in range(replicas)]
     # A pod beyond the rendered replicas (scaled by hand) is a standby too.
-    assert _run_entrypoint(r, tmp_path, 12) == every
+    assert _run_entrypoint(r, tmp_path, 12) == {
+        "instruments": every, "home": "", "name": f"{PREFIX}-matching-12"}
 
 
 def test_matching_without_groups_owns_everything(render, tmp_path):
     r = render("default")
-    assert [_run_entrypoint(r, tmp_path, n) for n in range(2)] == ["*", "*"]
+    got = [_run_entrypoint(r, tmp_path, n) for n in range(2)]
+    assert got == [{"instruments": "*", "home": "*", "name": f"{PREFIX}-matching-0"},
+                   {"instruments": "*", "home": "", "name": f"{PREFIX}-matching-1"}]
+
+
+def test_ownership_settings_reach_the_matching_pods(render, helm, tmp_path):
+    env = render("default").environment("matching")
+    assert env["EXCHANGE_MATCHING_RESTART_GRACE"] == "30"
+    assert env["EXCHANGE_OWNERSHIP_POLL"] == "0.5"
+    assert env["EXCHANGE_OWNER_SESSION_TIMEOUT"] == "10"
+    other = _template(helm, tmp_path, {"matching": {"ownership": {
+        "restartGraceSeconds": 0, "pollSeconds": 0.25, "sessionTimeoutSeconds": 20}}})
+    env = other.environment("matching")
+    assert (env["EXCHANGE_MATCHING_RESTART_GRACE"], env["EXCHANGE_OWNERSHIP_POLL"],
+            env["EXCHANGE_OWNER_SESSION_TIMEOUT"]) == ("0", "0.25", "20")
+    for component in ("order", "marketdata"):
+        assert not {k for k in other.environment(component) if "OWNER" in k}
+
+
+def test_connection_age_reaches_the_public_services(render, helm, tmp_path):
+    """Clients are moved to new connections (so to new replicas) every 300 s by default;
+    no stream is cut by it (no grace limit). Matching pods are dialled by owner: none."""
+    r = render("default")
+    for component in ("order", "marketdata"):
+        env = r.environment(component)
+        assert env["EXCHANGE_GRPC_MAX_CONNECTION_AGE"] == "300", component
+        assert env["EXCHANGE_GRPC_MAX_CONNECTION_AGE_GRACE"] == "0", component
+    assert "EXCHANGE_GRPC_MAX_CONNECTION_AGE" not in r.environment("matching")
+    other = _template(helm, tmp_path, {
+        "order": {"config": {"maxConnectionAgeSeconds": 0}},
+        "marketdata": {"config": {"maxConnectionAgeSeconds": 1800,
+                                  "maxConnectionAgeGraceSeconds": 600}}})
+    assert other.environment("order")["EXCHANGE_GRPC_MAX_CONNECTION_AGE"] == "0"
+    md = other.environment("marketdata")
+    assert (md["EXCHANGE_GRPC_MAX_CONNECTION_AGE"],
+            md["EXCHANGE_GRPC_MAX_CONNECTION_AGE_GRACE"]) == ("1800", "600")
+
+
+def _migrate_job(r: Rendered) -> dict[str, Any]:
+    return r.get("Job", f"{PREFIX}-migrate")
+
+
+def test_instruments_are_created_by_the_migrate_job(render, helm, tmp_path):
+    """`instruments` reaches exchange-migrate --instruments as a file that the real parser
+    takes, from a ConfigMap that exists before the Job (a hook of lower weight)."""
+    r = render("groups")
+    job = _migrate_job(r)
+    (c,) = job["spec"]["template"]["spec"]["containers"]
+    args = c["args"]
+    path = args[args.index("--instruments") + 1]
+    mount = next(m for m in c["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in job["spec"]["template"]["spec"]["volumes"]
+                 if v["name"] == mount["name"]]
+    cm = r.get("ConfigMap", volume["configMap"]["name"])
+    assert cm["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert (int(cm["metadata"]["annotations"]["helm.sh/hook-weight"])
+            < int(job["metadata"]["annotations"]["helm.sh/hook-weight"]))
+    text = cm["data"][path.rsplit("/", 1)[1]]
+    parsed = instrument_file.parse(text)
+    assert [i.symbol for i in parsed.new] == ["SOL-USD"]
+    sol = parsed.new[0]
+    assert (str(sol.tick_size), str(sol.lot_size), sol.price_band_bps, sol.maker_fee_bps,
+            sol.taker_fee_bps) == ("0.001", "0.01", 1000, -1, 5)
+    assert parsed.existing == ["XRP-USD"]
+    # Without instruments: no file, no option, no ConfigMap.
+    d = render("default")
+    (c,) = _migrate_job(d)["spec"]["template"]["spec"]["containers"]
+    assert "--instruments" not in c.get("args", [])
+    assert not [m for m in d.all("ConfigMap") if "instruments" in m["metadata"]["name"]
+                and "matching" not in m["metadata"]["name"]]
+    # With the bootstrap admin key too: both files, both options.
+    both = _template(helm, tmp_path, {**VALUE_SETS["groups"],
+                                      "migrations": {"bootstrapAdminKeySecret": "adm"}})
+    (c,) = _migrate_job(both)["spec"]["template"]["spec"]["containers"]
+    assert c["args"] == ["--bootstrap-admin-key-file", "/etc/exchange/bootstrap/admin-key",
+                         "--instruments", "/etc/exchange/instruments/instruments.json"]
+    assert {m["name"] for m in c["volumeMounts"]} == {"tmp", "bootstrap-admin-key",
+                                                      "instruments"}
+
+
+def test_the_chart_knows_the_seeded_instruments():
+    """The template's list of what exchange-migrate seeds is the seed's."""
+    text = (CHART / "templates" / "matching" / "_matching.tpl").read_text()
+    block = text[text.index('define "exchange.seededInstruments"'):]
+    listed = block.split("-}}", 1)[1].split("{{", 1)[0].split()
+    assert listed == [row[1] for row in db.DEFAULT_INSTRUMENTS]
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"matching": {"instrumentGroups": [["BTC-USD"], ["ETH-USD", "SOL-USD"]]}},
+     "matching.instrumentGroups: SOL-USD (group 1) is not an instrument the chart creates"),
+    ({"matching": {"instrumentGroups": [["BTC-USD", "DOGE-USD"]]},
+      "instruments": [{"symbol": "SOL-USD"}]},
+     "DOGE-USD (group 0) is not an instrument the chart creates"),
+    ({"instruments": [{"symbol": "SOL-USD"}], "migrations": {"enabled": False}},
+     "instruments: the migration Job creates them, and migrations.enabled is false"),
+])
+def test_an_instrument_nobody_creates_is_refused(helm, tmp_path, values, message):
+    proc = helm("template", RELEASE, str(CHART), "-f", str(_values_file(tmp_path, values)),
+                check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr
+
+
+def test_groups_without_the_migrate_job_are_not_checked(helm, tmp_path):
+    """Without the Job the chart creates nothing; whoever migrates makes the instruments."""
+    r = _template(helm, tmp_path, {"matching": {"instrumentGroups": [["SOL-USD"]]},
+                                   "migrations": {"enabled": False}})
+    assert r.get("ConfigMap", f"{PREFIX}-matching-instruments")["data"]["group-0"] == "SOL-USD"
 
 
 def test_instrument_in_two_groups_is_refused(helm, tmp_path):
@@ -1193,6 +1366,15 @@ def test_schema_rejects_unknown_keys(helm, setting):
     "healthPort=0",
     "internalTls.allowedClients[0]=two names",
     "internalAuth.existingSecretKey=",
+    "matching.ownership.pollSeconds=0",
+    "matching.ownership.restartGraceSeconds=601",
+    "matching.ownership.sessionTimeoutSeconds=0.5",
+    "matching.ownership.bogus=1",
+    "order.config.maxConnectionAgeSeconds=-1",
+    "marketdata.config.maxConnectionAgeGraceSeconds=-1",
+    "instruments[0].symbol=sol-usd",
+    "instruments[0].symbol=SOL-USD,instruments[0].base=SOL",  # rules: all or none
+    "instruments[0].symbol=X,instruments[0].bogus=1",
     # the monitoring objects (tests/unit/test_chart_monitoring.py)
     "metrics.prometheusRule.runbookBaseUrl=https://docs.example/runbooks.md#top",
     "metrics.prometheusRule.additionalRuleLabels.severity=page",

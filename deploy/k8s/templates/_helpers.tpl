@@ -167,6 +167,15 @@ OTEL_METRICS_EXPORTER: "none"
 {{- end -}}
 
 {{/*
+EXCHANGE_GRPC_MAX_CONNECTION_AGE(_GRACE) from a service's config (order, marketdata):
+GOAWAY to connections older than the age, so that clients spread over new replicas.
+*/}}
+{{- define "exchange.connectionAgeConfig" -}}
+EXCHANGE_GRPC_MAX_CONNECTION_AGE: {{ .maxConnectionAgeSeconds | toString | quote }}
+EXCHANGE_GRPC_MAX_CONNECTION_AGE_GRACE: {{ .maxConnectionAgeGraceSeconds | toString | quote }}
+{{- end -}}
+
+{{/*
 Container env every service shares: the pod's identity (downward API), the
 connection URLs, OTEL_RESOURCE_ATTRIBUTES, then the component's extraEnv.
 Takes (dict "context" $ "values" .Values.order).
