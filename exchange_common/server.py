@@ -172,6 +172,10 @@ class Service:
             raise SystemExit(f"cannot listen on {self.listen}{what}: {err}") from None
         if self.port == 0:
             raise SystemExit(f"cannot listen on {self.listen}")
+        # NOT_SERVING until the service says it is ready (grpc_health answers SERVING for
+        # "" by default): a matching pod listens before it owns its instruments, and a
+        # probe, a rollout or a test must not take it as ready before then.
+        await self.set_serving(False)
         if self.health_server is not None:
             if self.health_server.add_insecure_port(self.settings.health_listen) == 0:
                 raise SystemExit(f"cannot listen on {self.settings.health_listen} "
