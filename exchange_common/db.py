@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import re
+from collections.abc import Sequence
 from decimal import Decimal
 from importlib.resources import files
 
@@ -116,8 +117,13 @@ DEFAULT_INSTRUMENTS = [
 ]
 
 
-async def seed_instruments(conn: asyncpg.Connection) -> None:
-    for row in DEFAULT_INSTRUMENTS:
+async def seed_instruments(conn: asyncpg.Connection,
+                           rows: Sequence[tuple[int, str, str, str, str, str, str, str, str]]
+                           = DEFAULT_INSTRUMENTS) -> None:
+    """The instruments of ``rows`` (id, symbol, base, quote, tick, lot, min and max quantity,
+    min notional; default: the seeded BTC-USD and ETH-USD) where their id is free, their
+    state rows and assets."""
+    for row in rows:
         iid, symbol, base, quote, tick, lot, min_q, max_q, min_n = row
         await conn.execute(
             """INSERT INTO instruments (instrument_id, symbol, base_asset, quote_asset, tick_size,

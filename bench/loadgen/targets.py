@@ -78,33 +78,11 @@ def pod_name(i: int) -> str:
     return "matching" if i == 0 else f"matching-{i}"
 
 
-class BenchStack(Stack):
-    """The Stack with the benchmark's extra instruments created before the services
-    start (so that every matching pod sees them, and the accounts are funded in
-    their assets)."""
-
-    async def prepare_database(self) -> None:
-        assert self.database_url is not None
-        conn = await asyncpg.connect(self.database_url)
-        try:
-            await db.migrate(conn)
-            await db.seed_instruments(conn)
-            for row in BENCH_INSTRUMENTS:
-                iid, symbol, base, quote, tick, lot, min_q, max_q, min_n = row
-                await conn.execute(
-                    """INSERT INTO instruments (instrument_id, symbol, base_asset, quote_asset,
-                           tick_size, lot_size, min_quantity, max_quantity, min_notional)
-                       VALUES ($1, $2, $3, $4, $5::numeric, $6::numeric, $7::numeric,
-                               $8::numeric, $9::numeric)
-                       ON CONFLICT DO NOTHING""",
-                    iid, symbol, base, quote, tick, lot, min_q, max_q, min_n)
-            await conn.execute(
-                """INSERT INTO instrument_state (instrument_id)
-                   SELECT instrument_id FROM instruments ON CONFLICT DO NOTHING""")
-            await db.ensure_assets(conn)
-        finally:
-            await conn.close()
-        await super().prepare_database()
+async def create_bench_instruments(conn: asyncpg.Connection) -> None:
+    """The benchmark's extra instruments, created before the services start (so that every
+    matching pod sees them, and the accounts are funded in their assets): the Stack's
+    ``on_prepare``."""
+    await db.seed_instruments(conn, BENCH_INSTRUMENTS)
 
 
 class ExchangeTarget:
@@ -141,9 +119,10 @@ class ExchangeTarget:
         service_env = {k: dict(v) for k, v in self.service_env.items()}
         pods = [self.pod_env(i) for i in range(len(self.groups))]
         service_env["matching"] = {**pods[0], **service_env.get("matching", {})}
-        self.stack = BenchStack(data_dir=self.data_dir, keys=keys,
-                                log_dir=self.data_dir / "logs", service_env=service_env,
-                                order_workers=self.order_workers)
+        self.stack = Stack(data_dir=self.data_dir, keys=keys,
+                           log_dir=self.data_dir / "logs", service_env=service_env,
+                           order_workers=self.order_workers)
+        self.stack.on_prepare = create_bench_instruments
         for i in range(1, len(self.groups)):
             self.stack.add_matching(pod_name(i), env={
                 **self.service_env.get("matching", {}), **pods[i]})

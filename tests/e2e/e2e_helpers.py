@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,39 @@ from order_service.balances_check import check_balances
 from order_service.holds import GRANTED, HOLD_SQL, PENDING, hold_columns
 from order_service.orders import hold_request
 from order_service.validation import ValidOrder
+
+
+@contextlib.asynccontextmanager
+async def matching_stacks(database_url: str, redis_url: str, keys: Mapping[str, str],
+                          log_dir: Path, tail_lines: int = 40
+                          ) -> AsyncIterator[Callable[..., Awaitable[Stack]]]:
+    """``async with matching_stacks(...) as build``: ``await build({"matching": env_a,
+    "matching-b": env_b, ...})`` starts a stack on these servers with one matching process
+    per entry, in order (the first is the stack's own ``matching``, whatever its key; the
+    others are ``add_matching(key)``), each with its env; ``on_prepare`` as the Stack's.
+    Every stack built is stopped at the end and its log tails printed (a failed test's
+    output shows them)."""
+    stacks: list[Stack] = []
+
+    async def build(pods: Mapping[str, Mapping[str, str]],
+                    on_prepare: Callable[[asyncpg.Connection], Awaitable[None]] | None = None
+                    ) -> Stack:
+        envs = list(pods.items())
+        stack = Stack(database_url=database_url, redis_url=redis_url, keys=keys,
+                      log_dir=log_dir, service_env={"matching": dict(envs[0][1])})
+        stack.on_prepare = on_prepare
+        for name, env in envs[1:]:
+            stack.add_matching(name, env=env)
+        stacks.append(stack)
+        await stack.start()
+        return stack
+
+    try:
+        yield build
+    finally:
+        for stack in stacks:
+            await stack.stop()
+            print(stack.log_tails(tail_lines))
 
 
 class Checks:

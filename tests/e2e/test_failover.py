@@ -49,7 +49,7 @@ import e2e_helpers
 import grpc
 import pytest
 import trader_orders
-from e2e_helpers import Checks, matching_new_order, meta, money_problems
+from e2e_helpers import Checks, matching_new_order, matching_stacks, meta, money_problems
 
 from exchange.common.v1 import common_pb2 as cpb
 from exchange.matching.v1 import matching_pb2 as mpb
@@ -88,25 +88,16 @@ async def two_matching(database_url: str, redis_url: str, tmp_path: Path
     """``await two_matching(a="*", b="*")``: the stack with matching A (``matching``)
     and B (``matching-b``), each allowed the instruments given; A starts (and takes
     what it may) before B. Log tails are printed after the test."""
-    stacks: list[Stack] = []
+    common = {"EXCHANGE_OWNER_SESSION_TIMEOUT": str(OWNER_SESSION_TIMEOUT),
+              "EXCHANGE_OWNERSHIP_POLL": str(OWNERSHIP_POLL)}
+    async with matching_stacks(database_url, redis_url, KEYS, tmp_path / "logs",
+                               tail_lines=60) as start:
 
-    async def build(a: str = "BTC-USD,ETH-USD", b: str = "BTC-USD,ETH-USD") -> Stack:
-        common = {"EXCHANGE_OWNER_SESSION_TIMEOUT": str(OWNER_SESSION_TIMEOUT),
-                  "EXCHANGE_OWNERSHIP_POLL": str(OWNERSHIP_POLL)}
-        stack = Stack(database_url=database_url, redis_url=redis_url, keys=KEYS,
-                      log_dir=tmp_path / "logs",
-                      service_env={"matching": {**common, "EXCHANGE_MATCHING_INSTRUMENTS": a}})
-        stack.add_matching("matching-b", env={**common, "EXCHANGE_MATCHING_INSTRUMENTS": b})
-        stacks.append(stack)
-        await stack.start()
-        return stack
+        async def build(a: str = "BTC-USD,ETH-USD", b: str = "BTC-USD,ETH-USD") -> Stack:
+            return await start({"matching": {**common, "EXCHANGE_MATCHING_INSTRUMENTS": a},
+                                "matching-b": {**common, "EXCHANGE_MATCHING_INSTRUMENTS": b}})
 
-    try:
         yield build
-    finally:
-        for stack in stacks:
-            await stack.stop()
-            print(stack.log_tails(60))
 
 
 # ---------------------------------------------------------------------------

@@ -43,7 +43,7 @@ import asyncpg
 import e2e_helpers
 import grpc
 import pytest
-from e2e_helpers import Checks, matching_new_order, meta, money_problems
+from e2e_helpers import Checks, matching_new_order, matching_stacks, meta, money_problems
 from journal_replay import replay_journal
 from test_failover import (
     BTC,
@@ -69,6 +69,7 @@ from exchange.common.v1 import common_pb2 as cpb
 from exchange.matching.v1 import matching_pb2 as mpb
 from exchange.order.v1 import order_pb2 as opb
 from exchange.order.v1 import order_pb2_grpc as opb_grpc
+from exchange_common import db
 from exchange_common.errors import error_info
 from exchange_dev.stack import Stack
 
@@ -108,36 +109,20 @@ async def pods(database_url: str, redis_url: str, tmp_path: Path
     """``await pods({"matching-0": env, ...})``: the stack with these matching pods (the
     first is the stack's ``matching``), each with EXCHANGE_MATCHING_NAME = its name and
     the env given, and the instruments of GROUPS. Log tails are printed after the test."""
-    stacks: list[Stack] = []
+    async def extra_instruments(conn: asyncpg.Connection) -> None:
+        # BTC-USD's terms under other symbols (before the services start).
+        await db.seed_instruments(conn, [(iid, symbol, "BTC", "USD", "0.01", "0.0001",
+                                          "0.0001", "1000", "1")
+                                         for iid, symbol in EXTRA.items()])
 
-    async def build(pod_env: dict[str, dict[str, str]]) -> Stack:
-        conn = await asyncpg.connect(database_url)
-        try:
-            for iid, symbol in EXTRA.items():
-                await conn.execute(
-                    """INSERT INTO instruments (instrument_id, symbol, base_asset, quote_asset,
-                           tick_size, lot_size, min_quantity, max_quantity, min_notional)
-                       VALUES ($1, $2, 'BTC', 'USD', 0.01, 0.0001, 0.0001, 1000, 1)
-                       ON CONFLICT DO NOTHING""", iid, symbol)
-        finally:
-            await conn.close()
-        names = list(pod_env)
-        first = {**COMMON, "EXCHANGE_MATCHING_NAME": names[0], **pod_env[names[0]]}
-        stack = Stack(database_url=database_url, redis_url=redis_url, keys=KEYS,
-                      log_dir=tmp_path / "logs", service_env={"matching": first})
-        for name in names[1:]:
-            stack.add_matching(SERVICE.get(name, name), env={
-                **COMMON, "EXCHANGE_MATCHING_NAME": name, **pod_env[name]})
-        stacks.append(stack)
-        await stack.start()
-        return stack
+    async with matching_stacks(database_url, redis_url, KEYS, tmp_path / "logs") as start:
 
-    try:
+        async def build(pod_env: dict[str, dict[str, str]]) -> Stack:
+            return await start(
+                {SERVICE.get(name, name): {**COMMON, "EXCHANGE_MATCHING_NAME": name, **env}
+                 for name, env in pod_env.items()}, on_prepare=extra_instruments)
+
         yield build
-    finally:
-        for stack in stacks:
-            await stack.stop()
-            print(stack.log_tails(40))
 
 
 def group_pods(grace: float) -> dict[str, dict[str, str]]:

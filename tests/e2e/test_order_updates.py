@@ -22,7 +22,7 @@ from pathlib import Path
 import asyncpg
 import grpc
 import pytest
-from e2e_helpers import meta, run
+from e2e_helpers import matching_stacks, meta, run
 from redis.asyncio import Redis
 
 from exchange.common.v1 import common_pb2 as cpb
@@ -45,25 +45,14 @@ COMMON = {"EXCHANGE_OWNER_SESSION_TIMEOUT": "3.0", "EXCHANGE_OWNERSHIP_POLL": "0
 async def two_matching(database_url: str, redis_url: str, tmp_path: Path
                        ) -> AsyncIterator[Callable[[], Awaitable[Stack]]]:
     """The stack with matching A (BTC-USD) and B (ETH-USD, and standby for BTC-USD)."""
-    stacks: list[Stack] = []
+    async with matching_stacks(database_url, redis_url, KEYS, tmp_path / "logs") as start:
 
-    async def build() -> Stack:
-        stack = Stack(database_url=database_url, redis_url=redis_url, keys=KEYS,
-                      log_dir=tmp_path / "logs",
-                      service_env={"matching": {**COMMON,
-                                                "EXCHANGE_MATCHING_INSTRUMENTS": "BTC-USD"}})
-        stack.add_matching("matching-b", env={**COMMON, "EXCHANGE_MATCHING_INSTRUMENTS":
-                                              "BTC-USD,ETH-USD"})
-        stacks.append(stack)
-        await stack.start()
-        return stack
+        async def build() -> Stack:
+            return await start(
+                {"matching": {**COMMON, "EXCHANGE_MATCHING_INSTRUMENTS": "BTC-USD"},
+                 "matching-b": {**COMMON, "EXCHANGE_MATCHING_INSTRUMENTS": "BTC-USD,ETH-USD"}})
 
-    try:
         yield build
-    finally:
-        for stack in stacks:
-            await stack.stop()
-            print(stack.log_tails(40))
 
 
 class Follower:
