@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 
@@ -53,6 +53,9 @@ class ChangeListener:
         self.retry = retry
         self.connect_timeout = connect_timeout
         self.callbacks: dict[str, list[Callable[[], None]]] = {t: [] for t in TABLES}
+        # Callbacks whose work must be done before this process says it applied a change.
+        self.async_callbacks: dict[str, list[Callable[[], Awaitable[None]]]] = {
+            t: [] for t in TABLES}
         self.live = False
         # Bumped at every notification and reconnection: a look-up that started under
         # an older generation must not be cached (it may have read the old row).
@@ -72,6 +75,12 @@ class ChangeListener:
     def on(self, table: str, callback: Callable[[], None]) -> None:
         """Call ``callback`` (synchronously, on the event loop) when ``table`` changes."""
         self.callbacks[table].append(callback)
+
+    def on_async(self, table: str, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run ``callback`` when ``table`` changes, and say the change applied (to
+        ``wait_applied``) only once it has finished: for a process whose state is not a
+        cache to drop but something to reload (a matching pod's instrument rules)."""
+        self.async_callbacks[table].append(callback)
 
     def max_age(self, ttl: float) -> float:
         """How old a cached entry may be now: ``ttl`` while notifications arrive, at most
@@ -110,6 +119,9 @@ class ChangeListener:
     def _all_changed(self) -> None:
         for table in TABLES:
             self._notified(table)
+            pending = [callback() for callback in self.async_callbacks[table]]
+            if pending:
+                asyncio.ensure_future(self._apply_then_say(None, pending, None))
 
     async def _run(self) -> None:
         while True:
@@ -164,8 +176,20 @@ class ChangeListener:
                    payload: str) -> None:
         table, _, txid = payload.partition(":")
         self._notified(table)
-        if txid.isdigit():  # applied: say so (not awaited; the next notification waits)
-            asyncio.ensure_future(self._say_applied(conn, f"{txid}:{conn.get_server_pid()}"))
+        pending = [callback() for callback in self.async_callbacks.get(table, ())]
+        if txid.isdigit() or pending:  # applied: say so (not awaited here)
+            asyncio.ensure_future(self._apply_then_say(
+                conn, pending, f"{txid}:{conn.get_server_pid()}" if txid.isdigit() else None))
+
+    async def _apply_then_say(self, conn: asyncpg.Connection | None,
+                              pending: list[Awaitable[None]], payload: str | None) -> None:
+        for work in pending:
+            try:
+                await work
+            except Exception:  # noqa: BLE001 - logged; the change still counts as seen
+                log.exception("change callback failed")
+        if conn is not None and payload is not None:
+            await self._say_applied(conn, payload)
 
     async def _say_applied(self, conn: asyncpg.Connection, payload: str) -> None:
         with contextlib.suppress(Exception):  # the connection went: it flushed everything

@@ -86,6 +86,18 @@ class MatchingNode:
             log.warning("%s; trying again every round", err)
         self._task = asyncio.create_task(self._keep_acquiring(), name="ownership")
 
+    async def refresh_specs(self) -> None:
+        """The instruments' rules (status, price band, limits) into the loops this pod
+        owns, then an ownership round. The change listener runs it on every change of
+        ``instruments`` and says the change applied only once it has finished, so the
+        admin call that halted an instrument or moved its band is answered only when this
+        pod enforces it."""
+        for spec in await self.store.instruments():
+            loop = self.loops.get(spec.instrument_id)
+            if loop is not None:
+                loop.update_spec(spec)
+        self.changed.set()
+
     async def acquire(self) -> None:
         """Register, hand over what belongs elsewhere, take what placement allows."""
         settings = self.settings
@@ -109,12 +121,15 @@ class MatchingNode:
             await self._lock_conn.execute("SELECT 1")  # heartbeat: keeps the locks alive
         if self._unreleased:
             await self._release(list(self._unreleased))
+        specs = await self.store.instruments()
+        for spec in specs:
+            if (owned := self.loops.get(spec.instrument_id)) is not None:
+                owned.update_spec(spec)  # a new price band or status, before anything else
         placement = await self.store.placement()
-        for spec in await self.store.instruments():
+        for spec in specs:
             iid = spec.instrument_id
             loop = self.loops.get(iid)
             if loop is not None:
-                loop.update_spec(spec)  # a new price band or status
                 target = placement.hand_over_to(self.name, iid, spec.symbol)
                 if target is not None and not self._stopping:
                     await self._hand_over(loop, target)

@@ -44,9 +44,9 @@ async def serve() -> None:
     metrics.watch_pool("matching", pool)
     node = MatchingNode(settings, Store(pool), redis, metrics)
     # A halt, a new status or price band, a new instrument: applied at once, not at the
-    # next poll.
+    # next poll, and before this pod tells the admin call's wait_applied it has.
     changes = ChangeListener(settings.database_url)
-    changes.on("instruments", node.changed.set)
+    changes.on_async("instruments", node.refresh_specs)
     # Another pod registered, handed an instrument over or released some: look again.
     changes.on(PODS_TABLE, node.changed.set)
     changes.start()
